@@ -1,0 +1,55 @@
+"""Gradient inversion: reconstruct a client's batch from its gradient (FedSGD) or its update (FedAvg).
+
+    from attacks.inversion import invert, INVERSION_METHODS
+    x_hat = invert("ig", model=model, gradients=grads, labels=labels, input_shape=(3, 32, 32),
+                   steps=1000, mean=mean, std=std, seed=0)
+
+``x_hat`` is the reconstructed batch [K, C, H, W] in the model's input space (normalised with mean/std); score
+it with :func:`fedsim.metrics.images.image_metrics`.
+
+Arguments
+* ``model``: the global model the client started from (not modified; BN running stats are read, not changed).
+* ``gradients``: tensors aligned with ``list(model.parameters())``: the FedSGD batch-mean gradient, or the
+  FedAvg fake gradient (W0 - WT) / (T lr) (``attacks.gradients.fake_gradient``).
+* ``labels``: LongTensor[K] (e.g. ``restore_labels(...).labels``) or a ``LabelRestoration``; they are
+  assigned to the dummy inputs by count (iLRG Sec. 4.4). Methods with ``label_mode="joint"`` (DLG) optimise
+  soft labels instead and take the batch size from ``batch_size=`` (or ``len(labels)``).
+* ``steps``: optimisation steps (one objective evaluation each, except L-BFGS with a line search).
+* ``mean``, ``std``: normalisation of the model input (per channel); ``seed``: init seed.
+
+FedAvg options (see ``attacks.inversion.core.EXTRA_OPTIONS``): ``lr`` (the client's learning rate, *not*
+the attack step size, which is ``attack_lr``), ``local_steps`` (T), ``local_batch_size`` (B), and either
+``gradients=fake_gradient`` or ``weights_after=`` (dict by parameter name or aligned list) from which
+(W0 - WT) / (T lr) is computed. ``fedavg-unrolled`` simulates the T local steps on the dummy batch;
+``multi-update`` takes ``updates=[(weights_before, gradient), ...]`` of the same client on the same data.
+
+Every field of :class:`InversionSpec` can be overridden per call (``distance``, ``layer_weights``, ``priors``,
+``optimizer``, ``attack_lr``, ``signed``, ``schedule``, ``box``, ``init``, ``label_mode``, ``target``,
+``restarts``, ``line_search``, ``model_mode``, ``label_lr``); unknown options raise ``ValueError``.
+``return_result=True`` returns an :class:`InversionResult` (labels, loss history, seconds per step).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from attacks.inversion.core import EXTRA_OPTIONS, InversionResult, InversionSpec
+from attacks.inversion.methods import INVERSION_METHODS, InversionMethod
+from attacks.inversion.objectives import DISTANCES
+from attacks.inversion.optim import INITS, OPTIMIZERS
+from attacks.inversion.priors import PRIORS
+
+
+def invert(method: str, *, model, gradients=None, labels=None, input_shape, steps: int = 1000,
+           mean=(0.0,), std=(1.0,), seed: int = 0, **options: Any) -> torch.Tensor | InversionResult:
+    """Run a registered inversion method; returns the reconstruction [K, C, H, W] in model space."""
+    if method not in INVERSION_METHODS:
+        raise ValueError(f"inversion method {method!r} is not one of {sorted(INVERSION_METHODS)}")
+    return INVERSION_METHODS[method](model=model, gradients=gradients, labels=labels, input_shape=input_shape,
+                                     steps=steps, mean=mean, std=std, seed=seed, **options)
+
+
+__all__ = ["invert", "INVERSION_METHODS", "InversionMethod", "InversionSpec", "InversionResult", "DISTANCES",
+           "PRIORS", "INITS", "OPTIMIZERS", "EXTRA_OPTIONS"]

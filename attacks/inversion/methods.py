@@ -1,0 +1,96 @@
+"""Registered inversion methods: each is a paper's settings of the generic engine (or an analytic formula).
+
+| name | paper | objective | priors | optimiser / init | labels |
+|---|---|---|---|---|---|
+| ``dlg`` | Zhu, Liu, Han, "Deep Leakage from Gradients", NeurIPS 2019 | L2 | none | L-BFGS lr 1, N(0,1) | joint soft labels |
+| ``idlg`` | Zhao, Mopuri, Bilen, "iDLG", 2020 | L2 | none | L-BFGS lr 1, N(0,1) | analytic (batch 1) |
+| ``ig`` | Geiping et al., "Inverting Gradients", NeurIPS 2020 | cosine | TV | signed Adam lr 0.1, step decay, box, N(0,1) | given |
+| ``geng`` | Geng et al., "Towards General Deep Leakage in FL" (FedSGD, eq. 9-19) | L2 (eq. 10) | TV + clip + scale | L-BFGS, U(0,1) | given (zero-shot restored) |
+| ``geng-fedavg`` | Geng et al. Sec. 3.5, eq. 24 (fake gradient) | layer-wise cosine | TV + clip + scale | L-BFGS, U(0,1) | given |
+| ``gradinversion`` | Yin et al., "See through Gradients: GradInversion", CVPR 2021 | L2 | BN + TV + L2 + group consistency | Adam, restarts jointly | given |
+| ``fedavg-unrolled`` | breaching multi-step objective; Dimitrov et al., "Data Leakage in Federated Averaging", TMLR 2022 | cosine on simulated T-step update | TV | signed Adam, step decay, box | given |
+| ``multi-update`` | Geng et al. Alg. 2 (several updates of one client on the same data) | mean L2 over updates | TV + clip + scale | L-BFGS, U(0,1) | given |
+| ``analytic-fc`` | Phong et al. 2018; Geiping et al. 2020 (biased first FC layer) | closed form | - | - | - |
+
+Hyper-parameters are CPU-sized defaults tuned on LeNet/ConvNet with 28x28 and 32x32 images (see
+docs/benchmarks/inversion.md); the papers' values are noted where they differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from attacks.inversion.analytic import analytic_fc
+from attacks.inversion.core import InversionSpec, run_gradient_matching
+
+
+@dataclass(frozen=True)
+class InversionMethod:
+    """A registered method: ``run(**kwargs)`` does the work; ``spec`` is None for analytic methods."""
+
+    name: str
+    paper: str
+    summary: str
+    spec: InversionSpec | None = None
+    analytic: Callable[..., Any] | None = None
+    needs: tuple[str, ...] = field(default_factory=tuple)
+
+    def __call__(self, **kwargs):
+        if self.analytic is not None:
+            return self.analytic(**kwargs)
+        return run_gradient_matching(self.name, self.spec, **kwargs)
+
+
+_GENG_PRIORS = {"tv": 0.05, "clip": 1.0, "scale": 0.1}
+
+INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
+    InversionMethod(
+        "dlg", "Zhu, Liu, Han: Deep Leakage from Gradients (NeurIPS 2019)",
+        "squared L2 gradient matching, L-BFGS (lr 1), N(0,1) init, dummy soft labels optimised jointly",
+        InversionSpec(distance="l2", optimizer="lbfgs", attack_lr=1.0, init="randn", label_mode="joint")),
+    InversionMethod(
+        "idlg", "Zhao, Mopuri, Bilen: iDLG: Improved Deep Leakage from Gradients (2020)",
+        "DLG with the label read off the classifier gradient (batch 1); given labels override",
+        InversionSpec(distance="l2", optimizer="lbfgs", attack_lr=1.0, init="randn", label_mode="idlg")),
+    InversionMethod(
+        "ig", "Geiping et al.: Inverting Gradients - How easy is it to break privacy in FL? (NeurIPS 2020)",
+        "cosine similarity + total variation, signed Adam lr 0.1, step decay at 3/8, 5/8, 7/8, box constraint",
+        InversionSpec(distance="cosine", priors={"tv": 0.01}, optimizer="adam", attack_lr=0.1, signed=True,
+                      schedule="step-decay", box=True, init="randn")),
+    InversionMethod(
+        "geng", "Geng et al.: Towards General Deep Leakage in Federated Learning (FedSGD; eq. 10, 17-19)",
+        "L2 (sum of layer norms) + TV + clip + scale penalties, L-BFGS, U(0,1) init; works on gradients or "
+        "fake gradients (W0 - WT)/(T lr) given as gradients= or as weights_after=, lr=, local_steps=",
+        InversionSpec(distance="l2-norm", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=0.5,
+                      line_search="strong_wolfe", init="uniform")),
+    InversionMethod(
+        "geng-fedavg", "Geng et al.: Towards General Deep Leakage in FL (FedAvg, Sec. 3.5, eq. 24)",
+        "layer-wise cosine distance to the fake gradient (W0 - WT)/(T lr) + TV + clip + scale, L-BFGS, U(0,1)",
+        InversionSpec(distance="cosine-layerwise", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=0.5,
+                      line_search="strong_wolfe", init="uniform")),
+    InversionMethod(
+        "gradinversion", "Yin et al.: See through Gradients: Image Batch Recovery via GradInversion (CVPR 2021)",
+        "L2 matching + BatchNorm statistics prior (running stats or bn_statistics=) + TV + L2 + group "
+        "consistency across restarts optimised jointly (no registration); needs a model with BatchNorm",
+        InversionSpec(distance="l2", priors={"bn": 0.01, "tv": 0.01, "l2": 1e-5, "group": 0.01},
+                      optimizer="adam", attack_lr=0.1, schedule="step-decay", box=True, init="randn",
+                      restarts=2)),
+    InversionMethod(
+        "fedavg-unrolled", "breaching multi-step objective; Dimitrov et al.: Data Leakage in Federated Averaging "
+        "(TMLR 2022)",
+        "simulate the client's local_steps SGD steps (lr=, local_batch_size=) on the dummy batch with "
+        "functional_call and create_graph, match the simulated update (fake-gradient form) by cosine + TV",
+        InversionSpec(distance="cosine", priors={"tv": 0.01}, optimizer="adam", attack_lr=0.1, signed=True,
+                      schedule="step-decay", box=True, init="randn", target="unrolled")),
+    InversionMethod(
+        "multi-update", "Geng et al.: Towards General Deep Leakage in FL, Alg. 2 (multiple updates consistency)",
+        "one client's several (weights_before, gradient) pairs on the same data (updates=[...]) matched jointly "
+        "(mean L2) + TV + clip + scale, L-BFGS, U(0,1) init",
+        InversionSpec(distance="l2-norm", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=0.5,
+                      line_search="strong_wolfe", init="uniform", target="multi")),
+    InversionMethod(
+        "analytic-fc", "Phong et al. 2018; Geiping et al. 2020 (a biased first fully connected layer leaks x)",
+        "closed form x = grad_W[i] / grad_b[i] (least squares over active rows); exact for batch 1",
+        analytic=analytic_fc),
+]}

@@ -1,0 +1,101 @@
+"""Gradient-matching objectives: how far a dummy gradient (or simulated update) is from the observed one.
+
+Every distance takes two lists of tensors aligned with ``list(model.parameters())`` and optional per-layer
+weights, and returns a scalar tensor that is differentiable w.r.t. the dummy side.
+
+* ``l2``        squared Euclidean distance summed over layers: DLG (Zhu et al., 2019), Geng et al. Alg. 2.
+* ``l2-norm``   sum over layers of the (non-squared) layer norm: Geng et al. eq. 10.
+* ``cosine``    1 - cosine similarity of the concatenated gradient: Inverting Gradients (Geiping et al., 2020).
+* ``cosine-layerwise``  sum over layers of (1 - cosine): Geng et al. eq. 24 (FedAvg fake gradients).
+
+Objectives apply to FedSGD gradients and to FedAvg updates alike: a FedAvg update is compared in its
+fake-gradient form (W0 - WT) / (T * lr) (Geng et al. Sec. 3.5), whether the dummy side is a single gradient
+(Geng) or an unrolled simulation of the T local steps (``attacks.inversion.fedavg``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+Distance = Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor], Sequence[float]], torch.Tensor]
+
+
+def _l2(dummy, target, weights):
+    return sum(w * (d - t).pow(2).sum() for d, t, w in zip(dummy, target, weights))
+
+
+def _l2_norm(dummy, target, weights):
+    return sum(w * (d - t).pow(2).sum().clamp_min(1e-30).sqrt() for d, t, w in zip(dummy, target, weights))
+
+
+def _cosine(dummy, target, weights):
+    dot = sum(w * (d * t).sum() for d, t, w in zip(dummy, target, weights))
+    nd = sum(w * d.pow(2).sum() for d, w in zip(dummy, weights))
+    nt = sum(w * t.pow(2).sum() for t, w in zip(target, weights))
+    return 1.0 - dot / (nd.clamp_min(1e-30).sqrt() * nt.clamp_min(1e-30).sqrt())
+
+
+def _cosine_layerwise(dummy, target, weights):
+    total = 0.0
+    for d, t, w in zip(dummy, target, weights):
+        cos = (d * t).sum() / (d.norm().clamp_min(1e-30) * t.norm().clamp_min(1e-30))
+        total = total + w * (1.0 - cos)
+    return total
+
+
+DISTANCES: dict[str, Distance] = {
+    "l2": _l2,
+    "l2-norm": _l2_norm,
+    "cosine": _cosine,
+    "cosine-layerwise": _cosine_layerwise,
+}
+
+
+def _scheme_uniform(n: int) -> list[float]:
+    return [1.0] * n
+
+
+def _scheme_linear(n: int) -> list[float]:
+    # first layer weight 1, last 1/n (breaching's "linear" weighting emphasises early layers)
+    return [1.0 - i / n for i in range(n)]
+
+
+def _scheme_exp(n: int) -> list[float]:
+    return [float(torch.exp(torch.tensor(-i / max(n - 1, 1) * 2.0))) for i in range(n)]
+
+
+LAYER_WEIGHTS: dict[str, Callable[[int], list[float]]] = {
+    "uniform": _scheme_uniform,
+    "linear": _scheme_linear,
+    "exp": _scheme_exp,
+}
+
+
+def layer_weights(spec: str | Sequence[float] | None, num_layers: int) -> list[float]:
+    """Per-parameter weights: ``None``/"uniform", a named scheme ("linear", "exp"), or an explicit list."""
+    if spec is None:
+        return [1.0] * num_layers
+    if isinstance(spec, str):
+        if spec not in LAYER_WEIGHTS:
+            raise ValueError(f"layer_weights: {spec!r} is not one of {sorted(LAYER_WEIGHTS)} or a list of floats")
+        return LAYER_WEIGHTS[spec](num_layers)
+    weights = [float(w) for w in spec]
+    if len(weights) != num_layers:
+        raise ValueError(f"layer_weights has {len(weights)} entries for {num_layers} parameter tensors")
+    return weights
+
+
+def get_distance(name: str) -> Distance:
+    if name not in DISTANCES:
+        raise ValueError(f"distance: {name!r} is not one of {sorted(DISTANCES)}")
+    return DISTANCES[name]
+
+
+def gradient_distance(dummy: Sequence[torch.Tensor], target: Sequence[torch.Tensor], distance: str = "l2",
+                      weights: str | Sequence[float] | None = None) -> torch.Tensor:
+    """Distance between two gradient lists (aligned with the model's parameters)."""
+    if len(dummy) != len(target):
+        raise ValueError(f"gradient lists differ in length: {len(dummy)} vs {len(target)}")
+    return get_distance(distance)(list(dummy), list(target), layer_weights(weights, len(dummy)))

@@ -1,0 +1,169 @@
+"""Image priors (regularisers) added to the gradient-matching objective.
+
+Each prior maps a :class:`PriorContext` to a scalar. The context holds the dummy batch in model space and in
+pixel space, shaped ``[R, K, C, H, W]`` (R groups / restarts optimised jointly, K images each), and, for the
+BatchNorm prior, the statistics the dummy batch produced in every BN layer.
+
+| name | formula | source |
+|---|---|---|
+| ``tv`` | mean |x[i+1,j]-x[i,j]| + mean |x[i,j+1]-x[i,j]| (pixel space) | Inverting Gradients (Geiping et al. 2020) |
+| ``tv-sum`` | eq. 8 summed per image, averaged over images | Geng et al. eq. 8 |
+| ``l2`` | mean over images of ||x||_2 (model space) | GradInversion (Yin et al. 2021), Geng Table 2 |
+| ``clip`` | ||x - clip(x, 0, 1)||_2 per image (pixel space) | Geng et al. eq. 17 |
+| ``scale`` | ||x - (x - min) / (max - min)||_2 per image (pixel space) | Geng et al. eq. 18 |
+| ``bn`` | sum_l ||mu_l(x) - mu_l||_2 + ||var_l(x) - var_l||_2 | DeepInversion / GradInversion (Yin et al. 2020, 2021) |
+| ``group`` | mean ||x_r - mean_r x_r||^2 over the R groups | GradInversion group consistency (without registration) |
+
+The BN reference statistics are the model's running statistics (``bn_reference="running"``, what a server
+knows when clients share buffers of a previous round) or client-reported batch statistics (a list of
+``(mean, var)`` per BN layer; :func:`bn_statistics_from_buffers` derives them from the running statistics a
+client sent back after one training step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PriorContext:
+    x: torch.Tensor  # [R, K, C, H, W] model space
+    pixel: torch.Tensor  # [R, K, C, H, W] pixel space (unclamped)
+    bn_stats: list[list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=list)  # per group, per layer
+    bn_reference: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+def total_variation(ctx: PriorContext) -> torch.Tensor:
+    p = ctx.pixel
+    dx = (p[..., :, 1:] - p[..., :, :-1]).abs().mean()
+    dy = (p[..., 1:, :] - p[..., :-1, :]).abs().mean()
+    return (dx + dy) * p.shape[0]
+
+
+def total_variation_sum(ctx: PriorContext) -> torch.Tensor:
+    p = ctx.pixel
+    per_image = (p[..., :, 1:] - p[..., :, :-1]).abs().flatten(2).sum(-1) + \
+        (p[..., 1:, :] - p[..., :-1, :]).abs().flatten(2).sum(-1)
+    return per_image.mean(-1).sum()
+
+
+def l2_norm(ctx: PriorContext) -> torch.Tensor:
+    return ctx.x.flatten(2).norm(dim=-1).mean(-1).sum()
+
+
+def clip_penalty(ctx: PriorContext) -> torch.Tensor:
+    p = ctx.pixel
+    return (p - p.clamp(0.0, 1.0)).flatten(2).norm(dim=-1).mean(-1).sum()
+
+
+def scale_penalty(ctx: PriorContext) -> torch.Tensor:
+    flat = ctx.pixel.flatten(2)
+    lo = flat.min(-1, keepdim=True).values
+    hi = flat.max(-1, keepdim=True).values
+    scaled = (flat - lo) / (hi - lo).clamp_min(1e-8)
+    return (flat - scaled).norm(dim=-1).mean(-1).sum()
+
+
+def bn_prior(ctx: PriorContext) -> torch.Tensor:
+    if not ctx.bn_reference:
+        raise ValueError("prior 'bn' needs a model with BatchNorm layers (or bn_statistics)")
+    total = ctx.x.new_zeros(())
+    for group in ctx.bn_stats:
+        if len(group) != len(ctx.bn_reference):
+            raise ValueError(f"bn prior: {len(group)} BN layers seen, {len(ctx.bn_reference)} reference statistics")
+        for (mu, var), (mu_ref, var_ref) in zip(group, ctx.bn_reference):
+            total = total + (mu - mu_ref).norm() + (var - var_ref).norm()
+    return total
+
+
+def group_consistency(ctx: PriorContext) -> torch.Tensor:
+    if ctx.pixel.shape[0] < 2:
+        return ctx.pixel.new_zeros(())
+    center = ctx.pixel.mean(0, keepdim=True).detach()
+    return (ctx.pixel - center).pow(2).flatten(2).sum(-1).mean(-1).sum()
+
+
+PRIORS: dict[str, Callable[[PriorContext], torch.Tensor]] = {
+    "tv": total_variation,
+    "tv-sum": total_variation_sum,
+    "l2": l2_norm,
+    "clip": clip_penalty,
+    "scale": scale_penalty,
+    "bn": bn_prior,
+    "group": group_consistency,
+}
+
+
+def check_priors(priors: Mapping[str, float] | None) -> dict[str, float]:
+    priors = dict(priors or {})
+    unknown = sorted(set(priors) - set(PRIORS))
+    if unknown:
+        raise ValueError(f"priors: unknown {unknown}; valid: {sorted(PRIORS)}")
+    return {k: float(v) for k, v in priors.items() if float(v) != 0.0}
+
+
+def prior_loss(priors: Mapping[str, float], ctx: PriorContext) -> torch.Tensor:
+    total = ctx.x.new_zeros(())
+    for name, weight in priors.items():
+        total = total + weight * PRIORS[name](ctx)
+    return total
+
+
+# --- BatchNorm statistics -------------------------------------------------------------------------------
+
+def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def running_statistics(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The BN layers' running (mean, var), detached copies, in module order."""
+    out = []
+    for m in bn_layers(model):
+        if m.running_mean is None:
+            raise ValueError("bn prior: a BatchNorm layer has track_running_stats=False; pass bn_statistics")
+        out.append((m.running_mean.detach().clone(), m.running_var.detach().clone()))
+    return out
+
+
+def bn_statistics_from_buffers(before: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                               after: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                               momentum: float = 0.1, batch_size: int | None = None
+                               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Batch statistics of one client step from its running stats before/after (PyTorch's BN update rule).
+
+    running_new = (1 - m) running_old + m batch; the running variance uses the unbiased batch variance, so with
+    ``batch_size`` (times H*W for conv layers, the count per channel) the biased variance is returned.
+    """
+    out = []
+    for (mu0, var0), (mu1, var1) in zip(before, after):
+        mu = (mu1 - (1 - momentum) * mu0) / momentum
+        var = (var1 - (1 - momentum) * var0) / momentum
+        if batch_size is not None and batch_size > 1:
+            var = var * (batch_size - 1) / batch_size
+        out.append((mu, var))
+    return out
+
+
+class BNStatisticsHook:
+    """Forward hooks on every BN layer collecting the (mean, biased var) of the layer's input."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._handles = [m.register_forward_hook(self._hook) for m in bn_layers(model)]
+
+    def _hook(self, module, inputs, output) -> None:
+        x = inputs[0]
+        dims = [0] + list(range(2, x.dim()))
+        self.stats.append((x.mean(dims), x.var(dims, unbiased=False)))
+
+    def pop(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        stats, self.stats = self.stats, []
+        return stats
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()

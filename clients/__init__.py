@@ -1,0 +1,1 @@
+"""Flower ClientApp of fedsim: unpack the message, train locally, (later: defend), reply."""

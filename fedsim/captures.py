@@ -1,0 +1,59 @@
+"""Capture store: one safetensors file per (round, client) under ``<run>/captures/``.
+
+Tensors are stored as ``before/<name>``, ``after/<name>``, ``buffer/<name>``; scalars and defense settings
+as JSON in the safetensors metadata. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+from safetensors.torch import load_file, save_file, safe_open
+
+from fedsim.types import ClientUpdate
+
+_SCALARS = ("run_id", "server_round", "client_id", "algorithm", "lr", "local_epochs", "local_steps",
+            "batch_size", "num_examples")
+
+
+def capture_path(run_dir: str | Path, server_round: int, client_id: int) -> Path:
+    return Path(run_dir) / "captures" / f"round_{server_round:04d}" / f"client_{client_id:04d}.safetensors"
+
+
+def save_update(update: ClientUpdate, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for prefix, group in (("before", update.weights_before), ("after", update.weights_after),
+                          ("buffer", update.buffers_after)):
+        for name, t in group.items():
+            tensors[f"{prefix}/{name}"] = t.detach().contiguous().cpu()
+    meta = {k: getattr(update, k) for k in _SCALARS}
+    meta["defenses"] = dict(update.defenses)
+    meta["parameter_order"] = list(update.weights_before)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"fedsim": json.dumps(meta)})
+    tmp.replace(path)
+    return path
+
+
+def load_update(path: str | Path) -> ClientUpdate:
+    """Read a capture (safetensors + JSON metadata); validates like any ``ClientUpdate``."""
+    with safe_open(str(path), framework="pt") as fh:
+        meta = json.loads((fh.metadata() or {})["fedsim"])
+    tensors = load_file(str(path))
+    order = meta.pop("parameter_order")
+    groups: dict[str, dict] = {"before": {}, "after": {}, "buffer": {}}
+    for key, t in tensors.items():
+        prefix, _, name = key.partition("/")
+        groups[prefix][name] = t
+    before = {n: groups["before"][n] for n in order}
+    after = {n: groups["after"][n] for n in order if n in groups["after"]}
+    return ClientUpdate(weights_before=before, weights_after=after, buffers_after=groups["buffer"], **meta)
+
+
+def iter_captures(run_dir: str | Path) -> Iterator[Path]:
+    """Capture files of a run, ordered by round then client."""
+    yield from sorted((Path(run_dir) / "captures").glob("round_*/client_*.safetensors"))

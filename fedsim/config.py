@@ -1,0 +1,241 @@
+"""One TOML schema for every experiment.
+
+Presets are TOML files with sections (``[run]``, ``[data]``, ...). Flower flattens them to dotted keys
+(``train.lr``) in ``context.run_config``; :func:`from_flat` turns that flat mapping back into an
+:class:`ExperimentConfig`, rejecting unknown keys and bad values with the key name and the valid choices.
+Only bool/int/float/str values are allowed (Flower's run-config types); lists are comma-separated strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+Scalar = bool | int | float | str
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is invalid; the message names the key and what is allowed."""
+
+
+def opt(default: Scalar, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
+        maximum: float | None = None, doc: str = "") -> Any:
+    """A config field with validation metadata."""
+    return field(default=default, metadata={"choices": choices, "min": minimum, "max": maximum, "doc": doc})
+
+
+@dataclass(frozen=True)
+class RunSection:
+    name: str = opt("fedsim", doc="run name")
+    num_rounds: int = opt(3, minimum=1)
+    num_clients: int = opt(10, minimum=1, doc="number of simulated SuperNodes / partitions")
+    seed: int = opt(0, minimum=0)
+    out_dir: str = opt("", doc="run folder; empty means runs/<name>")
+    round_timeout: float = opt(600.0, minimum=1.0, doc="seconds to wait for client replies")
+
+
+@dataclass(frozen=True)
+class DataSection:
+    dataset: str = opt("mnist_subset", doc="a name in fedsim.data.DATASETS")
+    data_dir: str = opt("", doc="folder with dataset files (torchvision sets, Fashion-MNIST elsewhere)")
+    partition: str = opt("dirichlet", choices=("iid", "dirichlet", "shards"))
+    alpha: float = opt(0.5, minimum=1e-4, doc="Dirichlet concentration (smaller = more skew)")
+    shards_per_client: int = opt(2, minimum=1, doc="classes per client for pathological shards")
+    max_examples_per_client: int = opt(0, minimum=0, doc="cap a client's partition (0 = no cap)")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    name: str = opt("convnet", choices=("fcn3", "lenet5", "convnet", "resnet18", "vgg16"))
+    activation: str = opt("relu", choices=("relu", "sigmoid", "swish", "silu", "leakyrelu", "tanh"))
+    width: int = opt(16, minimum=1, doc="channels (convnet, lenet5) or hidden units (fcn3)")
+    batchnorm: bool = opt(False, doc="BatchNorm in the ConvNet")
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    algorithm: str = opt("fedavg", choices=("fedsgd", "fedavg"))
+    lr: float = opt(0.05, minimum=1e-12)
+    local_epochs: int = opt(1, minimum=1, doc="FedAvg epochs over the partition")
+    batch_size: int = opt(32, minimum=1)
+    max_local_steps: int = opt(0, minimum=0, doc="cap on FedAvg local steps per round (0 = no cap)")
+    fraction_train: float = opt(1.0, minimum=0.0, maximum=1.0)
+    min_train_nodes: int = opt(2, minimum=1)
+
+
+@dataclass(frozen=True)
+class CaptureSection:
+    enabled: bool = opt(True, doc="store every intercepted update under captures/")
+    rounds: str = opt("all", doc="'all' or comma-separated round numbers")
+    clients: str = opt("all", doc="'all' or comma-separated client ids")
+
+
+@dataclass(frozen=True)
+class AttackSection:
+    enabled: bool = opt(False, doc="run attacks on captured updates")
+    label_methods: str = opt("ilrg", doc="comma-separated names in attacks.labels.LABEL_METHODS")
+    inversion: str = opt("none", doc="a name in attacks.inversion.INVERSION_METHODS, or 'none'")
+    inversion_steps: int = opt(200, minimum=1)
+    rounds: str = opt("all", doc="'all' or comma-separated round numbers to attack")
+    clients: str = opt("all", doc="'all' or comma-separated client ids to attack")
+    max_attacks: int = opt(0, minimum=0, doc="budget of attacked updates per run (0 = no limit)")
+    workers: int = opt(1, minimum=0, doc="attack worker processes (0 = inline, blocking)")
+    queue_size: int = opt(8, minimum=1, doc="bounded queue of pending attacks")
+    queue_policy: str = opt("wait", choices=("wait", "drop"), doc="when the queue is full")
+    timeout: float = opt(600.0, minimum=1.0, doc="seconds per attack before it is scored as failed")
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunSection,
+    "data": DataSection,
+    "model": ModelSection,
+    "train": TrainSection,
+    "capture": CaptureSection,
+    "attack": AttackSection,
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    run: RunSection = field(default_factory=RunSection)
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    capture: CaptureSection = field(default_factory=CaptureSection)
+    attack: AttackSection = field(default_factory=AttackSection)
+
+    def to_flat(self) -> dict[str, Scalar]:
+        """Dotted keys (``train.lr``) as Flower's run config holds them."""
+        return {f"{s}.{f.name}": getattr(getattr(self, s), f.name) for s in SECTIONS for f in fields(SECTIONS[s])}
+
+    def to_nested(self) -> dict[str, dict[str, Scalar]]:
+        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+
+    def replace(self, **flat: Any) -> "ExperimentConfig":
+        """A copy with some dotted keys changed (validated)."""
+        merged = self.to_flat()
+        merged.update(flat)
+        return from_flat(merged)
+
+
+def valid_keys() -> list[str]:
+    return list(ExperimentConfig().to_flat())
+
+
+def _coerce(key: str, value: Any, f: dataclasses.Field) -> Scalar:
+    expected = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or (
+                isinstance(value, str) and not value.strip().lstrip("-").isdigit()):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(value)
+    if expected is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _validate(key: str, value: Scalar, f: dataclasses.Field) -> None:
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}")
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError(f"{key}: {value!r} is above the maximum {meta['max']}")
+
+
+def from_flat(flat: Mapping[str, Any]) -> ExperimentConfig:
+    """Build and validate a config from dotted keys; unknown keys fail with the list of valid ones."""
+    per_section: dict[str, dict[str, Scalar]] = {s: {} for s in SECTIONS}
+    for key, value in flat.items():
+        section, _, name = key.partition(".")
+        if section not in SECTIONS:
+            raise ConfigError(f"{key}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
+        by_name = {f.name: f for f in fields(SECTIONS[section])}
+        if name not in by_name:
+            raise ConfigError(f"{key}: unknown key; valid keys in [{section}]: {', '.join(by_name)}")
+        coerced = _coerce(key, value, by_name[name])
+        _validate(key, coerced, by_name[name])
+        per_section[section][name] = coerced
+    cfg = ExperimentConfig(**{s: SECTIONS[s](**values) for s, values in per_section.items()})
+    _check_cross_section(cfg)
+    return cfg
+
+
+def _check_cross_section(cfg: ExperimentConfig) -> None:
+    from fedsim.data.core import DATASETS
+    from fedsim.data import sources  # noqa: F401  (registers loaders)
+
+    if cfg.data.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset: {cfg.data.dataset!r} is not one of {', '.join(sorted(DATASETS))}")
+    for key, text in (("capture.rounds", cfg.capture.rounds), ("capture.clients", cfg.capture.clients),
+                      ("attack.rounds", cfg.attack.rounds), ("attack.clients", cfg.attack.clients)):
+        parse_selection(key, text)
+
+
+def parse_selection(key: str, text: str) -> frozenset[int] | None:
+    """'all' -> None (everything); '1,3' -> {1, 3}."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return frozenset(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ConfigError(f"{key}: expected 'all' or comma-separated integers, got {text!r}") from None
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Read a preset TOML (sections), apply dotted overrides, validate."""
+    path = Path(path)
+    try:
+        nested = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    flat = flatten(nested)
+    flat.update(overrides or {})
+    return from_flat(flat)
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["train.lr=0.1", ...]`` -> ``{"train.lr": "0.1"}`` (values are coerced by :func:`from_flat`)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        out[key.strip()] = value.strip().strip('"')
+    return out
+
+
+def to_toml(cfg: ExperimentConfig) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(cfg.to_nested())

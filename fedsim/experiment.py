@@ -1,0 +1,84 @@
+"""What both Flower apps derive from an ``ExperimentConfig``: the model, each client's data, the test split.
+
+Everything is a pure function of the config (and the partition id), so the server, the clients and offline
+replay agree without sharing state.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsim.config import ExperimentConfig
+from fedsim.data import ImageDataset, load_dataset
+from fedsim.models import build_model
+from fedsim.partitions import partition
+
+
+@lru_cache(maxsize=4)
+def dataset_for(name: str, data_dir: str) -> ImageDataset:
+    """Loaded once per process (Ray reuses worker processes across rounds)."""
+    return load_dataset(name, data_dir or None)
+
+
+def dataset(cfg: ExperimentConfig) -> ImageDataset:
+    return dataset_for(cfg.data.dataset, cfg.data.data_dir)
+
+
+def model_options(cfg: ExperimentConfig) -> dict:
+    m = cfg.model
+    return {
+        "fcn3": {"hidden": (m.width,), "activation": m.activation},
+        "lenet5": {"activation": m.activation, "width": m.width},
+        "convnet": {"width": m.width, "batchnorm": m.batchnorm, "activation": m.activation},
+        "resnet18": {},
+        "vgg16": {},
+    }[m.name]
+
+
+def make_model(cfg: ExperimentConfig) -> nn.Module:
+    """The global model with its seeded initial weights."""
+    ds = dataset(cfg)
+    return build_model(cfg.model.name, ds.input_shape, ds.num_classes, seed=cfg.run.seed, **model_options(cfg))
+
+
+@lru_cache(maxsize=8)
+def _partitions(name: str, data_dir: str, method: str, num_clients: int, seed: int, alpha: float,
+                shards_per_client: int) -> tuple[np.ndarray, ...]:
+    labels = dataset_for(name, data_dir).train_y.numpy()
+    return tuple(partition(method, labels, num_clients, seed, alpha=alpha, shards_per_client=shards_per_client))
+
+
+def client_indices(cfg: ExperimentConfig, partition_id: int, num_partitions: int) -> np.ndarray:
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id {partition_id} outside [0, {num_partitions})")
+    parts = _partitions(cfg.data.dataset, cfg.data.data_dir, cfg.data.partition, num_partitions, cfg.run.seed,
+                        cfg.data.alpha, cfg.data.shards_per_client)
+    idx = parts[partition_id]
+    cap = cfg.data.max_examples_per_client
+    return idx[:cap] if cap else idx
+
+
+def client_data(cfg: ExperimentConfig, partition_id: int, num_partitions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A client's normalised training inputs and labels."""
+    ds = dataset(cfg)
+    idx = torch.from_numpy(client_indices(cfg, partition_id, num_partitions))
+    return ds.normalize(ds.train_x[idx]), ds.train_y[idx]
+
+
+def test_data(cfg: ExperimentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = dataset(cfg)
+    return ds.normalize(ds.test_x), ds.test_y
+
+
+def local_seed(run_seed: int, server_round: int, client_id: int) -> int:
+    """Seed of a client's local batch order in a round (deterministic re-derivation)."""
+    return (run_seed * 1_000_003 + server_round * 10_007 + client_id) % (2**31)
+
+
+def run_dir(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.run.out_dir) if cfg.run.out_dir else Path("runs") / cfg.run.name

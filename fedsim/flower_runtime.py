@@ -1,0 +1,115 @@
+"""Start and stop Flower processes (SuperLink, SuperNodes) on 127.0.0.1 and drive ``flwr run``.
+
+No ``flwr`` import: Flower is driven through its own console scripts, as a user would, so ``fedsim`` stays
+importable without the Flower stack. Every process started here runs in its own session and is stopped by
+process group (also on failure or Ctrl-C). ``FLWR_HOME`` lives inside the run folder and runtime dependency
+installation is disabled.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    env = os.environ.copy()
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["FLWR_HOME"] = str(flwr_home)
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+    env["RAY_DEDUP_LOGS"] = "0"
+    env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate a process and its whole group (Ray workers, SuperExec, ...)."""
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with code {proc.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(url, timeout=0.5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f}s; see {log_path}")
+
+
+@contextmanager
+def local_superlink(flwr_home: Path, log_dir: Path, simulation: bool = True,
+                    extra_args: tuple[str, ...] = ()) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """A SuperLink on free loopback ports; yields its HTTP address and the list of started processes.
+
+    Writes ``FLWR_HOME/config.toml`` with a default connection ``fedsim`` pointing at it.
+    """
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    port, control = free_port(), free_port()
+    address = f"127.0.0.1:{port}"
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "fedsim"\n\n[superlink.fedsim]\naddress = "{address}"\ninsecure = true\n')
+    cmd = ["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(port),
+           "--control-api-address", f"127.0.0.1:{control}", "--disable-runtime-dependency-installation",
+           *(["--simulation"] if simulation else []), *extra_args]
+    log_path = log_dir / "superlink.log"
+    procs: list[subprocess.Popen] = []
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=flower_env(flwr_home), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=str(flwr_home))
+    procs.append(proc)
+    try:
+        wait_http(f"http://{address}/health", proc, 60, log_path)
+        yield address, procs
+    finally:
+        for p in reversed(procs):
+            stop_process(p)
+
+
+def flwr_run(flwr_home: Path, run_config: Path, log_path: Path, federation_config: str | None = None,
+             app_dir: Path = PROJECT_ROOT) -> subprocess.Popen:
+    """Start ``flwr run APP fedsim --run-config FILE --stream`` (returns the process; caller waits)."""
+    cmd = ["flwr", "run", str(app_dir), "fedsim", "--run-config", str(run_config), "--stream"]
+    if federation_config:
+        cmd += ["--federation-config", federation_config]
+    log = log_path.open("w")
+    try:
+        return subprocess.Popen(cmd, env=flower_env(flwr_home), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=str(app_dir))
+    finally:
+        log.close()

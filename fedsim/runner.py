@@ -1,0 +1,80 @@
+"""``fedsim run``: one federation on Flower's simulation engine (Ray backend), end to end.
+
+Resolves and writes the config, starts a private SuperLink, submits the app with ``flwr run``, shows a
+progress bar per round (read from ``metrics.jsonl``) and stops every process it started.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from fedsim.config import ExperimentConfig, to_toml
+from fedsim.flower_runtime import flwr_run, local_superlink, stop_process
+from fedsim.results import read_jsonl
+
+RUN_ARTIFACTS = ("captures", "audit", "images", "metrics.jsonl", "rejections.jsonl", "report.html", "DONE",
+                 "logs", "attack_errors.jsonl")
+
+
+class FederationFailed(RuntimeError):
+    """The Flower run did not complete; the message points at its log."""
+
+
+def prepare_run_dir(cfg: ExperimentConfig, out: Path) -> tuple[ExperimentConfig, Path]:
+    """Absolute run folder (old artifacts removed) and the resolved config written to ``config.toml``."""
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_ARTIFACTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    cfg = cfg.replace(**{"run.out_dir": str(out)})
+    (out / "config.toml").write_text(to_toml(cfg))
+    return cfg, out
+
+
+def _progress(out: Path, proc: subprocess.Popen, cfg: ExperimentConfig, quiet: bool) -> None:
+    metrics = out / "metrics.jsonl"
+    if quiet:
+        proc.wait()
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn()) as bar:
+        task = bar.add_task("rounds", total=cfg.run.num_rounds, status="starting Flower...")
+        while proc.poll() is None:
+            rows = [r for r in read_jsonl(metrics) if r.get("kind") == "utility" and r["round"] > 0]
+            if rows:
+                last = rows[-1]
+                bar.update(task, completed=last["round"],
+                           status=f"test acc {last['test_accuracy']:.3f}  loss {last['test_loss']:.3f}")
+            time.sleep(0.5)
+        rows = [r for r in read_jsonl(metrics) if r.get("kind") == "utility" and r["round"] > 0]
+        if rows:
+            bar.update(task, completed=rows[-1]["round"])
+
+
+def run_federation(cfg: ExperimentConfig, out: Path, quiet: bool = False) -> Path:
+    """Run the federation described by ``cfg`` into ``out``; returns the run folder."""
+    cfg, out = prepare_run_dir(cfg, out)
+    logs = out / "logs"
+    flwr_home = out / ".flwr"
+    federation = f"num-supernodes={cfg.run.num_clients} client-resources-num-cpus=1"
+    with local_superlink(flwr_home, logs) as (_, procs):
+        proc = flwr_run(flwr_home, out / "config.toml", logs / "flower.log", federation)
+        procs.append(proc)
+        try:
+            _progress(out, proc, cfg, quiet)
+        except KeyboardInterrupt:
+            stop_process(proc)
+            raise
+    if not (out / "DONE").exists():
+        tail = (logs / "flower.log").read_text(errors="replace")[-3000:]
+        raise FederationFailed(f"the federation did not finish; last lines of {logs / 'flower.log'}:\n{tail}")
+    return out

@@ -1,0 +1,1 @@
+"""Flower ServerApp of fedsim: the honest-but-curious server (capture, attack, score)."""

@@ -1,0 +1,80 @@
+"""fedsim's ServerApp (Flower Message API): FedAvg wrapped by the curious strategy, central evaluation."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from fedsim.config import ExperimentConfig, from_flat, to_toml
+from fedsim.experiment import make_model, run_dir, test_data
+from fedsim.results import append_jsonl
+from fedsim.training import evaluate
+from server.attack_hook import build_attack_hook
+from server.sinks import CaptureWriter
+from server.strategy import CuriousStrategy, TrainSettings
+
+log = logging.getLogger("fedsim.server")
+app = ServerApp()
+
+
+def train_config(cfg: ExperimentConfig) -> ConfigRecord:
+    t = cfg.train
+    return ConfigRecord({"algorithm": t.algorithm, "lr": t.lr, "local-epochs": t.local_epochs,
+                         "batch-size": t.batch_size, "max-local-steps": t.max_local_steps, "seed": cfg.run.seed})
+
+
+def central_evaluation(cfg: ExperimentConfig, metrics_path):
+    """``evaluate_fn`` for ``Strategy.start``: test accuracy/loss of the global model, one JSON row per round."""
+    model = make_model(cfg)
+    x, y = test_data(cfg)
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        acc, loss = evaluate(model, x, y)
+        append_jsonl(metrics_path, {"kind": "utility", "round": server_round, "test_accuracy": acc,
+                                    "test_loss": loss, "time": time.time()})
+        return MetricRecord({"test_accuracy": acc, "test_loss": loss})
+
+    return evaluate_fn
+
+
+def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> CuriousStrategy:
+    model = make_model(cfg)
+    inner = FedAvg(fraction_train=cfg.train.fraction_train, fraction_evaluate=0.0,
+                   min_train_nodes=cfg.train.min_train_nodes, min_available_nodes=cfg.train.min_train_nodes)
+    t = cfg.train
+    settings = TrainSettings(t.algorithm, t.lr, t.local_epochs, t.batch_size, defenses={})
+    out = run_dir(cfg)
+    return CuriousStrategy(inner, run_id=run_id, parameter_names=[n for n, _ in model.named_parameters()],
+                           settings=settings, sinks=sinks, rejections_path=out / "rejections.jsonl")
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    cfg = from_flat(context.run_config)
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(to_toml(cfg))
+    nodes = list(grid.get_node_ids())
+    if nodes and len(nodes) != cfg.run.num_clients:
+        log.warning("run.num_clients=%d but %d SuperNodes are connected", cfg.run.num_clients, len(nodes))
+    sinks = []
+    if cfg.capture.enabled:
+        sinks.append(CaptureWriter(out, cfg.capture.rounds, cfg.capture.clients))
+    hook = build_attack_hook(cfg, out)
+    if hook is not None:
+        sinks.append(hook)
+    strategy = build_strategy(cfg, str(context.run_id), sinks)
+    model = make_model(cfg)
+    try:
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=cfg.run.num_rounds,
+                       timeout=cfg.run.round_timeout, train_config=train_config(cfg),
+                       evaluate_fn=central_evaluation(cfg, out / "metrics.jsonl"))
+    finally:
+        if hook is not None:
+            hook.close()
+    (out / "DONE").write_text("ok\n")

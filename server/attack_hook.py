@@ -1,0 +1,16 @@
+"""Attack hook: hands captured updates to the attack pipeline (filled in by the attack issues)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedsim.config import ExperimentConfig
+
+
+def build_attack_hook(cfg: ExperimentConfig, run_dir: Path):
+    """Return a sink with ``__call__(update)`` and ``close()``, or None when attacks are off."""
+    if not cfg.attack.enabled:
+        return None
+    from server.scheduler import AttackScheduler
+
+    return AttackScheduler(cfg, run_dir)
