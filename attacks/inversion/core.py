@@ -225,6 +225,13 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
         if priors:
             ctx = _priors.PriorContext(x=x, pixel=x * std_t + mean_t, bn_stats=bn_stats, bn_reference=bn_reference)
             total = total + _priors.prior_loss(priors, ctx)
+        # divide by a constant (same minimiser): the value at the start of the current L-BFGS run. PyTorch's
+        # L-BFGS skips curvature pairs with y.s <= 1e-10, so on a tiny objective it degrades to plain gradient
+        # descent; the loop below restarts L-BFGS with a new scale whenever the objective fell 1000-fold.
+        last["raw"] = total.detach().abs()
+        if "scale" not in last:
+            last["scale"] = last["raw"].clamp_min(1e-30)
+        total = total / last["scale"]
         total.backward()
         if spec.signed:
             for v in (x, y_soft):
@@ -239,28 +246,42 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
                 best_x[g] = x.detach()[g]
         return total
 
-    step_times = []
-    done = 0
-    for step in range(steps):
-        t0 = time.perf_counter()
-        loss = optimizer.step(closure)
-        if schedule is not None:
-            schedule.step()
-        if spec.box:
-            with torch.no_grad():
-                x.data = torch.max(torch.min(x.data, hi), lo)
-        step_times.append(time.perf_counter() - t0)
-        done = step + 1
-        if not math.isfinite(float(loss)):
-            break
-        if step % log_every == 0 or step == steps - 1:
-            current = float(last["match"].min())
-            history.append((step, current))
-            if callback is not None:
-                g_best = int(torch.tensor(best_loss).argmin())
-                callback(step, best_x[g_best].clone(), current)
-    if hook is not None:
-        hook.remove()
+    step_times: list[float] = []
+
+    def loop() -> int:
+        done = 0
+        for step in range(steps):
+            t0 = time.perf_counter()
+            loss = optimizer.step(closure)
+            if schedule is not None:
+                schedule.step()
+            if spec.box:
+                with torch.no_grad():
+                    x.data = torch.max(torch.min(x.data, hi), lo)
+            step_times.append(time.perf_counter() - t0)
+            done = step + 1
+            if not math.isfinite(float(loss.detach())):
+                break
+            if spec.optimizer == "lbfgs" and float(last["raw"]) < 1e-3 * float(last["scale"]):
+                last["scale"] = last["raw"].clamp_min(1e-30)
+                optimizer.state.clear()
+            if step % log_every == 0 or step == steps - 1:
+                current = float(last["match"].min())
+                history.append((step, current))
+                if callback is not None:
+                    g_best = int(torch.tensor(best_loss).argmin())
+                    callback(step, best_x[g_best].clone(), current)
+        return done
+
+    # subnormal floats (objective values near 1e-38 late in a run) slow CPU arithmetic by 10x or more;
+    # flushing them is process-global, so it is switched back off (PyTorch's default) afterwards
+    torch.set_flush_denormal(True)
+    try:
+        done = loop()
+    finally:
+        torch.set_flush_denormal(False)
+        if hook is not None:
+            hook.remove()
 
     # final evaluation at the last iterate (the closure saw only pre-step points)
     with torch.enable_grad():
