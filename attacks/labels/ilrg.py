@@ -46,7 +46,9 @@ def solve_counts(probs: torch.Tensor, gb: torch.Tensor, k: int, columns: torch.T
     a = torch.cat([a, torch.ones(1, c, dtype=torch.float64)])
     rhs = torch.cat([k * gb, torch.tensor([float(k)], dtype=torch.float64)])
     idx = torch.arange(c) if columns is None else columns
-    sol = torch.linalg.pinv(a[:, idx]) @ rhs
+    # minimum-norm least squares = the Moore-Penrose solution pinv(A) @ rhs; "gelsy" (rank-revealing QR)
+    # is ~20x faster than an SVD-based pinv at C = 1000
+    sol = torch.linalg.lstsq(a[:, idx], rhs[:, None], driver="gelsy").solution[:, 0]
     real = torch.zeros(c, dtype=torch.float64)
     real[idx] = sol
     return real
