@@ -1,6 +1,6 @@
 """Capture store: one safetensors file per (round, client) under ``<run>/captures/``.
 
-Tensors are stored as ``before/<name>``, ``after/<name>``, ``buffer/<name>``; scalars and defense settings
+Tensors are stored as ``before/<name>``, ``after/<name>``, ``buffer/<name>`` (after), ``buffer_before/<name>``; scalars and defense settings
 as JSON in the safetensors metadata. Loading never unpickles anything.
 """
 
@@ -27,7 +27,7 @@ def save_update(update: ClientUpdate, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for prefix, group in (("before", update.weights_before), ("after", update.weights_after),
-                          ("buffer", update.buffers_after)):
+                          ("buffer", update.buffers_after), ("buffer_before", update.buffers_before)):
         for name, t in group.items():
             tensors[f"{prefix}/{name}"] = t.detach().contiguous().cpu()
     meta = {k: getattr(update, k) for k in _SCALARS}
@@ -45,13 +45,14 @@ def load_update(path: str | Path) -> ClientUpdate:
         meta = json.loads((fh.metadata() or {})["fedsim"])
     tensors = load_file(str(path))
     order = meta.pop("parameter_order")
-    groups: dict[str, dict] = {"before": {}, "after": {}, "buffer": {}}
+    groups: dict[str, dict] = {"before": {}, "after": {}, "buffer": {}, "buffer_before": {}}
     for key, t in tensors.items():
         prefix, _, name = key.partition("/")
         groups[prefix][name] = t
     before = {n: groups["before"][n] for n in order}
     after = {n: groups["after"][n] for n in order if n in groups["after"]}
-    return ClientUpdate(weights_before=before, weights_after=after, buffers_after=groups["buffer"], **meta)
+    return ClientUpdate(weights_before=before, weights_after=after, buffers_after=groups["buffer"],
+                        buffers_before=groups["buffer_before"], **meta)
 
 
 def iter_captures(run_dir: str | Path) -> Iterator[Path]:

@@ -79,6 +79,7 @@ class AttackSection:
     label_methods: str = opt("ilrg", doc="comma-separated names in attacks.labels.LABEL_METHODS")
     inversion: str = opt("none", doc="a name in attacks.inversion.INVERSION_METHODS, or 'none'")
     inversion_steps: int = opt(200, minimum=1)
+    max_inversion_images: int = opt(16, minimum=1, doc="skip inversion of updates covering more samples")
     rounds: str = opt("all", doc="'all' or comma-separated round numbers to attack")
     clients: str = opt("all", doc="'all' or comma-separated client ids to attack")
     max_attacks: int = opt(0, minimum=0, doc="budget of attacked updates per run (0 = no limit)")

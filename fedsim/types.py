@@ -59,6 +59,7 @@ class ClientUpdate:
     batch_size: int
     num_examples: int
     buffers_after: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    buffers_before: Mapping[str, torch.Tensor] = field(default_factory=dict)
     defenses: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,7 +69,8 @@ class ClientUpdate:
             raise InvalidUpdateError("weights_before is empty")
         _check_tensors("weights_before", self.weights_before, None)
         _check_tensors("weights_after", self.weights_after, self.weights_before)
-        _check_tensors("buffers_after", self.buffers_after, None)
+        _check_tensors("buffers_before", self.buffers_before, None)
+        _check_tensors("buffers_after", self.buffers_after, self.buffers_before or None)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise InvalidUpdateError(f"lr must be a positive finite number, got {self.lr!r}")
         for name in ("local_epochs", "local_steps", "batch_size", "num_examples"):

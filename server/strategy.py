@@ -130,6 +130,7 @@ class CuriousStrategy(Strategy):
             weights_before={n: sent[n] for n in self.parameter_names},
             weights_after={n: received[n] for n in self.parameter_names},
             buffers_after={n: t for n, t in received.items() if n not in params},
+            buffers_before={n: t for n, t in sent.items() if n not in params},
             lr=s.lr, local_epochs=s.local_epochs, local_steps=int(meta["local-steps"]), batch_size=s.batch_size,
             num_examples=int(num_examples), defenses=dict(s.defenses),
         )

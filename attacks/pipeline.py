@@ -1,0 +1,120 @@
+"""The curious server's attack on one captured update, from the threat model's inputs only.
+
+Inputs: the architecture (a model factory), the weights it sent, the update it received, the training
+hyper-parameters it configured and the example count the client reported. No ground truth: scoring is done
+elsewhere (``fedsim.scoring``) and a test proves the output is identical whether ground truth exists or not.
+
+Steps: fake gradient (Geng et al.) -> every configured label restoration method -> inversion with the labels
+of the first method that succeeded (iLRG Sec. 4.4: restored labels assigned to dummy inputs by count).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from attacks.gradients import fake_gradient
+from attacks.inversion import INVERSION_METHODS, invert
+from attacks.labels import restore_labels, samples_covered
+from fedsim.types import AttackResult, ClientUpdate
+
+
+@dataclass(frozen=True)
+class AttackPlan:
+    """What to run on each update (from the ``[attack]`` config section)."""
+
+    label_methods: tuple[str, ...] = ("ilrg",)
+    inversion: str | None = None
+    inversion_steps: int = 200
+    max_inversion_images: int = 16
+    seed: int = 0
+    inversion_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Public facts about the task: input shape, classes, input normalisation."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def server_view_model(update: ClientUpdate, model_factory: Callable[[], nn.Module]) -> nn.Module:
+    """The global model as the server sent it (parameters and buffers before local training)."""
+    model = model_factory()
+    state = dict(update.weights_before)
+    state.update(update.buffers_before)
+    missing = [k for k in model.state_dict() if k not in state]
+    if missing and update.buffers_before:
+        raise KeyError(f"capture lacks model tensors {missing[:5]}")
+    model.load_state_dict(state, strict=not missing)
+    model.train()
+    return model
+
+
+def _failure(update: ClientUpdate, attack: str, method: str, exc: BaseException, start: float) -> AttackResult:
+    tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+    return AttackResult(update.client_id, update.server_round, attack, method, {}, ok=False,
+                        seconds=time.perf_counter() - start, error=tb)
+
+
+def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], plan: AttackPlan,
+                  data: DataSpec) -> list[AttackResult]:
+    """Run the plan on one update; an exception in one attack becomes a failed ``AttackResult``."""
+    results: list[AttackResult] = []
+    start = time.perf_counter()
+    try:
+        model = server_view_model(update, model_factory)
+        grads = fake_gradient(update, model)
+        k = samples_covered(update.local_steps, update.batch_size, update.num_examples, update.local_epochs)
+    except Exception as exc:  # noqa: BLE001 - a broken capture fails its attacks, not the run
+        return [_failure(update, "label", m, exc, start) for m in plan.label_methods]
+    first_labels: tuple[str, torch.Tensor] | None = None
+    for method in plan.label_methods:
+        start = time.perf_counter()
+        try:
+            res = restore_labels(method, model=model, gradients=grads, batch_size=k,
+                                 input_shape=data.input_shape)
+        except Exception as exc:  # noqa: BLE001
+            results.append(_failure(update, "label", method, exc, start))
+            continue
+        results.append(AttackResult(update.client_id, update.server_round, "label", method, {"batch_size": k},
+                                    ok=True, labels=res.labels, seconds=time.perf_counter() - start,
+                                    metrics={"counts": res.counts.tolist(), "presence_only": res.presence_only}))
+        if first_labels is None and not res.presence_only:
+            first_labels = (method, res.labels)
+    if plan.inversion:
+        results.append(_invert(update, model, grads, k, first_labels, plan, data))
+    return results
+
+
+def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k: int,
+            labels: tuple[str, torch.Tensor] | None, plan: AttackPlan, data: DataSpec) -> AttackResult:
+    start = time.perf_counter()
+    method = plan.inversion
+    try:
+        if k > plan.max_inversion_images:
+            raise ValueError(f"update covers {k} samples > attack.max_inversion_images={plan.max_inversion_images}")
+        if method not in INVERSION_METHODS:
+            raise ValueError(f"inversion method {method!r} is not one of {sorted(INVERSION_METHODS)}")
+        options = dict(plan.inversion_options)
+        if INVERSION_METHODS[method].spec is not None:
+            options.update(lr=update.lr, local_steps=update.local_steps,
+                           local_batch_size=min(update.batch_size, k))
+        label_source = labels[0] if labels else "none"
+        x_hat = invert(method, model=model, gradients=grads, labels=labels[1] if labels else None,
+                       input_shape=data.input_shape, steps=plan.inversion_steps, mean=data.mean, std=data.std,
+                       seed=plan.seed, batch_size=k, **options)
+    except Exception as exc:  # noqa: BLE001
+        return _failure(update, "inversion", str(method), exc, start)
+    return AttackResult(update.client_id, update.server_round, "inversion", method,
+                        {"steps": plan.inversion_steps, "label_source": label_source}, ok=True,
+                        labels=labels[1] if labels else None, reconstruction=x_hat.detach(),
+                        seconds=time.perf_counter() - start)

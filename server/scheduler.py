@@ -1,0 +1,115 @@
+"""Attack scheduling off the federation's critical path.
+
+Each accepted update's capture file is submitted to a pool of worker processes (``attack.workers``; 0 runs
+inline). At most ``attack.queue_size`` attacks are pending; when the queue is full, ``attack.queue_policy``
+says whether the round waits for the oldest one (``wait``, back-pressure) or the update is not attacked
+(``drop``, logged as a ``skipped`` row). ``close()`` waits for outstanding attacks (each at most
+``attack.timeout`` seconds, then scored as failed) before the run ends. Rows are appended by this process only.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError as FutureTimeout
+from pathlib import Path
+
+from fedsim.attacking import attack_and_score
+from fedsim.captures import capture_path, save_update
+from fedsim.config import ExperimentConfig, parse_selection
+from fedsim.results import append_jsonl
+from fedsim.types import ClientUpdate
+
+log = logging.getLogger("fedsim.server")
+
+
+class AttackScheduler:
+    """Sink: ``__call__(update)`` schedules the attack; ``close()`` drains the queue."""
+
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.flat = cfg.to_flat()
+        self.run_dir = Path(run_dir)
+        self.metrics = self.run_dir / "metrics.jsonl"
+        self.rounds = parse_selection("attack.rounds", cfg.attack.rounds)
+        self.clients = parse_selection("attack.clients", cfg.attack.clients)
+        self.submitted = 0
+        self.pending: deque[tuple[Future, dict, float]] = deque()
+        self.pool = None
+        self.stuck = False  # a timed-out attack still occupies a worker
+        if cfg.attack.workers > 0:
+            self.pool = ProcessPoolExecutor(max_workers=cfg.attack.workers,
+                                            mp_context=multiprocessing.get_context("spawn"))
+
+    def __repr__(self) -> str:
+        return f"AttackScheduler(workers={self.cfg.attack.workers})"
+
+    def selected(self, update: ClientUpdate) -> bool:
+        budget = self.cfg.attack.max_attacks
+        return (self.rounds is None or update.server_round in self.rounds) and \
+            (self.clients is None or update.client_id in self.clients) and (not budget or self.submitted < budget)
+
+    def __call__(self, update: ClientUpdate) -> None:
+        if not self.selected(update):
+            return
+        path = capture_path(self.run_dir, update.server_round, update.client_id)
+        if not path.exists():
+            save_update(update, path)  # an attacked update is always captured
+        ident = {"round": update.server_round, "client": update.client_id}
+        self.submitted += 1
+        if self.pool is None:
+            self._write(ident, self._run_inline(path))
+            return
+        while len(self.pending) >= self.cfg.attack.queue_size:
+            if self.cfg.attack.queue_policy == "drop":
+                log.warning("attack queue full: round %d client %d not attacked", *ident.values())
+                append_jsonl(self.metrics, {"kind": "skipped", **ident, "reason": "attack queue full"})
+                return
+            self._finish(*self.pending.popleft())
+        self.pending.append((self.pool.submit(attack_and_score, str(path), self.flat, str(self.run_dir)), ident,
+                             time.monotonic()))
+        self._collect_done()
+
+    def _run_inline(self, path: Path) -> list[dict]:
+        try:
+            return attack_and_score(path, self.flat, self.run_dir)
+        except Exception as exc:  # noqa: BLE001
+            return [{"kind": "attack_error", "ok": False, "error": f"{type(exc).__name__}: {exc}"}]
+
+    def _collect_done(self) -> None:
+        while self.pending and self.pending[0][0].done():
+            self._finish(*self.pending.popleft())
+
+    def _finish(self, future: Future, ident: dict, started: float) -> None:
+        remaining = max(1.0, self.cfg.attack.timeout - (time.monotonic() - started))
+        try:
+            rows = future.result(timeout=remaining)
+        except FutureTimeout:
+            self.stuck = not future.cancel()
+            rows = [{"kind": "attack_error", "ok": False, "error": f"timed out after {self.cfg.attack.timeout}s"}]
+        except Exception as exc:  # noqa: BLE001 - a crashed worker fails its attack, not the run
+            rows = [{"kind": "attack_error", "ok": False, "error": f"{type(exc).__name__}: {exc}"}]
+        self._write(ident, rows)
+
+    def _write(self, ident: dict, rows: list[dict]) -> None:
+        for row in rows:
+            append_jsonl(self.metrics, {**ident, **row} if row.get("kind") == "attack_error" else row)
+        ok = [r for r in rows if r.get("ok")]
+        summary = ", ".join(
+            f"{r['method']} " + (f"LnAcc {r['label_lnacc']:.2f}" if r["kind"] == "label" and "label_lnacc" in r else
+                                 f"PSNR {r['psnr']:.1f} dB" if "psnr" in r else "ok") for r in ok)
+        failed = len(rows) - len(ok)
+        log.warning("attacked round %d client %d: %s%s", ident["round"], ident["client"], summary or "-",
+                    f" ({failed} failed)" if failed else "")
+
+    def close(self) -> None:
+        """Wait for every outstanding attack, then stop the workers."""
+        while self.pending:
+            self._finish(*self.pending.popleft())
+        if self.pool is not None:
+            if self.stuck:  # do not wait for an attack that already timed out
+                for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+            self.pool.shutdown(wait=not self.stuck, cancel_futures=True)

@@ -1,0 +1,88 @@
+"""The attack pipeline: scored rows for every capture, failures logged and scored as failed, ground truth
+never read by the attack path, offline replay of saved captures."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+import attacks.pipeline as pipeline
+import fedsim.audit as audit
+from fedsim.attacking import attack_and_score, data_spec, plan_from_config
+from fedsim.captures import iter_captures, load_update
+from fedsim.experiment import make_model
+from fedsim.replay import replay_attacks
+from fedsim.results import read_jsonl
+from server.scheduler import AttackScheduler
+from tests.runfolder import make_run
+
+
+def test_rows_are_scored_for_every_capture(tmp_path):
+    cfg, run = make_run(tmp_path / "run")
+    rows = [r for p in iter_captures(run) for r in attack_and_score(p, cfg.to_flat(), run)]
+    labels = [r for r in rows if r["kind"] == "label"]
+    assert len(labels) == 3 * 2 and all(r["ok"] for r in labels)
+    ilrg = [r for r in labels if r["method"] == "ilrg"]
+    assert all(r["label_lnacc"] == 1.0 for r in ilrg), ilrg  # batch 4 on an untrained FCN: exact counts
+    assert all(sum(r["true_counts"]) == 4 for r in ilrg)
+
+
+def test_attack_path_never_opens_ground_truth(tmp_path, monkeypatch):
+    cfg, run = make_run(tmp_path / "run")
+    update = load_update(next(iter_captures(run)))
+    spec, plan = data_spec(cfg), plan_from_config(cfg)
+    with_truth = pipeline.attack_update(update, lambda: make_model(cfg), plan, spec)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the attack path opened the ground-truth store")
+
+    monkeypatch.setattr(audit, "read_ground_truth", forbidden)
+    monkeypatch.setattr(audit, "audit_path", forbidden)
+    for path in (run / "audit").rglob("*.safetensors"):
+        path.unlink()
+    without = pipeline.attack_update(update, lambda: make_model(cfg), plan, spec)
+    assert [(r.method, r.ok) for r in with_truth] == [(r.method, r.ok) for r in without]
+    for a, b in zip(with_truth, without):
+        assert torch.equal(a.labels, b.labels) and a.metrics == b.metrics
+
+
+def test_failing_attack_is_logged_scored_as_failed_and_others_continue(tmp_path, monkeypatch, caplog):
+    cfg, run = make_run(tmp_path / "run")
+    real = pipeline.restore_labels
+
+    def flaky(method, **kwargs):
+        if method == "gi":
+            raise RuntimeError("injected attack crash")
+        return real(method, **kwargs)
+
+    monkeypatch.setattr(pipeline, "restore_labels", flaky)
+    scheduler = AttackScheduler(cfg, run)
+    with caplog.at_level(logging.WARNING, logger="fedsim.server"):
+        for path in iter_captures(run):
+            scheduler(load_update(path))
+        scheduler.close()
+    rows = [r for r in read_jsonl(run / "metrics.jsonl")]
+    failed = [r for r in rows if not r.get("ok")]
+    assert len(failed) == 3 and all("injected attack crash" in r["error"] for r in failed)
+    assert sum(1 for r in rows if r.get("ok") and r["method"] == "ilrg") == 3
+    assert "1 failed" in caplog.text
+
+
+def test_scheduler_budget_and_selection(tmp_path):
+    cfg, run = make_run(tmp_path / "run", **{"attack.clients": "0,2", "attack.max_attacks": 1})
+    scheduler = AttackScheduler(cfg, run)
+    for path in iter_captures(run):
+        scheduler(load_update(path))
+    scheduler.close()
+    assert {r["client"] for r in read_jsonl(run / "metrics.jsonl")} == {0}
+
+
+def test_replay_appends_rows_and_takes_only_attack_overrides(tmp_path):
+    cfg, run = make_run(tmp_path / "run")
+    assert replay_attacks(run, {"attack.label_methods": "rlg"}, quiet=True) == 3
+    rows = list(read_jsonl(run / "metrics.jsonl"))
+    assert len(rows) == 3 and all(r["method"] == "rlg" and r["replay"] for r in rows)
+    from fedsim.config import ConfigError
+    with pytest.raises(ConfigError, match="attack"):
+        replay_attacks(run, {"train.lr": "1"})
