@@ -1,0 +1,237 @@
+"""Figures for the run report, drawn with matplotlib's Agg backend and returned as PNG bytes.
+
+Every function takes plain Python data (already parsed from ``metrics.jsonl``), never touches the run folder,
+and returns ``bytes`` (a PNG) or ``None`` when there is nothing to draw. The report embeds them as data URIs.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+from collections import defaultdict
+from typing import Iterable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=True)
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+
+# One palette for the page (also used by the CSS in fedsim.report).
+INK = "#1f2933"
+MUTED = "#616e7c"
+GRID = "#e4e7eb"
+BLUE = "#2563eb"
+ORANGE = "#d97706"
+RED = "#c2410c"
+GREEN = "#15803d"
+PURPLE = "#7c3aed"
+SERIES = ["#2563eb", "#d97706", "#15803d", "#7c3aed", "#db2777", "#0891b2", "#65a30d", "#9333ea", "#b91c1c"]
+
+DPI = 144
+
+_RC = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.edgecolor": "#9aa5b1",
+    "axes.labelcolor": INK,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "axes.titlecolor": INK,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": GRID,
+    "grid.linewidth": 0.8,
+    "xtick.color": MUTED,
+    "ytick.color": MUTED,
+    "legend.frameon": False,
+    "legend.fontsize": 8,
+}
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _finite(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _int_like(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) is not None
+
+
+# ------------------------------------------------------------------------------------------------ threat model
+@functools.lru_cache(maxsize=1)
+def threat_model_diagram() -> bytes:
+    """Clients -> updates -> honest-but-curious server (aggregates AND intercepts) -> attacks (cached)."""
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(10, 4.1))
+        ax.set_xlim(0, 100)
+        ax.set_ylim(-1, 41)
+        ax.axis("off")
+
+        def box(x, y, w, h, text, fc, ec, size=9, weight="normal", color=INK):
+            ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.4,rounding_size=1.2",
+                                        fc=fc, ec=ec, lw=1.4))
+            ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size, weight=weight,
+                    color=color, linespacing=1.35)
+
+        def arrow(p, q, color=MUTED, style="-|>", lw=1.4, ls="-", rad=0.0):
+            ax.add_patch(FancyArrowPatch(p, q, arrowstyle=style, mutation_scale=13, color=color, lw=lw,
+                                         linestyle=ls, connectionstyle=f"arc3,rad={rad}"))
+
+        # clients (private data stays here)
+        ax.text(9, 39.5, "CLIENTS (data stays here)", ha="center", fontsize=8, color=MUTED, weight="bold")
+        for i, y in enumerate((28, 16.5, 5)):
+            box(1.5, y, 15, 7.5, f"client {i}\nprivate images\n+ labels", "#eff6ff", BLUE, size=8)
+        # updates converge on the server
+        for y in (31.75, 20.25, 8.75):
+            arrow((17.6, y), (29.6, 16.0 + (y - 20.25) * 0.15), color=BLUE)
+        ax.text(23.5, 35.0, "model updates\n(gradients\nor weights)", ha="center", va="center", fontsize=7.5,
+                color=BLUE)
+        # global model back to the clients
+        arrow((29.8, 3.2), (17.0, 4.6), color="#9aa5b1", ls="--", rad=-0.1)
+        ax.text(23.5, 0.2, "new global model", fontsize=7, color=MUTED, ha="center")
+
+        # server
+        ax.add_patch(FancyBboxPatch((30.5, 1), 26, 35.5, boxstyle="round,pad=0.4,rounding_size=1.5",
+                                    fc="#fff7ed", ec=ORANGE, lw=1.6))
+        ax.text(43.5, 34.0, "SERVER", ha="center", fontsize=9, weight="bold", color=INK)
+        ax.text(43.5, 31.8, "honest-but-curious: runs the protocol\ncorrectly, but also looks",
+                ha="center", va="top", fontsize=7.5, color=MUTED, linespacing=1.3)
+        box(33.5, 21, 20.5, 5.5, "intercepts: keeps a copy\nof every single update", "#ffedd5", RED, size=7.5,
+            weight="bold", color=RED)
+        box(33.5, 5.5, 20.5, 5.5, "aggregates\n(FedAvg: its normal job)", "white", "#9aa5b1", size=7.5)
+        arrow((31.4, 16.5), (37.0, 20.6), color=RED, rad=-0.2)
+        arrow((31.4, 15.5), (37.0, 11.4), color="#9aa5b1", rad=0.2)
+        ax.text(46.0, 15.6, "the same update feeds both", ha="center", fontsize=7, color=MUTED, style="italic")
+
+        # attack chain
+        ax.text(78, 39.5, "WHAT THE SERVER CAN DO WITH ONE UPDATE", ha="center", fontsize=8, color=MUTED,
+                weight="bold")
+        box(61, 26, 15, 9, "fake gradient\nweight change \u00f7 lr\n(FedSGD: exact)", "#faf5ff", PURPLE,
+            size=7.5)
+        box(61, 5, 15, 9, "label restoration\nwhich classes, how\nmany of each", "#faf5ff", PURPLE, size=7.5)
+        box(82, 15, 16.5, 11, "image\nreconstruction\n(gradient inversion)", "#fef2f2", RED, size=8,
+            weight="bold", color=RED)
+        arrow((54.6, 24.5), (60.6, 29.5), color=RED, rad=-0.1)
+        arrow((68.5, 25.7), (68.5, 14.4), color=PURPLE)
+        arrow((76.4, 9.5), (81.6, 17), color=PURPLE, rad=0.1)
+        arrow((76.4, 30.5), (81.6, 24), color=PURPLE, rad=-0.1)
+        ax.text(90.2, 12.5, "scored against the\nclient's true batch:\nPSNR / SSIM", ha="center", va="top",
+                fontsize=7, color=MUTED)
+        return _png(fig)
+
+
+# ------------------------------------------------------------------------------------------------ utility
+def utility_plot(rows: Sequence[Mapping]) -> bytes | None:
+    """Test accuracy (left axis) and test loss (right axis) per round."""
+    pts = sorted((r["round"], _finite(r.get("test_accuracy")), _finite(r.get("test_loss")))
+                 for r in rows if _int_like(r.get("round")))
+    if not pts:
+        return None
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(7.5, 3.0))
+        xs = [p[0] for p in pts]
+        acc = [(x, a) for x, a, _ in pts if a is not None]
+        loss = [(x, l) for x, _, l in pts if l is not None]
+        h = []
+        if acc:
+            h += ax.plot([p[0] for p in acc], [p[1] for p in acc], "-o", color=BLUE, ms=4, label="test accuracy")
+            ax.set_ylim(0, 1.02)
+        ax.set_ylabel("test accuracy")
+        ax.set_xlabel("round (0 = initial model)")
+        if loss:
+            ax2 = ax.twinx()
+            ax2.grid(False)
+            ax2.spines["right"].set_visible(True)
+            h += ax2.plot([p[0] for p in loss], [p[1] for p in loss], "--s", color=ORANGE, ms=3.5,
+                          label="test loss")
+            ax2.set_ylabel("test loss", color=ORANGE)
+            ax2.tick_params(axis="y", colors=ORANGE)
+            ax2.set_ylim(bottom=0)
+        if len(set(xs)) <= 20:
+            ax.set_xticks(sorted(set(xs)))
+        ax.legend(h, [x.get_label() for x in h], loc="center right")
+        ax.set_title("Does the federation learn? (utility)", loc="left")
+        return _png(fig)
+
+
+# ------------------------------------------------------------------------------------------------ leakage
+def _grouped(rows: Iterable[Mapping], x_key: str, y_key: str) -> dict[str, list[tuple[float, float]]]:
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        x, y = r.get(x_key), _finite(r.get(y_key))
+        if _int_like(x) and y is not None:
+            out[str(r.get("method", "?"))].append((float(x), y))
+    return out
+
+
+def _series(ax, groups: Mapping[str, list[tuple[float, float]]], log_x: bool = False) -> None:
+    for i, (method, pts) in enumerate(sorted(groups.items())):
+        color = SERIES[i % len(SERIES)]
+        xs = [p[0] for p in pts]
+        ax.scatter(xs, [p[1] for p in pts], s=12, color=color, alpha=0.3, lw=0)
+        by_x: dict[float, list[float]] = defaultdict(list)
+        for x, y in pts:
+            by_x[x].append(y)
+        mx = sorted(by_x)
+        ax.plot(mx, [sum(by_x[x]) / len(by_x[x]) for x in mx], "-o", color=color, ms=4, lw=1.8,
+                label=f"{method} (mean)")
+    if log_x:
+        ax.set_xscale("log", base=2)
+        ticks = sorted({p[0] for pts in groups.values() for p in pts})
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+
+
+def leakage_plot(label_rows: Sequence[Mapping], inversion_rows: Sequence[Mapping], x_key: str,
+                 x_label: str, title: str, label_metric: str = "label_instacc") -> bytes | None:
+    """Label accuracy (per label method) and PSNR (per inversion method) against ``x_key``.
+
+    Light dots are single attacks, lines the mean per x value. Returns None if neither panel has points.
+    """
+    lab = _grouped(label_rows, x_key, label_metric)
+    inv = _grouped(inversion_rows, x_key, "psnr")
+    panels = [p for p in (("labels", lab), ("psnr", inv)) if p[1]]
+    if not panels:
+        return None
+    log_x = x_key in ("batch_size", "local_steps") and all(
+        x > 0 for g in (lab, inv) for pts in g.values() for x, _ in pts)
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 0.6, 3.0), squeeze=False)
+        for ax, (kind, groups) in zip(axes[0], panels):
+            _series(ax, groups, log_x=log_x)
+            ax.set_xlabel(x_label)
+            if kind == "labels":
+                ax.set_ylim(-0.02, 1.05)
+                ax.set_ylabel("labels recovered (share)")
+                ax.set_title("Label restoration", loc="left")
+            else:
+                ax.set_ylabel("PSNR (dB, higher = closer)")
+                ax.set_title("Image reconstruction", loc="left")
+            if x_key == "round" and not log_x:
+                xs = sorted({p[0] for pts in groups.values() for p in pts})
+                if len(xs) <= 20:
+                    ax.set_xticks(xs)
+                    ax.set_xticklabels([f"{x:g}" for x in xs])
+            ax.legend(loc="best")
+        fig.suptitle(title, x=0.01, ha="left", fontsize=10, weight="bold", color=INK)
+        fig.tight_layout()
+        return _png(fig)
+
+
+def varies(rows: Iterable[Mapping], key: str) -> bool:
+    """True when the rows carry at least two distinct numeric values of ``key``."""
+    return len({float(r[key]) for r in rows if _int_like(r.get(key))}) >= 2

@@ -1,0 +1,734 @@
+"""``fedsim report RUN_DIR``: one self-contained ``RUN_DIR/report.html`` for a run folder.
+
+The page inlines everything (CSS, PNG figures and reconstruction grids as base64 data URIs); it loads no
+fonts, scripts or images from anywhere, so it can be mailed or archived as one file.
+
+Inputs are read defensively: any of ``config.toml``, ``metrics.jsonl``, ``rejections.jsonl``,
+``captures/`` and ``images/`` may be missing, empty or cut off mid-line (a run still in progress); bad lines
+are skipped and counted, unknown row kinds are ignored, and nothing is ever unpickled. Image paths from
+``metrics.jsonl`` are only embedded when they point at a PNG file inside the run folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+import statistics
+import tomllib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+MAX_GRIDS = 24
+MAX_LABEL_ROWS = 300
+MAX_LIST_ROWS = 200
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------------------------------------ reading
+@dataclass
+class RunData:
+    run_dir: Path
+    config: dict = field(default_factory=dict)
+    config_error: str | None = None
+    utility: list[dict] = field(default_factory=list)
+    labels: list[dict] = field(default_factory=list)
+    inversions: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    rejections: list[dict] = field(default_factory=list)
+    unknown_kinds: Counter = field(default_factory=Counter)
+    bad_lines: dict[str, int] = field(default_factory=dict)
+    num_captures: int = 0
+    capture_rounds: int = 0
+    num_images: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.config or self.utility or self.labels or self.inversions or self.skipped
+                    or self.rejections or self.num_captures or self.num_images)
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], int]:
+    """Rows of a JSON-lines file that parse to objects; and how many non-empty lines did not."""
+    rows: list[dict] = []
+    bad = 0
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return rows, 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    run_dir = Path(run_dir)
+    data = RunData(run_dir=run_dir)
+    cfg_path = run_dir / "config.toml"
+    if cfg_path.is_file():
+        try:
+            data.config = tomllib.loads(cfg_path.read_text(encoding="utf-8", errors="replace"))
+        except (tomllib.TOMLDecodeError, OSError, ValueError) as exc:
+            data.config_error = f"{type(exc).__name__}: {exc}"
+    rows, bad = _read_jsonl(run_dir / "metrics.jsonl")
+    if bad:
+        data.bad_lines["metrics.jsonl"] = bad
+    buckets = {"utility": data.utility, "label": data.labels, "inversion": data.inversions,
+               "skipped": data.skipped}
+    for row in rows:
+        kind = row.get("kind")
+        if isinstance(kind, str) and kind in buckets:
+            buckets[kind].append(row)
+        else:
+            data.unknown_kinds[str(kind)] += 1
+    rej, bad = _read_jsonl(run_dir / "rejections.jsonl")
+    data.rejections = rej
+    if bad:
+        data.bad_lines["rejections.jsonl"] = bad
+    cap = run_dir / "captures"
+    if cap.is_dir():
+        try:
+            rounds = [d for d in cap.iterdir() if d.is_dir()]
+            data.capture_rounds = len(rounds)
+            data.num_captures = sum(1 for d in rounds for f in d.glob("*.safetensors") if f.is_file())
+        except OSError:
+            pass
+    img = run_dir / "images"
+    if img.is_dir():
+        try:
+            data.num_images = sum(1 for f in img.glob("*.png") if f.is_file())
+        except OSError:
+            pass
+    return data
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _e(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _int(v: Any) -> int | None:
+    f = _num(v)
+    return int(f) if f is not None and f == int(f) else None
+
+
+def _fmt(v: Any, spec: str = ".3f", missing: str = "–") -> str:
+    f = _num(v)
+    return missing if f is None else format(f, spec)
+
+
+def _pct(v: Any, missing: str = "–") -> str:
+    f = _num(v)
+    return missing if f is None else f"{100 * f:.0f}%"
+
+
+def _mean(vals: Iterable[Any]) -> float | None:
+    xs = [x for x in (_num(v) for v in vals) if x is not None]
+    return statistics.fmean(xs) if xs else None
+
+
+def _ok(row: Mapping) -> bool:
+    return row.get("ok") is True
+
+
+def _counts(v: Any) -> list[int] | None:
+    if not isinstance(v, list) or not v or len(v) > 10_000:
+        return None
+    out = [_int(x) for x in v]
+    return None if any(x is None or x < 0 for x in out) else out  # type: ignore[misc]
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _embed_image(run_dir: Path, rel: Any) -> str | None:
+    """A data URI for a PNG inside the run folder, or None (missing, outside the folder, not a PNG, too big)."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        return None
+    try:
+        root = run_dir.resolve()
+        path = (run_dir / rel).resolve()
+        if not path.is_relative_to(root) or not path.is_file() or path.stat().st_size > MAX_IMAGE_BYTES:
+            return None
+        raw = path.read_bytes()
+    except (OSError, ValueError):
+        return None
+    return _data_uri(raw) if raw.startswith(_PNG_MAGIC) else None
+
+
+def _cfg(data: RunData, section: str, key: str, default: Any = None) -> Any:
+    sec = data.config.get(section)
+    return sec.get(key, default) if isinstance(sec, dict) else default
+
+
+def _methods_in_order(rows: Sequence[Mapping], configured: Any) -> list[str]:
+    seen = [str(r.get("method")) for r in rows if r.get("method") is not None]
+    order: list[str] = []
+    if isinstance(configured, str):
+        order = [m.strip() for m in configured.split(",") if m.strip()]
+    out = [m for m in order if m in seen]
+    for m in seen:
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def _multiset(counts: Sequence[int]) -> str:
+    return " ".join(f"{k}×{c}" for c, k in enumerate(counts) if k > 0) or "–"
+
+
+# ------------------------------------------------------------------------------------------------ sections
+CSS = """
+:root { --ink:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f7f8fa; --card:#fff; --blue:#2563eb;
+  --red:#c2410c; --green:#15803d; --amber:#b45309; --purple:#7c3aed; }
+* { box-sizing: border-box; }
+html { -webkit-text-size-adjust: 100%; }
+body { margin:0; background:var(--bg); color:var(--ink); line-height:1.55; font-size:16px;
+  font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", "Noto Sans", "DejaVu Sans",
+  Arial, sans-serif; }
+main { max-width: 1100px; margin: 0 auto; padding: 28px 24px 64px; }
+header.top { background: linear-gradient(135deg, #111827, #1e3a8a); color: #fff; }
+header.top .inner { max-width:1100px; margin:0 auto; padding: 34px 24px 28px; }
+header.top h1 { margin:0 0 6px; font-size: 30px; letter-spacing:-0.01em; line-height:1.2; }
+header.top p { margin: 0; color:#cbd5e1; max-width: 60em; }
+header.top .kicker { text-transform:uppercase; letter-spacing:.12em; font-size:12px; color:#93c5fd;
+  font-weight:700; margin-bottom:8px; }
+h2 { font-size: 22px; margin: 44px 0 10px; padding-top: 6px; letter-spacing:-0.01em; }
+h2 .num { color: var(--muted); font-weight: 400; margin-right: 6px; }
+h3 { font-size: 17px; margin: 26px 0 8px; }
+p.lead { color: var(--muted); margin: 0 0 14px; max-width: 62em; }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 18px 20px;
+  box-shadow: 0 1px 2px rgba(16,24,40,.04); }
+.figure { background:#fff; border:1px solid var(--line); border-radius:10px; padding:12px; margin: 10px 0; }
+.figure img { display:block; width:100%; height:auto; }
+.figure.narrow img { max-width: 860px; margin: 0 auto; }
+.notice { border-left: 4px solid var(--amber); background:#fffbeb; padding: 12px 16px; border-radius: 6px;
+  margin: 14px 0; }
+.notice.empty { border-color: var(--red); background: #fff7ed; font-size: 17px; }
+.howto { display:grid; grid-template-columns: repeat(auto-fit, minmax(230px, 1fr)); gap: 14px; margin-top:14px; }
+.howto div { background:#fff; border:1px solid var(--line); border-radius:10px; padding: 12px 14px; font-size:14.5px; }
+.howto b { display:block; margin-bottom: 2px; }
+.cfg { display:grid; grid-template-columns: repeat(auto-fit, minmax(190px, 1fr)); gap: 0; margin-top: 18px;
+  background:#fff; border:1px solid var(--line); border-radius:10px; overflow:hidden; }
+.cfg div { padding: 10px 14px; border-right:1px solid var(--line); border-bottom:1px solid var(--line); }
+.cfg .k { display:block; font-size: 11.5px; text-transform: uppercase; letter-spacing: .06em; color: var(--muted); }
+.cfg .v { font-weight: 600; font-variant-numeric: tabular-nums; overflow-wrap:anywhere; }
+.stats { display:grid; grid-template-columns: repeat(auto-fit, minmax(210px, 1fr)); gap: 14px; }
+.stat { background:#fff; border:1px solid var(--line); border-radius:10px; padding: 14px 16px; }
+.stat .label { font-size: 12px; text-transform: uppercase; letter-spacing:.06em; color: var(--muted); }
+.stat .value { font-size: 30px; font-weight: 700; line-height:1.15; font-variant-numeric: tabular-nums; }
+.stat .sub { font-size: 13.5px; color: var(--muted); }
+.stat.alarm .value { color: var(--red); }
+.stat.good .value { color: var(--green); }
+.best { display:grid; grid-template-columns: minmax(0, 1.3fr) minmax(0, 1fr); gap: 18px; align-items:center; }
+.best img { width:100%; height:auto; image-rendering: pixelated; border:1px solid var(--line); border-radius:6px; }
+@media (max-width: 760px) { .best { grid-template-columns: 1fr; } header.top h1 { font-size: 24px; } }
+table { border-collapse: collapse; width: 100%; font-size: 14px; background:#fff; }
+th, td { text-align:left; padding: 7px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { font-size: 12px; text-transform: uppercase; letter-spacing: .05em; color: var(--muted); background:#f9fafb;
+  position: sticky; top: 0; }
+td.n, th.n { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; }
+.tablewrap { overflow-x:auto; border:1px solid var(--line); border-radius:10px; max-height: 900px; }
+.chip { display:inline-block; padding: 0 6px; margin: 1px 2px 1px 0; border-radius: 5px; font-size: 12.5px;
+  font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace; white-space:nowrap;
+  border:1px solid transparent; }
+.chip.t { background:#eef2f7; color:#334155; }
+.chip.hit { background:#dcfce7; color:#14532d; border-color:#86efac; }
+.chip.off { background:#fef3c7; color:#78350f; border-color:#fcd34d; }
+.chip.bad { background:#fee2e2; color:#7f1d1d; border-color:#fca5a5; }
+.chip.miss { background:#fff; color:#6b7280; border:1px dashed #9ca3af; text-decoration: line-through; }
+.score { font-weight: 700; font-variant-numeric: tabular-nums; margin-left: 4px; }
+.score.hi { color: var(--green); } .score.mid { color: var(--amber); } .score.lo { color: var(--red); }
+.legend { font-size: 13.5px; color: var(--muted); margin: 6px 0 10px; }
+.gallery { display:grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 14px; }
+.gallery figure { margin:0; background:#fff; border:1px solid var(--line); border-radius:10px; padding:10px; }
+.gallery img { width:100%; height:auto; image-rendering: pixelated; display:block; }
+.gallery figcaption { font-size: 13px; color: var(--muted); margin-top: 6px; }
+.gallery figcaption b { color: var(--ink); font-variant-numeric: tabular-nums; }
+.rank { display:inline-block; min-width: 1.8em; font-weight:700; color:#fff; background:var(--ink);
+  border-radius: 4px; text-align:center; font-size:12px; margin-right:6px; }
+.placeholder { padding: 30px 10px; text-align:center; color: var(--muted); background: #f3f4f6; border-radius:6px; }
+.err { font-family: ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 12.5px;
+  color:#7f1d1d; overflow-wrap:anywhere; }
+.muted { color: var(--muted); }
+details { margin-top: 12px; }
+details summary { cursor: pointer; color: var(--blue); }
+pre { background:#0f172a; color:#e2e8f0; padding: 14px; border-radius: 8px; overflow:auto; font-size: 12.5px; }
+nav.toc { font-size: 14px; margin-top: 16px; display:flex; flex-wrap: wrap; gap: 6px 16px; }
+nav.toc a { color: #bfdbfe; text-decoration: none; }
+nav.toc a:hover { text-decoration: underline; }
+footer { margin-top: 50px; color: var(--muted); font-size: 13px; border-top: 1px solid var(--line); padding-top: 14px; }
+"""
+
+
+def _section(anchor: str, num: int, title: str, body: str, lead: str = "") -> str:
+    lead_html = f'<p class="lead">{lead}</p>' if lead else ""
+    return f'<section id="{anchor}"><h2><span class="num">{num}.</span>{_e(title)}</h2>{lead_html}{body}</section>'
+
+
+def _figure(png: bytes | None, alt: str, narrow: bool = False) -> str:
+    if not png:
+        return ""
+    cls = "figure narrow" if narrow else "figure"
+    return f'<div class="{cls}"><img alt="{_e(alt)}" src="{_data_uri(png)}"></div>'
+
+
+def _config_table(data: RunData) -> str:
+    c = lambda s, k, d=None: _cfg(data, s, k, d)  # noqa: E731
+    partition = c("data", "partition")
+    if partition == "dirichlet" and c("data", "alpha") is not None:
+        partition = f"dirichlet (α = {c('data', 'alpha')})"
+    elif partition == "shards" and c("data", "shards_per_client") is not None:
+        partition = f"shards ({c('data', 'shards_per_client')} per client)"
+    model = c("model", "name")
+    if model is not None and c("model", "activation"):
+        model = f"{model} / {c('model', 'activation')}"
+    algo = c("train", "algorithm")
+    attack_on = c("attack", "enabled")
+    attacks = None
+    if c("attack", "label_methods") is not None or c("attack", "inversion") is not None:
+        attacks = f"labels: {c('attack', 'label_methods', '–')}; images: {c('attack', 'inversion', '–')}"
+        if attack_on is False:
+            attacks += " (live attack off)"
+    items = [
+        ("dataset", c("data", "dataset")), ("partition", partition), ("model", model),
+        ("algorithm", algo), ("learning rate", c("train", "lr")), ("local epochs", c("train", "local_epochs")),
+        ("batch size", c("train", "batch_size")), ("rounds", c("run", "num_rounds")),
+        ("clients", c("run", "num_clients")), ("seed", c("run", "seed")), ("attacks", attacks),
+    ]
+    defense = data.config.get("defense")
+    if isinstance(defense, dict) and defense:
+        items.append(("defense", ", ".join(f"{k} = {v}" for k, v in defense.items() if not isinstance(v, dict))))
+    cells = [f'<div><span class="k">{_e(k)}</span><span class="v">{_e(v)}</span></div>'
+             for k, v in items if v is not None and v != ""]
+    if not cells:
+        return ""
+    return f'<div class="cfg">{"".join(cells)}</div>'
+
+
+def _howto() -> str:
+    return """
+<div class="howto">
+ <div><b>“We only share gradients.”</b>In federated learning the images never leave the client; only model
+ updates do. This page shows what a server that merely <i>looks at</i> those updates can get back.</div>
+ <div><b>Label restoration</b>From one update the server guesses which classes were in the client's batch and
+ how many of each. <i>Labels recovered</i> = share of the batch's labels guessed right (100% = every label).</div>
+ <div><b>Image reconstruction</b>The server searches for images whose gradient matches the captured one.
+ <i>PSNR</i> (dB): above ~20 the digits are usually recognisable. <i>SSIM</i>: 0 = unrelated, 1 = identical.</div>
+ <div><b>FedSGD vs FedAvg</b>FedSGD sends one gradient of one batch: the hardest case to protect. FedAvg sends
+ weights after several local steps, which blurs the signal, but often not enough.</div>
+</div>"""
+
+
+def _headline(data: RunData) -> str:
+    stats: list[str] = []
+    util = sorted((r for r in data.utility if _int(r.get("round")) is not None), key=lambda r: _int(r["round"]))
+    final = next((r for r in reversed(util) if _num(r.get("test_accuracy")) is not None), None)
+    if final is not None:
+        first = next((r for r in util if _num(r.get("test_accuracy")) is not None), None)
+        sub = f"after round {_int(final['round'])}"
+        if first is not None and first is not final:
+            sub += f" (round {_int(first['round'])}: {_pct(first.get('test_accuracy'))})"
+        stats.append(_stat("model test accuracy", _pct(final.get("test_accuracy")), sub, "good"))
+    for m in _methods_in_order(data.labels, _cfg(data, "attack", "label_methods")):
+        rows = [r for r in data.labels if str(r.get("method")) == m]
+        ok = [r for r in rows if _ok(r)]
+        inst = _mean(r.get("label_instacc") for r in ok)
+        le = _mean(r.get("label_leacc") for r in ok)
+        sub = f"{len(ok)} of {len(rows)} attacks ran · class presence {_pct(le)}"
+        stats.append(_stat(f"labels recovered · {m}", _pct(inst), sub, "alarm" if (inst or 0) >= 0.5 else ""))
+    for m in _methods_in_order(data.inversions, _cfg(data, "attack", "inversion")):
+        rows = [r for r in data.inversions if str(r.get("method")) == m]
+        ok = [r for r in rows if _ok(r)]
+        psnr = _mean(r.get("psnr") for r in ok)
+        ssim = _mean(r.get("ssim") for r in ok)
+        value = "–" if psnr is None else f"{psnr:.1f} dB"
+        sub = f"mean PSNR · SSIM {_fmt(ssim, '.2f')} · {len(ok)} of {len(rows)} ran"
+        stats.append(_stat(f"images rebuilt · {m}", value, sub, "alarm" if (psnr or 0) >= 20 else ""))
+    if data.num_captures:
+        stats.append(_stat("updates captured", str(data.num_captures),
+                           f"over {data.capture_rounds} round{'s' if data.capture_rounds != 1 else ''}", ""))
+    failed = sum(1 for r in data.labels + data.inversions if not _ok(r))
+    if data.labels or data.inversions or data.rejections:
+        stats.append(_stat("failed attacks · rejected replies", f"{failed} · {len(data.rejections)}",
+                           "see the last section", ""))
+    out = f'<div class="stats">{"".join(stats)}</div>' if stats else ""
+    best = _best_reconstruction(data)
+    if best:
+        out += f'<h3>Best reconstruction</h3>{best}'
+    return out
+
+
+def _stat(label: str, value: str, sub: str, cls: str) -> str:
+    return (f'<div class="stat {cls}"><div class="label">{_e(label)}</div><div class="value">{_e(value)}</div>'
+            f'<div class="sub">{_e(sub)}</div></div>')
+
+
+def _ranked_inversions(data: RunData) -> list[dict]:
+    ok = [r for r in data.inversions if _ok(r)]
+    return sorted(ok, key=lambda r: (_num(r.get("psnr")) is None, -(_num(r.get("psnr")) or 0.0),
+                                     -(_num(r.get("ssim")) or 0.0)))
+
+
+def _best_reconstruction(data: RunData) -> str:
+    for r in _ranked_inversions(data):
+        uri = _embed_image(data.run_dir, r.get("image"))
+        if uri is None:
+            continue
+        return (f'<div class="card best"><img alt="best reconstruction" src="{uri}"><div>'
+                f'<div class="stat alarm" style="border:0;padding:0"><div class="label">PSNR · SSIM</div>'
+                f'<div class="value">{_fmt(r.get("psnr"), ".1f")} dB · {_fmt(r.get("ssim"), ".2f")}</div></div>'
+                f'<p>Round {_e(r.get("round", "?"))}, client {_e(r.get("client", "?"))}, method '
+                f'<b>{_e(r.get("method", "?"))}</b>: <b>top row</b> the client\'s real images, <b>bottom row</b> what '
+                f'the server rebuilt from the captured update alone.</p>'
+                f'<p class="muted">{_e(_setting(r))}</p></div></div>')
+    return ""
+
+
+def _setting(r: Mapping) -> str:
+    parts = []
+    if r.get("algorithm"):
+        parts.append(str(r["algorithm"]))
+    if _int(r.get("batch_size")) is not None:
+        parts.append(f"batch {_int(r['batch_size'])}")
+    if _int(r.get("local_steps")) is not None:
+        n = _int(r["local_steps"])
+        parts.append(f"{n} local step{'s' if n != 1 else ''}")
+    k = _int(r.get("num_images", r.get("num_samples")))
+    if k is not None:
+        parts.append(f"{k} image{'s' if k != 1 else ''} attacked")
+    if r.get("label_source"):
+        parts.append(f"labels from {r['label_source']}")
+    if _num(r.get("seconds")) is not None:
+        parts.append(f"{_num(r['seconds']):.1f} s")
+    return " · ".join(parts)
+
+
+def _restored_chips(true: list[int] | None, rest: list[int]) -> str:
+    chips = []
+    n = max(len(rest), len(true or []))
+    for c in range(n):
+        r = rest[c] if c < len(rest) else 0
+        t = true[c] if true is not None and c < len(true) else None
+        if r > 0:
+            if t is None:
+                cls = "t"
+            elif r == t:
+                cls = "hit"
+            elif t > 0:
+                cls = "off"
+            else:
+                cls = "bad"
+            chips.append(f'<span class="chip {cls}">{r}×{c}</span>')
+        elif t:
+            chips.append(f'<span class="chip miss" title="missed">{t}×{c}</span>')
+    return "".join(chips) or '<span class="muted">none</span>'
+
+
+def _score_span(v: Any) -> str:
+    f = _num(v)
+    if f is None:
+        return ""
+    cls = "hi" if f >= 0.9 else "mid" if f >= 0.5 else "lo"
+    return f'<span class="score {cls}">{100 * f:.0f}%</span>'
+
+
+def _label_table(data: RunData) -> str:
+    if not data.labels:
+        return '<p class="muted">No label restoration rows in metrics.jsonl.</p>'
+    methods = _methods_in_order(data.labels, _cfg(data, "attack", "label_methods"))
+    groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in data.labels:
+        groups[(_int(r.get("round")), _int(r.get("client")))][str(r.get("method"))] = r
+    keys = sorted(groups, key=lambda k: (k[0] is None, k[0] or 0, k[1] is None, k[1] or 0))
+    head = "".join(f"<th>{_e(m)}</th>" for m in methods)
+    body = []
+    for key in keys[:MAX_LABEL_ROWS]:
+        by_m = groups[key]
+        true = next((t for t in (_counts(r.get("true_counts")) for r in by_m.values()) if t), None)
+        any_row = next(iter(by_m.values()))
+        k = _int(any_row.get("num_samples"))
+        true_html = ("".join(f'<span class="chip t">{n}×{c}</span>' for c, n in enumerate(true) if n > 0)
+                     if true else '<span class="muted">unknown</span>')
+        cells = []
+        for m in methods:
+            r = by_m.get(m)
+            if r is None:
+                cells.append('<td class="muted">–</td>')
+            elif not _ok(r):
+                cells.append(f'<td><span class="chip bad">failed</span> <span class="err">{_e(str(r.get("error", ""))[:120])}</span></td>')
+            else:
+                rest = _counts(r.get("restored_counts"))
+                chips = _restored_chips(true, rest) if rest is not None else '<span class="muted">no counts</span>'
+                if r.get("presence_only"):
+                    chips += '<span class="muted" title="this method only says which classes are present"> (classes only)</span>'
+                if r.get("score_error"):
+                    chips += f'<div class="err">not scored: {_e(str(r["score_error"])[:120])}</div>'
+                cells.append(f"<td>{chips}{_score_span(r.get('label_instacc'))}</td>")
+        setting = []
+        if any_row.get("algorithm"):
+            setting.append(str(any_row["algorithm"]))
+        if _int(any_row.get("batch_size")) is not None:
+            setting.append(f"B={_int(any_row['batch_size'])}")
+        if _int(any_row.get("local_steps")) is not None:
+            setting.append(f"T={_int(any_row['local_steps'])}")
+        body.append(
+            f'<tr><td class="n">{_e(key[0] if key[0] is not None else "?")}</td>'
+            f'<td class="n">{_e(key[1] if key[1] is not None else "?")}</td>'
+            f'<td class="n">{_e(k if k is not None else "?")}</td><td class="muted" style="white-space:nowrap">'
+            f'{_e(" ".join(setting))}</td><td>{true_html}</td>{"".join(cells)}</tr>')
+    more = ""
+    if len(keys) > MAX_LABEL_ROWS:
+        more = f'<p class="muted">Showing the first {MAX_LABEL_ROWS} of {len(keys)} attacked updates.</p>'
+    legend = ('<p class="legend">Read <span class="chip t">3×0</span> as “three images of class 0”. Restored '
+              'counts: <span class="chip hit">right count</span> <span class="chip off">class right, count '
+              'wrong</span> <span class="chip bad">class not in the batch</span> <span class="chip miss">missed'
+              '</span>. The percentage is the share of the batch\'s labels recovered.</p>')
+    return (f'{legend}<div class="tablewrap"><table><thead><tr><th class="n">round</th><th class="n">client</th>'
+            f'<th class="n">K</th><th>setting</th><th>true labels</th>{head}</tr></thead><tbody>{"".join(body)}'
+            f'</tbody></table></div>{more}')
+
+
+def _gallery(data: RunData) -> str:
+    ranked = _ranked_inversions(data)
+    if not ranked:
+        return '<p class="muted">No successful image reconstructions in metrics.jsonl.</p>'
+    figs = []
+    for i, r in enumerate(ranked[:MAX_GRIDS], 1):
+        uri = _embed_image(data.run_dir, r.get("image"))
+        img = (f'<img alt="reconstruction round {_e(r.get("round"))} client {_e(r.get("client"))}" src="{uri}">'
+               if uri else f'<div class="placeholder">image not found: {_e(r.get("image", "none"))}</div>')
+        figs.append(
+            f'<figure>{img}<figcaption><span class="rank">#{i}</span><b>PSNR {_fmt(r.get("psnr"), ".1f")} dB · '
+            f'SSIM {_fmt(r.get("ssim"), ".2f")}</b> · round {_e(r.get("round", "?"))}, client '
+            f'{_e(r.get("client", "?"))}, {_e(r.get("method", "?"))}<br>{_e(_setting(r))}</figcaption></figure>')
+    more = ""
+    if len(ranked) > MAX_GRIDS:
+        more = f'<p class="muted">Showing the best {MAX_GRIDS} of {len(ranked)} reconstructions.</p>'
+    return f'<div class="gallery">{"".join(figs)}</div>{more}'
+
+
+def _leakage(data: RunData) -> str:
+    from fedsim import plots
+
+    lab = [r for r in data.labels if _ok(r)]
+    inv = [r for r in data.inversions if _ok(r)]
+    if not lab and not inv:
+        return '<p class="muted">No successful attacks to plot.</p>'
+    out = [_figure(plots.leakage_plot(lab, inv, "round", "round", "Leakage by round"), "leakage by round")]
+    both = lab + inv
+    if plots.varies(both, "batch_size"):
+        out.append(_figure(plots.leakage_plot(lab, inv, "batch_size", "client batch size",
+                                              "Leakage vs batch size (more images per update)"),
+                           "leakage vs batch size"))
+    if plots.varies(both, "local_steps"):
+        out.append(_figure(plots.leakage_plot(lab, inv, "local_steps", "local steps per update",
+                                              "Leakage vs local steps (FedAvg)"), "leakage vs local steps"))
+    notes = []
+    if not plots.varies(both, "batch_size"):
+        notes.append("batch size")
+    if not plots.varies(both, "local_steps"):
+        notes.append("local steps")
+    if notes:
+        out.append(f'<p class="muted">This run does not vary {" or ".join(notes)}, so there is no plot against '
+                   f'{"them" if len(notes) > 1 else "it"}.</p>')
+    return "".join(out)
+
+
+def _problems(data: RunData) -> str:
+    parts = []
+    failed = [r for r in data.labels + data.inversions if not _ok(r)]
+    if failed:
+        reasons = Counter(str(r.get("error", "no reason given"))[:200] for r in failed)
+        rows = "".join(f'<tr><td class="n">{n}</td><td class="err">{_e(reason)}</td></tr>'
+                       for reason, n in reasons.most_common(MAX_LIST_ROWS))
+        detail = "".join(
+            f'<tr><td>{_e(r.get("kind"))}</td><td class="n">{_e(r.get("round", "?"))}</td>'
+            f'<td class="n">{_e(r.get("client", "?"))}</td><td>{_e(r.get("method", "?"))}</td>'
+            f'<td class="err">{_e(str(r.get("error", ""))[:300])}</td></tr>' for r in failed[:MAX_LIST_ROWS])
+        parts.append(f'<h3>Failed attacks ({len(failed)})</h3><div class="tablewrap"><table><thead><tr>'
+                     f'<th class="n">count</th><th>reason</th></tr></thead><tbody>{rows}</tbody></table></div>'
+                     f'<details><summary>every failed attack</summary><div class="tablewrap"><table><thead><tr>'
+                     f'<th>kind</th><th class="n">round</th><th class="n">client</th><th>method</th><th>error</th>'
+                     f'</tr></thead><tbody>{detail}</tbody></table></div></details>')
+    else:
+        parts.append('<h3>Failed attacks</h3><p class="muted">None.</p>')
+    unscored = [r for r in data.labels + data.inversions if _ok(r) and r.get("score_error")]
+    if unscored:
+        rows = "".join(
+            f'<tr><td>{_e(r.get("kind"))}</td><td class="n">{_e(r.get("round", "?"))}</td>'
+            f'<td class="n">{_e(r.get("client", "?"))}</td><td>{_e(r.get("method", "?"))}</td>'
+            f'<td class="err">{_e(str(r.get("score_error"))[:300])}</td></tr>' for r in unscored[:MAX_LIST_ROWS])
+        parts.append(f'<h3>Attacks that ran but could not be scored ({len(unscored)})</h3><p class="lead">Usually '
+                     f'the ground truth (audit/) for that update is missing.</p><div class="tablewrap"><table>'
+                     f'<thead><tr><th>kind</th><th class="n">round</th><th class="n">client</th><th>method</th>'
+                     f'<th>reason</th></tr></thead><tbody>{rows}</tbody></table></div>')
+    if data.skipped:
+        rows = "".join(
+            f'<tr><td class="n">{_e(r.get("round", "?"))}</td><td class="n">{_e(r.get("client", "?"))}</td>'
+            f'<td>{_e(r.get("method", ""))}</td><td class="err">{_e(str(r.get("reason", ""))[:300])}</td></tr>'
+            for r in data.skipped[:MAX_LIST_ROWS])
+        parts.append(f'<h3>Skipped attacks ({len(data.skipped)})</h3><div class="tablewrap"><table><thead><tr>'
+                     f'<th class="n">round</th><th class="n">client</th><th>method</th><th>reason</th></tr></thead>'
+                     f'<tbody>{rows}</tbody></table></div>')
+    if data.rejections:
+        rows = "".join(
+            f'<tr><td class="n">{_e(r.get("round", "?"))}</td><td class="n">{_e(r.get("node", "?"))}</td>'
+            f'<td class="n">{_e(r.get("client") if r.get("client") is not None else "?")}</td>'
+            f'<td class="err">{_e(str(r.get("reason", ""))[:300])}</td></tr>' for r in data.rejections[:MAX_LIST_ROWS])
+        parts.append(f'<h3>Rejected client replies ({len(data.rejections)})</h3><p class="lead">Malformed '
+                     f'replies the server refused to aggregate (and did not attack).</p><div class="tablewrap">'
+                     f'<table><thead><tr><th class="n">round</th><th class="n">node</th><th class="n">client</th>'
+                     f'<th>reason</th></tr></thead><tbody>{rows}</tbody></table></div>')
+    else:
+        parts.append('<h3>Rejected client replies</h3><p class="muted">None.</p>')
+    notes = []
+    for name, n in data.bad_lines.items():
+        notes.append(f"{n} unreadable line{'s' if n != 1 else ''} in {name} skipped (a run still writing?)")
+    if data.unknown_kinds:
+        notes.append("rows of unknown kinds ignored: " + ", ".join(f"{k} ({n})" for k, n in
+                                                                   data.unknown_kinds.most_common()))
+    if data.config_error:
+        notes.append(f"config.toml could not be read: {data.config_error}")
+    if notes:
+        parts.append('<div class="notice">' + "<br>".join(_e(n) for n in notes) + "</div>")
+    return "".join(parts)
+
+
+def _full_config(data: RunData) -> str:
+    if not data.config:
+        return ""
+    lines = []
+    for sec, vals in data.config.items():
+        if isinstance(vals, dict):
+            lines.append(f"[{sec}]")
+            lines += [f"{k} = {json.dumps(v, default=str)}" for k, v in vals.items()]
+            lines.append("")
+        else:
+            lines.append(f"{sec} = {json.dumps(vals, default=str)}")
+    return f'<details><summary>full resolved config</summary><pre>{_e(chr(10).join(lines))}</pre></details>'
+
+
+# ------------------------------------------------------------------------------------------------ page
+def render_html(data: RunData) -> str:
+    from fedsim import plots
+
+    name = _cfg(data, "run", "name") or data.run_dir.name or "run"
+    algo = _cfg(data, "train", "algorithm")
+    dataset = _cfg(data, "data", "dataset")
+    subtitle_bits = [b for b in (dataset, algo and str(algo).upper(),
+                                 _cfg(data, "run", "num_clients") and f"{_cfg(data, 'run', 'num_clients')} clients",
+                                 _cfg(data, "run", "num_rounds") and f"{_cfg(data, 'run', 'num_rounds')} rounds") if b]
+    sections: list[str] = []
+    n = 0
+
+    def add(anchor, title, body, lead=""):
+        nonlocal n
+        n += 1
+        sections.append(_section(anchor, n, title, body, lead))
+
+    empty = ""
+    if data.empty:
+        empty = (f'<div class="notice empty"><b>Nothing was found in this folder.</b> No config.toml, metrics.jsonl, '
+                 f'rejections.jsonl, captures or images were found in <code>{_e(data.run_dir)}</code>. Run '
+                 f'<code>fedsim run CONFIG --out DIR</code> first, then <code>fedsim report DIR</code>.</div>')
+    elif not (data.labels or data.inversions):
+        empty = ('<div class="notice"><b>No attack results yet.</b> This run has no label or inversion rows in '
+                 'metrics.jsonl (attacks off, or still running). Enable <code>[attack]</code> or run '
+                 '<code>fedsim attack RUN_DIR</code>.</div>')
+
+    add("threat", "The threat model in one picture",
+        _figure(plots.threat_model_diagram(), "clients send updates to a curious server that aggregates and "
+                "intercepts them, turns them into a fake gradient, restores labels and reconstructs images"),
+        "Nobody hacks anything here: the server runs federated learning exactly as specified. It simply also "
+        "keeps the individual updates it has to receive anyway, and attacks them offline.")
+    add("headline", "Headline numbers", _headline(data) or '<p class="muted">No results to summarise.</p>',
+        "Averages over every attacked update. Higher means more of the clients' private data leaked.")
+    util = plots.utility_plot(data.utility) if data.utility else None
+    add("utility", "Utility per round", _figure(util, "test accuracy and loss per round", narrow=True)
+        or '<p class="muted">No utility rows in metrics.jsonl.</p>',
+        "The federation's purpose: the global model's accuracy and loss on held-out test data after each round.")
+    add("leakage", "How much leaks, and when", _leakage(data),
+        "Light dots are single attacked updates, lines their mean. Leakage usually falls with more images per "
+        "update and more local steps, and can change as the model trains.")
+    add("labels", "Label restoration per client and round", _label_table(data),
+        "For each captured update: the labels truly in the client's batch, and what each method restored from "
+        "the update alone.")
+    add("images", "Reconstructed images", _gallery(data),
+        "Best first. In every grid the top row is the client's real batch and the bottom row the server's "
+        "reconstruction, matched image by image.")
+    add("problems", "Failures and rejections", _problems(data),
+        "Attacks that crashed or were skipped, and client replies the server rejected.")
+
+    toc = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in (
+        ("threat", "Threat model"), ("headline", "Headline"), ("utility", "Utility"), ("leakage", "Leakage"),
+        ("labels", "Labels"), ("images", "Images"), ("problems", "Failures")))
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    files = (f"{data.num_captures} captured updates, {data.num_images} images, {len(data.utility)} utility rows, "
+             f"{len(data.labels)} label rows, {len(data.inversions)} inversion rows, "
+             f"{len(data.rejections)} rejections")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>fedsim report · {_e(name)}</title>
+<style>{CSS}</style></head>
+<body>
+<header class="top"><div class="inner">
+<div class="kicker">fedsim · privacy leakage report</div>
+<h1>{_e(name)}</h1>
+<p>{_e(" · ".join(str(b) for b in subtitle_bits)) or "run folder " + _e(data.run_dir.name)}</p>
+<p style="margin-top:10px">Federated learning keeps the data on the clients and shares only model updates.
+This report shows what an honest-but-curious server recovers from those updates: which labels were in a
+client's batch, and what the images looked like.</p>
+<nav class="toc">{toc}</nav>
+</div></header>
+<main>
+{empty}
+{_config_table(data)}
+{_full_config(data)}
+<h2 style="margin-top:30px">How to read this</h2>
+{_howto()}
+{"".join(sections)}
+<footer>Generated {now} by <code>fedsim report</code> from <code>{_e(data.run_dir)}</code>: {_e(files)}.
+Self-contained: no network access needed to view this file.</footer>
+</main></body></html>
+"""
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write ``run_dir/report.html`` and return its path (creates the folder if it does not exist)."""
+    run_dir = Path(run_dir)
+    data = load_run(run_dir)
+    page = render_html(data)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "report.html"
+    tmp = run_dir / ".report.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(out)
+    return out
