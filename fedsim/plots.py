@@ -181,7 +181,7 @@ def _series(ax, groups: Mapping[str, list[tuple[float, float]]], log_x: bool = F
     for i, (method, pts) in enumerate(sorted(groups.items())):
         color = SERIES[i % len(SERIES)]
         xs = [p[0] for p in pts]
-        ax.scatter(xs, [p[1] for p in pts], s=12, color=color, alpha=0.3, lw=0)
+        ax.scatter(xs, [p[1] for p in pts], s=16, color=color, alpha=0.45, lw=0)
         by_x: dict[float, list[float]] = defaultdict(list)
         for x, y in pts:
             by_x[x].append(y)
@@ -220,6 +220,9 @@ def leakage_plot(label_rows: Sequence[Mapping], inversion_rows: Sequence[Mapping
                 ax.set_title("Label restoration", loc="left")
             else:
                 ax.set_ylabel("PSNR (dB, higher = closer)")
+                ax.axhline(20, color=MUTED, ls=":", lw=1.2)
+                ax.annotate("≈ recognisable", xy=(1, 20), xycoords=("axes fraction", "data"), xytext=(-2, 3),
+                            textcoords="offset points", ha="right", va="bottom", fontsize=7.5, color=MUTED)
                 ax.set_title("Image reconstruction", loc="left")
             if x_key == "round" and not log_x:
                 xs = sorted({p[0] for pts in groups.values() for p in pts})

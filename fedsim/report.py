@@ -43,6 +43,7 @@ class RunData:
     rejections: list[dict] = field(default_factory=list)
     unknown_kinds: Counter = field(default_factory=Counter)
     bad_lines: dict[str, int] = field(default_factory=dict)
+    superseded: int = 0
     num_captures: int = 0
     capture_rounds: int = 0
     num_images: int = 0
@@ -76,6 +77,16 @@ def _read_jsonl(path: Path) -> tuple[list[dict], int]:
     return rows, bad
 
 
+def _latest(rows: list[dict]) -> tuple[list[dict], int]:
+    """One row per (round, client, method): a later row (``fedsim attack`` replay) supersedes an earlier one,
+    as its image file has overwritten the earlier one's. Returns the rows kept (in order) and how many went."""
+    last: dict[tuple, int] = {}
+    for i, r in enumerate(rows):
+        last[(str(r.get("round")), str(r.get("client")), str(r.get("method")))] = i
+    keep = sorted(last.values())
+    return [rows[i] for i in keep], len(rows) - len(keep)
+
+
 def load_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
     data = RunData(run_dir=run_dir)
@@ -96,6 +107,9 @@ def load_run(run_dir: str | Path) -> RunData:
             buckets[kind].append(row)
         else:
             data.unknown_kinds[str(kind)] += 1
+    data.labels, n_lab = _latest(data.labels)
+    data.inversions, n_inv = _latest(data.inversions)
+    data.superseded = n_lab + n_inv
     rej, bad = _read_jsonl(run_dir / "rejections.jsonl")
     data.rejections = rej
     if bad:
@@ -139,7 +153,10 @@ def _int(v: Any) -> int | None:
 
 def _fmt(v: Any, spec: str = ".3f", missing: str = "–") -> str:
     f = _num(v)
-    return missing if f is None else format(f, spec)
+    if f is None:
+        return missing
+    out = format(f, spec)
+    return out[1:] if out.startswith("-") and float(out) == 0 else out  # no "-0.00"
 
 
 def _pct(v: Any, missing: str = "–") -> str:
@@ -247,7 +264,8 @@ p.lead { color: var(--muted); margin: 0 0 14px; max-width: 62em; }
 .stat.alarm .value { color: var(--red); }
 .stat.good .value { color: var(--green); }
 .best { display:grid; grid-template-columns: minmax(0, 1.3fr) minmax(0, 1fr); gap: 18px; align-items:center; }
-.best img { width:100%; height:auto; image-rendering: pixelated; border:1px solid var(--line); border-radius:6px; }
+.best img { display:block; max-width:100%; max-height:300px; width:auto; height:auto; margin:0 auto;
+  image-rendering: pixelated; border:1px solid var(--line); border-radius:6px; }
 @media (max-width: 760px) { .best { grid-template-columns: 1fr; } header.top h1 { font-size: 24px; } }
 table { border-collapse: collapse; width: 100%; font-size: 14px; background:#fff; }
 th, td { text-align:left; padding: 7px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
@@ -266,9 +284,10 @@ td.n, th.n { text-align:right; font-variant-numeric: tabular-nums; white-space:n
 .score { font-weight: 700; font-variant-numeric: tabular-nums; margin-left: 4px; }
 .score.hi { color: var(--green); } .score.mid { color: var(--amber); } .score.lo { color: var(--red); }
 .legend { font-size: 13.5px; color: var(--muted); margin: 6px 0 10px; }
-.gallery { display:grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 14px; }
+.gallery { display:grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 420px), 1fr)); gap: 14px; }
 .gallery figure { margin:0; background:#fff; border:1px solid var(--line); border-radius:10px; padding:10px; }
-.gallery img { width:100%; height:auto; image-rendering: pixelated; display:block; }
+.gallery img { max-width:100%; max-height:300px; width:auto; height:auto; image-rendering: pixelated;
+  display:block; margin: 0 auto; }
 .gallery figcaption { font-size: 13px; color: var(--muted); margin-top: 6px; }
 .gallery figcaption b { color: var(--ink); font-variant-numeric: tabular-nums; }
 .rank { display:inline-block; min-width: 1.8em; font-weight:700; color:#fff; background:var(--ink);
@@ -313,7 +332,8 @@ def _config_table(data: RunData) -> str:
     attack_on = c("attack", "enabled")
     attacks = None
     if c("attack", "label_methods") is not None or c("attack", "inversion") is not None:
-        attacks = f"labels: {c('attack', 'label_methods', '–')}; images: {c('attack', 'inversion', '–')}"
+        attacks = (f"labels: {str(c('attack', 'label_methods', '–')).replace(',', ', ')} · "
+                   f"images: {str(c('attack', 'inversion', '–')).replace(',', ', ')}")
         if attack_on is False:
             attacks += " (live attack off)"
     items = [
@@ -611,6 +631,9 @@ def _problems(data: RunData) -> str:
     notes = []
     for name, n in data.bad_lines.items():
         notes.append(f"{n} unreadable line{'s' if n != 1 else ''} in {name} skipped (a run still writing?)")
+    if data.superseded:
+        notes.append(f"{data.superseded} earlier attack row{'s' if data.superseded != 1 else ''} superseded by a "
+                     f"later row for the same round, client and method (re-run with fedsim attack)")
     if data.unknown_kinds:
         notes.append("rows of unknown kinds ignored: " + ", ".join(f"{k} ({n})" for k, n in
                                                                    data.unknown_kinds.most_common()))

@@ -86,7 +86,7 @@ def _grid_png(path: Path, labels: list[int], noise: float, rng: np.random.Genera
     rec = np.clip(blur + rng.normal(0, noise, gt.shape), 0, 1)
     mse = float(((rec - gt) ** 2).mean())
     psnr = 10 * math.log10(1 / max(mse, 1e-12))
-    ssim = float(np.clip(1 - 4 * math.sqrt(mse), 0.02, 0.99))
+    ssim = float(np.clip(1.15 - 2.2 * math.sqrt(mse), 0.03, 0.99))
     k = len(labels)
     canvas = np.ones((2 * 28 + 6, k * 30 + 2))
     for i in range(k):
