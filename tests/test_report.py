@@ -160,6 +160,10 @@ def make_synthetic_run(run: Path, rich: bool = False, seed: int = 0) -> dict:
                          "ssim": round(ssim, 4), "label_source": "ilrg", "num_images": b, "image": img,
                          "seconds": round(float(rng.uniform(20, 60)), 2)})
             expected.setdefault("psnr", []).append(round(psnr, 3))
+    if not rich:  # a replay (fedsim attack) of round 1 client 0's labels supersedes the first rows
+        first = next(r for r in rows if r["kind"] == "label" and r["round"] == 1 and r["client"] == 0)
+        rows.append({**first, "label_instacc": 0.125, "replay": True})
+        expected["instacc"] = [a for a in expected["instacc"] if a != first["label_instacc"]] + [0.125]
     rows.append({"kind": "future_kind", "round": 1, "whatever": 1})
     with (run / "metrics.jsonl").open("w") as fh:
         for row in rows:
@@ -202,6 +206,7 @@ def test_report_from_synthetic_run(tmp_path):
     assert "update shape mismatch for conv1.weight" in page and "918273645" in page
     assert "1 unreadable line in metrics.jsonl" in page and "future_kind" in page
     assert "Nothing was found" not in page
+    assert "1 earlier attack row superseded" in page
 
 
 def test_report_rich_run_plots_batch_and_steps(tmp_path):
