@@ -80,5 +80,11 @@ def local_seed(run_seed: int, server_round: int, client_id: int) -> int:
     return (run_seed * 1_000_003 + server_round * 10_007 + client_id) % (2**31)
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
 def run_dir(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.run.out_dir) if cfg.run.out_dir else Path("runs") / cfg.run.name
+    """The run folder. Relative paths (and the default ``runs/<name>``) are anchored at the project root, so
+    that the ServerApp and ClientApp processes agree whatever their working directory (``flwr run .``)."""
+    path = Path(cfg.run.out_dir) if cfg.run.out_dir else Path("runs") / cfg.run.name
+    return path if path.is_absolute() else PROJECT_ROOT / path

@@ -1,0 +1,109 @@
+"""Benchmark: wall time per round and peak memory of a real Flower simulation (Ray backend), 10 and 100
+clients, FedAvg on the MNIST subset with a small CNN; capture off vs capture on vs capture + attacks.
+
+    .venv/bin/python benchmarks/federation.py [--rounds 3] [--clients 10 100] [--modes off capture attack]
+
+Round time = median of the differences between consecutive utility rows' timestamps (round 1 onward, so Ray
+start-up is excluded). Peak memory = peak RSS summed over the process tree, sampled every 0.2 s. Settings are
+run interleaved (off, capture, attack, off, ...) so that drift on the machine hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fedsim.config import load_config  # noqa: E402
+from fedsim.results import read_jsonl  # noqa: E402
+from fedsim.runner import run_federation  # noqa: E402
+
+MODES = {
+    "off": {"capture.enabled": False, "attack.enabled": False},
+    "capture": {"capture.enabled": True, "attack.enabled": False},
+    "attack": {"capture.enabled": True, "attack.enabled": True, "attack.label_methods": "ilrg,gi",
+               "attack.inversion": "none", "attack.workers": 1},
+}
+
+
+def tree_rss_mb() -> float:
+    out = subprocess.run(["ps", "-eo", "rss,args"], capture_output=True, text=True).stdout
+    total = 0
+    for line in out.splitlines()[1:]:
+        rss, _, args = line.strip().partition(" ")
+        if any(k in args for k in ("flower", "flwr", "ray", "raylet", "gcs_server", "fedsim", "python")):
+            total += int(rss)
+    return total / 1024
+
+
+def measure(clients: int, rounds: int, mode: str, workdir: Path) -> dict:
+    cfg = load_config(ROOT / "configs" / "smoke.toml", {
+        "run.name": f"bench-{clients}-{mode}", "run.num_clients": clients, "run.num_rounds": rounds,
+        "train.min_train_nodes": clients, "model.width": 16, "data.alpha": 0.5, **MODES[mode]})
+    peak = [0.0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], tree_rss_mb())
+            time.sleep(0.2)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    start = time.perf_counter()
+    out = run_federation(cfg, workdir / f"{clients}-{mode}", quiet=True)
+    wall = time.perf_counter() - start
+    stop.set()
+    t.join()
+    times = [r["time"] for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "utility"]
+    per_round = [b - a for a, b in zip(times[1:], times[2:])] or [times[-1] - times[0]]
+    captures = len(list((out / "captures").rglob("*.safetensors"))) if (out / "captures").exists() else 0
+    return {"clients": clients, "mode": mode, "round_s": statistics.median(per_round), "wall_s": wall,
+            "peak_rss_mb": peak[0], "captures": captures}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--modes", nargs="+", default=list(MODES))
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--json", default=str(ROOT / "docs" / "benchmarks" / "federation.json"))
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for clients in args.clients:
+            for _ in range(args.repeats):
+                for mode in args.modes:
+                    row = measure(clients, args.rounds, mode, Path(tmp))
+                    print(json.dumps(row), flush=True)
+                    results.append(row)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"machine": f"{platform.processor() or platform.machine()}, "
+                                                      f"{__import__('os').cpu_count()} cores",
+                                           "command": " ".join(sys.argv), "results": results}, indent=1))
+    print("| clients | mode | median round (s) | ratio vs off | peak RSS of the process tree (MB) |")
+    print("|---|---|---|---|---|")
+    for clients in args.clients:
+        rows = [r for r in results if r["clients"] == clients]
+        base = statistics.median(r["round_s"] for r in rows if r["mode"] == "off") if any(
+            r["mode"] == "off" for r in rows) else None
+        for mode in args.modes:
+            sel = [r for r in rows if r["mode"] == mode]
+            med = statistics.median(r["round_s"] for r in sel)
+            ratio = f"{med / base:.2f}" if base else "-"
+            print(f"| {clients} | {mode} | {med:.2f} | {ratio} | {max(r['peak_rss_mb'] for r in sel):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
