@@ -49,6 +49,7 @@ class InversionSpec:
     line_search: str | None = None
     model_mode: str = "train"
     label_lr: float | None = None  # joint labels: lr of the dummy logits (default: attack_lr)
+    normalize_match: bool = True  # divide the matching loss by its value at the initial point
 
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(InversionSpec))
@@ -221,7 +222,14 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
             if hook is not None:
                 bn_stats.append(hook.pop()[:len(bn_reference)])
         match = torch.stack(per_group)
-        total = match.sum()
+        if spec.normalize_match:
+            # prior weights become relative to the initial matching loss (a constant factor per run), which
+            # makes them portable across models whose gradient scales differ by orders of magnitude
+            if "match0" not in last:
+                last["match0"] = match.detach().clamp_min(1e-30)
+            total = (match / last["match0"]).sum()
+        else:
+            total = match.sum()
         if priors:
             ctx = _priors.PriorContext(x=x, pixel=x * std_t + mean_t, bn_stats=bn_stats, bn_reference=bn_reference)
             total = total + _priors.prior_loss(priors, ctx)

@@ -62,13 +62,13 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         "geng", "Geng et al.: Towards General Deep Leakage in Federated Learning (FedSGD; eq. 10, 17-19)",
         "L2 (sum of layer norms) + TV + clip + scale penalties, L-BFGS, U(0,1) init; works on gradients or "
         "fake gradients (W0 - WT)/(T lr) given as gradients= or as weights_after=, lr=, local_steps=",
-        InversionSpec(distance="l2-norm", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=0.5,
-                      line_search="strong_wolfe", init="uniform")),
+        InversionSpec(distance="l2-relative", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=1.0,
+                      init="uniform")),
     InversionMethod(
         "geng-fedavg", "Geng et al.: Towards General Deep Leakage in FL (FedAvg, Sec. 3.5, eq. 24)",
         "layer-wise cosine distance to the fake gradient (W0 - WT)/(T lr) + TV + clip + scale, L-BFGS, U(0,1)",
-        InversionSpec(distance="cosine-layerwise", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=0.5,
-                      line_search="strong_wolfe", init="uniform")),
+        InversionSpec(distance="cosine-layerwise", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=1.0,
+                      init="uniform")),
     InversionMethod(
         "gradinversion", "Yin et al.: See through Gradients: Image Batch Recovery via GradInversion (CVPR 2021)",
         "L2 matching + BatchNorm statistics prior (running stats or bn_statistics=) + TV + L2 + group "
@@ -87,8 +87,8 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         "multi-update", "Geng et al.: Towards General Deep Leakage in FL, Alg. 2 (multiple updates consistency)",
         "one client's several (weights_before, gradient) pairs on the same data (updates=[...]) matched jointly "
         "(mean L2) + TV + clip + scale, L-BFGS, U(0,1) init",
-        InversionSpec(distance="l2-norm", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=0.5,
-                      line_search="strong_wolfe", init="uniform", target="multi")),
+        InversionSpec(distance="l2-relative", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=1.0,
+                      init="uniform", target="multi")),
     InversionMethod(
         "analytic-fc", "Phong et al. 2018; Geiping et al. 2020 (a biased first fully connected layer leaks x)",
         "closed form x = grad_W[i] / grad_b[i] (least squares over active rows); exact for batch 1",

@@ -4,6 +4,8 @@ Every distance takes two lists of tensors aligned with ``list(model.parameters()
 weights, and returns a scalar tensor that is differentiable w.r.t. the dummy side.
 
 * ``l2``        squared Euclidean distance summed over layers: DLG (Zhu et al., 2019), Geng et al. Alg. 2.
+* ``l2-relative`` squared L2 divided by ||target||^2: same minimiser as ``l2``, but prior weights no longer
+  depend on the gradient scale of the model (used by ``geng`` here; Geng et al. Alg. 2 use plain squared L2).
 * ``l2-norm``   sum over layers of the (non-squared) layer norm: Geng et al. eq. 10.
 * ``cosine``    1 - cosine similarity of the concatenated gradient: Inverting Gradients (Geiping et al., 2020).
 * ``cosine-layerwise``  sum over layers of (1 - cosine): Geng et al. eq. 24 (FedAvg fake gradients).
@@ -26,27 +28,35 @@ def _l2(dummy, target, weights):
     return sum(w * (d - t).pow(2).sum() for d, t, w in zip(dummy, target, weights))
 
 
+def _l2_relative(dummy, target, weights):
+    num = sum(w * (d - t).pow(2).sum() for d, t, w in zip(dummy, target, weights))
+    den = sum(w * t.pow(2).sum() for t, w in zip(target, weights))
+    return num / den.clamp_min(1e-30)
+
+
 def _l2_norm(dummy, target, weights):
     return sum(w * (d - t).pow(2).sum().clamp_min(1e-30).sqrt() for d, t, w in zip(dummy, target, weights))
 
 
 def _cosine(dummy, target, weights):
-    dot = sum(w * (d * t).sum() for d, t, w in zip(dummy, target, weights))
-    nd = sum(w * d.pow(2).sum() for d, w in zip(dummy, weights))
-    nt = sum(w * t.pow(2).sum() for t, w in zip(target, weights))
-    return 1.0 - dot / (nd.clamp_min(1e-30).sqrt() * nt.clamp_min(1e-30).sqrt())
+    # 1 - cos(a, b) = ||a/|a| - b/|b|||^2 / 2: no cancellation when the gradients are nearly parallel (on
+    # untrained models 1 - cos is ~1e-5 already at a random input, below float32's resolution of 1 - cos)
+    na = sum(w * d.pow(2).sum() for d, w in zip(dummy, weights)).clamp_min(1e-30).sqrt()
+    nb = sum(w * t.pow(2).sum() for t, w in zip(target, weights)).clamp_min(1e-30).sqrt()
+    return 0.5 * sum(w * (d / na - t / nb).pow(2).sum() for d, t, w in zip(dummy, target, weights))
 
 
 def _cosine_layerwise(dummy, target, weights):
     total = 0.0
     for d, t, w in zip(dummy, target, weights):
-        cos = (d * t).sum() / (d.norm().clamp_min(1e-30) * t.norm().clamp_min(1e-30))
-        total = total + w * (1.0 - cos)
+        diff = d / d.norm().clamp_min(1e-30) - t / t.norm().clamp_min(1e-30)
+        total = total + w * 0.5 * diff.pow(2).sum()
     return total
 
 
 DISTANCES: dict[str, Distance] = {
     "l2": _l2,
+    "l2-relative": _l2_relative,
     "l2-norm": _l2_norm,
     "cosine": _cosine,
     "cosine-layerwise": _cosine_layerwise,

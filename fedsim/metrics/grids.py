@@ -1,0 +1,65 @@
+"""Image grids as PNG: ground truth above reconstruction (or any list of rows), matplotlib with the Agg backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from fedsim.metrics.images import to_pixels
+
+
+def save_rows(rows: Sequence[torch.Tensor], path: str | Path, mean=(0.0,), std=(1.0,),
+              row_labels: Sequence[str] | None = None, title: str | None = None,
+              captions: Sequence[Sequence[str]] | None = None, cell_inches: float = 1.0) -> Path:
+    """Save rows of images (each [K, C, H, W] in model space) as one PNG grid; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = [to_pixels(r, mean, std) for r in rows]
+    n_rows = len(rows)
+    n_cols = max(r.shape[0] for r in rows)
+    label_w = 1.2 if row_labels else 0.0
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
+                             figsize=(n_cols * cell_inches + label_w, n_rows * cell_inches + (0.4 if title else 0)))
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j >= row.shape[0]:
+                continue
+            img = row[j].permute(1, 2, 0).numpy()
+            if img.shape[-1] == 1:
+                ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(img, interpolation="nearest")
+            if captions is not None and i < len(captions) and j < len(captions[i]):
+                ax.set_title(captions[i][j], fontsize=6, pad=2)
+        if row_labels:
+            axes[i][0].set_ylabel(row_labels[i], fontsize=7, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def save_comparison(ground_truth: torch.Tensor, reconstruction: torch.Tensor, path: str | Path, mean=(0.0,),
+                    std=(1.0,), permutation: Sequence[int] | None = None, title: str | None = None,
+                    psnr_per_image: Sequence[float] | None = None) -> Path:
+    """Ground-truth row above the reconstruction row; ``permutation`` (from image_metrics) aligns the latter."""
+    rec = reconstruction if permutation is None else reconstruction[list(permutation)]
+    captions = None
+    if psnr_per_image is not None:
+        captions = [[], [f"{v:.1f} dB" for v in psnr_per_image]]
+    return save_rows([ground_truth, rec], path, mean, std, row_labels=["truth", "recon"], title=title,
+                     captions=captions)

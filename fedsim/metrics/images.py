@@ -1,0 +1,165 @@
+"""Image similarity after alignment: PSNR, SSIM, permutation-agnostic SSIM; LPIPS only with local weights.
+
+Gradient inversion loses the order of the batch, so reconstructions are first matched one-to-one to the
+ground truth by an optimal assignment (``scipy.optimize.linear_sum_assignment``) that maximises the summed
+PSNR (Geng et al., Sec. 3.6, eq. 25). When both restored and true labels are given, the matching is
+label-aware: a reconstruction may only be matched to a ground-truth image of the same label (pairs with
+different labels get a prohibitive cost, so a label mistake still yields a complete matching); images whose
+label is unique on both sides are thereby aligned directly, as in Geng et al.
+
+All inputs are in the model's normalised space; they are denormalised with ``mean``/``std`` and clamped to
+[0, 1] before scoring. PSNR uses MAX = 1. SSIM is torchmetrics' ``structural_similarity_index_measure``
+(Gaussian window 11, sigma 1.5), with the window shrunk to fit images smaller than 11 pixels (8x8 digits).
+The permutation-agnostic SSIM (Malcewicz et al., slides "Semantic Label Reconstruction") is the best mean SSIM
+over all one-to-one assignments, again solved exactly with the Hungarian algorithm.
+
+LPIPS needs pretrained AlexNet/VGG weights that are not available offline here; ``lpips`` is reported as
+None with the reason in ``lpips_note`` unless :func:`lpips_available` finds the ``lpips`` package with its
+weights already on disk (we never substitute a randomly initialised backbone).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+_MISMATCH_COST = 1e6
+
+
+def to_pixels(x: torch.Tensor, mean: Sequence[float] | float, std: Sequence[float] | float) -> torch.Tensor:
+    """Model space -> pixel space [0, 1] (clamped), float64, shape [K, C, H, W]."""
+    x = x.detach().to(torch.float64)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    m = torch.as_tensor(mean, dtype=torch.float64).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float64).view(-1, 1, 1)
+    return (x * s + m).clamp(0.0, 1.0)
+
+
+def psnr_matrix(rec: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB, MAX=1) between every reconstruction (rows) and every ground truth (columns), pixel space."""
+    mse = (rec.flatten(1)[:, None, :] - gt.flatten(1)[None, :, :]).pow(2).mean(-1)
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def _window(size: int) -> int:
+    k = min(11, size)
+    return k if k % 2 == 1 else k - 1
+
+
+def ssim_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SSIM of aligned pairs a[i], b[i] (pixel space), via torchmetrics; window shrunk for small images."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    k = _window(min(a.shape[-2:]))
+    sigma = 1.5 * k / 11.0
+    val = structural_similarity_index_measure(a.float(), b.float(), data_range=1.0, kernel_size=k, sigma=sigma,
+                                              reduction="none")
+    return val.to(torch.float64).view(-1)
+
+
+def ssim_matrix(rec: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    k1, k2 = rec.shape[0], gt.shape[0]
+    a = rec.repeat_interleave(k2, 0)
+    b = gt.repeat(k1, 1, 1, 1)
+    return ssim_pairs(a, b).view(k1, k2)
+
+
+def align(rec: torch.Tensor, gt: torch.Tensor, labels_hat=None, labels_true=None) -> tuple[list[int], bool]:
+    """Optimal one-to-one matching maximising PSNR; returns (perm, label_aware) with rec[perm[j]] <-> gt[j].
+
+    ``rec``/``gt`` are pixel-space batches of equal size. Label-aware when both label lists are given.
+    """
+    if rec.shape != gt.shape:
+        raise ValueError(f"reconstruction {tuple(rec.shape)} and ground truth {tuple(gt.shape)} differ in shape")
+    score = psnr_matrix(rec, gt).numpy()
+    cost = -score
+    label_aware = labels_hat is not None and labels_true is not None
+    if label_aware:
+        lh = torch.as_tensor(labels_hat).view(-1).numpy()
+        lt = torch.as_tensor(labels_true).view(-1).numpy()
+        if len(lh) != rec.shape[0] or len(lt) != gt.shape[0]:
+            raise ValueError("labels_hat / labels_true must have one label per image")
+        cost = cost + _MISMATCH_COST * (lh[:, None] != lt[None, :])
+    rows, cols = linear_sum_assignment(cost)
+    perm = [0] * gt.shape[0]
+    for r, c in zip(rows, cols):
+        perm[int(c)] = int(r)
+    return perm, label_aware
+
+
+def permutation_agnostic_ssim(rec: torch.Tensor, gt: torch.Tensor) -> float:
+    """max over one-to-one assignments of the mean SSIM (slides 004: SSIM_SMART = max_m mean SSIM)."""
+    mat = ssim_matrix(rec, gt).numpy()
+    rows, cols = linear_sum_assignment(-mat)
+    return float(mat[rows, cols].mean())
+
+
+def lpips_available() -> tuple[bool, str]:
+    """LPIPS only with the ``lpips`` package and its pretrained backbone already cached; never random."""
+    if importlib.util.find_spec("lpips") is None:
+        return False, "unavailable: the lpips package and pretrained AlexNet/VGG weights are not installed offline"
+    try:
+        from torch.hub import get_dir
+
+        import os
+        cached = any("alexnet" in f or "vgg" in f for f in os.listdir(os.path.join(get_dir(), "checkpoints")))
+    except OSError:
+        cached = False
+    if not cached:
+        return False, "unavailable: no pretrained LPIPS backbone weights in the torch cache (none offline)"
+    return True, "lpips package with cached AlexNet weights"
+
+
+def _lpips(rec: torch.Tensor, gt: torch.Tensor) -> list[float]:
+    import lpips  # pragma: no cover - not installed here
+
+    net = lpips.LPIPS(net="alex", verbose=False)
+    with torch.no_grad():
+        return net(rec.float() * 2 - 1, gt.float() * 2 - 1).view(-1).tolist()
+
+
+def image_metrics(reconstruction: torch.Tensor, ground_truth: torch.Tensor, mean, std, labels_hat=None,
+                  labels_true=None, lpips: bool = False) -> dict:
+    """Align reconstructions to the ground truth, then score them (pixel space, [0, 1]).
+
+    Returns ``psnr`` / ``ssim`` / ``mse`` (means over aligned pairs), ``psnr_per_image`` / ``ssim_per_image``
+    (in ground-truth order), ``ssim_perm_agnostic``, ``permutation`` (index of the reconstruction matched to
+    each ground-truth image), ``label_aware``, ``label_matches`` (aligned pairs whose labels agree, when
+    given), ``lpips`` (None unless available) and ``lpips_note``.
+    """
+    rec = to_pixels(reconstruction, mean, std)
+    gt = to_pixels(ground_truth, mean, std)
+    perm, label_aware = align(rec, gt, labels_hat, labels_true)
+    aligned = rec[perm]
+    mse = (aligned - gt).pow(2).flatten(1).mean(-1)
+    psnr = 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
+    ssim = ssim_pairs(aligned, gt)
+    out = {
+        "psnr": float(psnr.mean()),
+        "psnr_per_image": [float(v) for v in psnr],
+        "ssim": float(ssim.mean()),
+        "ssim_per_image": [float(v) for v in ssim],
+        "mse": float(mse.mean()),
+        "ssim_perm_agnostic": permutation_agnostic_ssim(rec, gt),
+        "permutation": perm,
+        "label_aware": label_aware,
+    }
+    if label_aware:
+        lh = torch.as_tensor(labels_hat).view(-1)[perm]
+        out["label_matches"] = int((lh == torch.as_tensor(labels_true).view(-1)).sum())
+    available, note = lpips_available()
+    out["lpips"] = None
+    out["lpips_note"] = note
+    if lpips and available:  # pragma: no cover - weights absent here
+        values = _lpips(aligned, gt)
+        out["lpips"] = float(np.mean(values))
+        out["lpips_note"] = note
+    if not all(math.isfinite(v) for v in out["psnr_per_image"]):
+        raise ValueError("non-finite PSNR")
+    return out

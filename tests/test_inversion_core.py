@@ -1,0 +1,220 @@
+"""Known-answer tests for attacks.inversion: analytic FC leakage, DLG convergence, unrolled FedAvg objective,
+registry and option errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from attacks.gradients import batch_gradient, weights_to_fake_gradient
+from attacks.inversion import INVERSION_METHODS, invert
+from attacks.inversion.fedavg import simulate_local_training
+from attacks.inversion.objectives import gradient_distance
+from attacks.inversion.priors import PriorContext, clip_penalty, scale_penalty, total_variation
+from fedsim.models.zoo import build_model
+
+
+def _mlp(dtype=torch.float32, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Sigmoid(), nn.Linear(12, 5)).to(dtype)
+
+
+def _psnr(a, b):
+    return float(10 * torch.log10(1 / (a - b).pow(2).mean()))
+
+
+def test_registry_has_the_methods_and_papers():
+    for name in ("dlg", "idlg", "ig", "geng", "gradinversion", "fedavg-unrolled", "multi-update", "analytic-fc"):
+        assert name in INVERSION_METHODS
+        assert INVERSION_METHODS[name].paper
+
+
+def test_unknown_method_lists_choices():
+    with pytest.raises(ValueError, match="not one of") as err:
+        invert("nope", model=_mlp(), gradients=None, input_shape=(1, 4, 4))
+    assert "dlg" in str(err.value) and "ig" in str(err.value)
+
+
+def test_unknown_option_lists_valid_options():
+    model = _mlp()
+    g = batch_gradient(model, torch.rand(1, 1, 4, 4), torch.tensor([1]))
+    with pytest.raises(ValueError, match="unknown options") as err:
+        invert("ig", model=model, gradients=g, labels=torch.tensor([1]), input_shape=(1, 4, 4), steps=1,
+               not_an_option=3)
+    assert "attack_lr" in str(err.value)
+    with pytest.raises(ValueError, match="distance"):
+        invert("ig", model=model, gradients=g, labels=torch.tensor([1]), input_shape=(1, 4, 4), steps=1,
+               distance="manhattan")
+    with pytest.raises(ValueError, match="priors"):
+        invert("ig", model=model, gradients=g, labels=torch.tensor([1]), input_shape=(1, 4, 4), steps=1,
+               priors={"beauty": 1.0})
+    with pytest.raises(ValueError, match="labels"):
+        invert("ig", model=model, gradients=g, input_shape=(1, 4, 4), steps=1)
+    with pytest.raises(ValueError, match="BatchNorm"):
+        invert("gradinversion", model=model, gradients=g, labels=torch.tensor([1]), input_shape=(1, 4, 4),
+               steps=1)
+
+
+def test_analytic_fc_recovers_single_input_exactly():
+    model = _mlp(torch.float64)
+    x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
+    g = batch_gradient(model, x, torch.tensor([2]))
+    x_hat = invert("analytic-fc", model=model, gradients=g, input_shape=(1, 4, 4))
+    assert x_hat.shape == x.shape
+    assert torch.allclose(x_hat, x, atol=1e-10)
+    # the row-wise formula of the theorem, for one active row
+    i = int(g[1].abs().argmax())
+    assert torch.allclose(g[0][i] / g[1][i], x.flatten(), atol=1e-10)
+
+
+def test_analytic_fc_on_fedavg_one_step_fake_gradient_and_fcn3():
+    model = build_model("fcn3", (1, 6, 6), 4, seed=3, hidden=(20,))
+    x = torch.rand(1, 1, 6, 6)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    g = batch_gradient(model, x, torch.tensor([1]))
+    after = {n: before[n] - 0.1 * gi for n, gi in zip(before, g)}
+    fake = weights_to_fake_gradient(before, after, lr=0.1, steps=1)
+    x_hat = invert("analytic-fc", model=model, gradients=fake, input_shape=(1, 6, 6))
+    assert _psnr(x_hat, x) > 60
+
+
+def test_analytic_fc_rejects_conv_first_layer():
+    model = build_model("lenet5", (1, 8, 8), 4, seed=0)
+    g = [torch.zeros_like(p) for p in model.parameters()]
+    with pytest.raises(ValueError, match="nn.Linear"):
+        invert("analytic-fc", model=model, gradients=g, input_shape=(1, 8, 8))
+
+
+def test_dlg_converges_on_sigmoid_lenet_batch1():
+    shape = (1, 8, 8)
+    model = build_model("lenet5", shape, 10, seed=1, activation="sigmoid")
+    torch.manual_seed(0)
+    x, y = torch.rand(1, *shape), torch.tensor([3])
+    g = batch_gradient(model, x, y)
+    res = invert("dlg", model=model, gradients=g, input_shape=shape, steps=150, seed=0, return_result=True)
+    first = res.history[0][1]
+    assert res.best_loss < 1e-4 * first  # loss falls by more than four orders of magnitude
+    assert int(res.labels[0]) == 3  # the joint soft label converged to the true class
+    assert _psnr(res.inputs, x) > 30
+
+
+def test_idlg_label_and_reconstruction_batch1():
+    shape = (1, 8, 8)
+    model = build_model("lenet5", shape, 10, seed=2, activation="sigmoid")
+    torch.manual_seed(1)
+    x, y = torch.rand(1, *shape), torch.tensor([7])
+    g = batch_gradient(model, x, y)
+    res = invert("idlg", model=model, gradients=g, input_shape=shape, steps=100, seed=0, return_result=True)
+    assert int(res.labels[0]) == 7
+    assert _psnr(res.inputs, x) > 30
+
+
+def test_ig_box_constraint_keeps_pixels_in_range_and_reduces_loss():
+    shape = (1, 8, 8)
+    mean, std = (0.5,), (0.25,)
+    model = build_model("lenet5", shape, 10, seed=1, activation="sigmoid")
+    x = (torch.rand(2, *shape) - 0.5) / 0.25
+    g = batch_gradient(model, x, torch.tensor([1, 4]))
+    res = invert("ig", model=model, gradients=g, labels=torch.tensor([4, 1]), input_shape=shape, steps=40,
+                 mean=mean, std=std, seed=0, return_result=True)
+    pix = res.inputs * 0.25 + 0.5
+    assert pix.min() >= -1e-6 and pix.max() <= 1 + 1e-6
+    assert res.best_loss < res.history[0][1]
+    assert res.labels.tolist() == [1, 4]  # given labels are sorted and assigned by count
+
+
+def test_unrolled_fedavg_objective_is_zero_at_the_true_data():
+    torch.manual_seed(0)
+    model = build_model("lenet5", (1, 8, 8), 5, seed=0, activation="sigmoid").double()
+    x = torch.rand(4, 1, 8, 8, dtype=torch.float64)
+    y = torch.tensor([0, 3, 1, 3])
+    lr, steps, bs = 0.1, 4, 2
+    # the client: plain SGD, batches in order, wrapping around
+    client = build_model("lenet5", (1, 8, 8), 5, seed=0, activation="sigmoid").double()
+    before = {n: p.detach().clone() for n, p in client.named_parameters()}
+    opt = torch.optim.SGD(client.parameters(), lr=lr)
+    for t in range(steps):
+        s = (t % 2) * bs
+        opt.zero_grad()
+        nn.functional.cross_entropy(client(x[s:s + bs]), y[s:s + bs]).backward()
+        opt.step()
+    after = {n: p.detach().clone() for n, p in client.named_parameters()}
+    target = weights_to_fake_gradient(before, after, lr, steps)
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    sim = simulate_local_training(model, params, {}, x, y, steps, bs, lr)
+    assert float(gradient_distance(sim, target, "l2")) < 1e-10
+    assert float(gradient_distance(sim, target, "cosine")) < 1e-10
+    # and the objective is differentiable w.r.t. the inputs (create_graph)
+    xr = x.clone().requires_grad_(True)
+    loss = gradient_distance(simulate_local_training(model, params, {}, xr + 0.01, y, steps, bs, lr), target)
+    (gx,) = torch.autograd.grad(loss, xr)
+    assert float(gx.abs().sum()) > 0
+
+
+def test_fedavg_unrolled_method_runs_from_weights_after():
+    model = build_model("lenet5", (1, 8, 8), 5, seed=0, activation="sigmoid")
+    x = torch.rand(2, 1, 8, 8)
+    y = torch.tensor([2, 0])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    g = batch_gradient(model, x, y)
+    after = {n: before[n] - 0.1 * gi for n, gi in zip(before, g)}
+    res = invert("fedavg-unrolled", model=model, labels=y, input_shape=(1, 8, 8), steps=20, seed=0,
+                 weights_after=after, lr=0.1, local_steps=1, local_batch_size=2, return_result=True)
+    assert res.inputs.shape == (2, 1, 8, 8)
+    assert res.best_loss < res.history[0][1]
+    with pytest.raises(ValueError, match="lr"):
+        invert("fedavg-unrolled", model=model, gradients=g, labels=y, input_shape=(1, 8, 8), steps=1)
+
+
+def test_multi_update_uses_all_pairs_and_geng_fake_gradient():
+    shape = (1, 8, 8)
+    m0 = build_model("lenet5", shape, 5, seed=0, activation="sigmoid")
+    m1 = build_model("lenet5", shape, 5, seed=1, activation="sigmoid")
+    x, y = torch.rand(1, *shape), torch.tensor([4])
+    pairs = [([p.detach() for p in m.parameters()], batch_gradient(m, x, y)) for m in (m0, m1)]
+    res = invert("multi-update", model=m0, labels=y, input_shape=shape, steps=30, seed=0, updates=pairs,
+                 return_result=True)
+    assert res.best_loss < 0.5 * res.history[0][1]
+    with pytest.raises(ValueError, match="multi"):
+        invert("geng", model=m0, gradients=pairs[0][1], labels=y, input_shape=shape, steps=1, updates=pairs)
+    res2 = invert("geng", model=m0, gradients=pairs[0][1], labels=y, input_shape=shape, steps=30, seed=0,
+                  return_result=True)
+    assert res2.best_loss < 0.5 * res2.history[0][1]
+
+
+def test_gradinversion_bn_prior_and_caller_model_untouched():
+    shape = (1, 8, 8)
+    model = build_model("convnet", shape, 4, seed=0, batchnorm=True, width=4)
+    model.train()
+    x, y = torch.rand(2, *shape), torch.tensor([0, 2])
+    g = batch_gradient(model, x, y)
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    res = invert("gradinversion", model=model, gradients=g, labels=y, input_shape=shape, steps=10, seed=0,
+                 return_result=True)
+    assert res.inputs.shape == (2, 1, 8, 8)
+    for n, b in model.named_buffers():
+        assert torch.equal(b, buffers[n])
+
+
+def test_pixel_priors_known_values():
+    p = torch.zeros(1, 1, 1, 2, 2)
+    p[..., 0, 0] = 1.0
+    ctx = PriorContext(x=p, pixel=p)
+    # |dx| mean = (1 + 0) / 2, |dy| mean = (1 + 0) / 2
+    assert float(total_variation(ctx)) == pytest.approx(1.0)
+    assert float(clip_penalty(ctx)) == 0.0
+    q = torch.full((1, 1, 1, 2, 2), 2.0)
+    q[..., 0, 0] = -1.0
+    ctx = PriorContext(x=q, pixel=q)
+    assert float(clip_penalty(ctx)) == pytest.approx((1 + 3 * 1.0) ** 0.5)
+    assert float(scale_penalty(ctx)) == pytest.approx((1 + 3 * 1.0) ** 0.5)
+
+
+def test_joint_labels_and_restarts_shapes():
+    shape = (1, 8, 8)
+    model = build_model("lenet5", shape, 6, seed=0, activation="sigmoid")
+    g = batch_gradient(model, torch.rand(3, *shape), torch.tensor([0, 1, 5]))
+    res = invert("dlg", model=model, gradients=g, input_shape=shape, steps=3, batch_size=3, restarts=2,
+                 return_result=True)
+    assert res.inputs.shape == (3, 1, 8, 8) and res.labels.shape == (3,)
