@@ -177,22 +177,37 @@ def _grouped(rows: Iterable[Mapping], x_key: str, y_key: str) -> dict[str, list[
     return out
 
 
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+
+
 def _series(ax, groups: Mapping[str, list[tuple[float, float]]], log_x: bool = False) -> None:
+    """Dots per attack and a mean line per method; methods are dodged sideways a little so that equal
+    means (e.g. several methods at 100%) stay visible instead of hiding behind each other."""
+    xs_all = sorted({p[0] for pts in groups.values() for p in pts})
+    n = len(groups)
+    if log_x:
+        step = 2 ** 0.06
+    else:
+        gaps = [b - a for a, b in zip(xs_all, xs_all[1:])]
+        step = 0.035 * (min(gaps) if gaps else 1.0)
+
+    def dodge(x: float, i: int) -> float:
+        k = i - (n - 1) / 2
+        return x * step ** k if log_x else x + k * step
+
     for i, (method, pts) in enumerate(sorted(groups.items())):
         color = SERIES[i % len(SERIES)]
-        xs = [p[0] for p in pts]
-        ax.scatter(xs, [p[1] for p in pts], s=16, color=color, alpha=0.45, lw=0)
+        ax.scatter([dodge(p[0], i) for p in pts], [p[1] for p in pts], s=16, color=color, alpha=0.45, lw=0)
         by_x: dict[float, list[float]] = defaultdict(list)
         for x, y in pts:
             by_x[x].append(y)
         mx = sorted(by_x)
-        ax.plot(mx, [sum(by_x[x]) / len(by_x[x]) for x in mx], "-o", color=color, ms=4, lw=1.8,
-                label=f"{method} (mean)")
+        ax.plot([dodge(x, i) for x in mx], [sum(by_x[x]) / len(by_x[x]) for x in mx], "-",
+                marker=MARKERS[i % len(MARKERS)], color=color, ms=5, lw=1.8, label=f"{method} (mean)")
     if log_x:
         ax.set_xscale("log", base=2)
-        ticks = sorted({p[0] for pts in groups.values() for p in pts})
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.set_xticks(xs_all)
+        ax.set_xticklabels([f"{t:g}" for t in xs_all])
         ax.minorticks_off()
 
 

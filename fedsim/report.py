@@ -254,6 +254,7 @@ p.lead { color: var(--muted); margin: 0 0 14px; max-width: 62em; }
 .cfg { display:grid; grid-template-columns: repeat(auto-fit, minmax(190px, 1fr)); gap: 0; margin-top: 18px;
   background:#fff; border:1px solid var(--line); border-radius:10px; overflow:hidden; }
 .cfg div { padding: 10px 14px; border-right:1px solid var(--line); border-bottom:1px solid var(--line); }
+.cfg div.wide { grid-column: 1 / -1; }
 .cfg .k { display:block; font-size: 11.5px; text-transform: uppercase; letter-spacing: .06em; color: var(--muted); }
 .cfg .v { font-weight: 600; font-variant-numeric: tabular-nums; overflow-wrap:anywhere; }
 .stats { display:grid; grid-template-columns: repeat(auto-fit, minmax(210px, 1fr)); gap: 14px; }
@@ -335,7 +336,8 @@ def _config_table(data: RunData) -> str:
         attacks = (f"labels: {str(c('attack', 'label_methods', '–')).replace(',', ', ')} · "
                    f"images: {str(c('attack', 'inversion', '–')).replace(',', ', ')}")
         if attack_on is False:
-            attacks += " (live attack off)"
+            replayed = any(r.get("replay") for r in data.labels + data.inversions)
+            attacks += " (attacked offline by fedsim attack)" if replayed else " (attack off during the run)"
     items = [
         ("dataset", c("data", "dataset")), ("partition", partition), ("model", model),
         ("algorithm", algo), ("learning rate", c("train", "lr")), ("local epochs", c("train", "local_epochs")),
@@ -345,8 +347,8 @@ def _config_table(data: RunData) -> str:
     defense = data.config.get("defense")
     if isinstance(defense, dict) and defense:
         items.append(("defense", ", ".join(f"{k} = {v}" for k, v in defense.items() if not isinstance(v, dict))))
-    cells = [f'<div><span class="k">{_e(k)}</span><span class="v">{_e(v)}</span></div>'
-             for k, v in items if v is not None and v != ""]
+    cells = [f'<div{" class=wide" if k in ("attacks", "defense") else ""}><span class="k">{_e(k)}</span>'
+             f'<span class="v">{_e(v)}</span></div>' for k, v in items if v is not None and v != ""]
     if not cells:
         return ""
     return f'<div class="cfg">{"".join(cells)}</div>'
@@ -375,7 +377,11 @@ def _headline(data: RunData) -> str:
         sub = f"after round {_int(final['round'])}"
         if first is not None and first is not final:
             sub += f" (round {_int(first['round'])}: {_pct(first.get('test_accuracy'))})"
-        stats.append(_stat("model test accuracy", _pct(final.get("test_accuracy")), sub, "good"))
+        gain = (_num(final.get("test_accuracy")) or 0) - (_num(first.get("test_accuracy")) or 0) if first else 0
+        if first is not None and first is not final and gain <= 0.01:
+            sub += " · not learning?"
+        stats.append(_stat("model test accuracy", _pct(final.get("test_accuracy")), sub,
+                           "good" if gain > 0.05 else ""))
     for m in _methods_in_order(data.labels, _cfg(data, "attack", "label_methods")):
         rows = [r for r in data.labels if str(r.get("method")) == m]
         ok = [r for r in rows if _ok(r)]
