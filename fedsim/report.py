@@ -251,7 +251,7 @@ p.lead { color: var(--muted); margin: 0 0 14px; max-width: 62em; }
 .howto { display:grid; grid-template-columns: repeat(auto-fit, minmax(230px, 1fr)); gap: 14px; margin-top:14px; }
 .howto div { background:#fff; border:1px solid var(--line); border-radius:10px; padding: 12px 14px; font-size:14.5px; }
 .howto b { display:block; margin-bottom: 2px; }
-.cfg { display:grid; grid-template-columns: repeat(auto-fit, minmax(190px, 1fr)); gap: 0; margin-top: 18px;
+.cfg { display:grid; grid-template-columns: repeat(auto-fit, minmax(160px, 1fr)); gap: 0; margin-top: 18px;
   background:#fff; border:1px solid var(--line); border-radius:10px; overflow:hidden; }
 .cfg div { padding: 10px 14px; border-right:1px solid var(--line); border-bottom:1px solid var(--line); }
 .cfg div.wide { grid-column: 1 / -1; }
