@@ -15,9 +15,10 @@ from flwr.clientapp import ClientApp
 from fedsim.audit import write_ground_truth
 from fedsim.config import from_flat
 from fedsim.experiment import client_data, local_seed, make_model, run_dir
-from fedsim.training import evaluate, train_locally
+from fedsim.training import evaluate
+from clients.dp import defense_mod, train_defended
 
-app = ClientApp()
+app = ClientApp(mods=[defense_mod])  # runs Flower's LocalDpMod / fixedclipping_mod and SecAgg masks when on
 
 
 def _partition(context: Context) -> tuple[int, int]:
@@ -38,15 +39,16 @@ def train(msg: Message, context: Context) -> Message:
     x, y = client_data(cfg, pid, num_parts)
     seed = local_seed(int(conf["seed"]), int(conf["server-round"]), pid)
     torch.manual_seed(seed)
-    result = train_locally(
-        model, x, y, algorithm=str(conf["algorithm"]), lr=float(conf["lr"]), epochs=int(conf["local-epochs"]),
-        batch_size=int(conf["batch-size"]), seed=seed, server_round=int(conf["server-round"]),
-        client_id=pid, max_steps=int(conf["max-local-steps"]))
+    result, state, privacy = train_defended(  # defenses of [defense] (clients/dp.py); all off = plain SGD
+        cfg.defense, model, x, y, algorithm=str(conf["algorithm"]), lr=float(conf["lr"]),
+        epochs=int(conf["local-epochs"]), batch_size=int(conf["batch-size"]), seed=seed,
+        server_round=int(conf["server-round"]), client_id=pid, max_steps=int(conf["max-local-steps"]))
     write_ground_truth(run_dir(cfg), result.ground_truth)
     used = sum(len(b) for b in result.ground_truth.labels) if conf["algorithm"] == "fedsgd" else len(y)
+    used = max(1, used)  # DP-SGD's Poisson batch may be empty
     content = RecordDict({
-        "arrays": ArrayRecord(model.state_dict()),
-        "metrics": MetricRecord({"train_loss": result.mean_loss, "num-examples": used}),
+        "arrays": ArrayRecord(state),
+        "metrics": MetricRecord({"train_loss": result.mean_loss, "num-examples": used, **privacy}),
         "meta": ConfigRecord({"partition-id": pid, "local-steps": result.steps}),
     })
     return Message(content=content, reply_to=msg)

@@ -89,6 +89,33 @@ class AttackSection:
     timeout: float = opt(600.0, minimum=1.0, doc="seconds per attack before it is scored as failed")
 
 
+@dataclass(frozen=True)
+class DefenseSection:
+    """Client-side defenses (all off by default); see fedsim/defenses.py and docs/benchmarks/defenses.md."""
+    clip_norm: float = opt(0.0, minimum=0.0, doc="L2 clip of the whole update W_after-W_before (0 = off)")
+    noise_std: float = opt(0.0, minimum=0.0, doc="Gaussian noise std added to each update coordinate")
+    topk_ratio: float = opt(0.0, minimum=0.0, maximum=1.0, doc="keep ceil(ratio*n) largest entries (0 = off)")
+    randk_ratio: float = opt(0.0, minimum=0.0, maximum=1.0, doc="keep ceil(ratio*n) random entries (0 = off)")
+    sparsify_scope: str = opt("tensor", choices=("tensor", "global"), doc="n per tensor or over the update")
+    quant_bits: int = opt(0, minimum=0, maximum=16, doc="uniform quantization of the update (0 = off)")
+    label_smoothing: float = opt(0.0, minimum=0.0, maximum=1.0, doc="label smoothing in local training")
+    mixup_alpha: float = opt(0.0, minimum=0.0, doc="mixup Beta(alpha, alpha) in local training (0 = off)")
+    local_dp: bool = opt(False, doc="Flower LocalDpMod: clip + Gaussian noise on each client's update")
+    local_dp_clip: float = opt(1.0, minimum=1e-12, doc="LocalDpMod clipping norm (= its sensitivity)")
+    local_dp_epsilon: float = opt(10.0, minimum=1e-12, doc="LocalDpMod epsilon (per release)")
+    local_dp_delta: float = opt(1e-5, minimum=1e-12, maximum=1.0, doc="LocalDpMod delta")
+    central_dp: str = opt("off", choices=("off", "server", "client"),
+                          doc="Flower central DP wrapper: server- or client-side fixed clipping")
+    central_dp_noise: float = opt(1.0, minimum=0.0, doc="central DP noise multiplier")
+    central_dp_clip: float = opt(1.0, minimum=1e-12, doc="central DP clipping norm")
+    dp_sgd: bool = opt(False, doc="per-example DP-SGD with Opacus (Poisson sampling, RDP accountant)")
+    dp_sgd_noise: float = opt(1.0, minimum=0.0, doc="Opacus noise multiplier")
+    dp_sgd_max_grad_norm: float = opt(1.0, minimum=1e-12, doc="Opacus per-example clipping norm")
+    dp_sgd_delta: float = opt(1e-5, minimum=1e-12, maximum=1.0, doc="delta for the reported epsilon")
+    secagg: bool = opt(False, doc="pairwise-masked secure aggregation: the server sees only the aggregate")
+    secagg_mask_scale: float = opt(10.0, minimum=0.0, doc="std of each pairwise mask")
+
+
 SECTIONS: dict[str, type] = {
     "run": RunSection,
     "data": DataSection,
@@ -96,6 +123,7 @@ SECTIONS: dict[str, type] = {
     "train": TrainSection,
     "capture": CaptureSection,
     "attack": AttackSection,
+    "defense": DefenseSection,
 }
 
 
@@ -107,6 +135,7 @@ class ExperimentConfig:
     train: TrainSection = field(default_factory=TrainSection)
     capture: CaptureSection = field(default_factory=CaptureSection)
     attack: AttackSection = field(default_factory=AttackSection)
+    defense: DefenseSection = field(default_factory=DefenseSection)
 
     def to_flat(self) -> dict[str, Scalar]:
         """Dotted keys (``train.lr``) as Flower's run config holds them."""

@@ -40,10 +40,11 @@ def step_batches(num_examples: int, algorithm: str, batch_size: int, epochs: int
     return batches[:max_steps] if max_steps else batches
 
 
-def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
-    """One plain SGD step on the mean cross-entropy of the batch; returns the loss."""
+def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, step_loss=None) -> float:
+    """One plain SGD step on the mean cross-entropy of the batch (or ``step_loss(model, x, y)``, e.g. label
+    smoothing or mixup from ``fedsim.defenses``); returns the loss."""
     model.zero_grad(set_to_none=True)
-    loss = nn.functional.cross_entropy(model(x), y)
+    loss = nn.functional.cross_entropy(model(x), y) if step_loss is None else step_loss(model, x, y)
     loss.backward()
     with torch.no_grad():
         for p in model.parameters():
@@ -54,7 +55,7 @@ def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> f
 
 def train_locally(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, algorithm: str, lr: float,
                   epochs: int, batch_size: int, seed: int, server_round: int, client_id: int,
-                  max_steps: int = 0) -> LocalResult:
+                  max_steps: int = 0, step_loss=None) -> LocalResult:
     """Train ``model`` in place on (x, y) and return the steps taken and the batches used."""
     if len(x) == 0:
         raise ValueError(f"client {client_id} has no training data")
@@ -63,7 +64,7 @@ def train_locally(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, algorit
     losses, inputs, labels = [], [], []
     for idx in batches:
         xb, yb = x[idx], y[idx]
-        losses.append(sgd_step(model, xb, yb, lr))
+        losses.append(sgd_step(model, xb, yb, lr, step_loss))
         inputs.append(xb.detach().clone())
         labels.append(yb.detach().clone())
     truth = GroundTruth(server_round, client_id, tuple(inputs), tuple(labels))
