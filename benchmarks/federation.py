@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,13 +37,25 @@ MODES = {
 
 
 def tree_rss_mb() -> float:
-    out = subprocess.run(["ps", "-eo", "rss,args"], capture_output=True, text=True).stdout
-    total = 0
-    for line in out.splitlines()[1:]:
-        rss, _, args = line.strip().partition(" ")
-        if any(k in args for k in ("flower", "flwr", "ray", "raylet", "gcs_server", "fedsim", "python")):
-            total += int(rss)
-    return total / 1024
+    """RSS of this process and all its descendants (SuperLink, simulation, Ray, attack workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total_kb, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+        except OSError:
+            pass
+    return total_kb / 1024
 
 
 def measure(clients: int, rounds: int, mode: str, workdir: Path) -> dict:
@@ -90,7 +102,7 @@ def main() -> None:
                     results.append(row)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"machine": f"{platform.processor() or platform.machine()}, "
-                                                      f"{__import__('os').cpu_count()} cores",
+                                                      f"{os.cpu_count()} cores",
                                            "command": " ".join(sys.argv), "results": results}, indent=1))
     print("| clients | mode | median round (s) | ratio vs off | peak RSS of the process tree (MB) |")
     print("|---|---|---|---|---|")

@@ -1,6 +1,7 @@
 """The ``fedsim`` command line.
 
     fedsim run CONFIG --out DIR [--set section.key=value ...] [--quiet]
+    fedsim deploy-local CONFIG --nodes N --out DIR [--set section.key=value ...]
     fedsim demo [--out DIR]
     fedsim attack RUN_DIR [--set attack.key=value ...]
     fedsim report RUN_DIR
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -24,6 +26,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, parse_overrides(args.set or []))
     out = Path(args.out) if args.out else Path("runs") / cfg.run.name
     run = run_federation(cfg, out, quiet=args.quiet)
+    _after_run(run, args.quiet)
+    return 0
+
+
+def _cmd_deploy_local(args: argparse.Namespace) -> int:
+    from fedsim.deploy import deploy_local
+
+    cfg = load_config(args.config, parse_overrides(args.set or []))
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-deploy"
+    run = deploy_local(cfg, args.nodes, out, quiet=args.quiet)
     _after_run(run, args.quiet)
     return 0
 
@@ -74,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     run.add_argument("--quiet", action="store_true", help="no progress bar (CI)")
     run.set_defaults(func=_cmd_run)
+    dep = sub.add_parser("deploy-local", help="run as a real deployment: SuperLink + N SuperNodes on 127.0.0.1")
+    dep.add_argument("config")
+    dep.add_argument("--nodes", type=int, required=True, help="SuperNodes to start (must equal run.num_clients)")
+    dep.add_argument("--out", help="run folder (default runs/<run.name>-deploy)")
+    dep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    dep.add_argument("--quiet", action="store_true")
+    dep.set_defaults(func=_cmd_deploy_local)
     demo = sub.add_parser("demo", help="run configs/demo.toml")
     demo.add_argument("--out", default="runs/demo")
     demo.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
@@ -90,8 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt  # runs the cleanup that stops every process we started
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
