@@ -59,6 +59,7 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
             "ok": res.ok, "seconds": round(res.seconds, 4), "algorithm": update.algorithm,
             "local_steps": update.local_steps, "batch_size": update.batch_size,
             "num_examples": update.num_examples,
+            "defenses": {k: v for k, v in dict(update.defenses).items()},  # what the server knows; never assumed off
         }
         if not res.ok:
             row["error"] = res.error

@@ -14,6 +14,7 @@ from fedsim.experiment import make_model, run_dir, test_data
 from fedsim.results import append_jsonl
 from fedsim.training import evaluate
 from server.attack_hook import build_attack_hook
+from server.defense_wiring import known_defenses, wrap_strategy
 from server.sinks import CaptureWriter
 from server.strategy import CuriousStrategy, TrainSettings
 
@@ -47,7 +48,7 @@ def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> CuriousStrategy
     inner = FedAvg(fraction_train=cfg.train.fraction_train, fraction_evaluate=0.0,
                    min_train_nodes=cfg.train.min_train_nodes, min_available_nodes=cfg.train.min_train_nodes)
     t = cfg.train
-    settings = TrainSettings(t.algorithm, t.lr, t.local_epochs, t.batch_size, defenses={})
+    settings = TrainSettings(t.algorithm, t.lr, t.local_epochs, t.batch_size, defenses=known_defenses(cfg))
     out = run_dir(cfg)
     return CuriousStrategy(inner, run_id=run_id, parameter_names=[n for n, _ in model.named_parameters()],
                            settings=settings, sinks=sinks, rejections_path=out / "rejections.jsonl")
@@ -69,6 +70,7 @@ def main(grid: Grid, context: Context) -> None:
     if hook is not None:
         sinks.append(hook)
     strategy = build_strategy(cfg, str(context.run_id), sinks)
+    strategy = wrap_strategy(strategy, cfg, out / "metrics.jsonl", out)  # central DP / SecAgg tap (outermost)
     model = make_model(cfg)
     try:
         strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=cfg.run.num_rounds,
