@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv bench clean
+.PHONY: demo test test-fast venv bench clean flwr-run
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf runs .pytest_cache
+
+# Flower's own CLI on the same presets: `make flwr-run CONFIG=configs/smoke.toml NODES=3`. FLWR_HOME stays in
+# runs/.flwr, runtime dependency installation is off, and the local SuperLink that `flwr run` starts is stopped.
+CONFIG ?= configs/smoke.toml
+NODES ?= 3
+flwr-run: $(STAMP)
+	FLWR_HOME=$(CURDIR)/runs/.flwr FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 PATH=$(CURDIR)/$(BIN):$$PATH \
+	  $(BIN)/flwr run . --run-config $(CONFIG) --federation-config "num-supernodes=$(NODES)" --stream; \
+	rc=$$?; pkill -f "flower-superlink.*$(CURDIR)/runs/.flwr" || true; exit $$rc
