@@ -5,6 +5,7 @@
     fedsim demo [--out DIR]
     fedsim attack RUN_DIR [--set attack.key=value ...]
     fedsim report RUN_DIR
+    fedsim sweep SWEEP.toml --out DIR [--parallel N] [--set section.key=value ...]
 """
 
 from __future__ import annotations
@@ -77,6 +78,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from fedsim.sweep import run_sweep
+
+    rows = run_sweep(args.sweep, args.out, parallel=args.parallel, overrides=parse_overrides(args.set or []),
+                     quiet=True)
+    for r in rows:
+        print(f"{r['setting']}: acc={r.get('test_accuracy')} leacc={r.get('label_leacc')} "
+              f"lnacc={r.get('label_lnacc')} psnr={r.get('psnr')} eps={r.get('epsilon')}")
+    print(f"results: {Path(args.out) / 'sweep.jsonl'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedsim", description="Privacy leakage testbed for federated learning")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     attack.add_argument("--quiet", action="store_true")
     attack.set_defaults(func=_cmd_attack)
+    sweep = sub.add_parser("sweep", help="one federation per defense setting of a sweep file (fedsim/sweep.py)")
+    sweep.add_argument("sweep", help="sweep TOML, e.g. configs/sweep_dp.toml")
+    sweep.add_argument("--out", required=True, help="folder for sweep.jsonl, plots, sweep.html, run folders")
+    sweep.add_argument("--parallel", type=int, default=1, help="federations at once (default 1)")
+    sweep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override the base config")
+    sweep.set_defaults(func=_cmd_sweep)
     report = sub.add_parser("report", help="write report.html for a run folder")
     report.add_argument("run_dir")
     report.set_defaults(func=_cmd_report)
