@@ -17,6 +17,7 @@ from fedsim.config import from_flat
 from fedsim.experiment import client_data, local_seed, make_model, run_dir
 from fedsim.training import evaluate
 from clients.dp import defense_mod, train_defended
+from clients import faults
 
 app = ClientApp(mods=[defense_mod])  # runs Flower's LocalDpMod / fixedclipping_mod and SecAgg masks when on
 
@@ -34,6 +35,7 @@ def train(msg: Message, context: Context) -> Message:
     cfg = from_flat(context.run_config)
     pid, num_parts = _partition(context)
     conf = msg.content["config"]
+    faults.before_training(cfg, pid, int(conf["server-round"]))  # [faults]: dropout (raises) / straggle
     model = make_model(cfg)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     x, y = client_data(cfg, pid, num_parts)
@@ -46,9 +48,12 @@ def train(msg: Message, context: Context) -> Message:
     write_ground_truth(run_dir(cfg), result.ground_truth)
     used = sum(len(b) for b in result.ground_truth.labels) if conf["algorithm"] == "fedsgd" else len(y)
     used = max(1, used)  # DP-SGD's Poisson batch may be empty
+    metrics = {"train_loss": result.mean_loss, "num-examples": used, **privacy}
+    state, metrics, _ = faults.corrupt(cfg, pid, int(conf["server-round"]), state,  # [faults]: corrupt reply
+                                       msg.content["arrays"].to_torch_state_dict(), metrics)
     content = RecordDict({
         "arrays": ArrayRecord(state),
-        "metrics": MetricRecord({"train_loss": result.mean_loss, "num-examples": used, **privacy}),
+        "metrics": MetricRecord(metrics),
         "meta": ConfigRecord({"partition-id": pid, "local-steps": result.steps}),
     })
     return Message(content=content, reply_to=msg)

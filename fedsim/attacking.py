@@ -47,6 +47,10 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     cfg = from_flat(flat_config)
     run_dir = Path(run_dir)
     update = load_update(capture)
+    from fedsim.faults_spec import parse_faults
+
+    if parse_faults(cfg.faults).crashes_attack(update.client_id, update.server_round):  # [faults] attack_crash
+        raise RuntimeError(f"injected attack crash: round {update.server_round} client {update.client_id}")
     spec = data_spec(cfg)
     results = attack_update(update, lambda: make_model(cfg), plan_from_config(cfg), spec)
     truth = None

@@ -116,6 +116,20 @@ class DefenseSection:
     secagg_mask_scale: float = opt(10.0, minimum=0.0, doc="std of each pairwise mask")
 
 
+@dataclass(frozen=True)
+class FaultsSection:
+    """Fault injection (off by default): see clients/faults.py and docs/reliability.md."""
+
+    enabled: bool = opt(False, doc="inject the faults below")
+    corrupt: str = opt("", doc="comma-separated client:kind[:round] with kind in nan, inf, shape, dtype, "
+                               "missing_key, extra_key, num_examples, huge_norm")
+    dropout: str = opt("", doc="comma-separated client[:round] whose ClientApp raises")
+    straggle: str = opt("", doc="comma-separated client[:round] that sleep before replying")
+    straggle_seconds: float = opt(2.0, minimum=0.0)
+    attack_crash: str = opt("", doc="comma-separated client[:round] whose attack raises")
+    huge_norm_factor: float = opt(1e6, minimum=1.0, doc="huge_norm: update scaled by this factor")
+
+
 SECTIONS: dict[str, type] = {
     "run": RunSection,
     "data": DataSection,
@@ -124,6 +138,7 @@ SECTIONS: dict[str, type] = {
     "capture": CaptureSection,
     "attack": AttackSection,
     "defense": DefenseSection,
+    "faults": FaultsSection,
 }
 
 
@@ -136,6 +151,7 @@ class ExperimentConfig:
     capture: CaptureSection = field(default_factory=CaptureSection)
     attack: AttackSection = field(default_factory=AttackSection)
     defense: DefenseSection = field(default_factory=DefenseSection)
+    faults: FaultsSection = field(default_factory=FaultsSection)
 
     def to_flat(self) -> dict[str, Scalar]:
         """Dotted keys (``train.lr``) as Flower's run config holds them."""
@@ -217,6 +233,9 @@ def _check_cross_section(cfg: ExperimentConfig) -> None:
     for key, text in (("capture.rounds", cfg.capture.rounds), ("capture.clients", cfg.capture.clients),
                       ("attack.rounds", cfg.attack.rounds), ("attack.clients", cfg.attack.clients)):
         parse_selection(key, text)
+    from fedsim.faults_spec import parse_faults
+
+    parse_faults(cfg.faults)
 
 
 def parse_selection(key: str, text: str) -> frozenset[int] | None:

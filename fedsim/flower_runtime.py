@@ -101,6 +101,35 @@ def local_superlink(flwr_home: Path, log_dir: Path, simulation: bool = True,
             stop_process(p)
 
 
+def supernode_command(superlink: str, partition_id: int, num_partitions: int, port: int | None = None,
+                      insecure: bool = True, extra_args: tuple[str, ...] = ()) -> list[str]:
+    """The ``flower-supernode`` command line for one partition (as in docker-compose.yml)."""
+    cmd = ["flower-supernode", *(["--insecure"] if insecure else []), "--superlink", superlink,
+           "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}"]
+    if port is not None:
+        cmd += ["--host", "127.0.0.1", "--port", str(port)]
+    return cmd + list(extra_args)
+
+
+def start_supernodes(superlink: str, num_nodes: int, flwr_home: Path, log_dir: Path,
+                     procs: list[subprocess.Popen]) -> list[subprocess.Popen]:
+    """Start ``num_nodes`` SuperNodes (partition ids 0..N-1, free Runtime API ports), each in its own session.
+
+    Every process is appended to ``procs`` as soon as it starts, so the caller's cleanup stops it.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = []
+    for i in range(num_nodes):
+        cmd = supernode_command(superlink, i, num_nodes, port=free_port(),
+                                extra_args=("--max-retries", "30", "--max-wait-time", "120"))
+        with (log_dir / f"supernode_{i}.log").open("w") as log:
+            proc = subprocess.Popen(cmd, env=flower_env(flwr_home), stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd=str(flwr_home))
+        procs.append(proc)
+        started.append(proc)
+    return started
+
+
 def flwr_run(flwr_home: Path, run_config: Path, log_path: Path, federation_config: str | None = None,
              app_dir: Path = PROJECT_ROOT) -> subprocess.Popen:
     """Start ``flwr run APP fedsim --run-config FILE --stream`` (returns the process; caller waits)."""

@@ -38,12 +38,21 @@ class TrainSettings:
     defenses: Mapping[str, Any]
 
 
+def update_norm(update: ClientUpdate) -> float:
+    """L2 norm of ``weights_after - weights_before`` over the parameters."""
+    total = 0.0
+    for name, after in update.weights_after.items():
+        if after.is_floating_point():
+            total += float(((after.double() - update.weights_before[name].double()) ** 2).sum())
+    return math.sqrt(total)
+
+
 class CuriousStrategy(Strategy):
     """Wrap a Message-API strategy; aggregate honestly, capture every accepted client update."""
 
     def __init__(self, inner: Strategy, *, run_id: str, parameter_names: list[str], settings: TrainSettings,
                  sinks: Iterable[UpdateSink] = (), rejections_path: str | Path | None = None,
-                 max_num_examples: int = 10_000_000) -> None:
+                 max_num_examples: int = 10_000_000, max_norm_ratio: float = 1000.0) -> None:
         self.inner = inner
         self.run_id = run_id
         self.parameter_names = list(parameter_names)
@@ -51,6 +60,7 @@ class CuriousStrategy(Strategy):
         self.sinks = list(sinks)
         self.rejections_path = Path(rejections_path) if rejections_path else None
         self.max_num_examples = max_num_examples
+        self.max_norm_ratio = max_norm_ratio
         self._sent: dict[int, dict[str, torch.Tensor]] = {}
         self.accepted: list[ClientUpdate] = []  # of the latest round only
 
@@ -78,6 +88,7 @@ class CuriousStrategy(Strategy):
         replies = list(replies)
         kept: list[Message] = []
         self.accepted = []
+        valid: list[tuple[Message, ClientUpdate]] = []
         for msg in replies:
             if msg.has_error():
                 kept.append(msg)  # the wrapped strategy logs and skips it
@@ -86,6 +97,13 @@ class CuriousStrategy(Strategy):
                 update = self.to_update(server_round, msg)
             except (InvalidUpdateError, KeyError, TypeError, ValueError) as exc:
                 self.reject(server_round, msg, str(exc))
+                continue
+            valid.append((msg, update))
+        norms = [update_norm(u) for _, u in valid]
+        for (msg, update), norm in zip(valid, norms):
+            reason = self.norm_problem(norm, norms)
+            if reason:
+                self.reject(server_round, msg, reason)
                 continue
             kept.append(msg)
             self.accepted.append(update)
@@ -99,6 +117,32 @@ class CuriousStrategy(Strategy):
             log.warning("round %d: no valid replies to aggregate", server_round)
             return None, None
         return self.inner.aggregate_train(server_round, kept)
+
+    def norm_problem(self, norm: float, norms: list[float]) -> str | None:
+        """A reason when an update's L2 norm is implausible (absurdly large; see docs/reliability.md).
+
+        With a whole-update clipping bound (``defense.clip_norm``) configured, an update far above it (10x,
+        plus what the configured noise adds) cannot come from an honest client. Independently, with at least 3
+        replies, an update more than ``max_norm_ratio`` times the round's median norm is rejected.
+        """
+        d = self.settings.defenses or {}
+        clip = float(d.get("clip_norm") or 0.0)
+        if clip > 0 and not d.get("secagg"):
+            bound = 10 * clip + 10 * float(d.get("noise_std") or 0.0) * self._num_params ** 0.5
+            if norm > bound:
+                return f"update norm {norm:.3g} far above the clipping bound defense.clip_norm={clip:g}"
+        finite = sorted(n for n in norms if math.isfinite(n))
+        if len(finite) >= 3:
+            median = finite[len(finite) // 2] if len(finite) % 2 else 0.5 * (finite[len(finite) // 2 - 1] +
+                                                                              finite[len(finite) // 2])
+            if median > 0 and norm > self.max_norm_ratio * median:
+                return f"update norm {norm:.3g} is over {self.max_norm_ratio:g}x the round's median {median:.3g}"
+        return None
+
+    @property
+    def _num_params(self) -> int:
+        sent = next(iter(self._sent.values()), {})
+        return sum(sent[n].numel() for n in self.parameter_names if n in sent)
 
     def to_update(self, server_round: int, msg: Message) -> ClientUpdate:
         """Validate a reply against the weights sent this round and build the ``ClientUpdate``."""

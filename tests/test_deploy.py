@@ -1,0 +1,154 @@
+"""Deployment: docker-compose.yml parsed for consistency, its service commands run as local processes, and
+``fedsim deploy-local`` (SuperLink + 2 SuperNodes on 127.0.0.1) writing the same run folder as the simulation."""
+
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedsim.captures import iter_captures, load_update
+from fedsim.results import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+def _processes_under(folder: Path) -> list[str]:
+    """Live processes whose FLWR_HOME lies inside ``folder`` (ours only: other runs may share the machine)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if stat != "Z" and any(e.startswith(b"FLWR_HOME=" + str(folder).encode()) for e in env):
+            found.append(f"{proc.name} {args}")
+    return found
+
+
+def _compose():
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _cmd(service) -> list[str]:
+    cmd = service["command"]
+    return shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+
+
+def _opt(cmd: list[str], name: str) -> str | None:
+    return cmd[cmd.index(name) + 1] if name in cmd else None
+
+
+def test_compose_is_consistent():
+    spec = _compose()
+    services = spec["services"]
+    link = services["superlink"]
+    link_cmd = _cmd(link)
+    assert link_cmd[0] == "flower-superlink" and "--simulation" not in link_cmd
+    port = _opt(link_cmd, "--port")
+    assert port and any(str(p).split(":")[-1] == port for p in link.get("ports", []))
+    nodes = {name: s for name, s in services.items() if _cmd(s)[0] == "flower-supernode"}
+    assert len(nodes) >= 2
+    pids = []
+    for name, s in nodes.items():
+        cmd = _cmd(s)
+        assert _opt(cmd, "--superlink") == f"superlink:{port}", name
+        assert "superlink" in s.get("depends_on", {}), name
+        conf = dict(kv.split("=", 1) for kv in shlex.split(_opt(cmd, "--node-config")))
+        assert int(conf["num-partitions"]) == len(nodes), name
+        pids.append(int(conf["partition-id"]))
+        assert ("--insecure" in cmd) == ("--insecure" in link_cmd), name
+    assert sorted(pids) == list(range(len(nodes)))
+    # the run folder (audit channel, captures) is one volume shared by the server side and every client
+    for name in ["superlink", *nodes]:
+        mounts = [str(v).split(":")[1] for v in services[name].get("volumes", [])]
+        assert "/app/runs" in mounts, name
+    assert "runs" in spec.get("volumes", {})
+    for s in services.values():
+        if "build" in s:
+            assert (ROOT / s["build"].get("dockerfile", "Dockerfile")).exists()
+
+
+def test_dockerfile_installs_the_project():
+    text = (ROOT / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in text
+    assert "download.pytorch.org/whl/cpu" in text and "pip install" in text and "-e ." in text
+
+
+def _run(args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "fedsim.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_deploy_local_rejects_mismatched_nodes(tmp_path):
+    proc = _run(["deploy-local", str(ROOT / "configs" / "smoke.toml"), "--nodes", "2", "--out", str(tmp_path)])
+    assert proc.returncode == 2 and "run.num_clients" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.deployment
+@pytest.mark.slow
+def test_compose_commands_run_as_local_processes(tmp_path):
+    """The SuperLink and SuperNode commands of docker-compose.yml, with `superlink` mapped to 127.0.0.1."""
+    from fedsim.flower_runtime import flower_env, free_port, stop_process
+
+    services = _compose()["services"]
+    port = str(free_port())
+    env = flower_env(tmp_path / ".flwr")
+    (tmp_path / ".flwr").mkdir()
+    procs = []
+    try:
+        cmd = [c if c != _opt(_cmd(services["superlink"]), "--port") else port for c in _cmd(services["superlink"])]
+        cmd = [("127.0.0.1" if c == "0.0.0.0" else c) for c in cmd]
+        log = (tmp_path / "superlink.log").open("w")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                      cwd=tmp_path))
+        nodes = [n for n, s in services.items() if _cmd(s)[0] == "flower-supernode"]
+        time.sleep(3)
+        for name in nodes:
+            cmd = [f"127.0.0.1:{port}" if c.startswith("superlink:") else c for c in _cmd(services[name])]
+            cmd += ["--port", str(free_port())]
+            log = (tmp_path / f"{name}.log").open("w")
+            procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True, cwd=tmp_path))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if (tmp_path / "superlink.log").read_text().count("Activated node_id") >= len(nodes):
+                break
+            assert all(p.poll() is None for p in procs), (tmp_path / "superlink.log").read_text()[-2000:]
+            time.sleep(0.5)
+        else:
+            pytest.fail("SuperNodes did not connect: " + (tmp_path / "superlink.log").read_text()[-2000:])
+    finally:
+        for p in reversed(procs):
+            stop_process(p)
+    time.sleep(1)
+    assert _processes_under(tmp_path) == []
+
+
+@pytest.mark.deployment
+@pytest.mark.slow
+def test_deploy_local_two_nodes(tmp_path):
+    out = tmp_path / "deploy"
+    proc = _run(["deploy-local", str(ROOT / "configs" / "smoke.toml"), "--nodes", "2", "--out", str(out), "--quiet",
+                 "--set", "run.num_clients=2", "--set", "train.min_train_nodes=2", "--set", "attack.enabled=false"],
+                timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = read_jsonl(out / "metrics.jsonl")
+    utility = sorted((r for r in rows if r["kind"] == "utility"), key=lambda r: r["round"])
+    assert [r["round"] for r in utility] == [0, 1, 2]
+    assert set(utility[0]) >= {"kind", "round", "test_accuracy", "test_loss", "time"}
+    assert utility[-1]["test_accuracy"] > utility[0]["test_accuracy"]
+    caps = {(load_update(p).server_round, load_update(p).client_id) for p in iter_captures(out)}
+    assert caps == {(r, c) for r in (1, 2) for c in (0, 1)}
+    assert len(list((out / "audit").rglob("*.safetensors"))) == 4
+    assert (out / "config.toml").exists() and (out / "DONE").exists()
+    assert (out / "logs" / "supernode_0.log").exists()
+    assert _processes_under(tmp_path) == []
