@@ -76,3 +76,15 @@ def test_bad_setting_fails_before_any_run(tmp_path):
     sweep.write_text('[sweep]\nparameter = "defense.topk_ratio"\nvalues = [0.5, 7.0]\n')
     with pytest.raises(ConfigError, match="topk_ratio"):
         load_sweep(sweep)
+
+
+@pytest.mark.slow
+def test_real_secagg_sweep_attacks_the_aggregate(tmp_path):
+    """Two real federations (about 4 minutes on 2 cores): without and with SecAgg masks."""
+    rows = run_sweep(ROOT / "configs" / "sweep_secagg.toml", tmp_path,
+                     overrides={"run.num_rounds": 1, "attack.rounds": "1", "attack.inversion": "none"})
+    assert [r["setting"] for r in rows] == [{"defense.secagg": False}, {"defense.secagg": True}]
+    assert rows[0]["label_lnacc"] > 0.5  # plain FedSGD leaks labels
+    masked = [json.loads(x) for x in (Path(rows[1]["run"]) / "metrics.jsonl").read_text().splitlines()]
+    agg = [r for r in masked if r.get("kind") == "label" and r.get("client") == 9999]
+    assert agg and agg[0]["num_samples"] == 24 and agg[0]["defenses"]["secagg"] is True
