@@ -1,0 +1,58 @@
+"""Reproducibility on CPU: the same config and seed give identical metrics (utility rows without ``time``).
+
+Fast: two in-process runs of the training + aggregation + capture path (benchmarks/memory.py). Slow: two full
+Flower simulations through ``fedsim run``."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedsim.captures import iter_captures, load_update
+from fedsim.config import load_config
+from fedsim.results import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_memory", ROOT / "benchmarks" / "memory.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _utility(run: Path) -> list[dict]:
+    rows = [r for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "utility"]
+    return sorted(({k: v for k, v in r.items() if k != "time"} for r in rows), key=lambda r: r["round"])
+
+
+def test_inprocess_runs_are_identical(tmp_path):
+    bench = _bench()
+    cfg = load_config(ROOT / "configs" / "smoke.toml", {"data.max_examples_per_client": 100})
+    a = bench.inprocess_federation(cfg, tmp_path / "a", rounds=2)
+    b = bench.inprocess_federation(cfg, tmp_path / "b", rounds=2)
+    assert _utility(a) == _utility(b) and len(_utility(a)) == 3
+    for pa, pb in zip(iter_captures(a), iter_captures(b)):
+        ua, ub = load_update(pa), load_update(pb)
+        for name, t in ua.weights_after.items():
+            assert torch.equal(t, ub.weights_after[name])
+    other = bench.inprocess_federation(cfg.replace(**{"run.seed": 1}), tmp_path / "c", rounds=2)
+    assert _utility(other) != _utility(a)  # the seed matters
+
+
+@pytest.mark.slow
+def test_two_simulations_give_identical_metrics(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", str(ROOT / "configs" / "smoke.toml"),
+                               "--out", str(out), "--quiet", "--set", "data.max_examples_per_client=150"],
+                              capture_output=True, text=True, timeout=400, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(out)
+    assert _utility(runs[0]) == _utility(runs[1])
+    assert len(_utility(runs[0])) == 3
