@@ -31,8 +31,15 @@ def first_linear_indices(model: nn.Module) -> tuple[int, int, nn.Linear]:
 
 
 def analytic_fc(*, model: nn.Module, gradients: Sequence[torch.Tensor], input_shape: Sequence[int],
-                labels=None, rel_threshold: float = 1e-6, return_result: bool = False, **ignored):
-    """Recover the (single) input of a biased first linear layer from its gradient; model space [1, *shape]."""
+                labels=None, steps=None, mean=None, std=None, seed=None, rel_threshold: float = 1e-6,
+                return_result: bool = False, callback=None, log_every=None, **unknown):
+    """Recover the (single) input of a biased first linear layer from its gradient; model space [1, *shape].
+
+    ``labels``, ``steps``, ``mean``, ``std``, ``seed`` are accepted for a uniform call signature and unused."""
+    if unknown:
+        raise ValueError(f"analytic-fc: unknown options {sorted(unknown)}; valid: rel_threshold, return_result")
+    if gradients is None:
+        raise ValueError("analytic-fc needs gradients=... (a FedSGD gradient or a one-step fake gradient)")
     w_idx, b_idx, layer = first_linear_indices(model)
     g_w, g_b = gradients[w_idx].detach(), gradients[b_idx].detach()
     if g_w.shape != layer.weight.shape or g_b.shape != layer.bias.shape:

@@ -42,7 +42,7 @@ class InversionMethod:
         return run_gradient_matching(self.name, self.spec, **kwargs)
 
 
-_GENG_PRIORS = {"tv": 0.05, "clip": 1.0, "scale": 0.1}
+_GENG_PRIORS = {"tv": 1e-5, "clip": 1e-4, "scale": 1e-5}  # relative to the initial matching loss
 
 INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
     InversionMethod(
