@@ -111,6 +111,9 @@ def main() -> None:
     parser.add_argument("--max-examples", type=int, default=200)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    import logging
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
     cfg = load_config(args.config, {"run.num_clients": args.clients,
                                     "data.max_examples_per_client": args.max_examples})
     samples: dict[int, float] = {}
@@ -129,7 +132,8 @@ def main() -> None:
     slope = sum((r - mx) * (samples[r] - my) for r in half) / max(1e-9, sum((r - mx) ** 2 for r in half))
     print(json.dumps({"rounds": args.rounds, "clients": args.clients, "captures": captures,
                       "seconds": round(time.perf_counter() - start, 1),
-                      "rss_mib": {str(r): round(samples[r], 1) for r in (1, 10, 25, 50, args.rounds) if r in samples},
+                      "rss_mib": {str(r): round(samples[r], 1) for r in sorted(samples) if r == 1 or r % 5 == 0},
+                      "rss_max_minus_round_10": round(max(samples[r] for r in samples if r >= 10) - samples.get(10, 0), 1),
                       "rss_slope_mib_per_round_second_half": round(slope, 4)}))
 
 

@@ -1,9 +1,13 @@
 """Deployment: docker-compose.yml parsed for consistency, its service commands run as local processes, and
 ``fedsim deploy-local`` (SuperLink + 2 SuperNodes on 127.0.0.1) writing the same run folder as the simulation."""
 
+import os
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -152,3 +156,68 @@ def test_deploy_local_two_nodes(tmp_path):
     assert (out / "config.toml").exists() and (out / "DONE").exists()
     assert (out / "logs" / "supernode_0.log").exists()
     assert _processes_under(tmp_path) == []
+
+
+def _tree_with(marker: str) -> set[int]:
+    """PIDs whose command line contains ``marker``, plus all their descendants (not this test's own)."""
+    table = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ppid = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            table[int(p.name)] = (ppid, cmd)
+    me = {os.getpid(), os.getppid()}
+    found = {pid for pid, (_, cmd) in table.items() if marker in cmd and pid not in me}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _) in table.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                grew = True
+    return found
+
+
+def _stop_tree(marker: str) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _tree_with(marker):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(2)
+
+
+@pytest.mark.slow
+def test_simulation_joins_existing_ray_cluster():
+    """`ray start --head` on loopback with its own temp dir; `fedsim run` with RAY_ADDRESS joins it."""
+    from fedsim.flower_runtime import free_port
+
+    ray = Path(sys.executable).parent / "ray"
+    tmp = Path(tempfile.mkdtemp(prefix="fsray", dir="/tmp"))  # short: Ray's socket paths are length-limited
+    port = free_port()
+    marker = str(tmp / "session")
+    try:
+        started = subprocess.run([str(ray), "start", "--head", "--num-cpus", "2", "--node-ip-address", "127.0.0.1",
+                                  "--port", str(port), "--include-dashboard", "false", "--disable-usage-stats",
+                                  "--temp-dir", str(tmp)], capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, started.stderr[-2000:]
+        logs = tmp / "session_latest" / "logs"
+        before = {p.name for p in logs.iterdir()}
+        env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+        out = tmp / "run"
+        proc = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", str(ROOT / "configs" / "smoke.toml"),
+                               "--out", str(out), "--quiet", "--set", "data.max_examples_per_client=150"],
+                              capture_output=True, text=True, timeout=400, cwd=ROOT, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert [r["round"] for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "utility"] == [0, 1, 2]
+        new = {p.name for p in logs.iterdir()} - before
+        assert any(n.startswith("python-core-driver") for n in new), sorted(new)  # the simulation joined
+        assert any(n.startswith("worker-") for n in new), sorted(new)  # ClientApp actors ran in this cluster
+    finally:
+        _stop_tree(marker)
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert not _tree_with(marker)
