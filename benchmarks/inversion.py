@@ -157,11 +157,12 @@ def fedavg_section(dataset, k, steps, rows, grids, lr=0.5):
         before, after = client_update(model, gt, y, lr, t_steps, bs)
         fake = weights_to_fake_gradient(before, after, lr, t_steps)
         setting = f"FedAvg n={k} T={t_steps} B={bs} lr={lr}"
-        for method, opts in (("geng-fedavg", {}), ("ig", {}),
+        for method, opts in (("geng-fedavg", {}), ("geng-fedavg", {"distance": "cosine-layerwise"}), ("ig", {}),
                              ("fedavg-unrolled", {"lr": lr, "local_steps": t_steps, "local_batch_size": bs})):
             r = run_one(method, model=model, gt=gt, labels_true=y, mean=mean, std=std, steps=steps, grads=fake,
                         labels=y, **opts)
-            rows.append((dataset, setting, method, "given", r))
+            tag = method + (" (eq. 24 per-layer cosine)" if "distance" in opts else "")
+            rows.append((dataset, setting, tag, "given", r))
             print(f"[fedavg] {setting} {method}: PSNR {r['psnr']:.2f} SSIM {r['ssim']:.3f} ({r['seconds']:.1f}s)",
                   flush=True)
             if t_steps == 4:

@@ -151,7 +151,9 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
         if labels is None:
             raise ValueError("label_mode='given' needs labels=... (e.g. from attacks.labels.restore_labels); "
                              "or use label_mode='joint'")
-        hard = _labels.as_label_list(labels)
+        # unrolled FedAvg: batch composition matters, so labels keep the caller's order (k-th label = k-th
+        # example the client visited); otherwise they are sorted and assigned by count (iLRG Sec. 4.4)
+        hard = _labels.as_label_list(labels, sort=spec.target != "unrolled")
         k = len(hard)
     elif spec.label_mode == "idlg":
         k = int(extra.get("batch_size", 1))

@@ -26,14 +26,15 @@ def labels_from_counts(counts: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(counts)), counts)
 
 
-def as_label_list(labels) -> torch.Tensor:
-    """Accept LongTensor[K] / list of ints / LabelRestoration (``.labels``); return a sorted LongTensor[K].
+def as_label_list(labels, sort: bool = True) -> torch.Tensor:
+    """Accept LongTensor[K] / list of ints / LabelRestoration (``.labels``); return a LongTensor[K].
 
-    Sorting is the count-based assignment of iLRG Sec. 4.4 (dummy k gets the k-th smallest label)."""
+    Sorting is the count-based assignment of iLRG Sec. 4.4 (dummy k gets the k-th smallest label); the
+    unrolled FedAvg objective keeps the given order because there the split into local batches matters."""
     if hasattr(labels, "labels") and not isinstance(labels, torch.Tensor):
         labels = labels.labels
     labels = torch.as_tensor(labels).long().flatten()
-    return labels.sort().values
+    return labels.sort().values if sort else labels
 
 
 def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
