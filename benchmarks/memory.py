@@ -2,7 +2,7 @@
 training + aggregation + capture path (the ClientApp's local SGD, the curious strategy's validation, capture
 to safetensors, FedAvg, central evaluation, metrics rows), without Flower's transport.
 
-    .venv/bin/python benchmarks/memory.py [--rounds 50] [--clients 3] [--config configs/smoke.toml]
+    .venv/bin/python benchmarks/memory.py [--rounds 50] [--clients 3] [--width 8] [--config configs/smoke.toml]
 
 Prints one JSON object: RSS (MiB) after warm-up round 1, after rounds 10/25/50, and the slope of RSS over
 the second half of the rounds (MiB per round; ~0 means no growth). Results: docs/reliability.md.
@@ -109,13 +109,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--config", default=str(ROOT / "configs" / "smoke.toml"))
     parser.add_argument("--max-examples", type=int, default=200)
+    parser.add_argument("--width", type=int, default=8, help="model.width (64: ~0.5 MiB per state dict)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     import logging
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     cfg = load_config(args.config, {"run.num_clients": args.clients,
-                                    "data.max_examples_per_client": args.max_examples})
+                                    "data.max_examples_per_client": args.max_examples,
+                                    "model.width": args.width})
     samples: dict[int, float] = {}
 
     def on_round(rnd: int) -> None:
@@ -130,7 +132,7 @@ def main() -> None:
     n = len(half)
     mx, my = sum(half) / n, sum(samples[r] for r in half) / n
     slope = sum((r - mx) * (samples[r] - my) for r in half) / max(1e-9, sum((r - mx) ** 2 for r in half))
-    print(json.dumps({"rounds": args.rounds, "clients": args.clients, "captures": captures,
+    print(json.dumps({"rounds": args.rounds, "clients": args.clients, "width": args.width, "captures": captures,
                       "seconds": round(time.perf_counter() - start, 1),
                       "rss_mib": {str(r): round(samples[r], 1) for r in sorted(samples) if r == 1 or r % 5 == 0},
                       "rss_max_minus_round_10": round(max(samples[r] for r in samples if r >= 10) - samples.get(10, 0), 1),

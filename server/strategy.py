@@ -116,6 +116,9 @@ class CuriousStrategy(Strategy):
         if not any(not m.has_error() for m in kept):
             log.warning("round %d: no valid replies to aggregate", server_round)
             return None, None
+        # replies arrive in a nondeterministic order and float sums are not associative: aggregate in client order
+        order = {id(m): u.client_id for m, u in valid}
+        kept.sort(key=lambda m: (m.has_error(), order.get(id(m), 0)))
         return self.inner.aggregate_train(server_round, kept)
 
     def norm_problem(self, norm: float, norms: list[float]) -> str | None:

@@ -56,3 +56,34 @@ def test_two_simulations_give_identical_metrics(tmp_path):
         runs.append(out)
     assert _utility(runs[0]) == _utility(runs[1])
     assert len(_utility(runs[0])) == 3
+
+
+def test_aggregate_does_not_depend_on_reply_arrival_order(tmp_path):
+    """Ray delivers replies in any order; the curious strategy aggregates in client order, bit for bit."""
+    import itertools
+
+    from flwr.app import ArrayRecord, ConfigRecord
+    from unittest.mock import Mock
+    from flwr.serverapp.strategy import FedAvg
+
+    from server.strategy import CuriousStrategy, TrainSettings
+
+    bench = _bench()
+    cfg = load_config(ROOT / "configs" / "smoke.toml")
+    model = bench.make_model(cfg)
+    sent = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    states = [{k: v + torch.randn(v.shape, generator=g) * 10 ** (i - 2) if v.is_floating_point() else v
+               for k, v in sent.items()} for i in range(4)]
+    results = []
+    for perm in itertools.islice(itertools.permutations(range(4)), 0, 24, 5):
+        strategy = CuriousStrategy(FedAvg(fraction_evaluate=0.0), run_id="r",
+                                   parameter_names=[n for n, _ in model.named_parameters()],
+                                   settings=TrainSettings("fedavg", 0.05, 1, 32, {}))
+        strategy.inner.configure_train = Mock(return_value=[])
+        list(strategy.configure_train(1, ArrayRecord(sent), ConfigRecord({}), Mock()))
+        arrays, _ = strategy.aggregate_train(1, [bench._reply(states[i], 7 + 13 * i, i, 1, 1.0) for i in perm])
+        results.append(arrays.to_torch_state_dict())
+    for other in results[1:]:
+        for k, v in results[0].items():
+            assert torch.equal(v, other[k]), k
