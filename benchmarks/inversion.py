@@ -272,11 +272,12 @@ def plot_curves(curves, path: Path):
     import matplotlib.pyplot as plt
 
     keys = sorted(curves)
+    colors = {m: f"C{i}" for i, m in enumerate(["dlg", "idlg", "ig", "geng", "gradinversion", "fedavg-unrolled"])}
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for method, curve in curves[key]:
             if curve:
-                ax.plot([c[0] for c in curve], [c[1] for c in curve], label=method)
+                ax.plot([c[0] for c in curve], [c[1] for c in curve], label=method, color=colors.get(method))
         ax.set_title(f"{key[0]} FedSGD B={key[1]}", fontsize=8)
         ax.set_xlabel("iteration", fontsize=7)
         ax.set_ylabel("aligned PSNR (dB)", fontsize=7)
