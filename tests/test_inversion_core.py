@@ -227,3 +227,27 @@ def test_joint_labels_and_restarts_shapes():
     res = invert("dlg", model=model, gradients=g, input_shape=shape, steps=3, batch_size=3, restarts=2,
                  return_result=True)
     assert res.inputs.shape == (3, 1, 8, 8) and res.labels.shape == (3,)
+
+
+def test_bn_statistics_from_buffers_recovers_batch_statistics():
+    bn = nn.BatchNorm2d(3, momentum=0.1)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    before = [(bn.running_mean.clone(), bn.running_var.clone())]
+    x = torch.randn(4, 3, 5, 5) * 2 + 1
+    bn.train()
+    bn(x)
+    after = [(bn.running_mean.clone(), bn.running_var.clone())]
+    from attacks.inversion.priors import bn_statistics_from_buffers
+
+    (mu, var), = bn_statistics_from_buffers(before, after, 0.1, batch_size=4 * 5 * 5)
+    assert torch.allclose(mu, x.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(var, x.var((0, 2, 3), unbiased=False), atol=1e-4)
+
+
+def test_labels_by_count_and_unrolled_keeps_order():
+    from attacks.inversion.labels import as_label_list, labels_from_counts
+
+    assert labels_from_counts(torch.tensor([2, 0, 1])).tolist() == [0, 0, 2]
+    assert as_label_list(torch.tensor([3, 1, 3])).tolist() == [1, 3, 3]
+    assert as_label_list([3, 1, 3], sort=False).tolist() == [3, 1, 3]
