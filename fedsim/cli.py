@@ -52,7 +52,7 @@ def _after_run(run: Path, quiet: bool) -> None:
     except ImportError:
         report = None
     if rows:
-        print(f"test accuracy by round: " + ", ".join(f"{r['round']}:{r['test_accuracy']:.3f}" for r in rows))
+        print("test accuracy by round: " + ", ".join(f"{r['round']}:{r['test_accuracy']:.3f}" for r in rows))
     print(f"results: {run}")
     if report:
         print(f"report:  {report}")

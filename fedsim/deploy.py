@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from fedsim.config import ConfigError, ExperimentConfig
-from fedsim.flower_runtime import flwr_run, local_superlink, start_supernodes, stop_process
-from fedsim.runner import FederationFailed, _progress, prepare_run_dir
+from fedsim.flower_runtime import local_superlink, start_supernodes
+from fedsim.runner import FederationFailed, ensure_done, follow_run, prepare_run_dir
 
 
 def _wait_nodes(log_path: Path, procs, n: int, timeout: float) -> None:
@@ -47,14 +47,5 @@ def deploy_local(cfg: ExperimentConfig, nodes: int, out: Path, quiet: bool = Fal
     with local_superlink(flwr_home, logs, simulation=False) as (address, procs):
         start_supernodes(address, nodes, flwr_home, logs, procs)
         _wait_nodes(logs / "superlink.log", procs, nodes, connect_timeout)
-        proc = flwr_run(flwr_home, out / "config.toml", logs / "flower.log")
-        procs.append(proc)
-        try:
-            _progress(out, proc, cfg, quiet)
-        except KeyboardInterrupt:
-            stop_process(proc)
-            raise
-    if not (out / "DONE").exists():
-        tail = (logs / "flower.log").read_text(errors="replace")[-3000:]
-        raise FederationFailed(f"the deployment did not finish; last lines of {logs / 'flower.log'}:\n{tail}")
-    return out
+        follow_run(cfg, out, flwr_home, procs, quiet=quiet)
+    return ensure_done(out, "deployment")

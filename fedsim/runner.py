@@ -60,21 +60,32 @@ def _progress(out: Path, proc: subprocess.Popen, cfg: ExperimentConfig, quiet: b
             bar.update(task, completed=rows[-1]["round"])
 
 
+def follow_run(cfg: ExperimentConfig, out: Path, flwr_home: Path, procs: list[subprocess.Popen],
+               federation: str | None = None, quiet: bool = False) -> None:
+    """Submit the app with ``flwr run --stream`` to the SuperLink of ``flwr_home`` and follow it to the end."""
+    proc = flwr_run(flwr_home, out / "config.toml", out / "logs" / "flower.log", federation)
+    procs.append(proc)
+    try:
+        _progress(out, proc, cfg, quiet)
+    except KeyboardInterrupt:
+        stop_process(proc)
+        raise
+
+
+def ensure_done(out: Path, what: str) -> Path:
+    """The ServerApp writes ``DONE`` last; without it, fail with the tail of Flower's log."""
+    if not (out / "DONE").exists():
+        log = out / "logs" / "flower.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+        raise FederationFailed(f"the {what} did not finish; last lines of {log}:\n{tail}")
+    return out
+
+
 def run_federation(cfg: ExperimentConfig, out: Path, quiet: bool = False) -> Path:
     """Run the federation described by ``cfg`` into ``out``; returns the run folder."""
     cfg, out = prepare_run_dir(cfg, out)
-    logs = out / "logs"
     flwr_home = out / ".flwr"
     federation = f"num-supernodes={cfg.run.num_clients} client-resources-num-cpus=1"
-    with local_superlink(flwr_home, logs) as (_, procs):
-        proc = flwr_run(flwr_home, out / "config.toml", logs / "flower.log", federation)
-        procs.append(proc)
-        try:
-            _progress(out, proc, cfg, quiet)
-        except KeyboardInterrupt:
-            stop_process(proc)
-            raise
-    if not (out / "DONE").exists():
-        tail = (logs / "flower.log").read_text(errors="replace")[-3000:]
-        raise FederationFailed(f"the federation did not finish; last lines of {logs / 'flower.log'}:\n{tail}")
-    return out
+    with local_superlink(flwr_home, out / "logs") as (_, procs):
+        follow_run(cfg, out, flwr_home, procs, federation, quiet)
+    return ensure_done(out, "federation")
