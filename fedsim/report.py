@@ -17,118 +17,18 @@ import html
 import json
 import math
 import statistics
-import tomllib
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from fedsim.report_data import RunData, load_run
+from fedsim.report_style import CSS
 
 MAX_GRIDS = 24
 MAX_LABEL_ROWS = 300
 MAX_LIST_ROWS = 200
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-# ------------------------------------------------------------------------------------------------ reading
-@dataclass
-class RunData:
-    run_dir: Path
-    config: dict = field(default_factory=dict)
-    config_error: str | None = None
-    utility: list[dict] = field(default_factory=list)
-    labels: list[dict] = field(default_factory=list)
-    inversions: list[dict] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
-    rejections: list[dict] = field(default_factory=list)
-    unknown_kinds: Counter = field(default_factory=Counter)
-    bad_lines: dict[str, int] = field(default_factory=dict)
-    superseded: int = 0
-    num_captures: int = 0
-    capture_rounds: int = 0
-    num_images: int = 0
-
-    @property
-    def empty(self) -> bool:
-        return not (self.config or self.utility or self.labels or self.inversions or self.skipped
-                    or self.rejections or self.num_captures or self.num_images)
-
-
-def _read_jsonl(path: Path) -> tuple[list[dict], int]:
-    """Rows of a JSON-lines file that parse to objects; and how many non-empty lines did not."""
-    rows: list[dict] = []
-    bad = 0
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return rows, 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            bad += 1
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-        else:
-            bad += 1
-    return rows, bad
-
-
-def _latest(rows: list[dict]) -> tuple[list[dict], int]:
-    """One row per (round, client, method): a later row (``fedsim attack`` replay) supersedes an earlier one,
-    as its image file has overwritten the earlier one's. Returns the rows kept (in order) and how many went."""
-    last: dict[tuple, int] = {}
-    for i, r in enumerate(rows):
-        last[(str(r.get("round")), str(r.get("client")), str(r.get("method")))] = i
-    keep = sorted(last.values())
-    return [rows[i] for i in keep], len(rows) - len(keep)
-
-
-def load_run(run_dir: str | Path) -> RunData:
-    run_dir = Path(run_dir)
-    data = RunData(run_dir=run_dir)
-    cfg_path = run_dir / "config.toml"
-    if cfg_path.is_file():
-        try:
-            data.config = tomllib.loads(cfg_path.read_text(encoding="utf-8", errors="replace"))
-        except (tomllib.TOMLDecodeError, OSError, ValueError) as exc:
-            data.config_error = f"{type(exc).__name__}: {exc}"
-    rows, bad = _read_jsonl(run_dir / "metrics.jsonl")
-    if bad:
-        data.bad_lines["metrics.jsonl"] = bad
-    buckets = {"utility": data.utility, "label": data.labels, "inversion": data.inversions,
-               "skipped": data.skipped}
-    for row in rows:
-        kind = row.get("kind")
-        if isinstance(kind, str) and kind in buckets:
-            buckets[kind].append(row)
-        else:
-            data.unknown_kinds[str(kind)] += 1
-    data.labels, n_lab = _latest(data.labels)
-    data.inversions, n_inv = _latest(data.inversions)
-    data.superseded = n_lab + n_inv
-    rej, bad = _read_jsonl(run_dir / "rejections.jsonl")
-    data.rejections = rej
-    if bad:
-        data.bad_lines["rejections.jsonl"] = bad
-    cap = run_dir / "captures"
-    if cap.is_dir():
-        try:
-            rounds = [d for d in cap.iterdir() if d.is_dir()]
-            data.capture_rounds = len(rounds)
-            data.num_captures = sum(1 for d in rounds for f in d.glob("*.safetensors") if f.is_file())
-        except OSError:
-            pass
-    img = run_dir / "images"
-    if img.is_dir():
-        try:
-            data.num_images = sum(1 for f in img.glob("*.png") if f.is_file())
-        except OSError:
-            pass
-    return data
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -221,92 +121,6 @@ def _multiset(counts: Sequence[int]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ sections
-CSS = """
-:root { --ink:#1f2933; --muted:#616e7c; --line:#e4e7eb; --bg:#f7f8fa; --card:#fff; --blue:#2563eb;
-  --red:#c2410c; --green:#15803d; --amber:#b45309; --purple:#7c3aed; }
-* { box-sizing: border-box; }
-html { -webkit-text-size-adjust: 100%; }
-body { margin:0; background:var(--bg); color:var(--ink); line-height:1.55; font-size:16px;
-  font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", "Noto Sans", "DejaVu Sans",
-  Arial, sans-serif; }
-main { max-width: 1100px; margin: 0 auto; padding: 28px 24px 64px; }
-header.top { background: linear-gradient(135deg, #111827, #1e3a8a); color: #fff; }
-header.top .inner { max-width:1100px; margin:0 auto; padding: 34px 24px 28px; }
-header.top h1 { margin:0 0 6px; font-size: 30px; letter-spacing:-0.01em; line-height:1.2; }
-header.top p { margin: 0; color:#cbd5e1; max-width: 60em; }
-header.top .kicker { text-transform:uppercase; letter-spacing:.12em; font-size:12px; color:#93c5fd;
-  font-weight:700; margin-bottom:8px; }
-h2 { font-size: 22px; margin: 44px 0 10px; padding-top: 6px; letter-spacing:-0.01em; }
-h2 .num { color: var(--muted); font-weight: 400; margin-right: 6px; }
-h3 { font-size: 17px; margin: 26px 0 8px; }
-p.lead { color: var(--muted); margin: 0 0 14px; max-width: 62em; }
-.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 18px 20px;
-  box-shadow: 0 1px 2px rgba(16,24,40,.04); }
-.figure { background:#fff; border:1px solid var(--line); border-radius:10px; padding:12px; margin: 10px 0; }
-.figure img { display:block; width:100%; height:auto; }
-.figure.narrow img { max-width: 860px; margin: 0 auto; }
-.notice { border-left: 4px solid var(--amber); background:#fffbeb; padding: 12px 16px; border-radius: 6px;
-  margin: 14px 0; }
-.notice.empty { border-color: var(--red); background: #fff7ed; font-size: 17px; }
-.howto { display:grid; grid-template-columns: repeat(auto-fit, minmax(230px, 1fr)); gap: 14px; margin-top:14px; }
-.howto div { background:#fff; border:1px solid var(--line); border-radius:10px; padding: 12px 14px; font-size:14.5px; }
-.howto b { display:block; margin-bottom: 2px; }
-.cfg { display:grid; grid-template-columns: repeat(auto-fit, minmax(160px, 1fr)); gap: 0; margin-top: 18px;
-  background:#fff; border:1px solid var(--line); border-radius:10px; overflow:hidden; }
-.cfg div { padding: 10px 14px; border-right:1px solid var(--line); border-bottom:1px solid var(--line); }
-.cfg div.wide { grid-column: 1 / -1; }
-.cfg .k { display:block; font-size: 11.5px; text-transform: uppercase; letter-spacing: .06em; color: var(--muted); }
-.cfg .v { font-weight: 600; font-variant-numeric: tabular-nums; overflow-wrap:anywhere; }
-.stats { display:grid; grid-template-columns: repeat(auto-fit, minmax(210px, 1fr)); gap: 14px; }
-.stat { background:#fff; border:1px solid var(--line); border-radius:10px; padding: 14px 16px; }
-.stat .label { font-size: 12px; text-transform: uppercase; letter-spacing:.06em; color: var(--muted); }
-.stat .value { font-size: 30px; font-weight: 700; line-height:1.15; font-variant-numeric: tabular-nums; }
-.stat .sub { font-size: 13.5px; color: var(--muted); }
-.stat.alarm .value { color: var(--red); }
-.stat.good .value { color: var(--green); }
-.best { display:grid; grid-template-columns: minmax(0, 1.3fr) minmax(0, 1fr); gap: 18px; align-items:center; }
-.best img { display:block; max-width:100%; max-height:300px; width:auto; height:auto; margin:0 auto;
-  image-rendering: pixelated; border:1px solid var(--line); border-radius:6px; }
-@media (max-width: 760px) { .best { grid-template-columns: 1fr; } header.top h1 { font-size: 24px; } }
-table { border-collapse: collapse; width: 100%; font-size: 14px; background:#fff; }
-th, td { text-align:left; padding: 7px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { font-size: 12px; text-transform: uppercase; letter-spacing: .05em; color: var(--muted); background:#f9fafb;
-  position: sticky; top: 0; }
-td.n, th.n { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; }
-.tablewrap { overflow-x:auto; border:1px solid var(--line); border-radius:10px; max-height: 900px; }
-.chip { display:inline-block; padding: 0 6px; margin: 1px 2px 1px 0; border-radius: 5px; font-size: 12.5px;
-  font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace; white-space:nowrap;
-  border:1px solid transparent; }
-.chip.t { background:#eef2f7; color:#334155; }
-.chip.hit { background:#dcfce7; color:#14532d; border-color:#86efac; }
-.chip.off { background:#fef3c7; color:#78350f; border-color:#fcd34d; }
-.chip.bad { background:#fee2e2; color:#7f1d1d; border-color:#fca5a5; }
-.chip.miss { background:#fff; color:#6b7280; border:1px dashed #9ca3af; text-decoration: line-through; }
-.score { font-weight: 700; font-variant-numeric: tabular-nums; margin-left: 4px; }
-.score.hi { color: var(--green); } .score.mid { color: var(--amber); } .score.lo { color: var(--red); }
-.legend { font-size: 13.5px; color: var(--muted); margin: 6px 0 10px; }
-.gallery { display:grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 420px), 1fr)); gap: 14px; }
-.gallery figure { margin:0; background:#fff; border:1px solid var(--line); border-radius:10px; padding:10px; }
-.gallery img { max-width:100%; max-height:300px; width:auto; height:auto; image-rendering: pixelated;
-  display:block; margin: 0 auto; }
-.gallery figcaption { font-size: 13px; color: var(--muted); margin-top: 6px; }
-.gallery figcaption b { color: var(--ink); font-variant-numeric: tabular-nums; }
-.rank { display:inline-block; min-width: 1.8em; font-weight:700; color:#fff; background:var(--ink);
-  border-radius: 4px; text-align:center; font-size:12px; margin-right:6px; }
-.placeholder { padding: 30px 10px; text-align:center; color: var(--muted); background: #f3f4f6; border-radius:6px; }
-.err { font-family: ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 12.5px;
-  color:#7f1d1d; overflow-wrap:anywhere; }
-.muted { color: var(--muted); }
-details { margin-top: 12px; }
-details summary { cursor: pointer; color: var(--blue); }
-pre { background:#0f172a; color:#e2e8f0; padding: 14px; border-radius: 8px; overflow:auto; font-size: 12.5px; }
-nav.toc { font-size: 14px; margin-top: 16px; display:flex; flex-wrap: wrap; gap: 6px 16px; }
-nav.toc a { color: #bfdbfe; text-decoration: none; }
-nav.toc a:hover { text-decoration: underline; }
-footer { margin-top: 50px; color: var(--muted); font-size: 13px; border-top: 1px solid var(--line); padding-top: 14px; }
-"""
-
-
 def _section(anchor: str, num: int, title: str, body: str, lead: str = "") -> str:
     lead_html = f'<p class="lead">{lead}</p>' if lead else ""
     return f'<section id="{anchor}"><h2><span class="num">{num}.</span>{_e(title)}</h2>{lead_html}{body}</section>'
