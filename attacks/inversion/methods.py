@@ -96,3 +96,24 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         "closed form x = grad_W[i] / grad_b[i] (least squares over active rows); exact for batch 1",
         analytic=analytic_fc),
 ]}
+
+
+def _lazy(module: str, attr: str) -> Callable[..., Any]:
+    """Import on first call: attacks.generative imports this package (no import cycle at load time)."""
+    def run(**kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)(**kwargs)
+    return run
+
+
+# generative-prior methods (attacks/generative): options prior_path=, latent_dim=, ... (attacks.generative.OPTIONS)
+INVERSION_METHODS["ggl"] = InversionMethod(
+    "ggl", "Li et al.: Auditing Privacy Defenses in FL via Generative Gradient Leakage (CVPR 2022)",
+    "optimise the latent code of a generator (VAE decoder trained by the server on public aux data, "
+    "prior_path=) to match the gradient (cosine), Adam with restarts, labels given",
+    analytic=_lazy("attacks.generative.invert", "invert_ggl"))
+INVERSION_METHODS["gias"] = InversionMethod(
+    "gias", "Jeon et al.: Gradient Inversion with Generative Image Prior (NeurIPS 2021)",
+    "ggl's latent search, then the generator's weights are optimised too (gias_fraction of the steps)",
+    analytic=_lazy("attacks.generative.invert", "invert_gias"))
