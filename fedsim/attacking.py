@@ -33,6 +33,18 @@ def data_spec(cfg: ExperimentConfig):
     return DataSpec(tuple(ds.input_shape), ds.num_classes, tuple(ds.mean), tuple(ds.std))
 
 
+def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
+    """ggl/gias options from [attack]: the prior file (default <run>/priors/<dataset>_vae.safetensors) and,
+    with attack.prior_autotrain, the public aux images to train it from when it is missing."""
+    from attacks.generative import aux_split, default_prior_path
+
+    path = Path(cfg.attack.prior_path) if cfg.attack.prior_path else default_prior_path(run_dir, cfg.data.dataset)
+    options: dict[str, Any] = {"prior_path": str(path)}
+    if cfg.attack.prior_autotrain and not path.exists():
+        options["aux_images"] = aux_split(dataset(cfg))[0]
+    return options
+
+
 def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: str | Path) -> list[dict]:
     """All rows for one captured update. Never raises for an attack failure (rows say ``ok: false``)."""
     import torch
@@ -52,7 +64,13 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     if parse_faults(cfg.faults).crashes_attack(update.client_id, update.server_round):  # [faults] attack_crash
         raise RuntimeError(f"injected attack crash: round {update.server_round} client {update.client_id}")
     spec = data_spec(cfg)
-    results = attack_update(update, lambda: make_model(cfg), plan_from_config(cfg), spec)
+    plan = plan_from_config(cfg)
+    if plan.inversion in ("ggl", "gias"):
+        import dataclasses
+
+        plan = dataclasses.replace(plan, inversion_options={**plan.inversion_options,
+                                                            **generative_options(cfg, run_dir)})
+    results = attack_update(update, lambda: make_model(cfg), plan, spec)
     truth = None
     if audit_path(run_dir, update.server_round, update.client_id).exists():
         truth = read_ground_truth(run_dir, update.server_round, update.client_id)

@@ -87,6 +87,10 @@ class AttackSection:
     queue_size: int = opt(8, minimum=1, doc="bounded queue of pending attacks")
     queue_policy: str = opt("wait", choices=("wait", "drop"), doc="when the queue is full")
     timeout: float = opt(600.0, minimum=1.0, doc="seconds per attack before it is scored as failed")
+    prior_path: str = opt("", doc="generative prior (ggl/gias) safetensors file; '' = "
+                          "<run>/priors/<dataset>_vae.safetensors")
+    prior_autotrain: bool = opt(False, doc="ggl/gias: train the prior on the public aux split (held-out half of "
+                                "the test split) when the file is missing")
 
 
 @dataclass(frozen=True)
