@@ -73,6 +73,9 @@ def main() -> None:
     ds = load_dataset("mnist_subset")
     mean, std, shape = ds.mean, ds.std, ds.input_shape
     ax, ay = aux_split(ds, "test-half")
+    # victims: client images from the train split in a fixed random order (the split is sorted by class)
+    order = torch.randperm(len(ds.train_x), generator=torch.Generator().manual_seed(0))
+    vx, vy = ds.train_x[order], ds.train_y[order]
     md: list[str] = []
 
     # ---- prior and classifier (server side, public data only) ------------------------------------------
@@ -102,8 +105,8 @@ def main() -> None:
         acc = {m: {"psnr": [], "ssim": [], "s": [], "right": 0, "n": 0, "sem": 0, "sem_counts": 0} for m in methods}
         for start in starts:
             off = 100 + start * b
-            x = ds.normalize(ds.train_x[off:off + b])
-            y = ds.train_y[off:off + b]
+            x = ds.normalize(vx[off:off + b])
+            y = vy[off:off + b]
             g = batch_gradient(model, x, y)
             if rel:
                 g = noisy(g, rel, seed=start)
@@ -146,23 +149,27 @@ def main() -> None:
     # ---- classifier-guided reconstruction without restored labels --------------------------------------
     guided_rows = []
     n_guided = 2 if args.quick else 6
-    right_argmax = right_guided = right_joint = 0
-    for i in range(n_guided):
-        off = 300 + 2 * i
-        x, y = ds.normalize(ds.train_x[off:off + 2]), ds.train_y[off:off + 2]
-        g = batch_gradient(model, x, y)
-        first = invert("dlg", model=model, gradients=g, input_shape=shape, steps=steps, mean=mean, std=std,
-                       batch_size=2, return_result=True)
-        right_joint += int((first.labels.sort().values == y.sort().values).sum())
-        sem = semantic_labels(first.inputs, clf, mean=mean, std=std)
-        right_argmax += int((sem["argmax"].sort().values == y.sort().values).sum())
-        cands = candidate_labelings(sem["probs"], None, top=3, max_candidates=4)
-        best = classifier_guided_inversion("ig", cands, model=model, gradients=g, input_shape=shape,
-                                           steps=max(50, steps // 3), mean=mean, std=std)
-        right_guided += int((best["labels"] == y.sort().values).sum())
-    n = 2 * n_guided
-    guided_rows.append(f"| {n_guided} batches of 2, LeNet-5 untrained | {right_joint}/{n} | {right_argmax}/{n} | "
-                       f"{right_guided}/{n} |")
+    for guided_noise in (0.0, 0.1):
+        right_argmax = right_guided = right_joint = 0
+        for i in range(n_guided):
+            off = 300 + 2 * i
+            x, y = ds.normalize(vx[off:off + 2]), vy[off:off + 2]
+            g = batch_gradient(model, x, y)
+            if guided_noise:
+                g = noisy(g, guided_noise, seed=50 + i)
+            first = invert("dlg", model=model, gradients=g, input_shape=shape, steps=steps, mean=mean, std=std,
+                           batch_size=2, return_result=True)
+            right_joint += int((first.labels.sort().values == y.sort().values).sum())
+            sem = semantic_labels(first.inputs, clf, mean=mean, std=std)
+            right_argmax += int((sem["argmax"].sort().values == y.sort().values).sum())
+            cands = candidate_labelings(sem["probs"], None, top=3, max_candidates=4)
+            best = classifier_guided_inversion("ig", cands, model=model, gradients=g, input_shape=shape,
+                                               steps=max(50, steps // 3), mean=mean, std=std)
+            right_guided += int((best["labels"] == y.sort().values).sum())
+        n = 2 * n_guided
+        tag = ", noise 0.1xRMS" if guided_noise else ""
+        guided_rows.append(f"| {n_guided} batches of 2, LeNet-5 untrained{tag} | {right_joint}/{n} | "
+                           f"{right_argmax}/{n} | {right_guided}/{n} |")
     print("guided done", round(time.perf_counter() - t_all), flush=True)
 
     # ---- learned end-to-end inversion -----------------------------------------------------------------
@@ -177,8 +184,8 @@ def main() -> None:
     def eval_learned(inv, m):
         vals, ss = [], []
         for i in range(n_eval):
-            x = ds.normalize(ds.train_x[i:i + 1])
-            xh = learned_invert(inv, batch_gradient(m, x, ds.train_y[i:i + 1]), mean=mean, std=std)
+            x = ds.normalize(vx[500 + i:501 + i])
+            xh = learned_invert(inv, batch_gradient(m, x, vy[500 + i:501 + i]), mean=mean, std=std)
             r = image_metrics(xh, x, mean, std)
             vals.append(r["psnr"]); ss.append(r["ssim"])
         return sum(vals) / len(vals), sum(ss) / len(ss)
@@ -290,7 +297,7 @@ def main() -> None:
         "",
         "## Learned end-to-end inversion (Wu et al.-style)",
         "",
-        f"Decoder trained on (gradient, image) pairs of the 500 aux images (+2 shifted copies), batch 1, for one",
+        "Decoder trained on (gradient, image) pairs of the 500 aux images (+2 shifted copies), batch 1, for one",
         f"fixed weight vector ({fmt(inv0_s, 1)} s: per-sample gradients by vmap + closed-form ridge on the",
         f"classifier input dW[c]/db[c]). Evaluated on {n_eval} client images (train split).",
         "",
@@ -313,6 +320,11 @@ def main() -> None:
         "",
     ]
     out.mkdir(parents=True, exist_ok=True)
+    # hand-written observations below the marker survive a rerun (they are about the numbers above: re-read
+    # them after rerunning)
+    marker = "<!-- observations (hand-written, kept by benchmarks/priors.py) -->"
+    old = (out / "priors.md").read_text() if (out / "priors.md").exists() else ""
+    md += [marker, old.split(marker, 1)[1].strip("\n") if marker in old else "", ""]
     (out / "priors.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
