@@ -113,3 +113,15 @@ def test_live_pipeline_ggl_uses_run_prior_or_fails_with_hint(tmp_path):
     inv = [r for r in rows if r["kind"] == "inversion"]
     assert inv[0]["ok"], inv[0]
     assert inv[0]["num_images"] == 4 and "psnr" in inv[0]
+
+
+def test_prior_autotrain_passes_public_aux_split(tmp_path):
+    from fedsim.attacking import generative_options
+    from fedsim.config import from_flat
+    from tests.runfolder import TINY
+
+    cfg = from_flat({**TINY, "attack.inversion": "ggl", "attack.prior_autotrain": True,
+                     "attack.prior_path": str(tmp_path / "p.safetensors")})
+    opts = generative_options(cfg, tmp_path)
+    assert opts["prior_path"] == str(tmp_path / "p.safetensors")
+    assert torch.equal(opts["aux_images"], aux_split(load_dataset("digits"))[0])

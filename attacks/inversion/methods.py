@@ -11,6 +11,8 @@
 | ``fedavg-unrolled`` | breaching multi-step objective; Dimitrov et al., "Data Leakage in Federated Averaging", TMLR 2022 | cosine on simulated T-step update | TV | signed Adam, step decay, box | given |
 | ``multi-update`` | Geng et al. Alg. 2 (several updates of one client on the same data) | mean L2 over updates | TV + clip + scale | L-BFGS, U(0,1) | given |
 | ``analytic-fc`` | Phong et al. 2018; Geiping et al. 2020 (biased first FC layer) | closed form | - | - | - |
+| ``ggl`` | Li et al., "Generative Gradient Leakage", CVPR 2022 (attacks/generative) | cosine | generator (VAE on public aux data) | Adam on z, restarts | given |
+| ``gias`` | Jeon et al., "Gradient Inversion with Generative Image Prior", NeurIPS 2021 | cosine | generator, then its weights freed | Adam on z, then z + weights | given |
 
 Hyper-parameters are CPU-sized defaults tuned on LeNet/ConvNet with 28x28 and 32x32 images (see
 docs/benchmarks/inversion.md); the papers' values are noted where they differ.
