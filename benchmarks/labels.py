@@ -244,7 +244,7 @@ def trained(trials, quick):
             opt.step()
     with torch.no_grad():
         acc = float((model(src.x).argmax(1) == src.y).float().mean())
-    for name, m in ((f"untrained", model0), (f"trained {epochs} ep (train acc {acc:.2f})", model)):
+    for name, m in (("untrained", model0), (f"trained {epochs} ep (train acc {acc:.2f})", model)):
         for k in (24, 128):
             gen = torch.Generator().manual_seed(k)
             rows = []
