@@ -37,7 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(ROOT / "configs" / "smoke.toml", {"run.num_clients": args.clients, "model.width": 16,
-                                                         "data.alpha": 0.5})
+                                                         "data.alpha": 0.5, "data.max_examples_per_client": 0,
+                                                         "train.batch_size": 32, "train.lr": 0.05})
     x, y = client_data(cfg, 0, args.clients)
     model = make_model(cfg)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -60,7 +60,10 @@ def client_indices(cfg: ExperimentConfig, partition_id: int, num_partitions: int
                         cfg.data.alpha, cfg.data.shards_per_client)
     idx = parts[partition_id]
     cap = cfg.data.max_examples_per_client
-    return idx[:cap] if cap else idx
+    if cap and len(idx) > cap:  # a seeded random subset (the pool is label-sorted: a prefix would be 1 class)
+        rng = np.random.default_rng((cfg.run.seed, partition_id))
+        idx = np.sort(rng.choice(idx, size=cap, replace=False))
+    return idx
 
 
 def client_data(cfg: ExperimentConfig, partition_id: int, num_partitions: int) -> tuple[torch.Tensor, torch.Tensor]:

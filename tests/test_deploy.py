@@ -14,28 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.processes import processes_under
+
 from fedsim.captures import iter_captures, load_update
 from fedsim.results import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
-
-
-def _processes_under(folder: Path) -> list[str]:
-    """Live processes whose FLWR_HOME lies inside ``folder`` (ours only: other runs may share the machine)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            env = (proc / "environ").read_bytes().split(b"\0")
-            stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if stat != "Z" and any(e.startswith(b"FLWR_HOME=" + str(folder).encode()) for e in env):
-            found.append(f"{proc.name} {args}")
-    return found
 
 
 def _compose():
@@ -134,7 +119,7 @@ def test_compose_commands_run_as_local_processes(tmp_path):
         for p in reversed(procs):
             stop_process(p)
     time.sleep(1)
-    assert _processes_under(tmp_path) == []
+    assert processes_under(tmp_path) == []
 
 
 @pytest.mark.deployment
@@ -155,7 +140,7 @@ def test_deploy_local_two_nodes(tmp_path):
     assert len(list((out / "audit").rglob("*.safetensors"))) == 4
     assert (out / "config.toml").exists() and (out / "DONE").exists()
     assert (out / "logs" / "supernode_0.log").exists()
-    assert _processes_under(tmp_path) == []
+    assert processes_under(tmp_path) == []
 
 
 def _tree_with(marker: str) -> set[int]:

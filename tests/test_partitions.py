@@ -44,3 +44,17 @@ def test_shards_give_few_classes_per_client():
 def test_unknown_method_names_choices(labels):
     with pytest.raises(ValueError, match="dirichlet"):
         partition("zipf", labels, 3, seed=0)
+
+
+def test_example_cap_is_a_seeded_sample_of_the_partition():
+    from fedsim.config import from_flat
+    from fedsim.experiment import client_indices
+
+    cfg = from_flat({"data.dataset": "digits", "data.partition": "iid", "data.max_examples_per_client": 40,
+                     "run.num_clients": 3})
+    idx = client_indices(cfg, 1, 3)
+    full = client_indices(cfg.replace(**{"data.max_examples_per_client": 0}), 1, 3)
+    assert len(idx) == 40 and set(idx) <= set(full)
+    assert np.array_equal(idx, client_indices(cfg, 1, 3))
+    from fedsim.experiment import dataset
+    assert len(np.unique(dataset(cfg).train_y.numpy()[idx])) >= 5  # not a label-sorted prefix

@@ -1,5 +1,6 @@
-"""A real Flower simulation (Ray backend) through `fedsim run`: rising accuracy, one capture per client and
-round, ground truth in the audit folder, and no Flower process left behind."""
+"""A real Flower simulation (Ray backend) through `fedsim run configs/smoke.toml`: rising accuracy, one capture
+per client and round, every capture attacked (label and inversion rows) and scored, ground truth in the audit
+folder, a report, and no Flower process left behind."""
 
 import subprocess
 import sys
@@ -9,22 +10,16 @@ import pytest
 
 from fedsim.captures import iter_captures, load_update
 from fedsim.results import read_jsonl
+from tests.processes import processes_under
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _flower_processes() -> set[str]:
-    out = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-    return {line for line in out.splitlines()
-            if ("flower-superlink" in line or "flwr-simulation" in line) and " Z" not in line}
-
-
 @pytest.mark.slow
 def test_smoke_federation(tmp_path):
-    before = _flower_processes()
     out = tmp_path / "smoke"
     proc = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", str(ROOT / "configs" / "smoke.toml"),
-                           "--out", str(out), "--quiet", "--set", "attack.enabled=false"],
+                           "--out", str(out), "--quiet"],
                           capture_output=True, text=True, timeout=540, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "utility"]
@@ -35,5 +30,13 @@ def test_smoke_federation(tmp_path):
     rounds_clients = {(load_update(p).server_round, load_update(p).client_id) for p in captures}
     assert rounds_clients == {(r, c) for r in (1, 2) for c in range(3)}
     assert len(list((out / "audit").rglob("*.safetensors"))) == 6
-    assert (out / "config.toml").exists()
-    assert _flower_processes() <= before
+    assert (out / "config.toml").exists() and (out / "report.html").exists()
+    attacked = list(read_jsonl(out / "metrics.jsonl"))
+    for r, c in rounds_clients:
+        mine = [row for row in attacked if row.get("round") == r and row.get("client") == c]
+        labels = [row for row in mine if row["kind"] == "label" and row["ok"]]
+        inversions = [row for row in mine if row["kind"] == "inversion" and row["ok"]]
+        assert {row["method"] for row in labels} == {"ilrg", "ilrg-refine", "gi"}, mine
+        assert all(0.0 <= row["label_instacc"] <= 1.0 and sum(row["true_counts"]) == 64 for row in labels)
+        assert len(inversions) == 1 and inversions[0]["psnr"] > 0 and (out / inversions[0]["image"]).exists()
+    assert processes_under(tmp_path) == []
