@@ -13,7 +13,29 @@ import pytest
 from fedsim.config import load_config, to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = (ROOT / "configs" / "smoke.toml").read_text()
+# A fixed base (not a preset file, so that presets can change without breaking the corpus).
+SMOKE = """
+[run]
+name = "corpus"
+num_rounds = 2
+num_clients = 3
+seed = 0
+
+[data]
+dataset = "mnist_subset"
+partition = "dirichlet"
+alpha = 1.0
+
+[model]
+name = "convnet"
+width = 8
+
+[train]
+algorithm = "fedavg"
+lr = 0.05
+batch_size = 32
+min_train_nodes = 3
+"""
 
 # (name, TOML text or None for a missing file, extra CLI args, words the one error line must contain)
 CORPUS = [
