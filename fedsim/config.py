@@ -263,16 +263,20 @@ def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
-    """Read a preset TOML (sections), apply dotted overrides, validate."""
+def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file; a missing file or bad syntax is a one-line ``ConfigError``."""
     path = Path(path)
     try:
-        nested = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    flat = flatten(nested)
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Read a preset TOML (sections), apply dotted overrides, validate."""
+    flat = flatten(read_toml(path))
     flat.update(overrides or {})
     return from_flat(flat)
 

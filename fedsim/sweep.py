@@ -23,13 +23,12 @@ import base64
 import html
 import json
 import math
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from fedsim.config import ConfigError, ExperimentConfig, flatten, from_flat
+from fedsim.config import ConfigError, ExperimentConfig, flatten, from_flat, read_toml
 from fedsim.results import read_jsonl
 
 Runner = Callable[[ExperimentConfig, Path, bool], Path]
@@ -46,10 +45,7 @@ class Sweep:
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
     path = Path(path)
-    try:
-        nested = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file {path} does not exist") from None
+    nested = read_toml(path, "sweep file")
     spec = nested.pop("sweep", None)
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: needs a [sweep] section with parameter(s) and values")
@@ -58,7 +54,7 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         base_path = (path.parent / spec["base"]).resolve()
         if not base_path.exists():
             base_path = Path(spec["base"]).resolve()
-        flat.update(flatten(tomllib.loads(base_path.read_text())))
+        flat.update(flatten(read_toml(base_path, "sweep base")))
     flat.update(flatten(nested))
     flat.update(overrides or {})
     base = from_flat(flat)
