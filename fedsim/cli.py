@@ -42,20 +42,15 @@ def _cmd_deploy_local(args: argparse.Namespace) -> int:
 
 
 def _after_run(run: Path, quiet: bool) -> None:
+    from fedsim.report import write_report
     from fedsim.results import read_jsonl
 
     rows = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("kind") == "utility"]
-    try:
-        from fedsim.report import write_report
-
-        report = write_report(run)
-    except ImportError:
-        report = None
+    report = write_report(run)
     if rows:
         print("test accuracy by round: " + ", ".join(f"{r['round']}:{r['test_accuracy']:.3f}" for r in rows))
     print(f"results: {run}")
-    if report:
-        print(f"report:  {report}")
+    print(f"report:  {report}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
