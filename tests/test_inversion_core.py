@@ -11,7 +11,7 @@ from attacks.gradients import batch_gradient, weights_to_fake_gradient
 from attacks.inversion import INVERSION_METHODS, invert
 from attacks.inversion.fedavg import simulate_local_training
 from attacks.inversion.objectives import gradient_distance
-from attacks.inversion.priors import PriorContext, clip_penalty, scale_penalty, total_variation
+from attacks.inversion.regularizers import RegularizerContext, clip_penalty, scale_penalty, total_variation
 from fedsim.models.zoo import build_model
 
 
@@ -55,9 +55,10 @@ def test_unknown_option_lists_valid_options():
     with pytest.raises(ValueError, match="distance"):
         invert("ig", model=model, gradients=g, labels=torch.tensor([1]), input_shape=(1, 4, 4), steps=1,
                distance="manhattan")
-    with pytest.raises(ValueError, match="priors"):
-        invert("ig", model=model, gradients=g, labels=torch.tensor([1]), input_shape=(1, 4, 4), steps=1,
-               priors={"beauty": 1.0})
+    for key in ("regularizers", "priors"):  # "priors" is the option's old name
+        with pytest.raises(ValueError, match="regularizers: unknown"):
+            invert("ig", model=model, gradients=g, labels=torch.tensor([1]), input_shape=(1, 4, 4), steps=1,
+                   **{key: {"beauty": 1.0}})
     with pytest.raises(ValueError, match="labels"):
         invert("ig", model=model, gradients=g, input_shape=(1, 4, 4), steps=1)
     with pytest.raises(ValueError, match="BatchNorm"):
@@ -209,13 +210,13 @@ def test_gradinversion_bn_prior_and_caller_model_untouched():
 def test_pixel_priors_known_values():
     p = torch.zeros(1, 1, 1, 2, 2)
     p[..., 0, 0] = 1.0
-    ctx = PriorContext(x=p, pixel=p)
+    ctx = RegularizerContext(x=p, pixel=p)
     # |dx| mean = (1 + 0) / 2, |dy| mean = (1 + 0) / 2
     assert float(total_variation(ctx)) == pytest.approx(1.0)
     assert float(clip_penalty(ctx)) == 0.0
     q = torch.full((1, 1, 1, 2, 2), 2.0)
     q[..., 0, 0] = -1.0
-    ctx = PriorContext(x=q, pixel=q)
+    ctx = RegularizerContext(x=q, pixel=q)
     assert float(clip_penalty(ctx)) == pytest.approx((1 + 3 * 1.0) ** 0.5)
     assert float(scale_penalty(ctx)) == pytest.approx((1 + 3 * 1.0) ** 0.5)
 
@@ -238,7 +239,7 @@ def test_bn_statistics_from_buffers_recovers_batch_statistics():
     bn.train()
     bn(x)
     after = [(bn.running_mean.clone(), bn.running_var.clone())]
-    from attacks.inversion.priors import bn_statistics_from_buffers
+    from attacks.inversion.regularizers import bn_statistics_from_buffers
 
     (mu, var), = bn_statistics_from_buffers(before, after, 0.1, batch_size=4 * 5 * 5)
     assert torch.allclose(mu, x.mean((0, 2, 3)), atol=1e-5)

@@ -23,9 +23,14 @@ the attack step size, which is ``attack_lr``), ``local_steps`` (T), ``local_batc
 (W0 - WT) / (T lr) is computed. ``fedavg-unrolled`` simulates the T local steps on the dummy batch;
 ``multi-update`` takes ``updates=[(weights_before, gradient), ...]`` of the same client on the same data.
 
-Every field of :class:`InversionSpec` can be overridden per call (``distance``, ``layer_weights``, ``priors``,
-``optimizer``, ``attack_lr``, ``signed``, ``schedule``, ``box``, ``init``, ``label_mode``, ``target``,
-``restarts``, ``line_search``, ``model_mode``, ``label_lr``); unknown options raise ``ValueError``.
+Every field of :class:`InversionSpec` can be overridden per call (``distance``, ``layer_weights``,
+``regularizers`` (old name ``priors`` still accepted), ``optimizer``, ``attack_lr``, ``signed``, ``schedule``,
+``box``, ``init``, ``label_mode``, ``target``, ``restarts``, ``batch_restarts``, ``line_search``,
+``model_mode``, ``label_lr``, ``normalize_match``); unknown options raise ``ValueError``.
+
+Device and dtype: the attack runs where the model's parameters live (CPU or CUDA) and in their dtype; gradients,
+labels and statistics are moved there; the random init comes from a seeded CPU generator, so a seed gives the
+same start on every device. Restarts are evaluated together (``torch.func.vmap``).
 ``return_result=True`` returns an :class:`InversionResult` (labels, loss history, seconds per step).
 """
 
@@ -39,7 +44,7 @@ from attacks.inversion.core import EXTRA_OPTIONS, InversionResult, InversionSpec
 from attacks.inversion.methods import INVERSION_METHODS, InversionMethod
 from attacks.inversion.objectives import DISTANCES
 from attacks.inversion.optim import INITS, OPTIMIZERS
-from attacks.inversion.priors import PRIORS
+from attacks.inversion.regularizers import REGULARIZERS
 
 
 def invert(method: str, *, model, gradients=None, labels=None, input_shape, steps: int = 1000,
@@ -52,4 +57,4 @@ def invert(method: str, *, model, gradients=None, labels=None, input_shape, step
 
 
 __all__ = ["invert", "INVERSION_METHODS", "InversionMethod", "InversionSpec", "InversionResult", "DISTANCES",
-           "PRIORS", "INITS", "OPTIMIZERS", "EXTRA_OPTIONS"]
+           "REGULARIZERS", "INITS", "OPTIMIZERS", "EXTRA_OPTIONS"]

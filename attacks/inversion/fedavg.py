@@ -7,7 +7,7 @@ taken in order from its n examples, wrapping around for further epochs) and send
   (W0 - WT) / (T * lr); :func:`target_from_weights` computes it.
 * The unrolled objective (breaching's multi-step objective; Dimitrov et al., "Data leakage in federated
   averaging", 2022) simulates the T steps on the dummy batch with ``torch.func.functional_call`` and
-  ``torch.autograd.grad(create_graph=True)`` and compares the simulated update with the observed one, both in
+  ``torch.func.grad`` and compares the simulated update with the observed one, both in
   fake-gradient form. At the true data, in the true order, the two agree to rounding error.
 
 Assumption: the client does not reshuffle between epochs (or the attacker cannot know the shuffle), and the
@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, grad
 from torch.nn import functional as F
 
 from attacks.gradients import weights_to_fake_gradient
@@ -70,8 +70,10 @@ def simulate_local_training(model: nn.Module, params: Mapping[str, torch.Tensor]
                             create_graph: bool = True) -> list[torch.Tensor]:
     """Run ``local_steps`` SGD steps functionally from ``params``; return (W0 - WT) / (T lr) as a list.
 
-    ``params`` must require grad (they are the differentiation variables of each step); the result is
-    differentiable w.r.t. ``inputs`` (and soft ``targets``) when ``create_graph`` is True.
+    Each step's gradient is ``torch.func.grad`` of the step loss, so the result is differentiable w.r.t.
+    ``inputs`` (and soft ``targets``) for ordinary autograd and works under ``torch.func.vmap``;
+    ``create_graph=False`` detaches it. BatchNorm buffers are not updated (the engine's model copy uses batch
+    statistics in train mode).
     """
     if local_steps < 1 or local_batch_size < 1:
         raise ValueError(f"need local_steps >= 1 and local_batch_size >= 1, got {local_steps}, {local_batch_size}")
@@ -79,12 +81,15 @@ def simulate_local_training(model: nn.Module, params: Mapping[str, torch.Tensor]
     batches = math.ceil(n / local_batch_size)
     names = list(params)
     current = dict(params)
-    buffers = {k: v.clone() for k, v in buffers.items()}
     for t in range(local_steps):
         start = (t % batches) * local_batch_size
         xb, yb = inputs[start:start + local_batch_size], targets[start:start + local_batch_size]
-        logits = functional_call(model, {**current, **buffers}, (xb,))
-        grads = torch.autograd.grad(step_loss(logits, yb), [current[k] for k in names], create_graph=create_graph)
-        current = {k: current[k] - lr * g for k, g in zip(names, grads)}
+
+        def loss_fn(p, xb=xb, yb=yb):
+            return step_loss(functional_call(model, {**p, **buffers}, (xb,)), yb)
+
+        grads = grad(loss_fn)(current)
+        current = {k: current[k] - lr * grads[k] for k in names}
     scale = 1.0 / (local_steps * lr)
-    return [(params[k] - current[k]) * scale for k in names]
+    out = [(params[k] - current[k]) * scale for k in names]
+    return out if create_graph else [o.detach() for o in out]

@@ -1,6 +1,6 @@
 """Registered inversion methods: each is a paper's settings of the generic engine (or an analytic formula).
 
-| name | paper | objective | priors | optimiser / init | labels |
+| name | paper | objective | regularisers / prior | optimiser / init | labels |
 |---|---|---|---|---|---|
 | ``dlg`` | Zhu, Liu, Han, "Deep Leakage from Gradients", NeurIPS 2019 | L2 | none | L-BFGS lr 1, N(0,1) | joint soft labels |
 | ``idlg`` | Zhao, Mopuri, Bilen, "iDLG", 2020 | L2 | none | L-BFGS lr 1, N(0,1) | analytic (batch 1) |
@@ -27,24 +27,33 @@ from attacks.inversion.analytic import analytic_fc
 from attacks.inversion.core import InversionSpec, run_gradient_matching
 
 
+KINDS = ("optimization", "analytic", "generative")
+
+
 @dataclass(frozen=True)
 class InversionMethod:
-    """A registered method: ``run(**kwargs)`` does the work; ``spec`` is None for analytic methods."""
+    """A registered method. ``kind``: ``optimization`` (a spec run by the engine), ``analytic`` (a closed form,
+    ``run``) or ``generative`` (optimises a generator's latent code, ``run``; attacks.generative)."""
 
     name: str
     paper: str
     summary: str
     spec: InversionSpec | None = None
-    analytic: Callable[..., Any] | None = None
+    run: Callable[..., Any] | None = None
+    kind: str = "optimization"
     needs: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or (self.kind == "optimization") != (self.spec is not None):
+            raise ValueError(f"{self.name}: kind {self.kind!r} with spec={self.spec is not None}")
+
     def __call__(self, **kwargs):
-        if self.analytic is not None:
-            return self.analytic(**kwargs)
+        if self.spec is None:
+            return self.run(**kwargs)
         return run_gradient_matching(self.name, self.spec, **kwargs)
 
 
-_GENG_PRIORS = {"tv": 1e-5, "clip": 1e-4, "scale": 1e-5}  # relative to the initial matching loss
+_GENG_REGULARIZERS = {"tv": 1e-5, "clip": 1e-4, "scale": 1e-5}  # relative to the initial matching loss
 
 INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
     InversionMethod(
@@ -58,26 +67,26 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
     InversionMethod(
         "ig", "Geiping et al.: Inverting Gradients - How easy is it to break privacy in FL? (NeurIPS 2020)",
         "cosine similarity + total variation, signed Adam lr 0.1, step decay at 3/8, 5/8, 7/8, box constraint",
-        InversionSpec(distance="cosine", priors={"tv": 0.01}, optimizer="adam", attack_lr=0.1, signed=True,
+        InversionSpec(distance="cosine", regularizers={"tv": 0.01}, optimizer="adam", attack_lr=0.1, signed=True,
                       schedule="step-decay", box=True, init="randn")),
     InversionMethod(
         "geng", "Geng et al.: Towards General Deep Leakage in Federated Learning (FedSGD; eq. 10, 17-19)",
         "L2 (sum of layer norms) + TV + clip + scale penalties, L-BFGS, U(0,1) init; works on gradients or "
         "fake gradients (W0 - WT)/(T lr) given as gradients= or as weights_after=, lr=, local_steps=",
-        InversionSpec(distance="l2-relative", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=1.0,
+        InversionSpec(distance="l2-relative", regularizers=dict(_GENG_REGULARIZERS), optimizer="lbfgs", attack_lr=1.0,
                       init="uniform")),
     InversionMethod(
         "geng-fedavg", "Geng et al.: Towards General Deep Leakage in FL (FedAvg, Sec. 3.5, eq. 24)",
         "cosine distance to the fake gradient (W0 - WT)/(T lr) + TV + clip + scale, L-BFGS, U(0,1); eq. 24 "
         "sums a cosine per layer (distance='cosine-layerwise'), which stalled L-BFGS in our LeNet runs, so the "
         "default is the global cosine",
-        InversionSpec(distance="cosine", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=1.0,
+        InversionSpec(distance="cosine", regularizers=dict(_GENG_REGULARIZERS), optimizer="lbfgs", attack_lr=1.0,
                       init="uniform")),
     InversionMethod(
         "gradinversion", "Yin et al.: See through Gradients: Image Batch Recovery via GradInversion (CVPR 2021)",
         "L2 matching + BatchNorm statistics prior (running stats or bn_statistics=) + TV + L2 + group "
         "consistency across restarts optimised jointly (no registration); needs a model with BatchNorm",
-        InversionSpec(distance="l2", priors={"bn": 0.01, "tv": 0.01, "l2": 1e-5, "group": 0.01},
+        InversionSpec(distance="l2", regularizers={"bn": 0.01, "tv": 0.01, "l2": 1e-5, "group": 0.01},
                       optimizer="adam", attack_lr=0.1, schedule="step-decay", box=True, init="randn",
                       restarts=2)),
     InversionMethod(
@@ -85,18 +94,18 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         "(TMLR 2022)",
         "simulate the client's local_steps SGD steps (lr=, local_batch_size=) on the dummy batch with "
         "functional_call and create_graph, match the simulated update (fake-gradient form) by cosine + TV",
-        InversionSpec(distance="cosine", priors={"tv": 0.01}, optimizer="adam", attack_lr=0.1, signed=True,
+        InversionSpec(distance="cosine", regularizers={"tv": 0.01}, optimizer="adam", attack_lr=0.1, signed=True,
                       schedule="step-decay", box=True, init="randn", target="unrolled")),
     InversionMethod(
         "multi-update", "Geng et al.: Towards General Deep Leakage in FL, Alg. 2 (multiple updates consistency)",
         "one client's several (weights_before, gradient) pairs on the same data (updates=[...]) matched jointly "
         "(mean L2) + TV + clip + scale, L-BFGS, U(0,1) init",
-        InversionSpec(distance="l2-relative", priors=dict(_GENG_PRIORS), optimizer="lbfgs", attack_lr=1.0,
+        InversionSpec(distance="l2-relative", regularizers=dict(_GENG_REGULARIZERS), optimizer="lbfgs", attack_lr=1.0,
                       init="uniform", target="multi")),
     InversionMethod(
         "analytic-fc", "Phong et al. 2018; Geiping et al. 2020 (a biased first fully connected layer leaks x)",
         "closed form x = grad_W[i] / grad_b[i] (least squares over active rows); exact for batch 1",
-        analytic=analytic_fc),
+        run=analytic_fc, kind="analytic"),
 ]}
 
 
@@ -114,8 +123,8 @@ INVERSION_METHODS["ggl"] = InversionMethod(
     "ggl", "Li et al.: Auditing Privacy Defenses in FL via Generative Gradient Leakage (CVPR 2022)",
     "optimise the latent code of a generator (VAE decoder trained by the server on public aux data, "
     "prior_path=) to match the gradient (cosine), Adam with restarts, labels given",
-    analytic=_lazy("attacks.generative.invert", "invert_ggl"))
+    run=_lazy("attacks.generative.invert", "invert_ggl"), kind="generative")
 INVERSION_METHODS["gias"] = InversionMethod(
     "gias", "Jeon et al.: Gradient Inversion with Generative Image Prior (NeurIPS 2021)",
     "ggl's latent search, then the generator's weights are optimised too (gias_fraction of the steps)",
-    analytic=_lazy("attacks.generative.invert", "invert_gias"))
+    run=_lazy("attacks.generative.invert", "invert_gias"), kind="generative")

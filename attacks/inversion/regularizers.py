@@ -1,8 +1,11 @@
-"""Image priors (regularisers) added to the gradient-matching objective.
+"""Image regularisers added to the gradient-matching objective (``regularizers={name: weight}``).
 
-Each prior maps a :class:`PriorContext` to a scalar. The context holds the dummy batch in model space and in
+"Regulariser" here means a hand-made image penalty; the learned generative image prior (a VAE decoder) lives
+in ``attacks.generative`` and the label-presence mask of ``ilrg-prior`` in ``attacks.labels``.
+
+Each regulariser maps a :class:`RegularizerContext` to a scalar. The context holds the dummy batch in model space and in
 pixel space, shaped ``[R, K, C, H, W]`` (R groups / restarts optimised jointly, K images each), and, for the
-BatchNorm prior, the statistics the dummy batch produced in every BN layer.
+BatchNorm regulariser, the statistics the dummy batch produced in every BN layer.
 
 | name | formula | source |
 |---|---|---|
@@ -30,37 +33,37 @@ from torch import nn
 
 
 @dataclass
-class PriorContext:
+class RegularizerContext:
     x: torch.Tensor  # [R, K, C, H, W] model space
     pixel: torch.Tensor  # [R, K, C, H, W] pixel space (unclamped)
     bn_stats: list[list[tuple[torch.Tensor, torch.Tensor]]] = field(default_factory=list)  # per group, per layer
     bn_reference: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
-def total_variation(ctx: PriorContext) -> torch.Tensor:
+def total_variation(ctx: RegularizerContext) -> torch.Tensor:
     p = ctx.pixel
     dx = (p[..., :, 1:] - p[..., :, :-1]).abs().mean()
     dy = (p[..., 1:, :] - p[..., :-1, :]).abs().mean()
     return (dx + dy) * p.shape[0]
 
 
-def total_variation_sum(ctx: PriorContext) -> torch.Tensor:
+def total_variation_sum(ctx: RegularizerContext) -> torch.Tensor:
     p = ctx.pixel
     per_image = (p[..., :, 1:] - p[..., :, :-1]).abs().flatten(2).sum(-1) + \
         (p[..., 1:, :] - p[..., :-1, :]).abs().flatten(2).sum(-1)
     return per_image.mean(-1).sum()
 
 
-def l2_norm(ctx: PriorContext) -> torch.Tensor:
+def l2_norm(ctx: RegularizerContext) -> torch.Tensor:
     return ctx.x.flatten(2).norm(dim=-1).mean(-1).sum()
 
 
-def clip_penalty(ctx: PriorContext) -> torch.Tensor:
+def clip_penalty(ctx: RegularizerContext) -> torch.Tensor:
     p = ctx.pixel
     return (p - p.clamp(0.0, 1.0)).flatten(2).norm(dim=-1).mean(-1).sum()
 
 
-def scale_penalty(ctx: PriorContext) -> torch.Tensor:
+def scale_penalty(ctx: RegularizerContext) -> torch.Tensor:
     flat = ctx.pixel.flatten(2)
     lo = flat.min(-1, keepdim=True).values
     hi = flat.max(-1, keepdim=True).values
@@ -68,48 +71,49 @@ def scale_penalty(ctx: PriorContext) -> torch.Tensor:
     return (flat - scaled).norm(dim=-1).mean(-1).sum()
 
 
-def bn_prior(ctx: PriorContext) -> torch.Tensor:
+def bn_statistics_penalty(ctx: RegularizerContext) -> torch.Tensor:
     if not ctx.bn_reference:
-        raise ValueError("prior 'bn' needs a model with BatchNorm layers (or bn_statistics)")
+        raise ValueError("regularizer 'bn' needs a model with BatchNorm layers (or bn_statistics)")
     total = ctx.x.new_zeros(())
     for group in ctx.bn_stats:
         if len(group) != len(ctx.bn_reference):
-            raise ValueError(f"bn prior: {len(group)} BN layers seen, {len(ctx.bn_reference)} reference statistics")
+            raise ValueError(f"bn regularizer: {len(group)} BN layers seen, {len(ctx.bn_reference)} reference statistics")
         for (mu, var), (mu_ref, var_ref) in zip(group, ctx.bn_reference):
             total = total + (mu - mu_ref).norm() + (var - var_ref).norm()
     return total
 
 
-def group_consistency(ctx: PriorContext) -> torch.Tensor:
+def group_consistency(ctx: RegularizerContext) -> torch.Tensor:
     if ctx.pixel.shape[0] < 2:
         return ctx.pixel.new_zeros(())
     center = ctx.pixel.mean(0, keepdim=True).detach()
     return (ctx.pixel - center).pow(2).flatten(2).sum(-1).mean(-1).sum()
 
 
-PRIORS: dict[str, Callable[[PriorContext], torch.Tensor]] = {
+REGULARIZERS: dict[str, Callable[[RegularizerContext], torch.Tensor]] = {
     "tv": total_variation,
     "tv-sum": total_variation_sum,
     "l2": l2_norm,
     "clip": clip_penalty,
     "scale": scale_penalty,
-    "bn": bn_prior,
+    "bn": bn_statistics_penalty,
     "group": group_consistency,
 }
 
 
-def check_priors(priors: Mapping[str, float] | None) -> dict[str, float]:
-    priors = dict(priors or {})
-    unknown = sorted(set(priors) - set(PRIORS))
+def check_regularizers(regularizers: Mapping[str, float] | None) -> dict[str, float]:
+    regularizers = dict(regularizers or {})
+    unknown = sorted(set(regularizers) - set(REGULARIZERS))
     if unknown:
-        raise ValueError(f"priors: unknown {unknown}; valid: {sorted(PRIORS)}")
-    return {k: float(v) for k, v in priors.items() if float(v) != 0.0}
+        raise ValueError(f"regularizers: unknown {unknown}; valid: {sorted(REGULARIZERS)}")
+    return {k: float(v) for k, v in regularizers.items() if float(v) != 0.0}
 
 
-def prior_loss(priors: Mapping[str, float], ctx: PriorContext) -> torch.Tensor:
+def regularizer_loss(regularizers: Mapping[str, float], ctx: RegularizerContext) -> torch.Tensor:
+    """Weighted sum of the regularisers, summed over the R restarts (each restart's terms are its own)."""
     total = ctx.x.new_zeros(())
-    for name, weight in priors.items():
-        total = total + weight * PRIORS[name](ctx)
+    for name, weight in regularizers.items():
+        total = total + weight * REGULARIZERS[name](ctx)
     return total
 
 
@@ -124,7 +128,7 @@ def running_statistics(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tenso
     out = []
     for m in bn_layers(model):
         if m.running_mean is None:
-            raise ValueError("bn prior: a BatchNorm layer has track_running_stats=False; pass bn_statistics")
+            raise ValueError("bn regularizer: a BatchNorm layer has track_running_stats=False; pass bn_statistics")
         out.append((m.running_mean.detach().clone(), m.running_var.detach().clone()))
     return out
 

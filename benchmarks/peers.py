@@ -1,0 +1,233 @@
+"""Peer benchmark: fedsim's ``ig`` against breaching 0.1.2's ``invertinggradients`` on the same case.
+
+    python benchmarks/peers.py [--steps 300] [--seeds 3] [--models cnn,resnet18] [--batches 1,4,8,16]
+                               [--out docs/benchmarks/peers.md]
+
+Both attackers get the same untrained model, the same FedSGD gradient of the same real CIFAR-10 images (the 20
+test images shipped in the foolbox wheel), the same labels and the same iteration budget; both are scored by
+``fedsim.metrics.images.image_metrics`` (label-aware optimal assignment, PSNR in pixel space [0, 1]).
+Table (a) gives both the true labels; table (b) gives both the labels that ``restore_labels("ilrg-refine")``
+(falling back to ``"ilrg"``) restores from the gradient. Time per iteration is wall time / iterations of each
+attack, measured in the same process, one after the other, on the same threads.
+
+breaching is a benchmark-only peer, never a dependency of fedsim: install it into the venv with
+``pip install --no-deps breaching==0.1.2 hydra-core omegaconf antlr4-python3-runtime==4.9.3``. Without it,
+the script says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from attacks.gradients import batch_gradient  # noqa: E402
+from attacks.inversion import invert  # noqa: E402
+from fedsim.data import load_victims  # noqa: E402
+from fedsim.metrics.images import image_metrics  # noqa: E402
+from fedsim.models.zoo import build_model  # noqa: E402
+
+
+class SmallCNN(nn.Module):
+    """A held-out victim (not in the model zoo): ReLU CNN with strided convolutions, 32x32 inputs."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * width, 4 * width, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten())
+        self.classifier = nn.Linear(4 * width * 8 * 8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def make_model(name: str, seed: int) -> nn.Module:
+    if name == "cnn":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return SmallCNN()
+    if name == "resnet18":
+        return build_model("resnet18", (3, 32, 32), 10, seed=seed)
+    raise ValueError(f"model {name!r} is not one of ('cnn', 'resnet18')")
+
+
+def case(model_name: str, k: int, seed: int):
+    """(model in train mode, gradient, images in model space, labels, mean, std) of one cell and seed."""
+    x, y, _, mean, std = load_victims("cifar10")
+    idx = torch.tensor([(seed * 7 + i) % len(x) for i in range(k)])
+    m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+    gt, labels = (x[idx] - m) / s, y[idx].clone()
+    model = make_model(model_name, seed)
+    model.train()
+    grads = [g.detach() for g in batch_gradient(model, gt, labels)]
+    return model, grads, gt, labels, mean, std
+
+
+def restored_labels(model, grads, k: int) -> tuple[torch.Tensor, str]:
+    from attacks.labels import LABEL_METHODS, restore_labels
+
+    method = "ilrg-refine" if "ilrg-refine" in LABEL_METHODS else "ilrg"
+    res = restore_labels(method, model=model, gradients=grads, batch_size=k, input_shape=(3, 32, 32))
+    return res.labels, method
+
+
+def run_fedsim(model, grads, labels, k, steps, seed, mean, std, **options):
+    t0 = time.perf_counter()
+    x = invert("ig", model=model, gradients=grads, labels=labels, input_shape=(3, 32, 32), steps=steps,
+               mean=mean, std=std, seed=seed, **options)
+    return x.detach(), (time.perf_counter() - t0) / steps
+
+
+def have_breaching() -> bool:
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            import breaching  # noqa: F401
+        return True
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return False
+
+
+def run_breaching(model, grads, labels, k, steps, seed, mean, std):
+    """breaching's ``invertinggradients`` attack config (all defaults but the iteration budget)."""
+    import breaching
+    from omegaconf import OmegaConf
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        cfg = breaching.get_attack_config("invertinggradients")
+    OmegaConf.set_struct(cfg, False)
+    cfg.optim.max_iterations = steps
+    cfg.optim.callback = 10 ** 9
+    logging.getLogger("breaching").setLevel(logging.WARNING)
+    attacker = breaching.attacks.prepare_attack(model, nn.CrossEntropyLoss(), cfg,
+                                                dict(dtype=torch.float, device=torch.device("cpu")))
+    meta = OmegaConf.create({"shape": [3, 32, 32], "mean": list(mean), "std": list(std), "modality": "vision",
+                             "classes": 10})
+    payload = [{"parameters": [p.detach() for p in model.parameters()], "buffers": None, "metadata": meta}]
+    shared = [{"gradients": [g.clone() for g in grads], "buffers": None,
+               "metadata": {"num_data_points": k, "labels": labels.clone(), "local_hyperparams": None}}]
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    rec, _ = attacker.reconstruct(payload, shared, {}, dryrun=False)
+    return rec["data"].detach(), (time.perf_counter() - t0) / steps
+
+
+def score(x, gt, labels, labels_true, mean, std) -> float:
+    return image_metrics(x, gt, mean, std, labels_hat=labels, labels_true=labels_true)["psnr"]
+
+
+def run_cell(model_name, k, seed, steps, label_source):
+    model, grads, gt, y, mean, std = case(model_name, k, seed)
+    labels, method = (y, "given") if label_source == "given" else restored_labels(model, grads, k)
+    labels = labels.sort().values
+    xf, tf = run_fedsim(model, grads, labels, k, steps, seed, mean, std)
+    xb, tb = run_breaching(model, grads, labels, k, steps, seed, mean, std)
+    label_right = int((labels == y.sort().values).sum())
+    return {"fedsim": score(xf, gt, labels, y, mean, std), "breaching": score(xb, gt, labels, y, mean, std),
+            "t_fedsim": tf, "t_breaching": tb, "labels": method, "labels_right": label_right}
+
+
+def spread(values) -> str:
+    return f"{min(values):.1f}-{max(values):.1f}"
+
+
+def table(rows) -> str:
+    head = ("| model | batch | seeds | iters | labels (right/K) | fedsim `ig` PSNR mean (min-max) | breaching IG PSNR "
+            "mean (min-max) | diff | ms/iter fedsim | ms/iter breaching | time ratio (median, min-max) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for (model_name, k, steps), cells in rows:
+        f = [c["fedsim"] for c in cells]
+        b = [c["breaching"] for c in cells]
+        ratios = [c["t_fedsim"] / c["t_breaching"] for c in cells]
+        right = "/".join(str(c["labels_right"]) for c in cells)
+        lines.append(
+            f"| {model_name} | {k} | {len(cells)} | {steps} | {cells[0]['labels']} ({right} of {k}) | "
+            f"{statistics.mean(f):.2f} ({spread(f)}) | {statistics.mean(b):.2f} ({spread(b)}) | "
+            f"{statistics.mean(f) - statistics.mean(b):+.2f} | "
+            f"{1e3 * statistics.median(c['t_fedsim'] for c in cells):.1f} | "
+            f"{1e3 * statistics.median(c['t_breaching'] for c in cells):.1f} | "
+            f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--models", default="cnn,resnet18")
+    p.add_argument("--batches", default="1,4,8,16")
+    p.add_argument("--labels", default="given,restored")
+    p.add_argument("--resnet-steps", type=int, default=None, help="iteration budget for ResNet-18 cells")
+    p.add_argument("--resnet-seeds", type=int, default=None, help="seeds for ResNet-18 cells")
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "peers.md"))
+    args = p.parse_args(argv)
+    if not have_breaching():
+        print("breaching is not installed: skipping the peer benchmark. Install it (benchmark only) with\n"
+              "  .venv/bin/pip install --no-deps breaching==0.1.2 hydra-core omegaconf "
+              "antlr4-python3-runtime==4.9.3")
+        return 0
+    t_start = time.time()
+    sections = {}
+    for source in args.labels.split(","):
+        rows = []
+        for model_name in args.models.split(","):
+            steps = args.resnet_steps if model_name == "resnet18" and args.resnet_steps else args.steps
+            seeds = args.resnet_seeds if model_name == "resnet18" and args.resnet_seeds else args.seeds
+            for k in (int(b) for b in args.batches.split(",")):
+                cells = []
+                for seed in range(seeds):
+                    c = run_cell(model_name, k, seed, steps, source)
+                    print(f"[{source}] {model_name} K={k} seed={seed}: fedsim {c['fedsim']:.2f} dB "
+                          f"{1e3 * c['t_fedsim']:.1f} ms/it | breaching {c['breaching']:.2f} dB "
+                          f"{1e3 * c['t_breaching']:.1f} ms/it", flush=True)
+                    cells.append(c)
+                rows.append(((model_name, k, steps), cells))
+        sections[source] = rows
+    minutes = (time.time() - t_start) / 60
+    cmd = "python benchmarks/peers.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    write(Path(args.out), sections, cmd, minutes)
+    return 0
+
+
+def write(path: Path, sections, cmd: str, minutes: float) -> None:
+    import breaching  # noqa: F401 - version string only
+
+    text = f"""# Peer benchmark: fedsim `ig` vs breaching IG
+
+Command: `{cmd}` ({minutes:.0f} min). Machine: {platform.machine()}, {os.cpu_count()} logical CPUs (shared with
+other jobs), torch {torch.__version__} on CPU with {torch.get_num_threads()} threads, Python
+{platform.python_version()}; breaching {getattr(breaching, '__version__', '0.1.2')} (`attack=invertinggradients`,
+its defaults except `optim.max_iterations`).
+
+Case: untrained victims in train mode (`SmallCNN` in benchmarks/peers.py: ReLU, 3 convs, two of them strided,
+one linear layer; torchvision ResNet-18 with the CIFAR stem), FedSGD gradient of real CIFAR-10 test images (the
+20 in the foolbox wheel; seed s takes images 7s, 7s+1, ... mod 20 and seeds the model), same gradient, labels,
+iteration budget and init seed for both attackers. PSNR: mean over the batch after label-aware optimal
+assignment (`fedsim.metrics.images.image_metrics`), then mean (min-max) over seeds. Time: wall time / iterations
+of each run, median (and ratio min-max) over seeds, both measured in the same process.
+"""
+    titles = {"given": "(a) labels given", "restored": "(b) labels restored by `ilrg-refine` (from the gradient)"}
+    for source, rows in sections.items():
+        text += f"\n## {titles.get(source, source)}\n\n{table(rows)}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
