@@ -9,13 +9,14 @@
   image leave the manifold where the gradient asks for it.
 
 Labels are given (e.g. restored by iLRG) and assigned by count; the distance is one of
-``attacks.inversion.objectives.DISTANCES`` (cosine default). Output: [K, C, H, W] in model space.
+``attacks.inversion.objectives.DISTANCES`` (cosine default). Output: [K, C, H, W] in model space. The model
+copy, target, labels, batched matching loss of all restarts, TV and best-iterate bookkeeping are the engine's
+(``attacks.inversion.problem`` / ``matching`` / ``core.BestTracker``); only the generator parts live here.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from typing import Any, Sequence
 
@@ -23,10 +24,11 @@ import torch
 from torch.func import functional_call
 
 from attacks.generative.prior import get_prior
-from attacks.inversion import fedavg as _fedavg
-from attacks.inversion import labels as _labels
 from attacks.inversion import objectives as _objectives
-from attacks.inversion.core import InversionResult
+from attacks.inversion.core import BestTracker, InversionResult, InversionSpec
+from attacks.inversion.matching import GradientMatcher
+from attacks.inversion.problem import build_problem
+from attacks.inversion.regularizers import RegularizerContext, total_variation
 
 OPTIONS = {
     "prior_path": "safetensors file of the prior (attacks.generative.train_prior); reused when present",
@@ -51,8 +53,81 @@ OPTIONS = {
 }
 
 
-def _tv(x: torch.Tensor) -> torch.Tensor:
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+def _setup(model, gradients, labels, input_shape, mean, std, options, seed):
+    """Engine stages reused: the problem (model copy, target, labels, device/dtype) and the batched matcher."""
+    spec = InversionSpec(distance=options.get("distance", "cosine"), layer_weights=options.get("layer_weights"))
+    problem = build_problem(spec, model=model, gradients=gradients, labels=labels, input_shape=input_shape,
+                            mean=mean, std=std, extra={})
+    weights = _objectives.layer_weights(spec.layer_weights, len(problem.names))
+    matcher = GradientMatcher(problem, _objectives.get_distance(spec.distance), weights, "gradient")
+    prior = get_prior(options.get("prior_path"), prior=options.get("prior"), aux_images=options.get("aux_images"),
+                      latent_dim=int(options.get("latent_dim", 20)), steps=int(options.get("prior_steps", 3000)),
+                      seed=seed)
+    if tuple(prior.image_shape) != problem.input_shape:
+        raise ValueError(f"prior generates {prior.image_shape} images but the model takes {problem.input_shape}")
+    decoder = copy.deepcopy(prior.decoder).to(device=problem.device, dtype=problem.dtype)
+    return problem, matcher, prior, decoder
+
+
+class _Objective:
+    """Matching loss of generated images (normalised by its value at the initial z) + latent and TV penalties."""
+
+    def __init__(self, problem, matcher, decoder, lat_w: float, tv_w: float) -> None:
+        self.p, self.matcher, self.decoder = problem, matcher, decoder
+        self.lat_w, self.tv_w = lat_w, tv_w
+        self.scale: torch.Tensor | None = None
+
+    def __call__(self, z: torch.Tensor, dec_params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r, k = z.shape[:2]
+        pix = functional_call(self.decoder, dec_params, (z.reshape(r * k, -1),)).view(r, k, *self.p.input_shape)
+        x = (pix - self.p.mean) / self.p.std
+        per, _ = self.matcher(x)
+        # the matching loss is divided by its value at the initial z (like the engine's normalize_match): on
+        # untrained models 1 - cos is ~1e-5 everywhere and would drown under the latent / TV penalties
+        if self.scale is None:
+            self.scale = per.detach().mean().clamp_min(1e-30)
+        total = (per / self.scale).sum() + self.lat_w * z.pow(2).mean(dim=(1, 2)).sum()
+        if self.tv_w:
+            total = total + self.tv_w * total_variation(RegularizerContext(x=x, pixel=pix))
+        return total, per.detach(), x
+
+
+def _latent_search(obj: _Objective, z: torch.Tensor, dec_params, steps: int, lr: float, history) -> BestTracker:
+    """GGL stage: Adam on z (all restarts at once), step decay at 1/2 and 3/4; best iterate per restart."""
+    opt = torch.optim.Adam([z], lr=lr)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(steps * f) for f in (0.5, 0.75)], gamma=0.3)
+    tracker = None
+    for step in range(steps):
+        total, per, x = obj(z, dec_params)
+        tracker = tracker or BestTracker(x)
+        tracker.update(per, x)
+        opt.zero_grad()
+        total.backward(inputs=[z])
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            history.append((step, float(per.min())))
+    with torch.enable_grad():
+        _, per, x = obj(z, dec_params)
+    tracker.update(per, x)
+    return tracker
+
+
+def _free_generator(obj: _Objective, z: torch.Tensor, dec_params, steps: int, lr: float, gias_lr: float,
+                    tracker: BestTracker, offset: int, history) -> None:
+    """GIAS stage: keep the best restart's z and optimise it together with the generator's weights."""
+    dp = {n: p.detach().clone().requires_grad_(True) for n, p in dec_params.items()}
+    opt = torch.optim.Adam([{"params": list(dp.values()), "lr": gias_lr}, {"params": [z], "lr": lr}])
+    for step in range(steps + 1):
+        total, per, x = obj(z, dp)
+        tracker.update(per, x)  # one restart left: slot 0 of a fresh tracker row
+        if step == steps:
+            break
+        opt.zero_grad()
+        total.backward(inputs=[z] + list(dp.values()))
+        opt.step()
+        if step % 10 == 0:
+            history.append((offset + step, float(per[0])))
 
 
 def invert_generative(mode: str, *, model, gradients=None, labels=None, input_shape: Sequence[int],
@@ -69,107 +144,39 @@ def invert_generative(mode: str, *, model, gradients=None, labels=None, input_sh
         raise ValueError(f"{mode} needs gradients=... (a FedSGD gradient or a FedAvg fake gradient)")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    prior = get_prior(options.get("prior_path"), prior=options.get("prior"), aux_images=options.get("aux_images"),
-                      latent_dim=int(options.get("latent_dim", 20)), steps=int(options.get("prior_steps", 3000)),
-                      seed=seed)
-    input_shape = tuple(int(s) for s in input_shape)
-    if tuple(prior.image_shape) != input_shape:
-        raise ValueError(f"prior generates {prior.image_shape} images but the model takes {input_shape}")
     t_start = time.perf_counter()
-    model = copy.deepcopy(model).train()
-    names = [n for n, _ in model.named_parameters()]
-    params = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
-    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-    target = [g.detach().float() for g in _fedavg.as_param_list(model, gradients, "gradients")]
-    hard = _labels.as_label_list(labels, sort=True)
-    k = len(hard)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    distance = _objectives.get_distance(options.get("distance", "cosine"))
-    weights = _objectives.layer_weights(options.get("layer_weights"), len(names))
+    problem, matcher, prior, decoder = _setup(model, gradients, labels, input_shape, mean, std, options, seed)
     r = int(options.get("restarts", 4))
-    lat_w = float(options.get("latent_weight", 1e-3))
-    tv_w = float(options.get("tv", 0.0))
-
     gen = torch.Generator().manual_seed(int(seed))
-    z = torch.randn(r, k, prior.latent_dim, generator=gen).requires_grad_(True)
-    decoder = copy.deepcopy(prior.decoder)
-    dec_params = {n: p.detach().clone() for n, p in decoder.named_parameters()}
-
-    def match(pixels: torch.Tensor) -> torch.Tensor:
-        xr = (pixels - mean_t) / std_t
-        logits = functional_call(model, {**params, **buffers}, (xr,))
-        loss = _fedavg.step_loss(logits, hard)
-        dummy = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True)
-        return distance(list(dummy), target, weights)
-
-    scale: dict[str, torch.Tensor] = {}
-
-    def objective(dp):
-        pix = functional_call(decoder, dp, (z.view(r * k, -1),)).view(r, k, *input_shape)
-        per = torch.stack([match(pix[g]) for g in range(r)])
-        # the matching loss is divided by its value at the initial z (like the engine's normalize_match): on
-        # untrained models 1 - cos is ~1e-5 everywhere and would drown under the latent / TV penalties
-        if "0" not in scale:
-            scale["0"] = per.detach().mean().clamp_min(1e-30)
-        total = per / scale["0"] + lat_w * z.pow(2).mean(dim=(1, 2))
-        if tv_w:
-            total = total + tv_w * torch.stack([_tv(pix[g]) for g in range(r)])
-        return total, per, pix
-
+    z = torch.randn(r, problem.k, prior.latent_dim, generator=gen, dtype=problem.dtype).to(problem.device)
+    z.requires_grad_(True)
+    dec_params = {n: p.detach() for n, p in decoder.named_parameters()}
+    obj = _Objective(problem, matcher, decoder, float(options.get("latent_weight", 1e-3)),
+                     float(options.get("tv", 0.0)))
+    lr = float(options.get("attack_lr", 0.1))
     gias_steps = int(round(steps * float(options.get("gias_fraction", 0.5)))) if mode == "gias" else 0
     z_steps = max(1, steps - gias_steps)
     history: list[tuple[int, float]] = []
-    opt = torch.optim.Adam([z], lr=float(options.get("attack_lr", 0.1)))
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(z_steps * f) for f in (0.5, 0.75)], gamma=0.3)
-    best = [math.inf] * r
-    best_pix = None
-    for step in range(z_steps):
-        total, per, pix = objective(dec_params)
-        opt.zero_grad()
-        total.sum().backward()
-        opt.step()
-        sched.step()
-        for g in range(r):
-            v = float(per[g].detach())
-            if math.isfinite(v) and v < best[g]:
-                best[g] = v
-        if step % 10 == 0:
-            history.append((step, float(per.detach().min())))
-    _, per, pix = objective(dec_params)
-    g_best = int(per.detach().argmin())
-    best_loss = float(per[g_best].detach())
-    best_pix = pix[g_best].detach().clone()
-
-    if gias_steps:
-        # keep the best restart's z, free the generator weights (GIAS stage 2)
-        z = z.detach()[g_best:g_best + 1].clone().requires_grad_(True)
-        r_saved, r = r, 1
-        dp = {n: p.clone().requires_grad_(True) for n, p in dec_params.items()}
-        opt2 = torch.optim.Adam([{"params": list(dp.values()), "lr": float(options.get("gias_lr", 1e-4))},
-                                 {"params": [z], "lr": 0.1 * float(options.get("attack_lr", 0.1))}])
-        for step in range(gias_steps):
-            total, per, pix = objective(dp)
-            v = float(per[0].detach())
-            if math.isfinite(v) and v < best_loss:
-                best_loss, best_pix = v, pix[0].detach().clone()
-            opt2.zero_grad()
-            total.sum().backward()
-            opt2.step()
-            if step % 10 == 0:
-                history.append((z_steps + step, v))
-        _, per, pix = objective(dp)
-        if float(per[0].detach()) < best_loss:
-            best_loss, best_pix = float(per[0].detach()), pix[0].detach().clone()
-        r = r_saved
-
-    out = ((best_pix - mean_t) / std_t).detach()
+    try:
+        tracker = _latent_search(obj, z, dec_params, z_steps, lr, history)
+        if gias_steps:
+            g_best, _, x_best = tracker.best()
+            z_best = z.detach()[g_best:g_best + 1].clone().requires_grad_(True)
+            stage2 = BestTracker(x_best.unsqueeze(0))
+            stage2.update(tracker.loss[g_best:g_best + 1], x_best.unsqueeze(0))
+            _free_generator(obj, z_best, dec_params, gias_steps, 0.1 * lr, float(options.get("gias_lr", 1e-4)),
+                            stage2, z_steps, history)
+            tracker = stage2
+    finally:
+        matcher.close()
+    _, best_loss, out = tracker.best()
     seconds = time.perf_counter() - t_start
-    result = InversionResult(method=mode, inputs=out, labels=hard.clone(), best_loss=best_loss, history=history,
-                             steps=steps, seconds=seconds, seconds_per_step=seconds / steps,
+    result = InversionResult(method=mode, inputs=out.detach(), labels=problem.hard_labels.clone(),
+                             best_loss=best_loss, history=history, steps=steps, seconds=seconds,
+                             seconds_per_step=seconds / steps,
                              options={k_: v for k_, v in options.items()
                                       if k_ not in ("prior", "aux_images", "return_result")})
-    return result if options.get("return_result") else out
+    return result if options.get("return_result") else result.inputs
 
 
 def invert_ggl(**kwargs):
