@@ -2,7 +2,7 @@
 
 Inputs: the architecture (a model factory), the weights it sent, the update it received, the training
 hyper-parameters it configured and the example count the client reported. No ground truth: scoring is done
-elsewhere (``fedsim.scoring``) and a test proves the output is identical whether ground truth exists or not.
+elsewhere (``fedsim.evaluation.scoring``) and a test proves the output is identical whether ground truth exists or not.
 
 Steps: fake gradient (Geng et al.) -> every configured label restoration method -> inversion with the labels
 of the first method that succeeded (iLRG Sec. 4.4: restored labels assigned to dummy inputs by count).
@@ -87,7 +87,7 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
             continue
         results.append(AttackResult(update.client_id, update.server_round, "label", method, {"batch_size": k},
                                     ok=True, labels=res.labels, seconds=time.perf_counter() - start,
-                                    metrics={"counts": res.counts.tolist(), "presence_only": res.presence_only}))
+                                    restoration=res))
         if first_labels is None and not res.presence_only:
             first_labels = (method, res.labels)
     if plan.inversion:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from fedsim.config import load_config  # noqa: E402
 from fedsim.results import read_jsonl  # noqa: E402
-from fedsim.runner import run_federation  # noqa: E402
+from fedsim.lab.runner import run_federation  # noqa: E402
 
 MODES = {
     "off": {"capture.enabled": False, "attack.enabled": False},

@@ -27,7 +27,7 @@ from attacks.gradients import batch_gradient, weights_to_fake_gradient  # noqa: 
 from attacks.inversion import invert  # noqa: E402
 from attacks.inversion.priors import bn_statistics_from_buffers, running_statistics  # noqa: E402
 from fedsim.data import load_dataset, load_victims  # noqa: E402
-from fedsim.metrics.grids import save_rows  # noqa: E402
+from fedsim.evaluation.grids import save_rows  # noqa: E402
 from fedsim.metrics.images import image_metrics, psnr_matrix, to_pixels  # noqa: E402
 from fedsim.models.zoo import build_model  # noqa: E402
 

@@ -30,7 +30,8 @@ from flwr.serverapp.strategy import FedAvg  # noqa: E402
 from fedsim.audit import write_ground_truth  # noqa: E402
 from fedsim.config import ExperimentConfig, load_config  # noqa: E402
 from fedsim.experiment import client_data, local_seed, make_model, test_data  # noqa: E402
-from fedsim.results import append_jsonl  # noqa: E402
+from fedsim.rows import UtilityRow  # noqa: E402
+from fedsim.runfolder import RunFolder  # noqa: E402
 from fedsim.training import evaluate, train_locally  # noqa: E402
 from server.sinks import CaptureWriter  # noqa: E402
 from server.strategy import CuriousStrategy, TrainSettings  # noqa: E402
@@ -66,18 +67,16 @@ def inprocess_federation(cfg: ExperimentConfig, out: Path, rounds: int | None = 
     sinks = [CaptureWriter(out)] if capture else []
     strategy = CuriousStrategy(FedAvg(fraction_evaluate=0.0), run_id="inprocess", parameter_names=names,
                                settings=TrainSettings(t.algorithm, t.lr, t.local_epochs, t.batch_size, {}),
-                               sinks=sinks, rejections_path=out / "rejections.jsonl")
+                               sinks=sinks, run_folder=RunFolder(out))
     strategy.inner.configure_train = Mock(return_value=[])
     x_test, y_test = test_data(cfg)
     data = [client_data(cfg, c, cfg.run.num_clients) for c in range(cfg.run.num_clients)]
-    metrics = out / "metrics.jsonl"
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
 
     def central(server_round: int) -> None:
         model.load_state_dict(global_state)
         acc, loss = evaluate(model, x_test, y_test)
-        append_jsonl(metrics, {"kind": "utility", "round": server_round, "test_accuracy": acc, "test_loss": loss,
-                               "time": time.time()})
+        RunFolder(out).append(UtilityRow(round=server_round, test_accuracy=acc, test_loss=loss, time=time.time()))
 
     central(0)
     for rnd in range(1, rounds + 1):

@@ -31,7 +31,7 @@ from attacks.learned import learned_invert, train_inverter  # noqa: E402
 from attacks.semantic import (candidate_labelings, classifier_guided_inversion, semantic_labels,  # noqa: E402
                               train_classifier)
 from fedsim.data import load_dataset  # noqa: E402
-from fedsim.metrics.grids import save_rows  # noqa: E402
+from fedsim.evaluation.grids import save_rows  # noqa: E402
 from fedsim.metrics.images import image_metrics  # noqa: E402
 from fedsim.models.zoo import build_model  # noqa: E402
 

@@ -1,7 +1,8 @@
 """Ground-truth audit channel: what each client really trained on, per round and local step.
 
-Written by the simulated client straight to ``<run>/audit/`` (never through the Flower reply), read only by
-scoring. Attack code must never import this module's readers; a test enforces it.
+Written by the simulated client straight to ``<run>/audit/`` (never through the Flower reply). This module only
+*writes*: the reader lives in ``fedsim.evaluation.truth``, the one place that reads ground truth (a test
+enforces it).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import save_file
 
+from fedsim.runfolder import RunFolder
 from fedsim.types import GroundTruth
 
 
 def audit_path(run_dir: str | Path, server_round: int, client_id: int) -> Path:
-    return Path(run_dir) / "audit" / f"round_{server_round:04d}" / f"client_{client_id:04d}.safetensors"
+    return RunFolder(Path(run_dir)).audit_file(server_round, client_id)
 
 
 def write_ground_truth(run_dir: str | Path, truth: GroundTruth) -> Path:
@@ -28,11 +30,3 @@ def write_ground_truth(run_dir: str | Path, truth: GroundTruth) -> Path:
               str(tmp), metadata={"step_sizes": json.dumps(sizes)})
     tmp.replace(path)
     return path
-
-
-def read_ground_truth(run_dir: str | Path, server_round: int, client_id: int) -> GroundTruth:
-    path = audit_path(run_dir, server_round, client_id)
-    with safe_open(str(path), framework="pt") as fh:
-        sizes = json.loads(fh.metadata()["step_sizes"])
-    data = load_file(str(path))
-    return GroundTruth(server_round, client_id, tuple(data["inputs"].split(sizes)), tuple(data["labels"].split(sizes)))

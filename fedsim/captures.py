@@ -12,6 +12,8 @@ from typing import Iterator
 
 from safetensors.torch import load_file, save_file, safe_open
 
+from fedsim.errors import CaptureError
+from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate
 
 _SCALARS = ("run_id", "server_round", "client_id", "algorithm", "lr", "local_epochs", "local_steps",
@@ -19,7 +21,7 @@ _SCALARS = ("run_id", "server_round", "client_id", "algorithm", "lr", "local_epo
 
 
 def capture_path(run_dir: str | Path, server_round: int, client_id: int) -> Path:
-    return Path(run_dir) / "captures" / f"round_{server_round:04d}" / f"client_{client_id:04d}.safetensors"
+    return RunFolder(Path(run_dir)).capture(server_round, client_id)
 
 
 def save_update(update: ClientUpdate, path: str | Path) -> Path:
@@ -40,11 +42,20 @@ def save_update(update: ClientUpdate, path: str | Path) -> Path:
 
 
 def load_update(path: str | Path) -> ClientUpdate:
-    """Read a capture (safetensors + JSON metadata); validates like any ``ClientUpdate``."""
-    with safe_open(str(path), framework="pt") as fh:
-        meta = json.loads((fh.metadata() or {})["fedsim"])
-    tensors = load_file(str(path))
-    order = meta.pop("parameter_order")
+    """Read a capture (safetensors + JSON metadata); validates like any ``ClientUpdate``.
+
+    A file that is not a fedsim capture (corrupt, truncated, another format) raises ``CaptureError`` naming it.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {})["fedsim"])
+        tensors = load_file(str(path))
+        order = meta.pop("parameter_order")
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: capture file does not exist") from None
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CaptureError(f"{path}: not a readable fedsim capture ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:120] if str(exc) else 'no detail'})") from None
     groups: dict[str, dict] = {"before": {}, "after": {}, "buffer": {}, "buffer_before": {}}
     for key, t in tensors.items():
         prefix, _, name = key.partition("/")
@@ -57,4 +68,4 @@ def load_update(path: str | Path) -> ClientUpdate:
 
 def iter_captures(run_dir: str | Path) -> Iterator[Path]:
     """Capture files of a run, ordered by round then client."""
-    yield from sorted((Path(run_dir) / "captures").glob("round_*/client_*.safetensors"))
+    yield from RunFolder(Path(run_dir)).iter_captures()

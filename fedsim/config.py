@@ -17,8 +17,7 @@ from typing import Any, Mapping
 Scalar = bool | int | float | str
 
 
-class ConfigError(ValueError):
-    """A configuration key or value is invalid; the message names the key and what is allowed."""
+from fedsim.errors import ConfigError  # noqa: E402,F401  (re-exported: `from fedsim.config import ConfigError`)
 
 
 def opt(default: Scalar, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,

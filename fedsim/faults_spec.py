@@ -2,7 +2,7 @@
 
 Entries are comma-separated; ``client:kind[:round]`` for ``faults.corrupt`` and ``client[:round]`` for
 ``faults.dropout``, ``faults.straggle`` and ``faults.attack_crash``. Without a round an entry applies to every
-round. Used by ``clients/faults.py`` (client-side injection) and ``fedsim.attacking`` (attack crashes).
+round. Used by ``clients/faults.py`` (client-side injection) and ``fedsim.evaluation.attacking`` (attack crashes).
 """
 
 from __future__ import annotations

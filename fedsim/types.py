@@ -16,8 +16,7 @@ import torch
 ALGORITHMS = ("fedsgd", "fedavg")
 
 
-class InvalidUpdateError(ValueError):
-    """A client update is malformed (missing keys, wrong shapes or dtypes, non-finite values)."""
+from fedsim.errors import InvalidUpdateError  # noqa: E402,F401  (re-exported)
 
 
 def _check_tensors(name: str, tensors: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor] | None) -> None:
@@ -140,7 +139,7 @@ class LabelRestoration:
 
 @dataclass(frozen=True)
 class AttackResult:
-    """One attack on one captured update, with its scores (filled by scoring) and run time."""
+    """One attack on one captured update (no scores: those come from ``fedsim.evaluation``) and its run time."""
 
     client_id: int
     server_round: int
@@ -150,6 +149,6 @@ class AttackResult:
     ok: bool
     labels: torch.Tensor | None = None
     reconstruction: torch.Tensor | None = None
-    metrics: Mapping[str, float] = field(default_factory=dict)
+    restoration: LabelRestoration | None = None  # label attacks: the method's full output
     seconds: float = 0.0
     error: str | None = None

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Path(args.run_dir)
     html = run / "report.html"
     if not (args.no_render and html.exists()):
-        from fedsim.report import write_report
+        from fedsim.lab.report import write_report
 
         html = write_report(run)
     out = Path(args.out_png)

@@ -11,7 +11,8 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedsim.config import ExperimentConfig, from_flat, to_toml
 from fedsim.experiment import make_model, run_dir, test_data
-from fedsim.results import append_jsonl
+from fedsim.rows import UtilityRow
+from fedsim.runfolder import RunFolder
 from fedsim.training import evaluate
 from server.attack_hook import build_attack_hook
 from server.defense_wiring import known_defenses, wrap_strategy
@@ -28,7 +29,7 @@ def train_config(cfg: ExperimentConfig) -> ConfigRecord:
                          "batch-size": t.batch_size, "max-local-steps": t.max_local_steps, "seed": cfg.run.seed})
 
 
-def central_evaluation(cfg: ExperimentConfig, metrics_path):
+def central_evaluation(cfg: ExperimentConfig, folder: RunFolder):
     """``evaluate_fn`` for ``Strategy.start``: test accuracy/loss of the global model, one JSON row per round."""
     model = make_model(cfg)
     x, y = test_data(cfg)
@@ -36,8 +37,7 @@ def central_evaluation(cfg: ExperimentConfig, metrics_path):
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())
         acc, loss = evaluate(model, x, y)
-        append_jsonl(metrics_path, {"kind": "utility", "round": server_round, "test_accuracy": acc,
-                                    "test_loss": loss, "time": time.time()})
+        folder.append(UtilityRow(round=server_round, test_accuracy=acc, test_loss=loss, time=time.time()))
         return MetricRecord({"test_accuracy": acc, "test_loss": loss})
 
     return evaluate_fn
@@ -49,17 +49,17 @@ def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> CuriousStrategy
                    min_train_nodes=cfg.train.min_train_nodes, min_available_nodes=cfg.train.min_train_nodes)
     t = cfg.train
     settings = TrainSettings(t.algorithm, t.lr, t.local_epochs, t.batch_size, defenses=known_defenses(cfg))
-    out = run_dir(cfg)
     return CuriousStrategy(inner, run_id=run_id, parameter_names=[n for n, _ in model.named_parameters()],
-                           settings=settings, sinks=sinks, rejections_path=out / "rejections.jsonl")
+                           settings=settings, sinks=sinks, run_folder=RunFolder(run_dir(cfg)))
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = from_flat(context.run_config)
     out = run_dir(cfg)
+    folder = RunFolder(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(to_toml(cfg))
+    folder.config.write_text(to_toml(cfg))
     nodes = list(grid.get_node_ids())
     if nodes and len(nodes) != cfg.run.num_clients:
         log.warning("run.num_clients=%d but %d SuperNodes are connected", cfg.run.num_clients, len(nodes))
@@ -70,13 +70,13 @@ def main(grid: Grid, context: Context) -> None:
     if hook is not None:
         sinks.append(hook)
     strategy = build_strategy(cfg, str(context.run_id), sinks)
-    strategy = wrap_strategy(strategy, cfg, out / "metrics.jsonl", out)  # central DP / SecAgg tap (outermost)
+    strategy = wrap_strategy(strategy, cfg, folder)  # central DP / SecAgg tap (outermost)
     model = make_model(cfg)
     try:
         strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=cfg.run.num_rounds,
                        timeout=cfg.run.round_timeout, train_config=train_config(cfg),
-                       evaluate_fn=central_evaluation(cfg, out / "metrics.jsonl"))
+                       evaluate_fn=central_evaluation(cfg, folder))
     finally:
         if hook is not None:
             hook.close()
-    (out / "DONE").write_text("ok\n")
+    folder.done.write_text("ok\n")

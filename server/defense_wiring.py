@@ -10,7 +10,9 @@ individual updates (what server-side clipping really exposes to the code after t
 client-side clipping the ``fixedclipping_mod`` already clipped them) and only the released aggregate is noised.
 ``DefenseTap`` sits between them: it writes each round's privacy metrics (``epsilon`` reported by DP-SGD clients)
 to ``metrics.jsonl`` and, with SecAgg, hands the unmasked aggregate to the sinks as one extra update
-(client id :data:`AGGREGATE_CLIENT`), since the masked individual replies carry nothing.
+(client id :data:`AGGREGATE_CLIENT`, the cohort's client ids in its ``defenses["cohort"]``), since the masked
+individual replies carry nothing. Scoring that update against the cohort's merged ground truth is the evaluation
+layer's business (``fedsim.evaluation.truth``); the server never reads ground truth.
 """
 
 from __future__ import annotations
@@ -18,19 +20,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
 from typing import Any, Iterable
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
                                      DifferentialPrivacyServerSideFixedClipping, Strategy)
 
-from fedsim.audit import audit_path, read_ground_truth, write_ground_truth
 from fedsim.config import ExperimentConfig
-from fedsim.results import append_jsonl
-from fedsim.types import ClientUpdate, GroundTruth
+from fedsim.rows import PrivacyRow
+from fedsim.runfolder import RunFolder
+from fedsim.types import ClientUpdate
 from server.strategy import CuriousStrategy
 
 log = logging.getLogger("fedsim.server")
@@ -43,11 +43,10 @@ def known_defenses(cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 class DefenseTap(Strategy):
-    def __init__(self, curious: CuriousStrategy, cfg: ExperimentConfig, metrics_path: Path, run_dir: Path) -> None:
+    def __init__(self, curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFolder) -> None:
         self.curious = curious
         self.cfg = cfg
-        self.metrics_path = Path(metrics_path)
-        self.run_dir = Path(run_dir)
+        self.folder = folder
 
     def summary(self) -> None:
         self.curious.summary()
@@ -68,9 +67,8 @@ class DefenseTap(Strategy):
                if not m.has_error() and "metrics" in m.content and "epsilon" in m.content["metrics"]]
         arrays, metrics = self.curious.aggregate_train(server_round, replies)
         if eps:
-            append_jsonl(self.metrics_path, {"kind": "privacy", "round": server_round, "epsilon": max(eps),
-                                             "delta": self.cfg.defense.dp_sgd_delta, "accountant": "opacus-rdp",
-                                             "time": time.time()})
+            self.folder.append(PrivacyRow(round=server_round, epsilon=max(eps), delta=self.cfg.defense.dp_sgd_delta,
+                                          accountant="opacus-rdp", time=time.time()))
         if self.cfg.defense.secagg and arrays is not None and self.curious.accepted:
             try:
                 self.tap_aggregate(server_round, arrays)
@@ -91,24 +89,13 @@ class DefenseTap(Strategy):
             batch_size=total if fedsgd else first.batch_size, num_examples=total,
             buffers_before=dict(first.buffers_before),
             buffers_after={n: agg[n] for n in first.buffers_after if n in agg},
-            defenses={**first.defenses, "aggregate_of": len(ups)})
-        self._merge_truth(server_round, [u.client_id for u in ups])
+            defenses={**first.defenses, "aggregate_of": len(ups), "cohort": sorted(u.client_id for u in ups)})
         for sink in self.curious.sinks:
             sink(update)
 
-    def _merge_truth(self, server_round: int, clients: list[int]) -> None:
-        """Audit channel only (for scoring): the cohort's batches as one 'client'."""
-        truths = [read_ground_truth(self.run_dir, server_round, c) for c in clients
-                  if audit_path(self.run_dir, server_round, c).exists()]
-        if not truths:
-            return
-        x = torch.cat([t.all_inputs for t in truths])
-        y = torch.cat([t.all_labels for t in truths])
-        write_ground_truth(self.run_dir, GroundTruth(server_round, AGGREGATE_CLIENT, (x,), (y,)))
 
-
-def wrap_strategy(curious: CuriousStrategy, cfg: ExperimentConfig, metrics_path: Path, run_dir: Path) -> Strategy:
-    strategy: Strategy = DefenseTap(curious, cfg, metrics_path, run_dir)
+def wrap_strategy(curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFolder) -> Strategy:
+    strategy: Strategy = DefenseTap(curious, cfg, folder)
     d = cfg.defense
     if d.central_dp != "off":
         wrapper = (DifferentialPrivacyServerSideFixedClipping if d.central_dp == "server"

@@ -16,10 +16,11 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError as FutureTimeout
 from pathlib import Path
 
-from fedsim.attacking import attack_and_score
-from fedsim.captures import capture_path, save_update
+from fedsim.captures import save_update
 from fedsim.config import ExperimentConfig, parse_selection
-from fedsim.results import append_jsonl
+from fedsim.evaluation.attacking import attack_and_score
+from fedsim.rows import AttackErrorRow, InversionRow, LabelRow, Row, SkippedRow
+from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate
 
 log = logging.getLogger("fedsim.server")
@@ -32,7 +33,7 @@ class AttackScheduler:
         self.cfg = cfg
         self.flat = cfg.to_flat()
         self.run_dir = Path(run_dir)
-        self.metrics = self.run_dir / "metrics.jsonl"
+        self.folder = RunFolder(self.run_dir)
         self.rounds = parse_selection("attack.rounds", cfg.attack.rounds)
         self.clients = parse_selection("attack.clients", cfg.attack.clients)
         self.submitted = 0
@@ -54,7 +55,7 @@ class AttackScheduler:
     def __call__(self, update: ClientUpdate) -> None:
         if not self.selected(update):
             return
-        path = capture_path(self.run_dir, update.server_round, update.client_id)
+        path = self.folder.capture(update.server_round, update.client_id)
         if not path.exists():
             save_update(update, path)  # an attacked update is always captured
         ident = {"round": update.server_round, "client": update.client_id}
@@ -65,18 +66,18 @@ class AttackScheduler:
         while len(self.pending) >= self.cfg.attack.queue_size:
             if self.cfg.attack.queue_policy == "drop":
                 log.warning("attack queue full: round %d client %d not attacked", *ident.values())
-                append_jsonl(self.metrics, {"kind": "skipped", **ident, "reason": "attack queue full"})
+                self.folder.append(SkippedRow(**ident, reason="attack queue full"))
                 return
             self._finish(*self.pending.popleft())
         self.pending.append((self.pool.submit(attack_and_score, str(path), self.flat, str(self.run_dir)), ident,
                              time.monotonic()))
         self._collect_done()
 
-    def _run_inline(self, path: Path) -> list[dict]:
+    def _run_inline(self, path: Path) -> list[Row] | str:
         try:
             return attack_and_score(path, self.flat, self.run_dir)
         except Exception as exc:  # noqa: BLE001
-            return [{"kind": "attack_error", "ok": False, "error": f"{type(exc).__name__}: {exc}"}]
+            return f"{type(exc).__name__}: {exc}"
 
     def _collect_done(self) -> None:
         while self.pending and self.pending[0][0].done():
@@ -88,18 +89,22 @@ class AttackScheduler:
             rows = future.result(timeout=remaining)
         except FutureTimeout:
             self.stuck = not future.cancel()
-            rows = [{"kind": "attack_error", "ok": False, "error": f"timed out after {self.cfg.attack.timeout}s"}]
+            rows = f"timed out after {self.cfg.attack.timeout}s"
         except Exception as exc:  # noqa: BLE001 - a crashed worker fails its attack, not the run
-            rows = [{"kind": "attack_error", "ok": False, "error": f"{type(exc).__name__}: {exc}"}]
+            rows = f"{type(exc).__name__}: {exc}"
         self._write(ident, rows)
 
-    def _write(self, ident: dict, rows: list[dict]) -> None:
+    def _write(self, ident: dict, rows: list[Row] | str) -> None:
+        """Append the attack's rows, or one ``attack_error`` row when it crashed or timed out (a message)."""
+        if isinstance(rows, str):
+            rows = [AttackErrorRow(**ident, error=rows)]
         for row in rows:
-            append_jsonl(self.metrics, {**ident, **row} if row.get("kind") == "attack_error" else row)
-        ok = [r for r in rows if r.get("ok")]
+            self.folder.append(row)
+        ok = [r for r in rows if getattr(r, "ok", False)]
         summary = ", ".join(
-            f"{r['method']} " + (f"LnAcc {r['label_lnacc']:.2f}" if r["kind"] == "label" and "label_lnacc" in r else
-                                 f"PSNR {r['psnr']:.1f} dB" if "psnr" in r else "ok") for r in ok)
+            f"{r.method} " + (f"LnAcc {r.label_lnacc:.2f}" if isinstance(r, LabelRow) and r.label_lnacc is not None
+                              else f"PSNR {r.psnr:.1f} dB" if isinstance(r, InversionRow) and r.psnr is not None
+                              else "ok") for r in ok)
         failed = len(rows) - len(ok)
         log.warning("attacked round %d client %d: %s%s", ident["round"], ident["client"], summary or "-",
                     f" ({failed} failed)" if failed else "")

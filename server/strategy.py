@@ -19,7 +19,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedsim.results import append_jsonl
+from fedsim.rows import RejectionRow
+from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate, InvalidUpdateError
 
 log = logging.getLogger("fedsim.server")
@@ -51,14 +52,14 @@ class CuriousStrategy(Strategy):
     """Wrap a Message-API strategy; aggregate honestly, capture every accepted client update."""
 
     def __init__(self, inner: Strategy, *, run_id: str, parameter_names: list[str], settings: TrainSettings,
-                 sinks: Iterable[UpdateSink] = (), rejections_path: str | Path | None = None,
+                 sinks: Iterable[UpdateSink] = (), run_folder: RunFolder | None = None,
                  max_num_examples: int = 10_000_000, max_norm_ratio: float = 1000.0) -> None:
         self.inner = inner
         self.run_id = run_id
         self.parameter_names = list(parameter_names)
         self.settings = settings
         self.sinks = list(sinks)
-        self.rejections_path = Path(rejections_path) if rejections_path else None
+        self.run_folder = run_folder
         self.max_num_examples = max_num_examples
         self.max_norm_ratio = max_norm_ratio
         self._sent: dict[int, dict[str, torch.Tensor]] = {}
@@ -190,6 +191,5 @@ class CuriousStrategy(Strategy):
         except Exception:  # the reply may be missing exactly this
             pass
         log.warning("round %d: rejected reply from node %s (client %s): %s", server_round, node, client, reason)
-        if self.rejections_path is not None:
-            append_jsonl(self.rejections_path, {"round": server_round, "node": node, "client": client,
-                                                "reason": reason})
+        if self.run_folder is not None:
+            self.run_folder.append(RejectionRow(round=server_round, node=node, client=client, reason=reason))

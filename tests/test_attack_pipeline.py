@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import attacks.pipeline as pipeline
-import fedsim.audit as audit
-from fedsim.attacking import attack_and_score, data_spec, plan_from_config
+import fedsim.evaluation.truth as truth_module
+from fedsim.evaluation.attacking import attack_and_score, data_spec, plan_from_config
 from fedsim.captures import iter_captures, load_update
 from fedsim.experiment import make_model
-from fedsim.replay import replay_attacks
+from fedsim.lab.replay import replay_attacks
 from fedsim.results import read_jsonl
 from server.scheduler import AttackScheduler
 from tests.runfolder import make_run
@@ -20,7 +20,7 @@ from tests.runfolder import make_run
 
 def test_rows_are_scored_for_every_capture(tmp_path):
     cfg, run = make_run(tmp_path / "run")
-    rows = [r for p in iter_captures(run) for r in attack_and_score(p, cfg.to_flat(), run)]
+    rows = [r.to_json() for p in iter_captures(run) for r in attack_and_score(p, cfg.to_flat(), run)]
     labels = [r for r in rows if r["kind"] == "label"]
     assert len(labels) == 3 * 2 and all(r["ok"] for r in labels)
     ilrg = [r for r in labels if r["method"] == "ilrg"]
@@ -29,22 +29,33 @@ def test_rows_are_scored_for_every_capture(tmp_path):
 
 
 def test_attack_path_never_opens_ground_truth(tmp_path, monkeypatch):
-    cfg, run = make_run(tmp_path / "run")
+    """Labels and an inversion give identical output with the audit store present, and with it deleted and
+    every ground-truth reader booby-trapped."""
+    cfg, run = make_run(tmp_path / "run", **{"attack.inversion": "ig", "attack.inversion_steps": 3})
     update = load_update(next(iter_captures(run)))
     spec, plan = data_spec(cfg), plan_from_config(cfg)
+    assert plan.inversion == "ig"
+    torch.manual_seed(0)
     with_truth = pipeline.attack_update(update, lambda: make_model(cfg), plan, spec)
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the attack path opened the ground-truth store")
 
-    monkeypatch.setattr(audit, "read_ground_truth", forbidden)
-    monkeypatch.setattr(audit, "audit_path", forbidden)
+    monkeypatch.setattr(truth_module, "read_ground_truth", forbidden)
+    monkeypatch.setattr(truth_module, "has_ground_truth", forbidden)
+    monkeypatch.setattr(truth_module, "truth_for", forbidden)
     for path in (run / "audit").rglob("*.safetensors"):
         path.unlink()
+    torch.manual_seed(0)
     without = pipeline.attack_update(update, lambda: make_model(cfg), plan, spec)
-    assert [(r.method, r.ok) for r in with_truth] == [(r.method, r.ok) for r in without]
+    assert [(r.attack, r.method, r.ok) for r in with_truth] == [(r.attack, r.method, r.ok) for r in without]
+    assert [r.attack for r in without].count("inversion") == 1 and all(r.ok for r in without)
     for a, b in zip(with_truth, without):
-        assert torch.equal(a.labels, b.labels) and a.metrics == b.metrics
+        assert torch.equal(a.labels, b.labels)
+        if a.attack == "inversion":
+            assert torch.equal(a.reconstruction, b.reconstruction)
+        else:
+            assert torch.equal(a.restoration.counts, b.restoration.counts)
 
 
 def test_failing_attack_is_logged_scored_as_failed_and_others_continue(tmp_path, monkeypatch, caplog):

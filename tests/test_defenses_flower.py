@@ -13,6 +13,7 @@ from flwr.app.message_type import MessageType
 from flwr.serverapp.strategy import FedAvg
 
 from clients.dp import defense_mod
+from fedsim.runfolder import RunFolder
 from fedsim.config import ExperimentConfig
 from fedsim.defenses import global_norm
 from fedsim.models import build_model
@@ -129,7 +130,7 @@ def test_secagg_tap_attacks_the_aggregate(tmp_path):
     cfg = ExperimentConfig().replace(**{"run.out_dir": str(tmp_path), "defense.secagg": True})
     sent = _model().state_dict()
     captured = []
-    tap = DefenseTap(_curious(cfg, sent, captured), cfg, tmp_path / "metrics.jsonl", tmp_path)
+    tap = DefenseTap(_curious(cfg, sent, captured), cfg, RunFolder(tmp_path))
     list(tap.configure_train(1, ArrayRecord(sent), ConfigRecord({}), Mock()))
     replies = [_client_reply(cfg, sent, p, weight=8) for p in range(3)]
     tap.aggregate_train(1, replies)
@@ -146,7 +147,7 @@ def test_central_dp_wrapper_is_outermost_and_captures_are_clipped(tmp_path):
     sent = _model().state_dict()
     captured = []
     curious = _curious(cfg, sent, captured)
-    strategy = wrap_strategy(curious, cfg, tmp_path / "metrics.jsonl", tmp_path)
+    strategy = wrap_strategy(curious, cfg, RunFolder(tmp_path))
     assert type(strategy).__name__ == "DifferentialPrivacyServerSideFixedClipping"
     list(strategy.configure_train(1, ArrayRecord(sent), ConfigRecord({}), Mock()))
     replies = [_client_reply(ExperimentConfig(), sent, p) for p in range(3)]
@@ -166,7 +167,7 @@ def test_privacy_rows_carry_epsilon(tmp_path):
     cfg = ExperimentConfig()
     sent = _model().state_dict()
     captured = []
-    tap = DefenseTap(_curious(cfg, sent, captured), cfg, tmp_path / "metrics.jsonl", tmp_path)
+    tap = DefenseTap(_curious(cfg, sent, captured), cfg, RunFolder(tmp_path))
     list(tap.configure_train(1, ArrayRecord(sent), ConfigRecord({}), Mock()))
     replies = []
     for p, eps in enumerate((1.5, 2.5)):

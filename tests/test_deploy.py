@@ -73,7 +73,7 @@ def test_dockerfile_installs_the_project():
 
 
 def _run(args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "fedsim.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "fedsim.lab.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
 
 
@@ -86,7 +86,7 @@ def test_deploy_local_rejects_mismatched_nodes(tmp_path):
 @pytest.mark.slow
 def test_compose_commands_run_as_local_processes(tmp_path):
     """The SuperLink and SuperNode commands of docker-compose.yml, with `superlink` mapped to 127.0.0.1."""
-    from fedsim.flower_runtime import flower_env, free_port, stop_process
+    from fedsim.lab.flower_runtime import flower_env, free_port, stop_process
 
     services = _compose()["services"]
     port = str(free_port())
@@ -179,7 +179,7 @@ def _stop_tree(marker: str) -> None:
 @pytest.mark.slow
 def test_simulation_joins_existing_ray_cluster():
     """`ray start --head` on loopback with its own temp dir; `fedsim run` with RAY_ADDRESS joins it."""
-    from fedsim.flower_runtime import free_port
+    from fedsim.lab.flower_runtime import free_port
 
     ray = Path(sys.executable).parent / "ray"
     tmp = Path(tempfile.mkdtemp(prefix="fsray", dir="/tmp"))  # short: Ray's socket paths are length-limited
@@ -194,7 +194,7 @@ def test_simulation_joins_existing_ray_cluster():
         before = {p.name for p in logs.iterdir()}
         env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}"}
         out = tmp / "run"
-        proc = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", str(ROOT / "configs" / "smoke.toml"),
+        proc = subprocess.run([sys.executable, "-m", "fedsim.lab.cli", "run", str(ROOT / "configs" / "smoke.toml"),
                                "--out", str(out), "--quiet", "--set", "data.max_examples_per_client=150"],
                               capture_output=True, text=True, timeout=400, cwd=ROOT, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]

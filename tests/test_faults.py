@@ -14,6 +14,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp.strategy import FedAvg
 
 from clients import faults
+from fedsim.runfolder import RunFolder
 from fedsim.config import ConfigError, ExperimentConfig, load_config
 from fedsim.faults_spec import CORRUPT_KINDS, parse_faults
 from fedsim.models import build_model
@@ -49,7 +50,7 @@ def _strategy(tmp_path, defenses=None):
     strategy = CuriousStrategy(
         FedAvg(fraction_evaluate=0.0), run_id="r", parameter_names=[n for n, _ in model.named_parameters()],
         settings=TrainSettings("fedavg", 0.1, 1, 4, defenses or {}), sinks=[captured.append],
-        rejections_path=tmp_path / "rejections.jsonl")
+        run_folder=RunFolder(tmp_path))
     strategy.inner.configure_train = Mock(return_value=[])
     list(strategy.configure_train(1, ArrayRecord(sent), ConfigRecord({"lr": 0.1}), Mock()))
     return strategy, sent, captured
@@ -164,7 +165,7 @@ def test_injected_attack_crash_becomes_an_ok_false_row(tmp_path):
 @pytest.mark.slow
 def test_faults_preset_completes_every_round(tmp_path):
     out = tmp_path / "faults"
-    proc = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", str(ROOT / "configs" / "faults.toml"),
+    proc = subprocess.run([sys.executable, "-m", "fedsim.lab.cli", "run", str(ROOT / "configs" / "faults.toml"),
                            "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=580, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     cfg = load_config(ROOT / "configs" / "faults.toml")

@@ -50,7 +50,7 @@ def produce(out: Path) -> list[dict]:
     _bench().inprocess_federation(cfg, out, rounds=2)
     rows = rows_of(out)
     for cap in sorted(iter_captures(out)):
-        rows.extend(attack_and_score(cap, cfg.to_flat(), out))
+        rows.extend(r.to_json() if hasattr(r, "to_json") else r for r in attack_and_score(cap, cfg.to_flat(), out))
     clean = [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]
     return sorted(clean, key=lambda r: (r["kind"], r.get("round", 0), r.get("client", -1), r.get("method", "")))
 

@@ -97,26 +97,26 @@ def test_shape_mismatch_and_unknown_option(setup):
 
 def test_live_pipeline_ggl_uses_run_prior_or_fails_with_hint(tmp_path):
     from attacks.generative import train_prior
-    from fedsim.attacking import attack_and_score, generative_options
+    from fedsim.evaluation.attacking import attack_and_score, generative_options
     from fedsim.captures import iter_captures
     from tests.runfolder import make_run
 
     cfg, run = make_run(tmp_path / "run", **{"attack.inversion": "ggl", "attack.inversion_steps": 3,
                                              "attack.label_methods": "ilrg"})
     capture = next(iter(iter_captures(run)))
-    rows = attack_and_score(capture, cfg.to_flat(), run)
+    rows = [r.to_json() for r in attack_and_score(capture, cfg.to_flat(), run)]
     inv = [r for r in rows if r["kind"] == "inversion"]
     assert len(inv) == 1 and not inv[0]["ok"] and "train_prior" in inv[0]["error"]
     assert generative_options(cfg, run) == {"prior_path": str(run / "priors" / "digits_vae.safetensors")}
     train_prior("digits", latent_dim=4, hidden=16, steps=5, path=run / "priors" / "digits_vae.safetensors")
-    rows = attack_and_score(capture, cfg.to_flat(), run)
+    rows = [r.to_json() for r in attack_and_score(capture, cfg.to_flat(), run)]
     inv = [r for r in rows if r["kind"] == "inversion"]
     assert inv[0]["ok"], inv[0]
     assert inv[0]["num_images"] == 4 and "psnr" in inv[0]
 
 
 def test_prior_autotrain_passes_public_aux_split(tmp_path):
-    from fedsim.attacking import generative_options
+    from fedsim.evaluation.attacking import generative_options
     from fedsim.config import from_flat
     from tests.runfolder import TINY
 

@@ -1,4 +1,4 @@
-"""fedsim.report: a self-contained report.html from a (synthetic) run folder, robust to missing/partial files.
+"""fedsim.lab.report: a self-contained report.html from a (synthetic) run folder, robust to missing/partial files.
 
 ``make_synthetic_run`` writes a realistic run folder (config.toml, metrics.jsonl with utility / label /
 inversion / skipped / failed rows, rejections.jsonl, captures/, images/ with real PNG grids of rendered
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fedsim.report import write_report  # noqa: E402
+from fedsim.lab.report import write_report  # noqa: E402
 
 CONFIG = """[run]
 name = "{name}"

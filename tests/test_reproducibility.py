@@ -49,7 +49,7 @@ def test_two_simulations_give_identical_metrics(tmp_path):
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        proc = subprocess.run([sys.executable, "-m", "fedsim.cli", "run", str(ROOT / "configs" / "smoke.toml"),
+        proc = subprocess.run([sys.executable, "-m", "fedsim.lab.cli", "run", str(ROOT / "configs" / "smoke.toml"),
                                "--out", str(out), "--quiet", "--set", "data.max_examples_per_client=150"],
                               capture_output=True, text=True, timeout=400, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -10,6 +10,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
+from fedsim.runfolder import RunFolder
 from fedsim.captures import iter_captures, load_update
 from fedsim.models import build_model
 from server.sinks import CaptureWriter
@@ -37,7 +38,7 @@ def setup(tmp_path):
     strategy = CuriousStrategy(
         FedAvg(fraction_evaluate=0.0), run_id="r", parameter_names=[n for n, _ in model.named_parameters()],
         settings=TrainSettings("fedavg", 0.1, 1, 4, {}),
-        sinks=[captured.append, CaptureWriter(tmp_path)], rejections_path=tmp_path / "rejections.jsonl")
+        sinks=[captured.append, CaptureWriter(tmp_path)], run_folder=RunFolder(tmp_path))
     grid = Mock()
     grid.get_node_ids.return_value = [1, 2, 3]
     strategy.inner.configure_train = Mock(return_value=[])  # real Messages need a live run

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.sweep import load_sweep, run_sweep
+from fedsim.lab.sweep import load_sweep, run_sweep
+from fedsim.rows import InversionRow, LabelRow, PrivacyRow, UtilityRow
+from fedsim.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,15 +16,16 @@ def _fake_runner(calls):
     def runner(cfg, out, quiet):
         out.mkdir(parents=True, exist_ok=True)
         r = cfg.defense.topk_ratio or 1.0  # leakage falls with the ratio in this fake world
-        rows = [{"kind": "utility", "round": 0, "test_accuracy": 0.1},
-                {"kind": "utility", "round": 2, "test_accuracy": 0.5 + 0.1 * r}]
+        rows = [UtilityRow(round=0, test_accuracy=0.1, test_loss=2.3),
+                UtilityRow(round=2, test_accuracy=0.5 + 0.1 * r, test_loss=1.0)]
         for c in range(2):
-            rows.append({"kind": "label", "ok": True, "method": "ilrg", "label_leacc": r, "label_lnacc": r / 2,
-                         "defenses": {"topk_ratio": cfg.defense.topk_ratio}})
-            rows.append({"kind": "label", "ok": True, "method": "gi", "label_leacc": 0.0, "label_lnacc": 0.0})
-            rows.append({"kind": "inversion", "ok": True, "psnr": 10 + 10 * r, "ssim": r})
-        rows.append({"kind": "inversion", "ok": False, "error": "x"})
-        (out / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+            rows.append(LabelRow(round=1, client=c, ok=True, method="ilrg", label_leacc=r, label_lnacc=r / 2,
+                                 defenses={"topk_ratio": cfg.defense.topk_ratio}))
+            rows.append(LabelRow(round=1, client=c, ok=True, method="gi", label_leacc=0.0, label_lnacc=0.0))
+            rows.append(InversionRow(round=1, client=c, method="ig", ok=True, psnr=10 + 10 * r, ssim=r))
+        rows.append(InversionRow(round=1, client=2, method="ig", ok=False, error="x"))
+        for row in rows:
+            RunFolder(out).append(row)
         calls.append(cfg)
         return out
     return runner
@@ -62,10 +65,10 @@ def test_sweep_presets_load(name):
 
 def test_sweep_epsilon_comes_from_privacy_rows(tmp_path):
     from fedsim.config import ExperimentConfig
-    from fedsim.sweep import summarize
+    from fedsim.lab.sweep import summarize
 
-    (tmp_path / "metrics.jsonl").write_text(json.dumps({"kind": "privacy", "round": 1, "epsilon": 3.0}) + "\n" +
-                                            json.dumps({"kind": "privacy", "round": 2, "epsilon": 4.5}) + "\n")
+    for rnd, eps in ((1, 3.0), (2, 4.5)):
+        RunFolder(tmp_path).append(PrivacyRow(round=rnd, epsilon=eps, delta=1e-5, accountant="opacus-rdp"))
     assert summarize(tmp_path, ExperimentConfig())["epsilon"] == 4.5
 
 

@@ -9,8 +9,7 @@ from typing import Callable
 import torch
 
 
-class DatasetUnavailable(RuntimeError):
-    """The dataset's files are not on this machine; the message says how to get them."""
+from fedsim.errors import DatasetUnavailable  # noqa: E402,F401  (re-exported)
 
 
 @dataclass(frozen=True)

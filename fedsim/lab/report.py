@@ -21,8 +21,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from fedsim.report_data import RunData, load_run
-from fedsim.report_style import CSS
+from fedsim.lab.report_data import RunData, load_run
+from fedsim.lab.report_style import CSS
 
 MAX_GRIDS = 24
 MAX_LABEL_ROWS = 300
@@ -375,7 +375,7 @@ def _gallery(data: RunData) -> str:
 
 
 def _leakage(data: RunData) -> str:
-    from fedsim import plots
+    from fedsim.lab import plots
 
     lab = [r for r in data.labels if _ok(r)]
     inv = [r for r in data.inversions if _ok(r)]
@@ -480,7 +480,7 @@ def _full_config(data: RunData) -> str:
 
 # ------------------------------------------------------------------------------------------------ page
 def render_html(data: RunData) -> str:
-    from fedsim import plots
+    from fedsim.lab import plots
 
     name = _cfg(data, "run", "name") or data.run_dir.name or "run"
     algo = _cfg(data, "train", "algorithm")

@@ -18,7 +18,7 @@ matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-# One palette for the page (also used by the CSS in fedsim.report).
+# One palette for the page (also used by the CSS in fedsim.lab.report).
 INK = "#1f2933"
 MUTED = "#616e7c"
 GRID = "#e4e7eb"

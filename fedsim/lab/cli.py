@@ -16,13 +16,16 @@ import signal
 import sys
 from pathlib import Path
 
-from fedsim.config import ConfigError, load_config, parse_overrides
+from fedsim.config import load_config, parse_overrides
+from fedsim.errors import ConfigError, FedsimError
+from fedsim.rows import UtilityRow
+from fedsim.runfolder import RunFolder
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.toml"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.runner import run_federation
+    from fedsim.lab.runner import run_federation
 
     cfg = load_config(args.config, parse_overrides(args.set or []))
     out = Path(args.out) if args.out else Path("runs") / cfg.run.name
@@ -32,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy_local(args: argparse.Namespace) -> int:
-    from fedsim.deploy import deploy_local
+    from fedsim.lab.deploy import deploy_local
 
     cfg = load_config(args.config, parse_overrides(args.set or []))
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-deploy"
@@ -42,13 +45,12 @@ def _cmd_deploy_local(args: argparse.Namespace) -> int:
 
 
 def _after_run(run: Path, quiet: bool) -> None:
-    from fedsim.report import write_report
-    from fedsim.results import read_jsonl
+    from fedsim.lab.report import write_report
 
-    rows = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("kind") == "utility"]
+    rows = RunFolder(run).rows(UtilityRow)
     report = write_report(run)
     if rows:
-        print("test accuracy by round: " + ", ".join(f"{r['round']}:{r['test_accuracy']:.3f}" for r in rows))
+        print("test accuracy by round: " + ", ".join(f"{r.round}:{r.test_accuracy:.3f}" for r in rows))
     print(f"results: {run}")
     print(f"report:  {report}")
 
@@ -60,21 +62,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
-    from fedsim.replay import replay_attacks
+    from fedsim.lab.replay import replay_attacks
 
     replay_attacks(Path(args.run_dir), parse_overrides(args.set or []), quiet=args.quiet)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from fedsim.report import write_report
+    from fedsim.lab.report import write_report
 
     print(write_report(Path(args.run_dir)))
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from fedsim.sweep import run_sweep
+    from fedsim.lab.sweep import run_sweep
 
     rows = run_sweep(args.sweep, args.out, parallel=args.parallel, overrides=parse_overrides(args.set or []),
                      quiet=True)
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     attack.add_argument("--quiet", action="store_true")
     attack.set_defaults(func=_cmd_attack)
-    sweep = sub.add_parser("sweep", help="one federation per defense setting of a sweep file (fedsim/sweep.py)")
+    sweep = sub.add_parser("sweep", help="one federation per defense setting of a sweep file (fedsim/lab/sweep.py)")
     sweep.add_argument("sweep", help="sweep TOML, e.g. configs/sweep_dp.toml")
     sweep.add_argument("--out", required=True, help="folder for sweep.jsonl, plots, sweep.html, run folders")
     sweep.add_argument("--parallel", type=int, default=1, help="federations at once (default 1)")
@@ -133,17 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except ConfigError as exc:
-        print(f"fedsim: config error: {exc}", file=sys.stderr)
-        return 2
+    except FedsimError as exc:  # one line for the user, exit code by error type (see fedsim/errors.py)
+        label = "config error: " if isinstance(exc, ConfigError) else ""
+        print(f"fedsim: {label}{exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("fedsim: interrupted; every process it started was stopped", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - a one-line error, not a traceback, for users
-        if type(exc).__name__ in ("FederationFailed", "DatasetUnavailable"):
-            print(f"fedsim: {exc}", file=sys.stderr)
-            return 1
-        raise
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 
 from fedsim.metrics.images import image_metrics
 from fedsim.metrics.labels import label_metrics
-from fedsim.types import AttackResult, GroundTruth, LabelRestoration
+from fedsim.types import AttackResult, GroundTruth
 
 
 def truth_labels(truth: GroundTruth) -> torch.Tensor:
@@ -26,9 +26,7 @@ def score(result: AttackResult, truth: GroundTruth | None, num_classes: int, mea
     if not result.ok or truth is None:
         return {}
     if result.attack == "label":
-        counts = torch.tensor(result.metrics["counts"], dtype=torch.long)
-        restored = LabelRestoration(result.method, counts, result.labels,
-                                    presence_only=bool(result.metrics.get("presence_only")))
+        restored = result.restoration
         y = truth_labels(truth)
         out = label_metrics(y, restored, num_classes)
         out["true_counts"] = torch.bincount(y, minlength=num_classes).tolist()

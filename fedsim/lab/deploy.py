@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from fedsim.config import ConfigError, ExperimentConfig
-from fedsim.flower_runtime import local_superlink, start_supernodes
-from fedsim.runner import FederationFailed, ensure_done, follow_run, prepare_run_dir
+from fedsim.runfolder import RunFolder
+from fedsim.lab.flower_runtime import local_superlink, start_supernodes
+from fedsim.lab.runner import FederationFailed, ensure_done, follow_run, prepare_run_dir
 
 
 def _wait_nodes(log_path: Path, procs, n: int, timeout: float) -> None:
@@ -42,8 +43,8 @@ def deploy_local(cfg: ExperimentConfig, nodes: int, out: Path, quiet: bool = Fal
     if cfg.train.min_train_nodes > nodes:
         raise ConfigError(f"train.min_train_nodes: {cfg.train.min_train_nodes} exceeds --nodes {nodes}")
     cfg, out = prepare_run_dir(cfg, out)
-    logs = out / "logs"
-    flwr_home = out / ".flwr"
+    logs = RunFolder(out).logs
+    flwr_home = RunFolder(out).flwr_home
     with local_superlink(flwr_home, logs, simulation=False) as (address, procs):
         start_supernodes(address, nodes, flwr_home, logs, procs)
         _wait_nodes(logs / "superlink.log", procs, nodes, connect_timeout)

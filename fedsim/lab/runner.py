@@ -6,40 +6,31 @@ progress bar per round (read from ``metrics.jsonl``) and stops every process it 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from fedsim.config import ExperimentConfig, to_toml
-from fedsim.flower_runtime import flwr_run, local_superlink, stop_process
-from fedsim.results import read_jsonl
-
-RUN_ARTIFACTS = ("captures", "audit", "images", "metrics.jsonl", "rejections.jsonl", "report.html", "DONE",
-                 "logs", "attack_errors.jsonl")
+from fedsim.lab.flower_runtime import flwr_run, local_superlink, stop_process
+from fedsim.rows import UtilityRow
+from fedsim.runfolder import RunFolder
 
 
-class FederationFailed(RuntimeError):
-    """The Flower run did not complete; the message points at its log."""
+from fedsim.errors import FederationFailed  # noqa: E402,F401  (re-exported)
 
 
 def prepare_run_dir(cfg: ExperimentConfig, out: Path) -> tuple[ExperimentConfig, Path]:
     """Absolute run folder (old artifacts removed) and the resolved config written to ``config.toml``."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_ARTIFACTS:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    RunFolder(out).clear()
     cfg = cfg.replace(**{"run.out_dir": str(out)})
-    (out / "config.toml").write_text(to_toml(cfg))
+    RunFolder(out).config.write_text(to_toml(cfg))
     return cfg, out
 
 
 def _progress(out: Path, proc: subprocess.Popen, cfg: ExperimentConfig, quiet: bool) -> None:
-    metrics = out / "metrics.jsonl"
+    folder = RunFolder(out)
     if quiet:
         proc.wait()
         return
@@ -49,21 +40,22 @@ def _progress(out: Path, proc: subprocess.Popen, cfg: ExperimentConfig, quiet: b
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn()) as bar:
         task = bar.add_task("rounds", total=cfg.run.num_rounds, status="starting Flower...")
         while proc.poll() is None:
-            rows = [r for r in read_jsonl(metrics) if r.get("kind") == "utility" and r["round"] > 0]
+            rows = [r for r in folder.rows(UtilityRow) if r.round > 0]
             if rows:
                 last = rows[-1]
-                bar.update(task, completed=last["round"],
-                           status=f"test acc {last['test_accuracy']:.3f}  loss {last['test_loss']:.3f}")
+                bar.update(task, completed=last.round,
+                           status=f"test acc {last.test_accuracy:.3f}  loss {last.test_loss:.3f}")
             time.sleep(0.5)
-        rows = [r for r in read_jsonl(metrics) if r.get("kind") == "utility" and r["round"] > 0]
+        rows = [r for r in folder.rows(UtilityRow) if r.round > 0]
         if rows:
-            bar.update(task, completed=rows[-1]["round"])
+            bar.update(task, completed=rows[-1].round)
 
 
 def follow_run(cfg: ExperimentConfig, out: Path, flwr_home: Path, procs: list[subprocess.Popen],
                federation: str | None = None, quiet: bool = False) -> None:
     """Submit the app with ``flwr run --stream`` to the SuperLink of ``flwr_home`` and follow it to the end."""
-    proc = flwr_run(flwr_home, out / "config.toml", out / "logs" / "flower.log", federation)
+    folder = RunFolder(out)
+    proc = flwr_run(flwr_home, folder.config, folder.flower_log, federation)
     procs.append(proc)
     try:
         _progress(out, proc, cfg, quiet)
@@ -74,8 +66,9 @@ def follow_run(cfg: ExperimentConfig, out: Path, flwr_home: Path, procs: list[su
 
 def ensure_done(out: Path, what: str) -> Path:
     """The ServerApp writes ``DONE`` last; without it, fail with the tail of Flower's log."""
-    if not (out / "DONE").exists():
-        log = out / "logs" / "flower.log"
+    folder = RunFolder(out)
+    if not folder.done.exists():
+        log = folder.flower_log
         tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
         raise FederationFailed(f"the {what} did not finish; last lines of {log}:\n{tail}")
     return out
@@ -84,8 +77,9 @@ def ensure_done(out: Path, what: str) -> Path:
 def run_federation(cfg: ExperimentConfig, out: Path, quiet: bool = False) -> Path:
     """Run the federation described by ``cfg`` into ``out``; returns the run folder."""
     cfg, out = prepare_run_dir(cfg, out)
-    flwr_home = out / ".flwr"
+    folder = RunFolder(out)
+    flwr_home = folder.flwr_home
     federation = f"num-supernodes={cfg.run.num_clients} client-resources-num-cpus=1"
-    with local_superlink(flwr_home, out / "logs") as (_, procs):
+    with local_superlink(flwr_home, folder.logs) as (_, procs):
         follow_run(cfg, out, flwr_home, procs, federation, quiet)
     return ensure_done(out, "federation")

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fedsim.config import ConfigError, ExperimentConfig, flatten, from_flat, read_toml
-from fedsim.results import read_jsonl
+from fedsim.rows import InversionRow, LabelRow, PrivacyRow, UtilityRow
+from fedsim.runfolder import RunFolder
 
 Runner = Callable[[ExperimentConfig, Path, bool], Path]
 
@@ -79,21 +80,21 @@ def _mean(values) -> float | None:
 
 
 def summarize(run: Path, cfg: ExperimentConfig) -> dict[str, Any]:
-    """The sweep row's measurements from one run folder's ``metrics.jsonl``."""
-    rows = list(read_jsonl(run / "metrics.jsonl"))
-    util = [r for r in rows if r.get("kind") == "utility"]
-    final = max(util, key=lambda r: r["round"]) if util else {}
+    """The sweep row's measurements from one run folder's typed rows."""
+    folder = RunFolder(run)
+    util = folder.rows(UtilityRow)
+    final = max(util, key=lambda r: r.round) if util else None
     methods = [m.strip() for m in cfg.attack.label_methods.split(",") if m.strip() and m.strip() != "none"]
-    labels = [r for r in rows if r.get("kind") == "label" and r.get("ok") and (not methods or r["method"] == methods[0])]
-    inv = [r for r in rows if r.get("kind") == "inversion" and r.get("ok")]
-    eps = [r["epsilon"] for r in rows if r.get("kind") == "privacy" and "epsilon" in r]
+    labels = [r for r in folder.rows(LabelRow) if r.ok and (not methods or r.method == methods[0])]
+    inv = [r for r in folder.rows(InversionRow) if r.ok]
+    eps = [r.epsilon for r in folder.rows(PrivacyRow)]
     return {
-        "test_accuracy": final.get("test_accuracy"),
+        "test_accuracy": final.test_accuracy if final else None,
         "label_method": methods[0] if methods else None,
-        "label_leacc": _mean(r.get("label_leacc") for r in labels),
-        "label_lnacc": _mean(r.get("label_lnacc") for r in labels),
-        "psnr": _mean(r.get("psnr") for r in inv),
-        "ssim": _mean(r.get("ssim") for r in inv),
+        "label_leacc": _mean(r.label_leacc for r in labels),
+        "label_lnacc": _mean(r.label_lnacc for r in labels),
+        "psnr": _mean(r.psnr for r in inv),
+        "ssim": _mean(r.ssim for r in inv),
         "epsilon": max(eps) if eps else None,
         "attacked_updates": len(labels),
         "inversions": len(inv),
@@ -101,7 +102,7 @@ def summarize(run: Path, cfg: ExperimentConfig) -> dict[str, Any]:
 
 
 def _default_runner(cfg: ExperimentConfig, out: Path, quiet: bool) -> Path:
-    from fedsim.runner import run_federation
+    from fedsim.lab.runner import run_federation
 
     return run_federation(cfg, out, quiet=quiet)
 

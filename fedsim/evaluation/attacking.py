@@ -1,0 +1,114 @@
+"""Attack and score one capture file: used by the live server's worker pool and by ``fedsim attack``.
+
+Attack (``attacks.pipeline``, no ground truth) then score (``fedsim.evaluation.scoring``, reads the audit channel), and
+write the image grid. Returns ``metrics.jsonl`` rows; the caller appends them (one writer per run).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from fedsim.config import ExperimentConfig, from_flat
+from fedsim.evaluation.grids import save_comparison
+from fedsim.evaluation.scoring import score
+from fedsim.evaluation.truth import truth_for
+from fedsim.experiment import dataset, make_model
+from fedsim.runfolder import RunFolder
+from fedsim.rows import InversionRow, LabelRow, Row
+from fedsim.types import AttackResult, ClientUpdate, GroundTruth
+
+LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "true_counts", "score_error")
+INVERSION_SCORES = ("psnr", "ssim", "ssim_perm_agnostic", "psnr_per_image", "ssim_per_image", "label_matches",
+                    "lpips", "lpips_note", "score_error")
+
+log = logging.getLogger("fedsim.attacks")
+
+
+def plan_from_config(cfg: ExperimentConfig):
+    from attacks.pipeline import AttackPlan
+
+    a = cfg.attack
+    methods = tuple(m.strip() for m in a.label_methods.split(",") if m.strip() and m.strip() != "none")
+    inversion = None if a.inversion.strip().lower() in ("", "none") else a.inversion.strip()
+    return AttackPlan(label_methods=methods, inversion=inversion, inversion_steps=a.inversion_steps,
+                      max_inversion_images=a.max_inversion_images, seed=cfg.run.seed)
+
+
+def data_spec(cfg: ExperimentConfig):
+    from attacks.pipeline import DataSpec
+
+    ds = dataset(cfg)
+    return DataSpec(tuple(ds.input_shape), ds.num_classes, tuple(ds.mean), tuple(ds.std))
+
+
+def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
+    """ggl/gias options from [attack]: the prior file (default <run>/priors/<dataset>_vae.safetensors) and,
+    with attack.prior_autotrain, the public aux images to train it from when it is missing."""
+    from attacks.generative import aux_split, default_prior_path
+
+    path = Path(cfg.attack.prior_path) if cfg.attack.prior_path else default_prior_path(run_dir, cfg.data.dataset)
+    options: dict[str, Any] = {"prior_path": str(path)}
+    if cfg.attack.prior_autotrain and not path.exists():
+        options["aux_images"] = aux_split(dataset(cfg))[0]
+    return options
+
+
+def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: str | Path) -> list[Row]:
+    """All rows for one captured update. Never raises for an attack failure (rows say ``ok: false``);
+    a capture that cannot be read raises ``CaptureError`` naming the file."""
+    import torch
+
+    from attacks.pipeline import attack_update
+    from fedsim.captures import load_update
+    from fedsim.faults_spec import parse_faults
+
+    torch.set_num_threads(1)
+    cfg = from_flat(flat_config)
+    run_dir = Path(run_dir)
+    update = load_update(capture)
+    if parse_faults(cfg.faults).crashes_attack(update.client_id, update.server_round):  # [faults] attack_crash
+        raise RuntimeError(f"injected attack crash: round {update.server_round} client {update.client_id}")
+    spec = data_spec(cfg)
+    plan = plan_from_config(cfg)
+    if plan.inversion in ("ggl", "gias"):
+        import dataclasses
+
+        plan = dataclasses.replace(plan, inversion_options={**plan.inversion_options,
+                                                            **generative_options(cfg, run_dir)})
+    results = attack_update(update, lambda: make_model(cfg), plan, spec)
+    truth = truth_for(run_dir, update)
+    return [score_row(res, update, truth, spec, run_dir) for res in results]
+
+
+def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None, spec, run_dir: Path) -> Row:
+    """The typed row of one attack result, scored against ``truth`` when it exists (image grid written)."""
+    common: dict[str, Any] = dict(
+        round=update.server_round, client=update.client_id, method=res.method, ok=res.ok,
+        seconds=round(res.seconds, 4), algorithm=update.algorithm, local_steps=update.local_steps,
+        batch_size=update.batch_size, num_examples=update.num_examples,
+        defenses=dict(update.defenses))  # what the server knows; never assumed off
+    row_type = LabelRow if res.attack == "label" else InversionRow
+    if not res.ok:
+        return row_type(error=res.error, **common)
+    try:
+        scores = score(res, truth, spec.num_classes, spec.mean, spec.std)
+    except Exception as exc:  # noqa: BLE001 - a scoring problem must not lose the attack row
+        scores = {"score_error": f"{type(exc).__name__}: {exc}"}
+    if res.attack == "label":
+        restored = res.restoration
+        return LabelRow(num_samples=int(res.options.get("batch_size", 0)), restored_counts=restored.counts.tolist(),
+                        presence_only=restored.presence_only, **common,
+                        **{k: scores[k] for k in LABEL_SCORES if k in scores})
+    image = None
+    if truth is not None and "permutation" in scores:
+        x_true, _ = truth.unique_samples()
+        image = RunFolder(run_dir).image(update.server_round, update.client_id, res.method)
+        save_comparison(x_true, res.reconstruction, run_dir / image, mean=spec.mean, std=spec.std,
+                        permutation=scores["permutation"], psnr_per_image=scores.get("psnr_per_image"),
+                        title=f"round {update.server_round}, client {update.client_id}: {res.method} "
+                              f"(labels: {res.options.get('label_source')})")
+    return InversionRow(label_source=res.options.get("label_source"), num_images=int(len(res.reconstruction)),
+                        steps=res.options.get("steps"), image=str(image) if image else None, **common,
+                        **{k: scores[k] for k in INVERSION_SCORES if k in scores})

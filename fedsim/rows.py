@@ -1,0 +1,181 @@
+"""Typed rows of a run folder: every line of ``metrics.jsonl`` and ``rejections.jsonl`` is one of these.
+
+Each row is a frozen dataclass with a class-level ``KIND`` (the ``"kind"`` key of its JSON line), ``to_json``
+(``None`` optionals are left out, so a line holds only what was measured) and ``from_json`` (unknown keys are
+ignored so that an older reader can read a newer file; a missing required key is a ``ValueError``).
+Writers (server, evaluation layer, replay) build rows; readers (report, sweep, CLI) get them back through
+:func:`row_from_json` / :meth:`fedsim.runfolder.RunFolder.rows`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Mapping
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """Base of every run-folder row."""
+
+    KIND: ClassVar[str] = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.KIND} if self.KIND else {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:
+                continue
+            out[f.name] = dict(value) if isinstance(value, Mapping) else value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Row":
+        names = {f.name for f in fields(cls)}
+        known = {k: v for k, v in data.items() if k in names}
+        try:
+            return cls(**known)
+        except TypeError as exc:  # a required key is missing
+            raise ValueError(f"{cls.KIND or cls.__name__} row: {exc}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class UtilityRow(Row):
+    """Central evaluation of the global model after ``round`` (round 0 = the initial model)."""
+
+    KIND: ClassVar[str] = "utility"
+    round: int
+    test_accuracy: float
+    test_loss: float
+    time: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackRow(Row):
+    """Fields every attack row shares: which update, which method, and what the server knew of it."""
+
+    round: int
+    client: int
+    method: str
+    ok: bool
+    seconds: float | None = None
+    algorithm: str | None = None
+    local_steps: int | None = None
+    batch_size: int | None = None
+    num_examples: int | None = None
+    defenses: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    score_error: str | None = None
+    replay: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelRow(AttackRow):
+    """Label restoration on one update, scored (``label_*``) when ground truth exists."""
+
+    KIND: ClassVar[str] = "label"
+    num_samples: int | None = None
+    restored_counts: list[int] | None = None
+    presence_only: bool | None = None
+    label_leacc: float | None = None
+    label_lnacc: float | None = None
+    label_instacc: float | None = None
+    label_cossim: float | None = None
+    true_counts: list[int] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InversionRow(AttackRow):
+    """Gradient inversion on one update, scored after alignment when ground truth exists."""
+
+    KIND: ClassVar[str] = "inversion"
+    label_source: str | None = None
+    num_images: int | None = None
+    steps: int | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    ssim_perm_agnostic: float | None = None
+    psnr_per_image: list[float] | None = None
+    ssim_per_image: list[float] | None = None
+    label_matches: int | None = None
+    lpips: float | None = None
+    lpips_note: str | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackErrorRow(Row):
+    """An attack that crashed or timed out before it produced a row of its own."""
+
+    KIND: ClassVar[str] = "attack_error"
+    round: int
+    client: int
+    error: str
+    ok: bool = False
+    method: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SkippedRow(Row):
+    """An update that was not attacked (queue full, attack not applicable); not a failure."""
+
+    KIND: ClassVar[str] = "skipped"
+    round: int
+    client: int
+    reason: str
+    method: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrivacyRow(Row):
+    """The privacy spent so far by a DP mechanism, from its accountant."""
+
+    KIND: ClassVar[str] = "privacy"
+    round: int
+    epsilon: float
+    delta: float
+    accountant: str
+    mechanism: str | None = None
+    time: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LostRoundRow(Row):
+    """A round that aggregated nothing: the global model did not change."""
+
+    KIND: ClassVar[str] = "lost_round"
+    round: int
+    reason: str
+    replies: int = 0
+    rejected: int = 0
+    failed: int = 0
+    time: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RejectionRow(Row):
+    """A malformed or implausible client reply, rejected with its reason (``rejections.jsonl``)."""
+
+    KIND: ClassVar[str] = ""  # rejections.jsonl has one kind only
+    round: int
+    node: int | None = None
+    client: int | None = None
+    reason: str
+
+
+ROW_TYPES: dict[str, type[Row]] = {cls.KIND: cls for cls in (
+    UtilityRow, LabelRow, InversionRow, AttackErrorRow, SkippedRow, PrivacyRow, LostRoundRow)}
+METRIC_KINDS = tuple(ROW_TYPES)
+
+
+def row_from_json(data: Mapping[str, Any]) -> Row:
+    """The typed row of one ``metrics.jsonl`` object; an unknown ``kind`` is a ``ValueError``."""
+    kind = data.get("kind")
+    if kind not in ROW_TYPES:
+        raise ValueError(f"unknown row kind {kind!r}; known: {', '.join(METRIC_KINDS)}")
+    return ROW_TYPES[kind].from_json(data)
+
+
+def replace(row: Row, **changes: Any) -> Row:
+    """A copy of ``row`` with some fields changed (rows are frozen)."""
+    return dataclasses.replace(row, **changes)
