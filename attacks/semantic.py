@@ -69,8 +69,9 @@ def train_classifier(aux_x: torch.Tensor, aux_y: torch.Tensor, num_classes: int 
 
 def classify(classifier: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     """Class probabilities [N, C] of pixel-space images."""
+    ref = next(classifier.parameters())
     with torch.no_grad():
-        return torch.softmax(classifier(pixels.float().clamp(0, 1)), dim=-1)
+        return torch.softmax(classifier(pixels.to(ref).clamp(0, 1)), dim=-1)
 
 
 def assign_by_counts(probs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -78,7 +79,8 @@ def assign_by_counts(probs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     of log-probabilities (Hungarian assignment over count-expanded class slots)."""
     from scipy.optimize import linear_sum_assignment
 
-    counts = torch.as_tensor(counts).long().clamp_min(0)
+    counts = torch.as_tensor(counts).long().cpu().clamp_min(0)
+    probs = probs.detach().cpu()
     n = probs.shape[0]
     if int(counts.sum()) != n:
         raise ValueError(f"counts sum to {int(counts.sum())} but there are {n} images")
@@ -94,9 +96,10 @@ def semantic_labels(reconstruction: torch.Tensor, classifier: nn.Module, *, mean
                     counts: torch.Tensor | None = None) -> dict:
     """Label a reconstruction (model space [N, C, H, W]): ``labels`` (classifier argmax, or count-constrained
     assignment when ``counts`` are given), ``argmax``, ``probs``."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    probs = classify(classifier, reconstruction.detach().float() * std_t + mean_t)
+    rec = reconstruction.detach()
+    mean_t = torch.as_tensor(mean, dtype=rec.dtype, device=rec.device).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=rec.dtype, device=rec.device).view(-1, 1, 1)
+    probs = classify(classifier, rec * std_t + mean_t).cpu()
     argmax = probs.argmax(-1)
     labels = assign_by_counts(probs, counts) if counts is not None else argmax
     return {"labels": labels, "argmax": argmax, "probs": probs}

@@ -23,7 +23,7 @@ from fedsim.models.zoo import classifier_layer
 def labels_from_counts(counts: torch.Tensor) -> torch.Tensor:
     """Per-class counts [C] -> sorted label list [K]."""
     counts = torch.as_tensor(counts).long()
-    return torch.repeat_interleave(torch.arange(len(counts)), counts)
+    return torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
 
 
 def as_label_list(labels, sort: bool = True) -> torch.Tensor:

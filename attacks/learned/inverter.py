@@ -50,13 +50,13 @@ def gradient_features(gradients: Sequence[torch.Tensor], proj_dim: int = 0, seed
     # batch 1: row c of dW is (p_c - y_c) h with h the classifier's input; dW[c] / db[c] at the most negative
     # bias entry (the true label's row) recovers h itself, independent of the softmax factor
     row = gb.argmin(dim=1)
-    idx = torch.arange(n)
+    idx = torch.arange(n, device=gb.device)
     h = gw[idx, row] / gb[idx, row, None].clamp(max=-1e-12)
     parts = [h.reshape(n, -1)]
     if proj_dim:
         rest = torch.cat([g.reshape(n, -1) for g in grads[:-2]], dim=1).float()
         gen = torch.Generator().manual_seed(seed)
-        proj = torch.randn(rest.shape[1], proj_dim, generator=gen) / math.sqrt(proj_dim)
+        proj = (torch.randn(rest.shape[1], proj_dim, generator=gen) / math.sqrt(proj_dim)).to(rest.device)
         pr = rest @ proj
         parts.append(pr / pr.norm(dim=1, keepdim=True).clamp_min(1e-12) * math.sqrt(proj_dim))
     out = torch.cat(parts, dim=1)
@@ -112,10 +112,11 @@ def train_inverter(model: nn.Module, aux_x: torch.Tensor, aux_y: torch.Tensor, *
         dx, dy = (int(v) for v in torch.randint(-shifts, shifts + 1, (2,), generator=gen))
         xs.append(torch.roll(aux_x, shifts=(dy, dx), dims=(2, 3)))
         ys.append(aux_y)
-    px = torch.cat(xs).float()
-    py = torch.cat(ys)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    ref = next(model.parameters())
+    px = torch.cat(xs).to(device=ref.device, dtype=torch.float32)
+    py = torch.cat(ys).to(ref.device)
+    mean_t = torch.as_tensor(mean, dtype=px.dtype, device=px.device).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=px.dtype, device=px.device).view(-1, 1, 1)
     feats = gradient_features(per_sample_gradients(model, (px - mean_t) / std_t, py), proj_dim, seed)
     # standardise every feature on the training pairs: on an untrained model the activations differ little
     # between images (sigmoid ~ 0.5), so the informative part is a small deviation from a common vector
@@ -125,13 +126,13 @@ def train_inverter(model: nn.Module, aux_x: torch.Tensor, aux_y: torch.Tensor, *
     if decoder == "ridge":
         # closed-form linear decoder (dual form when pairs < features); output clamped to [0, 1]
         n = len(feats)
-        xf = torch.cat([feats, torch.ones(n, 1)], 1).double()
+        xf = torch.cat([feats, feats.new_ones(n, 1)], 1).double()
         yf = px.view(n, -1).double()
         if n < xf.shape[1]:
-            w = xf.T @ torch.linalg.solve(xf @ xf.T + ridge * torch.eye(n, dtype=torch.float64), yf)
+            w = xf.T @ torch.linalg.solve(xf @ xf.T + ridge * torch.eye(n, dtype=torch.float64, device=xf.device), yf)
         else:
-            w = torch.linalg.solve(xf.T @ xf + ridge * torch.eye(xf.shape[1], dtype=torch.float64), xf.T @ yf)
-        lin = nn.Linear(feats.shape[1], yf.shape[1])
+            w = torch.linalg.solve(xf.T @ xf + ridge * torch.eye(xf.shape[1], dtype=torch.float64, device=xf.device), xf.T @ yf)
+        lin = nn.Linear(feats.shape[1], yf.shape[1], device=xf.device)
         with torch.no_grad():
             lin.weight.copy_(w[:-1].T.float())
             lin.bias.copy_(w[-1].float())
@@ -143,13 +144,13 @@ def train_inverter(model: nn.Module, aux_x: torch.Tensor, aux_y: torch.Tensor, *
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         dec = nn.Sequential(nn.Linear(feats.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
-                            nn.Linear(hidden, math.prod(shape)), nn.Sigmoid())
+                            nn.Linear(hidden, math.prod(shape)), nn.Sigmoid()).to(feats.device)
         opt = torch.optim.Adam(dec.parameters(), lr=lr)
         n = len(feats)
         loss_v = float("nan")
         target = px.view(n, -1)
         for _ in range(epochs):
-            perm = torch.randperm(n, generator=gen)
+            perm = torch.randperm(n, generator=gen).to(feats.device)
             for i in range(0, n, batch_size):
                 idx = perm[i:i + batch_size]
                 loss = nn.functional.mse_loss(dec(feats[idx]), target[idx])
@@ -168,13 +169,15 @@ def learned_invert(inverter: LearnedInverter, gradients: Sequence[torch.Tensor],
     """Reconstruct the single image [1, C, H, W] (model space) behind a batch-1 gradient. If ``model`` is given
     and its weights differ from the training weights, the result is still returned (that is the point of the
     benchmark's 'later round' row), but expect garbage."""
+    device = inverter.feat_mean.device
     with torch.no_grad():
-        f = gradient_features([g.detach() for g in gradients], inverter.proj_dim, seed)
+        f = gradient_features([g.detach().to(device) for g in gradients], inverter.proj_dim, seed)
         f = (f - inverter.feat_mean) / inverter.feat_std
         pix = inverter.decoder(f[None]).view(1, *inverter.image_shape)
-    mean_t = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return (pix - mean_t) / std_t
+    mean_t = torch.as_tensor(mean, dtype=pix.dtype, device=device).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=pix.dtype, device=device).view(-1, 1, 1)
+    out = (pix - mean_t) / std_t
+    return out.to(gradients[0].device)
 
 
 def stale(inverter: LearnedInverter, model: nn.Module) -> bool:
