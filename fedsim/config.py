@@ -34,6 +34,8 @@ class RunSection:
     seed: int = opt(0, minimum=0)
     out_dir: str = opt("", doc="run folder; empty means runs/<name>")
     round_timeout: float = opt(600.0, minimum=1.0, doc="seconds to wait for client replies")
+    device: str = opt("auto", doc="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N': local training, "
+                      "central evaluation, attacks")
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class AttackSection:
                           "<run>/priors/<dataset>_vae.safetensors")
     prior_autotrain: bool = opt(False, doc="ggl/gias: train the prior on the public aux split (held-out half of "
                                 "the test split) when the file is missing")
+    lpips_weights: str = opt("", doc="local LPIPS backbone weights (torchmetrics); '' = LPIPS reported as "
+                             "unavailable (never downloaded)")
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,17 @@ def _check_cross_section(cfg: ExperimentConfig) -> None:
     from fedsim.faults_spec import parse_faults
 
     parse_faults(cfg.faults)
+    _check_device(cfg.run.device)
+
+
+def _check_device(spec: str) -> None:
+    """``run.device`` must name a device this machine has (``auto`` always does)."""
+    from fedsim.device import resolve_device
+
+    try:
+        resolve_device(spec)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_selection(key: str, text: str) -> frozenset[int] | None:
