@@ -50,7 +50,7 @@ def test_ilrg_exact_counts_with_duplicates(digits):
     """Untrained MLP, K = 10 with duplicates: exact counts (iLRG Table 1: LnAcc 0.994 on FCN-3 / MNIST)."""
     x, y = digits
     labels = [0, 0, 0, 1, 2, 2, 5, 7, 7, 9]
-    exact = {m: 0 for m in ("ilrg", "ilrg-prior", "ilrg-refine", "geng")}
+    exact = {m: 0 for m in ("ilrg", "ilrg-prior", "ilrg-refine", "geng-bias")}
     for seed in range(5):
         xb, yb = _batch(x, y, labels, seed)
         model = build_model("fcn3", (1, 8, 8), 10, seed=seed, hidden=(64, 64))
@@ -63,7 +63,7 @@ def test_ilrg_exact_counts_with_duplicates(digits):
         res = restore_labels("ilrg", model=model, gradients=g, batch_size=len(labels))
         assert res.probabilities.shape == (10, 10) and res.embeddings.shape == (10, 64)
     assert exact["ilrg"] >= 4 and exact["ilrg-refine"] >= 4, exact  # measured: 4/5 and 5/5
-    assert exact["geng"] >= 3 and exact["ilrg-prior"] >= 4, exact
+    assert exact["geng-bias"] >= 3 and exact["ilrg-prior"] >= 4, exact
 
 
 def test_llg_second_stage_uses_the_selected_index():
@@ -116,6 +116,8 @@ def test_no_bias_raises_and_names_the_fallback(digits):
     for method in ("ilrg", "ilrg-prior", "ilrg-refine"):
         with pytest.raises(ValueError, match="llg"):
             restore_labels(method, model=model, gradients=g, batch_size=6)
+    with pytest.raises(ValueError, match="'geng'"):
+        restore_labels("geng-bias", model=model, gradients=g, batch_size=6, input_shape=(1, 8, 8))
     for method in ("idlg", "gi", "gi-ext", "llg", "llg+", "geng", "rlg"):  # these work without a bias
         res = restore_labels(method, model=model, gradients=g, batch_size=6, input_shape=(1, 8, 8))
         assert int(res.counts.sum()) == 6 and len(res.labels) == 6

@@ -15,7 +15,7 @@ Restoration via Gradients in Federated Learning", ICLR 2023; Algorithm 1).
 
 Works for untrained models (the paper's main setting, where even Approx. 2 is bypassed); accuracy drops on
 trained models and when K >> C (db_i becomes a small difference of large terms). Needs the classifier bias:
-without it raises ValueError naming the fallback (``geng`` with use_bias=False, or ``llg``).
+without it raises ValueError naming the fallback (``geng``, eq. 16 on the weight rows, or ``llg``).
 """
 
 from __future__ import annotations

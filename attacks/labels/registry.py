@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from attacks.labels.geng import restore_geng
+from attacks.labels.aux import restore_aux_nnls
+from attacks.labels.geng import restore_geng, restore_geng_bias
 from attacks.labels.gi import restore_gi, restore_gi_ext
 from attacks.labels.idlg import restore_idlg
 from attacks.labels.ilrg import restore_ilrg, restore_ilrg_prior
@@ -21,9 +22,11 @@ LABEL_METHODS: dict[str, Callable[..., LabelRestoration]] = {
     "rlg": restore_rlg,              # Dang et al. 2021, SVD + LP
     "llg": restore_llg,              # Wainakh et al. 2022, LLG
     "llg+": restore_llg_plus,        # Wainakh et al. 2022, LLG+/LLG* (dummy / auxiliary inputs)
-    "geng": restore_geng,            # Geng et al. 2021, eq. 16
+    "geng": restore_geng,            # Geng et al. 2021, eq. 16 as published (weight-gradient row sums)
+    "geng-bias": restore_geng_bias,  # fedsim's variant of Geng eq. 16: exact bias identity, see geng.py
     "ilrg": restore_ilrg,            # Ma et al. ICLR 2023
     "ilrg-prior": restore_ilrg_prior,  # iLRG with a presence prior from gi-ext / rlg
     "ilrg-refine": restore_ilrg_refine,  # fedsim's own: see refine.py
     "soft": restore_soft,            # Wang, Liang, He ICLR 2024 (label smoothing / mixup)
+    "aux-nnls": restore_aux_nnls,    # fedsim's own: public-split class statistics + NNLS (trained models), aux.py
 }
