@@ -164,7 +164,7 @@ class Objective:
     def __init__(self, problem: Problem, spec: InversionSpec) -> None:
         self.problem, self.spec = problem, spec
         weights = _objectives.layer_weights(spec.layer_weights, len(problem.names))
-        self.matcher = GradientMatcher(problem, _objectives.get_distance(spec.distance), weights, spec.target,
+        self.matcher = GradientMatcher(problem, spec.distance, weights, spec.target,
                                        want_bn="bn" in spec.regularizers, batch_restarts=spec.batch_restarts)
         self.match0: torch.Tensor | None = None
 

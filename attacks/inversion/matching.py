@@ -10,12 +10,13 @@ differentiable w.r.t. x for ordinary autograd (the double backward of DLG / Inve
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch.func import functional_call, grad, vmap
 
 from attacks.inversion import fedavg as _fedavg
+from attacks.inversion.objectives import prepare_distance
 from attacks.inversion.problem import Problem
 from attacks.inversion.regularizers import bn_layers
 
@@ -44,11 +45,10 @@ class _BatchStats:
 class GradientMatcher:
     """``matcher(x [R, K, ...], soft [R, K, C] | None) -> (losses [R], bn statistics per BN layer, [R, ...])``."""
 
-    def __init__(self, problem: Problem, distance: Callable, weights: Sequence[float], target: str,
+    def __init__(self, problem: Problem, distance: str, weights: Sequence[float], target: str,
                  want_bn: bool = False, batch_restarts: bool = True) -> None:
         self.p = problem
-        self.distance = distance
-        self.weights = list(weights)
+        self.distances = [prepare_distance(distance, t, weights) for _, t in problem.pairs]
         self.target = target
         self.batch_restarts = batch_restarts
         self.n_bn = len(problem.bn_reference) if want_bn else 0
@@ -90,7 +90,7 @@ class GradientMatcher:
             else:
                 dummy, s = self._gradient(params, x, y, vmapped)
                 stats = s if i == 0 else stats
-            total = total + self.distance(dummy, list(target), self.weights)
+            total = total + self.distances[i](dummy)
         return total / len(self.p.pairs), stats
 
     def __call__(self, x: torch.Tensor, soft: torch.Tensor | None = None):
