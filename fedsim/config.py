@@ -124,6 +124,19 @@ class DefenseSection:
 
 
 @dataclass(frozen=True)
+class ValidationSection:
+    """Plausibility bounds of the server's reply screen (server/validation.py, docs/reliability.md)."""
+
+    max_num_examples: int = opt(1_000_000, minimum=1, doc="largest num-examples a client may claim")
+    examples_ratio: float = opt(100.0, minimum=1.0, doc="reject a claim over this many times the lower median "
+                                "claim of recent rounds")
+    norm_ratio: float = opt(1000.0, minimum=1.0, doc="reject an update norm over this many times the lower "
+                            "median norm of recent rounds")
+    max_update_norm: float = opt(0.0, minimum=0.0, doc="absolute bound on an update's L2 norm (0 = off)")
+    history: int = opt(20, minimum=1, doc="rounds of accepted claims and norms the medians look back over")
+
+
+@dataclass(frozen=True)
 class FaultsSection:
     """Fault injection (off by default): see clients/faults.py and docs/reliability.md."""
 
@@ -146,6 +159,7 @@ SECTIONS: dict[str, type] = {
     "attack": AttackSection,
     "defense": DefenseSection,
     "faults": FaultsSection,
+    "validation": ValidationSection,
 }
 
 
@@ -159,6 +173,7 @@ class ExperimentConfig:
     attack: AttackSection = field(default_factory=AttackSection)
     defense: DefenseSection = field(default_factory=DefenseSection)
     faults: FaultsSection = field(default_factory=FaultsSection)
+    validation: ValidationSection = field(default_factory=ValidationSection)
 
     def to_flat(self) -> dict[str, Scalar]:
         """Dotted keys (``train.lr``) as Flower's run config holds them."""

@@ -17,7 +17,8 @@ from fedsim.training import evaluate
 from server.attack_hook import build_attack_hook
 from server.defense_wiring import known_defenses, wrap_strategy
 from server.sinks import CaptureWriter
-from server.strategy import CuriousStrategy, TrainSettings
+from server.strategy import CuriousStrategy
+from server.validation import Bounds, ReplyGate, ReplyScreen, TrainSettings
 
 log = logging.getLogger("fedsim.server")
 app = ServerApp()
@@ -43,14 +44,26 @@ def central_evaluation(cfg: ExperimentConfig, folder: RunFolder):
     return evaluate_fn
 
 
-def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> CuriousStrategy:
+def screen_for(cfg: ExperimentConfig, run_id: str, parameter_names: list[str]) -> ReplyScreen:
+    """The reply screen with the bounds of ``[validation]`` and what the server configured."""
+    t, v = cfg.train, cfg.validation
+    max_claim = t.batch_size if t.algorithm == "fedsgd" and not cfg.defense.dp_sgd else None
+    settings = TrainSettings(t.algorithm, t.lr, t.local_epochs, t.batch_size, defenses=known_defenses(cfg),
+                             max_claim=max_claim)
+    bounds = Bounds(max_num_examples=v.max_num_examples, examples_ratio=v.examples_ratio, norm_ratio=v.norm_ratio,
+                    max_update_norm=v.max_update_norm, history=v.history)
+    return ReplyScreen(parameter_names, settings, run_id, RunFolder(run_dir(cfg)), bounds)
+
+
+def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> ReplyGate:
+    """``ReplyGate -> [Flower central-DP wrapper] -> DefenseTap -> CuriousStrategy -> FedAvg``."""
     model = make_model(cfg)
     inner = FedAvg(fraction_train=cfg.train.fraction_train, fraction_evaluate=0.0,
                    min_train_nodes=cfg.train.min_train_nodes, min_available_nodes=cfg.train.min_train_nodes)
-    t = cfg.train
-    settings = TrainSettings(t.algorithm, t.lr, t.local_epochs, t.batch_size, defenses=known_defenses(cfg))
-    return CuriousStrategy(inner, run_id=run_id, parameter_names=[n for n, _ in model.named_parameters()],
-                           settings=settings, sinks=sinks, run_folder=RunFolder(run_dir(cfg)))
+    screen = screen_for(cfg, run_id, [n for n, _ in model.named_parameters()])
+    curious = CuriousStrategy(inner, run_id=run_id, parameter_names=screen.parameter_names,
+                              settings=screen.settings, sinks=sinks, run_folder=screen.folder, screen=screen)
+    return ReplyGate(wrap_strategy(curious, cfg, screen.folder), screen)
 
 
 @app.main()
@@ -70,7 +83,6 @@ def main(grid: Grid, context: Context) -> None:
     if hook is not None:
         sinks.append(hook)
     strategy = build_strategy(cfg, str(context.run_id), sinks)
-    strategy = wrap_strategy(strategy, cfg, folder)  # central DP / SecAgg tap (outermost)
     model = make_model(cfg)
     try:
         strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=cfg.run.num_rounds,

@@ -163,15 +163,27 @@ def test_injected_attack_crash_becomes_an_ok_false_row(tmp_path):
 
 
 @pytest.mark.slow
-def test_faults_preset_completes_every_round(tmp_path):
+def test_faults_preset_completes_every_round_under_central_dp(tmp_path):
+    """Every fault kind under Flower's server-side central-DP wrapper: each round aggregates the honest replies
+    (the global model changes every round), every rejection and dropout is logged, the run exits 0."""
     out = tmp_path / "faults"
+    dp = ["--set", "defense.central_dp=server", "--set", "defense.central_dp_noise=0.01",
+          "--set", "defense.central_dp_clip=10"]
     proc = subprocess.run([sys.executable, "-m", "fedsim.lab.cli", "run", str(ROOT / "configs" / "faults.toml"),
-                           "--out", str(out), "--quiet"], capture_output=True, text=True, timeout=580, cwd=ROOT)
+                           "--out", str(out), "--quiet", *dp], capture_output=True, text=True, timeout=580,
+                          cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     cfg = load_config(ROOT / "configs" / "faults.toml")
     rows = list(read_jsonl(out / "metrics.jsonl"))
-    assert sorted(r["round"] for r in rows if r["kind"] == "utility") == list(range(cfg.run.num_rounds + 1))
-    rejections = list(read_jsonl(out / "rejections.jsonl"))
+    util = sorted((r for r in rows if r["kind"] == "utility"), key=lambda r: r["round"])
+    assert [r["round"] for r in util] == list(range(cfg.run.num_rounds + 1))
+    losses = [r["test_loss"] for r in util]
+    assert all(a != b for a, b in zip(losses, losses[1:])), losses  # the global model changed every round
+    assert not [r for r in rows if r["kind"] == "lost_round"]
+    all_rejections = list(read_jsonl(out / "rejections.jsonl"))
+    dropouts = [r for r in all_rejections if r["reason"].startswith("client reported an error")]
+    assert len(dropouts) == cfg.run.num_rounds  # client 2 drops out in every round
+    rejections = [r for r in all_rejections if r not in dropouts]
     plan = parse_faults(cfg.faults)
     expected = {(r, c) for r in range(1, cfg.run.num_rounds + 1) for c in range(cfg.run.num_clients)
                 if plan.corruption(c, r)}

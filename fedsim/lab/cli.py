@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from fedsim.config import load_config, parse_overrides
-from fedsim.errors import ConfigError, FedsimError
-from fedsim.rows import UtilityRow
+from fedsim.errors import ConfigError, FedsimError, RoundsLost
+from fedsim.rows import LostRoundRow, UtilityRow
 from fedsim.runfolder import RunFolder
 
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
@@ -47,12 +47,24 @@ def _cmd_deploy_local(args: argparse.Namespace) -> int:
 def _after_run(run: Path, quiet: bool) -> None:
     from fedsim.lab.report import write_report
 
-    rows = RunFolder(run).rows(UtilityRow)
+    folder = RunFolder(run)
+    rows = folder.rows(UtilityRow)
     report = write_report(run)
     if rows:
         print("test accuracy by round: " + ", ".join(f"{r.round}:{r.test_accuracy:.3f}" for r in rows))
     print(f"results: {run}")
     print(f"report:  {report}")
+    check_complete(folder)
+
+
+def check_complete(folder: RunFolder) -> None:
+    """A run that lost rounds (nothing aggregated) ends with ``RoundsLost`` (non-zero exit, one line)."""
+    lost = sorted({r.round for r in folder.rows(LostRoundRow)})
+    if lost:
+        cfg_rounds = len({r.round for r in folder.rows(UtilityRow) if r.round > 0}) or "?"
+        raise RoundsLost(f"{len(lost)} of {cfg_rounds} rounds lost (nothing aggregated in round"
+                         f"{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))}); see "
+                         f"{folder.rejections} and the report")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,254 @@
+"""Reply screening before anything else sees a reply: structure, plausibility bounds, lost rounds.
+
+``ReplyScreen`` turns a Flower reply into a validated ``ClientUpdate`` or a logged rejection:
+
+- *structure*: the records a reply must carry, array keys/shapes/dtypes equal to what was sent, finite values;
+- *claimed example count* (the FedAvg weight): an integer in ``[1, validation.max_num_examples]``, at most the
+  configured batch under FedSGD (without DP-SGD), and at most ``validation.examples_ratio`` times the lower median
+  of the claims accepted in the last ``validation.history`` rounds and this round — a client claiming 9,999,999
+  examples does not get ~100 % of the FedAvg weight, even in a two-node federation;
+- *update norm*: at most ``validation.max_update_norm`` (when set), far above a configured whole-update clipping
+  bound is implausible, and at most ``validation.norm_ratio`` times the lower median of recent accepted norms.
+
+The *lower* median (the smaller middle value) keeps one outlier out of its own reference with as few as two
+replies; the history across rounds covers a round where most replies are bad. ``ReplyGate`` is the outermost
+strategy of the stack: it drops error replies and rejected ones *before* Flower's DP wrappers see them (they
+otherwise skip the whole round on one error, or raise inside clipping on a malformed reply), writes a
+``lost_round`` row when nothing is left to aggregate, and passes the valid replies inward in client order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedsim.rows import LostRoundRow, RejectionRow
+from fedsim.runfolder import RunFolder
+from fedsim.types import ClientUpdate, InvalidUpdateError
+
+log = logging.getLogger("fedsim.server")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What the server configured (and therefore knows) about local training."""
+
+    algorithm: str
+    lr: float
+    local_epochs: int
+    batch_size: int
+    defenses: Mapping[str, Any]
+    max_claim: int | None = None  # largest honest num-examples (FedSGD without DP-SGD: the batch size)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Plausibility bounds of ``[validation]`` (see the module docstring)."""
+
+    max_num_examples: int = 1_000_000
+    examples_ratio: float = 100.0
+    norm_ratio: float = 1000.0
+    max_update_norm: float = 0.0
+    history: int = 20
+
+
+def update_norm(update: ClientUpdate) -> float:
+    """L2 norm of ``weights_after - weights_before`` over the parameters."""
+    total = 0.0
+    for name, after in update.weights_after.items():
+        if after.is_floating_point():
+            total += float(((after.double() - update.weights_before[name].double()) ** 2).sum())
+    return math.sqrt(total)
+
+
+def lower_median(values: Iterable[float]) -> float | None:
+    """The smaller middle value of the finite ``values`` (None when there are none)."""
+    xs = sorted(v for v in values if math.isfinite(v))
+    return xs[(len(xs) - 1) // 2] if xs else None
+
+
+class ReplyScreen:
+    """Validates replies of one federation against the weights sent and the bounds; remembers history."""
+
+    def __init__(self, parameter_names: list[str], settings: TrainSettings, run_id: str,
+                 folder: RunFolder | None = None, bounds: Bounds = Bounds()) -> None:
+        self.parameter_names = list(parameter_names)
+        self.settings = settings
+        self.run_id = run_id
+        self.folder = folder
+        self.bounds = bounds
+        self.sent: dict[int, dict[str, torch.Tensor]] = {}
+        self._norms: deque[list[float]] = deque(maxlen=max(1, bounds.history))
+        self._claims: deque[list[int]] = deque(maxlen=max(1, bounds.history))
+
+    def remember_sent(self, server_round: int, arrays: ArrayRecord) -> None:
+        state = arrays.to_torch_state_dict()
+        self.sent = {server_round: {k: v.detach().clone() for k, v in state.items()}}
+
+    # ---- one reply -------------------------------------------------------------------------------------
+    def to_update(self, server_round: int, msg: Message) -> ClientUpdate:
+        """Validate a reply's structure against the weights sent this round and build the ``ClientUpdate``."""
+        sent = self.sent.get(server_round)
+        if sent is None:
+            raise InvalidUpdateError(f"no weights were sent in round {server_round}")
+        content = msg.content
+        for key, kind in (("arrays", "ArrayRecord"), ("metrics", "MetricRecord"), ("meta", "ConfigRecord")):
+            if key not in content:
+                raise InvalidUpdateError(f"reply lacks the {kind} {key!r}")
+        received = content["arrays"].to_torch_state_dict()
+        missing, extra = sorted(set(sent) - set(received)), sorted(set(received) - set(sent))
+        if missing or extra:
+            raise InvalidUpdateError(f"array keys differ from the model: missing {missing[:5]}, extra {extra[:5]}")
+        metrics, meta = content["metrics"], content["meta"]
+        num_examples = metrics.get("num-examples")
+        if not isinstance(num_examples, (int, float)) or isinstance(num_examples, bool) or \
+                not math.isfinite(num_examples) or num_examples != int(num_examples) or num_examples < 1:
+            raise InvalidUpdateError(f"num-examples={num_examples!r} is not a count")
+        if num_examples > self.bounds.max_num_examples:
+            raise InvalidUpdateError(f"num-examples={int(num_examples)} above validation.max_num_examples="
+                                     f"{self.bounds.max_num_examples}")
+        for key, value in metrics.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidUpdateError(f"metric {key!r} is {value}")
+        params = set(self.parameter_names)
+        s = self.settings
+        return ClientUpdate(
+            run_id=self.run_id, server_round=server_round, client_id=int(meta["partition-id"]),
+            algorithm=s.algorithm,
+            weights_before={n: sent[n] for n in self.parameter_names},
+            weights_after={n: received[n] for n in self.parameter_names},
+            buffers_after={n: t for n, t in received.items() if n not in params},
+            buffers_before={n: t for n, t in sent.items() if n not in params},
+            lr=s.lr, local_epochs=s.local_epochs, local_steps=int(meta["local-steps"]), batch_size=s.batch_size,
+            num_examples=int(num_examples), defenses=dict(s.defenses),
+        )
+
+    def claim_problem(self, claim: int, claims: list[int]) -> str | None:
+        b = self.bounds
+        if self.settings.max_claim is not None and claim > self.settings.max_claim:
+            return f"num-examples={claim} above the configured batch ({self.settings.max_claim}) of one FedSGD step"
+        ref = lower_median([c for past in self._claims for c in past] + claims)
+        if ref and claim > b.examples_ratio * ref:
+            return (f"num-examples={claim} is over validation.examples_ratio={b.examples_ratio:g}x the lower median "
+                    f"claim {ref:g}")
+        return None
+
+    def norm_problem(self, norm: float, norms: list[float]) -> str | None:
+        b = self.bounds
+        if not math.isfinite(norm):
+            return f"update norm is {norm}"
+        if b.max_update_norm > 0 and norm > b.max_update_norm:
+            return f"update norm {norm:.3g} above validation.max_update_norm={b.max_update_norm:g}"
+        d = self.settings.defenses or {}
+        clip = float(d.get("clip_norm") or 0.0)
+        if clip > 0 and not d.get("secagg"):
+            bound = 10 * clip + 10 * float(d.get("noise_std") or 0.0) * self._num_params ** 0.5
+            if norm > bound:
+                return f"update norm {norm:.3g} far above the clipping bound defense.clip_norm={clip:g}"
+        ref = lower_median([n for past in self._norms for n in past] + norms)
+        if ref and ref > 0 and norm > b.norm_ratio * ref:
+            return (f"update norm {norm:.3g} is over validation.norm_ratio={b.norm_ratio:g}x the lower median "
+                    f"norm {ref:.3g} of recent updates")
+        return None
+
+    @property
+    def _num_params(self) -> int:
+        sent = next(iter(self.sent.values()), {})
+        return sum(sent[n].numel() for n in self.parameter_names if n in sent)
+
+    # ---- one round -------------------------------------------------------------------------------------
+    def screen(self, server_round: int, replies: list[Message]) -> list[tuple[Message, ClientUpdate]]:
+        """The valid replies of a round (in client order) with their updates; every other one is logged."""
+        structured: list[tuple[Message, ClientUpdate]] = []
+        for msg in replies:
+            if msg.has_error():
+                self.reject(server_round, msg, f"client reported an error: {_error_text(msg)}")
+                continue
+            try:
+                structured.append((msg, self.to_update(server_round, msg)))
+            except (InvalidUpdateError, KeyError, TypeError, ValueError) as exc:
+                self.reject(server_round, msg, str(exc))
+        norms = [update_norm(u) for _, u in structured]
+        claims = [u.num_examples for _, u in structured]
+        valid = []
+        for (msg, update), norm in zip(structured, norms):
+            reason = self.claim_problem(update.num_examples, claims) or self.norm_problem(norm, norms)
+            if reason:
+                self.reject(server_round, msg, reason)
+                continue
+            valid.append((msg, update))
+        self._norms.append([update_norm(u) for _, u in valid])
+        self._claims.append([u.num_examples for _, u in valid])
+        return sorted(valid, key=lambda mu: mu[1].client_id)  # float sums depend on order: aggregate by client
+
+    def reject(self, server_round: int, msg: Message, reason: str) -> None:
+        node = msg.metadata.src_node_id
+        client = None
+        try:
+            client = int(msg.content["meta"]["partition-id"])
+        except Exception:  # the reply may be missing exactly this (or be an error without content)
+            pass
+        log.warning("round %d: rejected reply from node %s (client %s): %s", server_round, node, client, reason)
+        if self.folder is not None:
+            self.folder.append(RejectionRow(round=server_round, node=node, client=client, reason=reason))
+
+
+def _error_text(msg: Message) -> str:
+    err = getattr(msg, "error", None)
+    reason = getattr(err, "reason", None) or str(err)
+    return " ".join(str(reason).split())[:200]
+
+
+class ReplyGate(Strategy):
+    """Outermost strategy: only screened replies reach the wrapped stack (Flower DP wrappers included)."""
+
+    def __init__(self, inner: Strategy, screen: ReplyScreen) -> None:
+        self.inner = inner
+        self.screen = screen
+        self.lost_rounds: list[int] = []
+
+    def summary(self) -> None:
+        log.info("ReplyGate screening replies before %s", type(self.inner).__name__)
+        self.inner.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.screen.remember_sent(server_round, arrays)
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        valid = self.screen.screen(server_round, replies)
+        if not valid:
+            self.lose(server_round, f"no valid reply to aggregate ({len(replies)} received)", replies, 0)
+            return None, None
+        arrays, metrics = self.inner.aggregate_train(server_round, [m for m, _ in valid])
+        if arrays is None:
+            self.lose(server_round, "the wrapped strategy aggregated nothing", replies, len(valid))
+        return arrays, metrics
+
+    def lose(self, server_round: int, reason: str, replies: list[Message], num_valid: int) -> None:
+        failed = sum(1 for m in replies if m.has_error())
+        log.error("round %d lost: %s", server_round, reason)
+        self.lost_rounds.append(server_round)
+        if self.screen.folder is not None:
+            self.screen.folder.append(LostRoundRow(round=server_round, reason=reason, replies=len(replies),
+                                                   failed=failed, rejected=len(replies) - failed - num_valid,
+                                                   time=time.time()))
