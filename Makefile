@@ -32,10 +32,9 @@ clean:
 	rm -rf runs .pytest_cache
 
 # Flower's own CLI on the same presets: `make flwr-run CONFIG=configs/smoke.toml NODES=3`. FLWR_HOME stays in
-# runs/.flwr, runtime dependency installation is off, and the local SuperLink that `flwr run` starts is stopped.
+# runs/.flwr, runtime dependency installation is off, and the local SuperLink that `flwr run` starts is stopped by
+# its PID (fedsim/lab/flwr_native.py); the exit code is the run's.
 CONFIG ?= configs/smoke.toml
 NODES ?= 3
 flwr-run: $(STAMP)
-	FLWR_HOME=$(CURDIR)/runs/.flwr FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 PATH=$(CURDIR)/$(BIN):$$PATH \
-	  $(BIN)/flwr run . --run-config $(CONFIG) --federation-config "num-supernodes=$(NODES)" --stream; \
-	rc=$$?; pkill -f "flower-superlink.*$(CURDIR)/runs/.flwr" || true; exit $$rc
+	$(BIN)/python -m fedsim.lab.flwr_native $(CONFIG) $(NODES) $(CURDIR)/runs/.flwr

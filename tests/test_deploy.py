@@ -77,9 +77,12 @@ def _run(args, timeout=300):
                           timeout=timeout, cwd=ROOT)
 
 
-def test_deploy_local_rejects_mismatched_nodes(tmp_path):
-    proc = _run(["deploy-local", str(ROOT / "configs" / "smoke.toml"), "--nodes", "2", "--out", str(tmp_path)])
+def test_deploy_local_rejects_contradicting_nodes(tmp_path):
+    """--nodes decides the federation size; only an explicit contradicting --set is refused."""
+    proc = _run(["deploy-local", str(ROOT / "configs" / "smoke.toml"), "--nodes", "2", "--out", str(tmp_path / "x"),
+                 "--set", "run.num_clients=3"])
     assert proc.returncode == 2 and "run.num_clients" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.deployment
@@ -127,8 +130,7 @@ def test_compose_commands_run_as_local_processes(tmp_path):
 def test_deploy_local_two_nodes(tmp_path):
     out = tmp_path / "deploy"
     proc = _run(["deploy-local", str(ROOT / "configs" / "smoke.toml"), "--nodes", "2", "--out", str(out), "--quiet",
-                 "--set", "run.num_clients=2", "--set", "train.min_train_nodes=2", "--set", "attack.enabled=false"],
-                timeout=400)
+                 "--set", "attack.enabled=false"], timeout=400)  # --nodes alone sets the federation size
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rows = read_jsonl(out / "metrics.jsonl")
     utility = sorted((r for r in rows if r["kind"] == "utility"), key=lambda r: r["round"])

@@ -1,7 +1,8 @@
 """Attack and score one capture file: used by the live server's worker pool and by ``fedsim attack``.
 
-Attack (``attacks.pipeline``, no ground truth) then score (``fedsim.evaluation.scoring``, reads the audit channel), and
-write the image grid. Returns ``metrics.jsonl`` rows; the caller appends them (one writer per run).
+Attack (``attacks.pipeline``, no ground truth) then score (``fedsim.evaluation.scoring`` against
+``fedsim.evaluation.truth``) and write the image grid. Returns typed rows (``fedsim.rows``); the caller appends
+them (one writer per run).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.config import ExperimentConfig, from_flat
+from fedsim.errors import ConfigError
 from fedsim.evaluation.grids import save_comparison
 from fedsim.evaluation.scoring import score
 from fedsim.evaluation.truth import truth_for
@@ -27,11 +29,20 @@ log = logging.getLogger("fedsim.attacks")
 
 
 def plan_from_config(cfg: ExperimentConfig):
+    """The attack plan of ``[attack]``; a method name not in its registry is a one-line ``ConfigError``."""
+    from attacks.inversion import INVERSION_METHODS
+    from attacks.labels import LABEL_METHODS
     from attacks.pipeline import AttackPlan
 
     a = cfg.attack
     methods = tuple(m.strip() for m in a.label_methods.split(",") if m.strip() and m.strip() != "none")
+    for m in methods:
+        if m not in LABEL_METHODS:
+            raise ConfigError(f"attack.label_methods: {m!r} is not one of {', '.join(sorted(LABEL_METHODS))}")
     inversion = None if a.inversion.strip().lower() in ("", "none") else a.inversion.strip()
+    if inversion is not None and inversion not in INVERSION_METHODS:
+        raise ConfigError(f"attack.inversion: {inversion!r} is not one of none, "
+                          f"{', '.join(sorted(INVERSION_METHODS))}")
     return AttackPlan(label_methods=methods, inversion=inversion, inversion_steps=a.inversion_steps,
                       max_inversion_images=a.max_inversion_images, seed=cfg.run.seed)
 

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from fedsim.config import load_config, parse_overrides
-from fedsim.errors import ConfigError, FedsimError, RoundsLost
+from fedsim.errors import ConfigError, FedsimError, RoundsLost, RunFolderError
+from fedsim.lab.preflight import preflight
 from fedsim.rows import LostRoundRow, UtilityRow
 from fedsim.runfolder import RunFolder
 
@@ -28,6 +29,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim.lab.runner import run_federation
 
     cfg = load_config(args.config, parse_overrides(args.set or []))
+    preflight(cfg)
     out = Path(args.out) if args.out else Path("runs") / cfg.run.name
     run = run_federation(cfg, out, quiet=args.quiet)
     _after_run(run, args.quiet)
@@ -37,7 +39,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_deploy_local(args: argparse.Namespace) -> int:
     from fedsim.lab.deploy import deploy_local
 
-    cfg = load_config(args.config, parse_overrides(args.set or []))
+    overrides = parse_overrides(args.set or [])
+    if args.nodes < 1:
+        raise ConfigError(f"--nodes: {args.nodes} is below the minimum 1")
+    if "run.num_clients" in overrides and str(overrides["run.num_clients"]) != str(args.nodes):
+        raise ConfigError(f"run.num_clients: --set {overrides['run.num_clients']} contradicts --nodes {args.nodes} "
+                          "(--nodes decides the federation size)")
+    cfg = load_config(args.config, overrides)
+    cfg = cfg.replace(**{"run.num_clients": args.nodes,  # --nodes decides the federation size
+                         "train.min_train_nodes": min(cfg.train.min_train_nodes, args.nodes)})
+    preflight(cfg)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-deploy"
     run = deploy_local(cfg, args.nodes, out, quiet=args.quiet)
     _after_run(run, args.quiet)
@@ -83,12 +94,23 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from fedsim.lab.report import write_report
 
-    print(write_report(Path(args.run_dir)))
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise RunFolderError(f"{run}: no such run folder")
+    if not (RunFolder(run).config.is_file() or RunFolder(run).metrics.is_file()):
+        raise RunFolderError(f"{run}: not a run folder (no config.toml or metrics.jsonl)")
+    print(write_report(run))
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from fedsim.lab.sweep import run_sweep
+    from fedsim.lab.sweep import load_sweep, run_sweep
+
+    if args.parallel < 1:
+        raise ConfigError(f"--parallel: {args.parallel} is below the minimum 1")
+    sweep = load_sweep(args.sweep, parse_overrides(args.set or []))
+    for setting in sweep.settings:  # every setting can run, before the first one starts
+        preflight(sweep.base.replace(**dict(zip(sweep.parameters, setting))))
 
     rows = run_sweep(args.sweep, args.out, parallel=args.parallel, overrides=parse_overrides(args.set or []),
                      quiet=True)
@@ -110,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     dep = sub.add_parser("deploy-local", help="run as a real deployment: SuperLink + N SuperNodes on 127.0.0.1")
     dep.add_argument("config")
-    dep.add_argument("--nodes", type=int, required=True, help="SuperNodes to start (must equal run.num_clients)")
+    dep.add_argument("--nodes", type=int, required=True, help="SuperNodes to start (sets run.num_clients)")
     dep.add_argument("--out", help="run folder (default runs/<run.name>-deploy)")
     dep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     dep.add_argument("--quiet", action="store_true")

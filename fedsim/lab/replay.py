@@ -12,7 +12,7 @@ from typing import Any
 
 from fedsim.config import load_config, parse_selection
 from fedsim.errors import CaptureError, ConfigError, DataError, RunFolderError
-from fedsim.evaluation.attacking import attack_and_score
+from fedsim.evaluation.attacking import attack_and_score, plan_from_config
 from fedsim.rows import replace
 from fedsim.runfolder import RunFolder
 
@@ -23,13 +23,14 @@ def replay_attacks(run_dir: Path, overrides: dict[str, Any], quiet: bool = False
     A capture that cannot be read is named on stderr in one line and skipped; the others are attacked, then
     ``DataError`` says how many were unreadable (the CLI exits non-zero: data was lost).
     """
-    bad = [k for k in overrides if not k.startswith("attack.")]
+    bad = [k for k in overrides if not k.startswith("attack.") and k != "run.device"]
     if bad:
-        raise ConfigError(f"{bad[0]}: fedsim attack only takes attack.* overrides")
+        raise ConfigError(f"{bad[0]}: fedsim attack only takes attack.* (and run.device) overrides")
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
         raise RunFolderError(f"{run_dir}: not a run folder (no config.toml)")
     cfg = load_config(folder.config, overrides).replace(**{"run.out_dir": str(run_dir.resolve())})
+    plan_from_config(cfg)  # a typo in a method name fails here, once, not per capture
     rounds = parse_selection("attack.rounds", cfg.attack.rounds)
     clients = parse_selection("attack.clients", cfg.attack.clients)
     files = list(folder.iter_captures())

@@ -1,0 +1,99 @@
+"""``make flwr-run``: Flower's own CLI (``flwr run .``) on a preset, then stop the local SuperLink it leaves.
+
+``flwr run`` against the local simulation federation starts a detached ``flower-superlink`` whose files live in
+``FLWR_HOME`` and keeps it running after the run. It is found by its command line (its ``--log-file`` /
+``--database`` arguments lie under our ``FLWR_HOME``) through ``/proc`` and stopped by PID with its process
+group; nothing else is matched (the old ``pkill -f`` pattern also matched make's own shell). The exit code is
+the run's: ``flwr run --stream`` itself exits 0 even when the simulation raised, so the run folder decides — no
+``DONE`` means the run failed (exit 1), lost rounds exit 3 (``RoundsLost``), each with one line.
+
+    python -m fedsim.lab.flwr_native CONFIG NODES [FLWR_HOME]
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fedsim.config import load_config
+from fedsim.errors import FedsimError
+from fedsim.experiment import run_dir
+from fedsim.lab.cli import check_complete
+from fedsim.lab.flower_runtime import PROJECT_ROOT, flower_env
+from fedsim.lab.preflight import preflight
+from fedsim.runfolder import RunFolder
+
+
+def superlink_pids(flwr_home: Path) -> list[int]:
+    """PIDs of ``flower-superlink`` processes whose arguments point into ``flwr_home`` (Linux ``/proc``)."""
+    home = str(Path(flwr_home).resolve())
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        if any(Path(a).name == "flower-superlink" for a in args[:2]) and any(a.startswith(home) for a in args):
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop_pids(pids: list[int], timeout: float = 10.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.killpg(os.getpgid(pid), sig) if os.getpgid(pid) == pid else os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.2)
+        pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+        if not pids:
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) not in (2, 3) or not args[1].isdigit():
+        print("usage: python -m fedsim.lab.flwr_native CONFIG NODES [FLWR_HOME]", file=sys.stderr)
+        return 2
+    config, nodes = args[0], int(args[1])
+    flwr_home = Path(args[2] if len(args) == 3 else PROJECT_ROOT / "runs" / ".flwr").resolve()
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg = load_config(config)
+        preflight(cfg)
+    except FedsimError as exc:
+        print(f"fedsim: {exc}", file=sys.stderr)
+        return exc.exit_code
+    folder = RunFolder(run_dir(cfg))
+    folder.clear()
+    env = flower_env(flwr_home)
+    flwr = str(Path(sys.executable).parent / "flwr")
+    try:
+        rc = subprocess.call([flwr, "run", ".", "--run-config", str(Path(config).resolve()),
+                              "--federation-config", f"num-supernodes={nodes}", "--stream"],
+                             env=env, cwd=PROJECT_ROOT)
+    finally:
+        stop_pids(superlink_pids(flwr_home))
+    if rc == 0 and not folder.done.exists():
+        print(f"fedsim: the run did not finish (no {folder.done}); see the Flower output above", file=sys.stderr)
+        return 1
+    try:
+        check_complete(folder)
+    except FedsimError as exc:
+        print(f"fedsim: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
