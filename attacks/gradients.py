@@ -28,15 +28,19 @@ def weights_to_fake_gradient(before: Mapping[str, torch.Tensor], after: Mapping[
 def fake_gradient(update: ClientUpdate, model: nn.Module | None = None) -> list[torch.Tensor]:
     """Fake gradient of a captured update, aligned with ``list(model.parameters())`` when a model is given.
 
-    Only parameters are used (buffers such as BN running statistics are not gradients).
+    Only parameters are used (buffers such as BN running statistics are not gradients). With a model, the
+    result lives on the model's device in its dtype (the difference itself is taken in float64).
     """
     names = [n for n, _ in model.named_parameters()] if model is not None else None
-    if names is not None:
-        missing = [n for n in names if n not in update.weights_before]
-        if missing:
-            raise KeyError(f"update lacks parameters of the model: {missing[:5]}")
-    return weights_to_fake_gradient(update.weights_before, update.weights_after, update.lr,
-                                    update.local_steps, names)
+    if names is None:
+        return weights_to_fake_gradient(update.weights_before, update.weights_after, update.lr,
+                                        update.local_steps)
+    missing = [n for n in names if n not in update.weights_before]
+    if missing:
+        raise KeyError(f"update lacks parameters of the model: {missing[:5]}")
+    grads = weights_to_fake_gradient(update.weights_before, update.weights_after, update.lr,
+                                     update.local_steps, names)
+    return [g.to(p) for g, p in zip(grads, model.parameters())]
 
 
 def batch_gradient(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
