@@ -26,7 +26,8 @@ def write_ground_truth(run_dir: str | Path, truth: GroundTruth) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     sizes = [len(y) for y in truth.labels]
     tmp = path.with_suffix(".tmp")
-    save_file({"inputs": torch.cat(truth.inputs).contiguous(), "labels": torch.cat(truth.labels).contiguous()},
+    save_file({"inputs": torch.cat(truth.inputs).contiguous().cpu(),
+               "labels": torch.cat(truth.labels).contiguous().cpu()},
               str(tmp), metadata={"step_sizes": json.dumps(sizes)})
     tmp.replace(path)
     return path

@@ -15,6 +15,7 @@ from torch import nn
 
 from fedsim.config import ExperimentConfig
 from fedsim.data import ImageDataset, load_dataset
+from fedsim.device import resolve_device
 from fedsim.models import build_model
 from fedsim.partitions import partition
 
@@ -38,6 +39,11 @@ def model_options(cfg: ExperimentConfig) -> dict:
         "resnet18": {},
         "vgg16": {},
     }[m.name]
+
+
+def device(cfg: ExperimentConfig) -> torch.device:
+    """``run.device`` resolved on this machine (``auto``: CUDA when present)."""
+    return resolve_device(cfg.run.device)
 
 
 def make_model(cfg: ExperimentConfig) -> nn.Module:

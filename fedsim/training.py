@@ -22,6 +22,14 @@ class LocalResult:
     ground_truth: GroundTruth
 
 
+def to_model(model: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """``t`` on the model's device; floating inputs also in the model's dtype (labels stay integers)."""
+    p = next(model.parameters(), None)
+    if p is None:
+        return t
+    return t.to(device=p.device, dtype=p.dtype) if t.is_floating_point() else t.to(p.device)
+
+
 def step_batches(num_examples: int, algorithm: str, batch_size: int, epochs: int, seed: int,
                  max_steps: int = 0) -> list[torch.Tensor]:
     """Index batches for each local step, deterministic in ``seed``.
@@ -56,7 +64,10 @@ def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, step
 def train_locally(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, algorithm: str, lr: float,
                   epochs: int, batch_size: int, seed: int, server_round: int, client_id: int,
                   max_steps: int = 0, step_loss=None) -> LocalResult:
-    """Train ``model`` in place on (x, y) and return the steps taken and the batches used."""
+    """Train ``model`` in place on (x, y) and return the steps taken and the batches used.
+
+    Batches move to the model's device (``run.device``) and dtype; the recorded ground truth stays as ``x`` is.
+    """
     if len(x) == 0:
         raise ValueError(f"client {client_id} has no training data")
     model.train()
@@ -64,7 +75,7 @@ def train_locally(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, algorit
     losses, inputs, labels = [], [], []
     for idx in batches:
         xb, yb = x[idx], y[idx]
-        losses.append(sgd_step(model, xb, yb, lr, step_loss))
+        losses.append(sgd_step(model, to_model(model, xb), to_model(model, yb), lr, step_loss))
         inputs.append(xb.detach().clone())
         labels.append(yb.detach().clone())
     truth = GroundTruth(server_round, client_id, tuple(inputs), tuple(labels))
@@ -73,12 +84,12 @@ def train_locally(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, algorit
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy loss) of ``model`` on (x, y)."""
+    """(accuracy, mean cross-entropy loss) of ``model`` on (x, y), batches on the model's device."""
     model.eval()
     correct, loss_sum = 0, 0.0
     for start in range(0, len(x), batch_size):
-        out = model(x[start:start + batch_size])
-        target = y[start:start + batch_size]
+        out = model(to_model(model, x[start:start + batch_size]))
+        target = to_model(model, y[start:start + batch_size])
         loss_sum += float(nn.functional.cross_entropy(out, target, reduction="sum"))
         correct += int((out.argmax(1) == target).sum())
     model.train()

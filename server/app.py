@@ -9,13 +9,15 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
+from fedsim import messages as K
 from fedsim.config import ExperimentConfig, from_flat, to_toml
-from fedsim.experiment import make_model, run_dir, test_data
+from fedsim.experiment import device, make_model, run_dir, test_data
 from fedsim.rows import UtilityRow
 from fedsim.runfolder import RunFolder
 from fedsim.training import evaluate
 from server.attack_hook import build_attack_hook
 from server.defense_wiring import known_defenses, wrap_strategy
+from server.secagg import run_secagg
 from server.sinks import CaptureWriter
 from server.strategy import CuriousStrategy
 from server.validation import Bounds, ReplyGate, ReplyScreen, TrainSettings
@@ -26,17 +28,17 @@ app = ServerApp()
 
 def train_config(cfg: ExperimentConfig) -> ConfigRecord:
     t = cfg.train
-    return ConfigRecord({"algorithm": t.algorithm, "lr": t.lr, "local-epochs": t.local_epochs,
-                         "batch-size": t.batch_size, "max-local-steps": t.max_local_steps, "seed": cfg.run.seed})
+    return ConfigRecord({K.ALGORITHM: t.algorithm, K.LR: t.lr, K.LOCAL_EPOCHS: t.local_epochs,
+                         K.BATCH_SIZE: t.batch_size, K.MAX_LOCAL_STEPS: t.max_local_steps, K.SEED: cfg.run.seed})
 
 
 def central_evaluation(cfg: ExperimentConfig, folder: RunFolder):
     """``evaluate_fn`` for ``Strategy.start``: test accuracy/loss of the global model, one JSON row per round."""
-    model = make_model(cfg)
+    model = make_model(cfg).to(device(cfg))
     x, y = test_data(cfg)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        model.load_state_dict(arrays.to_torch_state_dict())
+        model.load_state_dict(arrays.to_torch_state_dict())  # copied onto the model's device
         acc, loss = evaluate(model, x, y)
         folder.append(UtilityRow(round=server_round, test_accuracy=acc, test_loss=loss, time=time.time()))
         return MetricRecord({"test_accuracy": acc, "test_loss": loss})
@@ -47,7 +49,7 @@ def central_evaluation(cfg: ExperimentConfig, folder: RunFolder):
 def screen_for(cfg: ExperimentConfig, run_id: str, parameter_names: list[str]) -> ReplyScreen:
     """The reply screen with the bounds of ``[validation]`` and what the server configured."""
     t, v = cfg.train, cfg.validation
-    max_claim = t.batch_size if t.algorithm == "fedsgd" and not cfg.defense.dp_sgd else None
+    max_claim = t.batch_size if t.algorithm == "fedsgd" else None  # DP-SGD clients too release min(B, n)
     settings = TrainSettings(t.algorithm, t.lr, t.local_epochs, t.batch_size, defenses=known_defenses(cfg),
                              max_claim=max_claim)
     bounds = Bounds(max_num_examples=v.max_num_examples, examples_ratio=v.examples_ratio, norm_ratio=v.norm_ratio,
@@ -85,9 +87,13 @@ def main(grid: Grid, context: Context) -> None:
     strategy = build_strategy(cfg, str(context.run_id), sinks)
     model = make_model(cfg)
     try:
-        strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=cfg.run.num_rounds,
-                       timeout=cfg.run.round_timeout, train_config=train_config(cfg),
-                       evaluate_fn=central_evaluation(cfg, folder))
+        if cfg.defense.secagg.enabled:  # Flower's SecAgg+ workflow drives its own (legacy) strategy
+            run_secagg(grid, context, cfg, run_id=str(context.run_id), sinks=sinks, folder=folder,
+                       train_config=dict(train_config(cfg)), evaluate_fn=central_evaluation(cfg, folder))
+        else:
+            strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+                           num_rounds=cfg.run.num_rounds, timeout=cfg.run.round_timeout,
+                           train_config=train_config(cfg), evaluate_fn=central_evaluation(cfg, folder))
     finally:
         if hook is not None:
             hook.close()

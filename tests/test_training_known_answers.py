@@ -81,3 +81,22 @@ def test_step_batches_cover_partition_each_epoch_and_are_deterministic():
     assert len(step_batches(23, "fedavg", 5, 2, seed=7, max_steps=3)) == 3
     sgd = step_batches(23, "fedsgd", 8, 1, seed=1)
     assert len(sgd) == 1 and len(sgd[0]) == 8 and len(set(sgd[0].tolist())) == 8
+
+
+def test_training_follows_the_model_dtype_and_keeps_truth_as_given():
+    """A float64 model trains on float32 client data (batches cast to the model's dtype, as they are moved to
+    its device); the FedSGD update is still the batch's exact mean gradient, the ground truth stays float32."""
+    torch.manual_seed(0)
+    model = build_model("fcn3", (1, 4, 4), 3, seed=0, hidden=(8,)).double()
+    x, y = torch.randn(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    before = [p.detach().clone() for p in model.parameters()]
+    res = train_locally(model, x, y, algorithm="fedsgd", lr=0.1, epochs=1, batch_size=4, seed=3, server_round=1,
+                        client_id=0)
+    xb, yb = res.ground_truth.inputs[0], res.ground_truth.labels[0]
+    assert xb.dtype == torch.float32 and yb.dtype == torch.long
+    ref = build_model("fcn3", (1, 4, 4), 3, seed=0, hidden=(8,)).double()
+    loss = torch.nn.functional.cross_entropy(ref(xb.double()), yb)
+    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    for b, p, g in zip(before, model.parameters(), grads):
+        assert p.dtype == torch.float64
+        torch.testing.assert_close((b - p.detach()) / 0.1, g, rtol=1e-9, atol=1e-12)

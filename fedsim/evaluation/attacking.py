@@ -16,7 +16,7 @@ from fedsim.errors import ConfigError
 from fedsim.evaluation.grids import save_comparison
 from fedsim.evaluation.scoring import score
 from fedsim.evaluation.truth import truth_for
-from fedsim.experiment import dataset, make_model
+from fedsim.experiment import dataset, device, make_model
 from fedsim.runfolder import RunFolder
 from fedsim.rows import InversionRow, LabelRow, Row
 from fedsim.types import AttackResult, ClientUpdate, GroundTruth
@@ -88,7 +88,8 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
 
         plan = dataclasses.replace(plan, inversion_options={**plan.inversion_options,
                                                             **generative_options(cfg, run_dir)})
-    results = attack_update(update, lambda: make_model(cfg), plan, spec)
+    dev = device(cfg)
+    results = attack_update(update, lambda: make_model(cfg).to(dev), plan, spec)
     truth = truth_for(run_dir, update)
     return [score_row(res, update, truth, spec, run_dir) for res in results]
 

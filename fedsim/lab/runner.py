@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from fedsim.config import ExperimentConfig, to_toml
+from fedsim.experiment import device
 from fedsim.lab.flower_runtime import flwr_run, local_superlink, stop_process
 from fedsim.rows import UtilityRow
 from fedsim.runfolder import RunFolder
@@ -74,12 +75,19 @@ def ensure_done(out: Path, what: str) -> Path:
     return out
 
 
+def gpu_share(num_clients: int) -> float:
+    """Fraction of one GPU per simulated client: all of them fit at once, but no less than a tenth."""
+    return round(max(0.1, min(1.0, 1.0 / max(1, num_clients))), 3)
+
+
 def run_federation(cfg: ExperimentConfig, out: Path, quiet: bool = False) -> Path:
     """Run the federation described by ``cfg`` into ``out``; returns the run folder."""
     cfg, out = prepare_run_dir(cfg, out)
     folder = RunFolder(out)
     flwr_home = folder.flwr_home
     federation = f"num-supernodes={cfg.run.num_clients} client-resources-num-cpus=1"
+    if device(cfg).type == "cuda":  # a GPU share per simulated client (Flower's client resources)
+        federation += f" client-resources-num-gpus={gpu_share(cfg.run.num_clients)}"
     with local_superlink(flwr_home, folder.logs) as (_, procs):
         follow_run(cfg, out, flwr_home, procs, federation, quiet)
     return ensure_done(out, "federation")
