@@ -22,6 +22,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fedsim.lab.report import write_report  # noqa: E402
+from fedsim.rows import (AttackErrorRow, InversionRow, LabelRow, LostRoundRow, PrivacyRow,  # noqa: E402
+                         RejectionRow, SkippedRow, UtilityRow)
+from fedsim.runfolder import RunFolder  # noqa: E402
 
 CONFIG = """[run]
 name = "{name}"
@@ -254,6 +257,84 @@ def test_report_empty_and_hostile_folders(tmp_path):
     assert "<b>ilrg</b>" not in page and "&lt;b&gt;ilrg&lt;/b&gt;" in page
     assert "config.toml could not be read" in page
     assert "image not found" in page
+
+
+def test_report_shows_one_row_of_every_kind(tmp_path):
+    """One typed row of each kind, written through RunFolder.append, each found in report.html."""
+    folder = RunFolder(tmp_path / "every_kind")
+    (folder.root).mkdir()
+    folder.config.write_text(CONFIG.format(name="every-kind", rounds=5, clients=2, algorithm="fedsgd"))
+    common = {"client": 0, "algorithm": "fedsgd", "batch_size": 4, "local_steps": 1}
+    for row in [
+        UtilityRow(round=0, test_accuracy=0.1, test_loss=2.3),
+        UtilityRow(round=1, test_accuracy=0.4321, test_loss=1.2),
+        LabelRow(round=1, method="ilrg", ok=True, num_samples=4, restored_counts=[0, 0, 3, 0, 0, 0, 0, 1, 0, 0],
+                 true_counts=[0, 0, 3, 0, 0, 0, 0, 0, 1, 0], label_instacc=0.75, label_lnacc=0.8, **common),
+        LabelRow(round=1, method="rlg", ok=False, error="LinAlgError: label-kind-failure-7781", **common),
+        InversionRow(round=1, method="ig", ok=True, psnr=23.456, ssim=0.71, num_images=4, **common),
+        InversionRow(round=1, method="gias", ok=False, error="RuntimeError: inversion-kind-failure-4402", **common),
+        PrivacyRow(round=1, epsilon=3.1416, delta=1e-5, accountant="opacus-rdp", mechanism="dp_sgd"),
+        AttackErrorRow(round=2, client=1, error="timed out after 600.0s (attack-error-9931)"),
+        SkippedRow(round=2, client=0, reason="attack queue full (skipped-5517)", method="ig"),
+        LostRoundRow(round=3, reason="every reply rejected (lost-round-6620)", replies=2, rejected=2),
+        RejectionRow(round=3, node=424242, client=1, reason="NaN in conv1.weight (rejection-3307)"),
+    ]:
+        folder.append(row)
+    page = write_report(folder.root).read_text(encoding="utf-8")
+    _assert_self_contained(page)
+    assert "43%" in page  # utility
+    assert "75%" in page and 'class="chip hit"' in page  # label restoration, scored
+    assert "PSNR 23.5 dB" in page or "23.5 dB" in page  # inversion
+    assert "label-kind-failure-7781" in page and "inversion-kind-failure-4402" in page  # ok=false rows
+    assert "3.142" in page and "1e-05" in page and "opacus-rdp" in page and "dp_sgd" in page  # privacy
+    assert "attack-error-9931" in page  # attack_error
+    assert "skipped-5517" in page  # skipped
+    assert "lost-round-6620" in page and "1 of 5 rounds lost" in page  # lost round, as a banner
+    assert "rejection-3307" in page and "424242" in page  # rejection
+    assert "unknown kinds" not in page and "required field" not in page
+
+
+def test_report_lost_rounds_banner_and_malformed_rows(tmp_path):
+    folder = RunFolder(tmp_path / "lost")
+    folder.root.mkdir()
+    folder.config.write_text(CONFIG.format(name="lost", rounds=5, clients=2, algorithm="fedavg"))
+    for r in (2, 4):
+        folder.append(LostRoundRow(round=r, reason="no replies"))
+    with folder.metrics.open("a") as fh:
+        fh.write(json.dumps({"kind": "privacy", "round": 1}) + "\n")  # epsilon missing: malformed
+    page = write_report(folder.root).read_text(encoding="utf-8")
+    assert "2 of 5 rounds lost" in page and "rounds 2, 4 aggregated nothing" in page
+    assert "rows missing a required field skipped: privacy (1)" in page
+
+
+def test_report_replay_supersedes_attack_error(tmp_path):
+    folder = RunFolder(tmp_path / "replayed")
+    folder.root.mkdir()
+    folder.append(AttackErrorRow(round=1, client=0, error="timed out (superseded-1234)"))
+    folder.append(LabelRow(round=1, client=0, method="ilrg", ok=True, replay=True, label_instacc=1.0))
+    page = write_report(folder.root).read_text(encoding="utf-8")
+    assert "superseded-1234" not in page and "1 earlier attack row superseded" in page
+
+
+def test_report_timeline_with_attacks_at_several_rounds(tmp_path):
+    folder = RunFolder(tmp_path / "timeline")
+    folder.root.mkdir()
+    folder.config.write_text(CONFIG.format(name="timeline", rounds=9, clients=2, algorithm="fedsgd"))
+    for r in range(10):
+        folder.append(UtilityRow(round=r, test_accuracy=0.1 + 0.09 * r, test_loss=2.3 - 0.2 * r))
+    for r in (1, 5, 9):
+        for c in (0, 1):
+            folder.append(LabelRow(round=r, client=c, method="ilrg", ok=True, label_instacc=1 - 0.1 * r,
+                                   label_lnacc=1 - 0.11 * r, true_counts=[1, 1, 0], restored_counts=[2, 0, 0]))
+            folder.append(InversionRow(round=r, client=c, method="ig", ok=True, psnr=30 - 2 * r, ssim=0.5))
+    page = write_report(folder.root).read_text(encoding="utf-8")
+    _assert_self_contained(page)
+    assert "accuracy, label restoration and reconstruction PSNR against round" in page  # the figure
+    section = page.split('id="timeline"')[1].split("</section>")[0]
+    for r, acc in ((1, "10%"), (5, "46%"), (9, "82%")):  # model accuracy after round r - 1
+        assert f"Round {r} " in section and acc in section
+    assert "12.0 dB" in section  # round 9 mean PSNR
+    assert "Attacks ran in fewer than two rounds" not in section
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Figures for the run report, drawn with matplotlib's Agg backend and returned as PNG bytes.
 
-Every function takes plain Python data (already parsed from ``metrics.jsonl``), never touches the run folder,
-and returns ``bytes`` (a PNG) or ``None`` when there is nothing to draw. The report embeds them as data URIs.
+Every function takes typed rows (``fedsim.rows``: ``UtilityRow``, ``LabelRow``, ``InversionRow``, as
+:class:`fedsim.runfolder.RunFolder` reads them), never touches the run folder, and returns ``bytes`` (a PNG) or
+``None`` when there is nothing to draw. Field values are not trusted (a hand-edited file may hold a string where
+a number belongs): non-numeric values are left out. The report embeds the PNGs as data URIs.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import functools
 import io
 import math
 from collections import defaultdict
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib
 
@@ -18,7 +20,9 @@ matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-# One palette for the page (also used by the CSS in fedsim.lab.report).
+from fedsim.rows import InversionRow, LabelRow, UtilityRow  # noqa: E402
+
+# One palette for the page (also used by the CSS in fedsim.lab.report.style).
 INK = "#1f2933"
 MUTED = "#616e7c"
 GRID = "#e4e7eb"
@@ -70,6 +74,11 @@ def _finite(v) -> float | None:
 
 def _int_like(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) is not None
+
+
+def _get(row: Any, key: str) -> Any:
+    """A field of a typed row (``None`` when it has no such field)."""
+    return getattr(row, key, None)
 
 
 # ------------------------------------------------------------------------------------------------ threat model
@@ -136,10 +145,14 @@ def threat_model_diagram() -> bytes:
 
 
 # ------------------------------------------------------------------------------------------------ utility
-def utility_plot(rows: Sequence[Mapping]) -> bytes | None:
+def _utility_points(rows: Sequence[UtilityRow]) -> list[tuple[float, float | None, float | None]]:
+    return sorted((float(r.round), _finite(r.test_accuracy), _finite(r.test_loss))
+                  for r in rows if _int_like(_get(r, "round")))
+
+
+def utility_plot(rows: Sequence[UtilityRow]) -> bytes | None:
     """Test accuracy (left axis) and test loss (right axis) per round."""
-    pts = sorted((r["round"], _finite(r.get("test_accuracy")), _finite(r.get("test_loss")))
-                 for r in rows if _int_like(r.get("round")))
+    pts = _utility_points(rows)
     if not pts:
         return None
     with plt.rc_context(_RC):
@@ -170,12 +183,13 @@ def utility_plot(rows: Sequence[Mapping]) -> bytes | None:
 
 
 # ------------------------------------------------------------------------------------------------ leakage
-def _grouped(rows: Iterable[Mapping], x_key: str, y_key: str) -> dict[str, list[tuple[float, float]]]:
+def _grouped(rows: Iterable[Any], x_key: str, y_key: str) -> dict[str, list[tuple[float, float]]]:
     out: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
-        x, y = r.get(x_key), _finite(r.get(y_key))
+        x, y = _get(r, x_key), _finite(_get(r, y_key))
         if _int_like(x) and y is not None:
-            out[str(r.get("method", "?"))].append((float(x), y))
+            method = _get(r, "method")
+            out["?" if method is None else str(method)].append((float(x), y))
     return out
 
 
@@ -213,7 +227,7 @@ def _series(ax, groups: Mapping[str, list[tuple[float, float]]], log_x: bool = F
         ax.minorticks_off()
 
 
-def leakage_plot(label_rows: Sequence[Mapping], inversion_rows: Sequence[Mapping], x_key: str,
+def leakage_plot(label_rows: Sequence[LabelRow], inversion_rows: Sequence[InversionRow], x_key: str,
                  x_label: str, title: str, label_metric: str = "label_instacc") -> bytes | None:
     """Label accuracy (per label method) and PSNR (per inversion method) against ``x_key``.
 
@@ -252,6 +266,82 @@ def leakage_plot(label_rows: Sequence[Mapping], inversion_rows: Sequence[Mapping
         return _png(fig)
 
 
-def varies(rows: Iterable[Mapping], key: str) -> bool:
+def varies(rows: Iterable[Any], key: str) -> bool:
     """True when the rows carry at least two distinct numeric values of ``key``."""
-    return len({float(r[key]) for r in rows if _int_like(r.get(key))}) >= 2
+    return len({float(_get(r, key)) for r in rows if _int_like(_get(r, key))}) >= 2
+
+
+# ------------------------------------------------------------------------------------------------ timeline
+def _mean_by_x(pts: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    by_x: dict[float, list[float]] = defaultdict(list)
+    for x, y in pts:
+        by_x[x].append(y)
+    xs = sorted(by_x)
+    return xs, [sum(by_x[x]) / len(by_x[x]) for x in xs]
+
+
+def _accuracy_panel(ax, utility: Sequence[UtilityRow], attacked: Sequence[float]) -> None:
+    acc = [(x, a) for x, a, _ in _utility_points(utility) if a is not None]
+    if acc:
+        ax.plot([p[0] for p in acc], [p[1] for p in acc], "-", color=BLUE, lw=1.8, label="test accuracy")
+    for i, x in enumerate(attacked):
+        ax.axvline(x - 1, color=RED, lw=0.9, ls=":", label="attacked model" if i == 0 else None)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Utility: the model learns", loc="left")
+    ax.legend(loc="lower right")
+
+
+def _label_panel(ax, label_rows: Sequence[LabelRow]) -> None:
+    inst = _grouped(label_rows, "round", "label_instacc")
+    exact = _grouped(label_rows, "round", "label_lnacc")
+    for i, method in enumerate(sorted(inst)):
+        color = SERIES[i % len(SERIES)]
+        xs, ys = _mean_by_x(inst[method])
+        ax.plot(xs, ys, "-", marker=MARKERS[i % len(MARKERS)], color=color, ms=5, lw=1.8, label=f"{method}")
+        if method in exact:
+            xs, ys = _mean_by_x(exact[method])
+            ax.plot(xs, ys, "--", color=color, lw=1.1, alpha=0.8)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("round attacked")
+    ax.set_ylabel("share (mean over clients)")
+    ax.set_title("Labels: recovered (solid), counts exact (dashed)", loc="left")
+    ax.legend(loc="best")
+
+
+def _psnr_panel(ax, inversion_rows: Sequence[InversionRow]) -> None:
+    _series(ax, _grouped(inversion_rows, "round", "psnr"))
+    ax.axhline(20, color=MUTED, ls=":", lw=1.2)
+    ax.set_xlabel("round attacked")
+    ax.set_ylabel("PSNR (dB, higher = closer)")
+    ax.set_title("Images: reconstruction quality", loc="left")
+    ax.legend(loc="best")
+
+
+def timeline_plot(utility: Sequence[UtilityRow], label_rows: Sequence[LabelRow],
+                  inversion_rows: Sequence[InversionRow]) -> bytes | None:
+    """Accuracy vs round beside label leakage and PSNR vs the round attacked (one shared round axis).
+
+    Dotted red lines on the accuracy panel mark the models that were attacked (the update of round r is
+    computed from the model after round r - 1). Returns None when no attack row has a round.
+    """
+    lab_pts = _grouped(label_rows, "round", "label_instacc")
+    inv_pts = _grouped(inversion_rows, "round", "psnr")
+    attacked = sorted({x for g in (lab_pts, inv_pts) for pts in g.values() for x, _ in pts})
+    if not attacked:
+        return None
+    panels = [_accuracy_panel] + ([_label_panel] if lab_pts else []) + ([_psnr_panel] if inv_pts else [])
+    with plt.rc_context(_RC):
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.1 * len(panels) + 0.4, 3.2), squeeze=False,
+                                 sharex=True)
+        for ax, panel in zip(axes[0], panels):
+            if panel is _accuracy_panel:
+                panel(ax, utility, attacked)
+            elif panel is _label_panel:
+                panel(ax, label_rows)
+            else:
+                panel(ax, inversion_rows)
+        fig.suptitle("Leakage across training", x=0.01, ha="left", fontsize=10, weight="bold", color=INK)
+        fig.tight_layout()
+        return _png(fig)

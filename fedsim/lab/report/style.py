@@ -26,6 +26,13 @@ p.lead { color: var(--muted); margin: 0 0 14px; max-width: 62em; }
 .figure.narrow img { max-width: 860px; margin: 0 auto; }
 .notice { border-left: 4px solid var(--amber); background:#fffbeb; padding: 12px 16px; border-radius: 6px;
   margin: 14px 0; }
+.notice.lost { border-color: var(--red); background: #fef2f2; font-size: 17px; }
+.notice.lost a { color: var(--blue); }
+.stages { display:grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 330px), 1fr)); gap: 14px; }
+.stage h4 { margin: 0 0 8px; font-size: 16px; }
+.stage p { margin: 6px 0; font-size: 14px; }
+.stage .gallery { grid-template-columns: 1fr; }
+.stage .gallery figure { border: 0; padding: 0; }
 .notice.empty { border-color: var(--red); background: #fff7ed; font-size: 17px; }
 .howto { display:grid; grid-template-columns: repeat(auto-fit, minmax(230px, 1fr)); gap: 14px; margin-top:14px; }
 .howto div { background:#fff; border:1px solid var(--line); border-radius:10px; padding: 12px 14px; font-size:14.5px; }

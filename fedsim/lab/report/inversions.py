@@ -1,0 +1,29 @@
+"""Reconstructed images: every successful inversion's comparison grid, best first."""
+
+from __future__ import annotations
+
+from fedsim.lab.report.common import MAX_GRIDS, e, embed_image, fmt, or_q, ranked_inversions, setting
+from fedsim.lab.report.data import RunData
+from fedsim.rows import InversionRow
+
+
+def grid_figure(data: RunData, r: InversionRow, rank: int | None = None) -> str:
+    """One reconstruction grid with its scores (a placeholder when its PNG is missing or not allowed)."""
+    uri = embed_image(data.run_dir, r.image)
+    img = (f'<img alt="reconstruction round {e(r.round)} client {e(r.client)}" src="{uri}">' if uri
+           else f'<div class="placeholder">image not found: {e(r.image or "none")}</div>')
+    badge = f'<span class="rank">#{rank}</span>' if rank is not None else ""
+    return (f'<figure>{img}<figcaption>{badge}<b>PSNR {fmt(r.psnr, ".1f")} dB · SSIM {fmt(r.ssim, ".2f")}</b> · '
+            f'round {or_q(r.round)}, client {or_q(r.client)}, {or_q(r.method)}<br>{e(setting(r))}</figcaption>'
+            f'</figure>')
+
+
+def gallery(data: RunData) -> str:
+    ranked = ranked_inversions(data.inversions)
+    if not ranked:
+        return '<p class="muted">No successful image reconstructions in metrics.jsonl.</p>'
+    figs = [grid_figure(data, r, i) for i, r in enumerate(ranked[:MAX_GRIDS], 1)]
+    more = ""
+    if len(ranked) > MAX_GRIDS:
+        more = f'<p class="muted">Showing the best {MAX_GRIDS} of {len(ranked)} reconstructions.</p>'
+    return f'<div class="gallery">{"".join(figs)}</div>{more}'

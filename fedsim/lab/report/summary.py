@@ -1,0 +1,182 @@
+"""Top of the page: banners (nothing found, no attacks, lost rounds), the configuration, how to read the page,
+and the headline numbers with the best reconstruction."""
+
+from __future__ import annotations
+
+import json
+
+from fedsim.lab.report.common import (cfg, defense_items, e, embed_image, fmt, integer, mean, methods_in_order, num, ok, pct,
+                                      ranked_inversions, setting, stat)
+from fedsim.lab.report.data import RunData
+
+
+def banners(data: RunData) -> str:
+    out = []
+    if data.empty:
+        out.append(f'<div class="notice empty"><b>Nothing was found in this folder.</b> No config.toml, '
+                   f'metrics.jsonl, rejections.jsonl, captures or images were found in <code>{e(data.run_dir)}'
+                   f'</code>. Run <code>fedsim run CONFIG --out DIR</code> first, then <code>fedsim report DIR'
+                   f'</code>.</div>')
+    elif not (data.labels or data.inversions or data.attack_errors):
+        out.append('<div class="notice"><b>No attack results yet.</b> This run has no label or inversion rows in '
+                   'metrics.jsonl (attacks off, or still running). Enable <code>[attack]</code> or run '
+                   '<code>fedsim attack RUN_DIR</code>.</div>')
+    lost = lost_banner(data)
+    if lost:
+        out.append(lost)
+    return "".join(out)
+
+
+def lost_banner(data: RunData) -> str:
+    """A warning when rounds aggregated nothing (the global model did not change in them)."""
+    if not data.lost_rounds:
+        return ""
+    lost = sorted({r for r in (integer(x.round) for x in data.lost_rounds) if r is not None})
+    total = integer(cfg(data, "run", "num_rounds"))
+    played = [integer(u.round) for u in data.utility if integer(u.round)]
+    total = total or (max(played + lost) if played or lost else None)
+    of = f" of {total}" if total else ""
+    reasons = sorted({str(x.reason)[:200] for x in data.lost_rounds})
+    plural = "s" if total or len(lost) != 1 else ""
+    return (f'<div class="notice lost"><b>{len(lost)}{of} round{plural} lost</b>: '
+            f'round{"s" if len(lost) != 1 else ""} {e(", ".join(map(str, lost)))} aggregated nothing, so the global '
+            f'model did not change in {"them" if len(lost) != 1 else "it"}. '
+            f'<span class="err">{e("; ".join(reasons))}</span> See <a href="#problems">failures</a>.</div>')
+
+
+def config_table(data: RunData) -> str:
+    c = lambda s, k, d=None: cfg(data, s, k, d)  # noqa: E731
+    partition = c("data", "partition")
+    if partition == "dirichlet" and c("data", "alpha") is not None:
+        partition = f"dirichlet (α = {c('data', 'alpha')})"
+    elif partition == "shards" and c("data", "shards_per_client") is not None:
+        partition = f"shards ({c('data', 'shards_per_client')} per client)"
+    model = c("model", "name")
+    if model is not None and c("model", "activation"):
+        model = f"{model} / {c('model', 'activation')}"
+    attacks = None
+    if c("attack", "label_methods") is not None or c("attack", "inversion") is not None:
+        attacks = (f"labels: {str(c('attack', 'label_methods', '–')).replace(',', ', ')} · "
+                   f"images: {str(c('attack', 'inversion', '–')).replace(',', ', ')}")
+        if c("attack", "rounds") not in (None, "all"):
+            attacks += f" · rounds {c('attack', 'rounds')}"
+        if c("attack", "clients") not in (None, "all"):
+            attacks += f" · clients {c('attack', 'clients')}"
+        if c("attack", "enabled") is False:
+            replayed = any(r.replay for r in data.attacks)
+            attacks += " (attacked offline by fedsim attack)" if replayed else " (attack off during the run)"
+    items = [
+        ("dataset", c("data", "dataset")), ("partition", partition), ("model", model),
+        ("algorithm", c("train", "algorithm")), ("learning rate", c("train", "lr")),
+        ("local epochs", c("train", "local_epochs")), ("batch size", c("train", "batch_size")),
+        ("rounds", c("run", "num_rounds")), ("clients", c("run", "num_clients")), ("seed", c("run", "seed")),
+        ("attacks", attacks),
+    ]
+    defense = defense_items(data)
+    if defense:
+        items.append(("defense", ", ".join(f"{k} = {v}" for k, v in defense)))
+    cells = [f'<div{" class=wide" if k in ("attacks", "defense") else ""}><span class="k">{e(k)}</span>'
+             f'<span class="v">{e(v)}</span></div>' for k, v in items if v is not None and v != ""]
+    return f'<div class="cfg">{"".join(cells)}</div>' if cells else ""
+
+
+def full_config(data: RunData) -> str:
+    if not data.config:
+        return ""
+    lines = []
+    for sec, vals in data.config.items():
+        if isinstance(vals, dict):
+            lines.append(f"[{sec}]")
+            lines += [f"{k} = {json.dumps(v, default=str)}" for k, v in vals.items()]
+            lines.append("")
+        else:
+            lines.append(f"{sec} = {json.dumps(vals, default=str)}")
+    return f'<details><summary>full resolved config</summary><pre>{e(chr(10).join(lines))}</pre></details>'
+
+
+HOWTO = """
+<div class="howto">
+ <div><b>“We only share gradients.”</b>In federated learning the images never leave the client; only model
+ updates do. This page shows what a server that merely <i>looks at</i> those updates can get back.</div>
+ <div><b>Label restoration</b>From one update the server guesses which classes were in the client's batch and
+ how many of each. <i>Labels recovered</i> = share of the batch's labels guessed right (100% = every label).</div>
+ <div><b>Image reconstruction</b>The server searches for images whose gradient matches the captured one.
+ <i>PSNR</i> (dB): above ~20 the digits are usually recognisable. <i>SSIM</i>: 0 = unrelated, 1 = identical.</div>
+ <div><b>FedSGD vs FedAvg</b>FedSGD sends one gradient of one batch: the hardest case to protect. FedAvg sends
+ weights after several local steps, which blurs the signal, but often not enough.</div>
+</div>"""
+
+
+def _utility_stat(data: RunData) -> str:
+    util = sorted((r for r in data.utility if integer(r.round) is not None and num(r.test_accuracy) is not None),
+                  key=lambda r: integer(r.round))
+    if not util:
+        return ""
+    first, final = util[0], util[-1]
+    sub = f"after round {integer(final.round)}"
+    gain = 0.0
+    if first is not final:
+        sub += f" (round {integer(first.round)}: {pct(first.test_accuracy)})"
+        gain = num(final.test_accuracy) - num(first.test_accuracy)
+        if gain <= 0.01:
+            sub += " · not learning?"
+    return stat("model test accuracy", pct(final.test_accuracy), sub, "good" if gain > 0.05 else "")
+
+
+def _attack_stats(data: RunData) -> list[str]:
+    stats = []
+    for m in methods_in_order(data.labels, cfg(data, "attack", "label_methods")):
+        rows = [r for r in data.labels if str(r.method) == m]
+        good = [r for r in rows if ok(r)]
+        inst = mean(r.label_instacc for r in good)
+        sub = (f"{len(good)} of {len(rows)} attacks ran · counts exact {pct(mean(r.label_lnacc for r in good))}"
+               f" · class presence {pct(mean(r.label_leacc for r in good))}")
+        stats.append(stat(f"labels recovered · {m}", pct(inst), sub, "alarm" if (inst or 0) >= 0.5 else ""))
+    for m in methods_in_order(data.inversions, cfg(data, "attack", "inversion")):
+        rows = [r for r in data.inversions if str(r.method) == m]
+        good = [r for r in rows if ok(r)]
+        psnr = mean(r.psnr for r in good)
+        value = "–" if psnr is None else f"{psnr:.1f} dB"
+        sub = f"mean PSNR · SSIM {fmt(mean(r.ssim for r in good), '.2f')} · {len(good)} of {len(rows)} ran"
+        stats.append(stat(f"images rebuilt · {m}", value, sub, "alarm" if (psnr or 0) >= 20 else ""))
+    return stats
+
+
+def _privacy_stat(data: RunData) -> str:
+    eps = [num(p.epsilon) for p in data.privacy if num(p.epsilon) is not None]
+    if not eps:
+        return ""
+    last = max(data.privacy, key=lambda p: (integer(p.round) or 0))
+    return stat("privacy spent (ε)", fmt(max(eps), ".2f"),
+                f"δ = {fmt(last.delta, '.0e')} · {last.accountant} · see privacy", "")
+
+
+def headline(data: RunData) -> str:
+    stats = [s for s in [_utility_stat(data), *_attack_stats(data), _privacy_stat(data)] if s]
+    if data.num_captures:
+        stats.append(stat("updates captured", str(data.num_captures),
+                          f"over {data.capture_rounds} round{'s' if data.capture_rounds != 1 else ''}"))
+    if data.attacks or data.attack_errors or data.rejections or data.lost_rounds:
+        failed = len(data.failed) + len(data.attack_errors)
+        stats.append(stat("failed attacks · rejected replies · lost rounds",
+                          f"{failed} · {len(data.rejections)} · {len(data.lost_rounds)}", "see the last section",
+                          "alarm" if data.lost_rounds else ""))
+    out = f'<div class="stats">{"".join(stats)}</div>' if stats else ""
+    best = best_reconstruction(data)
+    if best:
+        out += f'<h3>Best reconstruction</h3>{best}'
+    return out
+
+
+def best_reconstruction(data: RunData) -> str:
+    for r in ranked_inversions(data.inversions):
+        uri = embed_image(data.run_dir, r.image)
+        if uri is None:
+            continue
+        return (f'<div class="card best"><img alt="best reconstruction" src="{uri}"><div>'
+                f'<div class="stat alarm" style="border:0;padding:0"><div class="label">PSNR · SSIM</div>'
+                f'<div class="value">{fmt(r.psnr, ".1f")} dB · {fmt(r.ssim, ".2f")}</div></div>'
+                f'<p>Round {e(r.round)}, client {e(r.client)}, method <b>{e(r.method)}</b>: <b>top row</b> the '
+                f'client\'s real images, <b>bottom row</b> what the server rebuilt from the captured update '
+                f'alone.</p><p class="muted">{e(setting(r))}</p></div></div>')
+    return ""
