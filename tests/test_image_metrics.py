@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedsim.evaluation.grids import save_comparison
+from fedsim.metrics.grids import save_comparison
 from fedsim.metrics.images import align, image_metrics, permutation_agnostic_ssim, to_pixels
 
 
@@ -81,6 +81,28 @@ def test_lpips_reported_unavailable_not_faked():
     gt = _batch(1)
     out = image_metrics(gt, gt, (0.0,), (1.0,), lpips=True)
     assert out["lpips"] is None and "unavailable" in out["lpips_note"]
+    missing = image_metrics(gt, gt, (0.0,), (1.0,), lpips_weights="/nonexistent/alexnet.pth")
+    assert missing["lpips"] is None and "not found" in missing["lpips_note"]
+
+
+def test_lpips_from_a_local_backbone_file(tmp_path):
+    """A torchvision AlexNet state dict on disk (here: random weights, standing in for the ImageNet file)
+    is loaded into torchmetrics' LPIPS; identical images score 0, a perturbed batch scores more."""
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    path = tmp_path / "alexnet.pth"
+    torch.save({f"features.{k}": v for k, v in alexnet(weights=None).features.state_dict().items()}, path)
+    gt = torch.rand(2, 3, 32, 32)
+    same = image_metrics(gt, gt, (0.0,), (1.0,), lpips_weights=str(path))
+    noisy = image_metrics((gt + 0.3 * torch.randn_like(gt)).clamp(0, 1), gt, (0.0,), (1.0,),
+                          lpips_weights=str(path))
+    assert same["lpips"] == pytest.approx(0.0, abs=1e-6)
+    assert noisy["lpips"] > 1e-3 and "alexnet.pth" in noisy["lpips_note"]
+    bad = tmp_path / "bad.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="backbone tensors missing"):
+        image_metrics(gt, gt, (0.0,), (1.0,), lpips_weights=str(bad))
 
 
 def test_comparison_grid_png(tmp_path):

@@ -13,15 +13,17 @@ All inputs are in the model's normalised space; they are denormalised with ``mea
 The permutation-agnostic SSIM (Malcewicz et al., slides "Semantic Label Reconstruction") is the best mean SSIM
 over all one-to-one assignments, again solved exactly with the Hungarian algorithm.
 
-LPIPS needs pretrained AlexNet/VGG weights that are not available offline here; ``lpips`` is reported as
-None with the reason in ``lpips_note`` unless :func:`lpips_available` finds the ``lpips`` package with its
-weights already on disk (we never substitute a randomly initialised backbone).
+LPIPS (Zhang et al. 2018) uses torchmetrics' LPIPS linear layers (shipped in the wheel) on an AlexNet (or VGG)
+backbone whose ImageNet weights must be a local file, ``lpips_weights=`` (``attack.lpips_weights``); they are
+never downloaded and a randomly initialised backbone is never substituted: without the file ``lpips`` is None
+and ``lpips_note`` says why.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -100,38 +102,66 @@ def permutation_agnostic_ssim(rec: torch.Tensor, gt: torch.Tensor) -> float:
     return float(mat[rows, cols].mean())
 
 
-def lpips_available() -> tuple[bool, str]:
-    """LPIPS only with the ``lpips`` package and its pretrained backbone already cached; never random."""
-    if importlib.util.find_spec("lpips") is None:
-        return False, "unavailable: the lpips package and pretrained AlexNet/VGG weights are not installed offline"
-    try:
-        from torch.hub import get_dir
-
-        import os
-        cached = any("alexnet" in f or "vgg" in f for f in os.listdir(os.path.join(get_dir(), "checkpoints")))
-    except OSError:
-        cached = False
-    if not cached:
-        return False, "unavailable: no pretrained LPIPS backbone weights in the torch cache (none offline)"
-    return True, "lpips package with cached AlexNet weights"
+LPIPS_NETS = ("alex", "vgg")
 
 
-def _lpips(rec: torch.Tensor, gt: torch.Tensor) -> list[float]:
-    import lpips  # pragma: no cover - not installed here
+def lpips_available(lpips_weights: str | None = None) -> tuple[bool, str]:
+    """LPIPS only from a local backbone weights file (``attack.lpips_weights``); never downloaded, never random."""
+    if not lpips_weights:
+        return False, ("unavailable: no local LPIPS backbone weights (attack.lpips_weights is empty; weights are "
+                       "never downloaded and a random backbone is never substituted)")
+    if not Path(lpips_weights).is_file():
+        return False, f"unavailable: LPIPS backbone weights {lpips_weights!r} not found"
+    return True, f"LPIPS (torchmetrics linear layers, backbone from {Path(lpips_weights).name})"
 
-    net = lpips.LPIPS(net="alex", verbose=False)
+
+@functools.lru_cache(maxsize=4)
+def _lpips_net(lpips_weights: str, net: str = "alex"):
+    """torchmetrics' LPIPS module with its shipped linear layers and the backbone loaded from a local file.
+
+    The file is a torchvision ``alexnet`` / ``vgg16`` state dict (``features.N.*`` keys; other keys ignored) or
+    a full LPIPS state dict (``net.sliceK.N.*`` keys)."""
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    if net not in LPIPS_NETS:
+        raise ValueError(f"lpips net: {net!r} is not one of {LPIPS_NETS}")
+    model = _LPIPS(pretrained=True, net=net, pnet_rand=True)  # backbone built without weights, filled below
+    state = torch.load(lpips_weights, map_location="cpu", weights_only=True)
+    slices = {name: k for k in range(1, 6) for name, _ in getattr(model.net, f"slice{k}").named_children()}
+    mapped = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "features" and parts[1] in slices:
+            mapped[f"net.slice{slices[parts[1]]}.{'.'.join(parts[1:])}"] = value
+        elif parts[0] == "net":
+            mapped[key] = value
+    expected = {k for k in model.state_dict() if k.startswith("net.")}
+    if set(mapped) != expected:
+        raise ValueError(f"LPIPS weights {lpips_weights!r}: backbone tensors missing for {net!r} "
+                         f"({len(expected - set(mapped))} of {len(expected)})")
+    model.load_state_dict(mapped, strict=False)
+    return model.eval()
+
+
+def lpips_pairs(a: torch.Tensor, b: torch.Tensor, lpips_weights: str, net: str = "alex") -> list[float]:
+    """LPIPS of aligned pairs a[i], b[i] (pixel space [0, 1], 3 channels; grey images are repeated)."""
+    model = _lpips_net(str(lpips_weights), net)
+    a, b = a.detach().float().cpu(), b.detach().float().cpu()
+    if a.shape[1] == 1:
+        a, b = a.repeat(1, 3, 1, 1), b.repeat(1, 3, 1, 1)
     with torch.no_grad():
-        return net(rec.float() * 2 - 1, gt.float() * 2 - 1).view(-1).tolist()
+        return model(a, b, normalize=True).view(-1).tolist()
 
 
 def image_metrics(reconstruction: torch.Tensor, ground_truth: torch.Tensor, mean, std, labels_hat=None,
-                  labels_true=None, lpips: bool = False) -> dict:
+                  labels_true=None, lpips: bool = False, lpips_weights: str | None = None) -> dict:
     """Align reconstructions to the ground truth, then score them (pixel space, [0, 1]).
 
     Returns ``psnr`` / ``ssim`` / ``mse`` (means over aligned pairs), ``psnr_per_image`` / ``ssim_per_image``
     (in ground-truth order), ``ssim_perm_agnostic``, ``permutation`` (index of the reconstruction matched to
     each ground-truth image), ``label_aware``, ``label_matches`` (aligned pairs whose labels agree, when
-    given), ``lpips`` (None unless available) and ``lpips_note``.
+    given), ``lpips`` (mean over aligned pairs when ``lpips_weights`` names a local backbone file, else None) and
+    ``lpips_note``. ``lpips=True`` without weights only records why LPIPS is missing.
     """
     rec = to_pixels(reconstruction, mean, std)
     gt = to_pixels(ground_truth, mean, std)
@@ -153,13 +183,11 @@ def image_metrics(reconstruction: torch.Tensor, ground_truth: torch.Tensor, mean
     if label_aware:
         lh = torch.as_tensor(labels_hat).view(-1)[perm]
         out["label_matches"] = int((lh == torch.as_tensor(labels_true).view(-1)).sum())
-    available, note = lpips_available()
+    available, note = lpips_available(lpips_weights)
     out["lpips"] = None
     out["lpips_note"] = note
-    if lpips and available:  # pragma: no cover - weights absent here
-        values = _lpips(aligned, gt)
-        out["lpips"] = float(np.mean(values))
-        out["lpips_note"] = note
+    if available:
+        out["lpips"] = float(np.mean(lpips_pairs(aligned, gt, lpips_weights)))
     if not all(math.isfinite(v) for v in out["psnr_per_image"]):
         raise ValueError("non-finite PSNR")
     return out
