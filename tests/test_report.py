@@ -307,6 +307,23 @@ def test_report_lost_rounds_banner_and_malformed_rows(tmp_path):
     assert "rows missing a required field skipped: privacy (1)" in page
 
 
+@pytest.mark.parametrize("defense, shown", [
+    ('[defense]\nclip_norm = 0.0\ndp_sgd = true\ndp_sgd_noise = 1.1\nlocal_dp = false\nlocal_dp_clip = 1.0\n',
+     "dp_sgd = True, dp_sgd_noise = 1.1"),
+    ('[defense.update]\ntopk_ratio = 0.1\nquant_bits = 0\n[defense.local_dp]\nenabled = false\n'
+     '[defense.central_dp]\nclipping = "server"\nnoise_multiplier = 0.5\n',
+     "update (topk_ratio = 0.1, quant_bits = 0); central_dp (clipping = server, noise_multiplier = 0.5)"),
+    ('[defense.dp_sgd]\nenabled = false\n', "none"),
+])
+def test_report_lists_only_the_defenses_that_are_on(tmp_path, defense, shown):
+    run = tmp_path / "defended"
+    run.mkdir()
+    (run / "config.toml").write_text(CONFIG.format(name="d", rounds=1, clients=1, algorithm="fedsgd") + defense)
+    page = write_report(run).read_text(encoding="utf-8")
+    assert f'defense</span><span class="v">{shown}</span>' in page
+    assert "local_dp_clip" not in page.split("full resolved config")[0]
+
+
 def test_report_replay_supersedes_attack_error(tmp_path):
     folder = RunFolder(tmp_path / "replayed")
     folder.root.mkdir()

@@ -34,9 +34,9 @@ SECTIONS = (
      "The federation's purpose: the global model's accuracy and loss on held-out test data after each round."),
     ("timeline", "Timeline", "Leakage across training", timeline,
      "The same clients attacked at several points of training: does the leak close as the model learns?"),
-    ("leakage", "Leakage", "How much leaks, and when", leakage,
+    ("leakage", "Leakage", "What makes an update leak", leakage,
      "Light dots are single attacked updates, lines their mean. Leakage usually falls with more images per "
-     "update and more local steps, and can change as the model trains."),
+     "update and more local steps (FedAvg)."),
     ("labels", "Labels", "Label restoration per client and round", label_table,
      "For each captured update: the labels truly in the client's batch, and what each method restored from the "
      "update alone."),

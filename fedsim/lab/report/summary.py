@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from fedsim.lab.report.common import (cfg, defense_items, e, embed_image, fmt, integer, mean, methods_in_order, num, ok, pct,
+from fedsim.lab.report.common import (cfg, e, embed_image, fmt, integer, mean, methods_in_order, num, ok, pct,
                                       ranked_inversions, setting, stat)
 from fedsim.lab.report.data import RunData
 
@@ -72,12 +72,55 @@ def config_table(data: RunData) -> str:
         ("rounds", c("run", "num_rounds")), ("clients", c("run", "num_clients")), ("seed", c("run", "seed")),
         ("attacks", attacks),
     ]
-    defense = defense_items(data)
-    if defense:
-        items.append(("defense", ", ".join(f"{k} = {v}" for k, v in defense)))
+    defense = active_defense(data)
+    if defense is not None:
+        items.append(("defense", defense))
     cells = [f'<div{" class=wide" if k in ("attacks", "defense") else ""}><span class="k">{e(k)}</span>'
              f'<span class="v">{e(v)}</span></div>' for k, v in items if v is not None and v != ""]
     return f'<div class="cfg">{"".join(cells)}</div>' if cells else ""
+
+
+def active_defense(data: RunData) -> str | None:
+    """The defenses that are on, with their settings ("none" when all are off). With one table per mechanism
+    a table is on when ``enabled`` is true, ``clipping`` is not off, or (tables without either) any value is
+    non-zero; the old flat ``[defense]`` is listed as it is."""
+    defense = data.config.get("defense")
+    if not isinstance(defense, dict) or not defense:
+        return None
+    if not any(isinstance(v, dict) for v in defense.values()):
+        return _active_flat_defense(defense)
+    on = []
+    for name, table in defense.items():
+        if not isinstance(table, dict):
+            continue
+        if "enabled" in table or "clipping" in table:
+            active = table.get("enabled") is True or table.get("clipping") not in (None, "off")
+        else:
+            active = any(isinstance(v, (int, float)) and not isinstance(v, bool) and v for v in table.values())
+        if active:
+            params = ", ".join(f"{k} = {v}" for k, v in table.items() if k != "enabled" and not isinstance(v, dict))
+            on.append(f"{name} ({params})" if params else name)
+    return "; ".join(on) or "none"
+
+
+_FLAT_SWITCHES = ("local_dp", "central_dp", "dp_sgd", "secagg")
+
+
+def _active_flat_defense(defense: dict) -> str:
+    """The old flat ``[defense]``: a switch (``dp_sgd = true``, ``central_dp = "server"``) with its
+    ``switch_*`` settings, and any other key with a non-zero number."""
+    on = []
+    for k, v in defense.items():
+        switch = next((s for s in _FLAT_SWITCHES if k.startswith(s + "_")), None)
+        if switch is not None:
+            if defense.get(switch) not in (None, False, "off"):
+                on.append(f"{k} = {v}")
+        elif k in _FLAT_SWITCHES:
+            if v not in (False, "off"):
+                on.append(f"{k} = {v}")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v:
+            on.append(f"{k} = {v}")
+    return ", ".join(on) or "none"
 
 
 def full_config(data: RunData) -> str:

@@ -18,8 +18,10 @@ def leakage(data: RunData) -> str:
     inv = [r for r in data.inversions if ok(r)]
     if not lab and not inv:
         return '<p class="muted">No successful attacks to plot.</p>'
-    out = [figure(plots.leakage_plot(lab, inv, "round", "round", "Leakage by round"), "leakage by round")]
     both = [*lab, *inv]
+    out = []
+    if not plots.varies(both, "round"):  # several rounds: the timeline section plots leakage by round
+        out.append(figure(plots.leakage_plot(lab, inv, "round", "round", "Leakage by round"), "leakage by round"))
     if plots.varies(both, "batch_size"):
         out.append(figure(plots.leakage_plot(lab, inv, "batch_size", "client batch size",
                                              "Leakage vs batch size (more images per update)"),
@@ -30,5 +32,7 @@ def leakage(data: RunData) -> str:
     notes = [k for k in ("batch size", "local steps") if not plots.varies(both, k.replace(" ", "_"))]
     if notes:
         out.append(f'<p class="muted">This run does not vary {" or ".join(notes)}, so there is no plot against '
-                   f'{"them" if len(notes) > 1 else "it"}.</p>')
+                   f'{"them" if len(notes) > 1 else "it"}.'
+                   + (' Leakage by round: see <a href="#timeline">leakage across training</a>.'
+                      if plots.varies(both, "round") else "") + '</p>')
     return "".join(out)
