@@ -14,24 +14,23 @@ from typing import Callable, Iterable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
 
 from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate, InvalidUpdateError
 from server.validation import Bounds, ReplyScreen, TrainSettings, update_norm  # noqa: F401  (re-exported)
+from server.wrapping import StrategyWrapper
 
 log = logging.getLogger("fedsim.server")
 
 UpdateSink = Callable[[ClientUpdate], None]
 
-
-class CuriousStrategy(Strategy):
+class CuriousStrategy(StrategyWrapper):
     """Wrap a Message-API strategy; aggregate honestly, capture every accepted client update."""
 
     def __init__(self, inner: Strategy, *, run_id: str, parameter_names: list[str], settings: TrainSettings,
                  sinks: Iterable[UpdateSink] = (), run_folder: RunFolder | None = None, bounds: Bounds = Bounds(),
                  screen: ReplyScreen | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.run_id = run_id
         self.parameter_names = list(parameter_names)
         self.settings = settings
@@ -41,7 +40,6 @@ class CuriousStrategy(Strategy):
         self.screen = screen or ReplyScreen(parameter_names, settings, run_id, run_folder, bounds)
         self.accepted: list[ClientUpdate] = []  # of the latest round only
 
-    # ---- delegation -------------------------------------------------------------------------------------
     def summary(self) -> None:
         log.info("CuriousStrategy wrapping %s (captures every reply)", type(self.inner).__name__)
         self.inner.summary()
@@ -50,13 +48,6 @@ class CuriousStrategy(Strategy):
                         grid: Grid) -> Iterable[Message]:
         self.screen.remember_sent(server_round, arrays)
         return self.inner.configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
 
     # ---- interception -----------------------------------------------------------------------------------
     def aggregate_train(self, server_round: int,

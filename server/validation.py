@@ -34,6 +34,7 @@ from flwr.serverapp.strategy import Strategy
 from fedsim.rows import LostRoundRow, RejectionRow
 from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate, InvalidUpdateError
+from server.wrapping import StrategyWrapper
 
 log = logging.getLogger("fedsim.server")
 
@@ -149,11 +150,11 @@ class ReplyScreen:
         if b.max_update_norm > 0 and norm > b.max_update_norm:
             return f"update norm {norm:.3g} above validation.max_update_norm={b.max_update_norm:g}"
         d = self.settings.defenses or {}
-        clip = float(d.get("clip_norm") or 0.0)
-        if clip > 0 and not d.get("secagg"):
-            bound = 10 * clip + 10 * float(d.get("noise_std") or 0.0) * self._num_params ** 0.5
+        clip = float(d.get("defense.update.clip_norm") or 0.0)  # keys of known_defenses (config keys)
+        if clip > 0:
+            bound = 10 * clip + 10 * float(d.get("defense.update.noise_std") or 0.0) * self._num_params ** 0.5
             if norm > bound:
-                return f"update norm {norm:.3g} far above the clipping bound defense.clip_norm={clip:g}"
+                return f"update norm {norm:.3g} far above the clipping bound defense.update.clip_norm={clip:g}"
         ref = lower_median([n for past in self._norms for n in past] + norms)
         if ref and ref > 0 and norm > b.norm_ratio * ref:
             return (f"update norm {norm:.3g} is over validation.norm_ratio={b.norm_ratio:g}x the lower median "
@@ -208,11 +209,11 @@ def _error_text(msg: Message) -> str:
     return " ".join(str(reason).split())[:200]
 
 
-class ReplyGate(Strategy):
+class ReplyGate(StrategyWrapper):
     """Outermost strategy: only screened replies reach the wrapped stack (Flower DP wrappers included)."""
 
     def __init__(self, inner: Strategy, screen: ReplyScreen) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.screen = screen
         self.lost_rounds: list[int] = []
 
@@ -224,13 +225,6 @@ class ReplyGate(Strategy):
                         grid: Grid) -> Iterable[Message]:
         self.screen.remember_sent(server_round, arrays)
         return self.inner.configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:

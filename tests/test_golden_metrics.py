@@ -9,7 +9,6 @@ that a different BLAS build does not fail the test, integers and label counts co
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -20,13 +19,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden" / "smoke_metrics.jsonl"
 VOLATILE = {"time", "seconds"}
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_memory", ROOT / "benchmarks" / "memory.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def produce(out: Path) -> list[dict]:
@@ -47,6 +39,8 @@ def produce(out: Path) -> list[dict]:
     cfg = load_config(ROOT / "configs" / "smoke.toml", {"data.max_examples_per_client": 48,
                                                         "attack.label_methods": "ilrg,gi",
                                                         "attack.inversion": "none"})
+    from tests.test_reproducibility import _bench
+
     _bench().inprocess_federation(cfg, out, rounds=2)
     rows = rows_of(out)
     for cap in sorted(iter_captures(out)):
