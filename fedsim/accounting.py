@@ -1,0 +1,122 @@
+"""Privacy accounting for every DP mechanism fedsim runs: pure functions of the mechanism's parameters.
+
+One accountant for all three: Opacus' RDP accountant (``opacus.accountants.RDPAccountant``: Renyi DP of the
+(subsampled) Gaussian mechanism, composed by adding RDP over releases, converted to (epsilon, delta) with Opacus'
+conversion). Flower 1.41's own ``flwr.supercore.privacy_accounting.RdpAccountant`` (the ``accountant=`` of its
+DP wrappers) computes the same RDP of the Gaussian mechanism but needs Google's ``dp-accounting`` package, which
+is not installed here; with ``sample_rate = 1`` (Flower's ``NO_AMPLIFICATION``) Opacus' RDP of one release is
+``alpha / (2 z^2)``, the Gaussian mechanism's, so the two agree up to the grid of orders.
+
+=================  ===============================================  ==========================================
+mechanism          one release                                      composed over
+=================  ===============================================  ==========================================
+DP-SGD (Opacus)    Poisson-subsampled Gaussian, rate q = B / n,      local steps x rounds the client took part
+                   noise multiplier sigma (per-example clipping)    in (record-level DP of one client's data)
+central DP         Gaussian on the sum of m clipped updates: noise  rounds that actually aggregated (a lost
+(Flower fixed      std z C on the sum (z C / m on FedAvg's mean),   round releases nothing); client-level DP,
+clipping)          sensitivity C (add/remove one client); every     add/remove one client, no amplification
+                   client sampled, so no amplification              by sampling
+local DP           LocalDpMod: clip to C, noise std                 rounds the client sent an update in;
+(Flower            C sqrt(2 ln(1.25/delta)) / epsilon, i.e. noise   RDP composition of that Gaussian
+LocalDpMod)        multiplier z = sqrt(2 ln(1.25/delta)) / epsilon  (``local_dp_epsilon``), and the basic
+                   with sensitivity C (Flower's calibration; under  composition (R eps, R delta) that the
+                   replace-one neighbours the sensitivity is 2C)    mod's per-release claim gives
+=================  ===============================================  ==========================================
+
+No noise means no privacy: every function returns ``math.inf`` for a zero noise multiplier.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+ACCOUNTANT = "opacus-rdp"
+
+
+def gaussian_epsilon(noise_multiplier: float, releases: int, delta: float, sample_rate: float = 1.0) -> float:
+    """Epsilon at ``delta`` of ``releases`` (subsampled) Gaussian releases with noise ``noise_multiplier``
+    (std / sensitivity), by Opacus' RDP accountant. ``sample_rate = 1``: the plain Gaussian mechanism."""
+    if releases <= 0:
+        return 0.0
+    if noise_multiplier <= 0:
+        return math.inf
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"sample_rate {sample_rate} outside (0, 1]")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta {delta} outside (0, 1)")
+    from opacus.accountants import RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history = [(float(noise_multiplier), float(sample_rate), int(releases))]
+    return float(acc.get_epsilon(delta))
+
+
+def dp_sgd_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
+    """DP-SGD (Opacus, Poisson sampling): ``steps`` local steps over all rounds at rate ``q = B / n``."""
+    return gaussian_epsilon(noise_multiplier, steps, delta, sample_rate)
+
+
+def central_dp_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
+    """Flower's central DP with fixed clipping, client-level (add/remove one client): one Gaussian release of
+    noise multiplier ``z`` per round that aggregated, every client sampled (no amplification)."""
+    return gaussian_epsilon(noise_multiplier, rounds, delta)
+
+
+def local_dp_noise_multiplier(epsilon: float, delta: float) -> float:
+    """LocalDpMod's noise std divided by its clipping norm: ``sqrt(2 ln(1.25 / delta)) / epsilon``."""
+    if epsilon <= 0 or not 0 < delta < 1:
+        raise ValueError(f"LocalDpMod needs epsilon > 0 and delta in (0, 1), got {epsilon}, {delta}")
+    return math.sqrt(2 * math.log(1.25 / delta)) / epsilon
+
+
+def local_dp_epsilon(epsilon: float, delta: float, rounds: int, target_delta: float | None = None) -> float:
+    """Epsilon at ``target_delta`` (default ``delta``) of ``rounds`` LocalDpMod releases of one client, composed
+    in RDP (the Gaussian mechanism that the mod's (epsilon, delta) calibrates)."""
+    return gaussian_epsilon(local_dp_noise_multiplier(epsilon, delta), rounds, target_delta or delta)
+
+
+def local_dp_basic(epsilon: float, delta: float, rounds: int) -> tuple[float, float]:
+    """Basic composition of ``rounds`` (epsilon, delta)-DP releases: ``(rounds * epsilon, rounds * delta)``."""
+    return rounds * epsilon, rounds * delta
+
+
+@dataclass(frozen=True)
+class Spent:
+    """Privacy spent by one mechanism of a run."""
+
+    mechanism: str
+    epsilon: float
+    delta: float
+    accountant: str = ACCOUNTANT
+    releases: int = 0
+    note: str = ""
+
+
+def spent_for_config(cfg: Any, rounds_aggregated: int, delta: float = 1e-5,
+                     client_examples: int | None = None) -> list[Spent]:
+    """What each DP mechanism switched on in ``cfg`` (an ``ExperimentConfig``) spent over
+    ``rounds_aggregated`` rounds (every client in every round: ``train.fraction_train = 1``).
+
+    DP-SGD needs the client's partition size ``client_examples`` for ``q = B / n`` (its clients also report
+    epsilon themselves as privacy rows); central and local DP are reported at ``delta``."""
+    d, t = cfg.defense, cfg.train
+    out: list[Spent] = []
+    if d.dp_sgd.enabled and client_examples:
+        from fedsim.dp_sgd import dp_sgd_steps
+
+        q, steps = dp_sgd_steps(client_examples, t.algorithm, t.batch_size, t.local_epochs, t.max_local_steps)
+        out.append(Spent("dp_sgd", dp_sgd_epsilon(d.dp_sgd.noise_multiplier, q, steps * rounds_aggregated,
+                                                  d.dp_sgd.delta), d.dp_sgd.delta,
+                         releases=steps * rounds_aggregated, note="record-level, per client"))
+    if d.central_dp.clipping != "off":
+        out.append(Spent("central_dp", central_dp_epsilon(d.central_dp.noise_multiplier, rounds_aggregated, delta),
+                         delta, releases=rounds_aggregated, note="client-level, add/remove one client"))
+    if d.local_dp.enabled:
+        ld = d.local_dp
+        basic = local_dp_basic(ld.epsilon, ld.delta, rounds_aggregated)
+        out.append(Spent("local_dp", local_dp_epsilon(ld.epsilon, ld.delta, rounds_aggregated, delta), delta,
+                         releases=rounds_aggregated,
+                         note=f"RDP composition; basic composition: eps {basic[0]:g}, delta {basic[1]:g}"))
+    return out
