@@ -20,7 +20,7 @@ from torch import nn
 
 from attacks.gradients import fake_gradient
 from attacks.inversion import INVERSION_METHODS, invert
-from attacks.labels import restore_labels, samples_covered
+from attacks.labels import NEEDS_PUBLIC, restore_labels, samples_covered
 from fedsim.types import AttackResult, ClientUpdate
 
 
@@ -34,16 +34,20 @@ class AttackPlan:
     max_inversion_images: int = 16
     seed: int = 0
     inversion_options: Mapping[str, Any] = field(default_factory=dict)
+    label_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # method -> extra options
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Public facts about the task: input shape, classes, input normalisation."""
+    """Public facts about the task: input shape, classes, input normalisation, and optionally the server's
+    public labelled split (pixel space [0, 1] images [N, C, H, W], labels [N]; e.g.
+    ``attacks.generative.aux_split(dataset)``), which the label methods in ``NEEDS_PUBLIC`` use."""
 
     input_shape: tuple[int, ...]
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    public_aux: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
 
 def server_view_model(update: ClientUpdate, model_factory: Callable[[], nn.Module]) -> nn.Module:
@@ -65,15 +69,37 @@ def _failure(update: ClientUpdate, attack: str, method: str, exc: BaseException,
                         seconds=time.perf_counter() - start, error=tb)
 
 
+def _label_options(method: str, update: ClientUpdate, k: int, plan: AttackPlan, data: DataSpec) -> dict:
+    """Options for one label method: input shape, the plan's per-method options, and for ``NEEDS_PUBLIC``
+    methods the public split (normalised to model space) and the client's known schedule."""
+    options: dict[str, Any] = {"input_shape": data.input_shape, **plan.label_options.get(method, {})}
+    if method in NEEDS_PUBLIC and data.public_aux is not None and "aux" not in options:
+        x, y = data.public_aux
+        mean = torch.tensor(data.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        std = torch.tensor(data.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+        options.update(aux=((x - mean) / std, y), lr=update.lr, local_steps=update.local_steps,
+                       local_batch_size=min(update.batch_size, k))
+    return options
+
+
 def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], plan: AttackPlan,
-                  data: DataSpec) -> list[AttackResult]:
-    """Run the plan on one update; an exception in one attack becomes a failed ``AttackResult``."""
+                  data: DataSpec, k_estimate: int | None = None) -> list[AttackResult]:
+    """Run the plan on one update; an exception in one attack becomes a failed ``AttackResult``.
+
+    K (sample visits the fake gradient averages) comes from the reported example count
+    (``samples_covered``) unless ``k_estimate`` is given (e.g. the expected batch of a DP-SGD client whose
+    realised count is not released); label results then carry ``k_source: "estimate"``.
+    """
     results: list[AttackResult] = []
     start = time.perf_counter()
     try:
         model = server_view_model(update, model_factory)
         grads = fake_gradient(update, model)
-        k = samples_covered(update.local_steps, update.batch_size, update.num_examples, update.local_epochs)
+        if k_estimate is not None:
+            k, k_source = int(k_estimate), "estimate"
+        else:
+            k = samples_covered(update.local_steps, update.batch_size, update.num_examples, update.local_epochs)
+            k_source = "reported"
     except Exception as exc:  # noqa: BLE001 - a broken capture fails its attacks, not the run
         return [_failure(update, "label", m, exc, start) for m in plan.label_methods]
     first_labels: tuple[str, torch.Tensor] | None = None
@@ -81,13 +107,13 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
         start = time.perf_counter()
         try:
             res = restore_labels(method, model=model, gradients=grads, batch_size=k,
-                                 input_shape=data.input_shape)
+                                 **_label_options(method, update, k, plan, data))
         except Exception as exc:  # noqa: BLE001
             results.append(_failure(update, "label", method, exc, start))
             continue
-        results.append(AttackResult(update.client_id, update.server_round, "label", method, {"batch_size": k},
-                                    ok=True, labels=res.labels, seconds=time.perf_counter() - start,
-                                    restoration=res))
+        results.append(AttackResult(update.client_id, update.server_round, "label", method,
+                                    {"batch_size": k, "k_source": k_source}, ok=True, labels=res.labels,
+                                    seconds=time.perf_counter() - start, restoration=res))
         if first_labels is None and not res.presence_only:
             first_labels = (method, res.labels)
     if plan.inversion:

@@ -25,11 +25,11 @@ from fedsim.data import load_dataset, load_victims  # noqa: E402
 from fedsim.metrics.labels import label_metrics  # noqa: E402
 from fedsim.models.zoo import build_model  # noqa: E402
 
-HARD = ["idlg", "gi", "gi-ext", "rlg", "llg", "llg+", "geng", "ilrg", "ilrg-prior", "ilrg-refine"]
-PUBLISHED = {  # iLRG Table 1 (batch 24), from shared/design/references.md
-    "fcn3": "iLRG 1.000 / 0.994; iDLG 0.514, GI 1.000, RLG 0.932 (LeAcc)",
-    "lenet5-relu": "iLRG 1.000 / 1.000",
-    "lenet5-swish": "iLRG 1.000 / 1.000; iDLG 0.150, GI 0.213 (LeAcc)",
+HARD = ["idlg", "gi", "gi-ext", "rlg", "llg", "llg+", "geng", "geng-bias", "ilrg", "ilrg-prior", "ilrg-refine"]
+PUBLISHED = {  # iLRG paper (Ma et al., ICLR 2023) Table 1 (batch 24), via shared/design/references.md
+    "fcn3": "iLRG 1.000 / 0.994; iDLG 0.514, GI 1.000, RLG 0.932 (LeAcc) (iLRG paper, Table 1)",
+    "lenet5-relu": "iLRG 1.000 / 1.000 (iLRG paper, Table 1)",
+    "lenet5-swish": "iLRG 1.000 / 1.000; iDLG 0.150, GI 0.213 (LeAcc) (iLRG paper, Table 1)",
 }
 
 
@@ -150,7 +150,7 @@ def table1(trials, quick):
 def batch_sweep(trials, quick):
     out = ["## Batch size sweep (untrained): LnAcc / InstAcc", ""]
     sizes = [24, 128, 512, 1024] if not quick else [24, 128, 512]
-    methods = ["gi-ext", "llg+", "geng", "ilrg", "ilrg-prior", "ilrg-refine"]
+    methods = ["gi-ext", "llg+", "geng", "geng-bias", "ilrg", "ilrg-prior", "ilrg-refine"]
     for kind, data in [("fcn3", "mnist"), ("lenet5-relu", "cifar100")]:
         src = Source(data)
         lines = [f"### {kind} / {data}", "", "| K | " + " | ".join(methods) + " |",
@@ -175,7 +175,7 @@ def fedavg(trials):
     out = ["## FedAvg fake gradients (FCN-3 / MNIST, untrained start, local batch 24, lr 0.05, plain SGD)", "",
            "K passed = local_steps x batch_size (sample visits the fake gradient averages over). "
            "Cells: LnAcc / InstAcc.", ""]
-    methods = ["gi-ext", "llg+", "geng", "ilrg", "ilrg-refine"]
+    methods = ["gi-ext", "llg+", "geng", "geng-bias", "ilrg", "ilrg-refine"]
     src = Source("mnist")
     out += ["| local steps | K | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for steps in (1, 2, 4, 8):
@@ -205,9 +205,9 @@ def fedavg(trials):
 
 def repetition(trials):
     out = ["## Geng et al. Table 3 setting: batch 16, r extra repeats of one label (instance accuracy, %)", "",
-           "Ours: LeNet-5 (ReLU) / CIFAR-100 victims, 100 classes (Geng: ImageNet, 1000 classes). Published: "
-           "GradInversion 99.60 -> 49.39 as r goes 0 -> 8; Geng 97.4-99.6 throughout.", ""]
-    methods = ["gi", "geng", "ilrg", "ilrg-refine"]
+           "Ours: LeNet-5 (ReLU) / CIFAR-100 victims, 100 classes (Geng: ImageNet, 1000 classes). Published (Geng et "
+           "al., Table 3): GradInversion 99.60 -> 49.39 as r goes 0 -> 8; Geng 97.4-99.6 throughout.", ""]
+    methods = ["gi", "geng", "geng-bias", "ilrg", "ilrg-refine"]
     src = Source("cifar100")
     out += ["| r | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for r in range(9):
@@ -225,44 +225,148 @@ def repetition(trials):
     return out + [""]
 
 
-def trained(trials, quick):
-    src = Source("mnist")
-    model0 = make_model("fcn3", src, 0)
-    out = ["## Trained vs untrained (FCN-3 / MNIST): LnAcc / InstAcc", ""]
-    methods = ["gi-ext", "llg+", "geng", "ilrg", "ilrg-refine"]
-    out += ["| model | K | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
-    model = make_model("fcn3", src, 0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    epochs = 2 if quick else 3
+def photo_crops(gen: torch.Generator):
+    """CIFAR-shaped stand-in (fedsim's): 3x32x32 crops of 10 colour photos shipped in scikit-image / scikit-learn,
+    label = which photo. Each photo (resized to height 128) is cut into 4 vertical strips: strips 0-1 give
+    pretraining crops, strip 2 the public split, strip 3 the victims (disjoint pixels)."""
+    import skimage.data as sk
+    from sklearn.datasets import load_sample_images
+
+    photos = [sk.astronaut(), sk.chelsea(), sk.coffee(), sk.hubble_deep_field(), sk.immunohistochemistry(),
+              sk.rocket(), sk.retina(), sk.stereo_motorcycle()[0], *load_sample_images().images]
+    parts = {"pre": [], "pub": [], "vic": []}
+    for label, img in enumerate(photos):
+        t = torch.from_numpy(img[..., :3].copy()).permute(2, 0, 1).float()[None] / 255.0
+        h, w = t.shape[-2:]
+        t = nn.functional.interpolate(t, size=(128, max(128, round(128 * w / h))), mode="area")[0]
+        strip = t.shape[-1] // 4
+        for name, (lo, hi), n in (("pre", (0, 2 * strip), 400), ("pub", (2 * strip, 3 * strip), 50),
+                                  ("vic", (3 * strip, 4 * strip), 200)):
+            ys = torch.randint(0, 128 - 32 + 1, (n,), generator=gen)
+            xs = torch.randint(lo, hi - 32 + 1, (n,), generator=gen)
+            crops = torch.stack([t[:, y:y + 32, x:x + 32] for y, x in zip(ys.tolist(), xs.tolist())])
+            parts[name].append((crops, torch.full((n,), label)))
+    out = {k: (torch.cat([c for c, _ in v]), torch.cat([y for _, y in v])) for k, v in parts.items()}
+    mean = out["pre"][0].mean(dim=(0, 2, 3)).view(1, 3, 1, 1)
+    std = out["pre"][0].std(dim=(0, 2, 3)).view(1, 3, 1, 1)
+    return {k: ((x - mean) / std, y) for k, (x, y) in out.items()}
+
+
+def trained_pools(data: str):
+    """(pretraining pool, public split, victim pool, input shape): three disjoint sets of (inputs, labels)."""
     gen = torch.Generator().manual_seed(0)
-    for _ in range(epochs):
-        perm = torch.randperm(len(src.x), generator=gen)
-        for i in range(0, len(perm), 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(src.x[idx]), src.y[idx]).backward()
-            opt.step()
-    with torch.no_grad():
-        acc = float((model(src.x).argmax(1) == src.y).float().mean())
-    for name, m in (("untrained", model0), (f"trained {epochs} ep (train acc {acc:.2f})", model)):
-        for k in (24, 128):
-            gen = torch.Generator().manual_seed(k)
-            rows = []
-            for _ in range(trials):
-                x, y = src.batch(k, gen)
-                rows.append(run_methods(m, batch_gradient(m, x, y), k, y, 10, methods, src.shape))
-            avg = average(rows)
-            out.append(f"| {name} | {k} | " + " | ".join(
-                f"{avg[q]['label_lnacc']:.3f} / {avg[q]['label_instacc']:.3f}" for q in methods) + " |")
-    print("trained", flush=True)
-    return out + [""]
+    if data == "photos":
+        p = photo_crops(gen)
+        return p["pre"], p["pub"], p["vic"], (3, 32, 32)
+    from attacks.generative import aux_split
+
+    ds = load_dataset("mnist_subset")
+    perm = torch.randperm(len(ds.train_x), generator=gen)
+    half = len(perm) // 2
+    x, y = ds.normalize(ds.train_x), ds.train_y
+    ax, ay = aux_split(ds, "test-half")  # the server's public split: even-indexed test images
+    return (x[perm[:half]], y[perm[:half]]), (ds.normalize(ax), ay), (x[perm[half:]], y[perm[half:]]), (1, 28, 28)
+
+
+def checkpoints(kind: str, shape, pre, steps=(0, 100, 300, 1000), lr=0.05, batch=64):
+    """State dicts after 0/100/300/1000 plain-SGD steps (batch 64, lr 0.05) on the pretraining pool."""
+    model = build_model(kind, shape, 10, seed=0, **({"hidden": (300, 300)} if kind == "fcn3" else {}))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    gen, out = torch.Generator().manual_seed(1), {}
+    for s in range(max(steps) + 1):
+        if s in steps:
+            out[s] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if s == max(steps):
+            break
+        idx = torch.randint(0, len(pre[1]), (batch,), generator=gen)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(pre[0][idx]), pre[1][idx]).backward()
+        opt.step()
+    return model, out
+
+
+def client_update(model, state, x, y, local_steps, lr=0.05):
+    """Fake gradient of a client that ran ``local_steps`` SGD steps on equal slices of (x, y) from ``state``."""
+    model.load_state_dict(state)
+    if local_steps == 1:
+        return batch_gradient(model, x, y)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for xb, yb in zip(x.chunk(local_steps), y.chunk(local_steps)):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    after = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.load_state_dict(state)
+    return weights_to_fake_gradient(before, after, lr, local_steps)
+
+
+def uniform_guess(k: int, c: int) -> dict:
+    """Counts as even as possible (no gradient used): the floor that any method must beat."""
+    from fedsim.types import LabelRestoration
+
+    counts = torch.full((c,), k // c)
+    counts[: k % c] += 1
+    return LabelRestoration("uniform", counts, torch.repeat_interleave(torch.arange(c), counts))
+
+
+TRAINED_METHODS = ["idlg", "gi", "gi-ext", "rlg", "llg", "llg+", "geng", "geng-bias", "ilrg", "ilrg-prior",
+                   "ilrg-refine", "soft", "aux-nnls"]
+
+
+def trained_models(trials, quick):
+    out = ["## Trained models (issue 11): LnAcc / InstAcc after 0-1000 SGD steps", "",
+           "Each model is pretrained with plain SGD (batch 64, lr 0.05) on a pool disjoint from the victims and from "
+           "the public split; checkpoints after 0 / 100 / 300 / 1000 steps. A client batch of B victims (IID from "
+           "the victim pool) gives a FedSGD gradient, or a FedAvg fake gradient after T = 4 local steps of B "
+           "(lr 0.05; K = 4B sample visits). `aux-nnls` gets the public split (`aux=`), `lr` and `local_steps`; "
+           "every other method gets what it always gets. `uniform` = counts spread evenly without looking at the "
+           "gradient (the floor). Cells: LnAcc / InstAcc, mean over the trials; `-` = method not applicable "
+           "(rlg needs K < C) or failed. Test accuracy (held-out) of each checkpoint in the header.", ""]
+    settings = [("mnist", "convnet"), ("mnist", "fcn3"), ("photos", "convnet")]
+    for data, kind in settings:
+        pre, pub, vic, shape = trained_pools(data)
+        model, states = checkpoints(kind, shape, pre)
+        accs = {}
+        for s, st in states.items():
+            model.load_state_dict(st)
+            with torch.no_grad():
+                accs[s] = float((model(vic[0][:1000]).argmax(1) == vic[1][:1000]).float().mean())
+        for steps_local in (1, 4):
+            cols = [(s, b) for s in states for b in (32, 128)]
+            cells: dict = {}
+            for s, b in cols:
+                gen = torch.Generator().manual_seed(1000 * s + b)
+                rows = []
+                for _ in range(trials):
+                    idx = torch.randperm(len(vic[1]), generator=gen)[:b * steps_local]
+                    x, y = vic[0][idx], vic[1][idx]
+                    grads = client_update(model, states[s], x, y, steps_local)
+                    k = b * steps_local
+                    r = run_methods(model, grads, k, y, 10, TRAINED_METHODS, shape, aux=pub, lr=0.05,
+                                    local_steps=steps_local)
+                    met = label_metrics(y, uniform_guess(k, 10), 10)
+                    r["uniform"] = {**met, "seconds": 0.0, "presence_only": False}
+                    rows.append(r)
+                cells[(s, b)] = average(rows)
+            algo = "FedSGD" if steps_local == 1 else f"FedAvg T = {steps_local}"
+            out += [f"### {kind} / {data}, {algo}", "",
+                    "| method | " + " | ".join(f"{s} st. ({accs[s]:.2f}), B={b}" for s, b in cols) + " |",
+                    "|---|" + "---|" * len(cols)]
+            for m in TRAINED_METHODS + ["uniform"]:
+                out.append(f"| {m} | " + " | ".join(
+                    f"{cells[c][m]['label_lnacc']:.2f} / {cells[c][m]['label_instacc']:.2f}" if m in cells[c] else "-"
+                    for c in cols) + " |")
+            out.append("")
+            print("trained", data, kind, algo, flush=True)
+    return out
 
 
 def soft(trials):
     src = Source("mnist")
     out = ["## Soft labels (Wang, Liang, He): single input, FCN-3 / MNIST, no-bias search path (`use_bias=False`)",
            "", "Label recovery = argmax right and |eps_hat - eps| < 0.01 (smoothing) or |lambda_hat - lambda| < 0.01 "
-           "and both classes right (mixup). Published: > 95 %.", "",
+           "and both classes right (mixup). Published (Wang, Liang, He, ICLR 2024): > 95 %.", "",
            "| setting | label recovery | mean abs error of eps / lambda | feature cos-sim |", "|---|---|---|---|"]
     gen = torch.Generator().manual_seed(0)
     for kind in ("smoothing", "mixup"):
@@ -318,7 +422,7 @@ def soft(trials):
 def timing(quick):
     out = ["## Timing: iLRG restoration vs one forward+backward of the batch (K = 1024, medians)", "",
            "FCN 784-300-300-C on random 28x28 inputs; restoration time excludes computing the gradient.", "",
-           "| C | fwd+bwd ms | ilrg ms | ratio | ilrg-refine ms | ratio | geng ms |", "|---|---|---|---|---|---|---|"]
+           "| C | fwd+bwd ms | ilrg ms | ratio | ilrg-refine ms | ratio | geng-bias ms |", "|---|---|---|---|---|---|---|"]
     reps = 5 if quick else 9
     for c in (10, 100, 1000):
         model = build_model("fcn3", (1, 28, 28), c, seed=0, hidden=(300, 300))
@@ -333,38 +437,61 @@ def timing(quick):
             tf.append(time.perf_counter() - t0)
             ti.append(restore_labels("ilrg", model=model, gradients=g, batch_size=1024).seconds)
             tr.append(restore_labels("ilrg-refine", model=model, gradients=g, batch_size=1024).seconds)
-            tg.append(restore_labels("geng", model=model, gradients=g, batch_size=1024).seconds)
+            tg.append(restore_labels("geng-bias", model=model, gradients=g, batch_size=1024).seconds)
         f, i, r, gg = (statistics.median(v) * 1000 for v in (tf, ti, tr, tg))
         out.append(f"| {c} | {f:.1f} | {i:.2f} | {100 * i / f:.1f} % | {r:.2f} | {100 * r / f:.1f} % | {gg:.1f} |")
     print("timing", flush=True)
     return out + [""]
 
 
+def splice(old: str, sections: dict[str, list[str]]) -> str:
+    """Replace the ``<!-- section: NAME -->`` blocks of ``old`` that were re-run; keep the others and the notes."""
+    parts = old.split("<!-- section: ")
+    blocks = {p.split(" -->", 1)[0]: p.split(" -->\n", 1)[1] for p in parts[1:]}
+    for name, lines in sections.items():
+        blocks[name] = "\n".join(lines) + "\n"
+    return parts[0] + "".join(f"<!-- section: {n} -->\n{blocks[n]}" for n in SECTIONS if n in blocks)
+
+
+SECTIONS = {"table1": lambda t, q: table1(t, q), "sweep": lambda t, q: batch_sweep(t, q),
+            "fedavg": lambda t, q: fedavg(t), "repetition": lambda t, q: repetition(t),
+            "trained": lambda t, q: trained_models(max(2, t // 2), q),
+            "soft": lambda t, q: soft(t if q else 20), "timing": lambda t, q: timing(q)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="", help=f"comma-separated sections to re-run ({', '.join(SECTIONS)}); "
+                    "the others are kept from --out")
     ap.add_argument("--out", default="docs/benchmarks/labels.md")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     trials = 3 if args.quick else 10
-    start = time.time()
+    names = [n for n in args.only.split(",") if n] or list(SECTIONS)
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown:
+        ap.error(f"--only: unknown sections {unknown}")
+    sections = {}
+    for name in names:
+        start = time.time()
+        sections[name] = SECTIONS[name](trials, args.quick) + [f"(Section time: {time.time() - start:.0f} s.)", ""]
+    out = Path(args.out)
+    old = out.read_text() if out.exists() else ""  # read late: parallel --only runs splice in turn
+    old, notes = (old.split("\n## Notes", 1) + [""])[:2] if "\n## Notes" in old else (old, "")
+    notes = "\n## Notes" + notes if notes else ""
     cmd = "python benchmarks/labels.py" + (" --quick" if args.quick else "")
-    lines = ["# Label restoration benchmark", "",
-             f"Command: `{cmd}` (repo root, `.venv/bin/python`). Machine: {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} CPU cores (shared), torch {torch.__version__}, no GPU. Trials per cell: {trials} "
-             "random batches (untrained models re-seeded per trial).", ""]
-    body = []
-    body += table1(trials, args.quick)
-    body += batch_sweep(trials, args.quick)
-    body += fedavg(trials)
-    body += repetition(trials)
-    body += trained(trials, args.quick)
-    body += soft(trials if args.quick else 20)
-    body += timing(args.quick)
-    lines += body + [f"Total benchmark time: {time.time() - start:.0f} s.", ""]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
-    print("\n".join(lines))
+    head = "\n".join(["# Label restoration benchmark", "",
+                      f"Command: `{cmd}` (repo root, `.venv/bin/python`; `--only SECTION` re-runs one section in "
+                      f"place). Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
+                      f"(shared), torch {torch.__version__}, no GPU. Trials per cell: {trials} random batches "
+                      f"(untrained models re-seeded per trial; the trained-model section uses {max(2, trials // 2)}).",
+                      "", ""])
+    body = splice(old if args.only and "<!-- section: " in old else "", sections).split("<!-- section: ", 1)
+    text = head + ("<!-- section: " + body[1] if len(body) > 1 else "") + notes
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from attacks.labels.common import samples_covered
-from attacks.labels.registry import LABEL_METHODS
+from attacks.labels.registry import LABEL_METHODS, NEEDS_PUBLIC
 from fedsim.types import LabelRestoration
 
 
@@ -31,4 +31,4 @@ def restore_labels(method: str, *, model: nn.Module, gradients: Sequence[torch.T
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 
-__all__ = ["LABEL_METHODS", "restore_labels", "samples_covered"]
+__all__ = ["LABEL_METHODS", "NEEDS_PUBLIC", "restore_labels", "samples_covered"]

@@ -181,17 +181,26 @@ class Design:
     def h(self, observed_sum: torch.Tensor) -> torch.Tensor:
         return self.cols @ (observed_sum * self.w).reshape(-1)
 
+    def per_sample_h(self, view: PublicView, idx: torch.Tensor) -> torch.Tensor:
+        """[len(idx), C]: h of each public sample's own gradient (h is linear, so a batch's h is a row sum)."""
+        c = self.cols.shape[0]
+        proj = (self.cols.reshape(c, c, -1) * self.w).reshape(c * c, -1)  # [(j, class row), m(+1)]
+        out = sum((e[idx] @ proj.T).reshape(len(idx), c, c).mul(r[idx][:, None, :]).sum(-1)
+                  for r, e in zip(view.r, view.e))
+        return out / len(view.r)
+
 
 def calibrate_shrink(view: PublicView, k: int, num_classes: int, grid: Sequence[float], trials: int,
                      alpha: float, seed: int) -> tuple[float, dict[float, float]]:
     """Pick the prior weight by simulation on the public split (fedsim's own): statistics from one half,
     batches of K drawn from the other half with Dirichlet(alpha) class proportions (non-IID clients included),
     score = mean share of classes with the exact count. Ties go to the smaller weight."""
-    n = len(view.y)
     order = torch.argsort(view.y, stable=True)
     half_a, half_b = order[0::2], order[1::2]
     design = Design(*view.class_statistics(half_a, num_classes))
     gen = torch.Generator().manual_seed(seed)
+    sample_h = torch.zeros(len(view.y), num_classes, dtype=torch.float64)
+    sample_h[half_b] = design.per_sample_h(view, half_b)
     by_class = [half_b[view.y[half_b] == c] for c in range(num_classes)]
     avail = torch.tensor([len(b) > 0 for b in by_class], dtype=torch.float64)
     scores = {lam: 0.0 for lam in grid}
@@ -203,18 +212,17 @@ def calibrate_shrink(view: PublicView, k: int, num_classes: int, grid: Sequence[
         idx = torch.cat([by_class[c][torch.randint(0, len(by_class[c]), (int((labels == c).sum()),), generator=gen)]
                          for c in range(num_classes) if (labels == c).any()])
         true = torch.bincount(labels, minlength=num_classes)
-        h = design.h(view.batch_sum(idx))
+        h = sample_h[idx].sum(dim=0)
         for lam in grid:
             scores[lam] += float((solve_counts(design.gram, h, k, lam)[0] == true).double().mean()) / trials
     best = max(grid, key=lambda lam: (round(scores[lam], 9), -lam))
-    del n
     return best, scores
 
 
 def restore_aux_nnls(model: nn.Module, gradients, batch_size: int, lr: float | None = None,
                      local_steps: int = 1, max_aux: int = 2000, chunk: int | None = None, points: int = 4,
-                     shrink: float | str = "auto", shrink_grid: Sequence[float] = (0.0, 0.1, 1.0, 10.0, 100.0),
-                     calibration_trials: int = 64, calibration_alpha: float = 1.0, seed: int = 0,
+                     shrink: float | str = "auto", shrink_grid: Sequence[float] = (0.0, 1.0, 10.0, 100.0),
+                     calibration_trials: int = 48, calibration_alpha: float = 1.0, seed: int = 0,
                      **options) -> LabelRestoration:
     k = check_batch_size(batch_size)
     _, gw, gb = last_layer(model, gradients)

@@ -30,3 +30,7 @@ LABEL_METHODS: dict[str, Callable[..., LabelRestoration]] = {
     "soft": restore_soft,            # Wang, Liang, He ICLR 2024 (label smoothing / mixup)
     "aux-nnls": restore_aux_nnls,    # fedsim's own: public-split class statistics + NNLS (trained models), aux.py
 }
+
+# methods that need the server's public labelled split (option ``aux=(x, y)``, model space); the live pipeline
+# also passes them the client's ``lr``, ``local_steps`` and ``local_batch_size``
+NEEDS_PUBLIC: frozenset[str] = frozenset({"aux-nnls"})
