@@ -28,7 +28,9 @@ p.lead { color: var(--muted); margin: 0 0 14px; max-width: 62em; }
   margin: 14px 0; }
 .notice.lost { border-color: var(--red); background: #fef2f2; font-size: 17px; }
 .notice.lost a { color: var(--blue); }
-.stages { display:grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 330px), 1fr)); gap: 14px; }
+.stages { display:grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 240px), 1fr)); gap: 12px; }
+.stage { padding: 14px; }
+p.story { font-size: 17px; max-width: 62em; margin: 4px 0 12px; }
 .stage h4 { margin: 0 0 8px; font-size: 16px; }
 .stage p { margin: 6px 0; font-size: 14px; }
 .stage .gallery { grid-template-columns: 1fr; }

@@ -63,8 +63,7 @@ def _per_round_table(data: RunData, rounds: list[int]) -> str:
             cells.append(f'<td class="n">{fmt(mean(x.psnr for x in rs), ".1f")} dB · '
                          f'{fmt(mean(x.ssim for x in rs), ".2f")}</td>')
         rows.append(f'<tr>{"".join(cells)}</tr>')
-    head = (["round", "model acc."] + [f"{m}: counts exact · labels" for m in lab_methods]
-            + [f"{m}: PSNR · SSIM" for m in inv_methods])
+    head = ["round", "model acc."] + lab_methods + inv_methods
     return table(head, rows, [True] * len(head))
 
 
@@ -89,6 +88,40 @@ def _stage_card(data: RunData, rnd: int, acc: dict[int, float]) -> str:
     return f'<div class="card stage">{"".join(parts)}</div>'
 
 
+def _best_means(data: RunData, rnd: int) -> tuple[tuple[str, float] | None, tuple[str, float] | None]:
+    """(label method, mean labels recovered) and (inversion method, mean PSNR) of the strongest method in a
+    round."""
+    lab: dict[str, list] = defaultdict(list)
+    inv: dict[str, list] = defaultdict(list)
+    for r in data.labels:
+        if ok(r) and integer(r.round) == rnd:
+            lab[str(r.method)].append(r.label_instacc)
+    for r in data.inversions:
+        if ok(r) and integer(r.round) == rnd:
+            inv[str(r.method)].append(r.psnr)
+    best = []
+    for groups in (lab, inv):
+        means = [(m, mean(v)) for m, v in groups.items() if mean(v) is not None]
+        best.append(max(means, key=lambda t: t[1], default=None))
+    return best[0], best[1]
+
+
+def story(data: RunData, rounds: list[int]) -> str:
+    """One sentence: the model's accuracy and the strongest attacks' leakage at the first and last stage."""
+    first, last = rounds[0], rounds[-1]
+    acc = model_accuracy(data)
+    (lab0, inv0), (lab1, inv1) = _best_means(data, first), _best_means(data, last)
+    parts = [f"The model attacked in round {first} scored {pct(acc.get(first - 1))} test accuracy, the one "
+             f"attacked in round {last} {pct(acc.get(last - 1))}."]
+    if lab0 and lab1:
+        parts.append(f"The strongest label restoration recovered {pct(lab0[1])} of the batch labels ({e(lab0[0])}) "
+                     f"in round {first} and {pct(lab1[1])} ({e(lab1[0])}) in round {last}.")
+    if inv0 and inv1:
+        parts.append(f"Image reconstruction went from {inv0[1]:.1f} dB ({e(inv0[0])}) to {inv1[1]:.1f} dB "
+                     f"({e(inv1[0])}) PSNR.")
+    return f'<p class="story">{" ".join(parts)}</p>'
+
+
 def timeline(data: RunData) -> str:
     rounds = attacked_rounds(data)
     if len(rounds) < 2:
@@ -100,10 +133,11 @@ def timeline(data: RunData) -> str:
     inv = [r for r in data.inversions if ok(r)]
     png = plots.timeline_plot(data.utility, lab, inv)
     cards = "".join(_stage_card(data, r, acc) for r in stages(rounds))
-    return (figure(png, "test accuracy, label restoration and reconstruction PSNR against round")
+    return (story(data, rounds)
+            + figure(png, "test accuracy, label restoration and reconstruction PSNR against round")
             + '<h3>Per attacked round</h3><p class="lead">Means over the clients attacked in that round. "Model '
               'acc." is the accuracy of the global model the clients trained from (after the previous round). '
-              'Counts exact = LnAcc (per-class counts all right); labels = share of the batch\'s labels '
-              'recovered.</p>'
+              'Label methods: <b>counts exact · labels recovered</b> (LnAcc, the share of classes whose count is '
+              'right; and the share of the batch\'s labels recovered). Image methods: <b>PSNR · SSIM</b>.</p>'
             + _per_round_table(data, rounds)
             + f'<h3>Best at each stage</h3><div class="stages">{cards}</div>')
