@@ -296,13 +296,17 @@ def _accuracy_panel(ax, utility: Sequence[UtilityRow], attacked: Sequence[float]
 def _label_panel(ax, label_rows: Sequence[LabelRow]) -> None:
     inst = _grouped(label_rows, "round", "label_instacc")
     exact = _grouped(label_rows, "round", "label_lnacc")
+    all_x = [x for pts in inst.values() for x, _ in pts]
+    step = 0.012 * ((max(all_x) - min(all_x)) or 1.0)  # methods dodged sideways: equal means stay visible
     for i, method in enumerate(sorted(inst)):
         color = SERIES[i % len(SERIES)]
+        shift = (i - (len(inst) - 1) / 2) * step
         xs, ys = _mean_by_x(inst[method])
-        ax.plot(xs, ys, "-", marker=MARKERS[i % len(MARKERS)], color=color, ms=5, lw=1.8, label=f"{method}")
+        ax.plot([x + shift for x in xs], ys, "-", marker=MARKERS[i % len(MARKERS)], color=color, ms=5, lw=1.8,
+                label=f"{method}")
         if method in exact:
             xs, ys = _mean_by_x(exact[method])
-            ax.plot(xs, ys, "--", color=color, lw=1.1, alpha=0.8)
+            ax.plot([x + shift for x in xs], ys, "--", color=color, lw=1.1, alpha=0.8)
     ax.set_ylim(-0.02, 1.05)
     ax.set_xlabel("round attacked")
     ax.set_ylabel("share (mean over clients)")

@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Leakage timeline of a run folder as a Markdown table and a PNG (the report's timeline figure).
+
+    python scripts/timeline_summary.py RUN_DIR [--png OUT.png]
+
+Reads the run folder the way the report does (``fedsim.lab.report.load_run``: typed rows, a replayed row
+supersedes an earlier one) and prints, per attacked round, the test accuracy of the model the clients trained
+from (after the previous round), each label method's mean LnAcc / labels recovered and each inversion method's
+mean PSNR / SSIM over the attacked clients. Used for docs/benchmarks/timeline.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from fedsim.lab import plots  # noqa: E402
+from fedsim.lab.report import load_run  # noqa: E402
+from fedsim.lab.report.common import cfg, mean, methods_in_order, ok  # noqa: E402
+from fedsim.lab.report.timeline import attacked_rounds, model_accuracy  # noqa: E402
+
+
+def _f(v: float | None, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def table(run_dir: Path) -> str:
+    data = load_run(run_dir)
+    acc = model_accuracy(data)
+    labs = methods_in_order(data.labels, cfg(data, "attack", "label_methods"))
+    invs = methods_in_order(data.inversions, cfg(data, "attack", "inversion"))
+    by = defaultdict(list)
+    for r in data.attacks:
+        if ok(r):
+            by[(r.round, r.method, r.KIND)].append(r)
+    head = ["round", "model acc."] + [f"{m} LnAcc / labels" for m in labs] + [f"{m} PSNR / SSIM" for m in invs]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rnd in attacked_rounds(data):
+        cells = [str(rnd), _f(acc.get(rnd - 1), ".3f")]
+        for m in labs:
+            rs = by[(rnd, m, "label")]
+            cells.append(f"{_f(mean(r.label_lnacc for r in rs), '.2f')} / {_f(mean(r.label_instacc for r in rs), '.2f')}")
+        for m in invs:
+            rs = by[(rnd, m, "inversion")]
+            cells.append(f"{_f(mean(r.psnr for r in rs), '.1f')} / {_f(mean(r.ssim for r in rs), '.2f')}")
+        lines.append("| " + " | ".join(cells) + " |")
+    final = max(acc) if acc else None
+    lines.append("")
+    lines.append(f"Final test accuracy (round {final}): {_f(acc.get(final), '.3f')}; best "
+                 f"{_f(max(acc.values()) if acc else None, '.3f')}. Failed attacks: "
+                 f"{len(data.failed) + len(data.attack_errors)}, skipped: {len(data.skipped)}.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("--png", help="also write the timeline figure here")
+    args = ap.parse_args(argv)
+    run = Path(args.run_dir)
+    print(table(run))
+    if args.png:
+        data = load_run(run)
+        png = plots.timeline_plot(data.utility, [r for r in data.labels if ok(r)],
+                                  [r for r in data.inversions if ok(r)])
+        if png:
+            Path(args.png).write_bytes(png)
+            print(f"figure: {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
