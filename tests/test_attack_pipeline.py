@@ -97,3 +97,19 @@ def test_replay_appends_rows_and_takes_only_attack_overrides(tmp_path):
     from fedsim.config import ConfigError
     with pytest.raises(ConfigError, match="attack"):
         replay_attacks(run, {"train.lr": "1"})
+
+
+def test_public_split_reaches_the_label_methods_that_need_it(tmp_path):
+    """aux-nnls gets the server's public split (the held-out test half, never client data) and restores the
+    counts; without such a method the split is not even loaded."""
+    from attacks.generative import aux_split
+    from fedsim.experiment import dataset
+
+    cfg, run = make_run(tmp_path / "run", **{"attack.label_methods": "aux-nnls"})
+    spec = data_spec(cfg)
+    x_pub, y_pub = aux_split(dataset(cfg))
+    assert spec.public_aux is not None and torch.equal(spec.public_aux[0], x_pub)
+    assert data_spec(cfg.replace(**{"attack.label_methods": "ilrg"})).public_aux is None
+    rows = [r for p in iter_captures(run) for r in attack_and_score(p, cfg.to_flat(), run)]
+    assert len(rows) == 3 and all(r.ok and r.method == "aux-nnls" for r in rows)
+    assert all(r.label_lnacc == 1.0 for r in rows)  # batch 4 on an untrained FCN

@@ -48,10 +48,16 @@ def plan_from_config(cfg: ExperimentConfig):
 
 
 def data_spec(cfg: ExperimentConfig):
+    """Public facts of the task; with a label method that needs it, the server's public labelled split (the
+    held-out half of the test split, ``attacks.generative.aux_split``: never any client's data)."""
+    from attacks.generative import aux_split
+    from attacks.labels import NEEDS_PUBLIC
     from attacks.pipeline import DataSpec
 
     ds = dataset(cfg)
-    return DataSpec(tuple(ds.input_shape), ds.num_classes, tuple(ds.mean), tuple(ds.std))
+    methods = {m.strip() for m in cfg.attack.label_methods.split(",")}
+    public = aux_split(ds) if methods & set(NEEDS_PUBLIC) else None
+    return DataSpec(tuple(ds.input_shape), ds.num_classes, tuple(ds.mean), tuple(ds.std), public_aux=public)
 
 
 def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
