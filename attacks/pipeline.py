@@ -21,6 +21,7 @@ from torch import nn
 from attacks.gradients import fake_gradient
 from attacks.inversion import INVERSION_METHODS, invert
 from attacks.labels import NEEDS_PUBLIC, restore_labels, samples_covered
+from fedsim.errors import AttackNotApplicable
 from fedsim.types import AttackResult, ClientUpdate
 
 
@@ -64,6 +65,10 @@ def server_view_model(update: ClientUpdate, model_factory: Callable[[], nn.Modul
 
 
 def _failure(update: ClientUpdate, attack: str, method: str, exc: BaseException, start: float) -> AttackResult:
+    """A failed attack, or a skipped one when it raised ``AttackNotApplicable`` (not tried, did not fail)."""
+    if isinstance(exc, AttackNotApplicable):
+        return AttackResult(update.client_id, update.server_round, attack, method, {}, ok=False,
+                            seconds=time.perf_counter() - start, error=str(exc), not_applicable=True)
     tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return AttackResult(update.client_id, update.server_round, attack, method, {}, ok=False,
                         seconds=time.perf_counter() - start, error=tb)
@@ -127,7 +132,8 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
     method = plan.inversion
     try:
         if k > plan.max_inversion_images:
-            raise ValueError(f"update covers {k} samples > attack.max_inversion_images={plan.max_inversion_images}")
+            raise AttackNotApplicable(f"update covers {k} samples > attack.max_inversion_images="
+                                      f"{plan.max_inversion_images}")
         if method not in INVERSION_METHODS:
             raise ValueError(f"inversion method {method!r} is not one of {sorted(INVERSION_METHODS)}")
         options = dict(plan.inversion_options)

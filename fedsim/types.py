@@ -152,3 +152,4 @@ class AttackResult:
     restoration: LabelRestoration | None = None  # label attacks: the method's full output
     seconds: float = 0.0
     error: str | None = None
+    not_applicable: bool = False  # skipped (``AttackNotApplicable``), not failed

@@ -113,3 +113,18 @@ def test_public_split_reaches_the_label_methods_that_need_it(tmp_path):
     rows = [r for p in iter_captures(run) for r in attack_and_score(p, cfg.to_flat(), run)]
     assert len(rows) == 3 and all(r.ok and r.method == "aux-nnls" for r in rows)
     assert all(r.label_lnacc == 1.0 for r in rows)  # batch 4 on an untrained FCN
+
+
+def test_an_attack_that_does_not_apply_is_skipped_not_failed(tmp_path):
+    """An update covering more images than attack.max_inversion_images is a `skipped` row with the reason; the
+    label attacks on the same update still run."""
+    from fedsim.rows import SkippedRow
+
+    cfg, run = make_run(tmp_path / "run", **{"attack.inversion": "ig", "attack.max_inversion_images": 2,
+                                             "attack.label_methods": "ilrg"})
+    rows = attack_and_score(next(iter_captures(run)), cfg.to_flat(), run)
+    kinds = [type(r).__name__ for r in rows]
+    assert kinds == ["LabelRow", "SkippedRow"]
+    skipped = rows[1]
+    assert isinstance(skipped, SkippedRow) and skipped.method == "ig"
+    assert "max_inversion_images=2" in skipped.reason and rows[0].ok

@@ -18,7 +18,7 @@ from fedsim.evaluation.scoring import score
 from fedsim.evaluation.truth import truth_for
 from fedsim.experiment import dataset, device, make_model
 from fedsim.runfolder import RunFolder
-from fedsim.rows import InversionRow, LabelRow, Row
+from fedsim.rows import InversionRow, LabelRow, Row, SkippedRow
 from fedsim.types import AttackResult, ClientUpdate, GroundTruth
 
 LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "true_counts", "score_error")
@@ -108,6 +108,9 @@ def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None
         batch_size=update.batch_size, num_examples=update.num_examples,
         defenses=dict(update.defenses))  # what the server knows; never assumed off
     row_type = LabelRow if res.attack == "label" else InversionRow
+    if res.not_applicable:
+        return SkippedRow(round=update.server_round, client=update.client_id, method=res.method,
+                          reason=res.error or "not applicable")
     if not res.ok:
         return row_type(error=res.error, **common)
     try:
