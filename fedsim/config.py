@@ -18,6 +18,7 @@ Scalar = bool | int | float | str
 
 
 from fedsim.errors import ConfigError  # noqa: E402,F401  (re-exported: `from fedsim.config import ConfigError`)
+from fedsim.defense_config import DefenseSection, check_defenses, renamed_key_error  # noqa: E402  (one table each)
 
 
 def opt(default: Scalar, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
@@ -97,33 +98,6 @@ class AttackSection:
 
 
 @dataclass(frozen=True)
-class DefenseSection:
-    """Client-side defenses (all off by default); see fedsim/defenses.py and docs/benchmarks/defenses.md."""
-    clip_norm: float = opt(0.0, minimum=0.0, doc="L2 clip of the whole update W_after-W_before (0 = off)")
-    noise_std: float = opt(0.0, minimum=0.0, doc="Gaussian noise std added to each update coordinate")
-    topk_ratio: float = opt(0.0, minimum=0.0, maximum=1.0, doc="keep ceil(ratio*n) largest entries (0 = off)")
-    randk_ratio: float = opt(0.0, minimum=0.0, maximum=1.0, doc="keep ceil(ratio*n) random entries (0 = off)")
-    sparsify_scope: str = opt("tensor", choices=("tensor", "global"), doc="n per tensor or over the update")
-    quant_bits: int = opt(0, minimum=0, maximum=16, doc="uniform quantization of the update (0 = off)")
-    label_smoothing: float = opt(0.0, minimum=0.0, maximum=1.0, doc="label smoothing in local training")
-    mixup_alpha: float = opt(0.0, minimum=0.0, doc="mixup Beta(alpha, alpha) in local training (0 = off)")
-    local_dp: bool = opt(False, doc="Flower LocalDpMod: clip + Gaussian noise on each client's update")
-    local_dp_clip: float = opt(1.0, minimum=1e-12, doc="LocalDpMod clipping norm (= its sensitivity)")
-    local_dp_epsilon: float = opt(10.0, minimum=1e-12, doc="LocalDpMod epsilon (per release)")
-    local_dp_delta: float = opt(1e-5, minimum=1e-12, maximum=1.0, doc="LocalDpMod delta")
-    central_dp: str = opt("off", choices=("off", "server", "client"),
-                          doc="Flower central DP wrapper: server- or client-side fixed clipping")
-    central_dp_noise: float = opt(1.0, minimum=0.0, doc="central DP noise multiplier")
-    central_dp_clip: float = opt(1.0, minimum=1e-12, doc="central DP clipping norm")
-    dp_sgd: bool = opt(False, doc="per-example DP-SGD with Opacus (Poisson sampling, RDP accountant)")
-    dp_sgd_noise: float = opt(1.0, minimum=0.0, doc="Opacus noise multiplier")
-    dp_sgd_max_grad_norm: float = opt(1.0, minimum=1e-12, doc="Opacus per-example clipping norm")
-    dp_sgd_delta: float = opt(1e-5, minimum=1e-12, maximum=1.0, doc="delta for the reported epsilon")
-    secagg: bool = opt(False, doc="pairwise-masked secure aggregation: the server sees only the aggregate")
-    secagg_mask_scale: float = opt(10.0, minimum=0.0, doc="std of each pairwise mask")
-
-
-@dataclass(frozen=True)
 class ValidationSection:
     """Plausibility bounds of the server's reply screen (server/validation.py, docs/reliability.md)."""
 
@@ -176,8 +150,8 @@ class ExperimentConfig:
     validation: ValidationSection = field(default_factory=ValidationSection)
 
     def to_flat(self) -> dict[str, Scalar]:
-        """Dotted keys (``train.lr``) as Flower's run config holds them."""
-        return {f"{s}.{f.name}": getattr(getattr(self, s), f.name) for s in SECTIONS for f in fields(SECTIONS[s])}
+        """Dotted keys (``train.lr``, ``defense.dp_sgd.enabled``) as Flower's run config holds them."""
+        return flatten(self.to_nested())
 
     def to_nested(self) -> dict[str, dict[str, Scalar]]:
         return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
@@ -235,15 +209,58 @@ def from_flat(flat: Mapping[str, Any]) -> ExperimentConfig:
         section, _, name = key.partition(".")
         if section not in SECTIONS:
             raise ConfigError(f"{key}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
-        by_name = {f.name: f for f in fields(SECTIONS[section])}
+        by_name = _leaf_fields(SECTIONS[section])
         if name not in by_name:
-            raise ConfigError(f"{key}: unknown key; valid keys in [{section}]: {', '.join(by_name)}")
+            raise ConfigError(renamed_key_error(key) or _unknown_key(key, section, by_name))
         coerced = _coerce(key, value, by_name[name])
         _validate(key, coerced, by_name[name])
         per_section[section][name] = coerced
-    cfg = ExperimentConfig(**{s: SECTIONS[s](**values) for s, values in per_section.items()})
+    cfg = ExperimentConfig(**{s: _build(SECTIONS[s], values) for s, values in per_section.items()})
     _check_cross_section(cfg)
     return cfg
+
+
+def _unknown_key(key: str, section: str, by_name: Mapping[str, Any]) -> str:
+    """'unknown key' naming the valid keys of the innermost table that the key names."""
+    table = section
+    names = list(by_name)
+    head = key.split(".")[1] if key.count(".") >= 2 else ""
+    if head and any(n.startswith(head + ".") for n in names):
+        table = f"{section}.{head}"
+        names = [n[len(head) + 1:] for n in names if n.startswith(head + ".")]
+    return f"{key}: unknown key; valid keys in [{table}]: {', '.join(names)}"
+
+
+def _table(f: dataclasses.Field) -> type | None:
+    """The dataclass of a nested table field (``[defense.dp_sgd]``), else None."""
+    factory = f.default_factory
+    return factory if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory) else None
+
+
+def _leaf_fields(cls: type, prefix: str = "") -> dict[str, dataclasses.Field]:
+    """Dotted names (relative to the section) of every scalar field, nested tables included."""
+    out: dict[str, dataclasses.Field] = {}
+    for f in fields(cls):
+        sub = _table(f)
+        if sub is None:
+            out[prefix + f.name] = f
+        else:
+            out.update(_leaf_fields(sub, f"{prefix}{f.name}."))
+    return out
+
+
+def _build(cls: type, values: Mapping[str, Scalar]) -> Any:
+    """Instantiate a section (and its nested tables) from dotted names relative to it."""
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        sub = _table(f)
+        if sub is None:
+            if f.name in values:
+                kwargs[f.name] = values[f.name]
+        else:
+            head = f.name + "."
+            kwargs[f.name] = _build(sub, {k[len(head):]: v for k, v in values.items() if k.startswith(head)})
+    return cls(**kwargs)
 
 
 def _check_cross_section(cfg: ExperimentConfig) -> None:
@@ -258,6 +275,7 @@ def _check_cross_section(cfg: ExperimentConfig) -> None:
     from fedsim.faults_spec import parse_faults
 
     parse_faults(cfg.faults)
+    check_defenses(cfg, ConfigError)
     _check_device(cfg.run.device)
 
 

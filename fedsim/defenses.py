@@ -16,22 +16,19 @@ Random-k does not rescale the survivors (it is a plain sparsifier, biased toward
 Quantization: per tensor, ``2**bits`` uniformly spaced levels between the tensor's min and max (deterministic
 round-to-nearest); both end points are sent in the clear as a real scheme would.
 
-Secure aggregation (:func:`pairwise_masks`): the additive-mask core of Bonawitz et al. (SecAgg / SecAgg+) in
-floating point: every pair (i, j) of the cohort derives a mask from a pairwise seed, i adds it and j subtracts
-it, so masks cancel in the sum. Key agreement is simulated (the pair seed is a hash of a cohort secret that the
-server code never reads) and there is no dropout recovery (no Shamir shares): a client that drops leaves its
-masks in the aggregate, so the sweep presets use full participation.
+Secure aggregation is not here: it is Flower's SecAgg+ (``secaggplus_mod`` on the ClientApp, ``SecAggPlusWorkflow``
+on the server; see ``clients/mods.py`` and ``server/secagg.py``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 from torch import nn
+
+from fedsim.defense_config import UpdateDefense
 
 Tensors = Mapping[str, torch.Tensor]
 
@@ -124,23 +121,10 @@ def quantize_update(update: Tensors, bits: int) -> dict[str, torch.Tensor]:
 
 
 # ---- configured pipeline -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class UpdateDefenses:
-    """The update-level defenses of ``[defense]`` (0 = off)."""
-
-    clip_norm: float = 0.0
-    noise_std: float = 0.0
-    topk_ratio: float = 0.0
-    randk_ratio: float = 0.0
-    sparsify_scope: str = "tensor"
-    quant_bits: int = 0
-
-    @property
-    def active(self) -> bool:
-        return bool(self.clip_norm or self.noise_std or self.topk_ratio or self.randk_ratio or self.quant_bits)
+UpdateDefenses = UpdateDefense  # ``[defense.update]``: clip, noise, top-k / rand-k, quantization (0 = off)
 
 
-def defend_update(update: Tensors, d: UpdateDefenses, generator: torch.Generator | None = None
+def defend_update(update: Tensors, d: UpdateDefense, generator: torch.Generator | None = None
                   ) -> dict[str, torch.Tensor]:
     out = dict(update)
     if d.clip_norm:
@@ -156,42 +140,12 @@ def defend_update(update: Tensors, d: UpdateDefenses, generator: torch.Generator
     return out
 
 
-def defend_weights(before: Tensors, after: Tensors, d: UpdateDefenses, seed: int) -> dict[str, torch.Tensor]:
+def defend_weights(before: Tensors, after: Tensors, d: UpdateDefense, seed: int) -> dict[str, torch.Tensor]:
     """``before + defend(after - before)`` for the tensors in ``after`` (in float64, cast back)."""
     if not d.active:
         return dict(after)
     gen = torch.Generator().manual_seed(seed)
     return apply_update(before, defend_update(update_of(before, after), d, gen))
-
-
-# ---- secure aggregation (additive pairwise masks) ---------------------------------------------------------
-def pair_seed(secret: str, server_round: int, i: int, j: int) -> int:
-    lo, hi = min(i, j), max(i, j)
-    digest = hashlib.sha256(f"{secret}|{server_round}|{lo}|{hi}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def pairwise_masks(client: int, cohort: list[int], shapes: Mapping[str, torch.Size], *, secret: str,
-                   server_round: int, scale: float = 10.0) -> dict[str, torch.Tensor]:
-    """Sum over partners j of ``+m_ij`` (client < j) or ``-m_ij`` (client > j); sums to zero over the cohort."""
-    total = {k: torch.zeros(s, dtype=torch.float64) for k, s in shapes.items()}
-    for j in cohort:
-        if j == client:
-            continue
-        gen = torch.Generator().manual_seed(pair_seed(secret, server_round, client, j))
-        sign = 1.0 if client < j else -1.0
-        for k, s in shapes.items():
-            total[k] += sign * scale * torch.randn(s, generator=gen, dtype=torch.float64)
-    return total
-
-
-def mask_weights(weights: Tensors, weight: float, client: int, cohort: list[int], *, secret: str,
-                 server_round: int, scale: float = 10.0) -> dict[str, torch.Tensor]:
-    """What a SecAgg client sends so that FedAvg's *weighted* sum ``sum_i n_i * sent_i`` is unmasked:
-    ``sent_i = w_i + mask_i / n_i``."""
-    masks = pairwise_masks(client, cohort, {k: t.shape for k, t in weights.items()}, secret=secret,
-                           server_round=server_round, scale=scale)
-    return {k: (t.double() + masks[k] / weight).to(t.dtype) for k, t in weights.items()}
 
 
 # ---- local-training defenses (label smoothing, mixup) ------------------------------------------------------

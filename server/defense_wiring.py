@@ -1,24 +1,20 @@
-"""Server half of ``[defense]``: what the curious server knows, central-DP wrappers, the SecAgg aggregate tap.
+"""Server half of ``[defense]`` on the Message-API stack: what the curious server knows, central DP, privacy rows.
 
 Wrapping order (outermost first)::
 
     DifferentialPrivacy{Server,Client}SideFixedClipping  ->  DefenseTap  ->  CuriousStrategy  ->  FedAvg
 
-Flower's central-DP wrapper is outermost so that it clips every reply (server-side clipping) *before* the curious
-strategy captures it and adds its Gaussian noise *after* FedAvg averaged: the curious server sees clipped
-individual updates (what server-side clipping really exposes to the code after the clipping step; with
-client-side clipping the ``fixedclipping_mod`` already clipped them) and only the released aggregate is noised.
-``DefenseTap`` sits between them: it writes each round's privacy metrics (``epsilon`` reported by DP-SGD clients)
-to ``metrics.jsonl`` and, with SecAgg, hands the unmasked aggregate to the sinks as one extra update
-(client id :data:`AGGREGATE_CLIENT`, the cohort's client ids in its ``defenses["cohort"]``), since the masked
-individual replies carry nothing. Scoring that update against the cohort's merged ground truth is the evaluation
-layer's business (``fedsim.evaluation.truth``); the server never reads ground truth.
+Flower's central-DP wrapper (``[defense.central_dp]``) is outermost so that it clips every reply (server-side
+clipping) *before* the curious strategy captures it and adds its Gaussian noise *after* FedAvg averaged: the
+curious server sees clipped individual updates (what server-side clipping really exposes to the code after the
+clipping step; with client-side clipping the ``fixedclipping_mod`` already clipped them) and only the released
+aggregate is noised. ``DefenseTap`` sits between them and writes each round's privacy metrics (``epsilon``
+reported by DP-SGD clients) to ``metrics.jsonl``. Secure aggregation does not use this stack: Flower's SecAgg+
+workflow drives a legacy strategy (``server/secagg.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import time
 from typing import Any, Iterable
 
@@ -27,19 +23,27 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
                                      DifferentialPrivacyServerSideFixedClipping, Strategy)
 
+from fedsim import messages as K
 from fedsim.config import ExperimentConfig
 from fedsim.rows import PrivacyRow
 from fedsim.runfolder import RunFolder
-from fedsim.types import ClientUpdate
 from server.strategy import CuriousStrategy
 
-log = logging.getLogger("fedsim.server")
-AGGREGATE_CLIENT = 9999
+AGGREGATE_CLIENT = 9999  # client id of a secure aggregate in captures and rows (its cohort in defenses["cohort"])
 
 
 def known_defenses(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Every ``[defense]`` setting (public in our threat model), recorded in each ClientUpdate and attack row."""
-    return dataclasses.asdict(cfg.defense)
+    """Every ``[defense]`` setting (public in our threat model) by its config key (``defense.dp_sgd.enabled``),
+    recorded in each ClientUpdate and attack row."""
+    return {k: v for k, v in cfg.to_flat().items() if k.startswith("defense.")}
+
+
+def privacy_row(cfg: ExperimentConfig, server_round: int, epsilons: list[float]) -> PrivacyRow | None:
+    """The round's DP-SGD privacy row (largest epsilon any client reported), or None."""
+    if not epsilons:
+        return None
+    return PrivacyRow(round=server_round, epsilon=max(epsilons), delta=cfg.defense.dp_sgd.delta,
+                      accountant="opacus-rdp", mechanism="dp_sgd", time=time.time())
 
 
 class DefenseTap(Strategy):
@@ -63,44 +67,22 @@ class DefenseTap(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
-        eps = [float(m.content["metrics"]["epsilon"]) for m in replies
-               if not m.has_error() and "metrics" in m.content and "epsilon" in m.content["metrics"]]
+        eps = [float(m.content[K.METRICS][K.EPSILON]) for m in replies
+               if not m.has_error() and K.METRICS in m.content and K.EPSILON in m.content[K.METRICS]]
         arrays, metrics = self.curious.aggregate_train(server_round, replies)
-        if eps:
-            self.folder.append(PrivacyRow(round=server_round, epsilon=max(eps), delta=self.cfg.defense.dp_sgd_delta,
-                                          accountant="opacus-rdp", time=time.time()))
-        if self.cfg.defense.secagg and arrays is not None and self.curious.accepted:
-            try:
-                self.tap_aggregate(server_round, arrays)
-            except Exception as exc:  # noqa: BLE001 - never kill the federation
-                log.exception("round %d: aggregate tap failed: %s", server_round, exc)
+        row = privacy_row(self.cfg, server_round, eps)
+        if row is not None:
+            self.folder.append(row)
         return arrays, metrics
-
-    def tap_aggregate(self, server_round: int, arrays: ArrayRecord) -> None:
-        ups = self.curious.accepted
-        total = sum(u.num_examples for u in ups)
-        agg = arrays.to_torch_state_dict()
-        first = ups[0]
-        fedsgd = first.algorithm == "fedsgd"
-        update = ClientUpdate(
-            run_id=first.run_id, server_round=server_round, client_id=AGGREGATE_CLIENT, algorithm=first.algorithm,
-            weights_before=dict(first.weights_before), weights_after={n: agg[n] for n in first.weights_before},
-            lr=first.lr, local_epochs=first.local_epochs, local_steps=max(u.local_steps for u in ups),
-            batch_size=total if fedsgd else first.batch_size, num_examples=total,
-            buffers_before=dict(first.buffers_before),
-            buffers_after={n: agg[n] for n in first.buffers_after if n in agg},
-            defenses={**first.defenses, "aggregate_of": len(ups), "cohort": sorted(u.client_id for u in ups)})
-        for sink in self.curious.sinks:
-            sink(update)
 
 
 def wrap_strategy(curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFolder) -> Strategy:
     strategy: Strategy = DefenseTap(curious, cfg, folder)
-    d = cfg.defense
-    if d.central_dp != "off":
-        wrapper = (DifferentialPrivacyServerSideFixedClipping if d.central_dp == "server"
+    d = cfg.defense.central_dp
+    if d.clipping != "off":
+        wrapper = (DifferentialPrivacyServerSideFixedClipping if d.clipping == "server"
                    else DifferentialPrivacyClientSideFixedClipping)
         n = max(1, round(cfg.train.fraction_train * cfg.run.num_clients))
-        strategy = wrapper(strategy, noise_multiplier=d.central_dp_noise, clipping_norm=d.central_dp_clip,
+        strategy = wrapper(strategy, noise_multiplier=d.noise_multiplier, clipping_norm=d.clip_norm,
                            num_sampled_clients=n)
     return strategy

@@ -1,4 +1,4 @@
-"""Defenses: the pure mechanisms (known answers), Opacus' epsilon, SecAgg masks cancel, the ClientApp path."""
+"""Defenses: the pure mechanisms (known answers), Opacus' epsilon, what a DP client releases, training hooks."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fedsim import defenses as D
-from fedsim.config import DefenseSection
+from fedsim.defense_config import DefenseSection, TrainingDefense
 from fedsim.models import build_model
 
 
@@ -65,25 +65,8 @@ def test_randk_keeps_exactly_k_and_quantization_uses_few_levels():
         assert float((t - u[k]).abs().max()) <= float(step) / 2 + 1e-12
 
 
-def test_secagg_masked_weighted_aggregate_equals_the_plain_sum():
-    cohort = [0, 1, 2, 3]
-    weights = [5.0, 8.0, 8.0, 3.0]
-    states = [{k: v.float() for k, v in _update(s).items()} for s in cohort]
-    sent = [D.mask_weights(st, w, c, cohort, secret="s", server_round=2) for st, w, c in zip(states, weights, cohort)]
-    for st, m in zip(states, sent):  # each masked reply hides the client's weights
-        assert float((m["a"] - st["a"]).abs().mean()) > 0.5
-    total = sum(weights)
-    for k in states[0]:
-        plain = sum(w * st[k].double() for w, st in zip(weights, states)) / total
-        masked = sum(w * m[k].double() for w, m in zip(weights, sent)) / total
-        assert torch.allclose(masked, plain, atol=1e-5)
-    # masks alone sum to exactly zero (up to float64 rounding)
-    masks = [D.pairwise_masks(c, cohort, {"a": torch.Size([7, 5])}, secret="s", server_round=2)["a"] for c in cohort]
-    assert float(sum(masks).abs().max()) < 1e-12
-
-
 def test_defaults_leave_training_bit_identical():
-    from clients.dp import train_defended
+    from fedsim.defended_training import train_defended
     from fedsim.training import train_locally
 
     x = torch.randn(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -92,22 +75,23 @@ def test_defaults_leave_training_bit_identical():
     m1 = build_model("convnet", (1, 8, 8), 3, seed=0, width=2)
     m2 = build_model("convnet", (1, 8, 8), 3, seed=0, width=2)
     train_locally(m1, x, y, **kw)
-    _, state, extra = train_defended(DefenseSection(), m2, x, y, **kw)
+    _, extra = train_defended(DefenseSection(), m2, x, y, **kw)
     assert extra == {}
-    assert all(torch.equal(state[k], v) for k, v in m1.state_dict().items())
+    assert all(torch.equal(m2.state_dict()[k], v) for k, v in m1.state_dict().items())
 
 
 def test_label_smoothing_and_mixup_change_the_update():
-    from clients.dp import train_defended
+    from fedsim.defended_training import train_defended
 
     x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(8) % 3
     kw = dict(algorithm="fedsgd", lr=0.1, epochs=1, batch_size=8, seed=3, server_round=1, client_id=0, max_steps=0)
     states = []
-    for d in (DefenseSection(), DefenseSection(label_smoothing=0.3), DefenseSection(mixup_alpha=1.0)):
+    for t in (TrainingDefense(), TrainingDefense(label_smoothing=0.3), TrainingDefense(mixup_alpha=1.0)):
         torch.manual_seed(0)
-        _, st, _ = train_defended(d, build_model("convnet", (1, 8, 8), 3, seed=0, width=2), x, y, **kw)
-        states.append(st)
+        model = build_model("convnet", (1, 8, 8), 3, seed=0, width=2)
+        train_defended(DefenseSection(training=t), model, x, y, **kw)
+        states.append(model.state_dict())
     for other in states[1:]:
         assert any(not torch.equal(states[0][k], other[k]) for k in states[0])
 
@@ -115,7 +99,7 @@ def test_label_smoothing_and_mixup_change_the_update():
 def test_opacus_epsilon_matches_its_rdp_accountant():
     from opacus.accountants import RDPAccountant
 
-    from clients.dp import dp_sgd_train
+    from fedsim.dp_sgd import dp_sgd_train
 
     x = torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(40) % 3
@@ -144,3 +128,22 @@ def test_update_defenses_pipeline_is_seeded_and_ordered():
     assert all(torch.equal(a[k], b[k]) for k in a)
     for k, t in a.items():
         assert int((t != 0).sum()) == math.ceil(0.2 * u[k].numel())
+
+
+@pytest.mark.parametrize("algorithm", ["fedsgd", "fedavg"])
+def test_dp_sgd_client_releases_no_realised_batch_size(algorithm):
+    """Poisson batches vary with the seed; what the client releases (num-examples) does not (issue 14.2)."""
+    from fedsim.dp_sgd import dp_sgd_train, released_examples
+
+    x = torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(40) % 3
+    realised = set()
+    for seed in range(6):
+        model = build_model("convnet", (1, 8, 8), 3, seed=0, width=2)
+        result, _ = dp_sgd_train(model, x, y, algorithm=algorithm, lr=0.1, epochs=1, batch_size=8, seed=seed,
+                                 server_round=1, client_id=0, max_steps=0, noise=1.0, max_grad_norm=1.0,
+                                 delta=1e-5)
+        realised.add(sum(len(b) for b in result.ground_truth.labels))
+    assert len(realised) > 1  # the private quantity really varies
+    assert released_examples(algorithm, 40, 8) == (8 if algorithm == "fedsgd" else 40)  # expected batch / n
+    assert released_examples("fedsgd", 5, 8) == 5

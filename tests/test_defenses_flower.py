@@ -1,7 +1,7 @@
 """Defenses on the Flower path, with mocked messages (no Ray): what the curious server captures changes.
 
-Client side: the config-driven ``defense_mod`` runs Flower's ``LocalDpMod`` / ``fixedclipping_mod`` and our SecAgg
-masks around a fake train function; the replies go into the real ``CuriousStrategy``. Server side: Flower's
+Client side: the config-driven ``defense_mods`` runs Flower's ``LocalDpMod`` / ``fixedclipping_mod`` and our update
+defenses around a fake train function; the replies go into the real ``CuriousStrategy``. (SecAgg+: test_secagg.py.) Server side: Flower's
 central-DP wrapper is outermost, so captures are clipped and only the aggregate is noised.
 """
 
@@ -12,12 +12,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.app.message_type import MessageType
 from flwr.serverapp.strategy import FedAvg
 
-from clients.dp import defense_mod
+from clients.mods import defense_mods
 from fedsim.runfolder import RunFolder
 from fedsim.config import ExperimentConfig
 from fedsim.defenses import global_norm
 from fedsim.models import build_model
-from server.defense_wiring import AGGREGATE_CLIENT, DefenseTap, known_defenses, wrap_strategy
+from server.defense_wiring import DefenseTap, known_defenses, wrap_strategy
 from server.strategy import CuriousStrategy, TrainSettings
 
 
@@ -50,7 +50,7 @@ def _client_reply(cfg, sent, pid, num_parts=3, weight=8, extra_config=None):
                      "metrics": MetricRecord({"num-examples": weight, "train_loss": 1.0}),
                      "meta": ConfigRecord({"partition-id": pid, "local-steps": 1})})
 
-    return defense_mod(incoming, ctx, fake_train)
+    return defense_mods(incoming, ctx, fake_train)
 
 
 def _curious(cfg, sent, captured):
@@ -80,10 +80,11 @@ def _capture(cfg, pids=(0, 1, 2), extra_config=None, weights=(8, 8, 8)):
 def test_local_dp_mod_changes_what_the_server_captures():
     plain_cfg = ExperimentConfig()
     _, plain, _ = _capture(plain_cfg)
-    cfg = plain_cfg.replace(**{"defense.local_dp": True, "defense.local_dp_clip": 0.5,
-                               "defense.local_dp_epsilon": 50.0})
+    cfg = plain_cfg.replace(**{"defense.local_dp.enabled": True, "defense.local_dp.clip_norm": 0.5,
+                               "defense.local_dp.epsilon": 50.0})
     _, noisy, _ = _capture(cfg)
-    assert noisy[0].defenses["local_dp"] is True and noisy[0].defenses["local_dp_clip"] == 0.5
+    assert noisy[0].defenses["defense.local_dp.enabled"] is True
+    assert noisy[0].defenses["defense.local_dp.clip_norm"] == 0.5
     # plain captures carry exactly the fake training's update; LocalDpMod clipped to 0.5 then added noise
     d_plain, d_noisy = _delta(plain[0]), _delta(noisy[0])
     assert global_norm(d_plain) > 2.0
@@ -93,57 +94,24 @@ def test_local_dp_mod_changes_what_the_server_captures():
 
 
 def test_fixedclipping_mod_bounds_captured_updates():
-    cfg = ExperimentConfig().replace(**{"defense.central_dp": "client", "defense.central_dp_clip": 0.3})
+    cfg = ExperimentConfig().replace(**{"defense.central_dp.clipping": "client", "defense.central_dp.clip_norm": 0.3})
     _, captured, _ = _capture(cfg, extra_config={"clipping_norm": 0.3})  # the server wrapper adds this key
     for u in captured:
         assert global_norm(_delta(u)) <= 0.3 + 1e-5
 
 
-def test_topk_in_train_changes_the_sent_update():
-    from clients.dp import train_defended
-
-    from fedsim.config import DefenseSection
-    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    y = torch.arange(8) % 3
-    model = _model()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    _, state, _ = train_defended(DefenseSection(topk_ratio=0.1), model, x, y, algorithm="fedsgd", lr=0.1,
-                                 epochs=1, batch_size=8, seed=1, server_round=1, client_id=0, max_steps=0)
-    for k, v in state.items():
-        n = v.numel()
-        assert int(((v - before[k]) != 0).sum()) <= -(-n // 10)  # ceil(0.1 n) kept (rounding may zero more)
-
-
-def test_secagg_hides_individual_updates_but_not_the_aggregate(tmp_path):
-    plain_cfg = ExperimentConfig().replace(**{"run.out_dir": str(tmp_path)})
-    sent, plain, plain_agg = _capture(plain_cfg, weights=(5, 8, 11))
-    cfg = plain_cfg.replace(**{"defense.secagg": True})
-    _, masked, masked_agg = _capture(cfg, weights=(5, 8, 11))
-    for p, m in zip(plain, masked):
-        assert global_norm(_delta(m)) > 2 * global_norm(_delta(p))  # the capture is mostly mask
-    a, b = plain_agg.to_torch_state_dict(), masked_agg.to_torch_state_dict()
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-4)
-
-
-def test_secagg_tap_attacks_the_aggregate(tmp_path):
-    cfg = ExperimentConfig().replace(**{"run.out_dir": str(tmp_path), "defense.secagg": True})
-    sent = _model().state_dict()
-    captured = []
-    tap = DefenseTap(_curious(cfg, sent, captured), cfg, RunFolder(tmp_path))
-    list(tap.configure_train(1, ArrayRecord(sent), ConfigRecord({}), Mock()))
-    replies = [_client_reply(cfg, sent, p, weight=8) for p in range(3)]
-    tap.aggregate_train(1, replies)
-    agg = [u for u in captured if u.client_id == AGGREGATE_CLIENT]
-    assert len(agg) == 1 and agg[0].num_examples == 24 and agg[0].defenses["aggregate_of"] == 3
-    mean_delta = {k: sum(_trained(sent, p)[k] - sent[k] for p in range(3)) / 3 for k in agg[0].weights_before}
-    for k, v in _delta(agg[0]).items():
-        assert torch.allclose(v, mean_delta[k], atol=1e-4)
+def test_update_defense_mod_sparsifies_the_sent_update():
+    cfg = ExperimentConfig().replace(**{"defense.update.topk_ratio": 0.1})
+    sent, captured, _ = _capture(cfg, extra_config={"seed": 0})
+    for u in captured:
+        for k, d in _delta(u).items():
+            assert int((d != 0).sum()) <= -(-d.numel() // 10)  # ceil(0.1 n) kept (rounding may zero more)
+            assert int((d != 0).sum()) >= 1
 
 
 def test_central_dp_wrapper_is_outermost_and_captures_are_clipped(tmp_path):
-    cfg = ExperimentConfig().replace(**{"defense.central_dp": "server", "defense.central_dp_clip": 0.2,
-                                        "defense.central_dp_noise": 1.0, "run.num_clients": 3})
+    cfg = ExperimentConfig().replace(**{"defense.central_dp.clipping": "server", "defense.central_dp.clip_norm": 0.2,
+                                        "defense.central_dp.noise_multiplier": 1.0, "run.num_clients": 3})
     sent = _model().state_dict()
     captured = []
     curious = _curious(cfg, sent, captured)
@@ -177,3 +145,33 @@ def test_privacy_rows_carry_epsilon(tmp_path):
     tap.aggregate_train(1, replies)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["kind"] == "privacy" and rows[0]["epsilon"] == 2.5
+
+
+def test_dp_sgd_client_reports_the_expected_batch_not_the_poisson_draw(tmp_path, monkeypatch):
+    """Issue 14.2: under DP-SGD the ClientApp releases min(B, n) (FedSGD), whatever Poisson drew; the audit
+    channel still records the realised batches for scoring."""
+    import clients.app as client_app
+    from flwr.app import Context
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedsim.evaluation.truth import read_ground_truth
+    from fedsim.experiment import make_model
+    from server.app import train_config
+
+    for name, value in (("_run_id", 7), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+    cfg = ExperimentConfig().replace(**{
+        "run.out_dir": str(tmp_path), "run.num_clients": 2, "data.partition": "iid", "model.width": 4,
+        "train.algorithm": "fedsgd", "train.batch_size": 8, "defense.dp_sgd.enabled": True})
+    sent = make_model(cfg).state_dict()
+    ctx = Context(run_id=7, node_id=5, state=RecordDict(), run_config=cfg.to_flat(),
+                  node_config={"partition-id": 0, "num-partitions": 2})
+    released, realised = set(), set()
+    for rnd in range(1, 5):
+        msg = Message(RecordDict({"arrays": ArrayRecord(sent),
+                                  "config": ConfigRecord({**dict(train_config(cfg)), "server-round": rnd})}),
+                      dst_node_id=5, message_type=MessageType.TRAIN)
+        reply = client_app.train(msg, ctx)
+        released.add(int(reply.content["metrics"]["num-examples"]))
+        realised.add(len(read_ground_truth(tmp_path, rnd, 0).labels[0]))
+    assert released == {8} and len(realised) > 1

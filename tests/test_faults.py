@@ -86,7 +86,7 @@ def test_each_corrupt_kind_is_rejected_and_the_round_goes_on(tmp_path, kind):
 
 
 def test_huge_norm_rejected_by_the_clipping_bound_with_two_replies(tmp_path):
-    strategy, sent, captured = _strategy(tmp_path, {"clip_norm": 1.0, "noise_std": 0.0, "secagg": False})
+    strategy, sent, captured = _strategy(tmp_path, {"defense.update.clip_norm": 1.0, "defense.update.noise_std": 0.0})
     bad, m = faults.corrupt_state("huge_norm", _honest(sent, 9), sent, {"num-examples": 10, "train_loss": 1.0})
     arrays, _ = strategy.aggregate_train(1, [_reply(_honest(sent, 0), {"num-examples": 10}, 0), _reply(bad, m, 1)])
     assert arrays is not None and [u.client_id for u in captured] == [0]
@@ -167,8 +167,8 @@ def test_faults_preset_completes_every_round_under_central_dp(tmp_path):
     """Every fault kind under Flower's server-side central-DP wrapper: each round aggregates the honest replies
     (the global model changes every round), every rejection and dropout is logged, the run exits 0."""
     out = tmp_path / "faults"
-    dp = ["--set", "defense.central_dp=server", "--set", "defense.central_dp_noise=0.01",
-          "--set", "defense.central_dp_clip=10"]
+    dp = ["--set", "defense.central_dp.clipping=server", "--set", "defense.central_dp.noise_multiplier=0.01",
+          "--set", "defense.central_dp.clip_norm=10"]
     proc = subprocess.run([sys.executable, "-m", "fedsim.lab.cli", "run", str(ROOT / "configs" / "faults.toml"),
                            "--out", str(out), "--quiet", *dp], capture_output=True, text=True, timeout=580,
                           cwd=ROOT)

@@ -1,93 +1,169 @@
-"""``fedsim sweep`` with a fake runner (no federations): rows in order, summaries, plots and HTML."""
+"""``fedsim sweep`` with a fake runner (no federations): settings x seeds, the strongest attack per setting and its
+95 % interval, epsilon for every DP kind, labels in words, the cache, plots and HTML."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
-from fedsim.lab.sweep import load_sweep, run_sweep
-from fedsim.rows import InversionRow, LabelRow, PrivacyRow, UtilityRow
+from fedsim.lab.sweep import load_sweep, run_sweep, t_interval
+from fedsim.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow
 from fedsim.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "configs" / "defense_fedsgd.toml"
 
 
 def _fake_runner(calls):
+    """Leakage falls with the top-k ratio; 'gi' beats 'ilrg' only at ratio 0.5; seeds move every number."""
     def runner(cfg, out, quiet):
         out.mkdir(parents=True, exist_ok=True)
-        r = cfg.defense.topk_ratio or 1.0  # leakage falls with the ratio in this fake world
+        folder = RunFolder(out)
+        folder.config.write_text("")  # a real run writes its config; the cache must not trust this one
+        r = cfg.defense.update.topk_ratio or 1.0
+        s = cfg.run.seed
         rows = [UtilityRow(round=0, test_accuracy=0.1, test_loss=2.3),
-                UtilityRow(round=2, test_accuracy=0.5 + 0.1 * r, test_loss=1.0)]
+                UtilityRow(round=2, test_accuracy=0.5 + 0.1 * r + 0.01 * s, test_loss=1.0)]
         for c in range(2):
-            rows.append(LabelRow(round=1, client=c, ok=True, method="ilrg", label_leacc=r, label_lnacc=r / 2,
-                                 defenses={"topk_ratio": cfg.defense.topk_ratio}))
-            rows.append(LabelRow(round=1, client=c, ok=True, method="gi", label_leacc=0.0, label_lnacc=0.0))
-            rows.append(InversionRow(round=1, client=c, method="ig", ok=True, psnr=10 + 10 * r, ssim=r))
+            rows.append(LabelRow(round=1, client=c, ok=True, method="ilrg", label_leacc=r, label_lnacc=r / 2 + 0.01 * s))
+            gi = 0.9 if r == 0.5 else 0.0
+            rows.append(LabelRow(round=1, client=c, ok=True, method="gi", label_leacc=gi, label_lnacc=gi))
+            rows.append(InversionRow(round=1, client=c, method="ig", ok=True, psnr=10 + 10 * r + s, ssim=r))
         rows.append(InversionRow(round=1, client=2, method="ig", ok=False, error="x"))
+        if cfg.defense.central_dp.clipping != "off":
+            rows.append(LostRoundRow(round=2, reason="every reply failed"))
         for row in rows:
-            RunFolder(out).append(row)
+            folder.append(row)
+        folder.done.write_text("")
         calls.append(cfg)
         return out
     return runner
 
 
-def test_sweep_writes_one_row_per_setting_in_order(tmp_path):
-    sweep = tmp_path / "sweep_x.toml"
-    sweep.write_text(f'[sweep]\nbase = "{ROOT / "configs" / "defense_fedsgd.toml"}"\nname = "t"\n'
-                     'parameter = "defense.topk_ratio"\nvalues = [0.0, 0.5, 0.1]\n'
-                     '[attack]\nlabel_methods = "ilrg,gi"\n')
+def _sweep_file(tmp_path, body):
+    path = tmp_path / "sweep_x.toml"
+    path.write_text(f'[sweep]\nbase = "{BASE}"\nname = "t"\n{body}\n[attack]\nlabel_methods = "ilrg,gi"\n')
+    return path
+
+
+def test_a_point_records_the_winning_attack_and_its_interval(tmp_path):
+    sweep = _sweep_file(tmp_path, 'parameter = "defense.update.topk_ratio"\nvalues = [0.0, 0.5, 0.1]\n'
+                                  'seeds = [0, 1, 2]')
     calls = []
-    rows = run_sweep(sweep, tmp_path / "out", runner=_fake_runner(calls))
-    assert [c.defense.topk_ratio for c in calls] == [0.0, 0.5, 0.1]
+    rows = run_sweep(sweep, tmp_path / "out", runner=_fake_runner(calls), reports=False)
+    assert len(calls) == 9 and sorted({c.run.seed for c in calls}) == [0, 1, 2]
     lines = [json.loads(x) for x in (tmp_path / "out" / "sweep.jsonl").read_text().splitlines()]
-    assert lines == rows and [r["setting"] for r in lines] == [{"defense.topk_ratio": v} for v in (0.0, 0.5, 0.1)]
-    assert lines[1]["test_accuracy"] == pytest.approx(0.55)
-    assert lines[1]["label_leacc"] == pytest.approx(0.5)  # first label method only
-    assert lines[1]["label_lnacc"] == pytest.approx(0.25)
-    assert lines[2]["psnr"] == pytest.approx(11.0) and lines[2]["ssim"] == pytest.approx(0.1)
-    assert lines[0]["epsilon"] is None and lines[0]["attacked_updates"] == 2
-    for name in ("sweep_leakage_utility.png", "sweep_frontier.png", "sweep.html"):
+    assert [r["label"] for r in lines] == ["no defense", "top-k 50%", "top-k 10%"]
+    p = lines[1]
+    assert p["label_best"] == "gi" and p["label_lnacc"] == pytest.approx(0.9)  # gi wins here ...
+    assert lines[0]["label_best"] == "ilrg" and lines[2]["label_best"] == "ilrg"  # ... ilrg elsewhere
+    assert p["label_by_method"]["ilrg"] == pytest.approx(0.25 + 0.01)
+    # PSNR over seeds 0, 1, 2 = 15, 16, 17: mean 16, t(0.975, 2) * 1 / sqrt(3) = 2.484
+    assert p["inversion_best"] == "ig" and p["psnr"] == pytest.approx(16.0)
+    assert p["psnr_ci"] == pytest.approx([16 - 2.4841, 16 + 2.4841], abs=1e-3)
+    assert p["psnr_values"] == [15.0, 16.0, 17.0] and p["interval"].startswith("95% Student-t")
+    assert p["test_accuracy_ci"][0] < p["test_accuracy"] < p["test_accuracy_ci"][1]
+    assert p["epsilon"] is None and len(p["runs"]) == 3 and p["attacked_updates"] == 6
+    for name in ("sweep_settings.png", "sweep_frontier.png", "sweep.html"):
         assert (tmp_path / "out" / name).stat().st_size > 1000
-    assert "data:image/png;base64" in (tmp_path / "out" / "sweep.html").read_text()
+    page = (tmp_path / "out" / "sweep.html").read_text()
+    assert "top-k 50%" in page and "data:image/png;base64" in page
+    assert 'href="setting_01/seed_2/report.html"' in page
+
+
+def test_cache_skips_finished_runs_of_the_same_config(tmp_path):
+    sweep = _sweep_file(tmp_path, 'parameter = "defense.update.topk_ratio"\nvalues = [0.0, 0.1]\nseeds = [0, 1]')
+    calls = []
+
+    def real_config_runner(cfg, out, quiet):  # writes config.toml the way prepare_run_dir does
+        from fedsim.config import to_toml
+
+        _fake_runner(calls)(cfg, out, quiet)
+        RunFolder(out).config.write_text(to_toml(cfg.replace(**{"run.out_dir": str(out.resolve())})))
+        return out
+
+    run_sweep(sweep, tmp_path / "out", runner=real_config_runner, reports=False)
+    assert len(calls) == 4
+    rows = run_sweep(sweep, tmp_path / "out", runner=real_config_runner, reports=False)
+    assert len(calls) == 4 and len(rows) == 2  # nothing ran again
+    run_sweep(sweep, tmp_path / "out", runner=real_config_runner, reports=False,
+              overrides={"train.lr": 0.05})
+    assert len(calls) == 8  # a different config is a miss
 
 
 def test_parallel_sweep_keeps_the_order(tmp_path):
     calls = []
-    rows = run_sweep(ROOT / "configs" / "sweep_topk.toml", tmp_path, runner=_fake_runner(calls), parallel=2)
-    assert [r["setting"]["defense.topk_ratio"] for r in rows] == [0.0, 0.5, 0.1, 0.01, 0.001]
+    rows = run_sweep(ROOT / "configs" / "sweep_topk.toml", tmp_path, runner=_fake_runner(calls), parallel=2,
+                     reports=False)
+    assert [r["setting"]["defense.update.topk_ratio"] for r in rows] == [0.0, 0.5, 0.1, 0.01, 0.001]
 
 
-@pytest.mark.parametrize("name", ["dp", "topk", "batch", "secagg"])
-def test_sweep_presets_load(name):
-    s = load_sweep(ROOT / "configs" / f"sweep_{name}.toml")
-    assert len(s.settings) >= 2 and s.base.run.num_clients <= 4 and s.base.train.algorithm == "fedsgd"
+def test_settings_tables_label_in_words_and_epsilon_for_every_dp_kind(tmp_path):
+    from fedsim.accounting import central_dp_epsilon, local_dp_epsilon
+
+    sweep = _sweep_file(tmp_path, "seeds = [0]\n"
+                        '[[sweep.settings]]\nset = {}\n'
+                        '[[sweep.settings]]\nset = { "defense.central_dp.clipping" = "server", '
+                        '"defense.central_dp.noise_multiplier" = 0.5 }\n'
+                        '[[sweep.settings]]\nset = { "defense.local_dp.enabled" = true, '
+                        '"defense.local_dp.epsilon" = 50.0 }\n'
+                        '[[sweep.settings]]\nfamily = "DP-SGD"\nset = { "defense.dp_sgd.enabled" = true, '
+                        '"defense.dp_sgd.noise_multiplier" = 0.0 }\n')
+    rows = run_sweep(sweep, tmp_path / "out", runner=_fake_runner([]), reports=False)
+    assert [r["label"] for r in rows] == ["no defense", "central DP z 0.5, clip 1", "local DP eps 50/round, clip 1",
+                                          "DP-SGD sigma 0, clip 1"]
+    assert rows[0]["epsilon"] is None
+    # central DP: 2 rounds ran, round 2 was lost -> one release
+    assert rows[1]["epsilon"] == pytest.approx(central_dp_epsilon(0.5, 1, 1e-5)) and rows[1]["delta"] == 1e-5
+    assert rows[2]["epsilon"] == pytest.approx(local_dp_epsilon(50.0, 1e-5, 2, 1e-5))
+    assert math.isinf(rows[3]["epsilon"])  # no noise, no privacy
+    assert "eps inf" in (tmp_path / "out" / "sweep.html").read_text()
 
 
-def test_sweep_epsilon_comes_from_privacy_rows(tmp_path):
+def test_epsilon_from_privacy_rows_wins(tmp_path):
     from fedsim.config import ExperimentConfig
     from fedsim.lab.sweep import summarize
 
     for rnd, eps in ((1, 3.0), (2, 4.5)):
         RunFolder(tmp_path).append(PrivacyRow(round=rnd, epsilon=eps, delta=1e-5, accountant="opacus-rdp"))
-    assert summarize(tmp_path, ExperimentConfig())["epsilon"] == 4.5
+    s = summarize(tmp_path, ExperimentConfig())
+    assert s["epsilon"] == 4.5 and s["accountant"] == "opacus-rdp"
+
+
+def test_t_interval():
+    assert t_interval([1.0]) == (1.0, None, None)
+    m, lo, hi = t_interval([1.0, 2.0, 3.0, 4.0])
+    assert m == 2.5 and hi - m == pytest.approx(3.1824 * math.sqrt(5 / 3) / 2, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["dp", "topk", "batch", "frontier"])
+def test_sweep_presets_load(name):
+    s = load_sweep(ROOT / "configs" / f"sweep_{name}.toml")
+    assert len(s.settings) >= 2 and s.base.run.num_clients <= 4 and s.base.train.algorithm == "fedsgd"
+    assert all(st.label and "{" not in st.label for st in s.settings)
 
 
 def test_bad_setting_fails_before_any_run(tmp_path):
     from fedsim.config import ConfigError
 
     sweep = tmp_path / "sweep_bad.toml"
-    sweep.write_text('[sweep]\nparameter = "defense.topk_ratio"\nvalues = [0.5, 7.0]\n')
+    sweep.write_text('[sweep]\nparameter = "defense.update.topk_ratio"\nvalues = [0.5, 7.0]\n')
     with pytest.raises(ConfigError, match="topk_ratio"):
+        load_sweep(sweep)
+    sweep.write_text('[sweep]\nreplay = ["igg"]\n[[sweep.settings]]\nset = {}\n')
+    with pytest.raises(ConfigError, match="igg"):
         load_sweep(sweep)
 
 
 @pytest.mark.slow
 def test_real_secagg_sweep_attacks_the_aggregate(tmp_path):
-    """Two real federations (about 4 minutes on 2 cores): without and with SecAgg masks."""
+    """Two real federations (about 4 minutes on 2 cores): without and with secure aggregation."""
     rows = run_sweep(ROOT / "configs" / "sweep_secagg.toml", tmp_path,
-                     overrides={"run.num_rounds": 1, "attack.rounds": "1", "attack.inversion": "none"})
-    assert [r["setting"] for r in rows] == [{"defense.secagg": False}, {"defense.secagg": True}]
+                     overrides={"run.num_rounds": 1, "attack.rounds": "1", "attack.inversion": "none",
+                                "attack.label_methods": "ilrg"})
+    assert [r["label"] for r in rows] == ["no defense", "SecAgg+"]
     assert rows[0]["label_lnacc"] > 0.5  # plain FedSGD leaks labels
-    masked = [json.loads(x) for x in (Path(rows[1]["run"]) / "metrics.jsonl").read_text().splitlines()]
+    masked = [json.loads(x) for x in (Path(rows[1]["runs"][0]["run"]) / "metrics.jsonl").read_text().splitlines()]
     agg = [r for r in masked if r.get("kind") == "label" and r.get("client") == 9999]
-    assert agg and agg[0]["num_samples"] == 24 and agg[0]["defenses"]["secagg"] is True
+    assert agg and agg[0]["num_samples"] == 24

@@ -1,0 +1,64 @@
+"""Flower's SecAgg+ on the ClientApp: ``secaggplus_mod`` and the legacy "fit" contract it expects.
+
+``SecAggPlusWorkflow`` (server/secagg.py) sends four TRAIN messages per round (setup, share keys, collect masked
+vectors, unmask); Flower's ``secaggplus_mod`` answers all but one itself. For "collect masked vectors" it calls
+the app with a legacy ``FitIns`` record dict (``fitins.parameters`` + ``fitins.config``) and expects a legacy
+``FitRes`` back, which it quantises, weights by ``num_examples``, masks (pairwise + private masks, modular
+arithmetic) and sends instead of the weights. :func:`fit_contract_mod` sits just inside it and translates both
+ways, so every inner mod and ``train()`` see our usual Message-API train message.
+
+The vector is the floating-point tensors of the state dict in order (``fedsim.messages.secagg_vector_names``);
+``num-examples`` stays visible to the server (Flower's SecAgg+ sends the weight factor and FitRes metrics in
+the clear) and must not exceed ``defense.secagg.max_weight``, or the weighted vector would leave the clipping range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.client.mod import secaggplus_mod
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+
+from fedsim import messages as K
+from fedsim.config import from_flat
+from fedsim.defense_config import secagg_plan
+from fedsim.experiment import make_model
+
+__all__ = ["fit_contract_mod", "secaggplus_mod"]
+
+
+def fit_contract_mod(msg: Message, ctxt: Context, call_next) -> Message:
+    """Legacy FitIns in -> our train message -> our reply -> legacy FitRes out (inside ``secaggplus_mod``)."""
+    cfg = from_flat(ctxt.run_config)
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    names = list(make_model(cfg).state_dict())
+    arrays = parameters_to_ndarrays(fitins.parameters)
+    if len(arrays) != len(names):
+        raise ValueError(f"SecAgg+ fit instruction carries {len(arrays)} arrays, the model has {len(names)}")
+    state = {n: torch.from_numpy(np.array(a)) for n, a in zip(names, arrays)}
+    original = msg.content
+    msg.content = RecordDict({K.ARRAYS: ArrayRecord(state), K.CONFIG: ConfigRecord(dict(fitins.config))})
+    try:
+        out = call_next(msg, ctxt)
+    finally:
+        msg.content = original
+    if out.has_error():
+        return out
+    return Message(to_fitres(out.content, secagg_plan(cfg).max_weight), reply_to=msg)
+
+
+def to_fitres(content: RecordDict, max_weight: float) -> RecordDict:
+    """Our train reply (arrays, metrics, meta) as a legacy FitRes record dict carrying the SecAgg+ vector."""
+    state = content[K.ARRAYS].to_torch_state_dict()
+    metrics = dict(content[K.METRICS])
+    num_examples = int(metrics[K.NUM_EXAMPLES])
+    if num_examples > max_weight:
+        raise ValueError(f"num-examples {num_examples} exceeds defense.secagg.max_weight={max_weight:g}: the "
+                         "weighted update would be clipped by SecAgg+'s quantiser")
+    vector = [state[n].detach().cpu().numpy() for n in K.secagg_vector_names(state)]
+    legacy_metrics = {**metrics, **{k: v for k, v in dict(content[K.META]).items()
+                                    if isinstance(v, (int, float, str, bool))}}
+    fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), num_examples, legacy_metrics)
+    return compat.fitres_to_recorddict(fitres, keep_input=True)

@@ -1,0 +1,93 @@
+"""DP-SGD with Opacus (``[defense.dp_sgd]``, a training hook) and what a DP client may release.
+
+Opacus' ``PrivacyEngine`` wraps the model (per-example gradients), clips each example's gradient to
+``max_grad_norm``, adds Gaussian noise ``noise_multiplier * max_grad_norm`` and divides by the *expected* batch
+size; batches are Poisson samples at rate ``q = B / n`` (n = partition size). The realised batch sizes are private:
+they are not covered by the reported epsilon, so they never leave the client. :func:`released_examples` is what a
+client reports as ``num-examples`` (FedAvg's weight, and the K the curious server's attack starts from).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fedsim.training import LocalResult
+from fedsim.types import GroundTruth
+
+
+def released_examples(algorithm: str, num_examples: int, batch_size: int) -> int:
+    """``num-examples`` a client releases: FedSGD ``min(B, n)``, FedAvg the partition size ``n``.
+
+    Both are functions of the partition size only, never of the examples that were drawn, so under DP-SGD's
+    Poisson sampling they release nothing beyond ``n`` (which Opacus' accountant already treats as public:
+    ``q = B / n``). For FedSGD ``min(B, n) = q * n`` is the expected batch size; for FedAvg ``n`` is the expected
+    number of sample visits per epoch. Without DP-SGD these are exactly the examples used.
+    """
+    return max(1, min(batch_size, num_examples) if algorithm == "fedsgd" else num_examples)
+
+
+def dp_sgd_steps(num_examples: int, algorithm: str, batch_size: int, epochs: int, max_steps: int
+                 ) -> tuple[float, int]:
+    """(Poisson sample rate, steps per round): FedSGD one step at rate B/n; FedAvg epochs * ceil(n/B) steps."""
+    q = min(1.0, batch_size / num_examples)
+    steps = 1 if algorithm == "fedsgd" else epochs * math.ceil(num_examples / batch_size)
+    if algorithm != "fedsgd" and max_steps:
+        steps = min(steps, max_steps)
+    return q, steps
+
+
+def rdp_epsilon(noise: float, sample_rate: float, steps: int, delta: float) -> float:
+    """Epsilon of ``steps`` Poisson-subsampled Gaussian steps by Opacus' RDP accountant."""
+    from opacus.accountants import RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history = [(noise, sample_rate, steps)]
+    return float(acc.get_epsilon(delta))
+
+
+def dp_sgd_train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, algorithm: str, lr: float,
+                 epochs: int, batch_size: int, seed: int, server_round: int, client_id: int, max_steps: int,
+                 noise: float, max_grad_norm: float, delta: float, step_loss=None) -> tuple[LocalResult, dict]:
+    """Per-example clipped, noised SGD (Opacus PrivacyEngine, Poisson sampling) on ``model`` in place.
+
+    Returns the local result (its ground truth holds the realised Poisson batches: audit only) and privacy
+    metrics: ``epsilon_round`` from the engine's RDP accountant for this round's steps, ``epsilon`` for all
+    rounds so far assuming the client took part in every round (``fraction_train = 1``), both at ``delta``.
+    """
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    q, steps = dp_sgd_steps(len(x), algorithm, batch_size, epochs, max_steps)
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(TensorDataset(x, y, torch.arange(len(x))), batch_size=batch_size, generator=gen)
+    engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    private, optimizer, loader = engine.make_private(module=model, optimizer=optimizer, data_loader=loader,
+                                                     noise_multiplier=noise, max_grad_norm=max_grad_norm,
+                                                     poisson_sampling=True)
+    losses, inputs, labels, taken = [], [], [], 0
+    while taken < steps:
+        for xb, yb, _ in loader:
+            optimizer.zero_grad(set_to_none=True)
+            if len(xb):
+                loss = (torch.nn.functional.cross_entropy(private(xb), yb) if step_loss is None
+                        else step_loss(private, xb, yb))
+                loss.backward()
+                losses.append(float(loss.detach()))
+            optimizer.step()
+            inputs.append(xb.detach().clone())
+            labels.append(yb.detach().clone())
+            taken += 1
+            if taken >= steps:
+                break
+    private._close()
+    truth = GroundTruth(server_round, client_id, tuple(inputs), tuple(labels))
+    result = LocalResult(steps, sum(losses) / max(1, len(losses)), truth)
+    privacy = {"dp_sample_rate": q, "dp_steps": steps}
+    if noise > 0:  # epsilon is infinite without noise; a MetricRecord must stay finite, so it is left out
+        privacy["epsilon_round"] = float(engine.accountant.get_epsilon(delta))
+        privacy["epsilon"] = rdp_epsilon(noise, q, steps * server_round, delta)
+    return result, privacy

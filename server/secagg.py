@@ -1,0 +1,156 @@
+"""``[defense.secagg]`` on the server: Flower's ``SecAggPlusWorkflow`` and the legacy strategy it drives.
+
+The only module of server/ that uses Flower's legacy strategy API (``flwr.server.strategy``, ``LegacyContext``,
+``DefaultWorkflow``): the SecAgg+ workflow of flwr 1.41 exists only there. Per round the workflow runs setup ->
+share keys -> collect masked vectors -> unmask; each client quantises its weighted floating-point tensors
+(``num_examples / max_weight`` times the weights, stochastic rounding onto ``quantization_range`` levels in
+``[-clipping_range, clipping_range]``), adds a private mask and pairwise masks modulo ``modulus_range`` and sends
+only that. The server sums the masked vectors, recovers from Shamir shares the private masks of the survivors and
+the pairwise masks of clients that dropped after sharing keys, and hands :class:`SecAggCuriousStrategy` the
+unmasked weighted average (the same vector in every ``FitRes``) plus each client's plaintext FitRes metrics.
+
+What the curious server captures is exactly that aggregate: one ``ClientUpdate`` with client id
+``AGGREGATE_CLIENT`` and the cohort's partition ids in ``defenses["cohort"]`` (the evaluation layer merges their
+ground truth at scoring time). Individual updates never exist on the server, so there is nothing to validate
+or capture per client; a round that cannot be unmasked (too few survivors) is written as a lost round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context
+from flwr.common import FitIns, FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import Strategy as LegacyStrategy
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
+from flwr.serverapp import Grid
+
+from fedsim import messages as K
+from fedsim.config import ExperimentConfig
+from fedsim.defense_config import secagg_plan
+from fedsim.experiment import make_model
+from fedsim.rows import LostRoundRow
+from fedsim.runfolder import RunFolder
+from fedsim.types import ClientUpdate
+from server.defense_wiring import AGGREGATE_CLIENT, known_defenses, privacy_row
+
+log = logging.getLogger("fedsim.server")
+
+
+class SecAggCuriousStrategy(LegacyStrategy):
+    """Legacy strategy under ``SecAggPlusWorkflow``: samples the cohort, sends our train config, captures the
+    unmasked aggregate and evaluates centrally. Aggregation itself is the workflow's (a weighted average)."""
+
+    def __init__(self, cfg: ExperimentConfig, run_id: str, sinks: list, folder: RunFolder,
+                 train_config: dict[str, Any], evaluate_fn: Callable[[int, ArrayRecord], Any]) -> None:
+        self.cfg, self.run_id, self.sinks, self.folder = cfg, run_id, list(sinks), folder
+        self.train_config, self.evaluate_fn = dict(train_config), evaluate_fn
+        model = make_model(cfg)
+        self.initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.param_names = [n for n, _ in model.named_parameters()]
+        self.vector_names = K.secagg_vector_names(self.initial)
+        self.sent: dict[str, torch.Tensor] = {}
+        self.aggregated_round = 0
+
+    def _state(self, parameters: Parameters) -> dict[str, torch.Tensor]:
+        arrays = parameters_to_ndarrays(parameters)
+        return {n: torch.from_numpy(np.array(a)).to(self.initial[n].dtype) for n, a in zip(self.initial, arrays)}
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters:
+        return ndarrays_to_parameters([v.numpy() for v in self.initial.values()])
+
+    def configure_fit(self, server_round: int, parameters: Parameters,
+                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+        self.sent = self._state(parameters)
+        m = secagg_plan(self.cfg).cohort
+        clients = client_manager.sample(num_clients=m, min_num_clients=m)
+        config = {**self.train_config, K.SERVER_ROUND: server_round}
+        return [(c, FitIns(parameters, config)) for c in clients]
+
+    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
+                      failures: list) -> tuple[Parameters | None, dict]:
+        if not results:
+            return None, {}
+        vector = parameters_to_ndarrays(results[0][1].parameters)  # the unmasked weighted average, in every FitRes
+        agg = dict(self.sent)
+        for name, arr in zip(self.vector_names, vector):
+            agg[name] = torch.from_numpy(np.array(arr)).to(self.sent[name].dtype).reshape(self.sent[name].shape)
+        self.aggregated_round = server_round
+        metrics = [r.metrics for _, r in results]
+        try:
+            update = self.aggregate_update(server_round, agg, metrics, [r.num_examples for _, r in results])
+            for sink in self.sinks:
+                sink(update)
+        except Exception as exc:  # noqa: BLE001 - capture/attack must never kill the federation
+            log.exception("round %d: capturing the secure aggregate failed: %s", server_round, exc)
+        row = privacy_row(self.cfg, server_round, [float(m[K.EPSILON]) for m in metrics if K.EPSILON in m])
+        if row is not None:
+            self.folder.append(row)
+        log.info("round %d: SecAgg+ aggregate of %d clients (%d failed)", server_round, len(results), len(failures))
+        return ndarrays_to_parameters([agg[n].numpy() for n in self.initial]), {}
+
+    def aggregate_update(self, server_round: int, agg: dict[str, torch.Tensor], metrics: list[dict],
+                         counts: list[int]) -> ClientUpdate:
+        """The aggregate as one update of client ``AGGREGATE_CLIENT`` covering the cohort's examples."""
+        t = self.cfg.train
+        total = sum(counts)
+        params = set(self.param_names)
+        cohort = sorted(int(m[K.PARTITION_ID]) for m in metrics)
+        return ClientUpdate(
+            run_id=self.run_id, server_round=server_round, client_id=AGGREGATE_CLIENT, algorithm=t.algorithm,
+            weights_before={n: self.sent[n] for n in self.param_names},
+            weights_after={n: agg[n] for n in self.param_names},
+            buffers_before={n: v for n, v in self.sent.items() if n not in params},
+            buffers_after={n: v for n, v in agg.items() if n not in params},
+            lr=t.lr, local_epochs=t.local_epochs, local_steps=max(int(m[K.LOCAL_STEPS]) for m in metrics),
+            batch_size=total if t.algorithm == "fedsgd" else t.batch_size, num_examples=total,
+            defenses={**known_defenses(self.cfg), "aggregate_of": len(cohort), "cohort": cohort})
+
+    def configure_evaluate(self, server_round, parameters, client_manager):
+        return []
+
+    def aggregate_evaluate(self, server_round, results, failures):
+        return None, {}
+
+    def evaluate(self, server_round: int, parameters: Parameters):
+        metrics = self.evaluate_fn(server_round, ArrayRecord(self._state(parameters)))
+        return float(metrics["test_loss"]), dict(metrics)
+
+
+class LostRoundGuard:
+    """The fit workflow (SecAgg+) of one round; a round it halts without an aggregate is written as lost."""
+
+    def __init__(self, workflow: SecAggPlusWorkflow, strategy: SecAggCuriousStrategy, folder: RunFolder) -> None:
+        self.workflow, self.strategy, self.folder = workflow, strategy, folder
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        server_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
+        self.workflow(grid, context)
+        if self.strategy.aggregated_round != server_round:
+            log.error("round %d lost: secure aggregation halted before unmasking", server_round)
+            self.folder.append(LostRoundRow(round=server_round, reason="SecAgg+ halted: fewer clients than "
+                                            "defense.secagg.reconstruction_threshold survived", time=time.time()))
+
+
+def run_secagg(grid: Grid, context: Context, cfg: ExperimentConfig, *, run_id: str, sinks: list,
+               folder: RunFolder, train_config: dict[str, Any], evaluate_fn) -> None:
+    """Run every round with Flower's ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))``."""
+    s, plan = cfg.defense.secagg, secagg_plan(cfg)
+    strategy = SecAggCuriousStrategy(cfg, run_id, sinks, folder, train_config, evaluate_fn)
+    legacy = LegacyContext(context=context, strategy=strategy,
+                           config=ServerConfig(num_rounds=cfg.run.num_rounds, round_timeout=cfg.run.round_timeout))
+    secagg = SecAggPlusWorkflow(num_shares=plan.num_shares, reconstruction_threshold=plan.threshold,
+                                max_weight=plan.max_weight, clipping_range=s.clipping_range,
+                                quantization_range=s.quantization_range, modulus_range=s.modulus_range,
+                                timeout=cfg.run.round_timeout)
+    log.info("SecAgg+: cohort %d, %d shares, threshold %d, max weight %g", plan.cohort, plan.num_shares,
+             plan.threshold, plan.max_weight)
+    DefaultWorkflow(fit_workflow=LostRoundGuard(secagg, strategy, folder))(grid, legacy)
