@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 from attacks.gradients import batch_gradient, weights_to_fake_gradient  # noqa: E402
 from attacks.inversion import invert  # noqa: E402
-from attacks.inversion.priors import bn_statistics_from_buffers, running_statistics  # noqa: E402
+from attacks.inversion.regularizers import bn_statistics_from_buffers, running_statistics  # noqa: E402
 from fedsim.data import load_dataset, load_victims  # noqa: E402
 from fedsim.evaluation.grids import save_rows  # noqa: E402
 from fedsim.metrics.images import image_metrics, psnr_matrix, to_pixels  # noqa: E402
@@ -157,12 +157,20 @@ def fedavg_section(dataset, k, steps, rows, grids, lr=0.5):
         before, after = client_update(model, gt, y, lr, t_steps, bs)
         fake = weights_to_fake_gradient(before, after, lr, t_steps)
         setting = f"FedAvg n={k} T={t_steps} B={bs} lr={lr}"
-        for method, opts in (("geng-fedavg", {}), ("geng-fedavg", {"distance": "cosine-layerwise"}), ("ig", {}),
-                             ("fedavg-unrolled", {"lr": lr, "local_steps": t_steps, "local_batch_size": bs})):
+        # an attacker knows the label multiset at best (restored), never which label came in which local batch:
+        # the unrolled attack gets the restored labels in sorted order; the true visit order is an oracle row
+        restored = (restore_labels("ilrg", model=model, gradients=fake, batch_size=k).labels if HAVE_RESTORE
+                    else y.sort().values)
+        unrolled = {"lr": lr, "local_steps": t_steps, "local_batch_size": bs}
+        for method, opts, labels, note in (
+                ("geng-fedavg", {}, y, "given"), ("geng-fedavg", {"distance": "cosine-layerwise"}, y, "given"),
+                ("ig", {}, y, "given"),
+                ("fedavg-unrolled", unrolled, restored.sort().values, "restored (iLRG), sorted"),
+                ("fedavg-unrolled", unrolled, y, "true visit order (oracle)")):
             r = run_one(method, model=model, gt=gt, labels_true=y, mean=mean, std=std, steps=steps, grads=fake,
-                        labels=y, **opts)
+                        labels=labels, **opts)
             tag = method + (" (eq. 24 per-layer cosine)" if "distance" in opts else "")
-            rows.append((dataset, setting, tag, "given", r))
+            rows.append((dataset, setting, tag, note, r))
             print(f"[fedavg] {setting} {method}: PSNR {r['psnr']:.2f} SSIM {r['ssim']:.3f} ({r['seconds']:.1f}s)",
                   flush=True)
             if t_steps == 4:
@@ -219,10 +227,10 @@ def gradinversion_section(dataset, k, steps, rows):
     counts = [k * (shape[1] >> i) * (shape[2] >> i) for i in range(len(before))]
     stats = [bn_statistics_from_buffers([b], [a], 0.1, n)[0] for b, a, n in zip(before, after, counts)]
     for method, opts in (("ig", {}), ("gradinversion", {"bn_statistics": stats}),
-                         ("gradinversion", {"bn_statistics": stats, "priors": {"bn": 0.01, "tv": 0.01}})):
+                         ("gradinversion", {"bn_statistics": stats, "regularizers": {"bn": 0.01, "tv": 0.01}})):
         r = run_one(method, model=model, gt=gt, labels_true=y, mean=mean, std=std, steps=steps, grads=grads,
                     labels=y, **opts)
-        tag = method + (" (BN+TV only)" if "priors" in opts else "")
+        tag = method + (" (BN+TV only)" if "regularizers" in opts else "")
         rows.append((dataset, f"ConvNet-BN FedSGD B={k}", tag, "given", r))
         print(f"[gradinversion] {tag}: PSNR {r['psnr']:.2f}", flush=True)
 
@@ -393,7 +401,8 @@ Joint: DLG-style soft labels optimised with the inputs (the iLRG paper's baselin
 
 The client holds n images, runs T plain-SGD steps with batches of B (in order, wrapping around) and lr, and
 sends its weights. `geng-fedavg` and `ig` match one dummy gradient to (W0 - WT) / (T lr); `fedavg-unrolled`
-simulates the T steps on the dummy batch. Labels given.
+simulates the T steps on the dummy batch. Labels given, except `fedavg-unrolled`: restored by iLRG and sorted
+(an attacker cannot know which label came in which local batch), with the true visit order as an oracle row.
 
 {fmt_rows(fedavg_rows)}
 

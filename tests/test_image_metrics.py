@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedsim.metrics.grids import save_comparison
+from fedsim.evaluation.grids import save_comparison
 from fedsim.metrics.images import align, image_metrics, permutation_agnostic_ssim, to_pixels
 
 

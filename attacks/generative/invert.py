@@ -59,7 +59,7 @@ def _setup(model, gradients, labels, input_shape, mean, std, options, seed):
     problem = build_problem(spec, model=model, gradients=gradients, labels=labels, input_shape=input_shape,
                             mean=mean, std=std, extra={})
     weights = _objectives.layer_weights(spec.layer_weights, len(problem.names))
-    matcher = GradientMatcher(problem, _objectives.get_distance(spec.distance), weights, "gradient")
+    matcher = GradientMatcher(problem, spec.distance, weights, "gradient")
     prior = get_prior(options.get("prior_path"), prior=options.get("prior"), aux_images=options.get("aux_images"),
                       latent_dim=int(options.get("latent_dim", 20)), steps=int(options.get("prior_steps", 3000)),
                       seed=seed)

@@ -10,6 +10,7 @@
 | ``gradinversion`` | Yin et al., "See through Gradients: GradInversion", CVPR 2021 | L2 | BN + TV + L2 + group consistency | Adam, restarts jointly | given |
 | ``fedavg-unrolled`` | breaching multi-step objective; Dimitrov et al., "Data Leakage in Federated Averaging", TMLR 2022 | cosine on simulated T-step update | TV | signed Adam, step decay, box | given |
 | ``multi-update`` | Geng et al. Alg. 2 (several updates of one client on the same data) | mean L2 over updates | TV + clip + scale | L-BFGS, U(0,1) | given |
+| ``ig-masked`` | Inverting Gradients adapted to sparsified updates (top-k / random-k) | cosine on the sent (non-zero) coordinates | TV | as ``ig`` | given |
 | ``analytic-fc`` | Phong et al. 2018; Geiping et al. 2020 (biased first FC layer) | closed form | - | - | - |
 | ``ggl`` | Li et al., "Generative Gradient Leakage", CVPR 2022 (attacks/generative) | cosine | generator (VAE on public aux data) | Adam on z, restarts | given |
 | ``gias`` | Jeon et al., "Gradient Inversion with Generative Image Prior", NeurIPS 2021 | cosine | generator, then its weights freed | Adam on z, then z + weights | given |
@@ -109,6 +110,12 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         "(mean L2) + TV + clip + scale, L-BFGS, U(0,1) init",
         InversionSpec(distance="l2-relative", regularizers=dict(_GENG_REGULARIZERS), optimizer="lbfgs", attack_lr=1.0,
                       init="uniform", target="multi")),
+    InversionMethod(
+        "ig-masked", "Geiping et al. (NeurIPS 2020) adapted to sparsified updates (the defense-aware attacker)",
+        "ig whose cosine distance only compares the coordinates the client sent (non-zero in the observed "
+        "update): under top-k / random-k the dropped coordinates no longer pull the dummy gradient to 0",
+        InversionSpec(distance="cosine-masked", regularizers={"tv": IG_TV}, optimizer="adam", attack_lr=0.1,
+                      signed=True, schedule="step-decay", box=True, init="randn")),
     InversionMethod(
         "analytic-fc", "Phong et al. 2018; Geiping et al. 2020 (a biased first fully connected layer leaks x)",
         "closed form x = grad_W[i] / grad_b[i] (least squares over active rows); exact for batch 1",
