@@ -37,6 +37,15 @@ def test_smoke_federation(tmp_path):
         labels = [row for row in mine if row["kind"] == "label" and row["ok"]]
         inversions = [row for row in mine if row["kind"] == "inversion" and row["ok"]]
         assert {row["method"] for row in labels} == {"ilrg", "ilrg-refine", "gi"}, mine
-        assert all(0.0 <= row["label_instacc"] <= 1.0 and sum(row["true_counts"]) == 64 for row in labels)
-        assert len(inversions) == 1 and inversions[0]["psnr"] > 0 and (out / inversions[0]["image"]).exists()
+        assert all(sum(row["true_counts"]) == 64 and sum(row["restored_counts"]) == 64 for row in labels)
+        by = {row["method"]: row for row in labels}
+        # measured 0.77-0.91 (ilrg-refine) vs 0.67-0.81 (gi, presence only) on this preset: a real restoration
+        assert by["ilrg-refine"]["label_instacc"] >= 0.7, by["ilrg-refine"]
+        assert by["ilrg"]["label_leacc"] >= 0.8, by["ilrg"]
+        inv = inversions[0] if len(inversions) == 1 else None
+        assert inv is not None and inv["num_images"] == 64 and inv["label_source"] == "ilrg", mine
+        assert inv["psnr"] > 5 and (out / inv["image"]).exists()
+    instacc = {m: sum(r["label_instacc"] for r in attacked if r.get("method") == m and r["kind"] == "label")
+               for m in ("ilrg-refine", "gi")}
+    assert instacc["ilrg-refine"] > instacc["gi"]  # count restoration beats the presence-only baseline
     assert processes_under(tmp_path) == []
