@@ -319,7 +319,11 @@ def splice(old: str, sections: dict[str, list[str]]) -> str:
 
 SECTIONS = {"table1": lambda t, q: table1(t, q), "sweep": lambda t, q: batch_sweep(t, q),
             "fedavg": lambda t, q: fedavg(t), "repetition": lambda t, q: repetition(t),
-            "trained": lambda t, q: trained_models(max(2, t // 2), q, run_methods, average),
+            "trained-mnist-convnet": lambda t, q: trained_models("mnist", "convnet", max(2, t // 3), run_methods,
+                                                                  average, intro=True),
+            "trained-mnist-fcn3": lambda t, q: trained_models("mnist", "fcn3", max(2, t // 3), run_methods, average),
+            "trained-photos-convnet": lambda t, q: trained_models("photos", "convnet", max(2, t // 3), run_methods,
+                                                                  average),
             "soft": lambda t, q: soft(t if q else 20), "timing": lambda t, q: timing(q)}
 
 
@@ -349,7 +353,7 @@ def main() -> None:
                       f"Command: `{cmd}` (repo root, `.venv/bin/python`; `--only SECTION` re-runs one section in "
                       f"place). Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
                       f"(shared), torch {torch.__version__}, no GPU. Trials per cell: {trials} random batches "
-                      f"(untrained models re-seeded per trial; the trained-model section uses {max(2, trials // 2)}).",
+                      f"(untrained models re-seeded per trial; the trained-model sections use {max(2, trials // 3)}).",
                       "", ""])
     body = splice(old if args.only and "<!-- section: " in old else "", sections).split("<!-- section: ", 1)
     text = head + ("<!-- section: " + body[1] if len(body) > 1 else "") + notes
