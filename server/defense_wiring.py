@@ -8,8 +8,8 @@ Flower's central-DP wrapper (``[defense.central_dp]``) is outermost so that it c
 clipping) *before* the curious strategy captures it and adds its Gaussian noise *after* FedAvg averaged: the
 curious server sees clipped individual updates (what server-side clipping really exposes to the code after the
 clipping step; with client-side clipping the ``fixedclipping_mod`` already clipped them) and only the released
-aggregate is noised. ``DefenseTap`` sits between them and writes each round's privacy metrics (``epsilon``
-reported by DP-SGD clients) to ``metrics.jsonl``. Secure aggregation does not use this stack: Flower's SecAgg+
+aggregate is noised. ``DefenseTap`` sits between them and writes each round's privacy rows to ``metrics.jsonl``:
+the epsilon DP-SGD clients report, and the epsilon of central / local DP over the rounds aggregated so far. Secure aggregation does not use this stack: Flower's SecAgg+
 workflow drives a legacy strategy (``server/secagg.py``).
 """
 
@@ -18,17 +18,19 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Message
-from flwr.serverapp import Grid
+from flwr.app import Message
 from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
                                      DifferentialPrivacyServerSideFixedClipping, Strategy)
 
 from fedsim import messages as K
+from fedsim.accounting import spent_for_config
 from fedsim.config import ExperimentConfig
 from fedsim.rows import PrivacyRow
 from fedsim.runfolder import RunFolder
 from server.strategy import CuriousStrategy
+from server.wrapping import StrategyWrapper
 
+PRIVACY_DELTA = 1e-5  # delta at which central / local DP epsilon is reported (local DP: the mod's own delta)
 AGGREGATE_CLIENT = 9999  # client id of a secure aggregate in captures and rows (its cohort in defenses["cohort"])
 
 
@@ -46,24 +48,16 @@ def privacy_row(cfg: ExperimentConfig, server_round: int, epsilons: list[float])
                       accountant="opacus-rdp", mechanism="dp_sgd", time=time.time())
 
 
-class DefenseTap(Strategy):
+class DefenseTap(StrategyWrapper):
+    """Writes the privacy rows: DP-SGD epsilon as its clients report it (Opacus), and central / local DP
+    epsilon from ``fedsim.accounting`` over the rounds actually aggregated (a lost round releases nothing)."""
+
     def __init__(self, curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFolder) -> None:
+        super().__init__(curious)
         self.curious = curious
         self.cfg = cfg
         self.folder = folder
-
-    def summary(self) -> None:
-        self.curious.summary()
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        return self.curious.configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(self, server_round, arrays, config, grid):
-        return self.curious.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round, replies):
-        return self.curious.aggregate_evaluate(server_round, replies)
+        self.released = 0
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
@@ -73,6 +67,13 @@ class DefenseTap(Strategy):
         row = privacy_row(self.cfg, server_round, eps)
         if row is not None:
             self.folder.append(row)
+        if arrays is not None:
+            self.released += 1
+            for spent in spent_for_config(self.cfg, self.released, delta=PRIVACY_DELTA):
+                if spent.mechanism != "dp_sgd":  # DP-SGD clients report their own (row above)
+                    self.folder.append(PrivacyRow(round=server_round, epsilon=spent.epsilon, delta=spent.delta,
+                                                  accountant=spent.accountant, mechanism=spent.mechanism,
+                                                  time=time.time()))
         return arrays, metrics
 
 

@@ -145,3 +145,35 @@ def test_honest_spread_passes_the_bounds(tmp_path):
 def test_lower_median():
     assert lower_median([3.0, 1.0]) == 1.0 and lower_median([5.0, 1.0, 3.0]) == 3.0
     assert lower_median([float("nan")]) is None and lower_median([]) is None
+
+
+def test_central_dp_rounds_get_an_epsilon_from_the_rounds_actually_aggregated(tmp_path):
+    """Flower's server-side central DP: one privacy row per aggregated round, epsilon from the RDP accountant
+    over the releases so far (increasing); a lost round releases nothing and adds no row."""
+    from fedsim.accounting import central_dp_epsilon
+    from fedsim.config import ExperimentConfig
+    from fedsim.rows import PrivacyRow
+    from server.defense_wiring import wrap_strategy
+
+    cfg = ExperimentConfig().replace(**{"defense.central_dp.clipping": "server",
+                                        "defense.central_dp.noise_multiplier": 1.5,
+                                        "defense.central_dp.clip_norm": 1e6, "run.num_clients": 2})
+    model = build_model("convnet", (1, 8, 8), 3, seed=0, width=2)
+    sent = {k: v.clone() for k, v in model.state_dict().items()}
+    names = [n for n, _ in model.named_parameters()]
+    folder = RunFolder(tmp_path)
+    screen = ReplyScreen(names, TrainSettings("fedavg", 0.1, 1, 4, {}), "r", folder)
+    inner = FedAvg(fraction_evaluate=0.0)
+    inner.configure_train = Mock(return_value=[])
+    curious = CuriousStrategy(inner, run_id="r", parameter_names=names, settings=screen.settings,
+                              run_folder=folder, screen=screen)
+    gate = ReplyGate(wrap_strategy(curious, cfg, folder), screen)
+    for rnd, replies in ((1, [_reply(_honest(sent, s), {"num-examples": 10}, s) for s in range(2)]),
+                         (2, [_error_reply(0), _error_reply(1)]),
+                         (3, [_reply(_honest(sent, 5 + s), {"num-examples": 10}, s) for s in range(2)])):
+        _configure(gate, sent, rnd)
+        gate.aggregate_train(rnd, replies)
+    rows = folder.rows(PrivacyRow)
+    assert [(r.round, r.mechanism) for r in rows] == [(1, "central_dp"), (3, "central_dp")]
+    assert rows[0].epsilon == pytest.approx(central_dp_epsilon(1.5, 1, 1e-5))
+    assert rows[1].epsilon == pytest.approx(central_dp_epsilon(1.5, 2, 1e-5)) and rows[1].epsilon > rows[0].epsilon
