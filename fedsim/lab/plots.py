@@ -290,7 +290,7 @@ def _accuracy_panel(ax, utility: Sequence[UtilityRow], attacked: Sequence[float]
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.set_title("Utility: the model learns", loc="left")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 
 
 def _label_panel(ax, label_rows: Sequence[LabelRow]) -> None:
@@ -311,7 +311,7 @@ def _label_panel(ax, label_rows: Sequence[LabelRow]) -> None:
     ax.set_xlabel("round attacked")
     ax.set_ylabel("share (mean over clients)")
     ax.set_title("Labels: recovered (solid), counts exact (dashed)", loc="left")
-    ax.legend(loc="best")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=min(3, len(inst)))
 
 
 def _psnr_panel(ax, inversion_rows: Sequence[InversionRow]) -> None:
@@ -320,7 +320,7 @@ def _psnr_panel(ax, inversion_rows: Sequence[InversionRow]) -> None:
     ax.set_xlabel("round attacked")
     ax.set_ylabel("PSNR (dB, higher = closer)")
     ax.set_title("Images: reconstruction quality", loc="left")
-    ax.legend(loc="best")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
 
 
 def timeline_plot(utility: Sequence[UtilityRow], label_rows: Sequence[LabelRow],
@@ -337,7 +337,7 @@ def timeline_plot(utility: Sequence[UtilityRow], label_rows: Sequence[LabelRow],
         return None
     panels = [_accuracy_panel] + ([_label_panel] if lab_pts else []) + ([_psnr_panel] if inv_pts else [])
     with plt.rc_context(_RC):
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.1 * len(panels) + 0.4, 3.2), squeeze=False,
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.1 * len(panels) + 0.4, 3.6), squeeze=False,
                                  sharex=True)
         for ax, panel in zip(axes[0], panels):
             if panel is _accuracy_panel:
