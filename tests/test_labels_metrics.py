@@ -39,7 +39,7 @@ def test_counts_length_checked():
 def test_round_to_total_removes_from_largest_residuals():
     # The peer code slices inds[:num_mod] with a signed num_mod = sum - K (or K - sum): whenever the sign is
     # negative it selects all but |num_mod| classes. Pin both directions: exactly |sum - K| units move.
-    # Rounded sum 8 > K = 5: remove 3 units from the largest residuals (rounded - real), never below 0.
+    # Rounded sum 9 > K = 5: remove 4 units from the largest residuals (rounded - real), never below 0.
     real = torch.tensor([1.6, 1.7, 1.55, 0.2, 3.0], dtype=torch.float64)  # rounds to [2, 2, 2, 0, 3] = 9
     assert round_to_total(real, 5).tolist() == [1, 1, 1, 0, 2]
     # Rounded sum too small: add units to the classes that lost the most.
