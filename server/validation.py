@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -203,10 +204,23 @@ class ReplyScreen:
             self.folder.append(RejectionRow(round=server_round, node=node, client=client, reason=reason))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Dropout|Interrupt|Exit)[\w]*)(: .*)?$")
+
+
 def _error_text(msg: Message) -> str:
+    """One readable line of a client's error reply: the exception line of its traceback when there is one
+    (Ray wraps it in colour codes and actor details), else the start of the reason."""
     err = getattr(msg, "error", None)
-    reason = getattr(err, "reason", None) or str(err)
-    return " ".join(str(reason).split())[:200]
+    reason = _ANSI.sub("", str(getattr(err, "reason", None) or err))
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    for line in reversed(lines):  # Flower's ClientAppException: "Exception ... occurred. Message: <the error>"
+        if "occurred. Message: " in line:
+            return line.split("occurred. Message: ", 1)[1].rstrip("'>")[:200]
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line):
+            return line[:200]
+    return " ".join(reason.split())[:200]
 
 
 class ReplyGate(StrategyWrapper):

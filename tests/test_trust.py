@@ -177,3 +177,20 @@ def test_central_dp_rounds_get_an_epsilon_from_the_rounds_actually_aggregated(tm
     assert [(r.round, r.mechanism) for r in rows] == [(1, "central_dp"), (3, "central_dp")]
     assert rows[0].epsilon == pytest.approx(central_dp_epsilon(1.5, 1, 1e-5))
     assert rows[1].epsilon == pytest.approx(central_dp_epsilon(1.5, 2, 1e-5)) and rows[1].epsilon > rows[0].epsilon
+
+
+def test_a_client_error_is_logged_as_its_exception_line():
+    """Ray wraps a ClientApp exception in colour codes and actor details; the rejection keeps the exception."""
+    from server.validation import _error_text
+
+    msg = Mock()
+    msg.error = Mock(reason="<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor"
+                            ".run()\x1b[39m (pid=1, ip=1.2.3.4, actor_id=ab)\nTraceback (most recent call last):\n"
+                            "  File \"x.py\", line 3, in train\n    raise InjectedDropout(...)\n"
+                            "clients.faults.InjectedDropout: injected dropout: client 2 in round 1\n")
+    assert _error_text(msg) == "clients.faults.InjectedDropout: injected dropout: client 2 in round 1"
+    msg.error = Mock(reason="<class 'flwr.clientapp.client_app.ClientAppException'>:<'\nException ClientAppException "
+                            "occurred. Message: injected dropout: client 4 in round 2'>")
+    assert _error_text(msg) == "injected dropout: client 4 in round 2"
+    msg.error = Mock(reason="node went away")
+    assert _error_text(msg) == "node went away"
