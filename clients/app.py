@@ -18,7 +18,7 @@ from fedsim.audit import write_ground_truth
 from fedsim.config import from_flat
 from fedsim.defended_training import train_defended
 from fedsim.dp_sgd import released_examples
-from fedsim.experiment import client_data, local_seed, make_model, run_dir
+from fedsim.experiment import client_data, device, local_seed, make_model, run_dir
 from fedsim.training import evaluate
 from clients.mods import defense_mods
 from clients import faults
@@ -41,7 +41,7 @@ def train(msg: Message, context: Context) -> Message:
     conf = msg.content[K.CONFIG]
     server_round, algorithm = int(conf[K.SERVER_ROUND]), str(conf[K.ALGORITHM])
     faults.before_training(cfg, pid, server_round)  # [faults]: dropout (raises) / straggle
-    model = make_model(cfg)
+    model = make_model(cfg).to(device(cfg))  # run.device; load_state_dict copies onto it
     model.load_state_dict(msg.content[K.ARRAYS].to_torch_state_dict())
     x, y = client_data(cfg, pid, num_parts)
     seed = local_seed(int(conf[K.SEED]), server_round, pid)
@@ -54,7 +54,8 @@ def train(msg: Message, context: Context) -> Message:
     # what the client releases: min(B, n) for FedSGD, n for FedAvg; never DP-SGD's realised Poisson batch sizes
     used = released_examples(algorithm, len(y), int(conf[K.BATCH_SIZE]))
     metrics = {K.TRAIN_LOSS: result.mean_loss, K.NUM_EXAMPLES: used, **privacy}
-    state, metrics, _ = faults.corrupt(cfg, pid, server_round, model.state_dict(),  # [faults]: corrupt reply
+    trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # the reply lives on the CPU
+    state, metrics, _ = faults.corrupt(cfg, pid, server_round, trained,  # [faults]: corrupt reply
                                        msg.content[K.ARRAYS].to_torch_state_dict(), metrics)
     content = RecordDict({
         K.ARRAYS: ArrayRecord(state),
@@ -69,7 +70,7 @@ def evaluate_local(msg: Message, context: Context) -> Message:
     """Client-side evaluation of the global model on the client's own partition."""
     cfg = from_flat(context.run_config)
     pid, num_parts = _partition(context)
-    model = make_model(cfg)
+    model = make_model(cfg).to(device(cfg))
     model.load_state_dict(msg.content[K.ARRAYS].to_torch_state_dict())
     x, y = client_data(cfg, pid, num_parts)
     acc, loss = evaluate(model, x, y)

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from fedsim.training import LocalResult
+from fedsim.training import LocalResult, to_model
 from fedsim.types import GroundTruth
 
 
@@ -73,8 +73,9 @@ def dp_sgd_train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, al
         for xb, yb, _ in loader:
             optimizer.zero_grad(set_to_none=True)
             if len(xb):
-                loss = (torch.nn.functional.cross_entropy(private(xb), yb) if step_loss is None
-                        else step_loss(private, xb, yb))
+                xd, yd = to_model(model, xb), to_model(model, yb)  # run.device: the model's device and dtype
+                loss = (torch.nn.functional.cross_entropy(private(xd), yd) if step_loss is None
+                        else step_loss(private, xd, yd))
                 loss.backward()
                 losses.append(float(loss.detach()))
             optimizer.step()
