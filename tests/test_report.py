@@ -351,9 +351,11 @@ def test_report_timeline_with_attacks_at_several_rounds(tmp_path):
     for r, acc in ((1, "10%"), (5, "46%"), (9, "82%")):  # model accuracy after round r - 1
         assert f"Round {r} " in section and acc in section
     assert "12.0 dB" in section  # round 9 mean PSNR
+    assert "trained from a model with 10% test accuracy; in round 9, from one with 82%" in section
     assert "recovered 90% of the batch labels (ilrg) in round 1 and 10% (ilrg) in round 9" in section
     assert "went from 28.0 dB (ig) to 12.0 dB (ig)" in section
     assert "Attacks ran in fewer than two rounds" not in section
+    assert 'id="leakage"' not in page and 'href="#leakage"' not in page  # nothing but rounds varies: no section
 
 
 if __name__ == "__main__":

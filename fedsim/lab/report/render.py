@@ -71,9 +71,11 @@ def _footer(data: RunData) -> str:
 
 def render_html(data: RunData) -> str:
     name = cfg(data, "run", "name") or data.run_dir.name or "run"
-    body = "".join(section(anchor, i, title, fn(data), lead)
-                   for i, (anchor, _, title, fn, lead) in enumerate(SECTIONS, 1))
-    toc = "".join(f'<a href="#{a}">{e(t)}</a>' for a, t, *_ in SECTIONS)
+    shown = [(anchor, toc_entry, title, html, lead) for anchor, toc_entry, title, fn, lead in SECTIONS
+             if (html := fn(data)) is not None]  # a section with nothing to say returns None
+    body = "".join(section(anchor, i, title, html, lead)
+                   for i, (anchor, _, title, html, lead) in enumerate(shown, 1))
+    toc = "".join(f'<a href="#{a}">{e(t)}</a>' for a, t, *_ in shown)
     subtitle = e(_subtitle(data)) or "run folder " + e(data.run_dir.name)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

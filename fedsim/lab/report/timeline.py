@@ -111,8 +111,8 @@ def story(data: RunData, rounds: list[int]) -> str:
     first, last = rounds[0], rounds[-1]
     acc = model_accuracy(data)
     (lab0, inv0), (lab1, inv1) = _best_means(data, first), _best_means(data, last)
-    parts = [f"The model attacked in round {first} scored {pct(acc.get(first - 1))} test accuracy, the one "
-             f"attacked in round {last} {pct(acc.get(last - 1))}."]
+    parts = [f"The clients attacked in round {first} trained from a model with {pct(acc.get(first - 1))} test "
+             f"accuracy; in round {last}, from one with {pct(acc.get(last - 1))}."]
     if lab0 and lab1:
         parts.append(f"The strongest label restoration recovered {pct(lab0[1])} of the batch labels ({e(lab0[0])}) "
                      f"in round {first} and {pct(lab1[1])} ({e(lab1[0])}) in round {last}.")

@@ -13,12 +13,16 @@ def utility(data: RunData) -> str:
             or '<p class="muted">No utility rows in metrics.jsonl.</p>')
 
 
-def leakage(data: RunData) -> str:
+def leakage(data: RunData) -> str | None:
+    """Leakage against batch size and local steps (and round, when only one round was attacked); None (no
+    section) when the run varies none of them but several rounds: the timeline section covers that."""
     lab = [r for r in data.labels if ok(r)]
     inv = [r for r in data.inversions if ok(r)]
     if not lab and not inv:
         return '<p class="muted">No successful attacks to plot.</p>'
     both = [*lab, *inv]
+    if plots.varies(both, "round") and not (plots.varies(both, "batch_size") or plots.varies(both, "local_steps")):
+        return None
     out = []
     if not plots.varies(both, "round"):  # several rounds: the timeline section plots leakage by round
         out.append(figure(plots.leakage_plot(lab, inv, "round", "round", "Leakage by round"), "leakage by round"))
@@ -32,7 +36,5 @@ def leakage(data: RunData) -> str:
     notes = [k for k in ("batch size", "local steps") if not plots.varies(both, k.replace(" ", "_"))]
     if notes:
         out.append(f'<p class="muted">This run does not vary {" or ".join(notes)}, so there is no plot against '
-                   f'{"them" if len(notes) > 1 else "it"}.'
-                   + (' Leakage by round: see <a href="#timeline">leakage across training</a>.'
-                      if plots.varies(both, "round") else "") + '</p>')
+                   f'{"them" if len(notes) > 1 else "it"}.</p>')
     return "".join(out)
