@@ -12,42 +12,34 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp.strategy import Strategy
 
 from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate, InvalidUpdateError
-from server.validation import Bounds, ReplyScreen, TrainSettings, update_norm  # noqa: F401  (re-exported)
-from server.wrapping import StrategyWrapper
+from server.validation import (Bounds, ReplyScreen, ScreeningWrapper, TrainSettings,  # noqa: F401 (re-exported)
+                               update_norm)
 
 log = logging.getLogger("fedsim.server")
 
 UpdateSink = Callable[[ClientUpdate], None]
 
-class CuriousStrategy(StrategyWrapper):
+class CuriousStrategy(ScreeningWrapper):
     """Wrap a Message-API strategy; aggregate honestly, capture every accepted client update."""
+
+    ROLE = "capturing every reply"
 
     def __init__(self, inner: Strategy, *, run_id: str, parameter_names: list[str], settings: TrainSettings,
                  sinks: Iterable[UpdateSink] = (), run_folder: RunFolder | None = None, bounds: Bounds = Bounds(),
                  screen: ReplyScreen | None = None) -> None:
-        super().__init__(inner)
+        super().__init__(inner, screen or ReplyScreen(parameter_names, settings, run_id, run_folder, bounds))
         self.run_id = run_id
         self.parameter_names = list(parameter_names)
         self.settings = settings
         self.sinks = list(sinks)
         self.run_folder = run_folder
         self.prescreened = screen is not None
-        self.screen = screen or ReplyScreen(parameter_names, settings, run_id, run_folder, bounds)
         self.accepted: list[ClientUpdate] = []  # of the latest round only
-
-    def summary(self) -> None:
-        log.info("CuriousStrategy wrapping %s (captures every reply)", type(self.inner).__name__)
-        self.inner.summary()
-
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                        grid: Grid) -> Iterable[Message]:
-        self.screen.remember_sent(server_round, arrays)
-        return self.inner.configure_train(server_round, arrays, config, grid)
 
     # ---- interception -----------------------------------------------------------------------------------
     def aggregate_train(self, server_round: int,

@@ -223,22 +223,31 @@ def _error_text(msg: Message) -> str:
     return " ".join(reason.split())[:200]
 
 
-class ReplyGate(StrategyWrapper):
-    """Outermost strategy: only screened replies reach the wrapped stack (Flower DP wrappers included)."""
+class ScreeningWrapper(StrategyWrapper):
+    """A wrapper that owns a ``ReplyScreen`` and tells it the weights sent in each round."""
+
+    ROLE = "screening replies"
 
     def __init__(self, inner: Strategy, screen: ReplyScreen) -> None:
         super().__init__(inner)
         self.screen = screen
-        self.lost_rounds: list[int] = []
 
     def summary(self) -> None:
-        log.info("ReplyGate screening replies before %s", type(self.inner).__name__)
+        log.info("%s %s before %s", type(self).__name__, self.ROLE, type(self.inner).__name__)
         self.inner.summary()
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self.screen.remember_sent(server_round, arrays)
         return self.inner.configure_train(server_round, arrays, config, grid)
+
+
+class ReplyGate(ScreeningWrapper):
+    """Outermost strategy: only screened replies reach the wrapped stack (Flower DP wrappers included)."""
+
+    def __init__(self, inner: Strategy, screen: ReplyScreen) -> None:
+        super().__init__(inner, screen)
+        self.lost_rounds: list[int] = []
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
