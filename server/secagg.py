@@ -99,7 +99,11 @@ class SecAggCuriousStrategy(LegacyStrategy):
 
     def aggregate_update(self, server_round: int, agg: dict[str, torch.Tensor], metrics: list[dict],
                          counts: list[int]) -> ClientUpdate:
-        """The aggregate as one update of client ``AGGREGATE_CLIENT`` covering the cohort's examples."""
+        """The aggregate as one update of client ``AGGREGATE_CLIENT`` covering the cohort's examples.
+
+        One local step of the aggregate averages the cohort's batches of that step, so its batch is the cohort's
+        batches together (FedSGD: every example; FedAvg: ``B * |cohort|``) and the attack's K is the cohort's
+        sample visits."""
         t = self.cfg.train
         total = sum(counts)
         params = set(self.param_names)
@@ -111,7 +115,7 @@ class SecAggCuriousStrategy(LegacyStrategy):
             buffers_before={n: v for n, v in self.sent.items() if n not in params},
             buffers_after={n: v for n, v in agg.items() if n not in params},
             lr=t.lr, local_epochs=t.local_epochs, local_steps=max(int(m[K.LOCAL_STEPS]) for m in metrics),
-            batch_size=total if t.algorithm == "fedsgd" else t.batch_size, num_examples=total,
+            batch_size=total if t.algorithm == "fedsgd" else t.batch_size * len(cohort), num_examples=total,
             defenses={**known_defenses(self.cfg), "aggregate_of": len(cohort), "cohort": cohort})
 
     def configure_evaluate(self, server_round, parameters, client_manager):
