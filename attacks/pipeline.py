@@ -4,6 +4,10 @@ Inputs: the architecture (a model factory), the weights it sent, the update it r
 hyper-parameters it configured and the example count the client reported. No ground truth: scoring is done
 elsewhere (``fedsim.evaluation.scoring``) and a test proves the output is identical whether ground truth exists or not.
 
+K (samples the fake gradient averages) is estimated from what the client released: ``min(B, n)`` under FedSGD,
+``n`` under FedAvg (``fedsim.dp_sgd.released_examples``). Under DP-SGD's Poisson sampling that is the *expected*
+number of sample visits; the realised one is private and never leaves the client.
+
 Steps: fake gradient (Geng et al.) -> every configured label restoration method -> inversion with the labels
 of the first method that succeeded (iLRG Sec. 4.4: restored labels assigned to dummy inputs by count).
 """
