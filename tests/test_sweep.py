@@ -90,6 +90,10 @@ def test_cache_skips_finished_runs_of_the_same_config(tmp_path):
     run_sweep(sweep, tmp_path / "out", runner=real_config_runner, reports=False,
               overrides={"train.lr": 0.05})
     assert len(calls) == 8  # a different config is a miss
+    wider = _sweep_file(tmp_path, 'parameter = "defense.update.topk_ratio"\nvalues = [0.0, 0.1]\nseeds = [0, 1, 2]')
+    rows = run_sweep(wider, tmp_path / "out", runner=real_config_runner, reports=False, existing_only=True,
+                     overrides={"train.lr": 0.05})  # the folders now hold the lr 0.05 runs
+    assert len(calls) == 8 and [r["seeds_run"] for r in rows] == [2, 2]  # a partial sweep's summary
 
 
 def test_parallel_sweep_keeps_the_order(tmp_path):

@@ -104,20 +104,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from fedsim.lab.sweep import load_sweep, run_sweep
+    from fedsim.lab.sweep import load_sweep, point_label, run_sweep
 
     if args.parallel < 1:
         raise ConfigError(f"--parallel: {args.parallel} is below the minimum 1")
     sweep = load_sweep(args.sweep, parse_overrides(args.set or []))
     for setting in sweep.settings:  # every setting can run, before the first one starts
-        preflight(sweep.base.replace(**dict(zip(sweep.parameters, setting))))
+        preflight(sweep.config(setting, sweep.seeds[0]))
 
     rows = run_sweep(args.sweep, args.out, parallel=args.parallel, overrides=parse_overrides(args.set or []),
                      quiet=True)
     for r in rows:
-        print(f"{r['setting']}: acc={r.get('test_accuracy')} leacc={r.get('label_leacc')} "
-              f"lnacc={r.get('label_lnacc')} psnr={r.get('psnr')} eps={r.get('epsilon')}")
-    print(f"results: {Path(args.out) / 'sweep.jsonl'}")
+        print(f"{point_label(r)}: acc={r.get('test_accuracy')} {r.get('label_best')} lnacc={r.get('label_lnacc')} "
+              f"{r.get('inversion_best')} psnr={r.get('psnr')} ({r.get('seeds_run')} seeds)")
+    print(f"results: {Path(args.out) / 'sweep.jsonl'}, {Path(args.out) / 'sweep.html'}")
     return 0
 
 
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     attack.add_argument("--quiet", action="store_true")
     attack.set_defaults(func=_cmd_attack)
-    sweep = sub.add_parser("sweep", help="one federation per defense setting of a sweep file (fedsim/lab/sweep.py)")
+    sweep = sub.add_parser("sweep", help="one federation per defense setting and seed of a sweep file (fedsim/lab/sweep/)")
     sweep.add_argument("sweep", help="sweep TOML, e.g. configs/sweep_dp.toml")
     sweep.add_argument("--out", required=True, help="folder for sweep.jsonl, plots, sweep.html, run folders")
     sweep.add_argument("--parallel", type=int, default=1, help="federations at once (default 1)")

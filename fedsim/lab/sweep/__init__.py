@@ -1,0 +1,66 @@
+"""``fedsim sweep SWEEP.toml --out DIR [--parallel N]``: one federation per defense setting and seed; leakage of
+the strongest attack and utility side by side, with 95 % intervals over seeds and epsilon for every DP point.
+
+Modules: :mod:`~fedsim.lab.sweep.spec` (sweep files, settings labelled in words), :mod:`~.execute` (parallel
+runs, cache, replayed attacks, run reports), :mod:`~.summary` (per-run measurements, strongest attack, intervals,
+epsilon), :mod:`~.figures`, :mod:`~.page`.
+
+Writes ``DIR/setting_XX/seed_S/`` (one run folder each, with its ``report.html``), ``DIR/sweep.jsonl`` (one row
+per setting in file order: ``label``, ``family``, ``setting`` (overrides), ``test_accuracy``, ``label_best`` with
+``label_lnacc`` / ``label_leacc``, ``inversion_best`` with ``psnr`` / ``ssim``, each with ``*_ci`` (95 % t-interval
+over seeds, None for one seed) and ``*_values`` (per seed), ``label_by_method`` / ``psnr_by_method`` (every
+method's mean), ``epsilon`` / ``delta`` / ``accountant``, and ``runs`` (the per-seed summaries)),
+``DIR/sweep_settings.png``, ``DIR/sweep_frontier.png`` and ``DIR/sweep.html``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fedsim.lab.sweep.execute import Runner, default_runner, execute, per_seed_rows
+from fedsim.lab.sweep.figures import plot_frontier, plot_settings
+from fedsim.lab.sweep.page import write_html
+from fedsim.lab.sweep.spec import Setting, Sweep, describe, load_sweep
+from fedsim.lab.sweep.summary import aggregate, point_label, summarize, t_interval
+
+
+def run_sweep(path: str | Path, out: str | Path, *, parallel: int = 1, runner: Runner | None = None,
+              overrides: dict[str, Any] | None = None, quiet: bool = True, reports: bool = True,
+              existing_only: bool = False, only: set[int] | None = None) -> list[dict[str, Any]]:
+    """Run (or reuse, see :mod:`~.execute`) every setting x seed of the sweep file; returns the sweep rows.
+    ``existing_only``: run nothing, summarise the finished runs (settings without one are left out); ``only``:
+    run these setting indices only (the others are summarised from finished runs, if any)."""
+    sweep = load_sweep(path, overrides)
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    runs = execute(sweep, out, runner or default_runner, parallel, quiet, reports=reports,
+                   existing_only=existing_only, only=only)
+    if only is not None:  # the other settings from the runs they already have
+        runs = {**execute(sweep, out, runner or default_runner, 1, quiet, reports=False, existing_only=True),
+                **runs}
+    return write_outputs(sweep, out, per_seed_rows(sweep, runs))
+
+
+def write_outputs(sweep: Sweep, out: Path, per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = []
+    for s in sweep.settings:
+        if not per_seed.get(s.index):
+            continue
+        row: dict[str, Any] = {"index": s.index, "sweep": sweep.name, "label": s.label, "family": s.family,
+                               "setting": s.overrides, "replayed": list(s.replay)}
+        row.update(aggregate(per_seed[s.index]))
+        row["runs"] = per_seed[s.index]
+        rows.append(row)
+    with open(out / "sweep.jsonl", "w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    figures = [plot_settings(rows, sweep.name, out / "sweep_settings.png"),
+               plot_frontier(rows, sweep.name, out / "sweep_frontier.png")]
+    write_html(rows, sweep.name, out, figures)
+    return rows
+
+
+__all__ = ["Setting", "Sweep", "aggregate", "describe", "load_sweep", "point_label", "run_sweep", "summarize",
+           "t_interval", "write_outputs"]

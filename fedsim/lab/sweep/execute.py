@@ -1,0 +1,156 @@
+"""Running a sweep: one federation per (setting, seed), in parallel, cached, then the replayed attacks.
+
+Cache: a run folder ``DIR/setting_XX/seed_S`` whose ``DONE`` file exists (the ServerApp writes it last) and whose
+``config.toml`` resolves to the same configuration is not run again; replayed attacks already recorded in its
+``metrics.jsonl`` are not replayed again. Re-running a sweep after a crash or with one more seed therefore only
+runs what is missing. Delete a folder (or change its config) to run it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from fedsim.config import ExperimentConfig, load_config
+from fedsim.lab.sweep.spec import Setting, Sweep
+from fedsim.rows import InversionRow
+from fedsim.runfolder import RunFolder
+
+Runner = Callable[[ExperimentConfig, Path, bool], Path]
+log = logging.getLogger("fedsim.sweep")
+
+
+def default_runner(cfg: ExperimentConfig, out: Path, quiet: bool) -> Path:
+    from fedsim.lab.runner import run_federation
+
+    return run_federation(cfg, out, quiet=quiet)
+
+
+def run_folder(out: Path, setting: Setting, seed: int) -> Path:
+    return out / f"setting_{setting.index:02d}" / f"seed_{seed}"
+
+
+def cached(cfg: ExperimentConfig, run: Path) -> bool:
+    """True when ``run`` holds a finished federation of exactly ``cfg`` (run.out_dir aside)."""
+    folder = RunFolder(run)
+    if not (folder.done.exists() and folder.config.exists()):
+        return False
+    try:
+        done = load_config(folder.config)
+    except Exception:  # noqa: BLE001 - an unreadable or outdated config is a cache miss, not an error
+        return False
+    want = cfg.replace(**{"run.out_dir": str(run.resolve())}).to_flat()
+    have = done.replace(**{"run.out_dir": str(run.resolve())}).to_flat()
+    return want == have
+
+
+def replayed(run: Path) -> set[str]:
+    return {r.method for r in RunFolder(run).rows(InversionRow) if r.replay}
+
+
+def replay(run: Path, cfg: ExperimentConfig, methods: tuple[str, ...]) -> None:
+    """Replay the extra inversion methods on the run's captures (``fedsim attack``), once each."""
+    from fedsim.lab.replay import replay_attacks
+
+    if next(RunFolder(run).iter_captures(), None) is None:
+        log.warning("%s: no captures to replay %s on", run, ", ".join(methods))
+        return
+    first_label = next((m.strip() for m in cfg.attack.label_methods.split(",") if m.strip()), "ilrg")
+    for method in methods:
+        if method in replayed(run):
+            continue
+        replay_attacks(run, {"attack.inversion": method, "attack.label_methods": first_label}, quiet=True)
+
+
+def write_run_report(run: Path) -> None:
+    try:
+        from fedsim.lab.report import write_report
+
+        write_report(run)
+    except Exception as exc:  # noqa: BLE001 - a report problem must not lose the sweep's measurements
+        log.warning("report of %s failed: %s", run, exc)
+
+
+def _run_with_retry(runner: Runner, cfg: ExperimentConfig, run: Path, quiet: bool, retries: int) -> Path | None:
+    """A federation that fails (e.g. Ray's node start timing out on an overloaded machine) is run again up to
+    ``retries`` times; then it is left out of the summary with a warning, and the other runs go on."""
+    from fedsim.errors import FederationFailed
+
+    for attempt in range(retries + 1):
+        try:
+            return Path(runner(cfg, run, quiet))
+        except FederationFailed as exc:
+            log.warning("run %s failed (attempt %d of %d): %s", run, attempt + 1, retries + 1,
+                        str(exc).splitlines()[0])
+    return None
+
+
+def execute(sweep: Sweep, out: Path, runner: Runner, parallel: int, quiet: bool,
+            reports: bool = True, existing_only: bool = False, retries: int = 2,
+            only: set[int] | None = None) -> dict[tuple[int, int], Path]:
+    """Run every (setting, seed) not cached; returns their run folders. ``existing_only``: run nothing, use the
+    finished (cached) runs only (a partial sweep's summary)."""
+    jobs = [(s, seed) for seed in sweep.seeds for s in sweep.settings  # seed-major: whole seeds finish first
+            if only is None or s.index in only]
+    prior_needed = any(m in ("ggl", "gias") for s in sweep.settings for m in s.replay)
+    # the shared generative prior trains while the first federations run; replays wait for it
+    prior = threading.Thread(target=ensure_prior, args=(sweep.base,), daemon=True)
+    if prior_needed and not existing_only:
+        prior.start()
+
+    def one(job: tuple[Setting, int]) -> Path | None:
+        setting, seed = job
+        cfg = sweep.config(setting, seed)
+        run = run_folder(out, setting, seed)
+        if cached(cfg, run):
+            log.info("cached: %s", run)
+        elif existing_only:
+            return None
+        else:
+            run = _run_with_retry(runner, cfg, run, quiet, retries)
+            if run is None:
+                return None
+        if setting.replay:
+            if prior.is_alive():
+                prior.join()
+            replay(run, cfg.replace(**{"run.out_dir": str(run.resolve())}), setting.replay)
+        if reports and not RunFolder(run).report.exists():
+            write_run_report(run)
+        return run
+
+    if parallel > 1:
+        with ThreadPoolExecutor(parallel) as pool:
+            runs = list(pool.map(one, jobs))
+    else:
+        runs = [one(j) for j in jobs]
+    return {(s.index, seed): run for (s, seed), run in zip(jobs, runs) if run is not None}
+
+
+def ensure_prior(base: ExperimentConfig) -> None:
+    """Train the generative prior once before parallel runs share it (``attack.prior_path``), when asked to."""
+    a = base.attack
+    if not (a.prior_path and a.prior_autotrain) or Path(a.prior_path).exists():
+        return
+    from attacks.generative import train_prior
+
+    Path(a.prior_path).parent.mkdir(parents=True, exist_ok=True)
+    train_prior(dataset=base.data.dataset, path=a.prior_path)  # the public half of the test split
+
+
+def per_seed_rows(sweep: Sweep, runs: dict[tuple[int, int], Path]) -> dict[int, list[dict[str, Any]]]:
+    from fedsim.lab.sweep.summary import summarize
+
+    out: dict[int, list[dict[str, Any]]] = {}
+    for s in sweep.settings:
+        out[s.index] = []
+        for seed in sweep.seeds:
+            if (s.index, seed) not in runs:
+                continue
+            run = runs[(s.index, seed)]
+            row = {"seed": seed, "run": str(run)}
+            row.update(summarize(run, sweep.config(s, seed), sweep.delta))
+            out[s.index].append(row)
+    return out

@@ -1,0 +1,158 @@
+"""Sweep files: the settings (each a set of config overrides with a label in words), the seeds, the extra attacks.
+
+Two forms. One swept key or several keys swept together (every setting is labelled from its keys)::
+
+    [sweep]
+    base = "defense_fedsgd.toml"          # a preset, relative to the sweep file (optional)
+    parameters = ["defense.dp_sgd.enabled", "defense.dp_sgd.noise_multiplier"]
+    values = [[false, 0.0], [true, 0.5]]  # weakest -> strongest defense
+    seeds = [0, 1, 2]                     # run.seed of each replicate (default: the base's run.seed)
+
+Or one table per setting (a cross-defense comparison; ``family`` groups points into one curve)::
+
+    [[sweep.settings]]
+    family = "DP-SGD"
+    set = { "defense.dp_sgd.enabled" = true, "defense.dp_sgd.noise_multiplier" = 0.5, "train.lr" = 0.3 }
+    replay = ["ggl"]                      # extra inversion methods replayed on the captures (fedsim attack)
+    label = "DP-SGD sigma 0.5"            # optional: default from the keys (describe)
+
+``[sweep] replay = [...]`` applies to every setting. Any other section of the sweep file overrides the base.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedsim.config import ConfigError, ExperimentConfig, flatten, from_flat, read_toml
+
+
+@dataclass(frozen=True)
+class Setting:
+    index: int
+    overrides: dict[str, Any]
+    label: str
+    family: str
+    replay: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    base: ExperimentConfig
+    settings: tuple[Setting, ...]
+    label: str
+    seeds: tuple[int, ...] = (0,)
+    delta: float = 1e-5  # delta at which central and local DP epsilon is reported
+    parameters: tuple[str, ...] = field(default=())
+
+    def config(self, setting: Setting, seed: int) -> ExperimentConfig:
+        return self.base.replace(**setting.overrides, **{"run.seed": seed,
+                                                         "run.name": f"{self.name}_{setting.index:02d}_s{seed}"})
+
+
+def _pct(ratio: float) -> str:
+    return f"{ratio * 100:g}%"
+
+
+def describe(cfg: ExperimentConfig) -> tuple[str, str]:
+    """(label in words, family) of the defenses switched on in ``cfg``: "DP-SGD sigma 0.5", "top-k 1%", ..."""
+    d = cfg.defense
+    parts: list[tuple[str, str]] = []
+    if d.dp_sgd.enabled:
+        parts.append((f"DP-SGD sigma {d.dp_sgd.noise_multiplier:g}, clip {d.dp_sgd.max_grad_norm:g}", "DP-SGD"))
+    if d.central_dp.clipping != "off":
+        parts.append((f"central DP z {d.central_dp.noise_multiplier:g}, clip {d.central_dp.clip_norm:g}",
+                      "central DP"))
+    if d.local_dp.enabled:
+        parts.append((f"local DP eps {d.local_dp.epsilon:g}/round, clip {d.local_dp.clip_norm:g}", "local DP"))
+    u = d.update
+    if u.topk_ratio:
+        parts.append((f"top-k {_pct(u.topk_ratio)}", "top-k"))
+    if u.randk_ratio:
+        parts.append((f"random-k {_pct(u.randk_ratio)}", "random-k"))
+    if u.clip_norm:
+        parts.append((f"update clip {u.clip_norm:g}", "update clip"))
+    if u.noise_std:
+        parts.append((f"update noise {u.noise_std:g}", "update noise"))
+    if u.quant_bits:
+        parts.append((f"{u.quant_bits}-bit quantization", "quantization"))
+    if d.training.label_smoothing:
+        parts.append((f"label smoothing {d.training.label_smoothing:g}", "label smoothing"))
+    if d.training.mixup_alpha:
+        parts.append((f"mixup {d.training.mixup_alpha:g}", "mixup"))
+    if d.secagg.enabled:
+        parts.append(("SecAgg+", "SecAgg+"))
+    if not parts:
+        return "no defense", "no defense"
+    return " + ".join(p[0] for p in parts), " + ".join(p[1] for p in parts)
+
+
+#: swept keys outside [defense] that name a setting (tuning keys such as train.lr do not)
+OTHER_KEYS = {"train.batch_size": "batch", "train.local_epochs": "local epochs", "train.algorithm": "",
+              "run.num_clients": "clients", "model.width": "width", "data.partition": "partition"}
+
+
+def _label(cfg: ExperimentConfig, overrides: dict[str, Any]) -> tuple[str, str]:
+    label, family = describe(cfg)
+    extra = [f"{OTHER_KEYS[k]} {v}".strip() for k, v in overrides.items() if k in OTHER_KEYS]
+    if not extra:
+        return label, family
+    text = ", ".join(extra)
+    if label == "no defense":
+        return text, ", ".join(OTHER_KEYS[k] or k for k in overrides if k in OTHER_KEYS)
+    return f"{label}, {text}", family
+
+
+def _settings(path: Path, spec: dict, base: ExperimentConfig) -> tuple[tuple[Setting, ...], tuple[str, ...]]:
+    common = tuple(spec.get("replay", ()))
+    if "settings" in spec:
+        tables = spec["settings"]
+        if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+            raise ConfigError(f"{path}: [[sweep.settings]] must be tables with a 'set' table of overrides")
+        raw = [(dict(flatten(t.get("set", {}))), t) for t in tables]
+        params: tuple[str, ...] = ()
+    elif "parameters" in spec or "parameter" in spec:
+        params = tuple(spec["parameters"]) if "parameters" in spec else (spec["parameter"],)
+        values = [tuple(v) if "parameters" in spec else (v,) for v in spec.get("values", [])]
+        if not values or any(len(v) != len(params) for v in values):
+            raise ConfigError(f"{path}: each setting needs one value per parameter {params}")
+        raw = [(dict(zip(params, v)), {}) for v in values]
+    else:
+        raise ConfigError(f"{path}: [sweep] needs 'parameter', 'parameters' or [[sweep.settings]]")
+    out = []
+    for i, (overrides, table) in enumerate(raw):
+        cfg = base.replace(**overrides)  # validates every setting up front, not after an hour of runs
+        label, family = _label(cfg, overrides)
+        out.append(Setting(i, overrides, str(table.get("label", label)), str(table.get("family", family)),
+                           common + tuple(table.get("replay", ()))))
+    return tuple(out), params
+
+
+def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
+    path = Path(path)
+    nested = read_toml(path, "sweep file")
+    spec = nested.pop("sweep", None)
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: needs a [sweep] section with parameter(s) and values, or [[sweep.settings]]")
+    flat: dict[str, Any] = {}
+    if spec.get("base"):
+        base_path = (path.parent / spec["base"]).resolve()
+        if not base_path.exists():
+            base_path = Path(spec["base"]).resolve()
+        flat.update(flatten(read_toml(base_path, "sweep base")))
+    flat.update(flatten(nested))
+    flat.update(overrides or {})
+    base = from_flat(flat)
+    settings, params = _settings(path, spec, base)
+    seeds = tuple(int(s) for s in spec.get("seeds", [base.run.seed]))
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{path}: [sweep] seeds must be distinct integers, got {spec.get('seeds')}")
+    from fedsim.evaluation.attacking import plan_from_config
+
+    for s in settings:
+        for method in s.replay:  # a typo in a replayed method fails here, once
+            plan_from_config(base.replace(**s.overrides, **{"attack.inversion": method}))
+    return Sweep(spec.get("name", path.stem), base, settings, spec.get("label", ", ".join(params) or "defense"),
+                 seeds, float(spec.get("delta", 1e-5)), params)

@@ -1,0 +1,156 @@
+"""What a sweep point reports: per run (one seed) the leakage of every attack and the utility, then per setting
+the strongest attack and a 95 % t-interval over the seeds on both axes.
+
+Strongest attack: per setting, the label method with the highest LnAcc and the inversion method with the highest
+PSNR, each as a mean over the seeds of the per-run mean over attacked updates. The attacker thus picks ONE method
+per defense (it cannot pick per update: that would need the ground truth); the interval is over the seeds of
+that method. Epsilon: the largest that the run's privacy rows report (DP-SGD clients, Opacus), else computed by
+:mod:`fedsim.accounting` from the config and the rounds that actually aggregated (central and local DP).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from fedsim.accounting import spent_for_config
+from fedsim.config import ExperimentConfig
+from fedsim.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow
+from fedsim.runfolder import RunFolder
+
+
+def _finite(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(float(v))]
+
+
+def _mean(values: Iterable[Any]) -> float | None:
+    vals = _finite(values)
+    return sum(vals) / len(vals) if vals else None
+
+
+def t_interval(values: Iterable[Any], level: float = 0.95) -> tuple[float | None, float | None, float | None]:
+    """(mean, low, high): Student-t interval over the values (seeds); low = high = None with fewer than 2."""
+    vals = _finite(values)
+    if not vals:
+        return None, None, None
+    m = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return m, None, None
+    from scipy.stats import t
+
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+    half = float(t.ppf(0.5 + level / 2, len(vals) - 1)) * sd / math.sqrt(len(vals))
+    return m, m - half, m + half
+
+
+def _rounds_aggregated(folder: RunFolder, cfg: ExperimentConfig) -> int:
+    util = [r.round for r in folder.rows(UtilityRow) if r.round > 0]
+    lost = {r.round for r in folder.rows(LostRoundRow)}
+    ran = max(util) if util else cfg.run.num_rounds
+    return max(0, ran - len(lost))
+
+
+def _epsilon(folder: RunFolder, cfg: ExperimentConfig, delta: float) -> dict[str, Any]:
+    rows = folder.rows(PrivacyRow)
+    if rows:
+        top = max(rows, key=lambda r: r.epsilon)
+        return {"epsilon": top.epsilon, "delta": top.delta, "accountant": top.accountant,
+                "dp_mechanism": top.mechanism or "dp_sgd", "epsilon_source": "privacy rows"}
+    from fedsim.experiment import client_indices
+
+    n = len(client_indices(cfg, 0, cfg.run.num_clients)) if cfg.defense.dp_sgd.enabled else None
+    spent = spent_for_config(cfg, _rounds_aggregated(folder, cfg), delta, client_examples=n)
+    if not spent:
+        return {"epsilon": None, "delta": None, "accountant": None, "dp_mechanism": None, "epsilon_source": None}
+    top = max(spent, key=lambda s: s.epsilon)
+    return {"epsilon": top.epsilon, "delta": top.delta, "accountant": top.accountant, "dp_mechanism": top.mechanism,
+            "epsilon_source": f"fedsim.accounting ({top.releases} releases{'; ' + top.note if top.note else ''})"}
+
+
+def summarize(run: Path, cfg: ExperimentConfig, delta: float = 1e-5) -> dict[str, Any]:
+    """One run folder's measurements: utility, every attack method's mean leakage, epsilon."""
+    folder = RunFolder(run)
+    util = [r for r in folder.rows(UtilityRow)]
+    final = max(util, key=lambda r: r.round) if util else None
+    labels = [r for r in folder.rows(LabelRow) if r.ok and not r.replay]
+    inv = [r for r in folder.rows(InversionRow) if r.ok]
+    label_methods: dict[str, dict[str, float | None]] = {}
+    for m in dict.fromkeys(r.method for r in labels):
+        rows = [r for r in labels if r.method == m]
+        label_methods[m] = {"lnacc": _mean(r.label_lnacc for r in rows), "leacc": _mean(r.label_leacc for r in rows),
+                            "n": len(rows)}
+    inversion_methods: dict[str, dict[str, float | None]] = {}
+    for m in dict.fromkeys(r.method for r in inv):
+        rows = [r for r in inv if r.method == m]
+        best = max(rows, key=lambda r: r.psnr if r.psnr is not None else -math.inf)
+        inversion_methods[m] = {"psnr": _mean(r.psnr for r in rows), "ssim": _mean(r.ssim for r in rows),
+                                "n": len(rows), "image": str(Path(run) / best.image) if best.image else None}
+    out: dict[str, Any] = {
+        "test_accuracy": final.test_accuracy if final else None,
+        "rounds": final.round if final else 0,
+        "lost_rounds": len(folder.rows(LostRoundRow)),
+        "label_methods": label_methods,
+        "inversion_methods": inversion_methods,
+        "attacked_updates": len({(r.round, r.client) for r in labels}),
+        "failed_attacks": sum(1 for r in folder.rows(LabelRow) + folder.rows(InversionRow) if not r.ok),
+    }
+    out.update(_epsilon(folder, cfg, delta))
+    return out
+
+
+def _best(per_seed: list[dict], key: str, score: str) -> str | None:
+    methods = list(dict.fromkeys(m for s in per_seed for m in s[key]))
+    means = {m: _mean(s[key].get(m, {}).get(score) for s in per_seed) for m in methods}
+    means = {m: v for m, v in means.items() if v is not None}
+    return max(means, key=lambda m: means[m]) if means else None
+
+
+def _put(row: dict, name: str, values: list) -> None:
+    mean, lo, hi = t_interval(values)
+    row[name] = mean
+    row[f"{name}_ci"] = [lo, hi] if lo is not None else None
+    row[f"{name}_values"] = [v if v is None or math.isfinite(v) else None for v in values]
+
+
+def aggregate(per_seed: list[dict]) -> dict[str, Any]:
+    """One sweep point from its runs (one per seed): means, 95 % t-intervals, the winning attacks."""
+    row: dict[str, Any] = {"seeds_run": len(per_seed), "interval": "95% Student-t over seeds"}
+    _put(row, "test_accuracy", [s["test_accuracy"] for s in per_seed])
+    lab = _best(per_seed, "label_methods", "lnacc")
+    row["label_best"] = lab
+    _put(row, "label_lnacc", [s["label_methods"].get(lab, {}).get("lnacc") for s in per_seed])
+    _put(row, "label_leacc", [s["label_methods"].get(lab, {}).get("leacc") for s in per_seed])
+    row["label_by_method"] = {m: _mean(s["label_methods"].get(m, {}).get("lnacc") for s in per_seed)
+                              for m in dict.fromkeys(m for s in per_seed for m in s["label_methods"])}
+    inv = _best(per_seed, "inversion_methods", "psnr")
+    row["inversion_best"] = inv
+    _put(row, "psnr", [s["inversion_methods"].get(inv, {}).get("psnr") for s in per_seed])
+    _put(row, "ssim", [s["inversion_methods"].get(inv, {}).get("ssim") for s in per_seed])
+    row["psnr_by_method"] = {m: _mean(s["inversion_methods"].get(m, {}).get("psnr") for s in per_seed)
+                             for m in dict.fromkeys(m for s in per_seed for m in s["inversion_methods"])}
+    row["best_image"] = next((s["inversion_methods"][inv]["image"] for s in per_seed
+                              if inv in s["inversion_methods"] and s["inversion_methods"][inv].get("image")), None)
+    eps = [s["epsilon"] for s in per_seed]
+    if any(e is not None for e in eps):
+        finite = _finite(eps)
+        row["epsilon"] = max(finite) if finite else math.inf  # same config per seed: the largest (worst) one
+        row["delta"] = next(s["delta"] for s in per_seed if s["delta"] is not None)
+        row["accountant"] = next(s["accountant"] for s in per_seed if s["accountant"])
+        row["dp_mechanism"] = next(s["dp_mechanism"] for s in per_seed if s["dp_mechanism"])
+        row["epsilon_source"] = next(s["epsilon_source"] for s in per_seed if s["epsilon_source"])
+    else:
+        row.update(epsilon=None, delta=None, accountant=None, dp_mechanism=None, epsilon_source=None)
+    row["attacked_updates"] = sum(s["attacked_updates"] for s in per_seed)
+    row["lost_rounds"] = sum(s["lost_rounds"] for s in per_seed)
+    return row
+
+
+def point_label(row: dict) -> str:
+    """The point's words on the plot: "DP-SGD sigma 0.5, clip 4, eps 5.0" / "no defense"."""
+    eps = row.get("epsilon")
+    if eps is None:
+        return row["label"]
+    text = "inf" if not math.isfinite(eps) else (f"{eps:.3g}" if eps < 1000 else f"{eps:.2e}")
+    return f"{row['label']}, eps {text}"
