@@ -7,6 +7,7 @@ central-DP wrapper is outermost, so captures are clipped and only the aggregate 
 
 from unittest.mock import Mock
 
+import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.message_type import MessageType
@@ -77,20 +78,22 @@ def _capture(cfg, pids=(0, 1, 2), extra_config=None, weights=(8, 8, 8)):
     return sent, captured, arrays
 
 
-def test_local_dp_mod_changes_what_the_server_captures():
-    plain_cfg = ExperimentConfig()
-    _, plain, _ = _capture(plain_cfg)
-    cfg = plain_cfg.replace(**{"defense.local_dp.enabled": True, "defense.local_dp.clip_norm": 0.5,
-                               "defense.local_dp.epsilon": 50.0})
-    _, noisy, _ = _capture(cfg)
+def test_local_dp_mod_clips_and_adds_the_configured_noise():
+    """Captured = sent + clip_C(trained - sent) + N(0, sigma^2), sigma = C * sqrt(2 ln(1.25/delta)) / epsilon."""
+    import math
+
+    cfg = ExperimentConfig().replace(**{"defense.local_dp.enabled": True, "defense.local_dp.clip_norm": 0.5,
+                                        "defense.local_dp.epsilon": 50.0, "defense.local_dp.delta": 1e-5})
+    sent, noisy, _ = _capture(cfg)
     assert noisy[0].defenses["defense.local_dp.enabled"] is True
-    assert noisy[0].defenses["defense.local_dp.clip_norm"] == 0.5
-    # plain captures carry exactly the fake training's update; LocalDpMod clipped to 0.5 then added noise
-    d_plain, d_noisy = _delta(plain[0]), _delta(noisy[0])
-    assert global_norm(d_plain) > 2.0
-    assert not torch.allclose(d_plain["fc.weight"] if "fc.weight" in d_plain else next(iter(d_plain.values())),
-                              d_noisy["fc.weight"] if "fc.weight" in d_noisy else next(iter(d_noisy.values())))
-    assert global_norm(d_noisy) < global_norm(d_plain)
+    sigma = 0.5 * math.sqrt(2 * math.log(1.25 / 1e-5)) / 50.0
+    for u in noisy:
+        trained = _trained(sent, u.client_id)
+        raw = {k: trained[k] - sent[k] for k in sent}
+        scale = min(1.0, 0.5 / global_norm(raw))
+        noise = torch.cat([(_delta(u)[k] - scale * raw[k]).flatten() for k in u.weights_before])
+        assert global_norm(raw) > 2.0 and abs(float(noise.mean())) < 4 * sigma / math.sqrt(len(noise))
+        assert float(noise.std()) == pytest.approx(sigma, rel=0.15), (float(noise.std()), sigma, len(noise))
 
 
 def test_fixedclipping_mod_bounds_captured_updates():
