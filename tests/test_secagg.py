@@ -215,3 +215,22 @@ def test_secaggplus_in_deploy_local(tmp_path, monkeypatch):
                    "--set", "faults.dropout=2:1")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     _check_secagg_run(out, tmp_path, monkeypatch, [[0, 1]])
+
+
+def test_only_the_secagg_modules_use_flowers_legacy_api():
+    """Flower's legacy strategy API (``flwr.server``, ``flwr.compat``, ``flwr.client``, ``flwr.common`` Parameters)
+    is what SecAgg+ needs; it stays in server/secagg.py and clients/secagg.py."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    legacy = ("flwr.server", "flwr.compat", "flwr.client", "flwr.common")
+    offenders = []
+    for path in [*(root / "server").glob("*.py"), *(root / "clients").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            hits = [n for n in names if any(n == m or n.startswith(m + ".") for m in legacy)]
+            if hits and path.name != "secagg.py":
+                offenders.append(f"{path.relative_to(root)}: {hits}")
+    assert not offenders, offenders
