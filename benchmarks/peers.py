@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import os
 import platform
@@ -88,10 +89,10 @@ def restored_labels(model, grads, k: int) -> tuple[torch.Tensor, str]:
 
 
 def run_fedsim(model, grads, labels, k, steps, seed, mean, std, **options):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     x = invert("ig", model=model, gradients=grads, labels=labels, input_shape=(3, 32, 32), steps=steps,
                mean=mean, std=std, seed=seed, **options)
-    return x.detach(), (time.perf_counter() - t0) / steps
+    return x.detach(), (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
 
 def have_breaching() -> bool:
@@ -122,9 +123,9 @@ def run_breaching(model, grads, labels, k, steps, seed, mean, std):
     shared = [{"gradients": [g.clone() for g in grads], "buffers": None,
                "metadata": {"num_data_points": k, "labels": labels.clone(), "local_hyperparams": None}}]
     torch.manual_seed(seed)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rec, _ = attacker.reconstruct(payload, shared, {}, dryrun=False)
-    return rec["data"].detach(), (time.perf_counter() - t0) / steps
+    return rec["data"].detach(), (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
 
 def score(x, gt, labels, labels_true, mean, std) -> float:
@@ -135,33 +136,41 @@ def run_cell(model_name, k, seed, steps, label_source):
     model, grads, gt, y, mean, std = case(model_name, k, seed)
     labels, method = (y, "given") if label_source == "given" else restored_labels(model, grads, k)
     labels = labels.sort().values
-    xf, tf = run_fedsim(model, grads, labels, k, steps, seed, mean, std)
-    xb, tb = run_breaching(model, grads, labels, k, steps, seed, mean, std)
+    xf, tf, cf = run_fedsim(model, grads, labels, k, steps, seed, mean, std)
+    xb, tb, cb = run_breaching(model, grads, labels, k, steps, seed, mean, std)
     label_right = int((labels == y.sort().values).sum())
     return {"fedsim": score(xf, gt, labels, y, mean, std), "breaching": score(xb, gt, labels, y, mean, std),
-            "t_fedsim": tf, "t_breaching": tb, "labels": method, "labels_right": label_right}
+            "t_fedsim": tf, "t_breaching": tb, "c_fedsim": cf, "c_breaching": cb, "labels": method,
+            "labels_right": label_right}
 
 
 def spread(values) -> str:
     return f"{min(values):.1f}-{max(values):.1f}"
 
 
+def _ratio(cells, kind: str) -> str:
+    if not all(f"{kind}_fedsim" in c for c in cells):
+        return "n/a"
+    r = [c[f"{kind}_fedsim"] / c[f"{kind}_breaching"] for c in cells]
+    return f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f})"
+
+
 def table(rows) -> str:
-    head = ("| model | batch | seeds | iters | labels (right/K) | fedsim `ig` PSNR mean (min-max) | breaching IG PSNR "
-            "mean (min-max) | diff | ms/iter fedsim | ms/iter breaching | time ratio (median, min-max) |")
+    head = ("| model | batch | seeds | iters | labels (right of K, per seed) | fedsim `ig` PSNR mean (min-max) | "
+            "breaching IG PSNR mean (min-max) | diff | wall ms/iter fedsim / breaching | wall ratio | "
+            "CPU-time ratio |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for (model_name, k, steps), cells in rows:
         f = [c["fedsim"] for c in cells]
         b = [c["breaching"] for c in cells]
-        ratios = [c["t_fedsim"] / c["t_breaching"] for c in cells]
         right = "/".join(str(c["labels_right"]) for c in cells)
         lines.append(
-            f"| {model_name} | {k} | {len(cells)} | {steps} | {cells[0]['labels']} ({right} of {k}) | "
+            f"| {model_name} | {k} | {len(cells)} | {steps} | {cells[0]['labels']} ({right}) | "
             f"{statistics.mean(f):.2f} ({spread(f)}) | {statistics.mean(b):.2f} ({spread(b)}) | "
             f"{statistics.mean(f) - statistics.mean(b):+.2f} | "
-            f"{1e3 * statistics.median(c['t_fedsim'] for c in cells):.1f} | "
-            f"{1e3 * statistics.median(c['t_breaching'] for c in cells):.1f} | "
-            f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |")
+            f"{1e3 * statistics.median(c['t_fedsim'] for c in cells):.0f} / "
+            f"{1e3 * statistics.median(c['t_breaching'] for c in cells):.0f} | "
+            f"{_ratio(cells, 't')} | {_ratio(cells, 'c')} |")
     return "\n".join(lines)
 
 
@@ -172,58 +181,71 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="cnn,resnet18")
     p.add_argument("--batches", default="1,4,8,16")
     p.add_argument("--labels", default="given,restored")
-    p.add_argument("--resnet-steps", type=int, default=None, help="iteration budget for ResNet-18 cells")
-    p.add_argument("--resnet-seeds", type=int, default=None, help="seeds for ResNet-18 cells")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: no oversubscription on a shared box)")
+    p.add_argument("--json", default=None, help="also write the raw cells here (for --render)")
+    p.add_argument("--render", nargs="+", default=None, help="combine --json files of earlier runs into --out")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "peers.md"))
     args = p.parse_args(argv)
+    if args.render:
+        write(Path(args.out), [json.loads(Path(f).read_text()) for f in args.render])
+        return 0
+    torch.set_num_threads(args.threads)
     if not have_breaching():
         print("breaching is not installed: skipping the peer benchmark. Install it (benchmark only) with\n"
               "  .venv/bin/pip install --no-deps breaching==0.1.2 hydra-core omegaconf "
               "antlr4-python3-runtime==4.9.3")
         return 0
     t_start = time.time()
-    sections = {}
+    cells = []
     for source in args.labels.split(","):
-        rows = []
         for model_name in args.models.split(","):
-            steps = args.resnet_steps if model_name == "resnet18" and args.resnet_steps else args.steps
-            seeds = args.resnet_seeds if model_name == "resnet18" and args.resnet_seeds else args.seeds
             for k in (int(b) for b in args.batches.split(",")):
-                cells = []
-                for seed in range(seeds):
-                    c = run_cell(model_name, k, seed, steps, source)
+                for seed in range(args.seeds):
+                    c = run_cell(model_name, k, seed, args.steps, source)
+                    c.update(source=source, model=model_name, k=k, seed=seed, steps=args.steps)
                     print(f"[{source}] {model_name} K={k} seed={seed}: fedsim {c['fedsim']:.2f} dB "
                           f"{1e3 * c['t_fedsim']:.1f} ms/it | breaching {c['breaching']:.2f} dB "
                           f"{1e3 * c['t_breaching']:.1f} ms/it", flush=True)
                     cells.append(c)
-                rows.append(((model_name, k, steps), cells))
-        sections[source] = rows
-    minutes = (time.time() - t_start) / 60
-    cmd = "python benchmarks/peers.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    write(Path(args.out), sections, cmd, minutes)
+    run = {"command": "python benchmarks/peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "minutes": (time.time() - t_start) / 60, "threads": args.threads, "cells": cells,
+           "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+                      f"Python {platform.python_version()}"}
+    if args.json:
+        Path(args.json).write_text(json.dumps(run, indent=1))
+    write(Path(args.out), [run])
     return 0
 
 
-def write(path: Path, sections, cmd: str, minutes: float) -> None:
-    import breaching  # noqa: F401 - version string only
+def write(path: Path, runs: list[dict]) -> None:
+    text = """# Peer benchmark: fedsim `ig` vs breaching IG
 
-    text = f"""# Peer benchmark: fedsim `ig` vs breaching IG
-
-Command: `{cmd}` ({minutes:.0f} min). Machine: {platform.machine()}, {os.cpu_count()} logical CPUs (shared with
-other jobs), torch {torch.__version__} on CPU with {torch.get_num_threads()} threads, Python
-{platform.python_version()}; breaching {getattr(breaching, '__version__', '0.1.2')} (`attack=invertinggradients`,
-its defaults except `optim.max_iterations`).
+breaching 0.1.2, `attack=invertinggradients` with its defaults except `optim.max_iterations` (= our `steps`).
 
 Case: untrained victims in train mode (`SmallCNN` in benchmarks/peers.py: ReLU, 3 convs, two of them strided,
 one linear layer; torchvision ResNet-18 with the CIFAR stem), FedSGD gradient of real CIFAR-10 test images (the
 20 in the foolbox wheel; seed s takes images 7s, 7s+1, ... mod 20 and seeds the model), same gradient, labels,
 iteration budget and init seed for both attackers. PSNR: mean over the batch after label-aware optimal
-assignment (`fedsim.metrics.images.image_metrics`), then mean (min-max) over seeds. Time: wall time / iterations
-of each run, median (and ratio min-max) over seeds, both measured in the same process.
+assignment (`fedsim.metrics.images.image_metrics`), then mean (min-max) over seeds. Time per iteration: wall
+time / iterations of each run (fedsim's includes its set-up and final scoring pass), median over seeds; ratios
+= fedsim / breaching per seed, median (min-max), for wall time and for the process's CPU time
+(`time.process_time`). CPU, single-threaded torch, on a 2-core machine shared with other jobs (load average
+15-35 during these runs): wall times swing by 2x between consecutive runs, so the CPU-time ratio (where
+recorded) is the fairer comparison; the two attackers alternate cell by cell.
+
+Runs (each reproducible with its command; `--render` of their `--json` files wrote this page):
+
 """
-    titles = {"given": "(a) labels given", "restored": "(b) labels restored by `ilrg-refine` (from the gradient)"}
-    for source, rows in sections.items():
-        text += f"\n## {titles.get(source, source)}\n\n{table(rows)}\n"
+    for run in runs:
+        text += f"- `{run['command']}`: {run['minutes']:.0f} min; {run['machine']}, {run['threads']} thread(s)\n"
+    titles = {"given": "(a) labels given", "restored": "(b) labels restored by `ilrg-refine` from the gradient"}
+    cells = [c for run in runs for c in run["cells"]]
+    for source in dict.fromkeys(c["source"] for c in cells):
+        groups: dict = {}
+        for c in cells:
+            if c["source"] == source:
+                groups.setdefault((c["model"], c["k"], c["steps"]), []).append(c)
+        text += f"\n## {titles.get(source, source)}\n\n{table(list(groups.items()))}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"wrote {path}")
