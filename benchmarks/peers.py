@@ -132,11 +132,12 @@ def score(x, gt, labels, labels_true, mean, std) -> float:
     return image_metrics(x, gt, mean, std, labels_hat=labels, labels_true=labels_true)["psnr"]
 
 
-def run_cell(model_name, k, seed, steps, label_source):
+def run_cell(model_name, k, seed, steps, label_source, tv=None):
     model, grads, gt, y, mean, std = case(model_name, k, seed)
     labels, method = (y, "given") if label_source == "given" else restored_labels(model, grads, k)
     labels = labels.sort().values
-    xf, tf, cf = run_fedsim(model, grads, labels, k, steps, seed, mean, std)
+    options = {} if tv is None else {"regularizers": {"tv": tv}}
+    xf, tf, cf = run_fedsim(model, grads, labels, k, steps, seed, mean, std, **options)
     xb, tb, cb = run_breaching(model, grads, labels, k, steps, seed, mean, std)
     label_right = int((labels == y.sort().values).sum())
     return {"fedsim": score(xf, gt, labels, y, mean, std), "breaching": score(xb, gt, labels, y, mean, std),
@@ -182,6 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--batches", default="1,4,8,16")
     p.add_argument("--labels", default="given,restored")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: no oversubscription on a shared box)")
+    p.add_argument("--tv", type=float, default=None, help="override ig's TV weight (default: the method's)")
     p.add_argument("--json", default=None, help="also write the raw cells here (for --render)")
     p.add_argument("--render", nargs="+", default=None, help="combine --json files of earlier runs into --out")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "peers.md"))
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
         for model_name in args.models.split(","):
             for k in (int(b) for b in args.batches.split(",")):
                 for seed in range(args.seeds):
-                    c = run_cell(model_name, k, seed, args.steps, source)
+                    c = run_cell(model_name, k, seed, args.steps, source, args.tv)
                     c.update(source=source, model=model_name, k=k, seed=seed, steps=args.steps)
                     print(f"[{source}] {model_name} K={k} seed={seed}: fedsim {c['fedsim']:.2f} dB "
                           f"{1e3 * c['t_fedsim']:.1f} ms/it | breaching {c['breaching']:.2f} dB "
