@@ -1,4 +1,11 @@
 """Attacks of the honest-but-curious server: fake gradients, label restoration, gradient inversion.
 
-Pure PyTorch, no Flower import: everything here runs offline on saved captures.
+Pure PyTorch, no Flower import: everything here runs offline on saved captures. Every attack runs on the device
+and in the dtype of the model it is handed (build the model on ``fedsim.device.resolve_device(run.device)``);
+gradients, labels and statistics are moved there, random starts come from seeded CPU generators.
+
+Three different things were all called "prior" here; they are named apart:
+* image **regularisers** (TV, clip, scale, BN statistics, ...): ``attacks.inversion.regularizers``;
+* the learned **generative prior** (a VAE decoder trained on public data, GGL / GIAS): ``attacks.generative``;
+* the label **presence mask** that ``ilrg-prior`` takes from a presence method: ``attacks.labels``.
 """
