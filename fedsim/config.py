@@ -88,7 +88,8 @@ class AttackSection:
     workers: int = opt(1, minimum=0, doc="attack worker processes (0 = inline, blocking)")
     queue_size: int = opt(8, minimum=1, doc="bounded queue of pending attacks")
     queue_policy: str = opt("wait", choices=("wait", "drop"), doc="when the queue is full")
-    timeout: float = opt(600.0, minimum=1.0, doc="seconds per attack before it is scored as failed")
+    timeout: float = opt(600.0, minimum=1.0, doc="seconds an attack may run (from when a worker starts it, not queue "
+                         "time) before it is scored as failed")
     prior_path: str = opt("", doc="generative prior (ggl/gias) safetensors file; '' = "
                           "<run>/priors/<dataset>_vae.safetensors")
     prior_autotrain: bool = opt(False, doc="ggl/gias: train the prior on the public aux split (held-out half of "

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import time
 from collections import deque
+from dataclasses import dataclass
 from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError as FutureTimeout
 from pathlib import Path
 
@@ -26,6 +27,20 @@ from fedsim.types import ClientUpdate
 log = logging.getLogger("fedsim.server")
 
 
+@dataclass
+class Pending:
+    """A submitted attack; ``started`` is when it was first seen running on a worker (its timeout's origin)."""
+
+    future: Future
+    ident: dict
+    started: float | None = None
+
+    def mark_running(self) -> bool:
+        if self.started is None and (self.future.running() or self.future.done()):
+            self.started = time.monotonic()
+        return self.started is not None
+
+
 class AttackScheduler:
     """Sink: ``__call__(update)`` schedules the attack; ``close()`` drains the queue."""
 
@@ -37,7 +52,7 @@ class AttackScheduler:
         self.rounds = parse_selection("attack.rounds", cfg.attack.rounds)
         self.clients = parse_selection("attack.clients", cfg.attack.clients)
         self.submitted = 0
-        self.pending: deque[tuple[Future, dict, float]] = deque()
+        self.pending: deque[Pending] = deque()
         self.pool = None
         self.stuck = False  # a timed-out attack still occupies a worker
         if cfg.attack.workers > 0:
@@ -68,9 +83,9 @@ class AttackScheduler:
                 log.warning("attack queue full: round %d client %d not attacked", *ident.values())
                 self.folder.append(SkippedRow(**ident, reason="attack queue full"))
                 return
-            self._finish(*self.pending.popleft())
-        self.pending.append((self.pool.submit(attack_and_score, str(path), self.flat, str(self.run_dir)), ident,
-                             time.monotonic()))
+            self._finish(self.pending.popleft())
+        self.pending.append(Pending(self.pool.submit(attack_and_score, str(path), self.flat, str(self.run_dir)),
+                                    ident))
         self._collect_done()
 
     def _run_inline(self, path: Path) -> list[Row] | str:
@@ -80,10 +95,18 @@ class AttackScheduler:
             return f"{type(exc).__name__}: {exc}"
 
     def _collect_done(self) -> None:
-        while self.pending and self.pending[0][0].done():
-            self._finish(*self.pending.popleft())
+        for job in self.pending:
+            job.mark_running()
+        while self.pending and self.pending[0].future.done():
+            self._finish(self.pending.popleft())
 
-    def _finish(self, future: Future, ident: dict, started: float) -> None:
+    def _finish(self, job: "Pending") -> None:
+        """Wait for one attack: ``attack.timeout`` counts from when a worker started it, not queue time."""
+        future, ident = job.future, job.ident
+        wait_start = time.monotonic() + self.cfg.attack.timeout  # a worker held by a stuck attack never frees
+        while not job.mark_running() and time.monotonic() < wait_start:
+            time.sleep(0.05)
+        started = job.started if job.started is not None else time.monotonic() - self.cfg.attack.timeout
         remaining = max(1.0, self.cfg.attack.timeout - (time.monotonic() - started))
         try:
             rows = future.result(timeout=remaining)
@@ -112,7 +135,7 @@ class AttackScheduler:
     def close(self) -> None:
         """Wait for every outstanding attack, then stop the workers."""
         while self.pending:
-            self._finish(*self.pending.popleft())
+            self._finish(self.pending.popleft())
         if self.pool is not None:
             if self.stuck:  # do not wait for an attack that already timed out
                 for proc in list((getattr(self.pool, "_processes", None) or {}).values()):

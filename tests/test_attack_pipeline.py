@@ -3,6 +3,7 @@ never read by the attack path, offline replay of saved captures."""
 
 import json
 import logging
+import time
 
 import pytest
 import torch
@@ -128,3 +129,25 @@ def test_an_attack_that_does_not_apply_is_skipped_not_failed(tmp_path):
     skipped = rows[1]
     assert isinstance(skipped, SkippedRow) and skipped.method == "ig"
     assert "max_inversion_images=2" in skipped.reason and rows[0].ok
+
+
+def test_attack_timeout_counts_from_start_not_queue_time(tmp_path, monkeypatch):
+    """Three queued attacks of ~1 s each on one worker, attack.timeout 1.8 s: each finishes within its own budget
+    (the third waited ~2 s in the queue, which used to count and time it out)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import server.scheduler as sched
+
+    cfg, run = make_run(tmp_path / "run", **{"attack.timeout": 1.8, "attack.queue_size": 8})
+
+    def slow_attack(path, flat, run_dir):
+        time.sleep(1.0)
+        return []
+
+    monkeypatch.setattr(sched, "attack_and_score", slow_attack)
+    scheduler = AttackScheduler(cfg, run)
+    scheduler.pool = ThreadPoolExecutor(max_workers=1)
+    for path in iter_captures(run):
+        scheduler(load_update(path))
+    scheduler.close()
+    assert not [r for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "attack_error"]
