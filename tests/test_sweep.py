@@ -171,3 +171,22 @@ def test_real_secagg_sweep_attacks_the_aggregate(tmp_path):
     masked = [json.loads(x) for x in (Path(rows[1]["runs"][0]["run"]) / "metrics.jsonl").read_text().splitlines()]
     agg = [r for r in masked if r.get("kind") == "label" and r.get("client") == 9999]
     assert agg and agg[0]["num_samples"] == 24
+
+
+def test_a_replay_cut_short_is_redone_and_counted_once(tmp_path):
+    from fedsim.config import ExperimentConfig
+    from fedsim.lab.sweep import summarize
+    from fedsim.lab.sweep.execute import replayed
+
+    folder = RunFolder(tmp_path)
+    for c in (0, 1):
+        path = folder.capture(1, c)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    cfg = ExperimentConfig().replace(**{"attack.rounds": "1"})
+    folder.append(InversionRow(round=1, client=0, method="ggl", ok=True, psnr=9.0, replay=True))
+    assert replayed(tmp_path, cfg) == set()  # client 1 is missing: replay again
+    for c, psnr in ((0, 11.0), (1, 13.0)):
+        folder.append(InversionRow(round=1, client=c, method="ggl", ok=True, psnr=psnr, replay=True))
+    assert replayed(tmp_path, cfg) == {"ggl"}
+    assert summarize(tmp_path, cfg)["inversion_methods"]["ggl"]["psnr"] == pytest.approx(12.0)  # last row each

@@ -47,8 +47,19 @@ def cached(cfg: ExperimentConfig, run: Path) -> bool:
     return want == have
 
 
-def replayed(run: Path) -> set[str]:
-    return {r.method for r in RunFolder(run).rows(InversionRow) if r.replay}
+def replayed(run: Path, cfg: ExperimentConfig | None = None) -> set[str]:
+    """Replayed methods whose rows cover every capture the attack selects (a replay cut short is redone)."""
+    from fedsim.config import parse_selection
+
+    folder = RunFolder(run)
+    rounds = parse_selection("attack.rounds", cfg.attack.rounds) if cfg is not None else None
+    wanted = {(int(p.parent.name.split("_")[1]), int(p.stem.split("_")[1])) for p in folder.iter_captures()}
+    wanted = {w for w in wanted if rounds is None or w[0] in rounds}
+    done: dict[str, set] = {}
+    for r in folder.rows(InversionRow):
+        if r.replay:
+            done.setdefault(r.method, set()).add((r.round, r.client))
+    return {m for m, seen in done.items() if wanted <= seen}
 
 
 def replay(run: Path, cfg: ExperimentConfig, methods: tuple[str, ...]) -> None:
@@ -60,7 +71,7 @@ def replay(run: Path, cfg: ExperimentConfig, methods: tuple[str, ...]) -> None:
         return
     first_label = next((m.strip() for m in cfg.attack.label_methods.split(",") if m.strip()), "ilrg")
     for method in methods:
-        if method in replayed(run):
+        if method in replayed(run, cfg):
             continue
         replay_attacks(run, {"attack.inversion": method, "attack.label_methods": first_label}, quiet=True)
 

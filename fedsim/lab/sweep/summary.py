@@ -75,7 +75,8 @@ def summarize(run: Path, cfg: ExperimentConfig, delta: float = 1e-5) -> dict[str
     util = [r for r in folder.rows(UtilityRow)]
     final = max(util, key=lambda r: r.round) if util else None
     labels = [r for r in folder.rows(LabelRow) if r.ok and not r.replay]
-    inv = [r for r in folder.rows(InversionRow) if r.ok]
+    # one row per (method, update): a replay that was redone after an interruption counts once (the last)
+    inv = list({(r.method, r.round, r.client): r for r in folder.rows(InversionRow) if r.ok}.values())
     label_methods: dict[str, dict[str, float | None]] = {}
     for m in dict.fromkeys(r.method for r in labels):
         rows = [r for r in labels if r.method == m]
