@@ -334,7 +334,7 @@ def main() -> None:
                     "the others are kept from --out")
     ap.add_argument("--out", default="docs/benchmarks/labels.md")
     args = ap.parse_args()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)  # small models: more intra-op threads only spin on a shared machine
     trials = 3 if args.quick else 10
     names = [n for n in args.only.split(",") if n] or list(SECTIONS)
     unknown = sorted(set(names) - set(SECTIONS))

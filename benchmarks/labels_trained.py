@@ -162,5 +162,5 @@ def trained_models(data: str, kind: str, trials: int, run_methods: Callable, ave
                 f"{cells[c][m]['label_lnacc']:.2f} / {cells[c][m]['label_instacc']:.2f}" if m in cells[c] else "-"
                 for c in cols) + " |")
         out.append("")
-        print("trained", data, kind, algo, flush=True)
+        print("\n".join(out), flush=True)  # partial results survive an interrupted run
     return out
