@@ -87,8 +87,9 @@ class Prior:
 
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)
+        ref = next(self.decoder.parameters())
         with torch.no_grad():
-            return self.decoder(torch.randn(n, self.latent_dim, generator=gen))
+            return self.decoder(torch.randn(n, self.latent_dim, generator=gen, dtype=ref.dtype).to(ref.device))
 
 
 def aux_split(dataset, part: str = "test-half") -> tuple[torch.Tensor, torch.Tensor]:
