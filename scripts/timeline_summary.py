@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +23,8 @@ if str(ROOT) not in sys.path:
 
 from fedsim.lab import plots  # noqa: E402
 from fedsim.lab.report import load_run  # noqa: E402
-from fedsim.lab.report.common import cfg, mean, methods_in_order, ok, ranked_inversions  # noqa: E402
-from fedsim.lab.report.timeline import attacked_rounds, model_accuracy, stages  # noqa: E402
+from fedsim.lab.report.common import mean, ok, ranked_inversions  # noqa: E402
+from fedsim.lab.report.timeline import attacked_rounds, by_round, model_accuracy, stages  # noqa: E402
 
 
 def _f(v: float | None, spec: str) -> str:
@@ -35,21 +34,16 @@ def _f(v: float | None, spec: str) -> str:
 def table(run_dir: Path) -> str:
     data = load_run(run_dir)
     acc = model_accuracy(data)
-    labs = methods_in_order(data.labels, cfg(data, "attack", "label_methods"))
-    invs = methods_in_order(data.inversions, cfg(data, "attack", "inversion"))
-    by = defaultdict(list)
-    for r in data.attacks:
-        if ok(r):
-            by[(r.round, r.method, r.KIND)].append(r)
+    labs, invs, by = by_round(data)
     head = ["round", "model acc."] + [f"{m} LnAcc / labels" for m in labs] + [f"{m} PSNR / SSIM" for m in invs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rnd in attacked_rounds(data):
         cells = [str(rnd), _f(acc.get(rnd - 1), ".3f")]
         for m in labs:
-            rs = by[(rnd, m, "label")]
+            rs = by.get((rnd, m, "label"), [])
             cells.append(f"{_f(mean(r.label_lnacc for r in rs), '.2f')} / {_f(mean(r.label_instacc for r in rs), '.2f')}")
         for m in invs:
-            rs = by[(rnd, m, "inversion")]
+            rs = by.get((rnd, m, "inversion"), [])
             cells.append(f"{_f(mean(r.psnr for r in rs), '.1f')} / {_f(mean(r.ssim for r in rs), '.2f')}")
         lines.append("| " + " | ".join(cells) + " |")
     final = max(acc) if acc else None

@@ -43,14 +43,20 @@ def model_accuracy(data: RunData) -> dict[int, float]:
     return out
 
 
-def _per_round_table(data: RunData, rounds: list[int]) -> str:
-    acc = model_accuracy(data)
-    lab_methods = methods_in_order(data.labels, cfg(data, "attack", "label_methods"))
-    inv_methods = methods_in_order(data.inversions, cfg(data, "attack", "inversion"))
-    by = defaultdict(list)
+def by_round(data: RunData) -> tuple[list[str], list[str], dict[tuple[int | None, str, str], list]]:
+    """Label methods, inversion methods (config order first) and the successful attack rows grouped by
+    (round, method, kind)."""
+    by: dict[tuple[int | None, str, str], list] = defaultdict(list)
     for r in data.attacks:
         if ok(r):
             by[(integer(r.round), str(r.method), r.KIND)].append(r)
+    return (methods_in_order(data.labels, cfg(data, "attack", "label_methods")),
+            methods_in_order(data.inversions, cfg(data, "attack", "inversion")), by)
+
+
+def _per_round_table(data: RunData, rounds: list[int]) -> str:
+    acc = model_accuracy(data)
+    lab_methods, inv_methods, by = by_round(data)
     rows = []
     for rnd in rounds:
         cells = [f'<td class="n">{rnd}</td><td class="n">{pct(acc.get(rnd - 1))}</td>']
