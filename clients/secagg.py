@@ -9,7 +9,9 @@ ways, so every inner mod and ``train()`` see our usual Message-API train message
 
 The vector is the floating-point tensors of the state dict in order (``fedsim.messages.secagg_vector_names``);
 ``num-examples`` stays visible to the server (Flower's SecAgg+ sends the weight factor and FitRes metrics in
-the clear) and must not exceed ``defense.secagg.max_weight``, or the weighted vector would leave the clipping range.
+the clear) and must not exceed ``defense.secagg.max_weight``, and no weighted weight may leave
+``[-clipping_range, clipping_range]``: such a client fails its round (recovered like a dropout) instead of
+silently corrupting the aggregate.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ def fit_contract_mod(msg: Message, ctxt: Context, call_next) -> Message:
         msg.content = original
     if out.has_error():
         return out
-    return Message(to_fitres(out.content, secagg_plan(cfg).max_weight), reply_to=msg)
+    return Message(to_fitres(out.content, secagg_plan(cfg).max_weight, cfg.defense.secagg.clipping_range),
+                   reply_to=msg)
 
 
-def to_fitres(content: RecordDict, max_weight: float) -> RecordDict:
+def to_fitres(content: RecordDict, max_weight: float, clipping_range: float) -> RecordDict:
     """Our train reply (arrays, metrics, meta) as a legacy FitRes record dict carrying the SecAgg+ vector."""
     state = content[K.ARRAYS].to_torch_state_dict()
     metrics = dict(content[K.METRICS])
@@ -58,6 +61,10 @@ def to_fitres(content: RecordDict, max_weight: float) -> RecordDict:
         raise ValueError(f"num-examples {num_examples} exceeds defense.secagg.max_weight={max_weight:g}: the "
                          "weighted update would be clipped by SecAgg+'s quantiser")
     vector = [state[n].detach().cpu().numpy() for n in K.secagg_vector_names(state)]
+    peak = max(float(np.abs(v).max()) for v in vector if v.size) * num_examples / max_weight
+    if peak > clipping_range:
+        raise ValueError(f"a weighted weight reaches {peak:.3g} > defense.secagg.clipping_range={clipping_range:g}: "
+                         "SecAgg+'s quantiser would clip it and corrupt the aggregate")
     legacy_metrics = {**metrics, **{k: v for k, v in dict(content[K.META]).items()
                                     if isinstance(v, (int, float, str, bool))}}
     fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), num_examples, legacy_metrics)

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.app.message_type import MessageType
 
 import clients.app as client_app
@@ -234,3 +234,15 @@ def test_only_the_secagg_modules_use_flowers_legacy_api():
             if hits and path.name != "secagg.py":
                 offenders.append(f"{path.relative_to(root)}: {hits}")
     assert not offenders, offenders
+
+
+def test_a_weight_outside_the_clipping_range_fails_the_client_not_the_aggregate():
+    from clients.secagg import to_fitres
+
+    content = RecordDict({K.ARRAYS: ArrayRecord({"w": torch.tensor([0.5, -9.0])}),
+                          K.METRICS: MetricRecord({K.NUM_EXAMPLES: 8}), K.META: ConfigRecord({K.LOCAL_STEPS: 1})})
+    assert to_fitres(content, max_weight=8.0, clipping_range=10.0)  # inside the range: a FitRes record dict
+    with pytest.raises(ValueError, match="defense.secagg.clipping_range"):
+        to_fitres(content, max_weight=8.0, clipping_range=8.0)
+    with pytest.raises(ValueError, match="defense.secagg.max_weight"):
+        to_fitres(content, max_weight=4.0, clipping_range=100.0)
