@@ -11,16 +11,23 @@ measure how a sample of each class shapes the classifier gradient at the current
    weights; the statistics are averaged over weights W_t = W_0 - t lr g_fake, t = 0..T-1 (the straight line from
    the weights sent to the weights received, which the server knows exactly at both ends).
 2. The observed K [dW, db] is matched by sum_j n_j A_j in the variance-whitened norm (diagonal weighted least
-   squares): non-negative least squares (scipy ``nnls``) for the real counts n, with sum n = K as a heavily
-   weighted extra equation (``scale="fixed"``), or with a free global scale (``scale="fit"``: n normalised to
-   sum K afterwards; robust when the victim's samples are better fitted than the public ones).
+   squares): non-negative least squares (scipy ``nnls``) for the real counts n with sum n = K as a heavily
+   weighted extra equation, plus an optional pull towards the even split K / C (``shrink``).
 3. Integer counts: rounded to sum K, then a local search moves one unit between two classes while that lowers
-   the whitened residual (all moves scored at once from the C x C Gram matrix).
+   the objective (all moves scored at once from the C x C Gram matrix).
+4. ``shrink="auto"`` (default) picks the pull from ``shrink_grid`` by simulation on the public split itself:
+   statistics from one half, batches of K from the other half with Dirichlet(``calibration_alpha``) class
+   proportions (so non-IID clients are part of the calibration), best mean share of exact counts.
+
+Measured (docs/benchmarks/labels.md, trained-model sections): exact counts on untrained models where iLRG
+fails (K = 128 >> C, FedAvg), but once the model has learned (MNIST, 100+ SGD steps) it is no better than an
+even split: a well-fitted sample's gradient is ~ (1 - p_y) times smaller, so its class is not in the update.
+The public split must match the clients' data distribution.
 
 Options: ``aux=(x_public, y_public)`` in model input space (required), ``lr`` and ``local_steps`` (FedAvg),
 ``max_aux`` (public samples used, default 2000, class-stratified), ``chunk`` (forward batch, default
-``local_batch_size`` or K: the batch size BatchNorm in train mode sees), ``scale`` ("fixed" | "fit").
-Needs the classifier bias only through its gradient rows; works without one (weight rows only).
+``local_batch_size`` or K / T: the batch size BatchNorm in train mode sees), ``points`` (trajectory points,
+default 4), ``shrink`` (float or "auto"), ``seed``. Works without a classifier bias (weight rows only).
 """
 
 from __future__ import annotations
