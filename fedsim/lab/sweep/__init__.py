@@ -56,8 +56,8 @@ def write_outputs(sweep: Sweep, out: Path, per_seed: dict[int, list[dict[str, An
     with open(out / "sweep.jsonl", "w") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
-    figures = [plot_settings(rows, sweep.name, out / "sweep_settings.png"),
-               plot_frontier(rows, sweep.name, out / "sweep_frontier.png")]
+    figures = [plot_settings(rows, sweep.name, out / "sweep_settings.png", sweep.reference),
+               plot_frontier(rows, sweep.name, out / "sweep_frontier.png", sweep.reference)]
     write_html(rows, sweep.name, out, figures)
     return rows
 

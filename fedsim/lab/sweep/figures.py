@@ -32,7 +32,7 @@ def _plt():
     return plt
 
 
-def plot_settings(rows: list[dict], title: str, path: Path) -> Path:
+def plot_settings(rows: list[dict], title: str, path: Path, reference: dict[str, float] | None = None) -> Path:
     """Per setting: test accuracy and the winning label attack's LnAcc (left), its PSNR (right), 95 % intervals."""
     plt = _plt()
     xs = list(range(len(rows)))
@@ -46,6 +46,9 @@ def plot_settings(rows: list[dict], title: str, path: Path) -> Path:
     ax[1].errorbar(xs, [_val(r, "psnr") for r in rows], yerr=_err(rows, "psnr"), fmt="o-", color="C3", capsize=3,
                    label="PSNR of the best inversion (dB)")
     ax[1].set_ylabel("PSNR (dB)")
+    for a, key in ((ax[0], "label_lnacc"), (ax[1], "psnr")):
+        if reference and key in reference:
+            a.axhline(reference[key], color="grey", ls="--", lw=1, label=f"chance {key} ({reference[key]:g})")
     for a in ax:
         a.set_xticks(xs, names, rotation=30, ha="right", fontsize=7)
         a.grid(alpha=0.3)
@@ -57,7 +60,7 @@ def plot_settings(rows: list[dict], title: str, path: Path) -> Path:
     return path
 
 
-def plot_frontier(rows: list[dict], title: str, path: Path) -> Path:
+def plot_frontier(rows: list[dict], title: str, path: Path, reference: dict[str, float] | None = None) -> Path:
     """Privacy-utility frontier across defenses: x = leakage of the strongest attack, y = test accuracy."""
     plt = _plt()
     fig, ax = plt.subplots(1, 2, figsize=(13, 5.5))
@@ -71,9 +74,12 @@ def plot_frontier(rows: list[dict], title: str, path: Path) -> Path:
                        xerr=_err(pts, key), yerr=_err(pts, "test_accuracy"), fmt=markers[i % len(markers)] + "-",
                        color=f"C{i}", capsize=3, label=fam, alpha=0.9)
             for r in pts:
-                a.annotate(point_label(r), (_val(r, key), _val(r, "test_accuracy")), fontsize=6.5,
-                           xytext=(4, 3), textcoords="offset points")
+                a.annotate(point_label(r), (_val(r, key), _val(r, "test_accuracy")), fontsize=6,
+                           xytext=(4, 3 if r["index"] % 2 else -9), textcoords="offset points")
             a.set_xlabel(xlabel + " (lower = more private)", fontsize=9)
+    for a, key in ((ax[0], "label_lnacc"), (ax[1], "psnr")):
+        if reference and key in reference:
+            a.axvline(reference[key], color="grey", ls="--", lw=1, label=f"chance ({reference[key]:g})")
     for a in ax:
         a.set_ylabel("final test accuracy")
         a.grid(alpha=0.3)

@@ -16,7 +16,8 @@ Or one table per setting (a cross-defense comparison; ``family`` groups points i
     replay = ["ggl"]                      # extra inversion methods replayed on the captures (fedsim attack)
     label = "DP-SGD sigma 0.5"            # optional: default from the keys (describe)
 
-``[sweep] replay = [...]`` applies to every setting. Any other section of the sweep file overrides the base.
+``[sweep] replay = [...]`` applies to every setting; ``[sweep] reference = { label_lnacc = 0.35, psnr = 10.0 }``
+draws chance levels on the frontier. Any other section of the sweep file overrides the base.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Sweep:
     seeds: tuple[int, ...] = (0,)
     delta: float = 1e-5  # delta at which central and local DP epsilon is reported
     parameters: tuple[str, ...] = field(default=())
+    reference: dict[str, float] = field(default_factory=dict)  # chance levels drawn on the frontier (label_lnacc, psnr)
 
     def config(self, setting: Setting, seed: int) -> ExperimentConfig:
         return self.base.replace(**setting.overrides, **{"run.seed": seed,
@@ -155,4 +157,5 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         for method in s.replay:  # a typo in a replayed method fails here, once
             plan_from_config(base.replace(**s.overrides, **{"attack.inversion": method}))
     return Sweep(spec.get("name", path.stem), base, settings, spec.get("label", ", ".join(params) or "defense"),
-                 seeds, float(spec.get("delta", 1e-5)), params)
+                 seeds, float(spec.get("delta", 1e-5)), params,
+                 {k: float(v) for k, v in dict(spec.get("reference", {})).items()})
