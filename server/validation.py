@@ -32,6 +32,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedsim import messages as K
 from fedsim.rows import LostRoundRow, RejectionRow
 from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate, InvalidUpdateError
@@ -103,15 +104,15 @@ class ReplyScreen:
         if sent is None:
             raise InvalidUpdateError(f"no weights were sent in round {server_round}")
         content = msg.content
-        for key, kind in (("arrays", "ArrayRecord"), ("metrics", "MetricRecord"), ("meta", "ConfigRecord")):
+        for key, kind in ((K.ARRAYS, "ArrayRecord"), (K.METRICS, "MetricRecord"), (K.META, "ConfigRecord")):
             if key not in content:
                 raise InvalidUpdateError(f"reply lacks the {kind} {key!r}")
-        received = content["arrays"].to_torch_state_dict()
+        received = content[K.ARRAYS].to_torch_state_dict()
         missing, extra = sorted(set(sent) - set(received)), sorted(set(received) - set(sent))
         if missing or extra:
             raise InvalidUpdateError(f"array keys differ from the model: missing {missing[:5]}, extra {extra[:5]}")
-        metrics, meta = content["metrics"], content["meta"]
-        num_examples = metrics.get("num-examples")
+        metrics, meta = content[K.METRICS], content[K.META]
+        num_examples = metrics.get(K.NUM_EXAMPLES)
         if not isinstance(num_examples, (int, float)) or isinstance(num_examples, bool) or \
                 not math.isfinite(num_examples) or num_examples != int(num_examples) or num_examples < 1:
             raise InvalidUpdateError(f"num-examples={num_examples!r} is not a count")
@@ -124,13 +125,13 @@ class ReplyScreen:
         params = set(self.parameter_names)
         s = self.settings
         return ClientUpdate(
-            run_id=self.run_id, server_round=server_round, client_id=int(meta["partition-id"]),
+            run_id=self.run_id, server_round=server_round, client_id=int(meta[K.PARTITION_ID]),
             algorithm=s.algorithm,
             weights_before={n: sent[n] for n in self.parameter_names},
             weights_after={n: received[n] for n in self.parameter_names},
             buffers_after={n: t for n, t in received.items() if n not in params},
             buffers_before={n: t for n, t in sent.items() if n not in params},
-            lr=s.lr, local_epochs=s.local_epochs, local_steps=int(meta["local-steps"]), batch_size=s.batch_size,
+            lr=s.lr, local_epochs=s.local_epochs, local_steps=int(meta[K.LOCAL_STEPS]), batch_size=s.batch_size,
             num_examples=int(num_examples), defenses=dict(s.defenses),
         )
 
@@ -196,7 +197,7 @@ class ReplyScreen:
         node = msg.metadata.src_node_id
         client = None
         try:
-            client = int(msg.content["meta"]["partition-id"])
+            client = int(msg.content[K.META][K.PARTITION_ID])
         except Exception:  # the reply may be missing exactly this (or be an error without content)
             pass
         log.warning("round %d: rejected reply from node %s (client %s): %s", server_round, node, client, reason)
