@@ -252,3 +252,15 @@ def test_labels_by_count_and_unrolled_keeps_order():
     assert labels_from_counts(torch.tensor([2, 0, 1])).tolist() == [0, 0, 2]
     assert as_label_list(torch.tensor([3, 1, 3])).tolist() == [1, 3, 3]
     assert as_label_list([3, 1, 3], sort=False).tolist() == [3, 1, 3]
+
+
+def test_prepared_cosine_forms_agree_with_the_reference():
+    from attacks.inversion.objectives import _prepared_cosine
+
+    torch.manual_seed(0)
+    target = [torch.randn(5, 3, dtype=torch.float64), torch.randn(7, dtype=torch.float64)]
+    dummy = [t + 0.3 * torch.randn_like(t) for t in target]
+    weights = [1.0, 0.5]
+    ref = float(gradient_distance(dummy, target, "cosine", weights))
+    for stable in (True, False):
+        assert float(_prepared_cosine(target, weights, stable)(dummy)) == pytest.approx(ref, rel=1e-10)

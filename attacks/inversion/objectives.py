@@ -105,20 +105,35 @@ def layer_weights(spec: str | Sequence[float] | None, num_layers: int) -> list[f
     return weights
 
 
-def _prepared_cosine(target: Sequence[torch.Tensor], weights: Sequence[float]):
-    """1 - cos with the target side precomputed: 1 - sum_l w_l <d_l, t_hat_l> / ||d||_w, t_hat = t / ||t||_w.
+STABLE_COSINE_MAX_ELEMENTS = 2 ** 21
 
-    Two passes over the dummy gradient (a product and a square) instead of four; the per-layer sums are added
-    in float64 (a cast of scalars, free), which keeps 1 - cos to about 1 % where it is ~1e-5 (untrained models)
-    in a float32 run."""
+
+def _prepared_cosine(target: Sequence[torch.Tensor], weights: Sequence[float], stable: bool | None = None):
+    """1 - cos against a fixed target, with the target side (its norm, t_hat = t / ||t||_w) computed once.
+
+    Two forms of the same function: the difference form 0.5 sum_l w_l ||d_l / ||d||_w - t_hat_l||^2 (four passes
+    over the dummy gradient; accurate where 1 - cos is ~1e-5, as on untrained sigmoid models in float32), and
+    the dot form 1 - sum_l w_l <d_l, t_hat_l> / ||d||_w (two passes, per-layer sums added in float64; about 1 %
+    relative error at 1 - cos ~ 1e-5). ``stable=None`` takes the difference form up to
+    ``STABLE_COSINE_MAX_ELEMENTS`` gradient entries and the dot form above (ResNet-sized models, where the
+    passes cost and 1 - cos is far from that floor)."""
     nb = sum(w * t.double().pow(2).sum() for t, w in zip(target, weights)).clamp_min(1e-30).sqrt()
+    if stable is None:
+        stable = sum(t.numel() for t in target) <= STABLE_COSINE_MAX_ELEMENTS
+    if stable:
+        t_unit = [(t.double() / nb).to(t.dtype) for t in target]
+
+        def difference(dummy: Sequence[torch.Tensor]) -> torch.Tensor:
+            na = sum(w * d.pow(2).sum() for d, w in zip(dummy, weights)).clamp_min(1e-30).sqrt()
+            return 0.5 * sum(w * (d / na - t).pow(2).sum() for d, t, w in zip(dummy, t_unit, weights))
+        return difference
     t_hat = [(t.double() * (w / nb)).to(t.dtype) for t, w in zip(target, weights)]
 
-    def distance(dummy: Sequence[torch.Tensor]) -> torch.Tensor:
+    def dot_form(dummy: Sequence[torch.Tensor]) -> torch.Tensor:
         dot = sum((d * t).sum().double() for d, t in zip(dummy, t_hat))
         na2 = sum(w * d.pow(2).sum().double() for d, w in zip(dummy, weights))
         return 1.0 - dot / na2.clamp_min(1e-30).sqrt()
-    return distance
+    return dot_form
 
 
 def prepare_distance(name: str, target: Sequence[torch.Tensor],
