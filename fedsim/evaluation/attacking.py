@@ -97,10 +97,12 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     dev = device(cfg)
     results = attack_update(update, lambda: make_model(cfg).to(dev), plan, spec)
     truth = truth_for(run_dir, update)
-    return [score_row(res, update, truth, spec, run_dir) for res in results]
+    lpips = cfg.attack.lpips_weights or None
+    return [score_row(res, update, truth, spec, run_dir, lpips) for res in results]
 
 
-def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None, spec, run_dir: Path) -> Row:
+def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None, spec, run_dir: Path,
+              lpips_weights: str | None = None) -> Row:
     """The typed row of one attack result, scored against ``truth`` when it exists (image grid written)."""
     common: dict[str, Any] = dict(
         round=update.server_round, client=update.client_id, method=res.method, ok=res.ok,
@@ -114,7 +116,7 @@ def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None
     if not res.ok:
         return row_type(error=res.error, **common)
     try:
-        scores = score(res, truth, spec.num_classes, spec.mean, spec.std)
+        scores = score(res, truth, spec.num_classes, spec.mean, spec.std, lpips_weights)
     except Exception as exc:  # noqa: BLE001 - a scoring problem must not lose the attack row
         scores = {"score_error": f"{type(exc).__name__}: {exc}"}
     if res.attack == "label":

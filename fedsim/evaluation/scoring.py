@@ -21,7 +21,8 @@ def truth_labels(truth: GroundTruth) -> torch.Tensor:
     return truth.all_labels
 
 
-def score(result: AttackResult, truth: GroundTruth | None, num_classes: int, mean, std) -> dict[str, Any]:
+def score(result: AttackResult, truth: GroundTruth | None, num_classes: int, mean, std,
+          lpips_weights: str | None = None) -> dict[str, Any]:
     """Metrics of one attack result (empty when it failed or no ground truth exists)."""
     if not result.ok or truth is None:
         return {}
@@ -33,6 +34,7 @@ def score(result: AttackResult, truth: GroundTruth | None, num_classes: int, mea
         return out
     if result.attack == "inversion":
         x_true, y_true = truth.unique_samples()
-        m = image_metrics(result.reconstruction, x_true, mean, std, labels_hat=result.labels, labels_true=y_true)
+        m = image_metrics(result.reconstruction, x_true, mean, std, labels_hat=result.labels, labels_true=y_true,
+                          lpips=True, lpips_weights=lpips_weights)  # LPIPS only from local weights
         return {k: v for k, v in m.items() if isinstance(v, (int, float, list, str, bool))}
     return {}
