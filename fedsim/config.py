@@ -81,6 +81,8 @@ class AttackSection:
     label_methods: str = opt("ilrg", doc="comma-separated names in attacks.labels.LABEL_METHODS")
     inversion: str = opt("none", doc="a name in attacks.inversion.INVERSION_METHODS, or 'none'")
     inversion_steps: int = opt(200, minimum=1)
+    inversion_tv: float = opt(-1.0, minimum=-1.0, doc="total-variation weight of the inversion (-1 = the method's "
+                              "default, e.g. ig 1.0 tuned on ReLU CNNs / ResNet-18; smooth sigmoid models want ~0.01)")
     max_inversion_images: int = opt(16, minimum=1, doc="skip inversion of updates covering more samples")
     rounds: str = opt("all", doc="'all' or comma-separated round numbers to attack")
     clients: str = opt("all", doc="'all' or comma-separated client ids to attack")

@@ -151,3 +151,16 @@ def test_attack_timeout_counts_from_start_not_queue_time(tmp_path, monkeypatch):
         scheduler(load_update(path))
     scheduler.close()
     assert not [r for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "attack_error"]
+
+
+def test_inversion_tv_reaches_the_engine_and_changes_the_reconstruction(tmp_path):
+    """attack.inversion_tv overrides the method's TV weight (other regularizers kept); -1 keeps the default."""
+    cfg, run = make_run(tmp_path / "run", **{"attack.inversion": "ig", "attack.inversion_steps": 5})
+    assert plan_from_config(cfg).inversion_options == {}
+    low = cfg.replace(**{"attack.inversion_tv": 0.01})
+    assert plan_from_config(low).inversion_options == {"regularizers": {"tv": 0.01}}
+    update = load_update(next(iter_captures(run)))
+    spec = data_spec(cfg)
+    default = pipeline.attack_update(update, lambda: make_model(cfg), plan_from_config(cfg), spec)[-1]
+    smooth = pipeline.attack_update(update, lambda: make_model(cfg), plan_from_config(low), spec)[-1]
+    assert default.ok and smooth.ok and not torch.equal(default.reconstruction, smooth.reconstruction)

@@ -43,8 +43,12 @@ def plan_from_config(cfg: ExperimentConfig):
     if inversion is not None and inversion not in INVERSION_METHODS:
         raise ConfigError(f"attack.inversion: {inversion!r} is not one of none, "
                           f"{', '.join(sorted(INVERSION_METHODS))}")
+    options = {}
+    if inversion is not None and a.inversion_tv >= 0:  # the TV weight is per model family: see attack.inversion_tv
+        spec = INVERSION_METHODS[inversion].spec
+        options["regularizers"] = {**(dict(spec.regularizers) if spec else {}), "tv": a.inversion_tv}
     return AttackPlan(label_methods=methods, inversion=inversion, inversion_steps=a.inversion_steps,
-                      max_inversion_images=a.max_inversion_images, seed=cfg.run.seed)
+                      max_inversion_images=a.max_inversion_images, seed=cfg.run.seed, inversion_options=options)
 
 
 def data_spec(cfg: ExperimentConfig):
