@@ -80,7 +80,9 @@ def plot_frontier(rows: list[dict], title: str, path: Path, reference: dict[str,
     for a, key in ((ax[0], "label_lnacc"), (ax[1], "psnr")):
         if reference and key in reference:
             a.axvline(reference[key], color="grey", ls="--", lw=1, label=f"chance ({reference[key]:g})")
+    ax[0].set_xlim(0.0, 1.05)  # t-intervals of 2-3 seeds can reach past [0, 1]: the axes stay on the scale
     for a in ax:
+        a.set_ylim(0.0, 1.05)
         a.set_ylabel("final test accuracy")
         a.grid(alpha=0.3)
         a.legend(fontsize=8, loc="lower right")
