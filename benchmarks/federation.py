@@ -61,7 +61,7 @@ def tree_rss_mb() -> float:
 def measure(clients: int, rounds: int, mode: str, workdir: Path) -> dict:
     cfg = load_config(ROOT / "configs" / "smoke.toml", {
         "run.name": f"bench-{clients}-{mode}", "run.num_clients": clients, "run.num_rounds": rounds,
-        "train.min_train_nodes": clients, "model.width": 16, "data.alpha": 0.5
+        "train.min_train_nodes": clients, "model.width": 16, "data.alpha": 0.5,
         "data.max_examples_per_client": 0, "train.batch_size": 32, "train.lr": 0.05, **MODES[mode]})
     peak = [0.0]
     stop = threading.Event()

@@ -95,3 +95,15 @@ def test_the_rules_catch_a_violation(tmp_path):
         assert "fedsim.evaluation.truth" in names and "server" in names
     finally:
         bad.unlink()
+
+
+def test_every_python_file_of_the_project_parses():
+    """Benchmarks and scripts are not imported by the tests; a syntax error there must still fail CI."""
+    bad = []
+    for folder in ("fedsim", "attacks", "clients", "server", "benchmarks", "scripts", "tests"):
+        for p in (ROOT / folder).rglob("*.py"):
+            try:
+                ast.parse(p.read_text(), filename=str(p))
+            except SyntaxError as exc:
+                bad.append(f"{p.relative_to(ROOT)}:{exc.lineno}: {exc.msg}")
+    assert not bad, bad
