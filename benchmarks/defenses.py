@@ -1,6 +1,9 @@
-"""Learning-rate (and clip-norm) selection for the defense sweeps, on a validation split the attacks never see.
+"""Learning-rate (and clip-norm) selection for the defense sweeps, on a validation split the attacks never see;
+and the markdown table of a finished sweep (docs/benchmarks/defenses.md).
 
-    .venv/bin/python benchmarks/defenses.py tune --base configs/defense_fedsgd.toml --out docs/benchmarks/defenses_tuning.json
+    .venv/bin/python benchmarks/defenses.py tune --families none,topk_0.1 --out T.json   # grid per family
+    .venv/bin/python benchmarks/defenses.py tune --families dp_sgd_1 --pairs 0.1:1.0,0.03:1.0 --out T.json
+    .venv/bin/python benchmarks/defenses.py table runs/sweep_frontier/sweep.jsonl
 
 Validation split: the ODD-indexed half of the dataset's test split (``test_x[1::2]``). The curious server's public
 auxiliary split is the EVEN-indexed half (``attacks.generative.aux_split``, ``aux_part="test-half"``), and clients
