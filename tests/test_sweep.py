@@ -190,3 +190,10 @@ def test_a_replay_cut_short_is_redone_and_counted_once(tmp_path):
         folder.append(InversionRow(round=1, client=c, method="ggl", ok=True, psnr=psnr, replay=True))
     assert replayed(tmp_path, cfg) == {"ggl"}
     assert summarize(tmp_path, cfg)["inversion_methods"]["ggl"]["psnr"] == pytest.approx(12.0)  # last row each
+
+
+def test_only_runs_the_named_settings_and_summarises_the_rest(tmp_path):
+    sweep = _sweep_file(tmp_path, 'parameter = "defense.update.topk_ratio"\nvalues = [0.0, 0.5, 0.1]\nseeds = [0]')
+    calls = []
+    run_sweep(sweep, tmp_path / "out", runner=_fake_runner(calls), reports=False, only={1})
+    assert [c.defense.update.topk_ratio for c in calls] == [0.5]
