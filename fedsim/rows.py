@@ -100,6 +100,7 @@ class InversionRow(AttackRow):
     label_matches: int | None = None
     lpips: float | None = None
     lpips_note: str | None = None
+    unreconstructed: int | None = None  # client samples without a reconstruction (K was an estimate)
     image: str | None = None
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from fedsim.config import ExperimentConfig, from_flat
 from fedsim.errors import ConfigError
 from fedsim.evaluation.grids import save_comparison
-from fedsim.evaluation.scoring import score
+from fedsim.evaluation.scoring import padded, score
 from fedsim.evaluation.truth import truth_for
 from fedsim.experiment import dataset, device, make_model
 from fedsim.runfolder import RunFolder
@@ -23,7 +23,7 @@ from fedsim.types import AttackResult, ClientUpdate, GroundTruth
 
 LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "true_counts", "score_error")
 INVERSION_SCORES = ("psnr", "ssim", "ssim_perm_agnostic", "psnr_per_image", "ssim_per_image", "label_matches",
-                    "lpips", "lpips_note", "score_error")
+                    "lpips", "lpips_note", "unreconstructed", "score_error")
 
 log = logging.getLogger("fedsim.attacks")
 
@@ -132,7 +132,8 @@ def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None
     if truth is not None and "permutation" in scores:
         x_true, _ = truth.unique_samples()
         image = RunFolder(run_dir).image(update.server_round, update.client_id, res.method)
-        save_comparison(x_true, res.reconstruction, run_dir / image, mean=spec.mean, std=spec.std,
+        rec, _ = padded(res.reconstruction, None, len(x_true))
+        save_comparison(x_true, rec, run_dir / image, mean=spec.mean, std=spec.std,
                         permutation=scores["permutation"], psnr_per_image=scores.get("psnr_per_image"),
                         title=f"round {update.server_round}, client {update.client_id}: {res.method} "
                               f"(labels: {res.options.get('label_source')})")

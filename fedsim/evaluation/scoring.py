@@ -34,7 +34,26 @@ def score(result: AttackResult, truth: GroundTruth | None, num_classes: int, mea
         return out
     if result.attack == "inversion":
         x_true, y_true = truth.unique_samples()
-        m = image_metrics(result.reconstruction, x_true, mean, std, labels_hat=result.labels, labels_true=y_true,
+        rec, labels_hat = padded(result.reconstruction, result.labels, len(x_true))
+        m = image_metrics(rec, x_true, mean, std, labels_hat=labels_hat, labels_true=y_true,
                           lpips=True, lpips_weights=lpips_weights)  # LPIPS only from local weights
-        return {k: v for k, v in m.items() if isinstance(v, (int, float, list, str, bool))}
+        out = {k: v for k, v in m.items() if isinstance(v, (int, float, list, str, bool))}
+        out["unreconstructed"] = max(0, len(x_true) - len(result.reconstruction))
+        return out
     return {}
+
+
+def padded(reconstruction: torch.Tensor, labels: torch.Tensor | None, n: int
+           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """When the attacker reconstructed fewer images than the client used (it must estimate K, e.g. the expected
+    batch of a DP-SGD client whose realised Poisson batch was larger), the missing ones count as the dataset-mean
+    image (zero in normalised space) with no label: a sample the attack did not recover scores at that baseline.
+    More reconstructions than samples are matched one-to-one and the extra ones ignored (``align``)."""
+    missing = n - len(reconstruction)
+    if missing <= 0:
+        return reconstruction, labels
+    pad = reconstruction.new_zeros((missing, *reconstruction.shape[1:]))
+    rec = torch.cat([reconstruction, pad])
+    if labels is not None:
+        labels = torch.cat([labels, labels.new_full((missing,), -1)])
+    return rec, labels

@@ -75,10 +75,11 @@ def ssim_matrix(rec: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 def align(rec: torch.Tensor, gt: torch.Tensor, labels_hat=None, labels_true=None) -> tuple[list[int], bool]:
     """Optimal one-to-one matching maximising PSNR; returns (perm, label_aware) with rec[perm[j]] <-> gt[j].
 
-    ``rec``/``gt`` are pixel-space batches of equal size. Label-aware when both label lists are given.
+    ``rec``/``gt`` are pixel-space batches of the same image shape, with at least as many reconstructions as
+    ground-truth images (extra reconstructions stay unmatched). Label-aware when both label lists are given.
     """
-    if rec.shape != gt.shape:
-        raise ValueError(f"reconstruction {tuple(rec.shape)} and ground truth {tuple(gt.shape)} differ in shape")
+    if rec.shape[1:] != gt.shape[1:] or len(rec) < len(gt):
+        raise ValueError(f"reconstruction {tuple(rec.shape)} cannot be matched to ground truth {tuple(gt.shape)}")
     score = psnr_matrix(rec, gt).numpy()
     cost = -score
     label_aware = labels_hat is not None and labels_true is not None
