@@ -15,13 +15,7 @@ from attacks.inversion.regularizers import RegularizerContext, clip_penalty, sca
 from fedsim.models.zoo import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is faster on a shared CPU (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp(dtype=torch.float32, seed=0):

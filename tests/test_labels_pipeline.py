@@ -12,13 +12,7 @@ from fedsim.models.zoo import build_model
 from fedsim.types import ClientUpdate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models run slower, not faster, on a shared machine with more."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _factory():
