@@ -17,12 +17,8 @@ from fedsim.runfolder import RunFolder
 from fedsim.types import GroundTruth
 
 
-def audit_path(run_dir: str | Path, server_round: int, client_id: int) -> Path:
-    return RunFolder(Path(run_dir)).audit_file(server_round, client_id)
-
-
 def write_ground_truth(run_dir: str | Path, truth: GroundTruth) -> Path:
-    path = audit_path(run_dir, truth.server_round, truth.client_id)
+    path = RunFolder(Path(run_dir)).audit_file(truth.server_round, truth.client_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     sizes = [len(y) for y in truth.labels]
     tmp = path.with_suffix(".tmp")

@@ -9,7 +9,6 @@ Writers (server, evaluation layer, replay) build rows; readers (report, sweep, C
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping
 
@@ -175,8 +174,3 @@ def row_from_json(data: Mapping[str, Any]) -> Row:
     if kind not in ROW_TYPES:
         raise ValueError(f"unknown row kind {kind!r}; known: {', '.join(METRIC_KINDS)}")
     return ROW_TYPES[kind].from_json(data)
-
-
-def replace(row: Row, **changes: Any) -> Row:
-    """A copy of ``row`` with some fields changed (rows are frozen)."""
-    return dataclasses.replace(row, **changes)

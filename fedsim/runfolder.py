@@ -117,7 +117,7 @@ class RunFolder:
 
     def rows_json(self) -> list[dict]:
         """``metrics.jsonl`` as JSON objects (lines that do not parse are skipped)."""
-        return _read_objects(self.metrics)[0]
+        return read_objects(self.metrics)[0]
 
     def rows(self, kind: type[Row] | None = None) -> list[Row]:
         """Typed rows of ``metrics.jsonl`` (unknown kinds and bad lines skipped), optionally of one type."""
@@ -133,7 +133,7 @@ class RunFolder:
 
     def rejection_rows(self) -> list[RejectionRow]:
         out = []
-        for data in _read_objects(self.rejections)[0]:
+        for data in read_objects(self.rejections)[0]:
             try:
                 out.append(RejectionRow.from_json(data))
             except ValueError:
@@ -141,7 +141,7 @@ class RunFolder:
         return out
 
 
-def _read_objects(path: Path) -> tuple[list[dict], int]:
+def read_objects(path: Path) -> tuple[list[dict], int]:
     """JSON objects of a JSON-lines file and how many non-empty lines were not objects (a run still writing
     may leave a half line)."""
     rows: list[dict] = []
@@ -163,6 +163,3 @@ def _read_objects(path: Path) -> tuple[list[dict], int]:
         else:
             bad += 1
     return rows, bad
-
-
-read_objects = _read_objects

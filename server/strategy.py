@@ -17,8 +17,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate, InvalidUpdateError
-from server.validation import (Bounds, ReplyScreen, ScreeningWrapper, TrainSettings,  # noqa: F401 (re-exported)
-                               update_norm)
+from server.validation import Bounds, ReplyScreen, ScreeningWrapper, TrainSettings  # TrainSettings re-exported
 
 log = logging.getLogger("fedsim.server")
 

@@ -6,6 +6,7 @@ Captures load with safetensors only; nothing is unpickled. Uses the run's resolv
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,6 @@ from typing import Any
 from fedsim.config import load_config, parse_selection
 from fedsim.errors import CaptureError, ConfigError, DataError, RunFolderError
 from fedsim.evaluation.attacking import attack_and_score, plan_from_config
-from fedsim.rows import replace
 from fedsim.runfolder import RunFolder
 
 
@@ -50,7 +50,7 @@ def replay_attacks(run_dir: Path, overrides: dict[str, Any], quiet: bool = False
             unreadable.append(path)
             continue
         for row in rows:
-            folder.append(replace(row, replay=True))
+            folder.append(dataclasses.replace(row, replay=True))
         done += 1
         if not quiet:
             summary = ", ".join(f"{row.method}:{'ok' if row.ok else 'failed'}" for row in rows)
