@@ -78,6 +78,18 @@ def _failure(update: ClientUpdate, attack: str, method: str, exc: BaseException,
                         seconds=time.perf_counter() - start, error=tb)
 
 
+DP_SGD_ENABLED, DP_SGD_CLIP = "defense.dp_sgd.enabled", "defense.dp_sgd.max_grad_norm"
+
+
+def dp_sgd_clip_norm(update: ClientUpdate, method: str) -> float:
+    """DP-SGD's per-example clipping norm as the server configured it (public in the threat model: the
+    ``[defense]`` settings travel in ``update.defenses``); ``AttackNotApplicable`` when DP-SGD was off."""
+    if not update.defenses.get(DP_SGD_ENABLED):
+        raise AttackNotApplicable(f"{method} models DP-SGD's per-example clipping; this update was not trained "
+                                  f"with DP-SGD ({DP_SGD_ENABLED} is off)")
+    return float(update.defenses[DP_SGD_CLIP])
+
+
 def _label_options(method: str, update: ClientUpdate, k: int, plan: AttackPlan, data: DataSpec) -> dict:
     """Options for one label method: input shape, the plan's per-method options, and for ``NEEDS_PUBLIC``
     methods the public split (normalised to model space) and the client's known schedule."""
@@ -144,6 +156,8 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
         if INVERSION_METHODS[method].spec is not None:
             options.update(lr=update.lr, local_steps=update.local_steps,
                            local_batch_size=min(update.batch_size, k))
+        if "clip_norm" in INVERSION_METHODS[method].needs and "clip_norm" not in options:
+            options["clip_norm"] = dp_sgd_clip_norm(update, method)
         label_source = labels[0] if labels else "none"
         x_hat = invert(method, model=model, gradients=grads, labels=labels[1] if labels else None,
                        input_shape=data.input_shape, steps=plan.inversion_steps, mean=data.mean, std=data.std,

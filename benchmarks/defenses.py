@@ -4,6 +4,7 @@ and the markdown table of a finished sweep (docs/benchmarks/defenses.md).
     .venv/bin/python benchmarks/defenses.py tune --families none,topk_0.1 --out T.json   # grid per family
     .venv/bin/python benchmarks/defenses.py tune --families dp_sgd_1 --pairs 0.1:1.0,0.03:1.0 --out T.json
     .venv/bin/python benchmarks/defenses.py table runs/sweep_frontier/sweep.jsonl
+    .venv/bin/python benchmarks/defenses.py heldout runs/sweep_frontier    # held-out-half accuracy of old runs
 
 Validation split: the ODD-indexed half of the dataset's test split (``test_x[1::2]``). The curious server's public
 auxiliary split is the EVEN-indexed half (``attacks.generative.aux_split``, ``aux_part="test-half"``), and clients
@@ -67,7 +68,7 @@ def simulate(cfg, rounds: int, seed: int = 0) -> tuple[float, list[float]]:
     n = cfg.run.num_clients
     data = [E.client_data(cfg, c, n) for c in range(n)]
     ds = E.dataset(cfg)
-    vx, vy = ds.normalize(ds.test_x[1::2]), ds.test_y[1::2]
+    vx, vy = ds.normalize(ds.test_x[E.VALIDATION]), ds.test_y[E.VALIDATION]
     d, t = cfg.defense, cfg.train
     noise_gen = torch.Generator().manual_seed(10_000 + seed)
     curve = []
@@ -157,6 +158,45 @@ def table(jsonl: Path) -> str:
     return "\n".join(out)
 
 
+def heldout(sweep_dir: Path) -> str:
+    """Held-out-half accuracy of finished runs that predate ``UtilityRow.heldout_accuracy``.
+
+    The global model after round R-1 is the ``weights_before`` (and buffers) of any round-R capture: exactly what
+    the server sent, central DP noise included. It is re-evaluated on the whole test split (must equal the
+    recorded round R-1 ``test_accuracy``: a check that the right model was rebuilt) and on the held-out half.
+    """
+    from fedsim.captures import load_update
+    from fedsim.config import load_config
+    from fedsim.lab.sweep.summary import t_interval
+    from fedsim.rows import UtilityRow
+    from fedsim.runfolder import RunFolder
+
+    lines = ["| setting | seeds | round | test accuracy, whole split (recorded) | held-out half (even indices) |",
+             "|---|---|---|---|---|"]
+    for setting in sorted(p for p in sweep_dir.glob("setting_*") if p.is_dir()):
+        whole, held, rnd = [], [], None
+        for run in sorted(setting.glob("seed_*")):
+            cfg = load_config(run / "config.toml")
+            last = sorted((run / "captures").glob("round_*"))[-1]
+            update = load_update(next(iter(sorted(last.glob("*.safetensors")))))
+            rnd = update.server_round - 1
+            recorded = {r.round: r.test_accuracy for r in RunFolder(run).rows(UtilityRow)}[rnd]
+            model = E.make_model(cfg)
+            model.load_state_dict({**update.weights_before, **update.buffers_before})
+            x, y = E.test_data(cfg)
+            acc, _ = evaluate(model, x, y)
+            if abs(acc - recorded) > 1e-9:
+                raise RuntimeError(f"{run}: rebuilt model scores {acc} on the test split, recorded {recorded}")
+            whole.append(acc)
+            held.append(evaluate(model, x[E.HELDOUT], y[E.HELDOUT])[0])
+
+        def fmt(values):
+            m, lo, hi = t_interval(values)
+            return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{m:.3f}"
+        lines.append(f"| {setting.name} | {len(whole)} | {rnd} | {fmt(whole)} | {fmt(held)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -170,9 +210,15 @@ def main(argv: list[str] | None = None) -> int:
                    "(lr:clip)")
     tb = sub.add_parser("table", help="markdown table of a sweep's sweep.jsonl")
     tb.add_argument("jsonl")
+    ho = sub.add_parser("heldout", help="held-out-half test accuracy of a finished sweep's runs (post hoc)")
+    ho.add_argument("sweep_dir")
     args = p.parse_args(argv)
     if args.cmd == "table":
         print(table(Path(args.jsonl)))
+        return 0
+    if args.cmd == "heldout":
+        torch.set_num_threads(1)
+        print(heldout(Path(args.sweep_dir)))
         return 0
     torch.set_num_threads(1)
     base = Path(args.base)

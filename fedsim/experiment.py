@@ -84,6 +84,10 @@ def test_data(cfg: ExperimentConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return ds.normalize(ds.test_x), ds.test_y
 
 
+HELDOUT = slice(0, None, 2)  # even-indexed half of the test split: never read by tuning (that uses [1::2])
+VALIDATION = slice(1, None, 2)  # odd-indexed half: the validation split of benchmarks/defenses.py tune
+
+
 def local_seed(run_seed: int, server_round: int, client_id: int) -> int:
     """Seed of a client's local batch order in a round (deterministic re-derivation)."""
     return (run_seed * 1_000_003 + server_round * 10_007 + client_id) % (2**31)

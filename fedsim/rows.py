@@ -40,13 +40,16 @@ class Row:
 
 @dataclass(frozen=True, kw_only=True)
 class UtilityRow(Row):
-    """Central evaluation of the global model after ``round`` (round 0 = the initial model)."""
+    """Central evaluation of the global model after ``round`` (round 0 = the initial model). ``test_accuracy``
+    is on the whole test split; ``heldout_accuracy`` on its even-indexed half only, the half that no tuning
+    reads (``benchmarks/defenses.py tune`` selects on the odd half): the unbiased utility of a tuned setting."""
 
     KIND: ClassVar[str] = "utility"
     round: int
     test_accuracy: float
     test_loss: float
     time: float | None = None
+    heldout_accuracy: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedsim import messages as K
 from fedsim.config import ExperimentConfig, from_flat, to_toml
-from fedsim.experiment import device, make_model, run_dir, test_data
+from fedsim.experiment import HELDOUT, device, make_model, run_dir, test_data
 from fedsim.rows import UtilityRow
 from fedsim.runfolder import RunFolder
 from fedsim.training import evaluate
@@ -40,8 +40,10 @@ def central_evaluation(cfg: ExperimentConfig, folder: RunFolder):
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         model.load_state_dict(arrays.to_torch_state_dict())  # copied onto the model's device
         acc, loss = evaluate(model, x, y)
-        folder.append(UtilityRow(round=server_round, test_accuracy=acc, test_loss=loss, time=time.time()))
-        return MetricRecord({"test_accuracy": acc, "test_loss": loss})
+        heldout, _ = evaluate(model, x[HELDOUT], y[HELDOUT])
+        folder.append(UtilityRow(round=server_round, test_accuracy=acc, test_loss=loss, time=time.time(),
+                                 heldout_accuracy=heldout))
+        return MetricRecord({"test_accuracy": acc, "test_loss": loss, "heldout_accuracy": heldout})
 
     return evaluate_fn
 

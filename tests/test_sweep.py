@@ -24,7 +24,8 @@ def _fake_runner(calls):
         r = cfg.defense.update.topk_ratio or 1.0
         s = cfg.run.seed
         rows = [UtilityRow(round=0, test_accuracy=0.1, test_loss=2.3),
-                UtilityRow(round=2, test_accuracy=0.5 + 0.1 * r + 0.01 * s, test_loss=1.0)]
+                UtilityRow(round=2, test_accuracy=0.5 + 0.1 * r + 0.01 * s, test_loss=1.0,
+                           heldout_accuracy=0.4 + 0.1 * r + 0.02 * s)]
         for c in range(2):
             rows.append(LabelRow(round=1, client=c, ok=True, method="ilrg", label_leacc=r, label_lnacc=r / 2 + 0.01 * s))
             gi = 0.9 if r == 0.5 else 0.0
@@ -64,6 +65,7 @@ def test_a_point_records_the_winning_attack_and_its_interval(tmp_path):
     assert p["psnr_ci"] == pytest.approx([16 - 2.4841, 16 + 2.4841], abs=1e-3)
     assert p["psnr_values"] == [15.0, 16.0, 17.0] and p["interval"].startswith("95% Student-t")
     assert p["test_accuracy_ci"][0] < p["test_accuracy"] < p["test_accuracy_ci"][1]
+    assert p["heldout_accuracy_values"] == pytest.approx([0.45, 0.47, 0.49])  # the untuned half, per seed
     assert p["epsilon"] is None and len(p["runs"]) == 3 and p["attacked_updates"] == 6
     for name in ("sweep_settings.png", "sweep_frontier.png", "sweep.html"):
         assert (tmp_path / "out" / name).stat().st_size > 1000
@@ -197,3 +199,28 @@ def test_only_runs_the_named_settings_and_summarises_the_rest(tmp_path):
     calls = []
     run_sweep(sweep, tmp_path / "out", runner=_fake_runner(calls), reports=False, only={1})
     assert [c.defense.update.topk_ratio for c in calls] == [0.5]
+
+
+def test_central_evaluation_reports_the_half_no_tuning_reads(tmp_path):
+    """The utility row carries the accuracy on the even half of the test split (the tuner selects on the odd
+    half), next to the whole-split accuracy; both equal a direct evaluation of the same model."""
+    import torch
+    from flwr.app import ArrayRecord
+
+    from fedsim.config import load_config
+    from fedsim.experiment import HELDOUT, VALIDATION, make_model, test_data
+    from fedsim.training import evaluate
+    from server.app import central_evaluation
+
+    cfg = load_config(ROOT / "configs" / "smoke.toml", {"run.out_dir": str(tmp_path)})
+    torch.manual_seed(3)
+    model = make_model(cfg)
+    folder = RunFolder(tmp_path)
+    central_evaluation(cfg, folder)(1, ArrayRecord(model.state_dict()))
+    (row,) = folder.rows(UtilityRow)
+    x, y = test_data(cfg)
+    assert row.test_accuracy == evaluate(model, x, y)[0]
+    assert row.heldout_accuracy == evaluate(model, x[HELDOUT], y[HELDOUT])[0]
+    n_even, n_odd = len(y[HELDOUT]), len(y[VALIDATION])
+    odd = evaluate(model, x[VALIDATION], y[VALIDATION])[0]
+    assert row.test_accuracy == pytest.approx((row.heldout_accuracy * n_even + odd * n_odd) / (n_even + n_odd))

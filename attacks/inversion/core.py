@@ -35,7 +35,7 @@ from attacks.inversion import regularizers as _regularizers
 from attacks.inversion.matching import GradientMatcher
 from attacks.inversion.problem import Problem, build_problem
 
-TARGETS = ("gradient", "unrolled", "multi")
+TARGETS = ("gradient", "unrolled", "multi", "clipped")
 LABEL_MODES = ("given", "joint", "idlg")
 
 
@@ -75,6 +75,8 @@ EXTRA_OPTIONS = {
     "weights_after": "client's weights after local training (dict by name or list); with lr and local_steps "
                      "gives the target (W0 - WT) / (T lr) when gradients is None",
     "updates": "multi-update: list of (weights_before, gradient) pairs of one client (same data)",
+    "clip_norm": "DP-SGD's per-example clipping norm C (target 'clipped', method 'ig-dpsgd'): the dummy gradient "
+                 "is the mean of per-example gradients each clipped to norm <= C, as Opacus computes it",
     "bn_statistics": "client-reported BN batch statistics [(mean, var)] per BN layer, for the 'bn' regularizer",
     "callback": "callable(step, x_model_space, match_loss) called every log_every steps and at the end",
     "log_every": "steps between callback calls / history entries; default 10",
@@ -118,8 +120,10 @@ def resolve_spec(spec: InversionSpec, options: Mapping[str, Any], steps: int) ->
     _objectives.get_distance(spec.distance)
     if steps < 1 or spec.restarts < 1:
         raise ValueError(f"need steps >= 1 and restarts >= 1, got {steps}, {spec.restarts}")
-    if "bn" in spec.regularizers and spec.target == "unrolled":
-        raise ValueError("the 'bn' regularizer is not available with target='unrolled'")
+    if "bn" in spec.regularizers and spec.target in ("unrolled", "clipped"):
+        raise ValueError(f"the 'bn' regularizer is not available with target={spec.target!r}")
+    if spec.target == "clipped" and not float(extra.get("clip_norm", 0.0)) > 0:
+        raise ValueError("target 'clipped' (ig-dpsgd) needs clip_norm=C > 0, DP-SGD's per-example clipping norm")
     return spec, extra
 
 

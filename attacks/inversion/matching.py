@@ -2,7 +2,8 @@
 
 For one restart, the dummy batch x [K, C, H, W] (and labels) gives a dummy gradient at each target's weights
 (``torch.func.grad`` of the cross-entropy through ``functional_call``), or a simulated FedAvg update for the
-unrolled target (``attacks.inversion.fedavg``); the distance (``attacks.inversion.objectives``) compares it with
+unrolled target (``attacks.inversion.fedavg``), or DP-SGD's mean of per-example clipped gradients for the
+clipped target; the distance (``attacks.inversion.objectives``) compares it with
 the observed one. R restarts are evaluated together with ``torch.func.vmap`` (one forward and one backward pass
 for all of them) instead of a Python loop; ``batch_restarts=False`` falls back to the loop. The result stays
 differentiable w.r.t. x for ordinary autograd (the double backward of DLG / Inverting Gradients).
@@ -76,6 +77,21 @@ class GradientMatcher:
         g, stats = grad(loss_fn, has_aux=True)(params)
         return [g[n] for n in names], stats
 
+    def _clipped_gradient(self, params, x, y):
+        """DP-SGD's released direction on the dummy batch: per-example gradients (vmap over the examples), each
+        scaled by min(1, C / (||g_i|| + 1e-6)) as Opacus clips them, then averaged. Differentiable w.r.t. x;
+        the noise is not modelled (the cosine distance treats it as the residual)."""
+        model, buffers, names = self.p.model, self.p.buffers, self.p.names
+
+        def sample_loss(p, xi, yi):
+            return _fedavg.step_loss(functional_call(model, {**p, **buffers}, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+        per = vmap(grad(sample_loss), in_dims=(None, 0, 0))(params, x, y)
+        flat = [per[n].reshape(x.shape[0], -1) for n in names]
+        norms = torch.sqrt(sum((f * f).sum(1) for f in flat))
+        factor = (self.p.clip_norm / (norms + 1e-6)).clamp(max=1.0)
+        return [(per[n] * factor.view(-1, *([1] * (per[n].dim() - 1)))).mean(0) for n in names]
+
     def one(self, x: torch.Tensor, soft: torch.Tensor | None, vmapped: bool = True):
         """Matching loss of one restart (mean over the targets) and its BN statistics."""
         y = self.p.hard_labels if soft is None else soft
@@ -87,6 +103,8 @@ class GradientMatcher:
                                                         self.p.client_lr)
                 if self.recorder is not None:
                     stats = self.recorder.pop(self.n_bn) if i == 0 else stats
+            elif self.target == "clipped":
+                dummy = self._clipped_gradient(params, x, y)
             else:
                 dummy, s = self._gradient(params, x, y, vmapped)
                 stats = s if i == 0 else stats

@@ -11,6 +11,7 @@
 | ``fedavg-unrolled`` | breaching multi-step objective; Dimitrov et al., "Data Leakage in Federated Averaging", TMLR 2022 | cosine on simulated T-step update | TV | signed Adam, step decay, box | given |
 | ``multi-update`` | Geng et al. Alg. 2 (several updates of one client on the same data) | mean L2 over updates | TV + clip + scale | L-BFGS, U(0,1) | given |
 | ``ig-masked`` | Inverting Gradients adapted to sparsified updates (top-k / random-k) | cosine on the sent (non-zero) coordinates | TV | as ``ig`` | given |
+| ``ig-dpsgd`` | Inverting Gradients adapted to DP-SGD (Abadi et al. 2016 clipping; defense-aware attacker of Balunović et al., ICLR 2022) | cosine to the mean of per-example dummy gradients clipped to the known C | TV | as ``ig`` | given |
 | ``analytic-fc`` | Phong et al. 2018; Geiping et al. 2020 (biased first FC layer) | closed form | - | - | - |
 | ``ggl`` | Li et al., "Generative Gradient Leakage", CVPR 2022 (attacks/generative) | cosine | generator (VAE on public aux data) | Adam on z, restarts | given |
 | ``gias`` | Jeon et al., "Gradient Inversion with Generative Image Prior", NeurIPS 2021 | cosine | generator, then its weights freed | Adam on z, then z + weights | given |
@@ -117,6 +118,15 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         "update): under top-k / random-k the dropped coordinates no longer pull the dummy gradient to 0",
         InversionSpec(distance="cosine-masked", regularizers={"tv": IG_TV}, optimizer="adam", attack_lr=0.1,
                       signed=True, schedule="step-decay", box=True, init="randn")),
+    InversionMethod(
+        "ig-dpsgd", "Geiping et al. (NeurIPS 2020) adapted to DP-SGD's per-example clipping (Abadi et al., CCS "
+        "2016); the defense-aware adversary of Balunovic et al., Bayesian Framework for Gradient Leakage (ICLR 2022)",
+        "ig whose dummy gradient is computed as the DP-SGD client computes its update: per-example gradients, each "
+        "clipped to the known clip_norm= C, averaged; clipping re-weights the examples of a batch, which plain "
+        "ig's summed gradient does not model (noise is left to the cosine)",
+        InversionSpec(distance="cosine", regularizers={"tv": IG_TV}, optimizer="adam", attack_lr=0.1, signed=True,
+                      schedule="step-decay", box=True, init="randn", target="clipped"),
+        needs=("clip_norm",)),
     InversionMethod(
         "analytic-fc", "Phong et al. 2018; Geiping et al. 2020 (a biased first fully connected layer leaks x)",
         "closed form x = grad_W[i] / grad_b[i] (least squares over active rows); exact for batch 1",

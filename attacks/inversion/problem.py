@@ -38,6 +38,7 @@ class Problem:
     local_steps: int
     local_batch_size: int
     client_lr: float
+    clip_norm: float = 0.0  # DP-SGD's per-example clipping norm (target "clipped"); 0: no clipping
 
     @property
     def device(self) -> torch.device:
@@ -134,9 +135,13 @@ def build_problem(spec, *, model: nn.Module, gradients, labels, input_shape: Seq
     client_lr = float(extra.get("lr", 0.0))
     if spec.target == "unrolled" and client_lr <= 0:
         raise ValueError("target 'unrolled' (fedavg-unrolled) needs the client's lr=... and local_steps=...")
+    clip_norm = float(extra.get("clip_norm", 0.0))
+    if spec.target == "clipped" and _regularizers.bn_layers(model):
+        raise ValueError("target 'clipped' needs per-example gradients; a BatchNorm model mixes the examples of a "
+                         "batch (DP-SGD clients use GroupNorm instead: Opacus refuses BatchNorm)")
     return Problem(model=model, names=names, buffers=buffers, pairs=pairs, hard_labels=hard, k=k,
                    num_classes=int(extra.get("num_classes") or _labels.classifier_layer(model).out_features),
                    input_shape=tuple(int(s) for s in input_shape), mean=_as_stats(mean, source),
                    std=_as_stats(std, source), bn_reference=tuple(bn_reference),
                    local_steps=int(extra.get("local_steps", 1)), local_batch_size=int(extra.get("local_batch_size", k)),
-                   client_lr=client_lr)
+                   client_lr=client_lr, clip_norm=clip_norm)

@@ -90,6 +90,7 @@ def summarize(run: Path, cfg: ExperimentConfig, delta: float = 1e-5) -> dict[str
                                 "n": len(rows), "image": str(Path(run) / best.image) if best.image else None}
     out: dict[str, Any] = {
         "test_accuracy": final.test_accuracy if final else None,
+        "heldout_accuracy": final.heldout_accuracy if final else None,
         "rounds": final.round if final else 0,
         "lost_rounds": len(folder.rows(LostRoundRow)),
         "label_methods": label_methods,
@@ -119,6 +120,7 @@ def aggregate(per_seed: list[dict]) -> dict[str, Any]:
     """One sweep point from its runs (one per seed): means, 95 % t-intervals, the winning attacks."""
     row: dict[str, Any] = {"seeds_run": len(per_seed), "interval": "95% Student-t over seeds"}
     _put(row, "test_accuracy", [s["test_accuracy"] for s in per_seed])
+    _put(row, "heldout_accuracy", [s.get("heldout_accuracy") for s in per_seed])
     lab = _best(per_seed, "label_methods", "lnacc")
     row["label_best"] = lab
     _put(row, "label_lnacc", [s["label_methods"].get(lab, {}).get("lnacc") for s in per_seed])
