@@ -30,7 +30,7 @@ def _case(model: nn.Module, dtype: torch.dtype, device: str = "cpu"):
 
 OPTIONS = {"dlg": {"batch_size": 2}, "idlg": {}, "fedavg-unrolled": {"lr": 0.1, "local_steps": 2,
                                                                      "local_batch_size": 1},
-           "multi-update": {}, "gradinversion": {}}
+           "multi-update": {}, "gradinversion": {}, "ig-dpsgd": {"clip_norm": 1.0}}
 
 
 @pytest.mark.parametrize("method", [m for m, spec in INVERSION_METHODS.items() if spec.kind == "optimization"])
