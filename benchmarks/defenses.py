@@ -216,11 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "table":
         print(table(Path(args.jsonl)))
         return 0
+    torch.set_num_threads(1)
     if args.cmd == "heldout":
-        torch.set_num_threads(1)
+        if not any(Path(args.sweep_dir).glob("setting_*/seed_*")):
+            raise SystemExit(f"heldout: {args.sweep_dir} holds no setting_*/seed_* run folders of a sweep")
         print(heldout(Path(args.sweep_dir)))
         return 0
-    torch.set_num_threads(1)
     base = Path(args.base)
     rounds = args.rounds or from_flat(flatten(read_toml(base, "base"))).run.num_rounds
     tune(base, [f for f in args.families.split(",") if f], rounds, Path(args.out) if args.out else None,
