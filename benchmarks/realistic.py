@@ -4,10 +4,12 @@ fedsim ``ig`` against breaching's ``invertinggradients`` on the same update.
     python benchmarks/realistic.py [--batches 1,8] [--steps 100] [--local-steps 4] [--tv 2.0] [--threads 2]
                                    [--out docs/benchmarks/realistic.md]
 
-Attacked images: the first K of the 20 real CIFAR-10 test images in the foolbox wheel (labels given to both
-attackers, sorted). "Trained": the same initial ResNet-18 (seed 0) after ``--train-steps`` SGD steps (lr 0.05,
-batch 8, random flips and 4-pixel crops) on the images the attack never sees (indices 8-19); the loss on those
-and on the attacked images before and after is printed with the table. FedSGD: the gradient of the batch.
+Attacked images: the first K of the real 32x32 images in the foolbox wheel, the 20 CIFAR-10 test images first,
+then the 20 CIFAR-100 ones (label mod 10: the model has 10 classes) - batch 32 is 20 CIFAR-10 + 12 CIFAR-100
+images, the most this machine has offline; labels given to both attackers, sorted. "Trained": the same initial
+ResNet-18 (seed 0) after ``--train-steps`` SGD steps (lr 0.05, batch 8, random flips and 4-pixel crops) on images
+the attack never sees: the 20 foolbox ImageNet images, downsampled to 32x32 (label mod 10); the loss on those and
+on the attacked images before and after is printed with the table. FedSGD: the gradient of the batch.
 FedAvg: the client takes T full-batch SGD steps (lr ``--client-lr``) on the same K images; both attackers get
 the fake gradient (W0 - WT) / (T lr) at W0 (the single-step reading both tools make of a FedAvg update).
 breaching is a benchmark-only peer (see benchmarks/peers.py); without it the script says so and exits 0.
@@ -59,6 +61,18 @@ def loss_of(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(nn.functional.cross_entropy(model(x), y))
 
 
+def attacked_and_training_images():
+    """(attacked images in model space, labels, mean, std, training images, labels): attacked = the 20 CIFAR-10
+    then the 20 CIFAR-100 images (labels mod 10), training = the 20 ImageNet images at 32x32 (labels mod 10);
+    all normalised with the CIFAR-10 statistics."""
+    x10, y10, _, mean, std = load_victims("cifar10")
+    x100, y100, _, _, _ = load_victims("cifar100")
+    xi, yi, _, _, _ = load_victims("imagenet", size=32)
+    m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+    x = (torch.cat([x10, x100]) - m) / s
+    return x, torch.cat([y10, y100 % 10]), mean, std, (xi - m) / s, yi % 10
+
+
 def fedavg_fake_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float):
     client = copy.deepcopy(model).train()
     opt = torch.optim.SGD(client.parameters(), lr=lr)
@@ -75,8 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--local-steps", type=int, default=4)
     p.add_argument("--client-lr", type=float, default=0.01)
-    p.add_argument("--train-steps", type=int, default=30)
-    p.add_argument("--tv", type=float, default=2.0)
+    p.add_argument("--train-steps", type=int, default=100)
+    p.add_argument("--tv", type=float, default=None, help="override ig's TV weight (default: the method's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "realistic.md"))
@@ -84,19 +98,20 @@ def main(argv=None) -> int:
     if not peers.have_breaching():
         print("breaching is not installed: skipping (see benchmarks/peers.py for the benchmark-only install)")
         return 0
+    batches = [int(b) for b in args.batches.split(",")]
+    if max(batches) > 40:
+        p.error(f"--batches: at most 40 (the real 32x32 images on this machine), got {max(batches)}")
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    x, y, _, mean, std = load_victims("cifar10")
-    m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
-    xn = (x - m) / s
+    xn, y, mean, std, xt, yt = attacked_and_training_images()
     base = peers.make_model("resnet18", 0).train()
-    trained = train(base, xn[8:], y[8:], args.train_steps)
-    notes = (f"trained: {args.train_steps} SGD steps on images 8-19; loss there {loss_of(base, xn[8:], y[8:]):.3f}"
-             f" -> {loss_of(trained, xn[8:], y[8:]):.3f}, on the attacked images 0-7 "
+    trained = train(base, xt, yt, args.train_steps)
+    notes = (f"trained: {args.train_steps} SGD steps on the 20 ImageNet images at 32x32; loss there "
+             f"{loss_of(base, xt, yt):.3f} -> {loss_of(trained, xt, yt):.3f}, on the first 8 attacked images "
              f"{loss_of(base, xn[:8], y[:8]):.3f} -> {loss_of(trained, xn[:8], y[:8]):.3f} (train-mode BN)")
     print(notes, flush=True)
     cells = []
-    for k in (int(b) for b in args.batches.split(",")):
+    for k in batches:
         gt, labels = xn[:k], y[:k]
         lab = labels.sort().values
         for state, model in (("untrained", base), ("trained", trained)):
@@ -105,8 +120,8 @@ def main(argv=None) -> int:
                     grads = [g.detach() for g in batch_gradient(model, gt, labels)]
                 else:
                     grads = fedavg_fake_gradient(model, gt, labels, args.local_steps, args.client_lr)
-                xf, tf, cf = peers.run_fedsim(model, grads, lab, k, args.steps, 0, mean, std,
-                                              regularizers={"tv": args.tv})
+                options = {} if args.tv is None else {"regularizers": {"tv": args.tv}}
+                xf, tf, cf = peers.run_fedsim(model, grads, lab, k, args.steps, 0, mean, std, **options)
                 xb, tb, cb = peers.run_breaching(model, grads, lab, k, args.steps, 0, mean, std)
                 c = {"k": k, "model": state, "algorithm": algo, "fedsim": peers.score(xf, gt, lab, labels, mean, std),
                      "breaching": peers.score(xb, gt, lab, labels, mean, std), "c_fedsim": cf, "c_breaching": cb}

@@ -44,3 +44,13 @@ def test_foolbox_victims():
     x, y, c, mean, std = load_victims("cifar10")
     assert x.shape == (20, 3, 32, 32) and c == 10 and len(mean) == 3
     assert int(y.max()) < 10
+
+
+def test_foolbox_imagenet_victims_of_different_sizes_are_resized_one_by_one():
+    """The ImageNet files differ in size (512x512, 683x1024, ...): size= resizes each; without it, one clear error."""
+    x, y, c, _, _ = load_victims("imagenet", size=32)
+    assert x.shape == (20, 3, 32, 32) and c == 1000 and int(y.max()) < 1000
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert len({float(v) for v in x.flatten(1).std(1)}) == 20  # 20 different images, not one repeated
+    with pytest.raises(ValueError, match="differ in size"):
+        load_victims("imagenet")

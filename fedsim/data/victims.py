@@ -40,9 +40,13 @@ def load_victims(name: str, size: int | None = None) -> tuple[torch.Tensor, torc
         arr = np.asarray(Image.open(path), dtype=np.float32) / 255.0
         t = torch.from_numpy(arr)
         t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+        if size is not None and tuple(t.shape[-2:]) != (size, size):  # per image: the ImageNet files differ in size
+            t = torch.nn.functional.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False,
+                                                antialias=True)[0]
         images.append(t)
         labels.append(label)
+    shapes = sorted({tuple(t.shape) for t in images})
+    if len(shapes) > 1:
+        raise ValueError(f"victims: the {name} images differ in size ({shapes[0]} ... {shapes[-1]}); pass size=")
     x = torch.stack(images)
-    if size is not None and x.shape[-1] != size:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x.contiguous(), torch.tensor(labels, dtype=torch.int64), num_classes, mean, std
