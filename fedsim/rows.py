@@ -127,6 +127,7 @@ class SkippedRow(Row):
     client: int
     reason: str
     method: str | None = None
+    replay: bool | None = None  # True: written by ``fedsim attack`` (a replay found the attack not applicable)
 
 
 @dataclass(frozen=True, kw_only=True)

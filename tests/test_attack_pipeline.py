@@ -164,3 +164,21 @@ def test_inversion_tv_reaches_the_engine_and_changes_the_reconstruction(tmp_path
     default = pipeline.attack_update(update, lambda: make_model(cfg), plan_from_config(cfg), spec)[-1]
     smooth = pipeline.attack_update(update, lambda: make_model(cfg), plan_from_config(low), spec)[-1]
     assert default.ok and smooth.ok and not torch.equal(default.reconstruction, smooth.reconstruction)
+
+
+def test_replaying_an_attack_that_does_not_apply_writes_replay_skips_the_sweep_counts_as_done(tmp_path):
+    """`fedsim attack` with ig-dpsgd on a run without DP-SGD: one skipped row per update, marked replay (it used to
+    crash on the row type), so the sweep's replayed() does not attempt it again; a live skip of the same method
+    (queue full) does not count as a replay."""
+    from fedsim.lab.sweep.execute import replayed
+    from fedsim.rows import SkippedRow
+    from fedsim.runfolder import RunFolder
+
+    cfg, run = make_run(tmp_path / "run")
+    assert replayed(run, cfg) == set()
+    RunFolder(run).append(SkippedRow(round=1, client=0, reason="attack queue full", method="ig-dpsgd"))
+    assert replayed(run, cfg) == set()
+    assert replay_attacks(run, {"attack.inversion": "ig-dpsgd", "attack.label_methods": "rlg"}, quiet=False) == 3
+    skips = [r for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "skipped" and r.get("replay")]
+    assert len(skips) == 3 and all("DP-SGD" in r["reason"] for r in skips)
+    assert "ig-dpsgd" in replayed(run, cfg)

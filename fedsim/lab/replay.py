@@ -14,6 +14,7 @@ from typing import Any
 from fedsim.config import load_config, parse_selection
 from fedsim.errors import CaptureError, ConfigError, DataError, RunFolderError
 from fedsim.evaluation.attacking import attack_and_score, plan_from_config
+from fedsim.rows import SkippedRow
 from fedsim.runfolder import RunFolder
 
 
@@ -53,9 +54,16 @@ def replay_attacks(run_dir: Path, overrides: dict[str, Any], quiet: bool = False
             folder.append(dataclasses.replace(row, replay=True))
         done += 1
         if not quiet:
-            summary = ", ".join(f"{row.method}:{'ok' if row.ok else 'failed'}" for row in rows)
+            summary = ", ".join(f"{row.method}:{_outcome(row)}" for row in rows)
             print(f"round {r} client {c}: {summary}")
     if unreadable:
         raise DataError(f"{len(unreadable)} of {len(files)} capture files unreadable (named above); "
                         f"{done} attacked")
     return done
+
+
+def _outcome(row) -> str:
+    """'ok', 'failed', or 'skipped (reason)' for the one-line progress of a replay."""
+    if isinstance(row, SkippedRow):
+        return f"skipped ({row.reason})"
+    return "ok" if row.ok else "failed"

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from fedsim.config import ExperimentConfig, load_config
 from fedsim.lab.sweep.spec import Setting, Sweep
-from fedsim.rows import InversionRow
+from fedsim.rows import InversionRow, SkippedRow
 from fedsim.runfolder import RunFolder
 
 Runner = Callable[[ExperimentConfig, Path, bool], Path]
@@ -56,8 +56,8 @@ def replayed(run: Path, cfg: ExperimentConfig | None = None) -> set[str]:
     wanted = {(int(p.parent.name.split("_")[1]), int(p.stem.split("_")[1])) for p in folder.iter_captures()}
     wanted = {w for w in wanted if rounds is None or w[0] in rounds}
     done: dict[str, set] = {}
-    for r in folder.rows(InversionRow):
-        if r.replay:
+    for r in [*folder.rows(InversionRow), *folder.rows(SkippedRow)]:
+        if r.replay and r.method:  # a replay that found the attack not applicable is done too (a live skip is not)
             done.setdefault(r.method, set()).add((r.round, r.client))
     return {m for m, seen in done.items() if wanted <= seen}
 
