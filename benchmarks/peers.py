@@ -162,6 +162,11 @@ def _ratio(cells, kind: str) -> str:
     return f"{statistics.median(r):.2f} ({min(r):.2f}-{max(r):.2f})"
 
 
+def _ms(seconds: float) -> str:
+    ms = 1e3 * seconds
+    return f"{ms:.0f}" if ms >= 100 else f"{ms:.1f}"
+
+
 def table(rows) -> str:
     head = ("| model | batch | seeds | iters | labels (right of K, per seed) | fedsim `ig` PSNR mean (min-max) | "
             "breaching IG PSNR mean (min-max) | diff | wall ms/iter fedsim / breaching | wall ratio | "
@@ -177,8 +182,8 @@ def table(rows) -> str:
             f"| {model_name} | {k} | {len(cells)} | {steps} | {cells[0]['labels']} ({right}) | "
             f"{statistics.mean(f):.2f} ({spread(f)}) | {statistics.mean(b):.2f} ({spread(b)}) | "
             f"{statistics.mean(f) - statistics.mean(b):+.2f} | "
-            f"{1e3 * statistics.median(c['t_fedsim'] for c in cells):.0f} / "
-            f"{1e3 * statistics.median(c['t_breaching'] for c in cells):.0f} | "
+            f"{_ms(statistics.median(c['t_fedsim'] for c in cells))} / "
+            f"{_ms(statistics.median(c['t_breaching'] for c in cells))} | "
             f"{_ratio(cells, 't')} | {_ratio(cells, 'c')} |")
     return "\n".join(lines)
 
@@ -240,9 +245,9 @@ iteration budget and init seed for both attackers. PSNR: mean over the batch aft
 assignment (`fedsim.metrics.images.image_metrics`), then mean (min-max) over seeds. Time per iteration: wall
 time / iterations of each run (fedsim's includes its set-up and final scoring pass), median over seeds; ratios
 = fedsim / breaching per seed, median (min-max), for wall time and for the process's CPU time
-(`time.process_time`). CPU, single-threaded torch, on a 2-core machine shared with other jobs (load average
-15-35 during these runs): wall times swing by 2x between consecutive runs, so the CPU-time ratio (where
-recorded) is the fairer comparison; the two attackers alternate cell by cell.
+(`time.process_time`). CPU, with the torch threads listed per run; the two attackers alternate cell by cell
+in one process, so a change of the machine's load hits both, and the CPU-time ratio is the fairer comparison
+on a shared machine (the findings say how loaded it was).
 
 Runs (each reproducible with its command; `--render` of their `--json` files wrote this page):
 

@@ -258,3 +258,27 @@ def test_prepared_cosine_forms_agree_with_the_reference():
     ref = float(gradient_distance(dummy, target, "cosine", weights))
     for stable in (True, False):
         assert float(_prepared_cosine(target, weights, stable)(dummy)) == pytest.approx(ref, rel=1e-10)
+
+
+def test_ig_tv_weight_follows_the_models_activations_unless_given():
+    """ig's default TV weight: IG_TV_SMOOTH when every activation module is smooth (sigmoid LeNet, the MLP here),
+    IG_TV for ReLU-type or mixed models and for models without activation modules; the weight the run used is
+    the one recorded in its result, and an explicit regularizers= wins."""
+    from attacks.inversion.methods import IG_TV, IG_TV_SMOOTH, ig_tv_for
+
+    assert IG_TV_SMOOTH < IG_TV
+    assert ig_tv_for(build_model("lenet5", (3, 32, 32), 10, activation="sigmoid")) == IG_TV_SMOOTH
+    assert ig_tv_for(build_model("lenet5", (3, 32, 32), 10, activation="tanh")) == IG_TV_SMOOTH
+    assert ig_tv_for(build_model("lenet5", (3, 32, 32), 10, activation="relu")) == IG_TV
+    assert ig_tv_for(build_model("resnet18", (3, 32, 32), 10)) == IG_TV
+    assert ig_tv_for(nn.Sequential(nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 4), nn.ReLU())) == IG_TV
+    assert ig_tv_for(nn.Sequential(nn.Flatten(), nn.Linear(16, 5))) == IG_TV
+    model = _mlp()
+    x, y = torch.rand(2, 1, 4, 4), torch.tensor([1, 3])
+    grads = batch_gradient(model, x, y)
+    for name in ("ig", "ig-masked"):
+        res = invert(name, model=model, gradients=grads, labels=y, input_shape=(1, 4, 4), steps=1, return_result=True)
+        assert res.options["regularizers"]["tv"] == IG_TV_SMOOTH
+    res = invert("ig", model=model, gradients=grads, labels=y, input_shape=(1, 4, 4), steps=1, return_result=True,
+                 regularizers={"tv": 0.7})
+    assert res.options["regularizers"]["tv"] == 0.7
