@@ -2,12 +2,13 @@
 breaching's ``invertinggradients`` on the same FedSGD gradients (the evidence for ``ig_tv_for``).
 
     python benchmarks/tv_by_activation.py [--models lenet5:sigmoid,lenet5:tanh,lenet5:relu,convnet:relu,lenet5:silu]
-                                          [--tvs 0.01,0.2,2.0] [--batches 1,4,8] [--seeds 2] [--steps 300]
+                                          [--tvs 0.01,0.2,0.2d,2.0] [--batches 1,4,8] [--seeds 2] [--steps 300]
                                           [--threads 2] [--json FILE]
 
 Cases as in benchmarks/peers.py (untrained zoo model seeded by the seed, train mode, real CIFAR-10 images
 7s, 7s+1, ... mod 20, labels given and sorted, same init seed for both attackers); PSNR after label-aware
-alignment. Prints one JSON line per cell and a markdown table of means over seeds. breaching is a
+alignment. A TV weight ending in ``d`` decays with the step size (``regularizer_decay``, what ``ig_tv_for``'s
+smooth class uses). Prints one JSON line per cell and a markdown table of means over seeds. breaching is a
 benchmark-only peer (see benchmarks/peers.py); without it the script says so and exits 0.
 """
 
@@ -32,7 +33,7 @@ from fedsim.data import load_victims  # noqa: E402
 from fedsim.models.zoo import build_model  # noqa: E402
 
 
-def cell(spec: str, seed: int, k: int, tvs: list[float], steps: int, images) -> dict:
+def cell(spec: str, seed: int, k: int, tvs: list[str], steps: int, images) -> dict:
     x, y, mean, std = images
     name, act = spec.split(":")
     idx = torch.tensor([(seed * 7 + i) % len(x) for i in range(k)])
@@ -43,15 +44,17 @@ def cell(spec: str, seed: int, k: int, tvs: list[float], steps: int, images) -> 
     lab = labels.sort().values
     row: dict = {"model": spec, "seed": seed, "k": k}
     for tv in tvs:
-        xf, _, _ = peers.run_fedsim(model, grads, lab, k, steps, seed, mean, std, regularizers={"tv": tv})
-        row[f"tv {tv:g}"] = peers.score(xf, gt, lab, labels, mean, std)
+        weight, decay = float(tv.rstrip("d")), tv.endswith("d")
+        xf, _, _ = peers.run_fedsim(model, grads, lab, k, steps, seed, mean, std, regularizers={"tv": weight},
+                                    regularizer_decay=decay)
+        row[f"tv {tv}"] = peers.score(xf, gt, lab, labels, mean, std)
     xb, _, _ = peers.run_breaching(model, grads, lab, k, steps, seed, mean, std)
     row["breaching"] = peers.score(xb, gt, lab, labels, mean, std)
     return row
 
 
-def table(rows: list[dict], tvs: list[float]) -> str:
-    cols = [f"tv {tv:g}" for tv in tvs] + ["breaching"]
+def table(rows: list[dict], tvs: list[str]) -> str:
+    cols = [f"tv {tv}" for tv in tvs] + ["breaching"]
     lines = ["| model:activation | batch | seeds | " + " | ".join(f"`ig` {c}" if c != "breaching" else c
                                                                for c in cols) + " |",
              "|---|---|---|" + "---|" * len(cols)]
@@ -67,7 +70,7 @@ def table(rows: list[dict], tvs: list[float]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="lenet5:sigmoid,lenet5:tanh,lenet5:relu,convnet:relu,lenet5:silu")
-    p.add_argument("--tvs", default="0.01,0.2,2.0")
+    p.add_argument("--tvs", default="0.01,0.2,0.2d,2.0", help="TV weights; a trailing d: decayed with the step size")
     p.add_argument("--batches", default="1,4,8")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--steps", type=int, default=300)
@@ -78,7 +81,12 @@ def main(argv=None) -> int:
         print("breaching is not installed: skipping (see benchmarks/peers.py for the benchmark-only install)")
         return 0
     torch.set_num_threads(args.threads)
-    tvs = [float(t) for t in args.tvs.split(",")]
+    tvs = args.tvs.split(",")
+    for tv in tvs:
+        try:
+            float(tv.rstrip("d"))
+        except ValueError:
+            p.error(f"--tvs: {tv!r} is not a number (optionally followed by d)")
     x, y, _, mean, std = load_victims("cifar10")
     rows = []
     for spec in args.models.split(","):

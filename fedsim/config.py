@@ -82,8 +82,9 @@ class AttackSection:
     inversion: str = opt("none", doc="a name in attacks.inversion.INVERSION_METHODS, or 'none'")
     inversion_steps: int = opt(200, minimum=1)
     inversion_tv: float = opt(-1.0, minimum=-1.0, doc="total-variation weight of the inversion (-1 = the method's "
-                              "default: ig 2.0 on ReLU-type models, 0.2 when every activation is smooth, e.g. a "
-                              "sigmoid LeNet; attacks.inversion.methods.ig_tv_for, docs/benchmarks/peers.md)")
+                              "default: ig 2.0 on ReLU-type models, 0.2 decaying with the step size when every "
+                              "activation is smooth, e.g. a sigmoid LeNet; attacks.inversion.methods.ig_tv_for, "
+                              "docs/benchmarks/peers.md)")
     max_inversion_images: int = opt(16, minimum=1, doc="skip inversion of updates covering more samples")
     rounds: str = opt("all", doc="'all' or comma-separated round numbers to attack")
     clients: str = opt("all", doc="'all' or comma-separated client ids to attack")

@@ -60,6 +60,7 @@ class InversionSpec:
     label_lr: float | None = None  # joint labels: lr of the dummy logits (default: attack_lr)
     normalize_match: bool = True  # divide the matching loss by its value at the initial point
     batch_restarts: bool = True  # evaluate the R restarts in one torch.func.vmap call (False: a Python loop)
+    regularizer_decay: bool = False  # scale the regularisers with the step-size schedule (lr / attack_lr)
 
 
 SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(InversionSpec))
@@ -188,7 +189,10 @@ class Objective:
             per_restart = [tuple((m[g], s[g]) for m, s in stats) for g in range(v.x.shape[0])] if stats else []
             ctx = _regularizers.RegularizerContext(x=v.x, pixel=v.x * p.std + p.mean, bn_stats=per_restart,
                                                    bn_reference=list(p.bn_reference))
-            total = total + _regularizers.regularizer_loss(self.spec.regularizers, ctx)
+            reg = _regularizers.regularizer_loss(self.spec.regularizers, ctx)
+            if self.spec.regularizer_decay:  # the prior helps early; late steps refine against the gradient alone
+                reg = reg * (v.optimizer.param_groups[0]["lr"] / self.spec.attack_lr)
+            total = total + reg
         return total, match.detach()
 
 

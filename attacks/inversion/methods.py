@@ -57,7 +57,9 @@ class InversionMethod:
         caller passes its own ``regularizers=`` (or the old name ``priors=``)."""
         if self.spec is None or not self.model_tv or model is None or {"regularizers", "priors"} & set(options):
             return self.spec
-        return replace(self.spec, regularizers={**self.spec.regularizers, "tv": ig_tv_for(model)})
+        tv = ig_tv_for(model)
+        return replace(self.spec, regularizers={**self.spec.regularizers, "tv": tv},
+                       regularizer_decay=tv == IG_TV_SMOOTH)
 
     def __call__(self, **kwargs):
         if self.spec is None:
@@ -74,7 +76,11 @@ class InversionMethod:
 # Networks whose activations are all smooth (sigmoid, tanh, SiLU, ...) pin the image down through the gradient
 # far more (their dummy gradient depends on x through non-zero second derivatives): on LeNet-5 with sigmoid / tanh
 # / SiLU (batch 1-8, 2 seeds, 300 iterations) 0.2 beat 2.0 by 1.5-6 dB and breaching in all 18 cells, while 2.0
-# lost to breaching on tanh. ``ig_tv_for`` picks between the two; docs/benchmarks/peers.md has the numbers.
+# lost to breaching on tanh. There the TV also decays with the step size (``regularizer_decay``): the prior
+# shapes the early iterates, the late ones refine against the gradient alone, which a smooth network pins down
+# (500 iterations, LeNet-5 sigmoid / tanh / SiLU, CIFAR-10 and MNIST, batch 1-8: decayed 0.2 >= constant 0.2 in
+# 18 of 18 cells, e.g. MNIST batch 4 sigmoid 86.4 vs 33.1 dB, CIFAR-10 batch 8 19.7 vs 18.8).
+# ``ig_tv_for`` picks between the two; docs/benchmarks/peers.md has the numbers.
 IG_TV = 2.0
 IG_TV_SMOOTH = 0.2
 SMOOTH_ACTIVATIONS = (nn.Sigmoid, nn.Tanh, nn.SiLU, nn.GELU, nn.Softplus, nn.Mish, nn.ELU, nn.CELU, nn.SELU,
@@ -104,7 +110,8 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         InversionSpec(distance="l2", optimizer="lbfgs", attack_lr=1.0, init="randn", label_mode="idlg")),
     InversionMethod(
         "ig", "Geiping et al.: Inverting Gradients - How easy is it to break privacy in FL? (NeurIPS 2020)",
-        "cosine similarity + total variation (weight 2.0 on ReLU-type models, 0.2 on smooth ones: ig_tv_for; "
+        "cosine similarity + total variation (weight 2.0 on ReLU-type models, 0.2 decaying with the step size "
+        "on smooth ones: ig_tv_for; "
         "relative to the initial cosine distance, pixel-space "
         "mean |dx| + |dy|), signed Adam lr 0.1, step decay at 3/8, 5/8, 7/8, box constraint",
         InversionSpec(distance="cosine", regularizers={"tv": IG_TV}, optimizer="adam", attack_lr=0.1, signed=True,
