@@ -26,7 +26,8 @@ the attack step size, which is ``attack_lr``), ``local_steps`` (T), ``local_batc
 Every field of :class:`InversionSpec` can be overridden per call (``distance``, ``layer_weights``,
 ``regularizers`` (old name ``priors`` still accepted), ``optimizer``, ``attack_lr``, ``signed``, ``schedule``,
 ``box``, ``init``, ``label_mode``, ``target``, ``restarts``, ``batch_restarts``, ``line_search``,
-``model_mode``, ``label_lr``, ``normalize_match``); unknown options raise ``ValueError``.
+``model_mode``, ``label_lr``, ``normalize_match``, ``regularizer_decay``); unknown options raise ``ValueError``.
+``ig``'s TV weight follows the model unless ``regularizers=`` is given (``attacks.inversion.methods.ig_tv_for``).
 
 Device and dtype: the attack runs where the model's parameters live (CPU or CUDA) and in their dtype; gradients,
 labels and statistics are moved there; the random init comes from a seeded CPU generator, so a seed gives the
