@@ -19,6 +19,21 @@ except ImportError:  # pragma: no cover
     HAVE_RESTORE = False
 
 
+
+# hand-written pointer to the ResNet-18 pages (realistic.md, peers.md), kept across re-runs of this page
+REALISTIC = """## Realistic regime (ResNet-18, CIFAR stem): in realistic.md and peers.md
+
+ResNet-18 (torchvision, CIFAR stem) on real 32x32 images at batch 1, 8 and 32, FedSGD and FedAvg (T = 4),
+untrained and trained (100 SGD steps on 20 images the attack never sees), fedsim `ig` vs breaching IG side by
+side: `docs/benchmarks/realistic.md` (`python benchmarks/realistic.py --batches 1,8,32 --steps 100`, 33 min on
+2 CPU cores, one seed, 100 iterations: the budget this CPU affords). fedsim is ahead in all 12 cells (+0.22 to
++0.78 dB) at 0.88-1.02 of breaching's CPU time per iteration. Untrained FedSGD at batch 1 / 4 / 8 / 16 with 200
+iterations and 2 seeds: `docs/benchmarks/peers.md` (+0.39 to +0.53 dB). Batch 32 mixes the 20 CIFAR-10 images
+with 12 CIFAR-100 ones (the CIFAR-10 training set is not on this machine).
+
+`ig` below runs at its model-dependent default (`attacks.inversion.methods.ig_tv_for`): on this sigmoid LeNet-5,
+TV 0.2 decaying with the step size (see peers.md for why)."""
+
 def plot_curves(curves, path: Path):
     import matplotlib
 
@@ -93,6 +108,8 @@ subset (1x28x28). Model: LeNet-5 with Sigmoid (the DLG victim, 12 channels), unt
 steps (Inverting Gradients, breaching) on GPUs). Reconstructions are aligned to the ground truth by optimal
 PSNR matching (label-aware where labels are known); PSNR in pixel space [0, 1]; SSIM from torchmetrics;
 perm-agnostic SSIM = best mean SSIM over assignments. LPIPS: not reported (needs local backbone weights).
+
+{REALISTIC}
 
 ## FedSGD: methods vs batch size
 
