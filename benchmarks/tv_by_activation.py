@@ -35,11 +35,12 @@ from fedsim.models.zoo import build_model  # noqa: E402
 
 def cell(spec: str, seed: int, k: int, tvs: list[str], steps: int, images) -> dict:
     x, y, mean, std = images
-    name, act = spec.split(":")
+    name, act, *flags = spec.split(":")  # e.g. convnet:relu:bn (BatchNorm on)
     idx = torch.tensor([(seed * 7 + i) % len(x) for i in range(k)])
     m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
     gt, labels = (x[idx] - m) / s, y[idx]
-    model = build_model(name, (3, 32, 32), 10, seed=seed, activation=act).train()
+    options = {"batchnorm": True} if "bn" in flags else {}
+    model = build_model(name, (3, 32, 32), 10, seed=seed, activation=act, **options).train()
     grads = [g.detach() for g in batch_gradient(model, gt, labels)]
     lab = labels.sort().values
     row: dict = {"model": spec, "seed": seed, "k": k}
