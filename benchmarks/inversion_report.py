@@ -19,7 +19,6 @@ except ImportError:  # pragma: no cover
     HAVE_RESTORE = False
 
 
-
 # hand-written pointer to the ResNet-18 pages (realistic.md, peers.md), kept across re-runs of this page
 REALISTIC = """## Realistic regime (ResNet-18, CIFAR stem): in realistic.md and peers.md
 
@@ -33,6 +32,7 @@ with 12 CIFAR-100 ones (the CIFAR-10 training set is not on this machine).
 
 `ig` below runs at its model-dependent default (`attacks.inversion.methods.ig_tv_for`): on this sigmoid LeNet-5,
 TV 0.2 decaying with the step size (see peers.md for why)."""
+
 
 def plot_curves(curves, path: Path):
     import matplotlib

@@ -59,13 +59,19 @@ class SmallCNN(nn.Module):
 
 
 def make_model(name: str, seed: int) -> nn.Module:
+    """``cnn`` (SmallCNN), ``resnet18``, or a zoo model as ``name:activation[:bn]`` (e.g. ``lenet5:tanh``,
+    ``convnet:relu:bn`` with BatchNorm)."""
     if name == "cnn":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return SmallCNN()
     if name == "resnet18":
         return build_model("resnet18", (3, 32, 32), 10, seed=seed)
-    raise ValueError(f"model {name!r} is not one of ('cnn', 'resnet18')")
+    if ":" in name:
+        zoo, act, *flags = name.split(":")
+        options = {"batchnorm": True} if "bn" in flags else {}
+        return build_model(zoo, (3, 32, 32), 10, seed=seed, activation=act, **options)
+    raise ValueError(f"model {name!r} is not one of ('cnn', 'resnet18') or a zoo 'name:activation[:bn]'")
 
 
 def case(model_name: str, k: int, seed: int):

@@ -28,20 +28,10 @@ for p in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 
 import peers  # noqa: E402
-from attacks.gradients import batch_gradient  # noqa: E402
-from fedsim.data import load_victims  # noqa: E402
-from fedsim.models.zoo import build_model  # noqa: E402
 
 
-def cell(spec: str, seed: int, k: int, tvs: list[str], steps: int, images) -> dict:
-    x, y, mean, std = images
-    name, act, *flags = spec.split(":")  # e.g. convnet:relu:bn (BatchNorm on)
-    idx = torch.tensor([(seed * 7 + i) % len(x) for i in range(k)])
-    m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
-    gt, labels = (x[idx] - m) / s, y[idx]
-    options = {"batchnorm": True} if "bn" in flags else {}
-    model = build_model(name, (3, 32, 32), 10, seed=seed, activation=act, **options).train()
-    grads = [g.detach() for g in batch_gradient(model, gt, labels)]
+def cell(spec: str, seed: int, k: int, tvs: list[str], steps: int) -> dict:
+    model, grads, gt, labels, mean, std = peers.case(spec, k, seed)  # spec: zoo "name:activation[:bn]"
     lab = labels.sort().values
     row: dict = {"model": spec, "seed": seed, "k": k}
     for tv in tvs:
@@ -88,12 +78,11 @@ def main(argv=None) -> int:
             float(tv.rstrip("d"))
         except ValueError:
             p.error(f"--tvs: {tv!r} is not a number (optionally followed by d)")
-    x, y, _, mean, std = load_victims("cifar10")
     rows = []
     for spec in args.models.split(","):
         for seed in range(args.seeds):
             for k in (int(b) for b in args.batches.split(",")):
-                row = cell(spec, seed, k, tvs, args.steps, (x, y, mean, std))
+                row = cell(spec, seed, k, tvs, args.steps)
                 print(json.dumps({a: round(b, 2) if isinstance(b, float) else b for a, b in row.items()}), flush=True)
                 rows.append(row)
     if args.json:
