@@ -56,7 +56,7 @@ def replayed(run: Path, cfg: ExperimentConfig | None = None) -> set[str]:
     wanted = {(int(p.parent.name.split("_")[1]), int(p.stem.split("_")[1])) for p in folder.iter_captures()}
     wanted = {w for w in wanted if rounds is None or w[0] in rounds}
     done: dict[str, set] = {}
-    for r in [*folder.rows(InversionRow), *folder.rows(SkippedRow)]:
+    for r in (r for r in folder.rows() if isinstance(r, (InversionRow, SkippedRow))):  # one read of the file
         if r.replay and r.method:  # a replay that found the attack not applicable is done too (a live skip is not)
             done.setdefault(r.method, set()).add((r.round, r.client))
     return {m for m, seen in done.items() if wanted <= seen}
