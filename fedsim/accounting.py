@@ -53,6 +53,22 @@ def gaussian_epsilon(noise_multiplier: float, releases: int, delta: float, sampl
     return float(acc.get_epsilon(delta))
 
 
+def composed_gaussian_epsilon(noise_multipliers: list[float], delta: float) -> float:
+    """Epsilon at ``delta`` of Gaussian releases with different noise multipliers (one per release), by Opacus'
+    RDP accountant: central DP as it ran, each round at its effective multiplier (``server.central_dp``)."""
+    if not noise_multipliers:
+        return 0.0
+    if min(noise_multipliers) <= 0:
+        return math.inf
+    from collections import Counter
+
+    from opacus.accountants import RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history = [(float(z), 1.0, int(n)) for z, n in Counter(noise_multipliers).items()]
+    return float(acc.get_epsilon(delta))
+
+
 def dp_sgd_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
     """DP-SGD (Opacus, Poisson sampling): ``steps`` local steps over all rounds at rate ``q = B / n``."""
     return gaussian_epsilon(noise_multiplier, steps, delta, sample_rate)
@@ -60,7 +76,9 @@ def dp_sgd_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delt
 
 def central_dp_epsilon(noise_multiplier: float, rounds: int, delta: float) -> float:
     """Flower's central DP with fixed clipping, client-level (add/remove one client): one Gaussian release of
-    noise multiplier ``z`` per round that aggregated, every client sampled (no amplification)."""
+    noise multiplier ``z`` per round that aggregated, no amplification. This is the figure of the mechanism as
+    configured (every sampled reply averaged with equal weights); the server's privacy rows
+    (``server.central_dp``) account each release at its effective multiplier instead."""
     return gaussian_epsilon(noise_multiplier, rounds, delta)
 
 

@@ -23,6 +23,7 @@ SEED = "seed"
 
 # ---- reply metrics and identifiers (client -> server) ----------------------------------------------------
 NUM_EXAMPLES = "num-examples"      # FedAvg's weighting key; what a client releases (see fedsim.dp_sgd)
+UNIT_WEIGHT = "unit-weight"        # server-stamped weight 1 of every reply under central DP (equal-weight FedAvg)
 TRAIN_LOSS = "train_loss"
 PARTITION_ID = "partition-id"      # also the node-config key of a SuperNode
 NUM_PARTITIONS = "num-partitions"  # node-config key

@@ -9,7 +9,8 @@ clipping) *before* the curious strategy captures it and adds its Gaussian noise 
 curious server sees clipped individual updates (what server-side clipping really exposes to the code after the
 clipping step; with client-side clipping the ``fixedclipping_mod`` already clipped them) and only the released
 aggregate is noised. ``DefenseTap`` sits between them and writes each round's privacy rows to ``metrics.jsonl``:
-the epsilon DP-SGD clients report, and the epsilon of central / local DP over the rounds aggregated so far. Secure aggregation does not use this stack: Flower's SecAgg+
+the epsilon DP-SGD clients report, and the epsilon of local DP over the rounds aggregated so far (central DP's rows
+come from ``server.central_dp.CentralDpRelease``, outermost, per release as it ran). Secure aggregation does not use this stack: Flower's SecAgg+
 workflow drives a legacy strategy (``server/secagg.py``).
 """
 
@@ -25,8 +26,10 @@ from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
 from fedsim import messages as K
 from fedsim.accounting import spent_for_config
 from fedsim.config import ExperimentConfig
+from fedsim.defense_config import sampled_clients
 from fedsim.rows import PrivacyRow
 from fedsim.runfolder import RunFolder
+from server.central_dp import CentralDpRelease
 from server.strategy import CuriousStrategy
 from server.wrapping import StrategyWrapper
 
@@ -70,20 +73,31 @@ class DefenseTap(StrategyWrapper):
         if arrays is not None:
             self.released += 1
             for spent in spent_for_config(self.cfg, self.released, delta=PRIVACY_DELTA):
-                if spent.mechanism != "dp_sgd":  # DP-SGD clients report their own (row above)
+                # DP-SGD clients report their own (row above); central DP: CentralDpRelease, per release as run
+                if spent.mechanism not in ("dp_sgd", "central_dp"):
                     self.folder.append(PrivacyRow(round=server_round, epsilon=spent.epsilon, delta=spent.delta,
                                                   accountant=spent.accountant, mechanism=spent.mechanism,
                                                   time=time.time()))
         return arrays, metrics
 
 
+def weighting_key(cfg: ExperimentConfig) -> str:
+    """FedAvg's ``weighted_by_key``: equal weights under central DP (``server.central_dp``), else the claim."""
+    return K.UNIT_WEIGHT if cfg.defense.central_dp.clipping != "off" else K.NUM_EXAMPLES
+
+
 def wrap_strategy(curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFolder) -> Strategy:
+    """``[CentralDpRelease -> Flower fixed-clipping wrapper] -> DefenseTap -> curious``; the wrapper is calibrated
+    for FedAvg's own sample size (``sampled_clients``), the count the accountant uses too."""
     strategy: Strategy = DefenseTap(curious, cfg, folder)
     d = cfg.defense.central_dp
     if d.clipping != "off":
         wrapper = (DifferentialPrivacyServerSideFixedClipping if d.clipping == "server"
                    else DifferentialPrivacyClientSideFixedClipping)
-        n = max(1, round(cfg.train.fraction_train * cfg.run.num_clients))
+        m = sampled_clients(cfg)
         strategy = wrapper(strategy, noise_multiplier=d.noise_multiplier, clipping_norm=d.clip_norm,
-                           num_sampled_clients=n)
+                           num_sampled_clients=m)
+        strategy = CentralDpRelease(strategy, noise_multiplier=d.noise_multiplier, calibrated_for=m,
+                                    population=cfg.run.num_clients, delta=PRIVACY_DELTA, folder=folder,
+                                    aggregated=lambda: len(curious.accepted))
     return strategy
