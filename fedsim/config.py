@@ -29,7 +29,7 @@ def opt(default: Scalar, *, choices: tuple[str, ...] | None = None, minimum: flo
 
 @dataclass(frozen=True)
 class RunSection:
-    name: str = opt("fedsim", doc="run name")
+    name: str = opt("fedsim", doc="run name: a plain name (no '/', '\\' or '..'), the folder runs/<name>")
     num_rounds: int = opt(3, minimum=1)
     num_clients: int = opt(10, minimum=1, doc="number of simulated SuperNodes / partitions")
     seed: int = opt(0, minimum=0)
@@ -113,6 +113,10 @@ class ValidationSection:
                             "median norm of recent rounds")
     max_update_norm: float = opt(0.0, minimum=0.0, doc="absolute bound on an update's L2 norm (0 = off)")
     history: int = opt(20, minimum=1, doc="rounds of accepted claims and norms the medians look back over")
+    max_weight_share: float = opt(0.5, minimum=0.01, maximum=1.0, doc="largest share of a round's FedAvg weight "
+                                  "one reply may carry (FedAvg weights by the client's own, unverifiable "
+                                  "num-examples claim); a larger claim is capped to it, logged in "
+                                  "rejections.jsonl (1 = off; 1/replies when larger)")
 
 
 @dataclass(frozen=True)
@@ -272,16 +276,27 @@ def _check_cross_section(cfg: ExperimentConfig) -> None:
     from fedsim.data.core import DATASETS
     from fedsim.data import sources  # noqa: F401  (registers loaders)
 
+    _check_run_name(cfg.run.name)
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"data.dataset: {cfg.data.dataset!r} is not one of {', '.join(sorted(DATASETS))}")
     for key, text in (("capture.rounds", cfg.capture.rounds), ("capture.clients", cfg.capture.clients),
                       ("attack.rounds", cfg.attack.rounds), ("attack.clients", cfg.attack.clients)):
         parse_selection(key, text)
+    from fedsim.config_checks import check_federation
     from fedsim.faults_spec import parse_faults
+
+    check_federation(cfg)  # min_train_nodes vs num_clients; attack/capture selections that select nothing
 
     parse_faults(cfg.faults)
     check_defenses(cfg, ConfigError)
     _check_device(cfg.run.device)
+
+
+def _check_run_name(name: str) -> None:
+    """``run.name`` names the folder ``runs/<name>``: a plain name, never a path out of ``runs/``."""
+    if not name.strip() or any(c in name for c in "/\\\0") or ".." in name or name.strip() == ".":
+        raise ConfigError(f"run.name: {name!r} is not a plain name (not empty, no '/', '\\' or '..'; it names "
+                          "the folder runs/<name>); set run.out_dir or --out for a folder elsewhere")
 
 
 def _check_device(spec: str) -> None:
@@ -318,10 +333,14 @@ def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     """Parse a TOML file; a missing file or bad syntax is a one-line ``ConfigError``."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder, not a TOML file (e.g. configs/smoke.toml)")
     try:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable, not text
+        raise ConfigError(f"{what} {path} cannot be read ({type(exc).__name__}: {exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 

@@ -6,6 +6,7 @@ replay agree without sharing state.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -94,10 +95,44 @@ def local_seed(run_seed: int, server_round: int, client_id: int) -> int:
 
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: Environment variable that, when set, anchors relative run folders (instead of the installed checkout).
+ROOT_ENV = "FEDSIM_ROOT"
+
+
+@lru_cache(maxsize=1)
+def _installed_checkout() -> Path | None:
+    """The source folder of an editable install of fedsim in this environment (``pip install -e .``), if any."""
+    import json
+    from importlib import metadata
+    from urllib.parse import unquote, urlparse
+
+    for dist in metadata.distributions(name="fedsim"):  # a source tree's own fedsim.egg-info has no direct_url
+        try:
+            info = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            continue
+        url = urlparse(info.get("url", ""))
+        root = Path(unquote(url.path))
+        if info.get("dir_info", {}).get("editable") and url.scheme == "file" and (root / "fedsim").is_dir():
+            return root
+    return None
+
+
+def project_root() -> Path:
+    """Where relative run folders are anchored: ``$FEDSIM_ROOT`` when set, else the checkout fedsim is installed
+    from (editable install, as ``make venv`` and the Dockerfile do), else the checkout of this module.
+
+    Not simply this module's folder: Flower runs the ServerApp from its installed copy of the app
+    (``$FLWR_HOME/apps/<app>/``) while ClientApps may import the checkout, and both must find one folder."""
+    env = os.environ.get(ROOT_ENV, "").strip()
+    if env:
+        return Path(env).expanduser().resolve()
+    return _installed_checkout() or PROJECT_ROOT
 
 
 def run_dir(cfg: ExperimentConfig) -> Path:
-    """The run folder. Relative paths (and the default ``runs/<name>``) are anchored at the project root, so
-    that the ServerApp and ClientApp processes agree whatever their working directory (``flwr run .``)."""
-    path = Path(cfg.run.out_dir) if cfg.run.out_dir else Path("runs") / cfg.run.name
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    """The run folder: ``run.out_dir`` (the lab entry points always pass it absolute), else ``runs/<name>``.
+    Relative paths are anchored at :func:`project_root`, so the ServerApp and the ClientApps agree whatever
+    their working directory or the copy of the app they run from (``flwr run .``)."""
+    path = Path(cfg.run.out_dir).expanduser() if cfg.run.out_dir else Path("runs") / cfg.run.name
+    return path if path.is_absolute() else project_root() / path

@@ -11,22 +11,47 @@ Layout (see docs/architecture.md)::
     images/                     ground truth vs reconstruction grids
     priors/                     generative priors (VAE weights) the attacker trained
     report.html, logs/, .flwr/, DONE
+    .fedsim-run                 the mark: fedsim created this folder and may clear what a run wrote here
+
+A run folder is owned: ``prepare()`` (every entry point that starts a run) creates a new folder or takes an
+empty one and marks it, clears a marked one, and refuses anything else with ``RunFolderError`` (exit 2),
+touching nothing. ``clear()`` refuses an unmarked folder too.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from fedsim.errors import RunFolderError
 from fedsim.results import append_jsonl
 from fedsim.rows import RejectionRow, Row, row_from_json
 
 #: What ``fedsim run`` removes from a reused run folder before starting (everything a run writes).
 RUN_ARTIFACTS = ("captures", "audit", "images", "metrics.jsonl", "rejections.jsonl", "report.html", "DONE",
                  "logs")
+
+#: The file that marks a folder as a fedsim run folder (written when fedsim creates or takes the folder).
+MARK = ".fedsim-run"
+MARK_TEXT = ("fedsim run folder: fedsim created it and clears what a run wrote here (" + ", ".join(RUN_ARTIFACTS)
+             + ") before the next run into it; delete this file to keep fedsim from clearing it.\n")
+
+
+_CAPTURE_ROUND = re.compile(r"round_(\d+)")
+_CAPTURE_CLIENT = re.compile(r"client_(\d+)\.safetensors")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One capture file of a run folder: the update of ``client`` in ``round``."""
+
+    round: int
+    client: int
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -95,9 +120,43 @@ class RunFolder:
     def done(self) -> Path:
         return self.root / "DONE"
 
+    @property
+    def mark(self) -> Path:
+        return self.root / MARK
+
     # ---- lifecycle ------------------------------------------------------------------------------------
+    def is_marked(self) -> bool:
+        """True when fedsim created (or took, empty) this folder as a run folder."""
+        return self.mark.is_file()
+
+    def claim(self) -> None:
+        """Make ``root`` a run folder: a new or empty folder is created and marked, a marked one is kept as it
+        is (nothing removed); a file, or a non-empty folder without the mark, is refused (``RunFolderError``)
+        with nothing touched."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RunFolderError(f"{self.root}: is a file, not a folder; give --out (or run.out_dir) a folder")
+        if self.is_marked():
+            return
+        if self.root.is_dir() and any(self.root.iterdir()):
+            raise RunFolderError(self._refusal())
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.mark.write_text(MARK_TEXT, encoding="utf-8")
+        except OSError as exc:
+            raise RunFolderError(f"{self.root}: cannot create the run folder ({exc.strerror or exc})") from None
+
+    def prepare(self) -> None:
+        """The folder for a new run: ``claim()``, then ``clear()`` (what an earlier run wrote here goes)."""
+        self.claim()
+        self.clear()
+
     def clear(self) -> None:
-        """Remove what an earlier run wrote here (``RUN_ARTIFACTS``); keep anything else."""
+        """Remove what an earlier run wrote here (``RUN_ARTIFACTS``); keep anything else. Only in a marked
+        folder: anything else raises ``RunFolderError`` and nothing is removed."""
+        if not self.root.exists():
+            return
+        if not self.is_marked():
+            raise RunFolderError(self._refusal())
         for name in RUN_ARTIFACTS:
             path = self.root / name
             if path.is_dir():
@@ -105,10 +164,37 @@ class RunFolder:
             elif path.exists():
                 path.unlink()
 
+    def _refusal(self) -> str:
+        """One line: why this folder is not cleared and what to do."""
+        head = f"{self.root}: not a fedsim run folder (no {MARK} mark) and not empty; refusing to use it"
+        if self.config.is_file() and self.metrics.is_file():
+            return (f"{head}: it looks like a run folder from before fedsim marked its folders; delete it, or "
+                    f"create {self.mark} to let fedsim clear and re-use it")
+        return f"{head}: give --out (or run.out_dir) a new or empty folder"
+
     def iter_captures(self) -> Iterator[Path]:
         """Capture files in (round, client) order."""
         if self.captures.is_dir():
             yield from sorted(self.captures.glob("round_*/client_*.safetensors"))
+
+    def capture_list(self) -> list[Capture]:
+        """Every capture as ``(round, client, path)``, in (round, client) order: the one parser of capture names
+        (``round_R/client_C.safetensors``); a file whose name is not one (``client_old.safetensors``) is not a
+        capture fedsim wrote and is left out."""
+        out = []
+        for path in self.iter_captures():
+            r, c = _CAPTURE_ROUND.fullmatch(path.parent.name), _CAPTURE_CLIENT.fullmatch(path.name)
+            if r and c:
+                out.append(Capture(int(r.group(1)), int(c.group(1)), path))
+        return sorted(out, key=lambda cap: (cap.round, cap.client))
+
+    def captures_selected(self, rounds: frozenset[int] | None, clients: frozenset[int] | None,
+                          limit: int = 0) -> list[Capture]:
+        """The captures of these rounds and clients (``None``: all, as ``fedsim.config.parse_selection``
+        returns), at most the first ``limit`` of them when ``limit`` > 0 (``attack.max_attacks``)."""
+        out = [cap for cap in self.capture_list()
+               if (rounds is None or cap.round in rounds) and (clients is None or cap.client in clients)]
+        return out[:limit] if limit > 0 else out
 
     # ---- rows -----------------------------------------------------------------------------------------
     def append(self, row: Row) -> None:

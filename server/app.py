@@ -16,7 +16,7 @@ from fedsim.rows import UtilityRow
 from fedsim.runfolder import RunFolder
 from fedsim.training import evaluate
 from server.attack_hook import build_attack_hook
-from server.defense_wiring import known_defenses, wrap_strategy
+from server.defense_wiring import known_defenses, weighting_key, wrap_strategy
 from server.secagg import run_secagg
 from server.sinks import CaptureWriter
 from server.strategy import CuriousStrategy
@@ -55,7 +55,7 @@ def screen_for(cfg: ExperimentConfig, run_id: str, parameter_names: list[str]) -
     settings = TrainSettings(t.algorithm, t.lr, t.local_epochs, t.batch_size, defenses=known_defenses(cfg),
                              max_claim=max_claim)
     bounds = Bounds(max_num_examples=v.max_num_examples, examples_ratio=v.examples_ratio, norm_ratio=v.norm_ratio,
-                    max_update_norm=v.max_update_norm, history=v.history)
+                    max_update_norm=v.max_update_norm, history=v.history, max_weight_share=v.max_weight_share)
     return ReplyScreen(parameter_names, settings, run_id, RunFolder(run_dir(cfg)), bounds)
 
 
@@ -63,7 +63,8 @@ def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> ReplyGate:
     """``ReplyGate -> [Flower central-DP wrapper] -> DefenseTap -> CuriousStrategy -> FedAvg``."""
     model = make_model(cfg)
     inner = FedAvg(fraction_train=cfg.train.fraction_train, fraction_evaluate=0.0,
-                   min_train_nodes=cfg.train.min_train_nodes, min_available_nodes=cfg.train.min_train_nodes)
+                   min_train_nodes=cfg.train.min_train_nodes, min_available_nodes=cfg.train.min_train_nodes,
+                   weighted_by_key=weighting_key(cfg))
     screen = screen_for(cfg, run_id, [n for n, _ in model.named_parameters()])
     curious = CuriousStrategy(inner, run_id=run_id, parameter_names=screen.parameter_names,
                               settings=screen.settings, sinks=sinks, run_folder=screen.folder, screen=screen)
@@ -73,9 +74,12 @@ def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> ReplyGate:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = from_flat(context.run_config)
-    out = run_dir(cfg)
+    out = run_dir(cfg)  # absolute: the one folder of the ServerApp and every ClientApp (fedsim.experiment)
     folder = RunFolder(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # owned: the lab entry points prepared (marked) it already; a new or empty folder (bare `flwr run .`) is
+    # marked here, before any client writes (clients write audit/ only when a train message reaches them);
+    # a non-empty folder without the mark raises RunFolderError, nothing touched
+    folder.claim()
     folder.config.write_text(to_toml(cfg))
     nodes = list(grid.get_node_ids())
     if nodes and len(nodes) != cfg.run.num_clients:

@@ -7,7 +7,12 @@ group; nothing else is matched (the old ``pkill -f`` pattern also matched make's
 the run's: ``flwr run --stream`` itself exits 0 even when the simulation raised, so the run folder decides — no
 ``DONE`` means the run failed (exit 1), lost rounds exit 3 (``RoundsLost``), each with one line.
 
-    python -m fedsim.lab.flwr_native CONFIG NODES [FLWR_HOME]
+The run folder (``run.out_dir``, else ``runs/<run.name>`` under the project root) is prepared here as for
+``fedsim run`` (owned: a folder without fedsim's mark is refused, exit 2) and the resolved config, with the
+absolute ``run.out_dir``, is what ``flwr run`` submits: Flower runs the ServerApp from its installed copy of the
+app under ``FLWR_HOME/apps/``, and the server and the clients must still write one folder.
+
+    python -m fedsim.lab.flwr_native CONFIG NODES [FLWR_HOME] [--set SECTION.KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-from fedsim.config import load_config
+from fedsim.config import load_config, parse_overrides
 from fedsim.errors import FedsimError
 from fedsim.experiment import run_dir
 from fedsim.lab.cli import check_complete
 from fedsim.lab.flower_runtime import PROJECT_ROOT, flower_env
 from fedsim.lab.preflight import preflight
+from fedsim.lab.runner import prepare_run_dir
 from fedsim.runfolder import RunFolder
 
 
@@ -60,26 +66,46 @@ def stop_pids(pids: list[int], timeout: float = 10.0) -> None:
             return
 
 
+USAGE = "usage: python -m fedsim.lab.flwr_native CONFIG NODES [FLWR_HOME] [--set SECTION.KEY=VALUE ...]"
+
+
+def _parse(args: list[str]) -> tuple[str, int, Path, list[str]] | None:
+    """``CONFIG NODES [FLWR_HOME] [--set k=v ...]`` -> (config, nodes, flwr_home, overrides), or None."""
+    sets: list[str] = []
+    rest: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a == "--set":
+            sets.append(next(it, ""))
+        else:
+            rest.append(a)
+    if len(rest) not in (2, 3) or not rest[1].isdigit():
+        return None
+    home = Path(rest[2] if len(rest) == 3 else PROJECT_ROOT / "runs" / ".flwr").resolve()
+    return rest[0], int(rest[1]), home, sets
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) not in (2, 3) or not args[1].isdigit():
-        print("usage: python -m fedsim.lab.flwr_native CONFIG NODES [FLWR_HOME]", file=sys.stderr)
+    parsed = _parse(list(sys.argv[1:] if argv is None else argv))
+    if parsed is None:
+        print(USAGE, file=sys.stderr)
         return 2
-    config, nodes = args[0], int(args[1])
-    flwr_home = Path(args[2] if len(args) == 3 else PROJECT_ROOT / "runs" / ".flwr").resolve()
-    flwr_home.mkdir(parents=True, exist_ok=True)
+    config, nodes, flwr_home, sets = parsed
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, parse_overrides(sets))
         preflight(cfg)
+        # one absolute run folder for the ServerApp (run from Flower's installed copy of the app) and the
+        # ClientApps: prepared (owned, cleared) here, and submitted in the resolved config.toml's run.out_dir
+        cfg, out = prepare_run_dir(cfg, run_dir(cfg))
     except FedsimError as exc:
         print(f"fedsim: {exc}", file=sys.stderr)
         return exc.exit_code
-    folder = RunFolder(run_dir(cfg))
-    folder.clear()
+    folder = RunFolder(out)
+    flwr_home.mkdir(parents=True, exist_ok=True)
     env = flower_env(flwr_home)
     flwr = str(Path(sys.executable).parent / "flwr")
     try:
-        rc = subprocess.call([flwr, "run", ".", "--run-config", str(Path(config).resolve()),
+        rc = subprocess.call([flwr, "run", ".", "--run-config", str(folder.config),
                               "--federation-config", f"num-supernodes={nodes}", "--stream"],
                              env=env, cwd=PROJECT_ROOT)
     finally:

@@ -21,10 +21,13 @@ from fedsim.errors import FederationFailed  # noqa: E402,F401  (re-exported)
 
 
 def prepare_run_dir(cfg: ExperimentConfig, out: Path) -> tuple[ExperimentConfig, Path]:
-    """Absolute run folder (old artifacts removed) and the resolved config written to ``config.toml``."""
-    out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    RunFolder(out).clear()
+    """Absolute run folder (old artifacts removed) and the resolved config written to ``config.toml``.
+
+    The folder must be new, empty or marked as a fedsim run folder (``RunFolder.prepare``); anything else is
+    refused with ``RunFolderError`` (exit 2) before Flower starts, nothing touched. ``run.out_dir`` becomes the
+    absolute folder, so the ServerApp and every ClientApp write into this one folder."""
+    out = out.expanduser().resolve()
+    RunFolder(out).prepare()
     cfg = cfg.replace(**{"run.out_dir": str(out)})
     RunFolder(out).config.write_text(to_toml(cfg))
     return cfg, out
