@@ -56,11 +56,17 @@ def test_compose_is_consistent():
         pids.append(int(conf["partition-id"]))
         assert ("--insecure" in cmd) == ("--insecure" in link_cmd), name
     assert sorted(pids) == list(range(len(nodes)))
-    # the run folder (audit channel, captures) is one volume shared by the server side and every client
+    # safe by default: the SuperLink's port (Fleet + Control API) is published on the host's loopback only
+    for p in link.get("ports", []):
+        assert str(p).startswith("127.0.0.1:"), f"superlink port {p} is published on every interface"
+    # every container has its own run volume at /app/runs: the server never mounts a client's ground truth, and
+    # no client mounts another's
+    volumes = {}
     for name in ["superlink", *nodes]:
-        mounts = [str(v).split(":")[1] for v in services[name].get("volumes", [])]
-        assert "/app/runs" in mounts, name
-    assert "runs" in spec.get("volumes", {})
+        mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in services[name].get("volumes", [])}
+        assert "/app/runs" in mounts and mounts["/app/runs"] in spec.get("volumes", {}), name
+        volumes[name] = mounts["/app/runs"]
+    assert len(set(volumes.values())) == len(volumes), volumes
     for s in services.values():
         if "build" in s:
             assert (ROOT / s["build"].get("dockerfile", "Dockerfile")).exists()
