@@ -1,21 +1,24 @@
 """Privacy accounting for every DP mechanism fedsim runs: pure functions of the mechanism's parameters.
 
-One accountant for all three: Opacus' RDP accountant (``opacus.accountants.RDPAccountant``: Renyi DP of the
+One accountant family for all three: Opacus' RDP accountant (``opacus.accountants.RDPAccountant``: Renyi DP of the
 (subsampled) Gaussian mechanism, composed by adding RDP over releases, converted to (epsilon, delta) with Opacus'
 conversion). Flower 1.41's own ``flwr.supercore.privacy_accounting.RdpAccountant`` (the ``accountant=`` of its
-DP wrappers) computes the same RDP of the Gaussian mechanism but needs Google's ``dp-accounting`` package, which
-is not installed here; with ``sample_rate = 1`` (Flower's ``NO_AMPLIFICATION``) Opacus' RDP of one release is
-``alpha / (2 z^2)``, the Gaussian mechanism's, so the two agree up to the grid of orders.
+DP wrappers) computes the same RDP of the Gaussian mechanism with Google's ``dp-accounting`` (``flwr[dp]``); the
+server's central-DP rows use it (``server.central_dp``: this core module does not import ``flwr``), and
+``tests/test_trust_central_dp.py`` checks it against :func:`composed_gaussian_epsilon` here. With
+``sample_rate = 1`` (Flower's ``NO_AMPLIFICATION``) Opacus' RDP of one release is ``alpha / (2 z^2)``, the
+Gaussian mechanism's, so the two agree up to the grid of orders.
 
 =================  ===============================================  ==========================================
 mechanism          one release                                      composed over
 =================  ===============================================  ==========================================
 DP-SGD (Opacus)    Poisson-subsampled Gaussian, rate q = B / n,      local steps x rounds the client took part
                    noise multiplier sigma (per-example clipping)    in (record-level DP of one client's data)
-central DP         Gaussian on the sum of m clipped updates: noise  rounds that actually aggregated (a lost
-(Flower fixed      std z C on the sum (z C / m on FedAvg's mean),   round releases nothing); client-level DP,
-clipping)          sensitivity C (add/remove one client); every     add/remove one client, no amplification
-                   client sampled, so no amplification              by sampling
+central DP         Gaussian on the equal-weight mean of the n       rounds that actually aggregated (a lost
+(Flower fixed      clipped updates FedAvg averaged: noise std       round releases nothing), each at its own
+clipping)          z C / m (m = sampled_clients), sensitivity       effective multiplier; client-level DP,
+                   C / n: effective multiplier z n / m              add/remove one client, no amplification
+                   (``server.central_dp``)                          by sampling (the server knows the sample)
 local DP           LocalDpMod: clip to C, noise std                 rounds the client sent an update in;
 (Flower            C sqrt(2 ln(1.25/delta)) / epsilon, i.e. noise   RDP composition of that Gaussian
 LocalDpMod)        multiplier z = sqrt(2 ln(1.25/delta)) / epsilon  (``local_dp_epsilon``), and the basic

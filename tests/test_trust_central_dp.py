@@ -159,3 +159,16 @@ def test_a_real_federation_reports_at_least_the_epsilon_of_the_noise_in_its_capt
     for rnd, z_measured in zip((1, 2), measured):
         assert rows[rnd].noise_multiplier == pytest.approx(z_measured, rel=tol)
     assert rows[2].epsilon >= composed_gaussian_epsilon([m * (1 + tol) for m in measured], 1e-5)
+
+
+def test_the_report_names_a_weakened_release(tmp_path):
+    """Dropped replies are no longer only in docs/reliability.md: the report states the effective multiplier."""
+    from fedsim.lab.report import write_report
+
+    folder = RunFolder(tmp_path)
+    for rnd, n, z in ((1, 3, 0.3), (2, 2, 0.2)):
+        folder.append(PrivacyRow(round=rnd, epsilon=10.0 * rnd, delta=1e-5, accountant="flwr-rdp",
+                                 mechanism="central_dp", noise_multiplier=z, clients=n, sampled=3))
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "effective noise multiplier fell to 0.2 (round 2, 2 of 3)" in page
+    assert "z 0.3, 3 / 3" in page and "z 0.2, 2 / 3" in page

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from fedsim.lab.report.common import MAX_LIST_ROWS, defense_items, e, fmt, integer, num, table
+from fedsim.lab.report.common import MAX_LIST_ROWS, defense_items, e, eps_value, fmt, fmt_eps, integer, table
 from fedsim.lab.report.data import RunData
 from fedsim.rows import PrivacyRow
 
@@ -34,19 +34,41 @@ def privacy(data: RunData) -> str:
         by_setting[_setting_key(p)].append(p)
     summary = []
     for (mech, acct, delta), rows in by_setting.items():
-        eps = [num(p.epsilon) for p in rows if num(p.epsilon) is not None]
+        eps = [x for x in (eps_value(p.epsilon) for p in rows) if x is not None]
         last = max(rows, key=lambda p: integer(p.round) or 0)
         summary.append(f'<tr><td>{e(mech)}</td><td>{e(acct)}</td><td class="n">{e(delta)}</td>'
-                       f'<td class="n"><b>{fmt(max(eps) if eps else None, ".3f")}</b></td>'
+                       f'<td class="n"><b>{fmt_eps(max(eps) if eps else None, ".3f")}</b></td>'
                        f'<td class="n">{e(integer(last.round) if integer(last.round) is not None else "?")}</td>'
                        f'<td class="n">{len(rows)}</td></tr>')
     per_round = [f'<tr><td class="n">{e(p.round)}</td><td>{e(p.mechanism or "dp")}</td><td class="n">'
-                 f'{fmt(p.epsilon, ".3f")}</td><td class="n">{fmt(p.delta, ".0e")}</td><td>{e(p.accountant)}</td></tr>'
+                 f'{fmt_eps(p.epsilon, ".3f")}</td><td class="n">{fmt(p.delta, ".0e")}</td><td>{e(p.accountant)}</td>'
+                 f'<td class="n">{_release(p)}</td></tr>'
                  for p in sorted(data.privacy, key=lambda p: integer(p.round) or 0)[:MAX_LIST_ROWS]]
     settings = ", ".join(f"{k} = {v}" for k, v in dp_settings(data))
     return ((f'<p class="muted">Configured: {e(settings)}</p>' if settings else "")
+            + _weakened(data.privacy)
             + table(["mechanism", "accountant", "δ", "ε spent (max)", "last round", "rows"], summary,
                     [False, False, True, True, True, True])
             + '<details><summary>ε per round</summary>'
-            + table(["round", "mechanism", "ε", "δ", "accountant"], per_round, [True, False, True, True, False])
+            + table(["round", "mechanism", "ε", "δ", "accountant", "release (z as run, clients / calibrated)"],
+                    per_round, [True, False, True, True, False, True])
             + "</details>")
+
+
+def _release(p: PrivacyRow) -> str:
+    """Central DP: the release's effective noise multiplier and how many clients it averaged."""
+    if p.noise_multiplier is None:
+        return ""
+    return e(f"z {fmt(p.noise_multiplier, '.3g')}, {p.clients} / {p.sampled}")
+
+
+def _weakened(rows: list[PrivacyRow]) -> str:
+    """A warning when central DP averaged fewer clients than its noise was calibrated for (weaker noise)."""
+    short = [p for p in rows if p.clients is not None and p.sampled and p.clients < p.sampled]
+    if not short:
+        return ""
+    worst = min(short, key=lambda p: p.noise_multiplier if p.noise_multiplier is not None else 0.0)
+    return (f'<div class="notice">Central DP averaged fewer clients than its noise was calibrated for in {len(short)} '
+            f'round(s) (dropped or rejected replies): the effective noise multiplier fell to '
+            f'{e(fmt(worst.noise_multiplier, ".3g"))} (round {e(worst.round)}, {worst.clients} of {worst.sampled}); '
+            f'ε above accounts for every release as it ran.</div>')
