@@ -1,23 +1,55 @@
-"""Measure central DP noise from captures: prints per round the clients aggregated, the row's z and the measured z."""
-import sys, math, torch
-from fedsim.captures import iter_captures, load_update
-from fedsim.runfolder import RunFolder
-from fedsim.rows import PrivacyRow
+"""Measure the central-DP noise a run really added, from its captures, beside what its privacy rows report.
+
+For each round r that has captures in round r + 1: noise = (global model sent in round r + 1) - (equal-weight mean
+of the clipped replies captured in round r); measured z = std(noise) / (C / n). Gives the server's own view (it
+holds exactly these tensors), so it needs server-side clipping (the captures hold the clipped replies).
+
+    .venv/bin/python benchmarks/central_dp_noise.py runs/cdp      # docs/reliability.md, "Central DP under faults"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
 from fedsim.accounting import composed_gaussian_epsilon
+from fedsim.captures import iter_captures, load_update
 from fedsim.config import load_config
-out = sys.argv[1]
-cfg = load_config(f"{out}/config.toml")
-clip = cfg.defense.central_dp.clip_norm
-ups = [load_update(p) for p in iter_captures(out)]
-names = ups[0].parameter_names
-flat = lambda s: torch.cat([s[n].double().flatten() for n in names])
-rows = {r.round: r for r in RunFolder(out).rows(PrivacyRow)}
-meas = []
-for rnd in sorted({u.server_round for u in ups}):
-    mine = [u for u in ups if u.server_round == rnd]; later = [u for u in ups if u.server_round == rnd + 1]
-    if not later: continue
-    noise = flat(later[0].weights_before) - torch.stack([flat(u.weights_after) for u in mine]).mean(0)
-    z = float(noise.std()) / (clip / len(mine)); meas.append(z)
-    r = rows[rnd]
-    print(f"round {rnd}: clients {len(mine)} of {r.sampled}, row z {r.noise_multiplier:.4f}, measured z {z:.4f}, "
-          f"row eps {r.epsilon:.1f}, eps of measured noise so far {composed_gaussian_epsilon(meas, 1e-5):.1f}")
+from fedsim.rows import PrivacyRow
+from fedsim.runfolder import RunFolder
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", help="a run folder of a central-DP run with server-side clipping and captures")
+    args = ap.parse_args(argv)
+    cfg = load_config(f"{args.run}/config.toml")
+    if cfg.defense.central_dp.clipping != "server":
+        ap.error(f"{args.run}: defense.central_dp.clipping is {cfg.defense.central_dp.clipping!r}, not 'server'")
+    clip = cfg.defense.central_dp.clip_norm
+    updates = [load_update(p) for p in iter_captures(args.run)]
+    if not updates:
+        ap.error(f"{args.run}: no captures")
+    names = updates[0].parameter_names
+    flat = lambda s: torch.cat([s[n].double().flatten() for n in names])  # noqa: E731
+    rows = {r.round: r for r in RunFolder(args.run).rows(PrivacyRow) if r.mechanism == "central_dp"}
+    measured: list[float] = []
+    print("| round | clients averaged / calibrated | z in the row | z measured | epsilon reported | "
+          "epsilon of the measured noise |\n|---|---|---|---|---|---|")
+    for rnd in sorted({u.server_round for u in updates}):
+        mine = [u for u in updates if u.server_round == rnd]
+        later = [u for u in updates if u.server_round == rnd + 1]
+        if not later or rnd not in rows:
+            continue
+        noise = flat(later[0].weights_before) - torch.stack([flat(u.weights_after) for u in mine]).mean(0)
+        measured.append(float(noise.std()) / (clip / len(mine)))
+        r = rows[rnd]
+        print(f"| {rnd} | {len(mine)} / {r.sampled} | {r.noise_multiplier:.3f} | {measured[-1]:.3f} | "
+              f"{r.epsilon:.1f} | {composed_gaussian_epsilon(measured, r.delta):.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
