@@ -142,9 +142,9 @@ def _ci(row: dict, key: str, digits: int) -> str:
 
 def table(jsonl: Path) -> str:
     """The markdown table of a sweep's points (docs/benchmarks/defenses.md)."""
-    from fedsim.lab.sweep import point_label
+    from fedsim.lab.sweep import point_label, read_sweep
 
-    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+    rows = read_sweep(jsonl)  # "inf" (an epsilon without noise) back as a float
     out = ["| setting | seeds | test accuracy | best label attack: LnAcc | LeAcc | best inversion: PSNR (dB) | "
            "SSIM | epsilon (delta) | PSNR by method |",
            "|---|---|---|---|---|---|---|---|---|"]

@@ -5,12 +5,44 @@ Each row is a frozen dataclass with a class-level ``KIND`` (the ``"kind"`` key o
 ignored so that an older reader can read a newer file; a missing required key is a ``ValueError``).
 Writers (server, evaluation layer, replay) build rows; readers (report, sweep, CLI) get them back through
 :func:`row_from_json` / :meth:`fedsim.runfolder.RunFolder.rows`.
+
+Non-finite numbers: JSON has no ``Infinity``, and every file fedsim writes is strict JSON
+(``json.dumps(..., allow_nan=False)``). ``+inf`` / ``-inf`` (e.g. the epsilon of a mechanism without noise) are
+written as the strings ``"inf"`` / ``"-inf"`` (:func:`encode_nonfinite`) and read back as floats by
+``from_json`` (float fields only) and :func:`decode_nonfinite`; NaN ("not a number": nothing measured) is
+written as ``null``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping
+
+#: The JSON spelling of the infinities (strict JSON has none).
+NONFINITE = {"inf": math.inf, "-inf": -math.inf}
+
+
+def encode_nonfinite(value: Any) -> Any:
+    """``value`` with +-inf as ``"inf"`` / ``"-inf"`` and NaN as ``None``, recursively: strict-JSON-ready."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {k: encode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_nonfinite(v) for v in value]
+    return value
+
+
+def decode_nonfinite(value: Any) -> Any:
+    """The inverse of :func:`encode_nonfinite` for numbers: ``"inf"`` / ``"-inf"`` back to floats, recursively."""
+    if isinstance(value, str):
+        return NONFINITE.get(value, value)
+    if isinstance(value, Mapping):
+        return {k: decode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_nonfinite(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,13 +57,13 @@ class Row:
             value = getattr(self, f.name)
             if value is None and f.default is None:
                 continue
-            out[f.name] = dict(value) if isinstance(value, Mapping) else value
+            out[f.name] = encode_nonfinite(dict(value) if isinstance(value, Mapping) else value)
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Row":
-        names = {f.name for f in fields(cls)}
-        known = {k: v for k, v in data.items() if k in names}
+        types = {f.name: str(f.type) for f in fields(cls)}
+        known = {k: (decode_nonfinite(v) if "float" in types[k] else v) for k, v in data.items() if k in types}
         try:
             return cls(**known)
         except TypeError as exc:  # a required key is missing
@@ -116,6 +148,7 @@ class AttackErrorRow(Row):
     error: str
     ok: bool = False
     method: str | None = None
+    replay: bool | None = None  # True: written by ``fedsim attack`` (a replayed attack crashed)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from fedsim.captures import save_update
 from fedsim.config import ExperimentConfig, parse_selection
-from fedsim.evaluation.attacking import attack_and_score
-from fedsim.rows import AttackErrorRow, InversionRow, LabelRow, Row, SkippedRow
+from fedsim.evaluation.attacking import attack_and_score, attack_error_row
+from fedsim.rows import InversionRow, LabelRow, Row, SkippedRow
 from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate
 
@@ -120,7 +120,7 @@ class AttackScheduler:
     def _write(self, ident: dict, rows: list[Row] | str) -> None:
         """Append the attack's rows, or one ``attack_error`` row when it crashed or timed out (a message)."""
         if isinstance(rows, str):
-            rows = [AttackErrorRow(**ident, error=rows)]
+            rows = [attack_error_row(ident["round"], ident["client"], rows)]
         for row in rows:
             self.folder.append(row)
         ok = [r for r in rows if getattr(r, "ok", False)]

@@ -18,7 +18,7 @@ from fedsim.evaluation.scoring import padded, score
 from fedsim.evaluation.truth import truth_for
 from fedsim.experiment import dataset, device, make_model
 from fedsim.runfolder import RunFolder
-from fedsim.rows import InversionRow, LabelRow, Row, SkippedRow
+from fedsim.rows import AttackErrorRow, InversionRow, LabelRow, Row, SkippedRow
 from fedsim.types import AttackResult, ClientUpdate, GroundTruth
 
 LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "true_counts", "score_error")
@@ -103,6 +103,14 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     truth = truth_for(run_dir, update)
     lpips = cfg.attack.lpips_weights or None
     return [score_row(res, update, truth, spec, run_dir, lpips) for res in results]
+
+
+def attack_error_row(server_round: int, client: int, failure: BaseException | str, **fields: Any) -> AttackErrorRow:
+    """The ``attack_error`` row of an attack that crashed or timed out before it produced rows of its own
+    (``failure``: the exception, or a message such as "timed out after 60s"). The live server
+    (``server.scheduler``) and ``fedsim attack`` (``fedsim.lab.replay``, with ``replay=True``) both write it."""
+    message = failure if isinstance(failure, str) else f"{type(failure).__name__}: {failure}"
+    return AttackErrorRow(round=server_round, client=client, error=message, **fields)
 
 
 def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None, spec, run_dir: Path,

@@ -1,7 +1,14 @@
 """``fedsim attack RUN_DIR``: re-run attacks on saved captures (e.g. a stronger inversion) and append rows.
 
 Captures load with safetensors only; nothing is unpickled. Uses the run's resolved ``config.toml`` with
-``--set attack.key=value`` overrides.
+``--set attack.key=value`` overrides. The captures attacked are those of ``attack.rounds`` x ``attack.clients``,
+the first ``attack.max_attacks`` of them (``RunFolder.captures_selected``); a selection that matches no capture is
+a ``ConfigError`` naming the key and what the run has.
+
+Failures are handled as the live server handles them (``server.scheduler``): an attack that crashes is one
+``attack_error`` row (``replay: true``) and the next capture is attacked; a capture that cannot be read is named
+and skipped. Both are named on stderr as they happen, and the replay ends with one ``FedsimError`` (non-zero
+exit) that counts them. An attack that does not apply is a ``skipped`` row: not a failure.
 """
 
 from __future__ import annotations
@@ -11,19 +18,54 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedsim.config import load_config, parse_selection
-from fedsim.errors import CaptureError, ConfigError, DataError, RunFolderError
-from fedsim.evaluation.attacking import attack_and_score, plan_from_config
-from fedsim.rows import SkippedRow
-from fedsim.runfolder import RunFolder
+from fedsim.config import ExperimentConfig, load_config, parse_selection
+from fedsim.errors import AttackError, CaptureError, ConfigError, DataError, RunFolderError
+from fedsim.evaluation.attacking import attack_and_score, attack_error_row, plan_from_config
+from fedsim.rows import AttackErrorRow, AttackRow, InversionRow, Row, SkippedRow
+from fedsim.runfolder import Capture, RunFolder
 
 
-def replay_attacks(run_dir: Path, overrides: dict[str, Any], quiet: bool = False) -> int:
-    """Attack every selected capture of ``run_dir``; returns the number of updates attacked.
+def replay_attacks(run_dir: Path, overrides: dict[str, Any], quiet: bool = False, resume: bool = False) -> int:
+    """Attack every selected capture of ``run_dir``; returns the number of captures attacked (failures included).
 
-    A capture that cannot be read is named on stderr in one line and skipped; the others are attacked, then
-    ``DataError`` says how many were unreadable (the CLI exits non-zero: data was lost).
+    ``resume``: leave out the captures that already have a replay row of the replayed inversion method (a sweep
+    run again after an interruption appends no duplicate rows). Raises ``DataError`` (unreadable captures) or
+    ``AttackError`` (attacks that crashed or failed) after attacking every other capture.
     """
+    run_dir = Path(run_dir)
+    cfg, folder = _load(run_dir, overrides)
+    plan = plan_from_config(cfg)  # a typo in a method name fails here, once, not per capture
+    todo = selected_captures(folder, cfg)
+    if resume and plan.inversion:
+        done = replay_done(folder).get(plan.inversion, set())
+        todo = [cap for cap in todo if (cap.round, cap.client) not in done]
+    flat = cfg.to_flat()
+    attacked, unreadable, failed = 0, 0, 0
+    for cap in todo:
+        try:
+            rows: list[Row] = attack_and_score(cap.path, flat, run_dir)
+        except CaptureError as exc:
+            print(f"fedsim: skipped {exc}", file=sys.stderr)
+            unreadable += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - as in the live server: a crashed attack fails itself, not the rest
+            rows = [attack_error_row(cap.round, cap.client, exc, method=plan.inversion)]
+        rows = [dataclasses.replace(row, replay=True) for row in rows]
+        for row in rows:
+            folder.append(row)
+        attacked += 1
+        bad = [r for r in rows if isinstance(r, (AttackRow, AttackErrorRow)) and not r.ok]
+        if bad:
+            failed += 1
+            print(f"fedsim: attack failed on round {cap.round} client {cap.client}: "
+                  + "; ".join(f"{r.method or 'attack'}: {r.error}" for r in bad), file=sys.stderr)
+        if not quiet:
+            print(f"round {cap.round} client {cap.client}: " + ", ".join(_outcome(r) for r in rows))
+    _raise_for_failures(len(todo), attacked, unreadable, failed)
+    return attacked
+
+
+def _load(run_dir: Path, overrides: dict[str, Any]) -> tuple[ExperimentConfig, RunFolder]:
     bad = [k for k in overrides if not k.startswith("attack.") and k != "run.device"]
     if bad:
         raise ConfigError(f"{bad[0]}: fedsim attack only takes attack.* (and run.device) overrides")
@@ -31,39 +73,80 @@ def replay_attacks(run_dir: Path, overrides: dict[str, Any], quiet: bool = False
     if not folder.config.is_file():
         raise RunFolderError(f"{run_dir}: not a run folder (no config.toml)")
     cfg = load_config(folder.config, overrides).replace(**{"run.out_dir": str(run_dir.resolve())})
-    plan_from_config(cfg)  # a typo in a method name fails here, once, not per capture
+    return cfg, folder
+
+
+def _raise_for_failures(selected: int, attacked: int, unreadable: int, failed: int) -> None:
+    """One line counting what was lost: unreadable captures (``DataError``), failed attacks (``AttackError``)."""
+    parts = []
+    if unreadable:
+        parts.append(f"{unreadable} of {selected} capture files unreadable (named above)")
+    if failed:
+        parts.append(f"{failed} of {attacked} attacks failed (attack_error / ok: false rows in metrics.jsonl)")
+    if not parts:
+        return
+    ok = attacked - failed
+    message = "; ".join(parts) + f"; {ok} attacked"
+    raise DataError(message) if unreadable else AttackError(message)
+
+
+def _selection(folder: RunFolder, cfg: ExperimentConfig | None) -> list[Capture]:
+    if cfg is None:
+        return folder.capture_list()
+    return folder.captures_selected(parse_selection("attack.rounds", cfg.attack.rounds),
+                                    parse_selection("attack.clients", cfg.attack.clients), cfg.attack.max_attacks)
+
+
+def selected_captures(folder: RunFolder, cfg: ExperimentConfig) -> list[Capture]:
+    """The captures ``fedsim attack`` attacks; none captured, or none selected, is a one-line ``ConfigError``."""
+    every = folder.capture_list()
+    if not every:
+        raise ConfigError(f"{folder.root}: no captures found under captures/ (was capture.enabled false?)")
+    chosen = _selection(folder, cfg)
+    if chosen:
+        return chosen
     rounds = parse_selection("attack.rounds", cfg.attack.rounds)
     clients = parse_selection("attack.clients", cfg.attack.clients)
-    files = list(folder.iter_captures())
-    if not files:
-        raise ConfigError(f"{run_dir}: no captures found under captures/ (was capture.enabled false?)")
-    done, unreadable = 0, []
-    for path in files:
-        r, c = int(path.parent.name.split("_")[1]), int(path.stem.split("_")[1])
-        if (rounds is not None and r not in rounds) or (clients is not None and c not in clients):
-            continue
-        if cfg.attack.max_attacks and done >= cfg.attack.max_attacks:
-            break
-        try:
-            rows = attack_and_score(path, cfg.to_flat(), run_dir)
-        except CaptureError as exc:
-            print(f"fedsim: skipped {exc}", file=sys.stderr)
-            unreadable.append(path)
-            continue
-        for row in rows:
-            folder.append(dataclasses.replace(row, replay=True))
-        done += 1
-        if not quiet:
-            summary = ", ".join(f"{row.method}:{_outcome(row)}" for row in rows)
-            print(f"round {r} client {c}: {summary}")
-    if unreadable:
-        raise DataError(f"{len(unreadable)} of {len(files)} capture files unreadable (named above); "
-                        f"{done} attacked")
+    keys = [k for k, sel, have in (("attack.rounds", rounds, {c.round for c in every}),
+                                   ("attack.clients", clients, {c.client for c in every}))
+            if sel is not None and not sel & have] or ["attack.rounds", "attack.clients"]
+    values = ", ".join(f"{k} = {getattr(cfg.attack, k.split('.')[1])!r}" for k in keys)
+    raise ConfigError(f"{', '.join(keys)}: {values} selects no capture of {folder.root}; it has captures for "
+                      f"rounds {_ranges({c.round for c in every})} and clients {_ranges({c.client for c in every})}"
+                      + ("" if len(keys) == 1 else " (not in these combinations)"))
+
+
+def _ranges(ids: set[int]) -> str:
+    """{0, 1, 2, 5} -> '0-2, 5'."""
+    runs: list[list[int]] = []
+    for i in sorted(ids):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def replay_done(folder: RunFolder) -> dict[str, set[tuple[int, int]]]:
+    """Per replayed method, the (round, client) updates a replay already recorded: attacked, found not
+    applicable, or crashed (a live skip, e.g. a full queue, is not a replay)."""
+    done: dict[str, set[tuple[int, int]]] = {}
+    for r in folder.rows():  # one read of metrics.jsonl
+        if isinstance(r, (InversionRow, SkippedRow, AttackErrorRow)) and r.replay and r.method:
+            done.setdefault(r.method, set()).add((r.round, r.client))
     return done
 
 
-def _outcome(row) -> str:
-    """'ok', 'failed', or 'skipped (reason)' for the one-line progress of a replay."""
+def replayed_methods(folder: RunFolder, cfg: ExperimentConfig | None = None) -> set[str]:
+    """Replayed methods whose rows cover every capture the attack selects (a replay cut short is redone)."""
+    wanted = {(c.round, c.client) for c in _selection(folder, cfg)}
+    return {m for m, seen in replay_done(folder).items() if wanted <= seen}
+
+
+def _outcome(row: Row) -> str:
+    """'ok', 'failed', 'crashed' or 'skipped (reason)' for the one-line progress of a replay."""
     if isinstance(row, SkippedRow):
-        return f"skipped ({row.reason})"
-    return "ok" if row.ok else "failed"
+        return f"{row.method}:skipped ({row.reason})"
+    if isinstance(row, AttackErrorRow):
+        return f"{row.method or 'attack'}:crashed ({row.error})"
+    return f"{row.method}:{'ok' if row.ok else 'failed'}"

@@ -47,6 +47,20 @@ def fmt(v: Any, spec: str = ".3f", missing: str = "–") -> str:
     return out[1:] if out.startswith("-") and float(out) == 0 else out  # no "-0.00"
 
 
+def eps_value(v: Any) -> float | None:
+    """An epsilon as a number, +inf kept (a mechanism without noise: no guarantee; rows spell it "inf")."""
+    if isinstance(v, str) and v in ("inf", "+inf"):
+        return math.inf
+    f = None if isinstance(v, bool) else num(v)
+    return math.inf if f is None and isinstance(v, float) and math.isinf(v) and v > 0 else f
+
+
+def fmt_eps(v: Any, spec: str = ".3f", missing: str = "–") -> str:
+    """An epsilon for a table: the number, or "∞" for an infinite one."""
+    f = eps_value(v)
+    return "∞" if f == math.inf else fmt(f, spec, missing)
+
+
 def pct(v: Any, missing: str = "–") -> str:
     f = num(v)
     return missing if f is None else f"{100 * f:.0f}%"

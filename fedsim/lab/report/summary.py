@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from fedsim.lab.report.common import (cfg, e, embed_image, fmt, integer, mean, methods_in_order, num, ok, pct,
-                                      ranked_inversions, setting, stat)
+from fedsim.lab.report.common import (cfg, e, embed_image, eps_value, fmt, fmt_eps, integer, mean, methods_in_order,
+                                      num, ok, pct, ranked_inversions, setting, stat)
 from fedsim.lab.report.data import RunData
 
 
@@ -186,11 +186,11 @@ def _attack_stats(data: RunData) -> list[str]:
 
 
 def _privacy_stat(data: RunData) -> str:
-    eps = [num(p.epsilon) for p in data.privacy if num(p.epsilon) is not None]
+    eps = [x for x in (eps_value(p.epsilon) for p in data.privacy) if x is not None]
     if not eps:
         return ""
     last = max(data.privacy, key=lambda p: (integer(p.round) or 0))
-    return stat("privacy spent (ε)", fmt(max(eps), ".2f"),
+    return stat("privacy spent (ε)", fmt_eps(max(eps), ".2f"),
                 f"δ = {fmt(last.delta, '.0e')} · {last.accountant} · see privacy", "")
 
 

@@ -8,9 +8,12 @@ epsilon), :mod:`~.figures`, :mod:`~.page`.
 Writes ``DIR/setting_XX/seed_S/`` (one run folder each, with its ``report.html``), ``DIR/sweep.jsonl`` (one row
 per setting in file order: ``label``, ``family``, ``setting`` (overrides), ``test_accuracy``, ``label_best`` with
 ``label_lnacc`` / ``label_leacc``, ``inversion_best`` with ``psnr`` / ``ssim``, each with ``*_ci`` (95 % t-interval
-over seeds, None for one seed) and ``*_values`` (per seed), ``label_by_method`` / ``psnr_by_method`` (every
-method's mean), ``epsilon`` / ``delta`` / ``accountant``, and ``runs`` (the per-seed summaries)),
-``DIR/sweep_settings.png``, ``DIR/sweep_frontier.png`` and ``DIR/sweep.html``.
+over seeds clipped to the metric's range, None for one seed) and ``*_values`` (per seed), ``label_by_method`` /
+``psnr_by_method`` (every method's mean), ``epsilon`` / ``delta`` / ``accountant``, and ``runs`` (the per-seed
+summaries)),
+``DIR/sweep_settings.png``, ``DIR/sweep_frontier.png`` and ``DIR/sweep.html``. ``sweep.jsonl`` is strict JSON: an
+infinite epsilon (no noise) is the string ``"inf"`` (``fedsim.rows.encode_nonfinite``); :func:`read_sweep` reads
+it back as a float.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from fedsim.lab.sweep.figures import plot_frontier, plot_settings
 from fedsim.lab.sweep.page import write_html
 from fedsim.lab.sweep.spec import Setting, Sweep, describe, load_sweep
 from fedsim.lab.sweep.summary import aggregate, point_label, summarize, t_interval
+from fedsim.rows import decode_nonfinite, encode_nonfinite
 
 
 def run_sweep(path: str | Path, out: str | Path, *, parallel: int = 1, runner: Runner | None = None,
@@ -43,6 +47,16 @@ def run_sweep(path: str | Path, out: str | Path, *, parallel: int = 1, runner: R
     return write_outputs(sweep, out, per_seed_rows(sweep, runs))
 
 
+def read_sweep(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``sweep.jsonl``, with ``"inf"`` / ``"-inf"`` back as floats (a setting's overrides as written)."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows.append({k: v if k == "setting" else decode_nonfinite(v) for k, v in row.items()})
+    return rows
+
+
 def write_outputs(sweep: Sweep, out: Path, per_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
     for s in sweep.settings:
@@ -55,12 +69,12 @@ def write_outputs(sweep: Sweep, out: Path, per_seed: dict[int, list[dict[str, An
         rows.append(row)
     with open(out / "sweep.jsonl", "w") as fh:
         for row in rows:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(encode_nonfinite(row), allow_nan=False) + "\n")
     figures = [plot_settings(rows, sweep.name, out / "sweep_settings.png", sweep.reference),
                plot_frontier(rows, sweep.name, out / "sweep_frontier.png", sweep.reference)]
     write_html(rows, sweep.name, out, figures)
     return rows
 
 
-__all__ = ["Setting", "Sweep", "aggregate", "describe", "load_sweep", "point_label", "run_sweep", "summarize",
-           "t_interval", "write_outputs"]
+__all__ = ["Setting", "Sweep", "aggregate", "describe", "load_sweep", "point_label", "read_sweep", "run_sweep",
+           "summarize", "t_interval", "write_outputs"]

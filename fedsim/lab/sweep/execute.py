@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 from fedsim.config import ExperimentConfig, load_config
 from fedsim.lab.sweep.spec import Setting, Sweep
-from fedsim.rows import InversionRow, SkippedRow
 from fedsim.runfolder import RunFolder
 
 Runner = Callable[[ExperimentConfig, Path, bool], Path]
@@ -48,32 +47,32 @@ def cached(cfg: ExperimentConfig, run: Path) -> bool:
 
 
 def replayed(run: Path, cfg: ExperimentConfig | None = None) -> set[str]:
-    """Replayed methods whose rows cover every capture the attack selects (a replay cut short is redone)."""
-    from fedsim.config import parse_selection
+    """Replayed methods whose rows cover every capture the attack selects (``attack.rounds``, ``attack.clients``,
+    ``attack.max_attacks``, as ``fedsim attack`` selects them); a replay cut short is redone."""
+    from fedsim.lab.replay import replayed_methods
 
-    folder = RunFolder(run)
-    rounds = parse_selection("attack.rounds", cfg.attack.rounds) if cfg is not None else None
-    wanted = {(int(p.parent.name.split("_")[1]), int(p.stem.split("_")[1])) for p in folder.iter_captures()}
-    wanted = {w for w in wanted if rounds is None or w[0] in rounds}
-    done: dict[str, set] = {}
-    for r in (r for r in folder.rows() if isinstance(r, (InversionRow, SkippedRow))):  # one read of the file
-        if r.replay and r.method:  # a replay that found the attack not applicable is done too (a live skip is not)
-            done.setdefault(r.method, set()).add((r.round, r.client))
-    return {m for m, seen in done.items() if wanted <= seen}
+    return replayed_methods(RunFolder(run), cfg)
 
 
 def replay(run: Path, cfg: ExperimentConfig, methods: tuple[str, ...]) -> None:
-    """Replay the extra inversion methods on the run's captures (``fedsim attack``), once each."""
+    """Replay the extra inversion methods on the run's captures (``fedsim attack``), once each: a resumed sweep
+    attacks only the captures a method has no replay row for yet. A replay that loses data (unreadable
+    captures, crashed attacks: recorded as rows) is logged and the sweep goes on."""
+    from fedsim.errors import FedsimError
     from fedsim.lab.replay import replay_attacks
 
-    if next(RunFolder(run).iter_captures(), None) is None:
+    if not RunFolder(run).capture_list():
         log.warning("%s: no captures to replay %s on", run, ", ".join(methods))
         return
     first_label = next((m.strip() for m in cfg.attack.label_methods.split(",") if m.strip()), "ilrg")
     for method in methods:
         if method in replayed(run, cfg):
             continue
-        replay_attacks(run, {"attack.inversion": method, "attack.label_methods": first_label}, quiet=True)
+        try:
+            replay_attacks(run, {"attack.inversion": method, "attack.label_methods": first_label}, quiet=True,
+                           resume=True)
+        except FedsimError as exc:
+            log.warning("%s: replay of %s: %s", run, method, exc)
 
 
 def write_run_report(run: Path) -> None:

@@ -4,7 +4,9 @@ the strongest attack and a 95 % t-interval over the seeds on both axes.
 Strongest attack: per setting, the label method with the highest LnAcc and the inversion method with the highest
 PSNR, each as a mean over the seeds of the per-run mean over attacked updates. The attacker thus picks ONE method
 per defense (it cannot pick per update: that would need the ground truth); the interval is over the seeds of
-that method. Epsilon: the largest that the run's privacy rows report (DP-SGD clients, Opacus), else computed by
+that method. Intervals of bounded metrics are clipped to the metric's range (``BOUNDS``): a t-interval over 3 seeds
+of accuracies near 1 would otherwise reach above 1 (clipping keeps the interval's coverage, it only drops the
+impossible part). Epsilon: the largest that the run's privacy rows report (DP-SGD clients, Opacus), else computed by
 :mod:`fedsim.accounting` from the config and the rounds that actually aggregated (central and local DP).
 """
 
@@ -30,8 +32,17 @@ def _mean(values: Iterable[Any]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def t_interval(values: Iterable[Any], level: float = 0.95) -> tuple[float | None, float | None, float | None]:
-    """(mean, low, high): Student-t interval over the values (seeds); low = high = None with fewer than 2."""
+#: The range of every metric a sweep point reports an interval for: accuracies, LnAcc / LeAcc in [0, 1]; SSIM in
+#: [-1, 1] (torchmetrics' SSIM can be negative for anti-correlated images); PSNR (dB, pixels in [0, 1]) >= 0.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "test_accuracy": (0.0, 1.0), "heldout_accuracy": (0.0, 1.0), "label_lnacc": (0.0, 1.0),
+    "label_leacc": (0.0, 1.0), "ssim": (-1.0, 1.0), "psnr": (0.0, math.inf)}
+
+
+def t_interval(values: Iterable[Any], level: float = 0.95, bounds: tuple[float, float] | None = None,
+               ) -> tuple[float | None, float | None, float | None]:
+    """(mean, low, high): Student-t interval over the values (seeds); low = high = None with fewer than 2.
+    ``bounds``: the metric's range; the interval is clipped to it."""
     vals = _finite(values)
     if not vals:
         return None, None, None
@@ -42,7 +53,10 @@ def t_interval(values: Iterable[Any], level: float = 0.95) -> tuple[float | None
 
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
     half = float(t.ppf(0.5 + level / 2, len(vals) - 1)) * sd / math.sqrt(len(vals))
-    return m, m - half, m + half
+    lo, hi = m - half, m + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return m, lo, hi
 
 
 def _rounds_aggregated(folder: RunFolder, cfg: ExperimentConfig) -> int:
@@ -54,9 +68,10 @@ def _rounds_aggregated(folder: RunFolder, cfg: ExperimentConfig) -> int:
 
 def _epsilon(folder: RunFolder, cfg: ExperimentConfig, delta: float) -> dict[str, Any]:
     rows = folder.rows(PrivacyRow)
-    if rows:
-        top = max(rows, key=lambda r: r.epsilon)
-        return {"epsilon": top.epsilon, "delta": top.delta, "accountant": top.accountant,
+    if rows:  # a null epsilon (written before "inf" was spelled out) was a non-finite one: no guarantee
+        top = max(rows, key=lambda r: math.inf if r.epsilon is None else r.epsilon)
+        return {"epsilon": math.inf if top.epsilon is None else top.epsilon, "delta": top.delta,
+                "accountant": top.accountant,
                 "dp_mechanism": top.mechanism or "dp_sgd", "epsilon_source": "privacy rows"}
     from fedsim.experiment import client_indices
 
@@ -110,7 +125,7 @@ def _best(per_seed: list[dict], key: str, score: str) -> str | None:
 
 
 def _put(row: dict, name: str, values: list) -> None:
-    mean, lo, hi = t_interval(values)
+    mean, lo, hi = t_interval(values, bounds=BOUNDS.get(name))
     row[name] = mean
     row[f"{name}_ci"] = [lo, hi] if lo is not None else None
     row[f"{name}_values"] = [v if v is None or math.isfinite(v) else None for v in values]
@@ -118,7 +133,8 @@ def _put(row: dict, name: str, values: list) -> None:
 
 def aggregate(per_seed: list[dict]) -> dict[str, Any]:
     """One sweep point from its runs (one per seed): means, 95 % t-intervals, the winning attacks."""
-    row: dict[str, Any] = {"seeds_run": len(per_seed), "interval": "95% Student-t over seeds"}
+    row: dict[str, Any] = {"seeds_run": len(per_seed),
+                           "interval": "95% Student-t over seeds, clipped to the metric's range"}
     _put(row, "test_accuracy", [s["test_accuracy"] for s in per_seed])
     _put(row, "heldout_accuracy", [s.get("heldout_accuracy") for s in per_seed])
     lab = _best(per_seed, "label_methods", "lnacc")
@@ -137,8 +153,8 @@ def aggregate(per_seed: list[dict]) -> dict[str, Any]:
                               if inv in s["inversion_methods"] and s["inversion_methods"][inv].get("image")), None)
     eps = [s["epsilon"] for s in per_seed]
     if any(e is not None for e in eps):
-        finite = _finite(eps)
-        row["epsilon"] = max(finite) if finite else math.inf  # same config per seed: the largest (worst) one
+        known = [float(e) for e in eps if e is not None and not math.isnan(float(e))]
+        row["epsilon"] = max(known) if known else math.inf  # same config per seed: the largest (worst) one
         row["delta"] = next(s["delta"] for s in per_seed if s["delta"] is not None)
         row["accountant"] = next(s["accountant"] for s in per_seed if s["accountant"])
         row["dp_mechanism"] = next(s["dp_mechanism"] for s in per_seed if s["dp_mechanism"])
