@@ -167,9 +167,11 @@ class RunFolder:
     def _refusal(self) -> str:
         """One line: why this folder is not cleared and what to do."""
         head = f"{self.root}: not a fedsim run folder (no {MARK} mark) and not empty; refusing to use it"
-        if self.config.is_file() and self.metrics.is_file():
-            return (f"{head}: it looks like a run folder from before fedsim marked its folders; delete it, or "
-                    f"create {self.mark} to let fedsim clear and re-use it")
+        names = {p.name for p in self.root.iterdir()}
+        if names <= {*RUN_ARTIFACTS, "config.toml", "priors", ".flwr"} and names & {
+                "config.toml", "metrics.jsonl", "captures", "audit"}:  # only what a run writes: an older fedsim's
+            return (f"{head}: it looks like a run folder from before fedsim marked its folders; if it is one, "
+                    f"delete it or create {self.mark} to let fedsim clear and re-use it")
         return f"{head}: give --out (or run.out_dir) a new or empty folder"
 
     def iter_captures(self) -> Iterator[Path]:

@@ -138,6 +138,12 @@ def test_an_old_unmarked_run_folder_is_refused_with_the_way_out(tmp_path):
     (old / MARK).touch()  # what the message tells the user to do
     RunFolder(old).prepare()
     assert not (old / "metrics.jsonl").exists()
+    mine = tmp_path / "mine"  # only artefact-like names, but nothing a run always writes: not told to delete it
+    (mine / "images").mkdir(parents=True)
+    (mine / "logs").mkdir()
+    with pytest.raises(RunFolderError, match="a new or empty folder") as exc:
+        RunFolder(mine).prepare()
+    assert "delete" not in str(exc.value) and (mine / "images").is_dir()
 
 
 def test_the_server_keeps_a_folder_the_runner_prepared(tmp_path):
