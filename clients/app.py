@@ -3,7 +3,8 @@
 Receives the global weights and a train config (algorithm, lr, local epochs, batch size, seed, round),
 trains with plain SGD on its partition and replies with its weights, metrics (``num-examples`` weights the
 average) and a ConfigRecord of identifiers (kept out of the averaged MetricRecord). What it trained on goes to
-the audit folder, never into the reply. Defenses: training hooks here (``fedsim.defended_training``), everything
+the audit folder, never into the reply. ``train_loss`` (the mean loss on the private batches) is sent only when
+no DP mechanism and no SecAgg+ is on (:func:`releases_train_loss`): no epsilon covers it. Defenses: training hooks here (``fedsim.defended_training``), everything
 that acts on messages in the one list of mods (``clients.mods``). Message keys: ``fedsim.messages``.
 """
 
@@ -16,6 +17,7 @@ from flwr.clientapp import ClientApp
 from fedsim import messages as K
 from fedsim.audit import write_ground_truth
 from fedsim.config import from_flat
+from fedsim.defense_config import DefenseSection
 from fedsim.defended_training import train_defended
 from fedsim.dp_sgd import released_examples
 from fedsim.experiment import client_data, device, local_seed, make_model, run_dir
@@ -24,6 +26,12 @@ from clients.mods import defense_mods
 from clients import faults
 
 app = ClientApp(mods=[defense_mods])  # SecAgg+, LocalDpMod, fixedclipping_mod, update defenses when on
+
+
+def releases_train_loss(d: DefenseSection) -> bool:
+    """Whether the reply carries ``train_loss``: a statistic of the private batches that no DP epsilon covers
+    (DP-SGD, local DP, central DP) and that SecAgg+ would carry per client in the clear; otherwise it is sent."""
+    return not (d.dp_sgd.enabled or d.local_dp.enabled or d.central_dp.clipping != "off" or d.secagg.enabled)
 
 
 def _partition(context: Context) -> tuple[int, int]:
@@ -53,7 +61,9 @@ def train(msg: Message, context: Context) -> Message:
     write_ground_truth(run_dir(cfg), result.ground_truth)
     # what the client releases: min(B, n) for FedSGD, n for FedAvg; never DP-SGD's realised Poisson batch sizes
     used = released_examples(algorithm, len(y), int(conf[K.BATCH_SIZE]))
-    metrics = {K.TRAIN_LOSS: result.mean_loss, K.NUM_EXAMPLES: used, **privacy}
+    metrics = {K.NUM_EXAMPLES: used, **privacy}
+    if releases_train_loss(cfg.defense):
+        metrics[K.TRAIN_LOSS] = result.mean_loss
     trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # the reply lives on the CPU
     state, metrics, _ = faults.corrupt(cfg, pid, server_round, trained,  # [faults]: corrupt reply
                                        msg.content[K.ARRAYS].to_torch_state_dict(), metrics)

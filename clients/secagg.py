@@ -7,9 +7,15 @@ the app with a legacy ``FitIns`` record dict (``fitins.parameters`` + ``fitins.c
 arithmetic) and sends instead of the weights. :func:`fit_contract_mod` sits just inside it and translates both
 ways, so every inner mod and ``train()`` see our usual Message-API train message.
 
-The vector is the floating-point tensors of the state dict in order (``fedsim.messages.secagg_vector_names``);
-``num-examples`` stays visible to the server (Flower's SecAgg+ sends the weight factor and FitRes metrics in
-the clear) and must not exceed ``defense.secagg.max_weight``, and no weighted weight may leave
+The vector is the floating-point tensors of the state dict in order (``fedsim.messages.secagg_vector_names``).
+Flower's SecAgg+ masks only the vector: the rest of the ``FitRes`` (``num_examples`` and its metrics) reaches the
+server in the clear, per client. So the FitRes carries only :data:`CLEARTEXT_KEYS`: ``num-examples`` (the
+legacy FitRes field that Flower's workflow requires; the weight the client multiplies into its vector, and the
+server's count of the aggregate's examples), ``partition-id`` (which partition the node holds: an identifier,
+not a measurement; the evaluation layer merges the cohort's ground truth with it) and, under DP-SGD only,
+``epsilon`` (the privacy row; a function of ``n``, the batch size, the noise and the rounds, all of which
+Opacus' accountant treats as public). ``train_loss``, ``local-steps`` and DP-SGD's other figures stay on the
+client. ``num-examples`` must not exceed ``defense.secagg.max_weight``, and no weighted weight may leave
 ``[-clipping_range, clipping_range]``: such a client fails its round (recovered like a dropout) instead of
 silently corrupting the aggregate.
 """
@@ -28,7 +34,11 @@ from fedsim.config import from_flat
 from fedsim.defense_config import secagg_plan
 from fedsim.experiment import make_model
 
-__all__ = ["fit_contract_mod", "secaggplus_mod"]
+__all__ = ["CLEARTEXT_KEYS", "fit_contract_mod", "secaggplus_mod"]
+
+#: What a SecAgg+ reply holds in the clear, per client, besides the masked vector (see the module docstring):
+#: ``num-examples`` as the FitRes's ``num_examples``, the others in its metrics.
+CLEARTEXT_KEYS = (K.NUM_EXAMPLES, K.PARTITION_ID, K.EPSILON)
 
 
 def fit_contract_mod(msg: Message, ctxt: Context, call_next) -> Message:
@@ -65,7 +75,7 @@ def to_fitres(content: RecordDict, max_weight: float, clipping_range: float) -> 
     if peak > clipping_range:
         raise ValueError(f"a weighted weight reaches {peak:.3g} > defense.secagg.clipping_range={clipping_range:g}: "
                          "SecAgg+'s quantiser would clip it and corrupt the aggregate")
-    legacy_metrics = {**metrics, **{k: v for k, v in dict(content[K.META]).items()
-                                    if isinstance(v, (int, float, str, bool))}}
+    fields = {**metrics, **dict(content[K.META])}
+    legacy_metrics = {k: fields[k] for k in CLEARTEXT_KEYS if k in fields and k != K.NUM_EXAMPLES}
     fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(vector), num_examples, legacy_metrics)
     return compat.fitres_to_recorddict(fitres, keep_input=True)

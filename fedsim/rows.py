@@ -191,17 +191,31 @@ class LostRoundRow(Row):
 
 @dataclass(frozen=True, kw_only=True)
 class RejectionRow(Row):
-    """A malformed or implausible client reply, rejected with its reason (``rejections.jsonl``)."""
+    """A malformed or implausible client reply, rejected with its reason (``rejections.jsonl``); with ``action =
+    "capped"`` a reply that was accepted with a lowered FedAvg weight (``validation.max_weight_share``)."""
 
     KIND: ClassVar[str] = ""  # rejections.jsonl has one kind only
     round: int
     node: int | None = None
     client: int | None = None
     reason: str
+    action: str | None = None  # None: rejected (not aggregated); "capped": aggregated with a capped weight
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptureErrorRow(Row):
+    """An accepted update that a server sink (the capture store, or any other) failed on: not captured, and the
+    round went on. (A failing attack scheduler writes an ``attack_error`` row instead.)"""
+
+    KIND: ClassVar[str] = "capture_error"
+    round: int
+    client: int
+    error: str
+    sink: str | None = None
 
 
 ROW_TYPES: dict[str, type[Row]] = {cls.KIND: cls for cls in (
-    UtilityRow, LabelRow, InversionRow, AttackErrorRow, SkippedRow, PrivacyRow, LostRoundRow)}
+    UtilityRow, LabelRow, InversionRow, AttackErrorRow, SkippedRow, PrivacyRow, LostRoundRow, CaptureErrorRow)}
 METRIC_KINDS = tuple(ROW_TYPES)
 
 

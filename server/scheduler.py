@@ -68,12 +68,21 @@ class AttackScheduler:
             (self.clients is None or update.client_id in self.clients) and (not budget or self.submitted < budget)
 
     def __call__(self, update: ClientUpdate) -> None:
+        """Schedule the attack of a selected update; a failure to schedule it (the capture cannot be written, the
+        worker pool broke) is an ``attack_error`` row, and the round goes on."""
         if not self.selected(update):
             return
+        ident = {"round": update.server_round, "client": update.client_id}
+        try:
+            self._schedule(update, ident)
+        except Exception as exc:  # noqa: BLE001 - an attack that cannot be scheduled fails, not the federation
+            log.error("round %d client %d: the attack could not be scheduled: %s", *ident.values(), exc)
+            self._write(ident, f"attack not scheduled: {type(exc).__name__}: {exc}"[:500])
+
+    def _schedule(self, update: ClientUpdate, ident: dict) -> None:
         path = self.folder.capture(update.server_round, update.client_id)
         if not path.exists():
             save_update(update, path)  # an attacked update is always captured
-        ident = {"round": update.server_round, "client": update.client_id}
         self.submitted += 1
         if self.pool is None:
             self._write(ident, self._run_inline(path))

@@ -7,12 +7,17 @@ share keys -> collect masked vectors -> unmask; each client quantises its weight
 ``[-clipping_range, clipping_range]``), adds a private mask and pairwise masks modulo ``modulus_range`` and sends
 only that. The server sums the masked vectors, recovers from Shamir shares the private masks of the survivors and
 the pairwise masks of clients that dropped after sharing keys, and hands :class:`SecAggCuriousStrategy` the
-unmasked weighted average (the same vector in every ``FitRes``) plus each client's plaintext FitRes metrics.
+unmasked weighted average (the same vector in every ``FitRes``) plus each client's cleartext FitRes fields, which
+are only those ``clients.secagg.CLEARTEXT_KEYS`` lists: ``num-examples``, ``partition-id`` and, under DP-SGD,
+``epsilon`` (no loss, no local steps: the aggregate's steps come from the config and the claims,
+:func:`aggregate_local_steps`).
 
 What the curious server captures is exactly that aggregate: one ``ClientUpdate`` with client id
 ``AGGREGATE_CLIENT`` and the cohort's partition ids in ``defenses["cohort"]`` (the evaluation layer merges their
 ground truth at scoring time). Individual updates never exist on the server, so there is nothing to validate
-or capture per client; a round that cannot be unmasked (too few survivors) is written as a lost round.
+or capture per client; a round that cannot be unmasked (too few survivors) is written as a lost round, and an
+aggregate that cannot be captured is a ``capture_error`` row. ``validation.max_weight_share`` cannot apply here:
+each client weights its own vector before masking; ``defense.secagg.max_weight`` bounds a claim instead.
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ from flwr.serverapp import Grid
 from fedsim import messages as K
 from fedsim.config import ExperimentConfig
 from fedsim.defense_config import secagg_plan
+from fedsim.dp_sgd import dp_sgd_steps
 from fedsim.experiment import make_model
-from fedsim.rows import LostRoundRow
+from fedsim.rows import CaptureErrorRow, LostRoundRow
 from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate
 from server.defense_wiring import AGGREGATE_CLIENT, known_defenses, privacy_row
+from server.sinks import deliver
 
 log = logging.getLogger("fedsim.server")
 
@@ -87,10 +94,12 @@ class SecAggCuriousStrategy(LegacyStrategy):
         metrics = [r.metrics for _, r in results]
         try:
             update = self.aggregate_update(server_round, agg, metrics, [r.num_examples for _, r in results])
-            for sink in self.sinks:
-                sink(update)
         except Exception as exc:  # noqa: BLE001 - capture/attack must never kill the federation
-            log.exception("round %d: capturing the secure aggregate failed: %s", server_round, exc)
+            log.exception("round %d: building the secure aggregate's update failed: %s", server_round, exc)
+            self.folder.append(CaptureErrorRow(round=server_round, client=AGGREGATE_CLIENT, sink="aggregate",
+                                               error=f"{type(exc).__name__}: {exc}"[:500]))
+        else:
+            deliver(update, self.sinks, self.folder)  # a failing sink is a capture_error row
         row = privacy_row(self.cfg, server_round, [float(m[K.EPSILON]) for m in metrics if K.EPSILON in m])
         if row is not None:
             self.folder.append(row)
@@ -103,18 +112,19 @@ class SecAggCuriousStrategy(LegacyStrategy):
 
         One local step of the aggregate averages the cohort's batches of that step, so its batch is the cohort's
         batches together (FedSGD: every example; FedAvg: ``B * |cohort|``) and the attack's K is the cohort's
-        sample visits."""
+        sample visits. Its local steps: :func:`aggregate_local_steps`."""
         t = self.cfg.train
         total = sum(counts)
         params = set(self.param_names)
         cohort = sorted(int(m[K.PARTITION_ID]) for m in metrics)
+        steps = aggregate_local_steps(t.algorithm, counts, t.batch_size, t.local_epochs, t.max_local_steps)
         return ClientUpdate(
             run_id=self.run_id, server_round=server_round, client_id=AGGREGATE_CLIENT, algorithm=t.algorithm,
             weights_before={n: self.sent[n] for n in self.param_names},
             weights_after={n: agg[n] for n in self.param_names},
             buffers_before={n: v for n, v in self.sent.items() if n not in params},
             buffers_after={n: v for n, v in agg.items() if n not in params},
-            lr=t.lr, local_epochs=t.local_epochs, local_steps=max(int(m[K.LOCAL_STEPS]) for m in metrics),
+            lr=t.lr, local_epochs=t.local_epochs, local_steps=steps,
             batch_size=total if t.algorithm == "fedsgd" else t.batch_size * len(cohort), num_examples=total,
             defenses={**known_defenses(self.cfg), "aggregate_of": len(cohort), "cohort": cohort})
 
@@ -127,6 +137,23 @@ class SecAggCuriousStrategy(LegacyStrategy):
     def evaluate(self, server_round: int, parameters: Parameters):
         metrics = self.evaluate_fn(server_round, ArrayRecord(self._state(parameters)))
         return float(metrics["test_loss"]), dict(metrics)
+
+
+def aggregate_local_steps(algorithm: str, counts: list[int], batch_size: int, epochs: int, max_steps: int) -> int:
+    """The local steps of a secure aggregate, from the config and the public ``num-examples`` claims alone.
+
+    No client sends its local steps under SecAgg+ (nothing per client travels in the clear beyond what
+    ``clients/secagg.py`` lists); a client's steps are a function of its claim: FedSGD one, FedAvg
+    ``epochs * ceil(n / B)`` capped by ``train.max_local_steps`` (``fedsim.training.step_batches``; DP-SGD takes
+    the same count, ``fedsim.dp_sgd.dp_sgd_steps``). The aggregate is the ``n``-weighted mean of the clients' deltas
+    and a delta is about ``lr * steps * g``, so the fake gradient ``delta / (steps * lr)`` is consistent with the
+    cohort's mean gradient for the ``n``-weighted mean of the steps (rounded, at least one); with unequal steps no
+    single value is exact. (The cohort's *max*, used before, understated the gradient.)
+    """
+    if algorithm == "fedsgd" or not counts:
+        return 1
+    steps = [dp_sgd_steps(n, algorithm, batch_size, epochs, max_steps)[1] for n in counts]
+    return max(1, round(sum(n * k for n, k in zip(counts, steps)) / sum(counts)))
 
 
 class LostRoundGuard:

@@ -5,23 +5,24 @@ the weights sent in each round, ``aggregate_train`` turns each valid reply into 
 the sinks (capture store, attack scheduler) and then lets the wrapped strategy aggregate the accepted replies.
 Screening (structure, example-count and norm bounds, rejections) is ``server.validation``'s job: in the live
 stack a ``ReplyGate`` does it outermost, before any Flower wrapper; standalone, this strategy screens itself.
+A reply that a wrapper left invalid is a rejection row (not aggregated); a sink that fails is a ``capture_error``
+row (``server.sinks.deliver``) and the round goes on.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable
+from typing import Iterable
 
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import Strategy
 
 from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate, InvalidUpdateError
+from server.sinks import UpdateSink, deliver
 from server.validation import Bounds, ReplyScreen, ScreeningWrapper, TrainSettings  # TrainSettings re-exported
 
 log = logging.getLogger("fedsim.server")
-
-UpdateSink = Callable[[ClientUpdate], None]
 
 class CuriousStrategy(ScreeningWrapper):
     """Wrap a Message-API strategy; aggregate honestly, capture every accepted client update."""
@@ -56,18 +57,13 @@ class CuriousStrategy(ScreeningWrapper):
                 try:
                     valid.append((msg, self.screen.to_update(server_round, msg)))
                 except (InvalidUpdateError, KeyError, TypeError, ValueError) as exc:  # a wrapper broke it
-                    log.error("round %d: reply invalid after the wrappers: %s", server_round, exc)
+                    self.screen.reject(server_round, msg, f"invalid after the server-side wrappers: {exc}")
             valid.sort(key=lambda mu: mu[1].client_id)
         else:
             valid = self.screen.screen(server_round, replies)
         self.accepted = [u for _, u in valid]
-        for update in self.accepted:
-            for sink in self.sinks:
-                try:
-                    sink(update)
-                except Exception as exc:  # a sink (capture, attack) must never kill the federation
-                    log.exception("sink %r failed on round %d client %d: %s", sink, server_round,
-                                  update.client_id, exc)
+        for update in self.accepted:  # a failing sink is a capture_error row; the round goes on
+            deliver(update, self.sinks, self.run_folder or self.screen.folder)
         if not valid:
             log.warning("round %d: no valid replies to aggregate", server_round)
             return None, None

@@ -9,6 +9,16 @@
   examples does not get ~100 % of the FedAvg weight, even in a two-node federation;
 - *update norm*: at most ``validation.max_update_norm`` (when set), far above a configured whole-update clipping
   bound is implausible, and at most ``validation.norm_ratio`` times the lower median of recent accepted norms.
+- *share of the aggregate weight*: FedAvg weights a reply by the client's own claim, which the server cannot
+  verify, so no accepted reply may carry more than ``validation.max_weight_share`` (default 0.5) of the round's
+  weight (or ``1 / replies`` when the cohort is too small for the bound). A larger claim is *capped*, not rejected:
+  the largest claims are lowered to one common integer weight (water-filling, :func:`capped_claims`) so that each
+  is at most the bound, the reply still counts, and a ``rejections.jsonl`` row (``action = "capped"``) gives the
+  claim, the weight used and the reason. Capping keeps a legitimately large client (unequal Dirichlet partitions)
+  in the aggregate with a bounded pull, where rejecting it would drop honest data and, with two nodes, would drop
+  one of any unequal pair; the capture keeps the claim itself (what the server saw), only FedAvg's weight changes.
+  Claims of 50 and 5000 in a two-node round weigh 0.5 / 0.5 instead of 0.01 / 0.99. Every preset's cohort stays
+  under 0.5 (``configs/fedavg_dirichlet.toml``: at most 0.45), so their runs do not change.
 
 The *lower* median (the smaller middle value) keeps one outlier out of its own reference with as few as two
 replies; the history across rounds covers a round where most replies are bad. ``ReplyGate`` is the outermost
@@ -25,7 +35,8 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from fractions import Fraction
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -62,6 +73,7 @@ class Bounds:
     norm_ratio: float = 1000.0
     max_update_norm: float = 0.0
     history: int = 20
+    max_weight_share: float = 0.5
 
 
 def update_norm(update: ClientUpdate) -> float:
@@ -71,6 +83,33 @@ def update_norm(update: ClientUpdate) -> float:
         if after.is_floating_point():
             total += float(((after.double() - update.weights_before[name].double()) ** 2).sum())
     return math.sqrt(total)
+
+
+def capped_claims(claims: Sequence[int], max_share: float) -> list[int]:
+    """``claims`` with the largest lowered to one common integer cap so that none is over ``max_share`` of their
+    sum (``1 / len(claims)`` when that is larger: equal weights are the tightest possible); unchanged when none is.
+
+    Water-filling: with the ``k`` largest claims capped at ``c`` and ``rest`` the sum of the others, a capped share
+    is ``c / (rest + k c)``, which equals the bound at ``c = s rest / (1 - k s)``; ``k`` grows until the largest
+    uncapped claim fits under ``c``. Exact arithmetic (``Fraction``); flooring ``c`` only lowers every share of a
+    capped claim, and an uncapped (integer) claim ``<= c`` is ``<= floor(c)``, so every share stays within the bound.
+    """
+    n = len(claims)
+    if n < 2 or max_share >= 1:
+        return list(claims)
+    share = max(Fraction(str(float(max_share))), Fraction(1, n))  # the decimal bound as written (0.6 = 3/5)
+    order = sorted(claims, reverse=True)
+    rest = sum(order)
+    if order[0] <= share * rest:
+        return list(claims)
+    cap = Fraction(order[-1])
+    for k in range(1, n):  # share >= 1/n: the loop ends by k = n - 1 (all but the smallest capped at it)
+        rest -= order[k - 1]
+        cap = share * rest / (1 - k * share)
+        if order[k] <= cap:
+            break
+    top = max(1, math.floor(cap))
+    return [min(c, top) for c in claims]
 
 
 def lower_median(values: Iterable[float]) -> float | None:
@@ -92,6 +131,7 @@ class ReplyScreen:
         self.sent: dict[int, dict[str, torch.Tensor]] = {}
         self._norms: deque[list[float]] = deque(maxlen=max(1, bounds.history))
         self._claims: deque[list[int]] = deque(maxlen=max(1, bounds.history))
+        self._claimed: dict[tuple[int, int], int] = {}  # (round, client) -> claim, of replies whose weight was capped
 
     def remember_sent(self, server_round: int, arrays: ArrayRecord) -> None:
         state = arrays.to_torch_state_dict()
@@ -124,8 +164,10 @@ class ReplyScreen:
                 raise InvalidUpdateError(f"metric {key!r} is {value}")
         params = set(self.parameter_names)
         s = self.settings
+        client = int(meta[K.PARTITION_ID])
+        num_examples = self._claimed.get((server_round, client), num_examples)  # the claim, not a capped weight
         return ClientUpdate(
-            run_id=self.run_id, server_round=server_round, client_id=int(meta[K.PARTITION_ID]),
+            run_id=self.run_id, server_round=server_round, client_id=client,
             algorithm=s.algorithm,
             weights_before={n: sent[n] for n in self.parameter_names},
             weights_after={n: received[n] for n in self.parameter_names},
@@ -172,6 +214,7 @@ class ReplyScreen:
     def screen(self, server_round: int, replies: list[Message]) -> list[tuple[Message, ClientUpdate]]:
         """The valid replies of a round (in client order) with their updates; every other one is logged."""
         structured: list[tuple[Message, ClientUpdate]] = []
+        self._claimed = {}
         for msg in replies:
             if msg.has_error():
                 self.reject(server_round, msg, f"client reported an error: {_error_text(msg)}")
@@ -191,18 +234,39 @@ class ReplyScreen:
             valid.append((msg, update))
         self._norms.append([update_norm(u) for _, u in valid])
         self._claims.append([u.num_examples for _, u in valid])
+        self.cap_weights(server_round, valid)
         return sorted(valid, key=lambda mu: mu[1].client_id)  # float sums depend on order: aggregate by client
 
-    def reject(self, server_round: int, msg: Message, reason: str) -> None:
+    def cap_weights(self, server_round: int, valid: list[tuple[Message, ClientUpdate]]) -> None:
+        """Lower the FedAvg weight (``num-examples`` of the reply) of any claim over ``max_weight_share``."""
+        claims = [u.num_examples for _, u in valid]
+        capped = capped_claims(claims, self.bounds.max_weight_share)
+        total = sum(claims)
+        bound = max(self.bounds.max_weight_share, 1 / max(1, len(claims)))
+        for (msg, update), claim, weight in zip(valid, claims, capped):
+            if weight == claim:
+                continue
+            msg.content[K.METRICS][K.NUM_EXAMPLES] = weight
+            self._claimed[(server_round, update.client_id)] = claim
+            small = "" if bound == self.bounds.max_weight_share else f" (1/{len(claims)} replies: {bound:.3g})"
+            self.reject(server_round, msg, f"num-examples={claim} weighted as {weight}: its share {claim / total:.3g} "
+                        f"of the round's claims is over validation.max_weight_share="
+                        f"{self.bounds.max_weight_share:g}{small} (FedAvg weights by the client's own, "
+                        "unverifiable claim)", action="capped")
+
+    def reject(self, server_round: int, msg: Message, reason: str, action: str | None = None) -> None:
+        """Log (and write to ``rejections.jsonl``) a rejected reply, or one accepted with ``action`` (capped)."""
         node = msg.metadata.src_node_id
         client = None
         try:
             client = int(msg.content[K.META][K.PARTITION_ID])
         except Exception:  # the reply may be missing exactly this (or be an error without content)
             pass
-        log.warning("round %d: rejected reply from node %s (client %s): %s", server_round, node, client, reason)
+        log.warning("round %d: %s reply from node %s (client %s): %s", server_round, action or "rejected", node,
+                    client, reason)
         if self.folder is not None:
-            self.folder.append(RejectionRow(round=server_round, node=node, client=client, reason=reason))
+            self.folder.append(RejectionRow(round=server_round, node=node, client=client, reason=reason,
+                                            action=action))
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

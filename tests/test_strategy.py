@@ -54,10 +54,10 @@ def _perturbed(sent, seed):
 def test_captures_equal_what_clients_sent_and_aggregate_is_fedavg(setup):
     strategy, sent, captured, run = setup
     states = [_perturbed(sent, s) for s in range(3)]
-    replies = [_reply(st, num_examples=n, pid=i) for i, (st, n) in enumerate(zip(states, (5, 10, 20)))]
+    replies = [_reply(st, num_examples=n, pid=i) for i, (st, n) in enumerate(zip(states, (5, 10, 15)))]
     arrays, _ = strategy.aggregate_train(1, replies)
     plain, _ = FedAvg().aggregate_train(1, [_reply(st, num_examples=n, pid=i)
-                                            for i, (st, n) in enumerate(zip(states, (5, 10, 20)))])
+                                            for i, (st, n) in enumerate(zip(states, (5, 10, 15)))])
     for k, v in arrays.to_torch_state_dict().items():
         torch.testing.assert_close(v, plain.to_torch_state_dict()[k])
     assert [u.client_id for u in captured] == [0, 1, 2]

@@ -139,7 +139,9 @@ def test_honest_spread_passes_the_bounds(tmp_path):
         _configure(gate, sent, rnd)
         gate.aggregate_train(rnd, [_reply(_honest(sent, 10 * rnd + s, scale=0.01 * (1 + s)),
                                           {"num-examples": 10 + 40 * s}, s) for s in range(3)])
-    assert len(captured) == 9 and not folder.rejection_rows()
+    rows = folder.rejection_rows()  # none rejected; the 90-claim (share 0.6) is weighted at the 0.5 share bound
+    assert len(captured) == 9 and not [r for r in rows if r.action != "capped"]
+    assert [(r.round, r.client) for r in rows] == [(1, 2), (2, 2), (3, 2)]
 
 
 def test_lower_median():

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, TypeVar
 
-from fedsim.rows import (ROW_TYPES, AttackErrorRow, AttackRow, InversionRow, LabelRow, LostRoundRow, PrivacyRow,
-                         RejectionRow, Row, SkippedRow, UtilityRow, row_from_json)
+from fedsim.rows import (ROW_TYPES, AttackErrorRow, AttackRow, CaptureErrorRow, InversionRow, LabelRow, LostRoundRow,
+                         PrivacyRow, RejectionRow, Row, SkippedRow, UtilityRow, row_from_json)
 from fedsim.runfolder import RunFolder, read_objects
 
 R = TypeVar("R", bound=Row)
@@ -35,6 +35,7 @@ class RunData:
     skipped: list[SkippedRow] = field(default_factory=list)
     lost_rounds: list[LostRoundRow] = field(default_factory=list)
     rejections: list[RejectionRow] = field(default_factory=list)
+    capture_errors: list[CaptureErrorRow] = field(default_factory=list)
     unknown_kinds: Counter = field(default_factory=Counter)
     malformed: Counter = field(default_factory=Counter)
     bad_lines: dict[str, int] = field(default_factory=dict)
@@ -56,6 +57,7 @@ class RunData:
     def empty(self) -> bool:
         return not (self.config or self.utility or self.labels or self.inversions or self.privacy
                     or self.attack_errors or self.skipped or self.lost_rounds or self.rejections
+                    or self.capture_errors
                     or self.num_captures or self.num_images)
 
 
@@ -102,7 +104,8 @@ def _read_metrics(data: RunData, folder: RunFolder) -> None:
         data.bad_lines[folder.metrics.name] = bad
     buckets: dict[type, list] = {UtilityRow: data.utility, LabelRow: data.labels, InversionRow: data.inversions,
                                  PrivacyRow: data.privacy, AttackErrorRow: data.attack_errors,
-                                 SkippedRow: data.skipped, LostRoundRow: data.lost_rounds}
+                                 SkippedRow: data.skipped, LostRoundRow: data.lost_rounds,
+                                 CaptureErrorRow: data.capture_errors}
     positions: dict[int, int] = {}
     attacks: list[tuple[int, AttackRow]] = []
     for i, obj in enumerate(objects):

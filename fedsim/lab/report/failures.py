@@ -1,5 +1,6 @@
 """Failures: lost rounds, attacks that crashed or timed out, attacks that ran but could not be scored, skipped
-attacks, rejected client replies, and what the reader had to skip."""
+attacks, updates that could not be captured, rejected (or weight-capped) client replies, and what the reader had
+to skip."""
 
 from __future__ import annotations
 
@@ -68,11 +69,24 @@ def _skipped(data: RunData) -> str:
 
 def _rejections(data: RunData) -> str:
     rows = [f'<tr><td class="n">{or_q(r.round)}</td><td class="n">{or_q(r.node)}</td>'
-            f'<td class="n">{or_q(r.client)}</td><td class="err">{short(r.reason)}</td></tr>'
+            f'<td class="n">{or_q(r.client)}</td><td>{e(r.action or "rejected")}</td>'
+            f'<td class="err">{short(r.reason)}</td></tr>'
             for r in data.rejections[:MAX_LIST_ROWS]]
     return _listing("Rejected client replies", data.rejections, "Malformed replies the server refused to "
-                    "aggregate (and did not attack).", ["round", "node", "client", "reason"],
-                    [True, True, True, False], rows)
+                    "aggregate (and did not attack); <code>capped</code>: a reply aggregated with its FedAvg weight "
+                    "lowered to <code>validation.max_weight_share</code> of the round.",
+                    ["round", "node", "client", "action", "reason"], [True, True, True, False, False], rows)
+
+
+def _capture_errors(data: RunData) -> str:
+    if not data.capture_errors:
+        return ""
+    rows = [f'<tr><td class="n">{or_q(r.round)}</td><td class="n">{or_q(r.client)}</td>'
+            f'<td>{e(r.sink or "")}</td><td class="err">{short(r.error)}</td></tr>'
+            for r in data.capture_errors[:MAX_LIST_ROWS]]
+    return _listing("Updates not captured", data.capture_errors, "Accepted updates that a server sink (the "
+                    "capture store) failed on (<code>capture_error</code>): aggregated, but not captured; the round "
+                    "went on.", ["round", "client", "sink", "error"], [True, True, False, False], rows)
 
 
 def _reader_notes(data: RunData) -> str:
@@ -93,5 +107,5 @@ def _reader_notes(data: RunData) -> str:
 
 
 def failures(data: RunData) -> str:
-    return "".join([_lost_rounds(data), _failed_attacks(data), _unscored(data), _skipped(data), _rejections(data),
-                    _reader_notes(data)])
+    return "".join([_lost_rounds(data), _failed_attacks(data), _unscored(data), _skipped(data),
+                    _capture_errors(data), _rejections(data), _reader_notes(data)])
