@@ -107,13 +107,15 @@ def selected_captures(folder: RunFolder, cfg: ExperimentConfig) -> list[Capture]
         return chosen
     rounds = parse_selection("attack.rounds", cfg.attack.rounds)
     clients = parse_selection("attack.clients", cfg.attack.clients)
-    keys = [k for k, sel, have in (("attack.rounds", rounds, {c.round for c in every}),
-                                   ("attack.clients", clients, {c.client for c in every}))
-            if sel is not None and not sel & have] or ["attack.rounds", "attack.clients"]
-    values = ", ".join(f"{k} = {getattr(cfg.attack, k.split('.')[1])!r}" for k in keys)
-    raise ConfigError(f"{', '.join(keys)}: {values} selects no capture of {folder.root}; it has captures for "
-                      f"rounds {_ranges({c.round for c in every})} and clients {_ranges({c.client for c in every})}"
-                      + ("" if len(keys) == 1 else " (not in these combinations)"))
+    have = f"rounds {_ranges({c.round for c in every})} and clients {_ranges({c.client for c in every})}"
+    for key, sel, ids in (("attack.rounds", rounds, {c.round for c in every}),
+                          ("attack.clients", clients, {c.client for c in every})):
+        if sel is not None and not sel & ids:
+            value = getattr(cfg.attack, key.split(".")[1])
+            raise ConfigError(f"{key}: {value!r} selects no capture of {folder.root}; it has captures for {have}")
+    raise ConfigError(f"attack.rounds, attack.clients: rounds {cfg.attack.rounds!r} x clients "
+                      f"{cfg.attack.clients!r} select no capture of {folder.root}; it has captures for {have}, "
+                      "none of them in this combination")
 
 
 def _ranges(ids: set[int]) -> str:
