@@ -174,6 +174,9 @@ class PrivacyRow(Row):
     accountant: str
     mechanism: str | None = None
     time: float | None = None
+    noise_multiplier: float | None = None  # central DP: the release's effective multiplier (z * clients / sampled)
+    clients: int | None = None             # central DP: replies averaged in the release
+    sampled: int | None = None             # central DP: clients the noise was calibrated for
 
 
 @dataclass(frozen=True, kw_only=True)
