@@ -83,12 +83,15 @@ class SecAgg:
 
     enabled: bool = opt(False, doc="Flower SecAgg+: the server sees only the unmasked aggregate")
     num_shares: int = opt(0, minimum=0, doc="Shamir shares per client secret (0 = every sampled client; else >= 3)")
-    reconstruction_threshold: int = opt(2, minimum=2, doc="shares needed to recover a secret (< num_shares); "
-                                        "a round survives while this many clients remain")
+    reconstruction_threshold: int = opt(0, minimum=0, doc="shares needed to recover a secret: 0 = the safe "
+                                        "minimum num_shares // 2 + 1; else above num_shares / 2 and below "
+                                        "num_shares (SAFE_THRESHOLD); a round survives while this many clients "
+                                        "remain")
     max_weight: float = opt(0.0, minimum=0.0, doc="largest num-examples a client may weight its update by "
                             "(0 = train.batch_size for FedSGD, data.max_examples_per_client or 1000 for FedAvg)")
     clipping_range: float = opt(8.0, minimum=1e-6, doc="weights are clipped to [-range, range] before quantisation")
-    quantization_range: int = opt(4194304, minimum=2, doc="integer levels of the quantiser (2**22)")
+    quantization_range: int = opt(4194304, minimum=2, doc="integer levels of the quantiser (2**22; at least "
+                                  "MIN_QUANTIZATION_LEVELS = 2**16 when enabled)")
     modulus_range: int = opt(4294967296, minimum=4, maximum=4294967296, doc="modulus of the masked integer "
                              "arithmetic (a power of 2, > quantization_range)")
 
@@ -161,23 +164,48 @@ def sampled_clients(cfg: Any) -> int:
     return max(int(cfg.run.num_clients * cfg.train.fraction_train), cfg.train.min_train_nodes)
 
 
+#: SAFE_THRESHOLD: SecAgg+ (Bell et al., CCS 2020; SecAgg, Bonawitz et al., CCS 2017) Shamir-shares two secrets
+#: of every client among its neighbours: the seed of its self mask and the key of its pairwise masks. In the
+#: unmask stage an honest neighbour reveals a share of one of them only (self-mask seed if the client survived,
+#: mask key if it dropped). A server that tells some neighbours the client dropped and others that it survived
+#: gets both secrets, and so the client's unmasked update, from two disjoint sets of ``t`` neighbours; with
+#: ``t > num_shares / 2`` two such sets cannot exist. Flower's SecAggPlusWorkflow docstring: "higher
+#: reconstruction_threshold means better privacy guarantees but less tolerance to dropouts" (it sets no bound).
+def safe_threshold(num_shares: int) -> int:
+    """The smallest reconstruction threshold above ``num_shares / 2`` (the default, ``threshold = 0``)."""
+    return num_shares // 2 + 1
+
+
+#: Flower's SecAgg+ (``flwr.common.secure_aggregation.quantization``) clips every weight to [-clipping_range,
+#: clipping_range] and rounds it stochastically to one of quantization_range levels: one level is
+#: 2 * clipping_range / quantization_range. Below 2**16 levels a level exceeds 3e-5 of the clipping range
+#: (2.4e-4 at the default range 8), the size of a small FedSGD step, so the aggregate would be mostly
+#: quantisation noise (2 levels = 1 bit: every weight becomes +-clipping_range).
+MIN_QUANTIZATION_LEVELS = 2**16
+
+
 def secagg_plan(cfg: Any) -> SecAggPlan:
     s, t = cfg.defense.secagg, cfg.train
     m = sampled_clients(cfg)
     shares = min(s.num_shares, m) if s.num_shares else m
+    threshold = s.reconstruction_threshold or safe_threshold(shares)
     if s.max_weight:
         weight = s.max_weight
     elif t.algorithm == "fedsgd":
         weight = float(t.batch_size)
     else:
         weight = float(cfg.data.max_examples_per_client or 1000)
-    return SecAggPlan(m, shares, s.reconstruction_threshold, weight)
+    return SecAggPlan(m, shares, threshold, weight)
 
 
 def check_defenses(cfg: Any, config_error: type[Exception]) -> None:
     """Refuse, in one line, defense combinations that the configured mechanisms cannot honour."""
     if cfg.defense.secagg.enabled:
         _check_secagg(cfg, config_error)
+    if cfg.defense.dp_sgd.enabled:
+        from fedsim.dp_sgd import check_dp_sgd_model
+
+        check_dp_sgd_model(cfg, config_error)  # Opacus' ModuleValidator: BatchNorm refused before Flower starts
 
 
 def _check_secagg(cfg: Any, config_error: type[Exception]) -> None:
@@ -199,6 +227,17 @@ def _check_secagg(cfg: Any, config_error: type[Exception]) -> None:
             f"defense.secagg.reconstruction_threshold: {plan.threshold} must be below the number of shares "
             f"{plan.num_shares} ({plan.cohort} clients sampled per round; raise run.num_clients / "
             "train.min_train_nodes or lower the threshold)")
+    if plan.threshold < safe_threshold(plan.num_shares):
+        raise config_error(
+            f"defense.secagg.reconstruction_threshold: {plan.threshold} is at most half of the {plan.num_shares} "
+            f"shares; a server that lies about who dropped could then rebuild a client's masks from two disjoint "
+            f"sets of neighbours (valid: {safe_threshold(plan.num_shares)} .. {plan.num_shares - 1}, or 0 = "
+            f"{safe_threshold(plan.num_shares)})")
+    if s.quantization_range < MIN_QUANTIZATION_LEVELS:
+        raise config_error(
+            f"defense.secagg.quantization_range: {s.quantization_range} levels is below the minimum "
+            f"{MIN_QUANTIZATION_LEVELS} (2**16): one level, 2 * clipping_range / levels = "
+            f"{2 * s.clipping_range / s.quantization_range:.3g}, would swamp the update")
     if s.quantization_range * plan.cohort >= s.modulus_range or s.modulus_range & (s.modulus_range - 1):
         raise config_error(
             f"defense.secagg.modulus_range: {s.modulus_range} must be a power of 2 above quantization_range * "

@@ -9,6 +9,7 @@ client reports as ``num-examples`` (FedAvg's weight, and the K the curious serve
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -92,3 +93,47 @@ def dp_sgd_train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, al
         privacy["epsilon_round"] = float(engine.accountant.get_epsilon(delta))
         privacy["epsilon"] = rdp_epsilon(noise, q, steps * server_round, delta)
     return result, privacy
+
+
+# ---- at load: a model Opacus cannot train fails before Flower starts ---------------------------------------
+@functools.lru_cache(maxsize=16)
+def opacus_refusal(name: str, options: tuple[tuple[str, object], ...]) -> str | None:
+    """Why Opacus' ``ModuleValidator.validate(model, strict=False)`` refuses the model, or None.
+
+    The model is built once per process and option set on the ``meta`` device with a nominal 3x32x32 input and
+    10 classes (no weights allocated, no data loaded): which layers a registered model has does not depend on
+    the input shape. Opacus refuses BatchNorm (a sample's output depends on its batch peers, which per-example
+    clipping cannot bound)."""
+    from opacus.validators import ModuleValidator
+
+    from fedsim.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(name, (3, 32, 32), 10, **dict(options))
+    errors = ModuleValidator.validate(model, strict=False)
+    if not errors:
+        return None
+    norms = [n for n, m in model.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if norms:
+        more = ", ..." if len(norms) > 3 else ""
+        return f"{len(norms)} BatchNorm layer(s) ({', '.join(norms[:3])}{more})"
+    first = str(errors[0]).split(". ")[0].replace("\n", " ")
+    return f"{len(errors)} module(s) Opacus cannot train ({type(errors[0]).__name__}: {first})"
+
+
+def check_dp_sgd_model(cfg, config_error: type[Exception]) -> None:
+    """DP-SGD on a model Opacus refuses (BatchNorm) is a one-line config error naming the model key."""
+    from fedsim.experiment import model_options
+
+    m = cfg.model
+    reason = opacus_refusal(m.name, tuple(sorted(model_options(cfg).items())))
+    if reason is None:
+        return
+    if m.name == "convnet" and m.batchnorm:
+        key, hint = "model.batchnorm", "set model.batchnorm = false"
+    else:
+        key, hint = "model.name", "choose a model without BatchNorm (convnet, lenet5, fcn3, vgg16)"
+    raise config_error(
+        f"{key}: Opacus DP-SGD (defense.dp_sgd.enabled) cannot train model.name = {m.name!r}: it has {reason}, "
+        f"which Opacus' ModuleValidator refuses; {hint}, or use opacus.validators.ModuleValidator.fix to swap "
+        "BatchNorm for GroupNorm")

@@ -11,6 +11,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedsim import messages as K
 from fedsim.config import ExperimentConfig, from_flat, to_toml
+from fedsim.evaluation.preconditions import check_attack_inputs
 from fedsim.experiment import HELDOUT, device, make_model, run_dir, test_data
 from fedsim.rows import UtilityRow
 from fedsim.runfolder import RunFolder
@@ -75,6 +76,7 @@ def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> ReplyGate:
 def main(grid: Grid, context: Context) -> None:
     cfg = from_flat(context.run_config)
     out = run_dir(cfg)  # absolute: the one folder of the ServerApp and every ClientApp (fedsim.experiment)
+    check_attack_inputs(cfg, out)  # as fedsim's preflight: under a bare `flwr run .` a typo fails before round 1
     folder = RunFolder(out)
     # owned: the lab entry points prepared (marked) it already; a new or empty folder (bare `flwr run .`) is
     # marked here, before any client writes (clients write audit/ only when a train message reaches them);

@@ -29,11 +29,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from fedsim.lab.runner import run_federation
 
     cfg = load_config(args.config, parse_overrides(args.set or []))
-    preflight(cfg)
     out = Path(args.out) if args.out else Path("runs") / cfg.run.name
+    check_out(out)
+    preflight(cfg, out)
     run = run_federation(cfg, out, quiet=args.quiet)
     _after_run(run, args.quiet)
     return 0
+
+
+def check_out(out: Path) -> None:
+    """``--out`` must be a folder or a path one can create: a regular file there (or above) is refused."""
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            what = "is a file, not a folder" if path == out else f"cannot be created: {path} is a file"
+            raise ConfigError(f"--out: {out} {what}; name a new or existing folder for the run")
 
 
 def _cmd_deploy_local(args: argparse.Namespace) -> int:

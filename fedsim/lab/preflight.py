@@ -1,19 +1,24 @@
 """Checks that run before any work starts: a config that cannot run fails in seconds with one line.
 
-``fedsim.config`` validates keys, types, ranges and choices on its own (the core cannot see the attack
-registries); here the lab shell adds what needs the layers above or the disk: attack method names against
-``attacks`` registries (through the evaluation layer's plan) and whether the dataset is installed
-(``DatasetUnavailable`` says how to get it) — instead of failing after ~40 s of Flower start-up.
+``fedsim.config`` validates keys, types, ranges, choices and the federation on its own (the core cannot see
+the attack registries); here the lab shell adds what needs the layers above or the disk: the attack inputs
+(``fedsim.evaluation.preconditions.check_attack_inputs``: method names against the ``attacks`` registries, the
+generative prior and LPIPS weight files; the ServerApp calls the same function when it starts, for a bare
+``flwr run .``) and whether the dataset is installed (``DatasetUnavailable`` says how to get it) — instead of
+failing after ~40 s of Flower start-up, or per attack after training.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fedsim.config import ExperimentConfig
-from fedsim.evaluation.attacking import plan_from_config
-from fedsim.experiment import dataset
+from fedsim.evaluation.preconditions import check_attack_inputs
+from fedsim.experiment import dataset, run_dir as default_run_dir
 
 
-def preflight(cfg: ExperimentConfig) -> None:
-    """Raise a ``FedsimError`` (one line) when ``cfg`` cannot run on this machine."""
-    plan_from_config(cfg)
+def preflight(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> None:
+    """Raise a ``FedsimError`` (one line) when ``cfg`` cannot run on this machine; ``run_dir`` is where the run
+    will write (default: the folder the config names), where ggl/gias look for their prior by default."""
+    check_attack_inputs(cfg, Path(run_dir) if run_dir is not None else default_run_dir(cfg))
     dataset(cfg)

@@ -1,0 +1,58 @@
+"""What ``[attack]`` needs before a run starts, checked where both entry points can call it.
+
+``fedsim run`` (through ``fedsim.lab.preflight``) and the ServerApp itself (``server/app.py`` main, which is all
+that runs under a bare ``flwr run .``) call :func:`check_attack_inputs`, so a bad attack input is the same
+one-line ``ConfigError`` before the first round either way, instead of one failed attack row per capture after
+training. The core config (``fedsim.config``) cannot do this: it must not import ``attacks``, and it is also
+loaded by ClientApps on machines that do not hold the server's files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedsim.config import ExperimentConfig
+from fedsim.errors import ConfigError
+from fedsim.evaluation.attacking import plan_from_config
+
+
+def check_attack_inputs(cfg: ExperimentConfig, run_dir: str | Path, files: bool | None = None):
+    """Raise a one-line ``ConfigError`` for an ``[attack]`` the attacks would refuse; return the attack plan.
+
+    Method names (``attack.label_methods``, ``attack.inversion``) are checked against the registries always;
+    with ``files`` (default: ``attack.enabled``) also the files the attacks read on this machine: the generative
+    prior of ``ggl`` / ``gias`` (``attack.prior_path``, default ``<run>/priors/<dataset>_vae.safetensors``) unless
+    ``attack.prior_autotrain`` trains it at run time, and ``attack.lpips_weights``."""
+    plan = plan_from_config(cfg)
+    if files is None:
+        files = cfg.attack.enabled
+    if files:
+        _check_prior(cfg, plan.inversion, Path(run_dir))
+        _check_lpips(cfg.attack.lpips_weights)
+    return plan
+
+
+def _check_prior(cfg: ExperimentConfig, inversion: str | None, run_dir: Path) -> None:
+    from attacks.inversion import INVERSION_METHODS
+
+    if inversion is None or INVERSION_METHODS[inversion].kind != "generative" or cfg.attack.prior_autotrain:
+        return
+    from attacks.generative import default_prior_path
+
+    fix = ("set attack.prior_autotrain = true (trains it on the public aux split, the held-out half of the test "
+           "split) or attack.prior_path to a trained prior file")
+    if cfg.attack.prior_path:
+        if not Path(cfg.attack.prior_path).is_file():
+            raise ConfigError(f"attack.prior_path: {cfg.attack.prior_path!r} is not a file; attack.inversion = "
+                              f"{inversion!r} needs a trained prior: {fix}")
+        return
+    default = default_prior_path(run_dir, cfg.data.dataset)
+    if not default.is_file():
+        raise ConfigError(f"attack.inversion: {inversion!r} needs a trained generative prior and attack.prior_path "
+                          f"is empty (default {str(default)!r} does not exist); {fix}")
+
+
+def _check_lpips(weights: str) -> None:
+    if weights and not Path(weights).is_file():
+        raise ConfigError(f"attack.lpips_weights: {weights!r} is not a file; give a local torchvision alexnet / "
+                          "vgg16 state dict, or '' to report LPIPS as unavailable (weights are never downloaded)")
