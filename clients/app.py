@@ -4,8 +4,9 @@ Receives the global weights and a train config (algorithm, lr, local epochs, bat
 trains with plain SGD on its partition and replies with its weights, metrics (``num-examples`` weights the
 average) and a ConfigRecord of identifiers (kept out of the averaged MetricRecord). What it trained on goes to
 the audit folder, never into the reply. ``train_loss`` (the mean loss on the private batches) is sent only when
-no DP mechanism and no SecAgg+ is on (:func:`releases_train_loss`): no epsilon covers it. Defenses: training hooks here (``fedsim.defended_training``), everything
-that acts on messages in the one list of mods (``clients.mods``). Message keys: ``fedsim.messages``.
+no DP mechanism and no SecAgg+ is on (:func:`releases_train_loss`): no epsilon covers it. Defenses: training
+hooks here (``fedsim.defended_training``), everything that acts on messages in the one list of mods
+(``clients.mods``). Message keys: ``fedsim.messages``.
 """
 
 from __future__ import annotations
