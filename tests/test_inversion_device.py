@@ -12,6 +12,8 @@ from attacks.pipeline import AttackPlan, DataSpec, attack_update
 from fedsim.models.zoo import build_model
 from fedsim.types import ClientUpdate
 
+pytestmark = pytest.mark.usefixtures("seeded")  # every draw of the global RNG is seeded
+
 SHAPE = (1, 8, 8)
 
 

@@ -10,6 +10,8 @@ from attacks.pipeline import dp_sgd_clip_norm
 from fedsim.errors import AttackNotApplicable
 from fedsim.types import ClientUpdate
 
+pytestmark = pytest.mark.usefixtures("seeded")  # every draw of the global RNG is seeded
+
 
 def _model() -> nn.Module:
     torch.manual_seed(0)

@@ -6,6 +6,8 @@ import torch
 from attacks.inversion import INVERSION_METHODS
 from attacks.inversion.objectives import gradient_distance, prepare_distance
 
+pytestmark = pytest.mark.usefixtures("seeded")  # every draw of the global RNG is seeded
+
 
 def test_masked_cosine_ignores_the_dropped_coordinates():
     gen = torch.Generator().manual_seed(0)

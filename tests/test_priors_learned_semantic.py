@@ -65,9 +65,11 @@ def test_assignment_respects_counts():
 
 def test_classifier_labels_clean_images_and_candidates(ds):
     ax, ay = aux_split(ds)
-    clf = train_classifier(ax, ay, epochs=60, shifts=0, max_seconds=10)
+    # step-bounded (40 epochs of 3 steps, no wall-clock cut: the same classifier on a fast or a loaded machine);
+    # measured 0.911 on the held-out half (untrained: 0.084)
+    clf = train_classifier(ax, ay, epochs=40, shifts=0, max_seconds=None)
     acc = float((classify(clf, ds.test_x[1::2]).argmax(-1) == ds.test_y[1::2]).float().mean())
-    assert acc > 0.6
+    assert acc > 0.85
     x = ds.normalize(ds.train_x[:4])
     counts = torch.bincount(ds.train_y[:4], minlength=10)
     out = semantic_labels(x, clf, mean=ds.mean, std=ds.std, counts=counts)

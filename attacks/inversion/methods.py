@@ -117,13 +117,13 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         InversionSpec(distance="cosine", regularizers={"tv": IG_TV}, optimizer="adam", attack_lr=0.1, signed=True,
                       schedule="step-decay", box=True, init="randn"), model_tv=True),
     InversionMethod(
-        "geng", "Geng et al.: Towards General Deep Leakage in Federated Learning (FedSGD; eq. 10, 17-19)",
+        "geng", "Geng et al.: Towards General Deep Leakage in Federated Learning (arXiv 2021; FedSGD, eq. 10, 17-19)",
         "L2 (sum of layer norms) + TV + clip + scale penalties, L-BFGS, U(0,1) init; works on gradients or "
         "fake gradients (W0 - WT)/(T lr) given as gradients= or as weights_after=, lr=, local_steps=",
         InversionSpec(distance="l2-relative", regularizers=dict(_GENG_REGULARIZERS), optimizer="lbfgs", attack_lr=1.0,
                       init="uniform")),
     InversionMethod(
-        "geng-fedavg", "Geng et al.: Towards General Deep Leakage in FL (FedAvg, Sec. 3.5, eq. 24)",
+        "geng-fedavg", "Geng et al.: Towards General Deep Leakage in FL (arXiv 2021; FedAvg, Sec. 3.5, eq. 24)",
         "cosine distance to the fake gradient (W0 - WT)/(T lr) + TV + clip + scale, L-BFGS, U(0,1); eq. 24 "
         "sums a cosine per layer (distance='cosine-layerwise'), which stalled L-BFGS in our LeNet runs, so the "
         "default is the global cosine",
@@ -144,7 +144,8 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         InversionSpec(distance="cosine", regularizers={"tv": 0.01}, optimizer="adam", attack_lr=0.1, signed=True,
                       schedule="step-decay", box=True, init="randn", target="unrolled")),
     InversionMethod(
-        "multi-update", "Geng et al.: Towards General Deep Leakage in FL, Alg. 2 (multiple updates consistency)",
+        "multi-update", "Geng et al.: Towards General Deep Leakage in FL (arXiv 2021), Alg. 2 (multiple updates "
+        "consistency)",
         "one client's several (weights_before, gradient) pairs on the same data (updates=[...]) matched jointly "
         "(mean L2) + TV + clip + scale, L-BFGS, U(0,1) init",
         InversionSpec(distance="l2-relative", regularizers=dict(_GENG_REGULARIZERS), optimizer="lbfgs", attack_lr=1.0,

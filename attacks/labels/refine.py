@@ -1,4 +1,5 @@
-"""``ilrg-refine``: fedsim's own count estimator (not a published method), built on iLRG's equations.
+"""``ilrg-refine``: fedsim's own count estimator (not a published method), built on iLRG's equations (Ma et al.,
+"Instance-wise Batch Label Restoration via Gradients in Federated Learning", ICLR 2023).
 
 iLRG's bias equation is exact: db = p_bar - k / K, with p_bar the batch-mean post-softmax probability, so
 k = K (p_bar - db) and the whole problem is estimating p_bar to better than 0.5 / K per class. iLRG does it
