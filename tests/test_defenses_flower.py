@@ -122,7 +122,9 @@ def test_central_dp_wrapper_is_outermost_and_captures_are_clipped(tmp_path):
     captured = []
     curious = _curious(cfg, sent, captured)
     strategy = wrap_strategy(curious, cfg, RunFolder(tmp_path))
-    assert type(strategy).__name__ == "DifferentialPrivacyServerSideFixedClipping"
+    # CentralDpRelease (equal weights, privacy row per release) directly around Flower's wrapper
+    assert type(strategy).__name__ == "CentralDpRelease"
+    assert type(strategy.inner).__name__ == "DifferentialPrivacyServerSideFixedClipping"
     list(strategy.configure_train(1, ArrayRecord(sent), ConfigRecord({}), Mock()))
     replies = [_client_reply(ExperimentConfig(), sent, p) for p in range(3)]
     arrays, _ = strategy.aggregate_train(1, replies)
