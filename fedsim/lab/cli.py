@@ -57,8 +57,9 @@ def _cmd_deploy_local(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     cfg = cfg.replace(**{"run.num_clients": args.nodes,  # --nodes decides the federation size
                          "train.min_train_nodes": min(cfg.train.min_train_nodes, args.nodes)})
-    preflight(cfg)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-deploy"
+    check_out(out)
+    preflight(cfg, out)
     run = deploy_local(cfg, args.nodes, out, quiet=args.quiet)
     _after_run(run, args.quiet)
     return 0
