@@ -18,7 +18,6 @@ from pathlib import Path
 
 from fedsim.config import load_config, parse_overrides
 from fedsim.errors import ConfigError, FedsimError, RoundsLost, RunFolderError
-from fedsim.lab.preflight import preflight
 from fedsim.rows import LostRoundRow, UtilityRow
 from fedsim.runfolder import RunFolder
 
@@ -26,11 +25,12 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fedsim.lab.runner import run_federation
-
-    cfg = load_config(args.config, parse_overrides(args.set or []))
+    cfg = load_config(args.config, parse_overrides(args.set or []))  # config errors come before torch is imported
     out = Path(args.out) if args.out else Path("runs") / cfg.run.name
     check_out(out)
+    from fedsim.lab.preflight import preflight
+    from fedsim.lab.runner import run_federation
+
     preflight(cfg, out)
     run = run_federation(cfg, out, quiet=args.quiet)
     _after_run(run, args.quiet)
@@ -46,8 +46,6 @@ def check_out(out: Path) -> None:
 
 
 def _cmd_deploy_local(args: argparse.Namespace) -> int:
-    from fedsim.lab.deploy import deploy_local
-
     overrides = parse_overrides(args.set or [])
     if args.nodes < 1:
         raise ConfigError(f"--nodes: {args.nodes} is below the minimum 1")
@@ -57,6 +55,9 @@ def _cmd_deploy_local(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     cfg = cfg.replace(**{"run.num_clients": args.nodes,  # --nodes decides the federation size
                          "train.min_train_nodes": min(cfg.train.min_train_nodes, args.nodes)})
+    from fedsim.lab.deploy import deploy_local
+    from fedsim.lab.preflight import preflight
+
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-deploy"
     check_out(out)
     preflight(cfg, out)
@@ -114,6 +115,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from fedsim.lab.preflight import preflight
     from fedsim.lab.sweep import load_sweep, point_label, run_sweep
 
     if args.parallel < 1:
