@@ -58,3 +58,67 @@ def test_deploy_local_config_error_does_not_import_torch() -> None:
     code, heavy, err = _probe(["deploy-local", "configs/smoke.toml", "--nodes", "2", "--set", "train.lr=-1"])
     assert code == 2 and "train.lr" in err
     assert heavy == "-"
+
+
+def test_version_is_the_package_version_without_torch(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    from fedsim.lab.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fedsim {version('fedsim')}"
+    code, heavy, _ = _probe(["--version"])
+    assert code == 0 and heavy == "-"
+
+
+def _listed(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
+    import json
+
+    from fedsim.lab.cli import main
+
+    assert main(["list", *argv, "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_list_json_holds_every_registered_name(capsys: pytest.CaptureFixture[str]) -> None:
+    import dataclasses
+
+    from attacks.inversion import INVERSION_METHODS
+    from attacks.labels.registry import LABEL_METHODS
+    from fedsim.config import ModelSection
+    from fedsim.data import DATASETS
+    from fedsim.defense_config import DefenseSection
+    from fedsim.models.zoo import MODELS
+
+    got = {k: [e["name"] for e in v] for k, v in _listed(capsys).items()}
+    assert got["labels"] == list(LABEL_METHODS)
+    assert got["inversion"] == list(INVERSION_METHODS)
+    assert {m.name for m in INVERSION_METHODS.values() if m.kind == "generative"} <= set(got["inversion"])
+    assert got["datasets"] == list(DATASETS)
+    assert got["models"] == list(MODELS)
+    choices = next(f for f in dataclasses.fields(ModelSection) if f.name == "name").metadata["choices"]
+    assert set(got["models"]) == set(choices)
+    assert got["defenses"] == [f"defense.{f.name}" for f in dataclasses.fields(DefenseSection)]
+
+
+def test_list_entries_have_a_summary_and_methods_a_paper(capsys: pytest.CaptureFixture[str]) -> None:
+    listing = _listed(capsys)
+    for kind, items in listing.items():
+        for e in items:
+            assert e["summary"] and "\n" not in e["summary"], f"{kind} {e['name']}: no one-line summary"
+    for e in listing["labels"] + listing["inversion"]:
+        assert e["paper"], f"{e['name']}: no paper"
+    attacks = _listed(capsys, "attacks")
+    assert list(attacks) == ["attacks"]
+    assert len(attacks["attacks"]) == len(listing["labels"]) + len(listing["inversion"])
+
+
+def test_list_text_names_every_entry(capsys: pytest.CaptureFixture[str]) -> None:
+    from fedsim.lab.cli import main
+
+    names = [e["name"] for e in _listed(capsys, "defenses")["defenses"]]
+    assert main(["list", "defenses"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "defenses:" and [ln.split()[0] for ln in lines[1:]] == names

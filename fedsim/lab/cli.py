@@ -6,6 +6,8 @@
     fedsim attack RUN_DIR [--set attack.key=value ...]
     fedsim report RUN_DIR
     fedsim sweep SWEEP.toml --out DIR [--parallel N] [--set section.key=value ...]
+    fedsim list [attacks|labels|inversion|datasets|models|defenses] [--format text|json]
+    fedsim --version
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fedsim.errors import ConfigError, FedsimError, RoundsLost, RunFolderError
 from fedsim.rows import LostRoundRow, UtilityRow
 from fedsim.runfolder import RunFolder
 
+LIST_KINDS = ("attacks", "labels", "inversion", "datasets", "models", "defenses")  # = fedsim.lab.catalog.KINDS
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 
 
@@ -133,8 +136,29 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_list(args: argparse.Namespace) -> int:
+    from fedsim.lab.catalog import render
+
+    print(render(args.what, args.format))
+    return 0
+
+
+def package_version() -> str:
+    """The installed distribution's version (``importlib.metadata``), else ``fedsim.__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fedsim")
+    except PackageNotFoundError:
+        import fedsim
+
+        return fedsim.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedsim", description="Privacy leakage testbed for federated learning")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the installed fedsim version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a simulated federation (Flower simulation engine, Ray backend)")
     run.add_argument("config", help="preset TOML, e.g. configs/smoke.toml")
@@ -168,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write report.html for a run folder")
     report.add_argument("run_dir")
     report.set_defaults(func=_cmd_report)
+    listing = sub.add_parser("list", help="attacks, label methods, inversion methods, datasets, models and "
+                             "defense tables, each with its one-line summary and paper")
+    listing.add_argument("what", nargs="?", default="all", choices=("all", *LIST_KINDS),
+                         help="what to list (default all; attacks = labels + inversion)")
+    listing.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    listing.set_defaults(func=_cmd_list)
     return parser
 
 

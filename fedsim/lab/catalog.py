@@ -1,0 +1,117 @@
+"""``fedsim list``: what can be configured, read from the registries themselves (a new method appears here
+without an edit): label restoration methods (``attacks.labels.registry``), inversion methods including the
+generative ones (``attacks.inversion``), datasets (``fedsim.data.DATASETS``), models (``fedsim.models.zoo``) and
+the ``[defense.*]`` tables (``fedsim.defense_config``). Importing the attack registries imports torch; only
+``fedsim list`` pays for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+KINDS = ("attacks", "labels", "inversion", "datasets", "models", "defenses")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One listed item: ``name`` as written in a config, a one-line ``summary``, the ``paper`` where known."""
+
+    kind: str
+    name: str
+    summary: str
+    paper: str = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _first_paragraph(doc: str | None) -> str:
+    """The first paragraph of a docstring on one line ('' when there is none)."""
+    para = (doc or "").strip().split("\n\n")[0]
+    return " ".join(para.split())
+
+
+def _registry_comments(module: Any) -> dict[str, str]:
+    """``"name": fn,  # comment`` lines of a registry module -> {name: comment}."""
+    pattern = re.compile(r'^\s*"([^"]+)":\s*[\w.]+,\s*#\s*(.+)$')
+    return {m.group(1): m.group(2).strip() for m in map(pattern.match, inspect.getsource(module).splitlines()) if m}
+
+
+def label_entries() -> list[Entry]:
+    from attacks.labels import registry
+
+    papers = _registry_comments(registry)
+    out = []
+    for name, fn in registry.LABEL_METHODS.items():
+        summary = _first_paragraph(fn.__doc__) or _first_paragraph(inspect.getmodule(fn).__doc__)
+        out.append(Entry("labels", name, summary, papers.get(name, ""),
+                         {"needs_public_split": name in registry.NEEDS_PUBLIC}))
+    return out
+
+
+def inversion_entries() -> list[Entry]:
+    from attacks.inversion import INVERSION_METHODS
+
+    return [Entry("inversion", m.name, m.summary, m.paper, {"kind": m.kind}) for m in INVERSION_METHODS.values()]
+
+
+def dataset_entries() -> list[Entry]:
+    from fedsim.data import DATASETS
+
+    out = []
+    for name, loader in DATASETS.items():
+        summary = _first_paragraph(loader.__doc__)
+        if not summary and loader.__module__ == "fedsim.data.sources" and "torchvision" in inspect.getsource(loader):
+            summary = "torchvision dataset read from data.data_dir (never downloaded)"
+        out.append(Entry("datasets", name, summary))
+    return out
+
+
+def model_entries() -> list[Entry]:
+    from fedsim.models.zoo import MODELS
+
+    return [Entry("models", name, _first_paragraph(fn.__doc__)) for name, fn in MODELS.items()]
+
+
+def defense_entries() -> list[Entry]:
+    from fedsim.defense_config import DefenseSection
+
+    out = []
+    for f in dataclasses.fields(DefenseSection):
+        table = f.default_factory  # type: ignore[misc]
+        summary = re.sub(r"^``\[[^\]]+\]``:\s*", "", _first_paragraph(table.__doc__))
+        keys = {k.name: k.metadata.get("doc", "") for k in dataclasses.fields(table)}
+        out.append(Entry("defenses", f"defense.{f.name}", summary, extra={"keys": keys}))
+    return out
+
+
+_SOURCES: dict[str, Callable[[], list[Entry]]] = {
+    "labels": label_entries, "inversion": inversion_entries, "datasets": dataset_entries,
+    "models": model_entries, "defenses": defense_entries,
+}
+
+
+def entries(kind: str) -> list[Entry]:
+    """Every entry of ``kind`` (``attacks`` = labels + inversion)."""
+    if kind == "attacks":
+        return label_entries() + inversion_entries()
+    return _SOURCES[kind]()
+
+
+def render(kind: str, fmt: str) -> str:
+    """The listing as ``text`` (one line per entry, grouped) or ``json`` ({kind: [entry, ...]})."""
+    kinds = [kind] if kind != "all" else list(_SOURCES)
+    groups = {k: entries(k) for k in kinds}
+    if fmt == "json":
+        return json.dumps({k: [dataclasses.asdict(e) for e in v] for k, v in groups.items()}, indent=2)
+    lines: list[str] = []
+    for k, items in groups.items():
+        width = max((len(e.name) for e in items), default=0)
+        lines.append(f"{k}:")
+        for e in items:
+            paper = f" [{e.paper}]" if e.paper and e.paper not in e.summary else ""
+            lines.append(f"  {e.name:<{width}}  {e.summary}{paper}")
+    return "\n".join(lines)
