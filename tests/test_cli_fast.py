@@ -122,3 +122,58 @@ def test_list_text_names_every_entry(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["list", "defenses"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "defenses:" and [ln.split()[0] for ln in lines[1:]] == names
+
+
+def test_check_valid_config_prints_the_resolved_toml(capsys: pytest.CaptureFixture[str]) -> None:
+    import tomllib
+
+    from fedsim.config import load_config
+    from fedsim.lab.cli import main
+
+    assert main(["check", "configs/smoke.toml", "--set", "train.lr=0.2"]) == 0
+    out = capsys.readouterr().out
+    expected = load_config("configs/smoke.toml", {"train.lr": "0.2"}).to_nested()
+    assert tomllib.loads(out) == expected  # the '# preflight' lines are TOML comments
+    assert "# preflight: ok" in out and "(estimate)" in out
+
+
+def test_check_json_and_disk_estimate(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from fedsim.lab.cli import main
+
+    assert main(["check", "configs/smoke.toml", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["valid"] is True and doc["preflight"] == "ok"
+    disk = doc["disk_estimate"]
+    assert disk["captured_updates"] == 2 * 3  # smoke: 2 rounds x 3 clients, all captured
+    assert disk["model_bytes"] > 0 and disk["total_bytes"] == disk["captured_updates"] * disk["model_bytes"] * 2
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({}, 6), ({"capture.rounds": "1"}, 3), ({"capture.rounds": "1,2", "capture.clients": "1,2"}, 4),
+    ({"capture.clients": "0"}, 2),
+    ({"capture.enabled": "false"}, 0), ({"run.num_clients": "10", "train.fraction_train": "0.5"}, 10),
+])
+def test_captured_updates_known_answers(overrides: dict[str, str], expected: int) -> None:
+    from fedsim.config import load_config
+    from fedsim.lab.check import captured_updates
+
+    assert captured_updates(load_config("configs/smoke.toml", overrides)) == expected
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_check_invalid_config_exits_2_with_one_line_and_no_torch(fmt: str) -> None:
+    code, heavy, err = _probe(["check", "configs/smoke.toml", "--set", "train.lr=-1", "--format", fmt])
+    assert code == 2
+    assert err == "fedsim: config error: train.lr: -1.0 is below the minimum 1e-12\n"
+    assert heavy == "-"
+
+
+def test_check_preflight_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    from fedsim.lab.cli import main
+
+    assert main(["check", "configs/smoke.toml", "--set", "attack.inversion=nope"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("fedsim: config error: attack.inversion: 'nope'")
+    assert captured.err.count("\n") == 1

@@ -6,6 +6,7 @@
     fedsim attack RUN_DIR [--set attack.key=value ...]
     fedsim report RUN_DIR
     fedsim sweep SWEEP.toml --out DIR [--parallel N] [--set section.key=value ...]
+    fedsim check CONFIG [--set section.key=value ...] [--format text|json]
     fedsim list [attacks|labels|inversion|datasets|models|defenses] [--format text|json]
     fedsim --version
 """
@@ -136,6 +137,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 with the resolved config when it can run, 2 with the one-line error otherwise (any ``FedsimError``)."""
+    import json
+
+    try:
+        cfg = load_config(args.config, parse_overrides(args.set or []))
+        from fedsim.lab.check import check, render
+
+        disk = check(cfg)
+    except FedsimError as exc:
+        label = "config error: " if isinstance(exc, ConfigError) else ""
+        print(f"fedsim: {label}{exc}", file=sys.stderr)
+        if args.format == "json":
+            print(json.dumps({"valid": False, "error": str(exc), "error_type": type(exc).__name__}))
+        return 2
+    print(render(cfg, disk, args.format))
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from fedsim.lab.catalog import render
 
@@ -183,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
     attack.add_argument("--quiet", action="store_true")
     attack.set_defaults(func=_cmd_attack)
-    sweep = sub.add_parser("sweep", help="one federation per defense setting and seed of a sweep file (fedsim/lab/sweep/)")
+    sweep = sub.add_parser("sweep", help="one federation per defense setting and seed of a sweep file "
+                           "(fedsim/lab/sweep/)")
     sweep.add_argument("sweep", help="sweep TOML, e.g. configs/sweep_dp.toml")
     sweep.add_argument("--out", required=True, help="folder for sweep.jsonl, plots, sweep.html, run folders")
     sweep.add_argument("--parallel", type=int, default=1, help="federations at once (default 1)")
@@ -192,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write report.html for a run folder")
     report.add_argument("run_dir")
     report.set_defaults(func=_cmd_report)
+    chk = sub.add_parser("check", help="validate a config without starting Flower: the resolved config, the "
+                         "preflight result and the expected capture disk use; exit 0 valid, 2 invalid")
+    chk.add_argument("config", help="preset TOML, e.g. configs/smoke.toml")
+    chk.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    chk.add_argument("--format", choices=("text", "json"), default="text",
+                     help="text: the resolved TOML; json: {valid, config, preflight, disk_estimate} or {valid, error}")
+    chk.set_defaults(func=_cmd_check)
     listing = sub.add_parser("list", help="attacks, label methods, inversion methods, datasets, models and "
                              "defense tables, each with its one-line summary and paper")
     listing.add_argument("what", nargs="?", default="all", choices=("all", *LIST_KINDS),
