@@ -19,6 +19,7 @@ Scalar = bool | int | float | str
 
 from fedsim.errors import ConfigError  # noqa: E402,F401  (re-exported: `from fedsim.config import ConfigError`)
 from fedsim.defense_config import DefenseSection, check_defenses, renamed_key_error  # noqa: E402  (one table each)
+from fedsim.config_checks import check_federation, parse_selection  # noqa: E402
 
 
 def opt(default: Scalar, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
@@ -282,7 +283,6 @@ def _check_cross_section(cfg: ExperimentConfig) -> None:
     for key, text in (("capture.rounds", cfg.capture.rounds), ("capture.clients", cfg.capture.clients),
                       ("attack.rounds", cfg.attack.rounds), ("attack.clients", cfg.attack.clients)):
         parse_selection(key, text)
-    from fedsim.config_checks import check_federation
     from fedsim.faults_spec import parse_faults
 
     check_federation(cfg)  # min_train_nodes vs num_clients; attack/capture selections that select nothing
@@ -307,16 +307,6 @@ def _check_device(spec: str) -> None:
         resolve_device(spec)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def parse_selection(key: str, text: str) -> frozenset[int] | None:
-    """'all' -> None (everything); '1,3' -> {1, 3}."""
-    if text.strip().lower() == "all":
-        return None
-    try:
-        return frozenset(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise ConfigError(f"{key}: expected 'all' or comma-separated integers, got {text!r}") from None
 
 
 def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -25,10 +25,18 @@ from fedsim.errors import ConfigError
 AGGREGATE_CLIENT = 9999
 
 
+def parse_selection(key: str, text: str) -> frozenset[int] | None:
+    """'all' -> None (everything); '1,3' -> {1, 3}."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return frozenset(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise ConfigError(f"{key}: expected 'all' or comma-separated integers, got {text!r}") from None
+
+
 def check_federation(cfg: Any) -> None:
     """Refuse, in one line naming the key, a federation Flower would wait on forever or a selection of nothing."""
-    from fedsim.config import parse_selection
-
     n, rounds = cfg.run.num_clients, cfg.run.num_rounds
     if cfg.train.min_train_nodes > n:
         raise ConfigError(

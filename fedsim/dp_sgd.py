@@ -123,10 +123,10 @@ def opacus_refusal(name: str, options: tuple[tuple[str, object], ...]) -> str | 
 
 def check_dp_sgd_model(cfg, config_error: type[Exception]) -> None:
     """DP-SGD on a model Opacus refuses (BatchNorm) is a one-line config error naming the model key."""
-    from fedsim.experiment import model_options
+    from fedsim.models import model_options
 
     m = cfg.model
-    reason = opacus_refusal(m.name, tuple(sorted(model_options(cfg).items())))
+    reason = opacus_refusal(m.name, tuple(sorted(model_options(m).items())))
     if reason is None:
         return
     if m.name == "convnet" and m.batchnorm:

@@ -17,7 +17,7 @@ from torch import nn
 from fedsim.config import ExperimentConfig
 from fedsim.data import ImageDataset, load_dataset
 from fedsim.device import resolve_device
-from fedsim.models import build_model
+from fedsim.models import build_model, model_options
 from fedsim.partitions import partition
 
 
@@ -31,17 +31,6 @@ def dataset(cfg: ExperimentConfig) -> ImageDataset:
     return dataset_for(cfg.data.dataset, cfg.data.data_dir)
 
 
-def model_options(cfg: ExperimentConfig) -> dict:
-    m = cfg.model
-    return {
-        "fcn3": {"hidden": (m.width,), "activation": m.activation},
-        "lenet5": {"activation": m.activation, "width": m.width},
-        "convnet": {"width": m.width, "batchnorm": m.batchnorm, "activation": m.activation},
-        "resnet18": {},
-        "vgg16": {},
-    }[m.name]
-
-
 def device(cfg: ExperimentConfig) -> torch.device:
     """``run.device`` resolved on this machine (``auto``: CUDA when present)."""
     return resolve_device(cfg.run.device)
@@ -50,7 +39,7 @@ def device(cfg: ExperimentConfig) -> torch.device:
 def make_model(cfg: ExperimentConfig) -> nn.Module:
     """The global model with its seeded initial weights."""
     ds = dataset(cfg)
-    return build_model(cfg.model.name, ds.input_shape, ds.num_classes, seed=cfg.run.seed, **model_options(cfg))
+    return build_model(cfg.model.name, ds.input_shape, ds.num_classes, seed=cfg.run.seed, **model_options(cfg.model))
 
 
 @lru_cache(maxsize=8)

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedsim.errors import ConfigError
+
 CORRUPT_KINDS = ("nan", "inf", "shape", "dtype", "missing_key", "extra_key", "num_examples", "huge_norm")
-
-
-def _config_error(msg: str) -> Exception:
-    from fedsim.config import ConfigError
-
-    return ConfigError(msg)
 
 
 def _int(key: str, text: str, entry: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise _config_error(f"{key}: {entry!r} is not client[:round] with integer ids") from None
+        raise ConfigError(f"{key}: {entry!r} is not client[:round] with integer ids") from None
     if value < 0:
-        raise _config_error(f"{key}: {entry!r} has a negative id")
+        raise ConfigError(f"{key}: {entry!r} has a negative id")
     return value
 
 
@@ -38,7 +34,7 @@ def _ids(key: str, text: str) -> dict[int, frozenset[int] | None]:
     for entry in _entries(text):
         parts = entry.split(":")
         if len(parts) > 2:
-            raise _config_error(f"{key}: {entry!r} is not client[:round]")
+            raise ConfigError(f"{key}: {entry!r} is not client[:round]")
         client = _int(key, parts[0], entry)
         if len(parts) == 1:
             out[client] = None
@@ -88,11 +84,11 @@ def parse_faults(section) -> FaultPlan:
     for entry in _entries(section.corrupt):
         parts = entry.split(":")
         if len(parts) not in (2, 3):
-            raise _config_error(f"faults.corrupt: {entry!r} is not client:kind[:round]")
+            raise ConfigError(f"faults.corrupt: {entry!r} is not client:kind[:round]")
         client = _int("faults.corrupt", parts[0], entry)
         kind = parts[1].strip()
         if kind not in CORRUPT_KINDS:
-            raise _config_error(f"faults.corrupt: {kind!r} is not one of {', '.join(CORRUPT_KINDS)}")
+            raise ConfigError(f"faults.corrupt: {kind!r} is not one of {', '.join(CORRUPT_KINDS)}")
         rnd = _int("faults.corrupt", parts[2], entry) if len(parts) == 3 else None
         corrupt.append((client, kind, rnd))
     return FaultPlan(enabled=section.enabled, corrupt=tuple(corrupt),

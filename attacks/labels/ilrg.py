@@ -25,9 +25,14 @@ from torch import nn
 
 from attacks.labels.common import (check_batch_size, counts_to_labels, last_layer, require_bias, round_to_total,
                                    safe_divisor, softmax_of_embeddings)
+from attacks.labels.gi import restore_gi_ext
+from attacks.labels.idlg import restore_idlg
+from attacks.labels.rlg import restore_rlg
 from fedsim.types import LabelRestoration
 
 FALLBACK = "llg"
+#: the presence priors of ``ilrg-prior`` (the same functions as their ``LABEL_METHODS`` entries)
+PRIOR_METHODS = {"gi-ext": restore_gi_ext, "rlg": restore_rlg, "idlg": restore_idlg}
 
 
 def class_embeddings(gw: torch.Tensor, gb: torch.Tensor, eps: float = 1e-30) -> torch.Tensor:
@@ -81,11 +86,9 @@ def restore_ilrg(model: nn.Module, gradients, batch_size: int, eps: float = 1e-3
 def restore_ilrg_prior(model: nn.Module, gradients, batch_size: int, prior: str = "gi-ext",
                        present: torch.Tensor | None = None, eps: float = 1e-30, **options) -> LabelRestoration:
     if present is None:
-        from attacks.labels.registry import LABEL_METHODS
-
         if prior not in ("gi-ext", "rlg", "idlg"):
             raise ValueError(f"ilrg-prior: prior {prior!r} is not one of ['gi-ext', 'idlg', 'rlg']")
-        present = LABEL_METHODS[prior](model, gradients, batch_size, **options).extras["presence"]
+        present = PRIOR_METHODS[prior](model, gradients, batch_size, **options).extras["presence"]
     present = torch.as_tensor(present).bool()
     if int(present.sum()) == 0:
         present = torch.ones_like(present)

@@ -1,7 +1,8 @@
 """Datasets by name, from real offline sources. A missing dataset raises ``DatasetUnavailable`` with
 instructions; nothing downloads silently and nothing falls back to another dataset."""
 
-from fedsim.data.core import DATASETS, DatasetUnavailable, ImageDataset, load_dataset
+from fedsim.data.core import DATASETS, DatasetUnavailable, ImageDataset
+from fedsim.data.sources import load_dataset
 from fedsim.data.victims import VICTIM_SETS, load_victims
 
 __all__ = ["DATASETS", "DatasetUnavailable", "ImageDataset", "load_dataset", "VICTIM_SETS", "load_victims"]

@@ -1,4 +1,4 @@
-"""Dataset registry and the in-memory image dataset record."""
+"""Dataset registry and the in-memory image dataset record (the loaders and ``load_dataset``: ``sources``)."""
 
 from __future__ import annotations
 
@@ -52,15 +52,6 @@ def register(name: str) -> Callable[[Loader], Loader]:
         return fn
 
     return wrap
-
-
-def load_dataset(name: str, data_dir: str | Path | None = None) -> ImageDataset:
-    """Load a registered dataset; raises ``DatasetUnavailable`` (with how-to-get-it) if absent."""
-    from fedsim.data import sources  # noqa: F401  (registers the loaders)
-
-    if name not in DATASETS:
-        raise ValueError(f"data.dataset: {name!r} is not one of {sorted(DATASETS)}")
-    return DATASETS[name](Path(data_dir) if data_dir else None)
 
 
 def stratified_split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedsim.data.core import DatasetUnavailable, ImageDataset, register, stratified_split
+from fedsim.data.core import DATASETS, DatasetUnavailable, ImageDataset, register, stratified_split
 
 MNIST_NORM = ((0.1307,), (0.3081,))
 FASHION_NORM = ((0.2860,), (0.3530,))
@@ -129,3 +129,10 @@ def load_cifar10(data_dir: Path | None = None) -> ImageDataset:
 @register("cifar100")
 def load_cifar100(data_dir: Path | None = None) -> ImageDataset:
     return _torchvision("cifar100", "CIFAR100", 100, CIFAR100_NORM, data_dir)
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> ImageDataset:
+    """Load a registered dataset; raises ``DatasetUnavailable`` (with how-to-get-it) if absent."""
+    if name not in DATASETS:
+        raise ValueError(f"data.dataset: {name!r} is not one of {sorted(DATASETS)}")
+    return DATASETS[name](Path(data_dir) if data_dir else None)
