@@ -14,29 +14,80 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _modules(path: Path) -> set[str]:
-    """Dotted names a file imports (absolute imports; relative ones resolved against its package)."""
-    tree = ast.parse(path.read_text())
-    pkg = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+DYNAMIC_IMPORTS = ("import_module", "__import__")  # importlib.import_module("x"), __import__("x")
+
+
+def _package(path: Path, root: Path = ROOT) -> str:
+    """The package a file's relative imports resolve against (a package's own name for its ``__init__``)."""
+    return ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+
+
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(node: ast.ImportFrom, path: Path, root: Path) -> str:
+    base = node.module or ""
+    if node.level:
+        pkg = _package(path, root).split(".")
+        base = ".".join(p for p in pkg[: len(pkg) - node.level + 1] + [base] if p)
+    return base
+
+
+def _dynamic(node: ast.AST) -> str | None:
+    """The string literal of ``importlib.import_module("x")`` / ``__import__("x")`` (None otherwise)."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
+    arg = node.args[0]
+    if name in DYNAMIC_IMPORTS and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value
+    return None
+
+
+def _imports(path: Path, root: Path = ROOT) -> list[tuple[str, list[str], bool]]:
+    """Every import of a file as (module, imported names, runs-at-import-time).
+
+    Statements (absolute, relative resolved against its package) and ``importlib`` / ``__import__`` string
+    literals. Imports under ``if TYPE_CHECKING:`` are left out (they never run)."""
+    out: list[tuple[str, list[str], bool]] = []
+
+    def visit(nodes, in_function: bool) -> None:
+        for node in nodes:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                visit(ast.iter_child_nodes(node), True)
+                continue
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                visit(node.orelse, in_function)
+                continue
+            if isinstance(node, ast.Import):
+                out.extend((a.name, [], not in_function) for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                out.append((_resolve(node, path, root), [a.name for a in node.names], not in_function))
+            elif (literal := _dynamic(node)) is not None:
+                out.append((literal, [], not in_function))
+            visit(ast.iter_child_nodes(node), in_function)
+
+    visit(ast.parse(path.read_text()).body, False)
+    return out
+
+
+def _modules(path: Path, root: Path = ROOT) -> set[str]:
+    """Dotted names a file imports: each module, and ``module.name`` for each ``from module import name``."""
     names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                base = ".".join(p for p in parts + [base] if p)
-            names.add(base)
-            names.update(f"{base}.{a.name}" for a in node.names)
+    for module, imported, _ in _imports(path, root):
+        names.add(module)
+        names.update(f"{module}.{n}" for n in imported)
     return names
 
 
-def _files(spec: str) -> list[Path]:
+def _files(spec: str, root: Path = ROOT) -> list[Path]:
     if spec == "core":
-        return [p for p in (ROOT / "fedsim").rglob("*.py")
-                if not p.relative_to(ROOT / "fedsim").parts[0] in ("evaluation", "lab")]
-    return sorted((ROOT / spec).rglob("*.py"))
+        return [p for p in (root / "fedsim").rglob("*.py")
+                if not p.relative_to(root / "fedsim").parts[0] in ("evaluation", "lab")]
+    return sorted((root / spec).rglob("*.py"))
 
 
 def _hits(name: str, forbidden: tuple[str, ...]) -> list[str]:
@@ -60,41 +111,221 @@ FLOOR_RULES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _floor_offenders(floor: str, root: Path = ROOT) -> list[str]:
+    return [f"{p.relative_to(root)} imports {name}" for p in _files(floor, root) for name in sorted(_modules(p, root))
+            if _hits(name, FLOOR_RULES[floor])]
+
+
 @pytest.mark.parametrize("floor", sorted(FLOOR_RULES))
 def test_floor_imports(floor):
-    offenders = [f"{p.relative_to(ROOT)} imports {name}" for p in _files(floor) for name in sorted(_modules(p))
-                 if _hits(name, FLOOR_RULES[floor])]
+    offenders = _floor_offenders(floor)
     assert not offenders, offenders
+
+
+PACKAGES = ("fedsim", "attacks", "clients", "server")
+
+
+def _import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Project module -> the project modules it imports (``from a import b`` is an arrow to ``a.b`` when that is
+    a module, else to the package ``a``). A module's parent packages are not arrows (Python runs them first)."""
+    files = {_module_name(p, root): p for pkg in PACKAGES for p in (root / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for mod, path in files.items():
+        for module, imported, _ in _imports(path, root):
+            targets = [f"{module}.{n}" if f"{module}.{n}" in files else module for n in imported] or [module]
+            graph[mod].update(t for t in targets if t in files and t != mod)
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_circles():
+    """No two project modules import each other, directly or round a longer loop.
+
+    Function-level (deferred) imports count: deferring an import is how a circle is hidden, not broken; the two
+    modules still cannot be understood, tested or moved apart, and a later module-level import turns the loop
+    into a partially-initialised-module error. Imports under ``if TYPE_CHECKING:`` do not count (they never run).
+    Circles across floors are also floor-rule violations; this test sees the ones inside a floor."""
+    circles = _circles(_import_graph())
+    assert not circles, circles
+
+
+#: ``fedsim.data`` names that hold or return the pool every client's partition is cut from (the train split):
+#: the loaders (``sources``: each returns the whole dataset, not through ``load_dataset``), their registry and
+#: the split helper. ``load_dataset`` / ``ImageDataset`` stay allowed: attacks take the public split (the test
+#: split: ``attacks.generative.prior.aux_split``) from them, and never touch ``train_x`` / ``train_y`` (below).
+CLIENT_DATA = ("fedsim.data.sources", "fedsim.data.DATASETS", "fedsim.data.core.DATASETS",
+               "fedsim.data.core.stratified_split", "fedsim.data.core.register")
+#: attributes no attack may read: the train split of an ``ImageDataset`` (every client's data) and the audit
+#: store of a ``RunFolder`` (``audit``, ``audit_file``: ground truth)
+FORBIDDEN_ATTRIBUTES = ("train_x", "train_y", "audit", "audit_file")
+
+
+def _attack_data_offenders(root: Path = ROOT) -> list[str]:
+    offenders = []
+    for p in _files("attacks", root):
+        for name in sorted(_modules(p, root)):
+            if _hits(name, CLIENT_DATA):
+                offenders.append(f"{p.relative_to(root)} imports {name}")
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
+                offenders.append(f"{p.relative_to(root)}:{node.lineno} reads .{node.attr}")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                    any(part == "audit" for part in node.value.replace("\\", "/").split("/")) and "/" in node.value:
+                offenders.append(f"{p.relative_to(root)}:{node.lineno} spells an audit-store path")
+    return offenders
+
+
+def test_attacks_see_no_client_data_and_no_audit_file():
+    """Attacks see what the server sees: no client split (``fedsim.experiment``, ``fedsim.partitions`` by the floor
+    rule; the ``fedsim.data`` loaders and a dataset's train split here) and no audit file (``fedsim.audit`` by the
+    floor rule; ``RunFolder.audit*`` and a path under ``audit/`` here)."""
+    offenders = _attack_data_offenders()
+    assert not offenders, offenders
+
+
+def _ground_truth_offenders(root: Path = ROOT) -> list[str]:
+    readers = ("fedsim.evaluation.truth", "read_ground_truth", "truth_for", "has_ground_truth")
+    offenders = []
+    for package in PACKAGES:
+        for p in (root / package).rglob("*.py"):
+            if p.is_relative_to(root / "fedsim" / "evaluation"):
+                continue
+            for name in _modules(p, root):
+                if any(name == r or name.endswith("." + r) or name.startswith(r + ".") for r in readers):
+                    offenders.append(f"{p.relative_to(root)} imports {name}")
+            if "audit_file(" in p.read_text() and p.name not in ("audit.py", "runfolder.py"):
+                offenders.append(f"{p.relative_to(root)} opens an audit file")
+    return offenders
 
 
 def test_only_the_evaluation_layer_reads_ground_truth():
     """The audit store is written by clients (fedsim.audit has no reader) and read only in fedsim/evaluation."""
     audit_src = (ROOT / "fedsim" / "audit.py").read_text()
     assert "load_file" not in audit_src and "safe_open" not in audit_src
-    readers = ("fedsim.evaluation.truth", "read_ground_truth", "truth_for", "has_ground_truth")
-    offenders = []
-    for package in ("fedsim", "attacks", "clients", "server"):
-        for p in (ROOT / package).rglob("*.py"):
-            if p.is_relative_to(ROOT / "fedsim" / "evaluation"):
-                continue
-            for name in _modules(p):
-                if any(name == r or name.endswith("." + r) or name.startswith(r + ".") for r in readers):
-                    offenders.append(f"{p.relative_to(ROOT)} imports {name}")
-            if "audit_file(" in p.read_text() and p.name not in ("audit.py", "runfolder.py"):
-                offenders.append(f"{p.relative_to(ROOT)} opens an audit file")
+    offenders = _ground_truth_offenders()
     assert not offenders, offenders
 
 
-def test_the_rules_catch_a_violation(tmp_path):
-    """The parser sees through `from x import y` and relative imports (a rule that cannot fail is no rule)."""
-    bad = ROOT / "attacks" / "_tmp_violation_probe.py"
-    bad.write_text("from fedsim.evaluation.truth import read_ground_truth\nfrom ..server import app\n")
-    try:
-        names = _modules(bad)
-        assert _hits("fedsim.evaluation.truth.read_ground_truth", FLOOR_RULES["attacks"])
-        assert "fedsim.evaluation.truth" in names and "server" in names
-    finally:
-        bad.unlink()
+# --- probes: each rule fails on a violating module (a rule that cannot fail is no rule) ---------------------------
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A throwaway project under tmp_path: the given files plus an empty ``__init__.py`` in each package."""
+    for rel, text in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        for parent in path.relative_to(tmp_path).parents:
+            if parent != Path(".") and not (tmp_path / parent / "__init__.py").exists():
+                (tmp_path / parent / "__init__.py").write_text("")
+    return tmp_path
+
+
+@pytest.mark.parametrize("floor,text", [
+    ("core", "import flwr\n"),
+    ("core", "from attacks.labels import LABEL_METHODS\n"),
+    ("attacks", "from fedsim.evaluation.truth import read_ground_truth\n"),
+    ("attacks", "from ..server import app\n"),  # relative, resolved against attacks/
+    ("attacks", "from fedsim import partitions\n"),
+    ("attacks", "def f():\n    from fedsim.experiment import client_data\n"),  # function-level counts
+    ("attacks", "import importlib\nm = importlib.import_module('fedsim.audit')\n"),
+    ("attacks", "m = __import__('fedsim.lab.cli')\n"),
+    ("fedsim/evaluation", "from flwr.app import Message\n"),
+    ("clients", "from attacks.pipeline import AttackPlan\n"),
+    ("server", "import clients.app\n"),
+    ("fedsim/lab", "from server.app import app\n"),
+])
+def test_probe_floor_rule_fails_on_a_violation(tmp_path, floor, text):
+    where = "fedsim/probe.py" if floor == "core" else f"{floor}/probe.py"
+    root = _tree(tmp_path, {where: text})
+    assert _floor_offenders(floor, root), f"{floor} rule missed {text!r}"
+    assert not _floor_offenders(floor, _tree(tmp_path / "clean", {where: "import math\n"}))
+
+
+@pytest.mark.parametrize("files", [
+    {"fedsim/a.py": "from fedsim import b\n", "fedsim/b.py": "import fedsim.a\n"},
+    {"fedsim/a.py": "from fedsim.b import x\n", "fedsim/b.py": "from fedsim.c import y\n",
+     "fedsim/c.py": "def f():\n    from fedsim.a import z\n"},  # a loop of three, one deferred import
+    {"attacks/labels/x.py": "from .y import f\n", "attacks/labels/y.py": "from . import x\n"},
+    {"fedsim/a.py": "import importlib\nimportlib.import_module('fedsim.b')\n", "fedsim/b.py": "import fedsim.a\n"},
+])
+def test_probe_circle_rule_fails_on_a_circle(tmp_path, files):
+    assert _circles(_import_graph(_tree(tmp_path, files)))
+
+
+def test_probe_circle_rule_passes_a_chain_and_type_checking(tmp_path):
+    root = _tree(tmp_path, {"fedsim/a.py": "from fedsim import b\n", "fedsim/b.py": "import fedsim.c\n",
+                            "fedsim/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                           "    from fedsim.a import A\n"})
+    assert _import_graph(root)["fedsim.a"] == {"fedsim.b"} and not _circles(_import_graph(root))
+
+
+@pytest.mark.parametrize("text", [
+    "from fedsim.data import sources\n",
+    "from fedsim.data.sources import load_mnist_subset\n",
+    "from fedsim.data.core import DATASETS, stratified_split\n",
+    "def f(ds):\n    return ds.train_x[:8]\n",
+    "def f(folder):\n    return folder.audit_file(1, 0)\n",
+    "def f(folder):\n    return folder.audit\n",
+    "from safetensors.torch import load_file\nx = load_file('runs/x/audit/round_0001/client_0000.safetensors')\n",
+])
+def test_probe_attack_data_rule_fails_on_a_violation(tmp_path, text):
+    assert _attack_data_offenders(_tree(tmp_path, {"attacks/probe.py": text}))
+
+
+def test_probe_attack_data_rule_allows_the_public_split(tmp_path):
+    root = _tree(tmp_path, {"attacks/probe.py": "from fedsim.data import ImageDataset, load_dataset\n"
+                                                "def f(ds):\n    return ds.test_x[0::2]\n"})
+    assert not _attack_data_offenders(root)
+
+
+@pytest.mark.parametrize("where,text", [
+    ("server/probe.py", "from fedsim.evaluation.truth import read_ground_truth\n"),
+    ("attacks/probe.py", "from fedsim.evaluation import truth_for\n"),
+    ("clients/probe.py", "def f(folder):\n    return folder.audit_file(1, 2)\n"),
+])
+def test_probe_ground_truth_rule_fails_on_a_violation(tmp_path, where, text):
+    assert _ground_truth_offenders(_tree(tmp_path, {where: text}))
 
 
 def test_every_python_file_of_the_project_parses():
