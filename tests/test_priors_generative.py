@@ -29,8 +29,20 @@ def test_aux_split_is_half_of_test_split():
         aux_split(ds, "train")
 
 
-def test_registered_and_existing_untouched():
-    assert {"ggl", "gias", "ig", "geng", "dlg", "analytic-fc"} <= set(INVERSION_METHODS)
+def test_generative_methods_are_registered_as_such_and_reach_the_prior(tmp_path):
+    """ggl and gias are the generative entries (no engine spec) and dispatch to attacks.generative: without a
+    prior file both stop with PriorMissing naming train_prior; the engine and analytic methods keep their kinds."""
+    assert {n for n, m in INVERSION_METHODS.items() if m.kind == "generative"} == {"ggl", "gias"}
+    assert INVERSION_METHODS["analytic-fc"].kind == "analytic"
+    assert all(INVERSION_METHODS[n].spec is not None for n in ("ig", "geng", "dlg"))
+    ds = load_dataset("digits")
+    model = build_model("lenet5", ds.input_shape, 10, seed=0)
+    g = batch_gradient(model, ds.normalize(ds.train_x[:1]), ds.train_y[:1])
+    for name in ("ggl", "gias"):
+        assert INVERSION_METHODS[name].spec is None and INVERSION_METHODS[name].run is not None
+        with pytest.raises(PriorMissing, match="train_prior"):
+            invert(name, model=model, gradients=g, labels=ds.train_y[:1], input_shape=ds.input_shape, steps=2,
+                   prior_path=tmp_path / "nope.safetensors")
 
 
 def test_safetensors_roundtrip_and_determinism(setup):
