@@ -177,3 +177,27 @@ def test_check_preflight_error_exits_2(capsys: pytest.CaptureFixture[str]) -> No
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("fedsim: config error: attack.inversion: 'nope'")
     assert captured.err.count("\n") == 1
+
+
+def _arguments(parser, path: str = "fedsim"):
+    """Every (command path, action) of ``parser`` and its sub-commands."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _arguments(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            yield path, action
+
+
+def test_every_argument_has_a_help_string() -> None:
+    from fedsim.lab.cli import build_parser
+
+    found = list(_arguments(build_parser()))
+    commands = {path for path, _ in found}
+    assert {"fedsim run", "fedsim demo", "fedsim attack", "fedsim report", "fedsim deploy-local", "fedsim check",
+            "fedsim list", "fedsim sweep"} <= commands
+    missing = [f"{path} {a.option_strings[0] if a.option_strings else a.dest}" for path, a in found
+               if not (a.help or "").strip()]
+    assert not missing, f"arguments without help: {missing}"

@@ -187,21 +187,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar (CI)")
     run.set_defaults(func=_cmd_run)
     dep = sub.add_parser("deploy-local", help="run as a real deployment: SuperLink + N SuperNodes on 127.0.0.1")
-    dep.add_argument("config")
+    dep.add_argument("config", help="preset TOML, e.g. configs/smoke.toml (run.num_clients is set by --nodes)")
     dep.add_argument("--nodes", type=int, required=True, help="SuperNodes to start (sets run.num_clients)")
     dep.add_argument("--out", help="run folder (default runs/<run.name>-deploy)")
     dep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
-    dep.add_argument("--quiet", action="store_true")
+    dep.add_argument("--quiet", action="store_true", help="no progress bar (CI)")
     dep.set_defaults(func=_cmd_deploy_local)
     demo = sub.add_parser("demo", help="run configs/demo.toml")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    demo.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                      help="override a value of configs/demo.toml (repeatable)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar (CI)")
     demo.set_defaults(func=_cmd_demo)
     attack = sub.add_parser("attack", help="re-run attacks on the captures of a finished run")
-    attack.add_argument("run_dir")
-    attack.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE")
-    attack.add_argument("--quiet", action="store_true")
+    attack.add_argument("run_dir", help="a finished run folder with captures/, e.g. runs/demo")
+    attack.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override an attack.* key (or run.device) of the run's config, e.g. "
+                        "attack.inversion=ig (repeatable)")
+    attack.add_argument("--quiet", action="store_true",
+                        help="no line per attacked capture (failures still go to stderr)")
     attack.set_defaults(func=_cmd_attack)
     sweep = sub.add_parser("sweep", help="one federation per defense setting and seed of a sweep file "
                            "(fedsim/lab/sweep/)")
@@ -211,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override the base config")
     sweep.set_defaults(func=_cmd_sweep)
     report = sub.add_parser("report", help="write report.html for a run folder")
-    report.add_argument("run_dir")
+    report.add_argument("run_dir", help="a run folder (config.toml or metrics.jsonl); writes run_dir/report.html")
     report.set_defaults(func=_cmd_report)
     chk = sub.add_parser("check", help="validate a config without starting Flower: the resolved config, the "
                          "preflight result and the expected capture disk use; exit 0 valid, 2 invalid")
