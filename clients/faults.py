@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from fedsim import messages as K
 from fedsim.faults_spec import parse_faults
 
 
@@ -55,7 +56,7 @@ def corrupt_state(kind: str, state: dict[str, torch.Tensor], sent: dict[str, tor
     elif kind == "extra_key":
         state["injected.extra"] = torch.zeros(3)
     elif kind == "num_examples":
-        metrics["num-examples"] = 10**12
+        metrics[K.NUM_EXAMPLES] = 10**12
     elif kind == "huge_norm":
         for k in floats:
             if k in sent:

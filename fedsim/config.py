@@ -173,10 +173,6 @@ class ExperimentConfig:
         return from_flat(merged)
 
 
-def valid_keys() -> list[str]:
-    return list(ExperimentConfig().to_flat())
-
-
 def _coerce(key: str, value: Any, f: dataclasses.Field) -> Scalar:
     expected = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[f.type]
     if expected is bool:

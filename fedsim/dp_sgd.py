@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from fedsim import messages as K
 from fedsim.training import LocalResult, to_model
 from fedsim.types import GroundTruth
 
@@ -88,10 +89,10 @@ def dp_sgd_train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, al
     private._close()
     truth = GroundTruth(server_round, client_id, tuple(inputs), tuple(labels))
     result = LocalResult(steps, sum(losses) / max(1, len(losses)), truth)
-    privacy = {"dp_sample_rate": q, "dp_steps": steps}
+    privacy = {K.DP_SAMPLE_RATE: q, K.DP_STEPS: steps}
     if noise > 0:  # epsilon is infinite without noise; a MetricRecord must stay finite, so it is left out
-        privacy["epsilon_round"] = float(engine.accountant.get_epsilon(delta))
-        privacy["epsilon"] = rdp_epsilon(noise, q, steps * server_round, delta)
+        privacy[K.EPSILON_ROUND] = float(engine.accountant.get_epsilon(delta))
+        privacy[K.EPSILON] = rdp_epsilon(noise, q, steps * server_round, delta)
     return result, privacy
 
 

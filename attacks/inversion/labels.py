@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from fedsim.models.zoo import classifier_layer
 
@@ -35,11 +34,6 @@ def as_label_list(labels, sort: bool = True) -> torch.Tensor:
         labels = labels.labels
     labels = torch.as_tensor(labels).long().flatten()
     return labels.sort().values if sort else labels
-
-
-def soft_cross_entropy(logits: torch.Tensor, target_logits: torch.Tensor) -> torch.Tensor:
-    """DLG's loss with dummy soft labels: mean_k sum_c -softmax(y_hat)_kc log softmax(z)_kc."""
-    return torch.sum(-F.softmax(target_logits, -1) * F.log_softmax(logits, -1), dim=-1).mean()
 
 
 def classifier_index(model: nn.Module) -> tuple[int, int | None]:

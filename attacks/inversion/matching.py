@@ -97,12 +97,12 @@ class GradientMatcher:
         y = self.p.hard_labels if soft is None else soft
         total, stats = x.new_zeros(()), ()
         for i, (params, target) in enumerate(self.p.pairs):
+            # BN statistics come from the gradient target only: attacks.inversion.core refuses the 'bn'
+            # regularizer with the unrolled and clipped targets
             if self.target == "unrolled":
                 dummy = _fedavg.simulate_local_training(self.p.model, params, self.p.buffers, x, y,
                                                         self.p.local_steps, self.p.local_batch_size,
                                                         self.p.client_lr)
-                if self.recorder is not None:
-                    stats = self.recorder.pop(self.n_bn) if i == 0 else stats
             elif self.target == "clipped":
                 dummy = self._clipped_gradient(params, x, y)
             else:

@@ -150,24 +150,3 @@ def bn_statistics_from_buffers(before: Sequence[tuple[torch.Tensor, torch.Tensor
             var = var * (batch_size - 1) / batch_size
         out.append((mu, var))
     return out
-
-
-class BNStatisticsHook:
-    """Forward hooks on every BN layer collecting the (mean, biased var) of the layer's input."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._handles = [m.register_forward_hook(self._hook) for m in bn_layers(model)]
-
-    def _hook(self, module, inputs, output) -> None:
-        x = inputs[0]
-        dims = [0] + list(range(2, x.dim()))
-        self.stats.append((x.mean(dims), x.var(dims, unbiased=False)))
-
-    def pop(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        stats, self.stats = self.stats, []
-        return stats
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()

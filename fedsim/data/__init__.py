@@ -1,8 +1,9 @@
 """Datasets by name, from real offline sources. A missing dataset raises ``DatasetUnavailable`` with
 instructions; nothing downloads silently and nothing falls back to another dataset."""
 
-from fedsim.data.core import DATASETS, DatasetUnavailable, ImageDataset
+from fedsim.data.core import DATASETS, ImageDataset
 from fedsim.data.sources import load_dataset
 from fedsim.data.victims import VICTIM_SETS, load_victims
+from fedsim.errors import DatasetUnavailable
 
 __all__ = ["DATASETS", "DatasetUnavailable", "ImageDataset", "load_dataset", "VICTIM_SETS", "load_victims"]

@@ -9,9 +9,6 @@ from typing import Callable
 import torch
 
 
-from fedsim.errors import DatasetUnavailable  # noqa: E402,F401  (re-exported)
-
-
 @dataclass(frozen=True)
 class ImageDataset:
     """Images as float32 in [0, 1] with shape [N, C, H, W], labels as int64; normalisation constants."""

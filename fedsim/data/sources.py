@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedsim.data.core import DATASETS, DatasetUnavailable, ImageDataset, register, stratified_split
+from fedsim.data.core import DATASETS, ImageDataset, register, stratified_split
+from fedsim.errors import DatasetUnavailable
 
 MNIST_NORM = ((0.1307,), (0.3081,))
 FASHION_NORM = ((0.2860,), (0.3530,))
