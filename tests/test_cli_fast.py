@@ -201,3 +201,9 @@ def test_every_argument_has_a_help_string() -> None:
     missing = [f"{path} {a.option_strings[0] if a.option_strings else a.dest}" for path, a in found
                if not (a.help or "").strip()]
     assert not missing, f"arguments without help: {missing}"
+
+
+def test_sweep_config_error_does_not_import_torch(tmp_path: Path) -> None:
+    code, heavy, err = _probe(["sweep", "configs/sweep_dp.toml", "--out", str(tmp_path), "--set", "train.lr=-1"])
+    assert code == 2 and err.startswith("fedsim: config error: train.lr:")
+    assert heavy == "-"

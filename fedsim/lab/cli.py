@@ -120,12 +120,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from fedsim.lab.preflight import preflight
     from fedsim.lab.sweep import load_sweep, point_label, run_sweep
 
     if args.parallel < 1:
         raise ConfigError(f"--parallel: {args.parallel} is below the minimum 1")
-    sweep = load_sweep(args.sweep, parse_overrides(args.set or []))
+    sweep = load_sweep(args.sweep, parse_overrides(args.set or []))  # sweep-file errors come before torch
+    from fedsim.lab.preflight import preflight
+
     for setting in sweep.settings:  # every setting can run, before the first one starts
         preflight(sweep.config(setting, sweep.seeds[0]))
 
