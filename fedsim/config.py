@@ -270,12 +270,9 @@ def _build(cls: type, values: Mapping[str, Scalar]) -> Any:
 
 
 def _check_cross_section(cfg: ExperimentConfig) -> None:
-    from fedsim.data.core import DATASETS
-    from fedsim.data import sources  # noqa: F401  (registers loaders)
-
+    """The checks that need torch (the dataset registry, a CUDA device) come last, so that every other config
+    error is reported without importing it (``fedsim run``/``check`` answer in ~0.1 s instead of ~2 s)."""
     _check_run_name(cfg.run.name)
-    if cfg.data.dataset not in DATASETS:
-        raise ConfigError(f"data.dataset: {cfg.data.dataset!r} is not one of {', '.join(sorted(DATASETS))}")
     for key, text in (("capture.rounds", cfg.capture.rounds), ("capture.clients", cfg.capture.clients),
                       ("attack.rounds", cfg.attack.rounds), ("attack.clients", cfg.attack.clients)):
         parse_selection(key, text)
@@ -284,7 +281,12 @@ def _check_cross_section(cfg: ExperimentConfig) -> None:
     check_federation(cfg)  # min_train_nodes vs num_clients; attack/capture selections that select nothing
 
     parse_faults(cfg.faults)
-    check_defenses(cfg, ConfigError)
+    check_defenses(cfg, ConfigError)  # imports torch only for defense.dp_sgd (Opacus' model check)
+    from fedsim.data.core import DATASETS  # imports torch
+    from fedsim.data import sources  # noqa: F401  (registers loaders)
+
+    if cfg.data.dataset not in DATASETS:
+        raise ConfigError(f"data.dataset: {cfg.data.dataset!r} is not one of {', '.join(sorted(DATASETS))}")
     _check_device(cfg.run.device)
 
 
@@ -296,7 +298,9 @@ def _check_run_name(name: str) -> None:
 
 
 def _check_device(spec: str) -> None:
-    """``run.device`` must name a device this machine has (``auto`` always does)."""
+    """``run.device`` must name a device this machine has (``auto`` and ``cpu`` always do: no torch import)."""
+    if isinstance(spec, str) and spec.strip().lower() in ("auto", "cpu"):
+        return
     from fedsim.device import resolve_device
 
     try:

@@ -46,7 +46,10 @@ def test_help_does_not_import_torch(argv: list[str]) -> None:
     assert heavy == "-", f"fedsim {' '.join(argv)} imported {heavy}"
 
 
-@pytest.mark.parametrize("override, key", [("train.lr=-1", "train.lr"), ("train.nope=1", "train.nope")])
+@pytest.mark.parametrize("override, key", [
+    ("train.lr=-1", "train.lr"), ("train.nope=1", "train.nope"), ("capture.rounds=7", "capture.rounds"),
+    ("train.min_train_nodes=9", "train.min_train_nodes"), ("faults.corrupt=x", "faults.corrupt"),
+])
 def test_config_error_does_not_import_torch(override: str, key: str) -> None:
     code, heavy, err = _probe(["run", "configs/smoke.toml", "--set", override])
     assert code == 2
@@ -207,3 +210,15 @@ def test_sweep_config_error_does_not_import_torch(tmp_path: Path) -> None:
     code, heavy, err = _probe(["sweep", "configs/sweep_dp.toml", "--out", str(tmp_path), "--set", "train.lr=-1"])
     assert code == 2 and err.startswith("fedsim: config error: train.lr:")
     assert heavy == "-"
+
+
+def test_dataset_and_device_errors_still_refused() -> None:
+    """The torch-needing checks moved last still run: a bad dataset name or a missing CUDA device is refused."""
+    from fedsim.config import load_config
+    from fedsim.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^data\.dataset: 'nope' is not one of .*mnist_subset"):
+        load_config("configs/smoke.toml", {"data.dataset": "nope"})
+    with pytest.raises(ConfigError, match=r"^run\.device: 'tpu' is not one of"):
+        load_config("configs/smoke.toml", {"run.device": "tpu"})
+
