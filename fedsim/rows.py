@@ -23,6 +23,18 @@ from typing import Any, ClassVar, Mapping
 NONFINITE = {"inf": math.inf, "-inf": -math.inf}
 
 
+def finite_float(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (or a numeric string); None for a bool, NaN, +-inf or
+    anything else. The one "is this a usable number" test of the report, the plots and the sweep."""
+    if isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 def encode_nonfinite(value: Any) -> Any:
     """``value`` with +-inf as ``"inf"`` / ``"-inf"`` and NaN as ``None``, recursively: strict-JSON-ready."""
     if isinstance(value, float) and not math.isfinite(value):

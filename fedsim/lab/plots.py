@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -20,7 +19,7 @@ matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-from fedsim.rows import InversionRow, LabelRow, UtilityRow  # noqa: E402
+from fedsim.rows import InversionRow, LabelRow, UtilityRow, finite_float  # noqa: E402
 
 # One palette for the page (also used by the CSS in fedsim.lab.report.style).
 INK = "#1f2933"
@@ -64,16 +63,8 @@ def _png(fig, tight_bbox: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def _finite(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _int_like(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v) is not None
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and finite_float(v) is not None
 
 
 def _get(row: Any, key: str) -> Any:
@@ -146,7 +137,7 @@ def threat_model_diagram() -> bytes:
 
 # ------------------------------------------------------------------------------------------------ utility
 def _utility_points(rows: Sequence[UtilityRow]) -> list[tuple[float, float | None, float | None]]:
-    return sorted((float(r.round), _finite(r.test_accuracy), _finite(r.test_loss))
+    return sorted((float(r.round), finite_float(r.test_accuracy), finite_float(r.test_loss))
                   for r in rows if _int_like(_get(r, "round")))
 
 
@@ -186,7 +177,7 @@ def utility_plot(rows: Sequence[UtilityRow]) -> bytes | None:
 def _grouped(rows: Iterable[Any], x_key: str, y_key: str) -> dict[str, list[tuple[float, float]]]:
     out: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in rows:
-        x, y = _get(r, x_key), _finite(_get(r, y_key))
+        x, y = _get(r, x_key), finite_float(_get(r, y_key))
         if _int_like(x) and y is not None:
             method = _get(r, "method")
             out["?" if method is None else str(method)].append((float(x), y))

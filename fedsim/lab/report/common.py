@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from fedsim.lab.report.data import RunData
+from fedsim.rows import finite_float as num
 
 MAX_GRIDS = 24
 MAX_LABEL_ROWS = 300
@@ -22,16 +23,6 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def e(v: Any) -> str:
     """HTML-escape any value (quotes too)."""
     return html.escape(str(v), quote=True)
-
-
-def num(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def integer(v: Any) -> int | None:

@@ -3,15 +3,15 @@ across defenses (one curve per defense family, points labelled in words with the
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from fedsim.lab.sweep.summary import point_label
+from fedsim.rows import finite_float
 
 
 def _val(row: dict, key: str) -> float:
-    v = row.get(key)
-    return float(v) if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else float("nan")
+    f = finite_float(row.get(key))
+    return float("nan") if f is None else f
 
 
 def _err(rows: list[dict], key: str) -> list[list[float]]:

@@ -18,13 +18,12 @@ from typing import Any, Iterable
 
 from fedsim.accounting import spent_for_config
 from fedsim.config import ExperimentConfig
-from fedsim.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow
+from fedsim.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow, finite_float
 from fedsim.runfolder import RunFolder
 
 
 def _finite(values: Iterable[Any]) -> list[float]:
-    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(float(v))]
+    return [f for v in values if isinstance(v, (int, float)) and (f := finite_float(v)) is not None]
 
 
 def _mean(values: Iterable[Any]) -> float | None:
