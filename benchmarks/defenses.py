@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from fedsim.config import flatten, from_flat, read_toml  # noqa: E402
 from fedsim import experiment as E  # noqa: E402

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from fedsim.config import load_config  # noqa: E402
 from fedsim.results import read_jsonl  # noqa: E402

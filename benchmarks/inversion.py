@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from attacks.gradients import batch_gradient, weights_to_fake_gradient  # noqa: E402
 from attacks.inversion import invert  # noqa: E402

@@ -10,14 +10,12 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attacks.gradients import batch_gradient, weights_to_fake_gradient  # noqa: E402
 from attacks.labels import restore_labels  # noqa: E402

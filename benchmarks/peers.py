@@ -33,8 +33,6 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from attacks.gradients import batch_gradient  # noqa: E402
 from attacks.inversion import invert  # noqa: E402

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from attacks.generative import aux_split, default_prior_path, get_prior  # noqa: E402
 from attacks.gradients import batch_gradient  # noqa: E402

@@ -28,9 +28,6 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 import peers  # noqa: E402
 from attacks.gradients import batch_gradient  # noqa: E402

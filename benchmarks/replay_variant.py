@@ -6,7 +6,6 @@
 Probes for docs/benchmarks/defenses.md (nothing is written to the runs).
 """
 import sys, json, dataclasses, statistics, torch
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from pathlib import Path
 from fedsim.config import load_config
 from fedsim.captures import load_update

@@ -17,17 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "benchmarks"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-import peers  # noqa: E402
+import peers  # benchmarks/ is the script's own folder
 
 
 def cell(spec: str, seed: int, k: int, tvs: list[str], steps: int) -> dict:

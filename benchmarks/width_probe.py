@@ -5,7 +5,6 @@
 Labels given; seeds 0-2 (batch, model init, attack init); PSNR after label-aware alignment. docs/benchmarks/defenses.md.
 """
 import sys, torch
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from fedsim.data import load_dataset
 from fedsim.models.zoo import build_model
 from attacks.gradients import batch_gradient
