@@ -47,37 +47,34 @@ def _dynamic(node: ast.AST) -> str | None:
     return None
 
 
-def _imports(path: Path, root: Path = ROOT) -> list[tuple[str, list[str], bool]]:
-    """Every import of a file as (module, imported names, runs-at-import-time).
+def _imports(path: Path, root: Path = ROOT) -> list[tuple[str, list[str]]]:
+    """Every import of a file, module level or inside a function, as (module, imported names).
 
     Statements (absolute, relative resolved against its package) and ``importlib`` / ``__import__`` string
     literals. Imports under ``if TYPE_CHECKING:`` are left out (they never run)."""
-    out: list[tuple[str, list[str], bool]] = []
+    out: list[tuple[str, list[str]]] = []
 
-    def visit(nodes, in_function: bool) -> None:
+    def visit(nodes) -> None:
         for node in nodes:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-                visit(ast.iter_child_nodes(node), True)
-                continue
             if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                visit(node.orelse, in_function)
+                visit(node.orelse)
                 continue
             if isinstance(node, ast.Import):
-                out.extend((a.name, [], not in_function) for a in node.names)
+                out.extend((a.name, []) for a in node.names)
             elif isinstance(node, ast.ImportFrom):
-                out.append((_resolve(node, path, root), [a.name for a in node.names], not in_function))
+                out.append((_resolve(node, path, root), [a.name for a in node.names]))
             elif (literal := _dynamic(node)) is not None:
-                out.append((literal, [], not in_function))
-            visit(ast.iter_child_nodes(node), in_function)
+                out.append((literal, []))
+            visit(ast.iter_child_nodes(node))
 
-    visit(ast.parse(path.read_text()).body, False)
+    visit(ast.parse(path.read_text()).body)
     return out
 
 
 def _modules(path: Path, root: Path = ROOT) -> set[str]:
     """Dotted names a file imports: each module, and ``module.name`` for each ``from module import name``."""
     names: set[str] = set()
-    for module, imported, _ in _imports(path, root):
+    for module, imported in _imports(path, root):
         names.add(module)
         names.update(f"{module}.{n}" for n in imported)
     return names
@@ -131,7 +128,7 @@ def _import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     files = {_module_name(p, root): p for pkg in PACKAGES for p in (root / pkg).rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in files}
     for mod, path in files.items():
-        for module, imported, _ in _imports(path, root):
+        for module, imported in _imports(path, root):
             targets = [f"{module}.{n}" if f"{module}.{n}" in files else module for n in imported] or [module]
             graph[mod].update(t for t in targets if t in files and t != mod)
     return graph
