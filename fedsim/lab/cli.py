@@ -130,9 +130,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     for setting in sweep.settings:  # every setting can run, before the first one starts
         preflight(sweep.config(setting, sweep.seeds[0]))
 
-    rows = run_sweep(args.sweep, args.out, parallel=args.parallel, overrides=parse_overrides(args.set or []),
-                     quiet=True)
-    for r in rows:
+    from contextlib import nullcontext
+
+    from fedsim.lab.sweep import RichProgress
+
+    with (nullcontext() if args.quiet else RichProgress()) as progress:
+        rows = run_sweep(args.sweep, args.out, parallel=args.parallel, overrides=parse_overrides(args.set or []),
+                         quiet=True, progress=progress)
+    for r in rows if not args.quiet else ():
         print(f"{point_label(r)}: acc={r.get('test_accuracy')} {r.get('label_best')} lnacc={r.get('label_lnacc')} "
               f"{r.get('inversion_best')} psnr={r.get('psnr')} ({r.get('seeds_run')} seeds)")
     print(f"results: {Path(args.out) / 'sweep.jsonl'}, {Path(args.out) / 'sweep.html'}")
@@ -215,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="folder for sweep.jsonl, plots, sweep.html, run folders")
     sweep.add_argument("--parallel", type=int, default=1, help="federations at once (default 1)")
     sweep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override the base config")
+    sweep.add_argument("--quiet", action="store_true",
+                       help="no progress display (run k of N, setting, seed, round, ETA) and no summary lines")
     sweep.set_defaults(func=_cmd_sweep)
     report = sub.add_parser("report", help="write report.html for a run folder")
     report.add_argument("run_dir", help="a run folder (config.toml or metrics.jsonl); writes run_dir/report.html")

@@ -2,8 +2,8 @@
 the strongest attack and utility side by side, with 95 % intervals over seeds and epsilon for every DP point.
 
 Modules: :mod:`~fedsim.lab.sweep.spec` (sweep files, settings labelled in words), :mod:`~.execute` (parallel
-runs, cache, replayed attacks, run reports), :mod:`~.summary` (per-run measurements, strongest attack, intervals,
-epsilon), :mod:`~.figures`, :mod:`~.page`.
+runs, cache, replayed attacks, run reports), :mod:`~.progress` (run k of N, round, ETA), :mod:`~.summary`
+(per-run measurements, strongest attack, intervals, epsilon), :mod:`~.figures`, :mod:`~.page`.
 
 Writes ``DIR/setting_XX/seed_S/`` (one run folder each, with its ``report.html``), ``DIR/sweep.jsonl`` (one row
 per setting in file order: ``label``, ``family``, ``setting`` (overrides), ``test_accuracy``, ``label_best`` with
@@ -25,6 +25,7 @@ from typing import Any
 from fedsim.lab.sweep.execute import Runner, default_runner, execute, per_seed_rows
 from fedsim.lab.sweep.figures import plot_frontier, plot_settings
 from fedsim.lab.sweep.page import write_html
+from fedsim.lab.sweep.progress import Progress, RichProgress, SweepEvent
 from fedsim.lab.sweep.spec import Setting, Sweep, describe, load_sweep
 from fedsim.lab.sweep.summary import aggregate, point_label, summarize, t_interval
 from fedsim.rows import decode_nonfinite, encode_nonfinite
@@ -32,15 +33,17 @@ from fedsim.rows import decode_nonfinite, encode_nonfinite
 
 def run_sweep(path: str | Path, out: str | Path, *, parallel: int = 1, runner: Runner | None = None,
               overrides: dict[str, Any] | None = None, quiet: bool = True, reports: bool = True,
-              existing_only: bool = False, only: set[int] | None = None) -> list[dict[str, Any]]:
+              existing_only: bool = False, only: set[int] | None = None,
+              progress: Progress | None = None) -> list[dict[str, Any]]:
     """Run (or reuse, see :mod:`~.execute`) every setting x seed of the sweep file; returns the sweep rows.
     ``existing_only``: run nothing, summarise the finished runs (settings without one are left out); ``only``:
-    run these setting indices only (the others are summarised from finished runs, if any)."""
+    run these setting indices only (the others are summarised from finished runs, if any); ``progress``: called
+    with every :class:`~fedsim.lab.sweep.progress.SweepEvent` (run k of N, setting, seed, round, ETA)."""
     sweep = load_sweep(path, overrides)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     runs = execute(sweep, out, runner or default_runner, parallel, quiet, reports=reports,
-                   existing_only=existing_only, only=only)
+                   existing_only=existing_only, only=only, progress=progress)
     if only is not None:  # the other settings from the runs they already have
         runs = {**execute(sweep, out, runner or default_runner, 1, quiet, reports=False, existing_only=True),
                 **runs}
@@ -76,5 +79,5 @@ def write_outputs(sweep: Sweep, out: Path, per_seed: dict[int, list[dict[str, An
     return rows
 
 
-__all__ = ["Setting", "Sweep", "aggregate", "describe", "load_sweep", "point_label", "read_sweep", "run_sweep",
+__all__ = ["Progress", "RichProgress", "Setting", "Sweep", "SweepEvent", "aggregate", "describe", "load_sweep", "point_label", "read_sweep", "run_sweep",
            "summarize", "t_interval", "write_outputs"]

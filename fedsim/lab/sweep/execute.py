@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 from fedsim.config import ExperimentConfig, load_config
+from fedsim.lab.sweep.progress import Progress, RoundWatcher, SweepEvent, Tracker
 from fedsim.lab.sweep.spec import Setting, Sweep
 from fedsim.runfolder import RunFolder
 
@@ -100,9 +103,10 @@ def _run_with_retry(runner: Runner, cfg: ExperimentConfig, run: Path, quiet: boo
 
 def execute(sweep: Sweep, out: Path, runner: Runner, parallel: int, quiet: bool,
             reports: bool = True, existing_only: bool = False, retries: int = 2,
-            only: set[int] | None = None) -> dict[tuple[int, int], Path]:
+            only: set[int] | None = None, progress: Progress | None = None) -> dict[tuple[int, int], Path]:
     """Run every (setting, seed) not cached; returns their run folders. ``existing_only``: run nothing, use the
-    finished (cached) runs only (a partial sweep's summary)."""
+    finished (cached) runs only (a partial sweep's summary). ``progress``: called with a
+    :class:`~fedsim.lab.sweep.progress.SweepEvent` per step of every job (start, rounds, done / cached / ...)."""
     jobs = [(s, seed) for seed in sweep.seeds for s in sweep.settings  # seed-major: whole seeds finish first
             if only is None or s.index in only]
     prior_needed = any(m in ("ggl", "gias") for s in sweep.settings for m in s.replay)
@@ -110,32 +114,43 @@ def execute(sweep: Sweep, out: Path, runner: Runner, parallel: int, quiet: bool,
     prior = threading.Thread(target=ensure_prior, args=(sweep.base,), daemon=True)
     if prior_needed and not existing_only:
         prior.start()
+    tracker = Tracker(len(jobs), parallel, progress)
 
-    def one(job: tuple[Setting, int]) -> Path | None:
+    def one(k: int, job: tuple[Setting, int]) -> Path | None:
         setting, seed = job
         cfg = sweep.config(setting, seed)
         run = run_folder(out, setting, seed)
+        ev = SweepEvent("start", k, len(jobs), setting.label, seed, str(run), rounds=cfg.run.num_rounds)
+        t0 = time.monotonic()
         if cached(cfg, run):
             log.info("cached: %s", run)
+            kind = "cached"
         elif existing_only:
+            tracker.emit(replace(ev, kind="missing"))
             return None
         else:
-            run = _run_with_retry(runner, cfg, run, quiet, retries)
-            if run is None:
+            tracker.emit(ev)
+            with RoundWatcher(tracker, ev, run):
+                done = _run_with_retry(runner, cfg, run, quiet, retries)
+            if done is None:
+                tracker.emit(replace(ev, kind="failed", seconds=time.monotonic() - t0))
                 return None
+            run, kind = done, "done"
         if setting.replay:
+            tracker.emit(replace(ev, kind="replay"))
             if prior.is_alive():
                 prior.join()
             replay(run, cfg.replace(**{"run.out_dir": str(run.resolve())}), setting.replay)
         if reports and not RunFolder(run).report.exists():
             write_run_report(run)
+        tracker.emit(replace(ev, kind=kind, seconds=time.monotonic() - t0))
         return run
 
     if parallel > 1:
         with ThreadPoolExecutor(parallel) as pool:
-            runs = list(pool.map(one, jobs))
+            runs = list(pool.map(one, range(1, len(jobs) + 1), jobs))
     else:
-        runs = [one(j) for j in jobs]
+        runs = [one(k, j) for k, j in enumerate(jobs, 1)]
     return {(s.index, seed): run for (s, seed), run in zip(jobs, runs) if run is not None}
 
 

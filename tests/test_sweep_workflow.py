@@ -1,0 +1,77 @@
+"""Issue 23, sweeps you can follow: progress events (run k of N, setting, seed, round, ETA), ``--only`` and
+``--summarize-only``, setting folders named by their setting (and the old ``setting_XX`` layout still found),
+the styled ``sweep.html`` (swept value on the x axis, epsilon plots, a reconstruction strip per setting) and
+``fedsim report`` on a sweep folder. Fake runners only (no federation)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from fedsim.lab.sweep import SweepEvent, run_sweep
+from fedsim.rows import UtilityRow
+from fedsim.runfolder import RunFolder
+from tests.test_sweep import _fake_runner, _sweep_file
+
+
+def _topk(tmp_path: Path, values: str = "[0.0, 0.5, 0.1]", seeds: str = "[0, 1]") -> Path:
+    return _sweep_file(tmp_path, f'parameter = "defense.update.topk_ratio"\nvalues = {values}\nseeds = {seeds}')
+
+
+# ---- step 1: progress -------------------------------------------------------------------------------------------
+
+def test_progress_lists_every_run_k_of_n_in_order_with_an_eta(tmp_path):
+    events: list[SweepEvent] = []
+    run_sweep(_topk(tmp_path), tmp_path / "out", runner=_fake_runner([]), reports=False, progress=events.append)
+    starts = [e for e in events if e.kind == "start"]
+    done = [e for e in events if e.kind == "done"]
+    assert [(e.k, e.n) for e in starts] == [(k, 6) for k in range(1, 7)]
+    assert [(e.k, e.finished) for e in done] == [(k, k) for k in range(1, 7)]
+    # seed-major: the 3 settings of seed 0, then those of seed 1; labels in words
+    assert [(e.label, e.seed) for e in starts] == [("no defense", 0), ("top-k 50%", 0), ("top-k 10%", 0),
+                                                   ("no defense", 1), ("top-k 50%", 1), ("top-k 10%", 1)]
+    assert all(e.rounds is not None and e.rounds > 0 for e in starts)
+    assert done[0].eta_s is not None and done[-1].eta_s == 0.0  # from the runs done; nothing left at the end
+    again: list[SweepEvent] = []
+    run_sweep(_topk(tmp_path), tmp_path / "out", runner=_fake_runner([]), reports=False, progress=again.append)
+    assert {e.kind for e in again} <= {"start", "done", "cached"}
+
+
+def test_round_watcher_reports_the_rounds_a_running_federation_writes(tmp_path):
+    from fedsim.lab.sweep.progress import RoundWatcher, Tracker
+
+    events: list[SweepEvent] = []
+    tracker = Tracker(1, 1, events.append)
+    base = SweepEvent("start", 1, 1, "no defense", 0, str(tmp_path), rounds=3)
+    with RoundWatcher(tracker, base, tmp_path, poll_s=0.02):
+        for rnd in (1, 2, 3):
+            RunFolder(tmp_path).append(UtilityRow(round=rnd, test_accuracy=0.1 * rnd, test_loss=1.0))
+            time.sleep(0.25)
+    assert [e.round for e in events if e.kind == "round"] == [1, 2, 3]
+
+
+def _cli(monkeypatch, argv: list[str]) -> int:
+    """``fedsim sweep ...`` with the fake runner in place of federations and no preflight."""
+    import fedsim.lab.preflight
+    import fedsim.lab.sweep
+    from fedsim.lab.cli import main
+
+    monkeypatch.setattr(fedsim.lab.sweep, "default_runner", _fake_runner([]))
+    monkeypatch.setattr(fedsim.lab.preflight, "preflight", lambda *a, **k: None)
+    return main(argv)
+
+
+def test_cli_shows_a_line_per_run_and_quiet_keeps_it_silent(tmp_path, capsys, monkeypatch):
+    from fedsim.lab.sweep.progress import event_line
+
+    ev = SweepEvent("done", 3, 12, "DP-SGD sigma 0.5, clip 1", 1, "x", seconds=250.0, eta_s=2250.0, finished=3)
+    assert event_line(ev) == "[3/12] done    DP-SGD sigma 0.5, clip 1  seed 1  (4m10s; 3/12 finished, ETA 37m30s)"
+    sweep = _topk(tmp_path, "[0.0, 0.5]", "[0]")
+    assert _cli(monkeypatch, ["sweep", str(sweep), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] done    no defense  seed 0" in out and "[2/2] done    top-k 50%  seed 0" in out
+    assert _cli(monkeypatch, ["sweep", str(sweep), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2]" not in out and "acc=" not in out and "sweep.html" in out
