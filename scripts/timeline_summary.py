@@ -14,12 +14,8 @@ docs/benchmarks/timeline.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from fedsim.lab import plots  # noqa: E402
 from fedsim.lab.report import load_run  # noqa: E402
