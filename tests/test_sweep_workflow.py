@@ -16,6 +16,19 @@ from fedsim.runfolder import RunFolder
 from tests.test_sweep import _fake_runner, _sweep_file
 
 
+def _runner(calls: list | None = None):
+    """The fake runner of test_sweep, writing config.toml the way prepare_run_dir does (so the cache finds it)."""
+    from fedsim.config import to_toml
+
+    fake = _fake_runner([] if calls is None else calls)
+
+    def runner(cfg, out, quiet):
+        fake(cfg, out, quiet)
+        RunFolder(out).config.write_text(to_toml(cfg.replace(**{"run.out_dir": str(out.resolve())})))
+        return out
+    return runner
+
+
 def _topk(tmp_path: Path, values: str = "[0.0, 0.5, 0.1]", seeds: str = "[0, 1]") -> Path:
     return _sweep_file(tmp_path, f'parameter = "defense.update.topk_ratio"\nvalues = {values}\nseeds = {seeds}')
 
@@ -24,7 +37,7 @@ def _topk(tmp_path: Path, values: str = "[0.0, 0.5, 0.1]", seeds: str = "[0, 1]"
 
 def test_progress_lists_every_run_k_of_n_in_order_with_an_eta(tmp_path):
     events: list[SweepEvent] = []
-    run_sweep(_topk(tmp_path), tmp_path / "out", runner=_fake_runner([]), reports=False, progress=events.append)
+    run_sweep(_topk(tmp_path), tmp_path / "out", runner=_runner(), reports=False, progress=events.append)
     starts = [e for e in events if e.kind == "start"]
     done = [e for e in events if e.kind == "done"]
     assert [(e.k, e.n) for e in starts] == [(k, 6) for k in range(1, 7)]
@@ -35,8 +48,8 @@ def test_progress_lists_every_run_k_of_n_in_order_with_an_eta(tmp_path):
     assert all(e.rounds is not None and e.rounds > 0 for e in starts)
     assert done[0].eta_s is not None and done[-1].eta_s == 0.0  # from the runs done; nothing left at the end
     again: list[SweepEvent] = []
-    run_sweep(_topk(tmp_path), tmp_path / "out", runner=_fake_runner([]), reports=False, progress=again.append)
-    assert {e.kind for e in again} <= {"start", "done", "cached"}
+    run_sweep(_topk(tmp_path), tmp_path / "out", runner=_runner(), reports=False, progress=again.append)
+    assert [(e.kind, e.k) for e in again] == [("cached", k) for k in range(1, 7)]  # finished runs: not run again
 
 
 def test_round_watcher_reports_the_rounds_a_running_federation_writes(tmp_path):
@@ -58,7 +71,7 @@ def _cli(monkeypatch, argv: list[str]) -> int:
     import fedsim.lab.sweep
     from fedsim.lab.cli import main
 
-    monkeypatch.setattr(fedsim.lab.sweep, "default_runner", _fake_runner([]))
+    monkeypatch.setattr(fedsim.lab.sweep, "default_runner", _runner())
     monkeypatch.setattr(fedsim.lab.preflight, "preflight", lambda *a, **k: None)
     return main(argv)
 
@@ -75,3 +88,52 @@ def test_cli_shows_a_line_per_run_and_quiet_keeps_it_silent(tmp_path, capsys, mo
     assert _cli(monkeypatch, ["sweep", str(sweep), "--out", str(tmp_path / "b"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "[1/2]" not in out and "acc=" not in out and "sweep.html" in out
+
+
+# ---- step 2: --only and --summarize-only ------------------------------------------------------------------------
+
+def _no_runs(cfg, out, quiet):
+    raise AssertionError(f"--summarize-only ran a federation: {out}")
+
+
+def test_only_by_index_or_label_runs_just_those_settings(tmp_path, monkeypatch, capsys):
+    import fedsim.lab.preflight
+    import fedsim.lab.sweep
+    from fedsim.lab.cli import main
+
+    calls: list = []
+    monkeypatch.setattr(fedsim.lab.sweep, "default_runner", _runner(calls))
+    monkeypatch.setattr(fedsim.lab.preflight, "preflight", lambda *a, **k: None)
+    sweep = _topk(tmp_path, seeds="[0]")
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "o"), "--quiet", "--only", "1"]) == 0
+    assert [c.defense.update.topk_ratio for c in calls] == [0.5]
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "o"), "--quiet", "--only", "TOP-K 10%",
+                 "--only", "0"]) == 0
+    assert sorted(c.defense.update.topk_ratio for c in calls[1:]) == [0.0, 0.1]
+    capsys.readouterr()
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "o"), "--only", "top-k 7%"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--only" in err and "'top-k 7%'" in err
+    assert "0 = no defense" in err and "2 = top-k 10%" in err
+
+
+def test_summarize_only_rebuilds_the_outputs_from_the_folders_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    from fedsim.lab.sweep import read_sweep
+
+    sweep = _topk(tmp_path)
+    out = tmp_path / "out"
+    first = run_sweep(sweep, out, runner=_runner(), reports=False)
+    for name in ("sweep.jsonl", "sweep.html", "sweep_settings.png"):
+        (out / name).unlink()
+    assert _cli(monkeypatch, ["sweep", str(sweep), "--out", str(out), "--summarize-only", "--quiet"]) == 0
+    # _cli installed the fake runner; make sure nothing runs even so
+    rows = run_sweep(sweep, out, runner=_no_runs, reports=False, existing_only=True)
+    assert (out / "sweep.html").exists() and (out / "sweep_settings.png").exists()
+    back = read_sweep(out / "sweep.jsonl")
+    assert [r["label"] for r in back] == [r["label"] for r in first] == [r["label"] for r in rows]
+    assert [r["psnr"] for r in back] == pytest.approx([r["psnr"] for r in first])
+    capsys.readouterr()
+    empty = tmp_path / "empty"
+    assert _cli(monkeypatch, ["sweep", str(sweep), "--out", str(empty), "--summarize-only"]) == 2
+    err = capsys.readouterr().err
+    assert "no finished run" in err and not (empty / "sweep.jsonl").exists()

@@ -125,18 +125,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.parallel < 1:
         raise ConfigError(f"--parallel: {args.parallel} is below the minimum 1")
     sweep = load_sweep(args.sweep, parse_overrides(args.set or []))  # sweep-file errors come before torch
-    from fedsim.lab.preflight import preflight
+    from fedsim.lab.sweep.layout import select
 
-    for setting in sweep.settings:  # every setting can run, before the first one starts
-        preflight(sweep.config(setting, sweep.seeds[0]))
+    only = select(sweep, args.only) if args.only else None
+    if not args.summarize_only:
+        from fedsim.lab.preflight import preflight
+
+        for setting in sweep.settings:  # every setting can run, before the first one starts
+            if only is None or setting.index in only:
+                preflight(sweep.config(setting, sweep.seeds[0]))
 
     from contextlib import nullcontext
 
     from fedsim.lab.sweep import RichProgress
 
-    with (nullcontext() if args.quiet else RichProgress()) as progress:
+    with (nullcontext() if args.quiet or args.summarize_only else RichProgress()) as progress:
         rows = run_sweep(args.sweep, args.out, parallel=args.parallel, overrides=parse_overrides(args.set or []),
-                         quiet=True, progress=progress)
+                         quiet=True, progress=progress, only=only, existing_only=args.summarize_only)
     for r in rows if not args.quiet else ():
         print(f"{point_label(r)}: acc={r.get('test_accuracy')} {r.get('label_best')} lnacc={r.get('label_lnacc')} "
               f"{r.get('inversion_best')} psnr={r.get('psnr')} ({r.get('seeds_run')} seeds)")
@@ -222,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override the base config")
     sweep.add_argument("--quiet", action="store_true",
                        help="no progress display (run k of N, setting, seed, round, ETA) and no summary lines")
+    pick = sweep.add_mutually_exclusive_group()
+    pick.add_argument("--only", action="append", metavar="LABEL_OR_INDEX",
+                      help="run only this setting (its index in sweep.jsonl, its label or its folder name; "
+                      "repeatable); the others are summarised from the runs they already have")
+    pick.add_argument("--summarize-only", action="store_true",
+                      help="run nothing: rebuild sweep.jsonl, the plots and sweep.html from the finished runs "
+                      "already in --out")
     sweep.set_defaults(func=_cmd_sweep)
     report = sub.add_parser("report", help="write report.html for a run folder")
     report.add_argument("run_dir", help="a run folder (config.toml or metrics.jsonl); writes run_dir/report.html")

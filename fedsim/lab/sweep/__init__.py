@@ -28,6 +28,7 @@ from fedsim.lab.sweep.page import write_html
 from fedsim.lab.sweep.progress import Progress, RichProgress, SweepEvent
 from fedsim.lab.sweep.spec import Setting, Sweep, describe, load_sweep
 from fedsim.lab.sweep.summary import aggregate, point_label, summarize, t_interval
+from fedsim.errors import RunFolderError
 from fedsim.rows import decode_nonfinite, encode_nonfinite
 
 
@@ -47,6 +48,8 @@ def run_sweep(path: str | Path, out: str | Path, *, parallel: int = 1, runner: R
     if only is not None:  # the other settings from the runs they already have
         runs = {**execute(sweep, out, runner or default_runner, 1, quiet, reports=False, existing_only=True),
                 **runs}
+    if existing_only and not runs:  # nothing to summarise: the sweep.jsonl / sweep.html there stay as they are
+        raise RunFolderError(f"{out}: no finished run of sweep {sweep.name} (config as in {path}) to summarise")
     return write_outputs(sweep, out, per_seed_rows(sweep, runs))
 
 
