@@ -73,7 +73,7 @@ def test_a_point_records_the_winning_attack_and_its_interval(tmp_path):
         assert (tmp_path / "out" / name).stat().st_size > 1000
     page = (tmp_path / "out" / "sweep.html").read_text()
     assert "top-k 50%" in page and "data:image/png;base64" in page
-    assert 'href="setting_01/seed_2/report.html"' in page
+    assert 'href="update.topk_ratio=0.5/seed_2/report.html"' in page  # folders named by their setting
 
 
 def test_cache_skips_finished_runs_of_the_same_config(tmp_path):

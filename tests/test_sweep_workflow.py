@@ -137,3 +137,47 @@ def test_summarize_only_rebuilds_the_outputs_from_the_folders_and_runs_nothing(t
     assert _cli(monkeypatch, ["sweep", str(sweep), "--out", str(empty), "--summarize-only"]) == 2
     err = capsys.readouterr().err
     assert "no finished run" in err and not (empty / "sweep.jsonl").exists()
+
+
+# ---- step 3: setting folders named by their setting ---------------------------------------------------------
+
+def test_folders_are_named_by_the_swept_value_unique_and_stable(tmp_path):
+    from fedsim.lab.sweep import load_sweep
+    from fedsim.lab.sweep.layout import MAX_SLUG, setting_folders, slug
+
+    rows = run_sweep(_topk(tmp_path, "[0.0, 0.5, 0.1]", "[0]"), tmp_path / "out", runner=_runner(), reports=False)
+    runs = [Path(r["runs"][0]["run"]) for r in rows]
+    assert [p.parent.name for p in runs] == ["update.topk_ratio=0", "update.topk_ratio=0.5", "update.topk_ratio=0.1"]
+    assert all(p.name == "seed_0" and (p / "DONE").exists() for p in runs)
+    dp = load_sweep(Path(__file__).resolve().parents[1] / "configs" / "sweep_dp.toml")
+    names = setting_folders(dp)
+    assert len(set(names.values())) == len(dp.settings)
+    for s in dp.settings:  # every swept value is in the name, nothing outside a safe alphabet
+        assert f"noise_multiplier={s.overrides['defense.dp_sgd.noise_multiplier']:g}" in names[s.index]
+        assert f"train.lr={s.overrides['train.lr']:g}" in names[s.index]
+        assert all(c.isalnum() or c in "._=,+-~" for c in names[s.index]) and len(names[s.index]) <= MAX_SLUG
+    long = {f"defense.update.key_{i}": 0.123456 * i for i in range(12)}
+    assert len(slug(long)) <= MAX_SLUG and slug(long) == slug(dict(long)) and slug(long) != slug({**long, "x": 1})
+    assert slug({}) == "base" and slug({"data.partition": "a/b c"}) == "data.partition=a-b-c"
+    twins = _sweep_file(tmp_path, 'seeds = [0]\n[[sweep.settings]]\nset = { "train.lr" = 0.1 }\n'
+                        '[[sweep.settings]]\nset = { "train.lr" = 0.1 }\nlabel = "twin"\n'
+                        '[[sweep.settings]]\nset = {}\n')
+    assert list(setting_folders(load_sweep(twins)).values()) == ["train.lr=0.1", "train.lr=0.1_01", "base"]
+
+
+def test_runs_of_the_old_setting_xx_layout_are_reused_or_rerun_with_a_warning(tmp_path, caplog):
+    from fedsim.lab.sweep import load_sweep
+
+    sweep_path = _topk(tmp_path, "[0.0, 0.5]", "[0]")
+    sweep = load_sweep(sweep_path)
+    out = tmp_path / "out"
+    for s in sweep.settings:  # a sweep run before issue 23: DIR/setting_XX/seed_S
+        _runner()(sweep.config(s, 0), out / f"setting_{s.index:02d}" / "seed_0", True)
+    calls: list = []
+    rows = run_sweep(sweep_path, out, runner=_runner(calls), reports=False)
+    assert calls == [] and [Path(r["runs"][0]["run"]).parent.name for r in rows] == ["setting_00", "setting_01"]
+    caplog.set_level("WARNING", logger="fedsim.sweep")
+    rows = run_sweep(sweep_path, out, runner=_runner(calls), reports=False, overrides={"train.lr": 0.05})
+    assert len(calls) == 2 and [Path(r["runs"][0]["run"]).parent.name for r in rows] == [
+        "update.topk_ratio=0", "update.topk_ratio=0.5"]
+    assert "setting_00/seed_0 (old layout) holds no finished run of this config" in caplog.text

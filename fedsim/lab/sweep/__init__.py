@@ -5,7 +5,8 @@ Modules: :mod:`~fedsim.lab.sweep.spec` (sweep files, settings labelled in words)
 runs, cache, replayed attacks, run reports), :mod:`~.progress` (run k of N, round, ETA), :mod:`~.summary`
 (per-run measurements, strongest attack, intervals, epsilon), :mod:`~.figures`, :mod:`~.page`.
 
-Writes ``DIR/setting_XX/seed_S/`` (one run folder each, with its ``report.html``), ``DIR/sweep.jsonl`` (one row
+Writes ``DIR/<setting>/seed_S/`` (one run folder each, with its ``report.html``; ``<setting>`` names the
+setting's overrides, e.g. ``update.topk_ratio=0.1``: :mod:`~.layout`), ``DIR/sweep.jsonl`` (one row
 per setting in file order: ``label``, ``family``, ``setting`` (overrides), ``test_accuracy``, ``label_best`` with
 ``label_lnacc`` / ``label_leacc``, ``inversion_best`` with ``psnr`` / ``ssim``, each with ``*_ci`` (95 % t-interval
 over seeds clipped to the metric's range, None for one seed) and ``*_values`` (per seed), ``label_by_method`` /

@@ -1,6 +1,6 @@
 """Running a sweep: one federation per (setting, seed), in parallel, cached, then the replayed attacks.
 
-Cache: a run folder ``DIR/setting_XX/seed_S`` whose ``DONE`` file exists (the ServerApp writes it last) and whose
+Cache: a run folder ``DIR/<setting>/seed_S`` (:mod:`~.layout`; or, from an older sweep, ``DIR/setting_XX/seed_S``) whose ``DONE`` file exists (the ServerApp writes it last) and whose
 ``config.toml`` resolves to the same configuration is not run again; replayed attacks already recorded in its
 ``metrics.jsonl`` are not replayed again. Re-running a sweep after a crash or with one more seed therefore only
 runs what is missing. Delete a folder (or change its config) to run it again.
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fedsim.config import ExperimentConfig, load_config
+from fedsim.lab.sweep.layout import legacy_folder, run_folder, setting_folders
 from fedsim.lab.sweep.progress import Progress, RoundWatcher, SweepEvent, Tracker
 from fedsim.lab.sweep.spec import Setting, Sweep
 from fedsim.runfolder import RunFolder
@@ -31,8 +32,18 @@ def default_runner(cfg: ExperimentConfig, out: Path, quiet: bool) -> Path:
     return run_federation(cfg, out, quiet=quiet)
 
 
-def run_folder(out: Path, setting: Setting, seed: int) -> Path:
-    return out / f"setting_{setting.index:02d}" / f"seed_{seed}"
+def locate(cfg: ExperimentConfig, out: Path, folders: dict[int, str], setting: Setting, seed: int) -> Path:
+    """The run folder of (setting, seed): the named one, or the old layout's ``setting_XX/seed_S`` when that
+    holds a finished run of ``cfg`` (used in place); an old folder that does not is left alone, with a warning."""
+    run = run_folder(out, folders, setting, seed)
+    old = legacy_folder(out, setting, seed)
+    if cached(cfg, run) or not old.exists():
+        return run
+    if cached(cfg, old):
+        log.info("cached (old layout, used in place): %s", old)
+        return old
+    log.warning("%s (old layout) holds no finished run of this config: running it into %s", old, run)
+    return run
 
 
 def cached(cfg: ExperimentConfig, run: Path) -> bool:
@@ -115,11 +126,12 @@ def execute(sweep: Sweep, out: Path, runner: Runner, parallel: int, quiet: bool,
     if prior_needed and not existing_only:
         prior.start()
     tracker = Tracker(len(jobs), parallel, progress)
+    folders = setting_folders(sweep)
 
     def one(k: int, job: tuple[Setting, int]) -> Path | None:
         setting, seed = job
         cfg = sweep.config(setting, seed)
-        run = run_folder(out, setting, seed)
+        run = locate(cfg, out, folders, setting, seed)
         ev = SweepEvent("start", k, len(jobs), setting.label, seed, str(run), rounds=cfg.run.num_rounds)
         t0 = time.monotonic()
         if cached(cfg, run):
