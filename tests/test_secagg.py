@@ -82,13 +82,20 @@ def _plain_update(cfg, sent, pid):
     return reply.content[K.ARRAYS].to_torch_state_dict(), int(reply.content[K.METRICS][K.NUM_EXAMPLES])
 
 
-def test_secaggplus_recovers_a_dropout_and_reveals_only_the_aggregate(tmp_path):
+def run_loopback_secagg(tmp_path):
+    """Flower's SecAgg+ workflow over the loopback grid with the in-process ClientApps: (cfg, folder, grid,
+    captured updates)."""
     cfg = _cfg(tmp_path)
     folder = RunFolder(tmp_path)
     grid, captured = LoopbackGrid(cfg), []
     server_ctx = Context(run_id=7, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_flat())
     run_secagg(grid, server_ctx, cfg, run_id="7", sinks=[captured.append], folder=folder,
                train_config=dict(train_config(cfg)), evaluate_fn=central_evaluation(cfg, folder))
+    return cfg, folder, grid, captured
+
+
+def test_secaggplus_recovers_a_dropout_and_reveals_only_the_aggregate(tmp_path):
+    cfg, folder, grid, captured = run_loopback_secagg(tmp_path)
 
     # the server never received weights: every reply's ArrayRecords are empty (only masked integer vectors)
     assert grid.received and all(len(r.content.array_records[k]) == 0 for r in grid.received if r.has_content()

@@ -199,17 +199,10 @@ def _cleartext_keys(reply: Message) -> set[str]:
 
 def test_secagg_reply_cleartext_holds_only_the_listed_keys(tmp_path, serverapp_identity):
     from clients.secagg import CLEARTEXT_KEYS
-    from server.app import central_evaluation, train_config
     from server.defense_wiring import AGGREGATE_CLIENT
-    from server.secagg import run_secagg
-    from tests.test_secagg import LoopbackGrid, _cfg
+    from tests.test_secagg import run_loopback_secagg
 
-    cfg = _cfg(tmp_path)
-    folder = RunFolder(tmp_path)
-    grid, captured = LoopbackGrid(cfg), []
-    server_ctx = Context(run_id=7, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_flat())
-    run_secagg(grid, server_ctx, cfg, run_id="7", sinks=[captured.append], folder=folder,
-               train_config=dict(train_config(cfg)), evaluate_fn=central_evaluation(cfg, folder))
+    cfg, folder, grid, captured = run_loopback_secagg(tmp_path)
     fitres = [r for r in grid.received if r.has_content() and "fitres.metrics" in r.content.config_records]
     assert len(fitres) == 3  # the survivors' masked-vector replies
     for reply in fitres:
