@@ -15,24 +15,24 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsim import messages as K
+from fedsim import defense_registry, messages as K
 from fedsim.audit import write_ground_truth
-from fedsim.config import from_flat
-from fedsim.defense_config import DefenseSection
 from fedsim.defended_training import train_defended
 from fedsim.dp_sgd import released_examples
 from fedsim.experiment import client_data, device, local_seed, make_model, run_dir
 from fedsim.training import evaluate
+from clients.message_config import config_of
 from clients.mods import defense_mods
 from clients import faults
 
 app = ClientApp(mods=[defense_mods])  # SecAgg+, LocalDpMod, fixedclipping_mod, update defenses when on
 
 
-def releases_train_loss(d: DefenseSection) -> bool:
-    """Whether the reply carries ``train_loss``: a statistic of the private batches that no DP epsilon covers
-    (DP-SGD, local DP, central DP) and that SecAgg+ would carry per client in the clear; otherwise it is sent."""
-    return not (d.dp_sgd.enabled or d.local_dp.enabled or d.central_dp.clipping != "off" or d.secagg.enabled)
+def releases_train_loss(d) -> bool:
+    """Whether the reply carries ``train_loss``: not when a defense in force hides it (``hides_train_loss``: a
+    statistic of the private batches that no DP epsilon covers, DP-SGD, local DP, central DP, and that SecAgg+
+    would carry per client in the clear); otherwise it is sent."""
+    return not defense_registry.hides_train_loss(d)
 
 
 def _partition(context: Context) -> tuple[int, int]:
@@ -45,7 +45,7 @@ def _partition(context: Context) -> tuple[int, int]:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg = from_flat(context.run_config)
+    cfg = config_of(context)  # parsed once per message by the outermost mod (clients.message_config)
     pid, num_parts = _partition(context)
     conf = msg.content[K.CONFIG]
     server_round, algorithm = int(conf[K.SERVER_ROUND]), str(conf[K.ALGORITHM])
@@ -79,7 +79,7 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_local(msg: Message, context: Context) -> Message:
     """Client-side evaluation of the global model on the client's own partition."""
-    cfg = from_flat(context.run_config)
+    cfg = config_of(context)
     pid, num_parts = _partition(context)
     model = make_model(cfg).to(device(cfg))
     model.load_state_dict(msg.content[K.ARRAYS].to_torch_state_dict())

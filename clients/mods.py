@@ -1,33 +1,38 @@
-"""The ClientApp's one list of mods: every ``[defense]`` table that acts on messages is one Flower mod here.
+"""The ClientApp's one list of mods: every defense in force whose applier is a client mod runs here.
 
 ``ClientApp(mods=[defense_mods])`` is built at import time, before the run config is known, so
-:func:`defense_mods` reads ``[defense]`` from ``context.run_config`` on each TRAIN message and runs the mods that
-are switched on, outermost first::
+:func:`defense_mods` parses the run config once per TRAIN message (``clients.message_config``), asks the registry
+of defenses which client-mod appliers are in force (``fedsim.defense_registry.appliers``) and runs them by their
+``Applier.position``, outermost first::
 
-    secaggplus_mod (Flower, [defense.secagg])  ->  fit_contract_mod (legacy FitIns/FitRes <-> our train message)
-      ->  LocalDpMod (Flower, [defense.local_dp])  ->  fixedclipping_mod (Flower, [defense.central_dp] "client")
-      ->  update_defense_mod ([defense.update])  ->  train()
+    10 secaggplus_mod (Flower, [defense.secagg])  ->  fit_contract_mod (legacy FitIns/FitRes <-> our train message)
+      ->  20 LocalDpMod (Flower, [defense.local_dp])  ->  30 fixedclipping_mod (Flower, [defense.central_dp]
+      "client")  ->  40 update_defense_mod ([defense.update])  ->  50 a registered defense's mod  ->  train()
 
+An applier's name is a key of :data:`CLIENT_MODS` (a factory: table -> mods) or ``"module:attr"``, a Flower mod
+imported as it is (a registered defense's own mod; it reads its table with ``config_of(ctxt).defense.<table>``).
 The training hooks ([defense.dp_sgd], [defense.training]) run inside train() (``fedsim.defended_training``).
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from flwr.app import ArrayRecord, Context, Message
 from flwr.app.message_type import MessageType
 from flwr.clientapp.mod import LocalDpMod, fixedclipping_mod
 
-from fedsim import messages as K
-from fedsim.config import from_flat
-from fedsim.defense_config import DefenseSection
+from fedsim import defense_registry, messages as K
+from fedsim.defense_object import CLIENT_MOD, resolve
 from fedsim.defenses import defend_weights
 from fedsim.experiment import local_seed
+from clients.message_config import config_of, parse
 from clients.secagg import fit_contract_mod, secaggplus_mod
 
 
 def update_defense_mod(msg: Message, ctxt: Context, call_next) -> Message:
     """``[defense.update]``: clip / noise / sparsify / quantize ``W_after - W_before`` of the reply's float tensors."""
-    d = from_flat(ctxt.run_config).defense.update
+    d = config_of(ctxt).defense.update
     sent = msg.content[K.ARRAYS].to_torch_state_dict()
     conf = msg.content[K.CONFIG]
     out = call_next(msg, ctxt)
@@ -42,18 +47,27 @@ def update_defense_mod(msg: Message, ctxt: Context, call_next) -> Message:
     return out
 
 
-def mod_chain(d: DefenseSection) -> list:
-    """The mods of the switched-on tables, outermost first."""
+def _local_dp(p: Any) -> list:
+    return [LocalDpMod(clipping_norm=p.clip_norm, sensitivity=p.clip_norm, epsilon=p.epsilon, delta=p.delta)]
+
+
+#: client-mod appliers by name (``Applier(CLIENT_MOD, name)``): table -> the Flower mods, outermost first
+CLIENT_MODS: dict[str, Callable[[Any], list]] = {
+    "secagg": lambda t: [secaggplus_mod, fit_contract_mod],
+    "local_dp": _local_dp,
+    "fixedclipping": lambda t: [fixedclipping_mod],
+    "update": lambda t: [update_defense_mod],
+}
+
+
+def mod_chain(d: Any) -> list:
+    """The mods of the defenses in force in ``d`` (``cfg.defense``), outermost first."""
     chain: list = []
-    if d.secagg.enabled:
-        chain += [secaggplus_mod, fit_contract_mod]
-    if d.local_dp.enabled:
-        p = d.local_dp
-        chain.append(LocalDpMod(clipping_norm=p.clip_norm, sensitivity=p.clip_norm, epsilon=p.epsilon, delta=p.delta))
-    if d.central_dp.clipping == "client":
-        chain.append(fixedclipping_mod)
-    if d.update.active:
-        chain.append(update_defense_mod)
+    for _, table, applier in defense_registry.appliers(d, CLIENT_MOD):
+        if applier.name in CLIENT_MODS:
+            chain += CLIENT_MODS[applier.name](table)
+        else:
+            chain.append(resolve(applier.name, CLIENT_MODS, "client mod"))
     return chain
 
 
@@ -61,7 +75,7 @@ def defense_mods(msg: Message, ctxt: Context, call_next) -> Message:
     """Run the configured mods (outermost first) around the ClientApp's train function."""
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, ctxt)
-    chain = mod_chain(from_flat(ctxt.run_config).defense)
+    chain = mod_chain(parse(ctxt).defense)  # the one parse of this message's run config
 
     def run(i: int, m: Message, c: Context) -> Message:
         if i == len(chain):

@@ -30,9 +30,8 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.compat.common import recorddict_compat as compat
 
 from fedsim import messages as K
-from fedsim.config import from_flat
 from fedsim.defense_config import secagg_plan
-from fedsim.experiment import make_model
+from clients.message_config import config_of, state_names
 
 __all__ = ["CLEARTEXT_KEYS", "fit_contract_mod", "secaggplus_mod"]
 
@@ -43,9 +42,9 @@ CLEARTEXT_KEYS = (K.NUM_EXAMPLES, K.PARTITION_ID, K.EPSILON)
 
 def fit_contract_mod(msg: Message, ctxt: Context, call_next) -> Message:
     """Legacy FitIns in -> our train message -> our reply -> legacy FitRes out (inside ``secaggplus_mod``)."""
-    cfg = from_flat(ctxt.run_config)
+    cfg = config_of(ctxt)  # parsed once per message by the outermost mod
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
-    names = list(make_model(cfg).state_dict())
+    names = state_names(cfg)  # one model per config, not per message
     arrays = parameters_to_ndarrays(fitins.parameters)
     if len(arrays) != len(names):
         raise ValueError(f"SecAgg+ fit instruction carries {len(arrays)} arrays, the model has {len(names)}")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 ACCOUNTANT = "opacus-rdp"
 
@@ -113,31 +112,3 @@ class Spent:
     accountant: str = ACCOUNTANT
     releases: int = 0
     note: str = ""
-
-
-def spent_for_config(cfg: Any, rounds_aggregated: int, delta: float = 1e-5,
-                     client_examples: int | None = None) -> list[Spent]:
-    """What each DP mechanism switched on in ``cfg`` (an ``ExperimentConfig``) spent over
-    ``rounds_aggregated`` rounds (every client in every round: ``train.fraction_train = 1``).
-
-    DP-SGD needs the client's partition size ``client_examples`` for ``q = B / n`` (its clients also report
-    epsilon themselves as privacy rows); central and local DP are reported at ``delta``."""
-    d, t = cfg.defense, cfg.train
-    out: list[Spent] = []
-    if d.dp_sgd.enabled and client_examples:
-        from fedsim.dp_sgd import dp_sgd_steps
-
-        q, steps = dp_sgd_steps(client_examples, t.algorithm, t.batch_size, t.local_epochs, t.max_local_steps)
-        out.append(Spent("dp_sgd", dp_sgd_epsilon(d.dp_sgd.noise_multiplier, q, steps * rounds_aggregated,
-                                                  d.dp_sgd.delta), d.dp_sgd.delta,
-                         releases=steps * rounds_aggregated, note="record-level, per client"))
-    if d.central_dp.clipping != "off":
-        out.append(Spent("central_dp", central_dp_epsilon(d.central_dp.noise_multiplier, rounds_aggregated, delta),
-                         delta, releases=rounds_aggregated, note="client-level, add/remove one client"))
-    if d.local_dp.enabled:
-        ld = d.local_dp
-        basic = local_dp_basic(ld.epsilon, ld.delta, rounds_aggregated)
-        out.append(Spent("local_dp", local_dp_epsilon(ld.epsilon, ld.delta, rounds_aggregated, delta), delta,
-                         releases=rounds_aggregated,
-                         note=f"RDP composition; basic composition: eps {basic[0]:g}, delta {basic[1]:g}"))
-    return out

@@ -18,7 +18,8 @@ Scalar = bool | int | float | str
 
 
 from fedsim.errors import ConfigError  # noqa: E402,F401  (re-exported: `from fedsim.config import ConfigError`)
-from fedsim.defense_config import DefenseSection, check_defenses, renamed_key_error  # noqa: E402  (one table each)
+from fedsim.defense_config import DefenseSection, renamed_key_error  # noqa: E402  (one table each)
+from fedsim.defense_registry import check_defenses, section_class  # noqa: E402  (registered defenses)
 from fedsim.config_checks import check_federation, parse_selection  # noqa: E402
 
 
@@ -155,7 +156,7 @@ class ExperimentConfig:
     train: TrainSection = field(default_factory=TrainSection)
     capture: CaptureSection = field(default_factory=CaptureSection)
     attack: AttackSection = field(default_factory=AttackSection)
-    defense: DefenseSection = field(default_factory=DefenseSection)
+    defense: DefenseSection = field(default_factory=lambda: section_class()())  # + registered tables
     faults: FaultsSection = field(default_factory=FaultsSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
 
@@ -215,15 +216,20 @@ def from_flat(flat: Mapping[str, Any]) -> ExperimentConfig:
         section, _, name = key.partition(".")
         if section not in SECTIONS:
             raise ConfigError(f"{key}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
-        by_name = _leaf_fields(SECTIONS[section])
+        by_name = _leaf_fields(_section(section))
         if name not in by_name:
             raise ConfigError(renamed_key_error(key) or _unknown_key(key, section, by_name))
         coerced = _coerce(key, value, by_name[name])
         _validate(key, coerced, by_name[name])
         per_section[section][name] = coerced
-    cfg = ExperimentConfig(**{s: _build(SECTIONS[s], values) for s, values in per_section.items()})
+    cfg = ExperimentConfig(**{s: _build(_section(s), values) for s, values in per_section.items()})
     _check_cross_section(cfg)
     return cfg
+
+
+def _section(name: str) -> type:
+    """A section's dataclass; ``[defense]`` has one table per registered defense (``fedsim.defense_registry``)."""
+    return section_class() if name == "defense" else SECTIONS[name]
 
 
 def _unknown_key(key: str, section: str, by_name: Mapping[str, Any]) -> str:

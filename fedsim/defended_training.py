@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from fedsim.defense_config import DefenseSection, TrainingDefense
+from fedsim.defense_registry import in_force
 from fedsim.defenses import mixup_step_loss, smoothed_step_loss
 from fedsim.dp_sgd import dp_sgd_train
 from fedsim.training import LocalResult, train_locally
@@ -27,9 +28,10 @@ def step_loss_for(t: TrainingDefense, seed: int):
 def train_defended(d: DefenseSection, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, **kw
                    ) -> tuple[LocalResult, dict]:
     """Train ``model`` in place with the configured training hooks: (result, privacy metrics)."""
-    step_loss = step_loss_for(d.training, kw["seed"])
-    if d.dp_sgd.enabled:
-        p = d.dp_sgd
+    forced = in_force(d)  # each defense says whether it is on (fedsim.defense_registry)
+    step_loss = step_loss_for(forced["training"], kw["seed"]) if "training" in forced else None
+    if "dp_sgd" in forced:
+        p = forced["dp_sgd"]
         return dp_sgd_train(model, x, y, noise=p.noise_multiplier, max_grad_norm=p.max_grad_norm, delta=p.delta,
                             step_loss=step_loss, **kw)
     return train_locally(model, x, y, step_loss=step_loss, **kw), {}

@@ -1,4 +1,6 @@
-"""``[defense]``: one table per mechanism, each mapped to exactly one Flower mod, strategy wrapper or training hook.
+"""``[defense]``: one table per mechanism (the schemas); what each table means (on, description, applier,
+accounting, load checks, capture record) is its defense object, ``fedsim.defense_builtin`` via
+``fedsim.defense_registry``.
 
 ==========================  ==========================================================================
 table                       what applies it
@@ -41,10 +43,6 @@ class UpdateDefense:
     randk_ratio: float = opt(0.0, minimum=0.0, maximum=1.0, doc="keep ceil(ratio*n) random entries (0 = off)")
     sparsify_scope: str = opt("tensor", choices=("tensor", "global"), doc="n per tensor or over the update")
     quant_bits: int = opt(0, minimum=0, maximum=16, doc="uniform quantization of the update (0 = off)")
-
-    @property
-    def active(self) -> bool:
-        return bool(self.clip_norm or self.noise_std or self.topk_ratio or self.randk_ratio or self.quant_bits)
 
 
 @dataclass(frozen=True)
@@ -198,17 +196,9 @@ def secagg_plan(cfg: Any) -> SecAggPlan:
     return SecAggPlan(m, shares, threshold, weight)
 
 
-def check_defenses(cfg: Any, config_error: type[Exception]) -> None:
-    """Refuse, in one line, defense combinations that the configured mechanisms cannot honour."""
-    if cfg.defense.secagg.enabled:
-        _check_secagg(cfg, config_error)
-    if cfg.defense.dp_sgd.enabled:
-        from fedsim.dp_sgd import check_dp_sgd_model
-
-        check_dp_sgd_model(cfg, config_error)  # Opacus' ModuleValidator: BatchNorm refused before Flower starts
-
-
-def _check_secagg(cfg: Any, config_error: type[Exception]) -> None:
+def check_secagg(cfg: Any, config_error: type[Exception]) -> None:
+    """SecAgg+'s load checks (``fedsim.defense_builtin.SecAggDefense.check``): no central DP, no corrupt faults,
+    the shares and threshold Flower's workflow needs, a quantiser and modulus that cannot overflow."""
     from fedsim.faults_spec import parse_faults
 
     d, s = cfg.defense, cfg.defense.secagg

@@ -28,6 +28,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from fedsim.defense_builtin import UPDATE
 from fedsim.defense_config import UpdateDefense
 
 Tensors = Mapping[str, torch.Tensor]
@@ -142,7 +143,7 @@ def defend_update(update: Tensors, d: UpdateDefense, generator: torch.Generator 
 
 def defend_weights(before: Tensors, after: Tensors, d: UpdateDefense, seed: int) -> dict[str, torch.Tensor]:
     """``before + defend(after - before)`` for the tensors in ``after`` (in float64, cast back)."""
-    if not d.active:
+    if not UPDATE.on(d):
         return dict(after)
     gen = torch.Generator().manual_seed(seed)
     return apply_update(before, defend_update(update_of(before, after), d, gen))

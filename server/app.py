@@ -9,8 +9,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim import messages as K
+from fedsim import defense_registry, messages as K
 from fedsim.config import ExperimentConfig, from_flat, to_toml
+from fedsim.defense_object import WORKFLOW, resolve
 from fedsim.evaluation.preconditions import check_attack_inputs
 from fedsim.experiment import HELDOUT, device, make_model, run_dir, test_data
 from fedsim.rows import UtilityRow
@@ -25,6 +26,16 @@ from server.validation import Bounds, ReplyGate, ReplyScreen, TrainSettings
 
 log = logging.getLogger("fedsim.server")
 app = ServerApp()
+
+#: server-workflow appliers by name (``Applier(WORKFLOW, name)``): a defense that drives the rounds itself
+#: instead of the Message-API strategy stack; called like :func:`server.secagg.run_secagg`
+WORKFLOWS = {"secagg": run_secagg}
+
+
+def workflow_for(cfg: ExperimentConfig):
+    """The workflow of the defense in force that has one (SecAgg+), else None (the strategy stack)."""
+    found = defense_registry.appliers(cfg.defense, WORKFLOW)
+    return resolve(found[0][2].name, WORKFLOWS, "server workflow") if found else None
 
 
 def train_config(cfg: ExperimentConfig) -> ConfigRecord:
@@ -94,10 +105,11 @@ def main(grid: Grid, context: Context) -> None:
         sinks.append(hook)
     strategy = build_strategy(cfg, str(context.run_id), sinks)
     model = make_model(cfg)
+    workflow = workflow_for(cfg)
     try:
-        if cfg.defense.secagg.enabled:  # Flower's SecAgg+ workflow drives its own (legacy) strategy
-            run_secagg(grid, context, cfg, run_id=str(context.run_id), sinks=sinks, folder=folder,
-                       train_config=dict(train_config(cfg)), evaluate_fn=central_evaluation(cfg, folder))
+        if workflow is not None:  # SecAgg+: Flower's SecAgg+ workflow drives its own (legacy) strategy
+            workflow(grid, context, cfg, run_id=str(context.run_id), sinks=sinks, folder=folder,
+                     train_config=dict(train_config(cfg)), evaluate_fn=central_evaluation(cfg, folder))
         else:
             strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
                            num_rounds=cfg.run.num_rounds, timeout=cfg.run.round_timeout,

@@ -23,10 +23,10 @@ from flwr.app import Message
 from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
                                      DifferentialPrivacyServerSideFixedClipping, Strategy)
 
-from fedsim import messages as K
-from fedsim.accounting import spent_for_config
+from fedsim import defense_registry, messages as K
 from fedsim.config import ExperimentConfig
-from fedsim.defense_config import sampled_clients
+from fedsim.defense_config import CentralDp, sampled_clients
+from fedsim.defense_object import STRATEGY, resolve
 from fedsim.rows import PrivacyRow
 from fedsim.runfolder import RunFolder
 from server.central_dp import CentralDpRelease
@@ -34,13 +34,13 @@ from server.strategy import CuriousStrategy
 from server.wrapping import StrategyWrapper
 
 PRIVACY_DELTA = 1e-5  # delta at which central / local DP epsilon is reported (local DP: the mod's own delta)
-AGGREGATE_CLIENT = 9999  # client id of a secure aggregate in captures and rows (its cohort in defenses["cohort"])
+AGGREGATE_CLIENT = 9999  # client id of a secure aggregate in captures and rows (its cohort in ClientUpdate.cohort)
 
 
 def known_defenses(cfg: ExperimentConfig) -> dict[str, Any]:
     """Every ``[defense]`` setting (public in our threat model) by its config key (``defense.dp_sgd.enabled``),
-    recorded in each ClientUpdate and attack row."""
-    return {k: v for k, v in cfg.to_flat().items() if k.startswith("defense.")}
+    recorded in each ClientUpdate and attack row; each defense says what it records (``Defense.record``)."""
+    return defense_registry.record(cfg.defense)
 
 
 def privacy_row(cfg: ExperimentConfig, server_round: int, epsilons: list[float]) -> PrivacyRow | None:
@@ -52,8 +52,9 @@ def privacy_row(cfg: ExperimentConfig, server_round: int, epsilons: list[float])
 
 
 class DefenseTap(StrategyWrapper):
-    """Writes the privacy rows: DP-SGD epsilon as its clients report it (Opacus), and central / local DP
-    epsilon from ``fedsim.accounting`` over the rounds actually aggregated (a lost round releases nothing)."""
+    """Writes the privacy rows: epsilon as DP-SGD clients report it (Opacus; ``privacy_rows = "clients"``), and
+    the ``spent()`` of every defense whose rows the server writes (``privacy_rows = "server"``: local DP) over the
+    rounds actually aggregated (a lost round releases nothing)."""
 
     def __init__(self, curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFolder) -> None:
         super().__init__(curious)
@@ -72,9 +73,10 @@ class DefenseTap(StrategyWrapper):
             self.folder.append(row)
         if arrays is not None:
             self.released += 1
-            for spent in spent_for_config(self.cfg, self.released, delta=PRIVACY_DELTA):
-                # DP-SGD clients report their own (row above); central DP: CentralDpRelease, per release as run
-                if spent.mechanism not in ("dp_sgd", "central_dp"):
+            for d, t in defense_registry.active(self.cfg.defense):
+                if d.privacy_rows != "server":  # "clients": the row above; "wrapper": CentralDpRelease, as run
+                    continue
+                for spent in d.spent(self.cfg, t, self.released, PRIVACY_DELTA, None):
                     self.folder.append(PrivacyRow(round=server_round, epsilon=spent.epsilon, delta=spent.delta,
                                                   accountant=spent.accountant, mechanism=spent.mechanism,
                                                   time=time.time()))
@@ -82,22 +84,35 @@ class DefenseTap(StrategyWrapper):
 
 
 def weighting_key(cfg: ExperimentConfig) -> str:
-    """FedAvg's ``weighted_by_key``: equal weights under central DP (``server.central_dp``), else the claim."""
-    return K.UNIT_WEIGHT if cfg.defense.central_dp.clipping != "off" else K.NUM_EXAMPLES
+    """FedAvg's ``weighted_by_key``: equal weights when a defense asks for them (central DP,
+    ``server.central_dp``), else the claim."""
+    return K.UNIT_WEIGHT if defense_registry.equal_weights(cfg.defense) else K.NUM_EXAMPLES
+
+
+def central_dp_wrapper(strategy: Strategy, cfg: ExperimentConfig, d: CentralDp, *, curious: CuriousStrategy,
+                       folder: RunFolder) -> Strategy:
+    """``CentralDpRelease -> Flower fixed-clipping wrapper -> strategy``; the wrapper is calibrated for FedAvg's own
+    sample size (``sampled_clients``), the count the accountant uses too."""
+    wrapper = (DifferentialPrivacyServerSideFixedClipping if d.clipping == "server"
+               else DifferentialPrivacyClientSideFixedClipping)
+    m = sampled_clients(cfg)
+    strategy = wrapper(strategy, noise_multiplier=d.noise_multiplier, clipping_norm=d.clip_norm,
+                       num_sampled_clients=m)
+    return CentralDpRelease(strategy, noise_multiplier=d.noise_multiplier, calibrated_for=m,
+                            population=cfg.run.num_clients, delta=PRIVACY_DELTA, folder=folder,
+                            aggregated=lambda: len(curious.accepted))
+
+
+#: strategy-wrapper appliers by name (``Applier(STRATEGY, name)``): ``(strategy, cfg, table, *, curious, folder)
+#: -> Strategy``; a ``"module:attr"`` name is imported instead
+STRATEGY_WRAPPERS = {"central_dp": central_dp_wrapper}
 
 
 def wrap_strategy(curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFolder) -> Strategy:
-    """``[CentralDpRelease -> Flower fixed-clipping wrapper] -> DefenseTap -> curious``; the wrapper is calibrated
-    for FedAvg's own sample size (``sampled_clients``), the count the accountant uses too."""
+    """``[strategy wrappers of the defenses in force, outermost last] -> DefenseTap -> curious`` (central DP:
+    ``CentralDpRelease -> Flower fixed-clipping wrapper``)."""
     strategy: Strategy = DefenseTap(curious, cfg, folder)
-    d = cfg.defense.central_dp
-    if d.clipping != "off":
-        wrapper = (DifferentialPrivacyServerSideFixedClipping if d.clipping == "server"
-                   else DifferentialPrivacyClientSideFixedClipping)
-        m = sampled_clients(cfg)
-        strategy = wrapper(strategy, noise_multiplier=d.noise_multiplier, clipping_norm=d.clip_norm,
-                           num_sampled_clients=m)
-        strategy = CentralDpRelease(strategy, noise_multiplier=d.noise_multiplier, calibrated_for=m,
-                                    population=cfg.run.num_clients, delta=PRIVACY_DELTA, folder=folder,
-                                    aggregated=lambda: len(curious.accepted))
+    for _, table, applier in defense_registry.appliers(cfg.defense, STRATEGY):
+        factory = resolve(applier.name, STRATEGY_WRAPPERS, "strategy wrapper")
+        strategy = factory(strategy, cfg, table, curious=curious, folder=folder)
     return strategy

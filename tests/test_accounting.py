@@ -5,7 +5,8 @@ import math
 import pytest
 
 from fedsim.accounting import (central_dp_epsilon, dp_sgd_epsilon, gaussian_epsilon, local_dp_basic,
-                               local_dp_epsilon, local_dp_noise_multiplier, spent_for_config)
+                               local_dp_epsilon, local_dp_noise_multiplier)
+from fedsim.defense_registry import spent_for_config
 
 
 def _gaussian_rdp_epsilon(z: float, releases: int, delta: float) -> float:

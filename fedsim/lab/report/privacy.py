@@ -4,21 +4,31 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from fedsim import defense_registry
 from fedsim.lab.report.common import MAX_LIST_ROWS, defense_items, e, eps_value, fmt, fmt_eps, integer, table
 from fedsim.lab.report.data import RunData
 from fedsim.rows import PrivacyRow
 
 
 
-def dp_settings(data: RunData) -> list[tuple[str, object]]:
-    """The configured DP settings: flat ``dp`` keys of ``[defense]`` or its ``*dp*`` tables."""
-    return [(k, v) for k, v in defense_items(data) if "dp" in k.split(".")[0]]
+def dp_settings(data: RunData) -> list[str]:
+    """The DP mechanisms in force, each asked to its defense object (``fedsim.defense_registry.configured``);
+    the old flat ``[defense]``: its ``dp`` keys."""
+    defense = data.config.get("defense")
+    if not isinstance(defense, dict):
+        return []
+    if any(isinstance(v, dict) for v in defense.values()):
+        return defense_registry.configured(defense, dp_only=True)
+    return [f"{k} = {v}" for k, v in defense_items(data) if "dp" in k.split(".")[0]]
 
 
 def dp_on(data: RunData) -> bool:
-    on = {k: v for k, v in dp_settings(data)}
-    return any(v is True for k, v in on.items() if k.endswith(("enabled", "dp_sgd", "local_dp"))) or any(
-        v not in ("off", "", None, False) for k, v in on.items() if k in ("central_dp", "central_dp.clipping"))
+    defense = data.config.get("defense")
+    if isinstance(defense, dict) and any(isinstance(v, dict) for v in defense.values()):
+        return bool(dp_settings(data))
+    on = dict(defense_items(data))  # the old flat [defense]
+    return any(on.get(k) is True for k in ("dp_sgd", "local_dp")) or on.get("central_dp") not in (
+        "off", "", None, False)
 
 
 def _setting_key(p: PrivacyRow) -> tuple[str, str, str]:
@@ -44,7 +54,7 @@ def privacy(data: RunData) -> str:
                  f'{fmt_eps(p.epsilon, ".3f")}</td><td class="n">{fmt(p.delta, ".0e")}</td><td>{e(p.accountant)}</td>'
                  f'<td class="n">{_release(p)}</td></tr>'
                  for p in sorted(data.privacy, key=lambda p: integer(p.round) or 0)[:MAX_LIST_ROWS]]
-    settings = ", ".join(f"{k} = {v}" for k, v in dp_settings(data))
+    settings = "; ".join(dp_settings(data))
     return ((f'<p class="muted">Configured: {e(settings)}</p>' if settings else "")
             + _weakened(data.privacy)
             + table(["mechanism", "accountant", "δ", "ε spent (max)", "last round", "rows"], summary,

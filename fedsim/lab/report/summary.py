@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from fedsim import defense_registry
 from fedsim.lab.report.common import (cfg, e, embed_image, eps_value, fmt, fmt_eps, integer, mean, methods_in_order,
                                       num, ok, pct, ranked_inversions, setting, stat)
 from fedsim.lab.report.data import RunData
@@ -81,26 +82,15 @@ def config_table(data: RunData) -> str:
 
 
 def active_defense(data: RunData) -> str | None:
-    """The defenses that are on, with their settings ("none" when all are off). With one table per mechanism
-    a table is on when ``enabled`` is true, ``clipping`` is not off, or (tables without either) any value is
-    non-zero; the old flat ``[defense]`` is listed as it is."""
+    """The defenses in force with their settings as written ("none" when all are off): each ``[defense.*]`` table
+    is asked to its defense object (``fedsim.defense_registry.configured``); the old flat ``[defense]`` of run
+    folders written before the tables is listed as it is."""
     defense = data.config.get("defense")
     if not isinstance(defense, dict) or not defense:
         return None
     if not any(isinstance(v, dict) for v in defense.values()):
         return _active_flat_defense(defense)
-    on = []
-    for name, table in defense.items():
-        if not isinstance(table, dict):
-            continue
-        if "enabled" in table or "clipping" in table:
-            active = table.get("enabled") is True or table.get("clipping") not in (None, "off")
-        else:
-            active = any(isinstance(v, (int, float)) and not isinstance(v, bool) and v for v in table.values())
-        if active:
-            params = ", ".join(f"{k} = {v}" for k, v in table.items() if k != "enabled" and not isinstance(v, dict))
-            on.append(f"{name} ({params})" if params else name)
-    return "; ".join(on) or "none"
+    return "; ".join(defense_registry.configured(defense)) or "none"
 
 
 _FLAT_SWITCHES = ("local_dp", "central_dp", "dp_sgd", "secagg")

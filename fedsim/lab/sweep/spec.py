@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.config import ConfigError, ExperimentConfig, flatten, from_flat, read_toml
+from fedsim import defense_registry
 
 
 @dataclass(frozen=True)
@@ -54,41 +55,10 @@ class Sweep:
                                                          "run.name": f"{self.name}_{setting.index:02d}_s{seed}"})
 
 
-def _pct(ratio: float) -> str:
-    return f"{ratio * 100:g}%"
-
-
 def describe(cfg: ExperimentConfig) -> tuple[str, str]:
-    """(label in words, family) of the defenses switched on in ``cfg``: "DP-SGD sigma 0.5", "top-k 1%", ..."""
-    d = cfg.defense
-    parts: list[tuple[str, str]] = []
-    if d.dp_sgd.enabled:
-        parts.append((f"DP-SGD sigma {d.dp_sgd.noise_multiplier:g}, clip {d.dp_sgd.max_grad_norm:g}", "DP-SGD"))
-    if d.central_dp.clipping != "off":
-        parts.append((f"central DP z {d.central_dp.noise_multiplier:g}, clip {d.central_dp.clip_norm:g}",
-                      "central DP"))
-    if d.local_dp.enabled:
-        parts.append((f"local DP eps {d.local_dp.epsilon:g}/round, clip {d.local_dp.clip_norm:g}", "local DP"))
-    u = d.update
-    if u.topk_ratio:
-        parts.append((f"top-k {_pct(u.topk_ratio)}", "top-k"))
-    if u.randk_ratio:
-        parts.append((f"random-k {_pct(u.randk_ratio)}", "random-k"))
-    if u.clip_norm:
-        parts.append((f"update clip {u.clip_norm:g}", "update clip"))
-    if u.noise_std:
-        parts.append((f"update noise {u.noise_std:g}", "update noise"))
-    if u.quant_bits:
-        parts.append((f"{u.quant_bits}-bit quantization", "quantization"))
-    if d.training.label_smoothing:
-        parts.append((f"label smoothing {d.training.label_smoothing:g}", "label smoothing"))
-    if d.training.mixup_alpha:
-        parts.append((f"mixup {d.training.mixup_alpha:g}", "mixup"))
-    if d.secagg.enabled:
-        parts.append(("SecAgg+", "SecAgg+"))
-    if not parts:
-        return "no defense", "no defense"
-    return " + ".join(p[0] for p in parts), " + ".join(p[1] for p in parts)
+    """(label in words, family) of the defenses in force in ``cfg``: "DP-SGD sigma 0.5", "top-k 1%", ... (each
+    defense describes itself: ``fedsim.defense_registry.describe``)."""
+    return defense_registry.describe(cfg.defense)
 
 
 #: swept keys outside [defense] that name a setting (tuning keys such as train.lr do not)

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from fedsim.accounting import spent_for_config
+from fedsim.defense_registry import in_force, spent_for_config
 from fedsim.config import ExperimentConfig
 from fedsim.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow, finite_float
 from fedsim.runfolder import RunFolder
@@ -74,7 +74,7 @@ def _epsilon(folder: RunFolder, cfg: ExperimentConfig, delta: float) -> dict[str
                 "dp_mechanism": top.mechanism or "dp_sgd", "epsilon_source": "privacy rows"}
     from fedsim.experiment import client_indices
 
-    n = len(client_indices(cfg, 0, cfg.run.num_clients)) if cfg.defense.dp_sgd.enabled else None
+    n = len(client_indices(cfg, 0, cfg.run.num_clients)) if "dp_sgd" in in_force(cfg.defense) else None
     spent = spent_for_config(cfg, _rounds_aggregated(folder, cfg), delta, client_examples=n)
     if not spent:
         return {"epsilon": None, "delta": None, "accountant": None, "dp_mechanism": None, "epsilon_source": None}
