@@ -24,7 +24,9 @@ from torch import nn
 
 from attacks.gradients import fake_gradient
 from attacks.inversion import INVERSION_METHODS, invert
-from attacks.labels import NEEDS_PUBLIC, restore_labels, samples_covered
+from attacks.labels import LABEL_METHODS, restore_labels, samples_covered
+from attacks.records import AttackMethod
+from fedsim.defense_registry import in_force_from_record
 from fedsim.errors import AttackNotApplicable
 from fedsim.types import AttackResult, ClientUpdate
 
@@ -46,7 +48,7 @@ class AttackPlan:
 class DataSpec:
     """Public facts about the task: input shape, classes, input normalisation, and optionally the server's
     public labelled split (pixel space [0, 1] images [N, C, H, W], labels [N]; e.g.
-    ``attacks.generative.aux_split(dataset)``), which the label methods in ``NEEDS_PUBLIC`` use."""
+    ``attacks.generative.aux_split(dataset)``), which the methods that need the "public split" use."""
 
     input_shape: tuple[int, ...]
     num_classes: int
@@ -78,29 +80,51 @@ def _failure(update: ClientUpdate, attack: str, method: str, exc: BaseException,
                         seconds=time.perf_counter() - start, error=tb)
 
 
-DP_SGD_ENABLED, DP_SGD_CLIP = "defense.dp_sgd.enabled", "defense.dp_sgd.max_grad_norm"
-
-
 def dp_sgd_clip_norm(update: ClientUpdate, method: str) -> float:
     """DP-SGD's per-example clipping norm as the server configured it (public in the threat model: the
-    ``[defense]`` settings travel in ``update.defenses``); ``AttackNotApplicable`` when DP-SGD was off."""
-    if not update.defenses.get(DP_SGD_ENABLED):
+    ``[defense]`` settings travel in ``update.defenses``, read back by the defense objects);
+    ``AttackNotApplicable`` when DP-SGD was off."""
+    dp_sgd = in_force_from_record(update.defenses).get("dp_sgd")
+    if dp_sgd is None:
         raise AttackNotApplicable(f"{method} models DP-SGD's per-example clipping; this update was not trained "
-                                  f"with DP-SGD ({DP_SGD_ENABLED} is off)")
-    return float(update.defenses[DP_SGD_CLIP])
+                                  "with DP-SGD (defense.dp_sgd.enabled is off)")
+    return float(dp_sgd.max_grad_norm)
+
+
+def _public_split(data: DataSpec) -> dict[str, Any]:
+    """The ``aux=`` option: the public split normalised to model space (nothing when the spec has none)."""
+    if data.public_aux is None:
+        return {}
+    x, y = data.public_aux
+    mean = torch.tensor(data.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std = torch.tensor(data.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return {"aux": ((x - mean) / std, y)}
+
+
+def need_options(record: AttackMethod, update: ClientUpdate, k: int, data: DataSpec,
+                 given: Mapping[str, Any]) -> dict[str, Any]:
+    """The options that supply ``record.needs`` from the update and the task (``attacks.records.NEEDS``); the
+    client schedule overrides ``given``, the public split and the clip norm only fill what ``given`` lacks.
+    Raises ``AttackNotApplicable`` when the method does not apply (``record.applies``) or the update cannot
+    supply a need (DP-SGD clip norm of an update trained without DP-SGD). "trained prior" comes with the plan's
+    options (``fedsim.evaluation.attacking``); "buffers" with the server-view model."""
+    reason = record.applies(update)
+    if reason is not None:
+        raise AttackNotApplicable(f"{record.name}: {reason}")
+    out: dict[str, Any] = {}
+    if "public split" in record.needs and "aux" not in given:
+        out.update(_public_split(data))
+    if "client schedule" in record.needs:
+        out.update(lr=update.lr, local_steps=update.local_steps, local_batch_size=min(update.batch_size, k))
+    if "DP-SGD clip norm" in record.needs and "clip_norm" not in given:
+        out["clip_norm"] = dp_sgd_clip_norm(update, record.name)
+    return out
 
 
 def _label_options(method: str, update: ClientUpdate, k: int, plan: AttackPlan, data: DataSpec) -> dict:
-    """Options for one label method: input shape, the plan's per-method options, and for ``NEEDS_PUBLIC``
-    methods the public split (normalised to model space) and the client's known schedule."""
+    """Options for one label method: input shape, the plan's per-method options and what the method needs."""
     options: dict[str, Any] = {"input_shape": data.input_shape, **plan.label_options.get(method, {})}
-    if method in NEEDS_PUBLIC and data.public_aux is not None and "aux" not in options:
-        x, y = data.public_aux
-        mean = torch.tensor(data.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        std = torch.tensor(data.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-        options.update(aux=((x - mean) / std, y), lr=update.lr, local_steps=update.local_steps,
-                       local_batch_size=min(update.batch_size, k))
-    return options
+    return {**options, **need_options(LABEL_METHODS[method], update, k, data, options)}
 
 
 def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], plan: AttackPlan,
@@ -150,14 +174,8 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
         if k > plan.max_inversion_images:
             raise AttackNotApplicable(f"update covers {k} samples > attack.max_inversion_images="
                                       f"{plan.max_inversion_images}")
-        if method not in INVERSION_METHODS:
-            raise ValueError(f"inversion method {method!r} is not one of {sorted(INVERSION_METHODS)}")
         options = dict(plan.inversion_options)
-        if INVERSION_METHODS[method].spec is not None:
-            options.update(lr=update.lr, local_steps=update.local_steps,
-                           local_batch_size=min(update.batch_size, k))
-        if "clip_norm" in INVERSION_METHODS[method].needs and "clip_norm" not in options:
-            options["clip_norm"] = dp_sgd_clip_norm(update, method)
+        options.update(need_options(INVERSION_METHODS[method], update, k, data, options))
         label_source = labels[0] if labels else "none"
         x_hat = invert(method, model=model, gradients=grads, labels=labels[1] if labels else None,
                        input_shape=data.input_shape, steps=plan.inversion_steps, mean=data.mean, std=data.std,

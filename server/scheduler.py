@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fedsim.captures import save_update
 from fedsim.config import ExperimentConfig, parse_selection
-from fedsim.evaluation.attacking import attack_and_score, attack_error_row
+from fedsim.evaluation.attacking import attack_and_score, attack_error_row, plan_from_config
 from fedsim.rows import InversionRow, LabelRow, Row, SkippedRow
 from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate
@@ -51,6 +51,7 @@ class AttackScheduler:
         self.folder = RunFolder(self.run_dir)
         self.rounds = parse_selection("attack.rounds", cfg.attack.rounds)
         self.clients = parse_selection("attack.clients", cfg.attack.clients)
+        self.plan = plan_from_config(cfg)  # built once (names checked at ServerApp start); the workers take it
         self.submitted = 0
         self.pending: deque[Pending] = deque()
         self.pool = None
@@ -93,13 +94,14 @@ class AttackScheduler:
                 self.folder.append(SkippedRow(**ident, reason="attack queue full"))
                 return
             self._finish(self.pending.popleft())
-        self.pending.append(Pending(self.pool.submit(attack_and_score, str(path), self.flat, str(self.run_dir)),
+        self.pending.append(Pending(self.pool.submit(attack_and_score, str(path), self.flat, str(self.run_dir),
+                                                     self.plan),
                                     ident))
         self._collect_done()
 
     def _run_inline(self, path: Path) -> list[Row] | str:
         try:
-            return attack_and_score(path, self.flat, self.run_dir)
+            return attack_and_score(path, self.flat, self.run_dir, self.plan)
         except Exception as exc:  # noqa: BLE001
             return f"{type(exc).__name__}: {exc}"
 

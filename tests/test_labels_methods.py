@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from attacks.gradients import batch_gradient, weights_to_fake_gradient
-from attacks.labels import LABEL_METHODS, NEEDS_PUBLIC, restore_labels
+from attacks.labels import LABEL_METHODS, restore_labels
 from attacks.labels.llg import greedy_stages
 from fedsim.data import load_dataset
 from fedsim.metrics.labels import label_metrics
@@ -34,8 +34,8 @@ def test_unknown_method_lists_choices(digits):
 
 
 def test_every_method_has_a_docstring_citation():
-    for name, fn in LABEL_METHODS.items():
-        doc = __import__(fn.__module__, fromlist=["x"]).__doc__
+    for name, record in LABEL_METHODS.items():
+        doc = __import__(record.run.__module__, fromlist=["x"]).__doc__
         assert doc and re.search(r"\b(19|20)\d\d\b", doc), name  # cites a paper with its year
 
 
@@ -49,7 +49,7 @@ def test_every_method_returns_consistent_counts_and_beats_trivial_guesses(digits
     xb, yb = _batch(x, y, labels)
     model = build_model("fcn3", (1, 8, 8), 10, seed=0, hidden=(64, 64))
     opts = {"input_shape": (1, 8, 8)} if method != "soft" else {}
-    if method in NEEDS_PUBLIC:
+    if "public split" in LABEL_METHODS[method].needs:
         opts.update(aux=(x[-400:], y[-400:]), lr=0.1, local_steps=1, local_batch_size=len(labels))
     res = restore_labels(method, model=model, gradients=batch_gradient(model, xb, yb), batch_size=len(labels),
                          **opts)

@@ -33,7 +33,7 @@ def test_generative_methods_are_registered_as_such_and_reach_the_prior(tmp_path)
     """ggl and gias are the generative entries (no engine spec) and dispatch to attacks.generative: without a
     prior file both stop with PriorMissing naming train_prior; the engine and analytic methods keep their kinds."""
     assert {n for n, m in INVERSION_METHODS.items() if m.kind == "generative"} == {"ggl", "gias"}
-    assert INVERSION_METHODS["analytic-fc"].kind == "analytic"
+    assert INVERSION_METHODS["analytic-fc"].kind == "inversion" and INVERSION_METHODS["analytic-fc"].spec is None
     assert all(INVERSION_METHODS[n].spec is not None for n in ("ig", "geng", "dlg"))
     ds = load_dataset("digits")
     model = build_model("lenet5", ds.input_shape, 10, seed=0)

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 
 from attacks.inversion.core import EXTRA_OPTIONS, InversionResult, InversionSpec
-from attacks.inversion.methods import INVERSION_METHODS, InversionMethod
+from attacks.inversion.methods import INVERSION_METHODS, EngineRun, inversion_record, register_inversion_method
 from attacks.inversion.objectives import DISTANCES
 from attacks.inversion.optim import INITS, OPTIMIZERS
 from attacks.inversion.regularizers import REGULARIZERS
@@ -50,12 +50,11 @@ from attacks.inversion.regularizers import REGULARIZERS
 
 def invert(method: str, *, model, gradients=None, labels=None, input_shape, steps: int = 1000,
            mean=(0.0,), std=(1.0,), seed: int = 0, **options: Any) -> torch.Tensor | InversionResult:
-    """Run a registered inversion method; returns the reconstruction [K, C, H, W] in model space."""
-    if method not in INVERSION_METHODS:
-        raise ValueError(f"inversion method {method!r} is not one of {sorted(INVERSION_METHODS)}")
+    """Run a registered inversion method; returns the reconstruction [K, C, H, W] in model space (an unknown
+    name: the registry's one-line ``ConfigError``)."""
     return INVERSION_METHODS[method](model=model, gradients=gradients, labels=labels, input_shape=input_shape,
                                      steps=steps, mean=mean, std=std, seed=seed, **options)
 
 
-__all__ = ["invert", "INVERSION_METHODS", "InversionMethod", "InversionSpec", "InversionResult", "DISTANCES",
-           "REGULARIZERS", "INITS", "OPTIMIZERS", "EXTRA_OPTIONS"]
+__all__ = ["invert", "INVERSION_METHODS", "EngineRun", "inversion_record", "register_inversion_method",
+           "InversionSpec", "InversionResult", "DISTANCES", "REGULARIZERS", "INITS", "OPTIMIZERS", "EXTRA_OPTIONS"]

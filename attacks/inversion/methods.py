@@ -22,49 +22,60 @@ docs/benchmarks/inversion.md); the papers' values are noted where they differ.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional
 
 from torch import nn
 
 from attacks.inversion.analytic import analytic_fc
 from attacks.inversion.core import InversionSpec, run_gradient_matching
-
-
-KINDS = ("optimization", "analytic", "generative")
+from attacks.records import AttackMethod, Registry
+from fedsim.types import ClientUpdate
 
 
 @dataclass(frozen=True)
-class InversionMethod:
-    """A registered method. ``kind``: ``optimization`` (a spec run by the engine), ``analytic`` (a closed form,
-    ``run``) or ``generative`` (optimises a generator's latent code, ``run``; attacks.generative)."""
+class EngineRun:
+    """The callable of an optimisation method: its ``InversionSpec`` run by the generic engine
+    (``run_gradient_matching``). ``model_tv``: the TV weight follows the model (``ig_tv_for``) unless
+    ``regularizers=`` is given."""
 
     name: str
-    paper: str
-    summary: str
-    spec: InversionSpec | None = None
-    run: Callable[..., Any] | None = None
-    kind: str = "optimization"
-    needs: tuple[str, ...] = field(default_factory=tuple)
-    model_tv: bool = False  # the TV weight follows the model (``ig_tv_for``) unless regularizers= is given
+    spec: InversionSpec
+    model_tv: bool = False
 
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS or (self.kind == "optimization") != (self.spec is not None):
-            raise ValueError(f"{self.name}: kind {self.kind!r} with spec={self.spec is not None}")
-
-    def spec_for(self, model: nn.Module | None, options: dict[str, Any]) -> InversionSpec | None:
+    def spec_for(self, model: nn.Module | None, options: dict[str, Any]) -> InversionSpec:
         """The spec a call runs with: the TV weight adapted to ``model`` for ``model_tv`` methods, unless the
         caller passes its own ``regularizers=`` (or the old name ``priors=``)."""
-        if self.spec is None or not self.model_tv or model is None or {"regularizers", "priors"} & set(options):
+        if not self.model_tv or model is None or {"regularizers", "priors"} & set(options):
             return self.spec
         tv = ig_tv_for(model)
         return replace(self.spec, regularizers={**self.spec.regularizers, "tv": tv},
                        regularizer_decay=tv == IG_TV_SMOOTH)
 
     def __call__(self, **kwargs):
-        if self.spec is None:
-            return self.run(**kwargs)
         return run_gradient_matching(self.name, self.spec_for(kwargs.get("model"), kwargs), **kwargs)
+
+
+def inversion_record(name: str, paper: str, summary: str, spec: InversionSpec | None = None,
+                    run: Callable[..., Any] | None = None, kind: str = "inversion", needs: tuple[str, ...] = (),
+                    model_tv: bool = False, applies: Callable[[ClientUpdate], Optional[str]] | None = None
+                    ) -> AttackMethod:
+    """The ``AttackMethod`` record of an inversion method: an engine ``spec`` (an optimisation method, which
+    also needs the client's schedule: FedAvg targets are built from it) or a ``run`` callable (a closed form,
+    or a generative method of ``kind="generative"``)."""
+    if (spec is None) == (run is None):
+        raise ValueError(f"{name}: give exactly one of spec= and run=")
+    if spec is not None:
+        run, needs = EngineRun(name, spec, model_tv), ("client schedule", *needs)
+    extra = {"applies": applies} if applies is not None else {}
+    return AttackMethod(name, kind, paper, summary, run, needs=tuple(needs), **extra)
+
+
+def has_bn_statistics(update: ClientUpdate) -> Optional[str]:
+    """``applies`` of the BatchNorm-prior methods: the server sent BatchNorm running statistics (buffers)."""
+    if any(k.endswith("running_mean") for k in update.buffers_before):
+        return None
+    return "needs a model with BatchNorm running statistics; this update's model sent none"
 
 
 # Inverting Gradients' TV weight. It multiplies the pixel-space TV against the cosine distance divided by its
@@ -99,16 +110,16 @@ def ig_tv_for(model: nn.Module) -> float:
 
 _GENG_REGULARIZERS = {"tv": 1e-5, "clip": 1e-4, "scale": 1e-5}  # relative to the initial matching loss
 
-INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
-    InversionMethod(
+INVERSION_METHODS = Registry("attack.inversion", ("inversion", "generative"), choices=("none",), records=[
+    inversion_record(
         "dlg", "Zhu, Liu, Han: Deep Leakage from Gradients (NeurIPS 2019)",
         "squared L2 gradient matching, L-BFGS (lr 1), N(0,1) init, dummy soft labels optimised jointly",
         InversionSpec(distance="l2", optimizer="lbfgs", attack_lr=1.0, init="randn", label_mode="joint")),
-    InversionMethod(
+    inversion_record(
         "idlg", "Zhao, Mopuri, Bilen: iDLG: Improved Deep Leakage from Gradients (2020)",
         "DLG with the label read off the classifier gradient (batch 1); given labels override",
         InversionSpec(distance="l2", optimizer="lbfgs", attack_lr=1.0, init="randn", label_mode="idlg")),
-    InversionMethod(
+    inversion_record(
         "ig", "Geiping et al.: Inverting Gradients - How easy is it to break privacy in FL? (NeurIPS 2020)",
         "cosine similarity + total variation (weight 2.0 on ReLU-type models, 0.2 decaying with the step size "
         "on smooth ones: ig_tv_for; "
@@ -116,47 +127,47 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         "mean |dx| + |dy|), signed Adam lr 0.1, step decay at 3/8, 5/8, 7/8, box constraint",
         InversionSpec(distance="cosine", regularizers={"tv": IG_TV}, optimizer="adam", attack_lr=0.1, signed=True,
                       schedule="step-decay", box=True, init="randn"), model_tv=True),
-    InversionMethod(
+    inversion_record(
         "geng", "Geng et al.: Towards General Deep Leakage in Federated Learning (arXiv 2021; FedSGD, eq. 10, 17-19)",
         "L2 (sum of layer norms) + TV + clip + scale penalties, L-BFGS, U(0,1) init; works on gradients or "
         "fake gradients (W0 - WT)/(T lr) given as gradients= or as weights_after=, lr=, local_steps=",
         InversionSpec(distance="l2-relative", regularizers=dict(_GENG_REGULARIZERS), optimizer="lbfgs", attack_lr=1.0,
                       init="uniform")),
-    InversionMethod(
+    inversion_record(
         "geng-fedavg", "Geng et al.: Towards General Deep Leakage in FL (arXiv 2021; FedAvg, Sec. 3.5, eq. 24)",
         "cosine distance to the fake gradient (W0 - WT)/(T lr) + TV + clip + scale, L-BFGS, U(0,1); eq. 24 "
         "sums a cosine per layer (distance='cosine-layerwise'), which stalled L-BFGS in our LeNet runs, so the "
         "default is the global cosine",
         InversionSpec(distance="cosine", regularizers=dict(_GENG_REGULARIZERS), optimizer="lbfgs", attack_lr=1.0,
                       init="uniform")),
-    InversionMethod(
+    inversion_record(
         "gradinversion", "Yin et al.: See through Gradients: Image Batch Recovery via GradInversion (CVPR 2021)",
         "L2 matching + BatchNorm statistics prior (running stats or bn_statistics=) + TV + L2 + group "
         "consistency across restarts optimised jointly (no registration); needs a model with BatchNorm",
         InversionSpec(distance="l2", regularizers={"bn": 0.01, "tv": 0.01, "l2": 1e-5, "group": 0.01},
                       optimizer="adam", attack_lr=0.1, schedule="step-decay", box=True, init="randn",
-                      restarts=2)),
-    InversionMethod(
+                      restarts=2), needs=("buffers",), applies=has_bn_statistics),
+    inversion_record(
         "fedavg-unrolled", "breaching multi-step objective; Dimitrov et al.: Data Leakage in Federated Averaging "
         "(TMLR 2022)",
         "simulate the client's local_steps SGD steps (lr=, local_batch_size=) on the dummy batch with "
         "functional_call and create_graph, match the simulated update (fake-gradient form) by cosine + TV",
         InversionSpec(distance="cosine", regularizers={"tv": 0.01}, optimizer="adam", attack_lr=0.1, signed=True,
                       schedule="step-decay", box=True, init="randn", target="unrolled")),
-    InversionMethod(
+    inversion_record(
         "multi-update", "Geng et al.: Towards General Deep Leakage in FL (arXiv 2021), Alg. 2 (multiple updates "
         "consistency)",
         "one client's several (weights_before, gradient) pairs on the same data (updates=[...]) matched jointly "
         "(mean L2) + TV + clip + scale, L-BFGS, U(0,1) init",
         InversionSpec(distance="l2-relative", regularizers=dict(_GENG_REGULARIZERS), optimizer="lbfgs", attack_lr=1.0,
                       init="uniform", target="multi")),
-    InversionMethod(
+    inversion_record(
         "ig-masked", "Geiping et al. (NeurIPS 2020) adapted to sparsified updates (the defense-aware attacker)",
         "ig whose cosine distance only compares the coordinates the client sent (non-zero in the observed "
         "update): under top-k / random-k the dropped coordinates no longer pull the dummy gradient to 0",
         InversionSpec(distance="cosine-masked", regularizers={"tv": IG_TV}, optimizer="adam", attack_lr=0.1,
                       signed=True, schedule="step-decay", box=True, init="randn"), model_tv=True),
-    InversionMethod(
+    inversion_record(
         "ig-dpsgd", "Geiping et al. (NeurIPS 2020) adapted to DP-SGD's per-example clipping (Abadi et al., CCS "
         "2016); the defense-aware adversary of Balunovic et al., Bayesian Framework for Gradient Leakage (ICLR 2022)",
         "ig whose dummy gradient is computed as the DP-SGD client computes its update: per-example gradients, each "
@@ -164,12 +175,12 @@ INVERSION_METHODS: dict[str, InversionMethod] = {m.name: m for m in [
         "ig's summed gradient does not model (noise is left to the cosine)",
         InversionSpec(distance="cosine", regularizers={"tv": IG_TV}, optimizer="adam", attack_lr=0.1, signed=True,
                       schedule="step-decay", box=True, init="randn", target="clipped"),
-        needs=("clip_norm",), model_tv=True),
-    InversionMethod(
+        needs=("DP-SGD clip norm",), model_tv=True),
+    inversion_record(
         "analytic-fc", "Phong et al. 2018; Geiping et al. 2020 (a biased first fully connected layer leaks x)",
         "closed form x = grad_W[i] / grad_b[i] (least squares over active rows); exact for batch 1",
-        run=analytic_fc, kind="analytic"),
-]}
+        run=analytic_fc),
+])
 
 
 def _lazy(module: str, attr: str) -> Callable[..., Any]:
@@ -182,12 +193,18 @@ def _lazy(module: str, attr: str) -> Callable[..., Any]:
 
 
 # generative-prior methods (attacks/generative): options prior_path=, latent_dim=, ... (attacks.generative.OPTIONS)
-INVERSION_METHODS["ggl"] = InversionMethod(
+INVERSION_METHODS.register(inversion_record(
     "ggl", "Li et al.: Auditing Privacy Defenses in FL via Generative Gradient Leakage (CVPR 2022)",
     "optimise the latent code of a generator (VAE decoder trained by the server on public aux data, "
     "prior_path=) to match the gradient (cosine), Adam with restarts, labels given",
-    run=_lazy("attacks.generative.invert", "invert_ggl"), kind="generative")
-INVERSION_METHODS["gias"] = InversionMethod(
+    run=_lazy("attacks.generative.invert", "invert_ggl"), kind="generative", needs=("trained prior",)))
+INVERSION_METHODS.register(inversion_record(
     "gias", "Jeon et al.: Gradient Inversion with Generative Image Prior (NeurIPS 2021)",
     "ggl's latent search, then the generator's weights are optimised too (gias_fraction of the steps)",
-    run=_lazy("attacks.generative.invert", "invert_gias"), kind="generative")
+    run=_lazy("attacks.generative.invert", "invert_gias"), kind="generative", needs=("trained prior",)))
+
+
+def register_inversion_method(record: AttackMethod) -> AttackMethod:
+    """Register an inversion (or generative) method defined anywhere; its name is then valid in
+    ``attack.inversion``."""
+    return INVERSION_METHODS.register(record)

@@ -1,7 +1,8 @@
 """Label restoration from (fake) gradients of the classifier layer.
 
 ``restore_labels(method, model=..., gradients=..., batch_size=K, **options) -> LabelRestoration``; the
-methods live one per file and are listed in ``LABEL_METHODS`` (registry.py). Conventions for K under FedAvg
+methods live one per file and are listed in ``LABEL_METHODS`` (registry.py: one ``attacks.records.AttackMethod``
+each; ``register_label_method`` adds one from outside). Conventions for K under FedAvg
 and for presence-only methods: see ``attacks/labels/common.py``.
 """
 
@@ -15,20 +16,17 @@ import torch
 from torch import nn
 
 from attacks.labels.common import samples_covered
-from attacks.labels.registry import LABEL_METHODS, NEEDS_PUBLIC
+from attacks.labels.registry import LABEL_METHODS, register_label_method
 from fedsim.types import LabelRestoration
 
 
 def restore_labels(method: str, *, model: nn.Module, gradients: Sequence[torch.Tensor], batch_size: int,
                    **options) -> LabelRestoration:
     """Run a registered label restoration method; ``seconds`` is the restoration time (gradients given)."""
-    try:
-        fn = LABEL_METHODS[method]
-    except KeyError:
-        raise ValueError(f"label method {method!r} is not one of {sorted(LABEL_METHODS)}") from None
+    fn = LABEL_METHODS[method]  # an unknown name: the registry's one-line ConfigError
     start = time.perf_counter()
     result = fn(model, list(gradients), batch_size, **options)
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 
-__all__ = ["LABEL_METHODS", "NEEDS_PUBLIC", "restore_labels", "samples_covered"]
+__all__ = ["LABEL_METHODS", "register_label_method", "restore_labels", "samples_covered"]

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.config import ExperimentConfig, from_flat
-from fedsim.errors import ConfigError
 from fedsim.evaluation.grids import save_comparison
 from fedsim.evaluation.scoring import padded, score
 from fedsim.evaluation.truth import truth_for
@@ -29,38 +28,42 @@ log = logging.getLogger("fedsim.attacks")
 
 
 def plan_from_config(cfg: ExperimentConfig):
-    """The attack plan of ``[attack]``; a method name not in its registry is a one-line ``ConfigError``."""
+    """The attack plan of ``[attack]``. Every configured method name is looked up in its registry here, the one
+    check of a name (``attacks.records.Registry``: an unknown one is a one-line ``ConfigError`` naming
+    ``attack.label_methods`` / ``attack.inversion`` and the choices); the callers build the plan once per run
+    (``check_attack_inputs`` at load and ServerApp start, replay, sweep) and hand it on."""
     from attacks.inversion import INVERSION_METHODS
     from attacks.labels import LABEL_METHODS
     from attacks.pipeline import AttackPlan
 
     a = cfg.attack
-    methods = tuple(m.strip() for m in a.label_methods.split(",") if m.strip() and m.strip() != "none")
+    methods = label_method_names(cfg)
     for m in methods:
-        if m not in LABEL_METHODS:
-            raise ConfigError(f"attack.label_methods: {m!r} is not one of {', '.join(sorted(LABEL_METHODS))}")
+        LABEL_METHODS.resolve(m)
     inversion = None if a.inversion.strip().lower() in ("", "none") else a.inversion.strip()
-    if inversion is not None and inversion not in INVERSION_METHODS:
-        raise ConfigError(f"attack.inversion: {inversion!r} is not one of none, "
-                          f"{', '.join(sorted(INVERSION_METHODS))}")
+    record = INVERSION_METHODS[inversion] if inversion is not None else None
     options = {}
-    if inversion is not None and a.inversion_tv >= 0:  # the TV weight is per model family: see attack.inversion_tv
-        spec = INVERSION_METHODS[inversion].spec
+    if record is not None and a.inversion_tv >= 0:  # the TV weight is per model family: see attack.inversion_tv
+        spec = record.spec
         options["regularizers"] = {**(dict(spec.regularizers) if spec else {}), "tv": a.inversion_tv}
     return AttackPlan(label_methods=methods, inversion=inversion, inversion_steps=a.inversion_steps,
                       max_inversion_images=a.max_inversion_images, seed=cfg.run.seed, inversion_options=options)
+
+
+def label_method_names(cfg: ExperimentConfig) -> tuple[str, ...]:
+    """The names in ``attack.label_methods`` (comma-separated; ``none`` and blanks left out)."""
+    return tuple(m.strip() for m in cfg.attack.label_methods.split(",") if m.strip() and m.strip() != "none")
 
 
 def data_spec(cfg: ExperimentConfig):
     """Public facts of the task; with a label method that needs it, the server's public labelled split (the
     held-out half of the test split, ``attacks.generative.aux_split``: never any client's data)."""
     from attacks.generative import aux_split
-    from attacks.labels import NEEDS_PUBLIC
+    from attacks.labels import LABEL_METHODS
     from attacks.pipeline import DataSpec
 
     ds = dataset(cfg)
-    methods = {m.strip() for m in cfg.attack.label_methods.split(",")}
-    public = aux_split(ds) if methods & set(NEEDS_PUBLIC) else None
+    public = aux_split(ds) if set(label_method_names(cfg)) & LABEL_METHODS.needing("public split") else None
     return DataSpec(tuple(ds.input_shape), ds.num_classes, tuple(ds.mean), tuple(ds.std), public_aux=public)
 
 
@@ -76,11 +79,14 @@ def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, 
     return options
 
 
-def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: str | Path) -> list[Row]:
+def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: str | Path,
+                     plan=None) -> list[Row]:
     """All rows for one captured update. Never raises for an attack failure (rows say ``ok: false``);
-    a capture that cannot be read raises ``CaptureError`` naming the file."""
+    a capture that cannot be read raises ``CaptureError`` naming the file. ``plan``: the run's
+    ``AttackPlan`` as its caller built it once (the scheduler, replay); built from the config when omitted."""
     import torch
 
+    from attacks.inversion import INVERSION_METHODS
     from attacks.pipeline import attack_update
     from fedsim.captures import load_update
     from fedsim.faults_spec import parse_faults
@@ -92,8 +98,8 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     if parse_faults(cfg.faults).crashes_attack(update.client_id, update.server_round):  # [faults] attack_crash
         raise RuntimeError(f"injected attack crash: round {update.server_round} client {update.client_id}")
     spec = data_spec(cfg)
-    plan = plan_from_config(cfg)
-    if plan.inversion in ("ggl", "gias"):
+    plan = plan if plan is not None else plan_from_config(cfg)
+    if plan.inversion is not None and "trained prior" in INVERSION_METHODS[plan.inversion].needs:
         import dataclasses
 
         plan = dataclasses.replace(plan, inversion_options={**plan.inversion_options,

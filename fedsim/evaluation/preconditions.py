@@ -19,9 +19,10 @@ from fedsim.evaluation.attacking import plan_from_config
 def check_attack_inputs(cfg: ExperimentConfig, run_dir: str | Path, files: bool | None = None):
     """Raise a one-line ``ConfigError`` for an ``[attack]`` the attacks would refuse; return the attack plan.
 
-    Method names (``attack.label_methods``, ``attack.inversion``) are checked against the registries always;
+    Method names (``attack.label_methods``, ``attack.inversion``) are looked up in their registries always
+    (``plan_from_config``: the one check of a name);
     with ``files`` (default: ``attack.enabled``) also the files the attacks read on this machine: the generative
-    prior of ``ggl`` / ``gias`` (``attack.prior_path``, default ``<run>/priors/<dataset>_vae.safetensors``) unless
+    prior of a method that needs a "trained prior" (``ggl`` / ``gias``; ``attack.prior_path``, default ``<run>/priors/<dataset>_vae.safetensors``) unless
     ``attack.prior_autotrain`` trains it at run time, and ``attack.lpips_weights``."""
     plan = plan_from_config(cfg)
     if files is None:
@@ -35,7 +36,7 @@ def check_attack_inputs(cfg: ExperimentConfig, run_dir: str | Path, files: bool 
 def _check_prior(cfg: ExperimentConfig, inversion: str | None, run_dir: Path) -> None:
     from attacks.inversion import INVERSION_METHODS
 
-    if inversion is None or INVERSION_METHODS[inversion].kind != "generative" or cfg.attack.prior_autotrain:
+    if inversion is None or "trained prior" not in INVERSION_METHODS[inversion].needs or cfg.attack.prior_autotrain:
         return
     from attacks.generative import default_prior_path
 

@@ -1,6 +1,7 @@
 """``fedsim list``: what can be configured, read from the registries themselves (a new method appears here
-without an edit): label restoration methods (``attacks.labels.registry``), inversion methods including the
-generative ones (``attacks.inversion``), datasets (``fedsim.data.DATASETS``), models (``fedsim.models.zoo``) and
+without an edit): label restoration methods (``attacks.labels.registry``) and inversion methods including the
+generative ones (``attacks.inversion``), each from its ``attacks.records.AttackMethod`` record (name, kind,
+paper, summary, needs), datasets (``fedsim.data.DATASETS``), models (``fedsim.models.zoo``) and
 the ``[defense.*]`` tables (``fedsim.defense_config``). Importing the attack registries imports torch; only
 ``fedsim list`` pays for it.
 """
@@ -34,28 +35,21 @@ def _first_paragraph(doc: str | None) -> str:
     return " ".join(para.split())
 
 
-def _registry_comments(module: Any) -> dict[str, str]:
-    """``"name": fn,  # comment`` lines of a registry module -> {name: comment}."""
-    pattern = re.compile(r'^\s*"([^"]+)":\s*[\w.]+,\s*#\s*(.+)$')
-    return {m.group(1): m.group(2).strip() for m in map(pattern.match, inspect.getsource(module).splitlines()) if m}
+def _method_entry(group: str, m: Any) -> Entry:
+    """The listing of one ``AttackMethod`` record."""
+    return Entry(group, m.name, m.summary, m.paper, {"kind": m.kind, "needs": list(m.needs)})
 
 
 def label_entries() -> list[Entry]:
-    from attacks.labels import registry
+    from attacks.labels import LABEL_METHODS
 
-    papers = _registry_comments(registry)
-    out = []
-    for name, fn in registry.LABEL_METHODS.items():
-        summary = _first_paragraph(fn.__doc__) or _first_paragraph(inspect.getmodule(fn).__doc__)
-        out.append(Entry("labels", name, summary, papers.get(name, ""),
-                         {"needs_public_split": name in registry.NEEDS_PUBLIC}))
-    return out
+    return [_method_entry("labels", m) for m in LABEL_METHODS.values()]
 
 
 def inversion_entries() -> list[Entry]:
     from attacks.inversion import INVERSION_METHODS
 
-    return [Entry("inversion", m.name, m.summary, m.paper, {"kind": m.kind}) for m in INVERSION_METHODS.values()]
+    return [_method_entry("inversion", m) for m in INVERSION_METHODS.values()]
 
 
 def dataset_entries() -> list[Entry]:

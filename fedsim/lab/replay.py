@@ -43,7 +43,7 @@ def replay_attacks(run_dir: Path, overrides: dict[str, Any], quiet: bool = False
     attacked, unreadable, failed = 0, 0, 0
     for cap in todo:
         try:
-            rows: list[Row] = attack_and_score(cap.path, flat, run_dir)
+            rows: list[Row] = attack_and_score(cap.path, flat, run_dir, plan)
         except CaptureError as exc:
             print(f"fedsim: skipped {exc}", file=sys.stderr)
             unreadable += 1

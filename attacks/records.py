@@ -1,0 +1,111 @@
+"""One record shape for every attack method (label, inversion, generative), and the registry that holds them.
+
+A method is an :class:`AttackMethod`: its config ``name``, its ``kind``, the ``paper`` it follows (with the
+year), a one-line ``summary``, what it ``needs`` from the capture or the server (the :data:`NEEDS` vocabulary;
+the live pipeline, ``attacks.pipeline``, supplies each need or skips the method), ``applies(update)`` (a reason
+the method does not apply to this update, read from the update alone, or ``None``) and the callable ``run``.
+
+Each attack family keeps its own :class:`Registry` (``attacks.labels.LABEL_METHODS``,
+``attacks.inversion.INVERSION_METHODS``, which also holds the generative methods), with this one record type.
+A registry knows the config key its names are written under, and looking a name up is the one check of a
+method name: an unknown one is a one-line ``ConfigError`` naming that key and the valid choices
+(``fedsim.evaluation.attacking.plan_from_config`` looks every configured name up once, when the config is
+loaded). ``Registry.register`` is the public way in for a method defined outside the project (a test, later a
+user's plugin module).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+from fedsim.errors import ConfigError
+from fedsim.types import ClientUpdate
+
+KINDS = ("label", "inversion", "generative")
+
+#: what a method may need beyond the model and the (fake) gradient; the pipeline supplies each one
+#: (``attacks.pipeline.NEED_OPTIONS``) or, where the update cannot, skips the method as not applicable
+NEEDS: dict[str, str] = {
+    "public split": "the server's public labelled split (held-out half of the test split), option aux=(x, y)",
+    "client schedule": "the client's lr, local steps and local batch size as the server configured them",
+    "DP-SGD clip norm": "DP-SGD's per-example clipping norm (public: the server configured it), clip_norm=",
+    "trained prior": "a generative prior trained on the public split (attack.prior_path / prior_autotrain)",
+    "buffers": "the BatchNorm running statistics the server sent (the model's buffers before training)",
+}
+
+YEAR = re.compile(r"\b(19|20)\d\d\b")
+
+
+def always(update: ClientUpdate) -> Optional[str]:
+    """The default ``applies``: no reason to skip."""
+    return None
+
+
+@dataclass(frozen=True)
+class AttackMethod:
+    """A registered attack method; ``run`` is called by its family's entry point (``restore_labels``: ``run(model,
+    gradients, num_samples, **options)``; ``invert``: ``run(model=..., gradients=..., ...)``)."""
+
+    name: str
+    kind: str
+    paper: str
+    summary: str
+    run: Callable[..., Any] = field(compare=False)
+    needs: tuple[str, ...] = ()
+    applies: Callable[[ClientUpdate], Optional[str]] = field(default=always, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind {self.kind!r} is not one of {KINDS}")
+        unknown = [n for n in self.needs if n not in NEEDS]
+        if unknown:
+            raise ValueError(f"{self.name}: needs {unknown} are not among {sorted(NEEDS)}")
+        if not YEAR.search(self.paper):
+            raise ValueError(f"{self.name}: paper {self.paper!r} names no year")
+        if not callable(self.run) or not callable(self.applies):
+            raise ValueError(f"{self.name}: run and applies must be callable")
+
+    @property
+    def spec(self) -> Any:
+        """The engine spec of an optimisation method (``attacks.inversion.InversionSpec``), else ``None``."""
+        return getattr(self.run, "spec", None)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)
+
+
+class Registry(dict):
+    """name -> :class:`AttackMethod` for one attack family; ``key`` is the config key its names are written under
+    and ``choices`` the extra words that key accepts (``none``)."""
+
+    def __init__(self, key: str, kinds: tuple[str, ...], records: Iterable[AttackMethod] = (),
+                 choices: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.key, self.kinds, self.choices = key, kinds, choices
+        for record in records:
+            self.register(record)
+
+    def register(self, record: AttackMethod) -> AttackMethod:
+        """Add ``record`` (a new name of one of this registry's kinds); returns it."""
+        if not isinstance(record, AttackMethod):
+            raise TypeError(f"{self.key}: register an AttackMethod, got {type(record).__name__}")
+        if record.kind not in self.kinds:
+            raise ValueError(f"{self.key}: {record.name!r} is a {record.kind} method; this registry holds {self.kinds}")
+        if record.name in self:
+            raise ValueError(f"{self.key}: {record.name!r} is already registered")
+        self[record.name] = record
+        return record
+
+    def resolve(self, name: str) -> AttackMethod:
+        """The record of ``name``; an unknown name is the one-line ``ConfigError`` of ``__missing__``."""
+        return self[name]
+
+    def __missing__(self, name: str) -> AttackMethod:
+        """The one check of a method name: unknown -> one-line ``ConfigError`` naming the key and the choices."""
+        raise ConfigError(f"{self.key}: {name!r} is not one of {', '.join([*self.choices, *sorted(self)])}")
+
+    def needing(self, need: str) -> set[str]:
+        """Names of the methods that declare ``need``."""
+        return {name for name, record in self.items() if need in record.needs}
