@@ -21,12 +21,14 @@ from fedsim.errors import ConfigError  # noqa: E402,F401  (re-exported: `from fe
 from fedsim.defense_config import DefenseSection, renamed_key_error  # noqa: E402  (one table each)
 from fedsim.defense_registry import check_defenses, section_class  # noqa: E402  (registered defenses)
 from fedsim.config_checks import check_federation, parse_selection  # noqa: E402
+from fedsim.objref import fold_options, is_ref, override_value  # noqa: E402  (module:attr, [model.options])
 
 
 def opt(default: Scalar, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
-        maximum: float | None = None, doc: str = "") -> Any:
-    """A config field with validation metadata."""
-    return field(default=default, metadata={"choices": choices, "min": minimum, "max": maximum, "doc": doc})
+        maximum: float | None = None, doc: str = "", refs: bool = False) -> Any:
+    """A config field with validation metadata; ``refs``: a ``package.module:attr`` passes besides ``choices``."""
+    return field(default=default, metadata={"choices": choices, "min": minimum, "max": maximum, "doc": doc,
+                                            "refs": refs})
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,15 @@ class RunSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    dataset: str = opt("mnist_subset", doc="a name in fedsim.data.DATASETS")
-    data_dir: str = opt("", doc="folder with dataset files (torchvision sets, Fashion-MNIST elsewhere)")
+    dataset: str = opt("mnist_subset", doc="a name in fedsim.data.DATASETS, 'folder' (an ImageFolder tree in "
+                       "data.data_dir) or 'package.module:loader' (loader(data_dir=, **data.options) -> "
+                       "fedsim.data.ImageDataset)")
+    data_dir: str = opt("", doc="folder with dataset files (torchvision sets, Fashion-MNIST elsewhere, the "
+                        "class-per-subfolder tree of 'folder')")
+    image_size: int = opt(0, minimum=0, doc="resize every image to image_size x image_size (0 = keep; the "
+                          "images of 'folder' must then share one size)")
+    options: str = opt("", doc="[data.options]: keyword arguments of a 'package.module:loader' (bool/int/float/"
+                       "str values; carried as one JSON string)")
     partition: str = opt("dirichlet", choices=("iid", "dirichlet", "shards"))
     alpha: float = opt(0.5, minimum=1e-4, doc="Dirichlet concentration (smaller = more skew)")
     shards_per_client: int = opt(2, minimum=1, doc="classes per client for pathological shards")
@@ -53,10 +62,14 @@ class DataSection:
 
 @dataclass(frozen=True)
 class ModelSection:
-    name: str = opt("convnet", choices=("fcn3", "lenet5", "convnet", "resnet18", "vgg16"))
+    name: str = opt("convnet", choices=("fcn3", "lenet5", "convnet", "resnet18", "vgg16"), refs=True,
+                    doc="a zoo model or 'package.module:factory' (factory(input_shape=(C, H, W), num_classes=K, "
+                    "**model.options) -> nn.Module with K outputs)")
     activation: str = opt("relu", choices=("relu", "sigmoid", "swish", "silu", "leakyrelu", "tanh"))
     width: int = opt(16, minimum=1, doc="channels (convnet, lenet5) or hidden units (fcn3)")
     batchnorm: bool = opt(False, doc="BatchNorm in the ConvNet")
+    options: str = opt("", doc="[model.options]: keyword arguments of the model (a factory's, or extra ones of a "
+                       "zoo model); bool/int/float/str values, carried as one JSON string")
 
 
 @dataclass(frozen=True)
@@ -201,8 +214,9 @@ def _coerce(key: str, value: Any, f: dataclasses.Field) -> Scalar:
 
 def _validate(key: str, value: Scalar, f: dataclasses.Field) -> None:
     meta = f.metadata
-    if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if meta.get("choices") and value not in meta["choices"] and not (meta.get("refs") and is_ref(value)):
+        more = " or a 'package.module:attr'" if meta.get("refs") else ""
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}{more}")
     if meta.get("min") is not None and value < meta["min"]:
         raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}")
     if meta.get("max") is not None and value > meta["max"]:
@@ -212,7 +226,7 @@ def _validate(key: str, value: Scalar, f: dataclasses.Field) -> None:
 def from_flat(flat: Mapping[str, Any]) -> ExperimentConfig:
     """Build and validate a config from dotted keys; unknown keys fail with the list of valid ones."""
     per_section: dict[str, dict[str, Scalar]] = {s: {} for s in SECTIONS}
-    for key, value in flat.items():
+    for key, value in fold_options(flat).items():  # [model.options] / [data.options] -> one JSON string each
         section, _, name = key.partition(".")
         if section not in SECTIONS:
             raise ConfigError(f"{key}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
@@ -288,11 +302,9 @@ def _check_cross_section(cfg: ExperimentConfig) -> None:
 
     parse_faults(cfg.faults)
     check_defenses(cfg, ConfigError)  # imports torch only for defense.dp_sgd (Opacus' model check)
-    from fedsim.data.core import DATASETS  # imports torch
-    from fedsim.data import sources  # noqa: F401  (registers loaders)
+    from fedsim.references import check_references
 
-    if cfg.data.dataset not in DATASETS:
-        raise ConfigError(f"data.dataset: {cfg.data.dataset!r} is not one of {', '.join(sorted(DATASETS))}")
+    check_references(cfg)  # data.dataset against the registry (imports torch), module:attr references importable
     _check_device(cfg.run.device)
 
 
@@ -355,7 +367,7 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected section.key=value")
-        out[key.strip()] = value.strip().strip('"')
+        out[key.strip()] = override_value(key.strip(), value.strip().strip('"'))
     return out
 
 

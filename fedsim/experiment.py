@@ -15,20 +15,27 @@ import torch
 from torch import nn
 
 from fedsim.config import ExperimentConfig
+from fedsim.errors import ConfigError
 from fedsim.data import ImageDataset, load_dataset
 from fedsim.device import resolve_device
 from fedsim.models import build_model, model_options
+from fedsim.objref import options_of
 from fedsim.partitions import partition
 
 
 @lru_cache(maxsize=4)
-def dataset_for(name: str, data_dir: str) -> ImageDataset:
-    """Loaded once per process (Ray reuses worker processes across rounds)."""
-    return load_dataset(name, data_dir or None)
+def dataset_for(name: str, data_dir: str, image_size: int = 0, options: str = "") -> ImageDataset:
+    """Loaded once per process (Ray reuses worker processes across rounds); ``options``: ``data.options``."""
+    return load_dataset(name, data_dir or None, image_size=image_size, options=options_of("data.options", options))
+
+
+def _data_key(cfg: ExperimentConfig) -> tuple[str, str, int, str]:
+    d = cfg.data
+    return d.dataset, d.data_dir, d.image_size, d.options
 
 
 def dataset(cfg: ExperimentConfig) -> ImageDataset:
-    return dataset_for(cfg.data.dataset, cfg.data.data_dir)
+    return dataset_for(*_data_key(cfg))
 
 
 def device(cfg: ExperimentConfig) -> torch.device:
@@ -37,22 +44,58 @@ def device(cfg: ExperimentConfig) -> torch.device:
 
 
 def make_model(cfg: ExperimentConfig) -> nn.Module:
-    """The global model with its seeded initial weights."""
+    """The global model with its seeded initial weights: the one way the server, every client, replay and every
+    attack build it. A zoo name or the user's ``package.module:factory``, called as
+    ``factory(input_shape=(C, H, W), num_classes=K, **options)`` with the dataset's shape and class count."""
     ds = dataset(cfg)
     return build_model(cfg.model.name, ds.input_shape, ds.num_classes, seed=cfg.run.seed, **model_options(cfg.model))
 
 
+def check_model(cfg: ExperimentConfig) -> nn.Module:
+    """Build the model once and run two test images through it: a one-line ``ConfigError`` naming
+    ``model.name`` when the factory raises, returns no ``nn.Module`` or gives the wrong output shape."""
+    ds = dataset(cfg)
+    name = cfg.model.name
+    try:
+        model = make_model(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"model.name: building {name!r} raised {type(exc).__name__}: {_one_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.name: {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    x = ds.normalize((ds.test_x if len(ds.test_x) else ds.train_x)[:2])
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:
+        raise ConfigError(f"model.name: {name!r} fails on a batch of {tuple(x.shape)} inputs: "
+                          f"{type(exc).__name__}: {_one_line(exc)}") from None
+    expected = (len(x), ds.num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model.name: {name!r} maps a batch of {tuple(x.shape)} inputs to {got}; the data "
+                          f"({cfg.data.dataset}) has {ds.num_classes} classes: expected logits {expected}")
+    return model
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
 @lru_cache(maxsize=8)
-def _partitions(name: str, data_dir: str, method: str, num_clients: int, seed: int, alpha: float,
+def _partitions(data_key: tuple, method: str, num_clients: int, seed: int, alpha: float,
                 shards_per_client: int) -> tuple[np.ndarray, ...]:
-    labels = dataset_for(name, data_dir).train_y.numpy()
+    labels = dataset_for(*data_key).train_y.numpy()
     return tuple(partition(method, labels, num_clients, seed, alpha=alpha, shards_per_client=shards_per_client))
 
 
 def client_indices(cfg: ExperimentConfig, partition_id: int, num_partitions: int) -> np.ndarray:
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id {partition_id} outside [0, {num_partitions})")
-    parts = _partitions(cfg.data.dataset, cfg.data.data_dir, cfg.data.partition, num_partitions, cfg.run.seed,
+    parts = _partitions(_data_key(cfg), cfg.data.partition, num_partitions, cfg.run.seed,
                         cfg.data.alpha, cfg.data.shards_per_client)
     idx = parts[partition_id]
     cap = cfg.data.max_examples_per_client

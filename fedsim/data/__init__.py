@@ -3,6 +3,7 @@ instructions; nothing downloads silently and nothing falls back to another datas
 
 from fedsim.data.core import DATASETS, ImageDataset
 from fedsim.data.sources import load_dataset
+from fedsim.data import folder as _folder  # noqa: F401,E402  (registers 'folder')
 from fedsim.data.victims import VICTIM_SETS, load_victims
 from fedsim.errors import DatasetUnavailable
 

@@ -132,8 +132,18 @@ def load_cifar100(data_dir: Path | None = None) -> ImageDataset:
     return _torchvision("cifar100", "CIFAR100", 100, CIFAR100_NORM, data_dir)
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None) -> ImageDataset:
-    """Load a registered dataset; raises ``DatasetUnavailable`` (with how-to-get-it) if absent."""
+def load_dataset(name: str, data_dir: str | Path | None = None, *, image_size: int = 0,
+                 options: dict | None = None) -> ImageDataset:
+    """Load a registered dataset, ``folder`` or a ``package.module:loader`` (``fedsim.data.folder``), resized to
+    ``image_size`` when > 0; raises ``DatasetUnavailable`` (with how-to-get-it) if absent."""
+    from fedsim.data.folder import load_user_dataset, resize
+    from fedsim.objref import is_ref
+
+    path = Path(data_dir) if data_dir else None
+    if is_ref(name):
+        return resize(load_user_dataset(name, path, dict(options or {})), image_size)
     if name not in DATASETS:
-        raise ValueError(f"data.dataset: {name!r} is not one of {sorted(DATASETS)}")
-    return DATASETS[name](Path(data_dir) if data_dir else None)
+        raise ValueError(f"data.dataset: {name!r} is not one of {sorted(DATASETS)} or a 'package.module:loader'")
+    if name == "folder":
+        return DATASETS[name](path, image_size=image_size)
+    return resize(DATASETS[name](path), image_size)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from fedsim.config import ExperimentConfig
 from fedsim.evaluation.preconditions import check_attack_inputs
-from fedsim.experiment import dataset, run_dir as default_run_dir
+from fedsim.experiment import check_model, run_dir as default_run_dir
 
 
 def preflight(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> None:
     """Raise a ``FedsimError`` (one line) when ``cfg`` cannot run on this machine; ``run_dir`` is where the run
     will write (default: the folder the config names), where ggl/gias look for their prior by default."""
     check_attack_inputs(cfg, Path(run_dir) if run_dir is not None else default_run_dir(cfg))
-    dataset(cfg)
+    check_model(cfg)  # loads the dataset, builds the model once, checks its output shape (model.name)

@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from fedsim.objref import is_ref, load_object
+
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "sigmoid": nn.Sigmoid,
@@ -128,16 +130,25 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def model_factory(name: str) -> Callable[..., nn.Module]:
+    """A zoo model's constructor, or the user's factory named ``package.module:factory`` (``fedsim.objref``)."""
+    if is_ref(name):
+        return load_object("model.name", name)
+    if name not in MODELS:
+        raise ValueError(f"model.name: {name!r} is not one of {sorted(MODELS)} or a 'package.module:factory'")
+    return MODELS[name]
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int | None = None,
                 **options) -> nn.Module:
-    """Build a registered model; ``seed`` makes the initial weights deterministic."""
-    if name not in MODELS:
-        raise ValueError(f"model.name: {name!r} is not one of {sorted(MODELS)}")
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return MODELS[name](tuple(input_shape), num_classes, **options)
-    return MODELS[name](tuple(input_shape), num_classes, **options)
+    """Build a zoo model or a user's factory, both called as ``factory(input_shape=(C, H, W), num_classes=K,
+    **options)``; ``seed`` makes the initial weights deterministic (the global RNG is restored afterwards)."""
+    factory = model_factory(name)
+    if seed is None:
+        return factory(input_shape=tuple(input_shape), num_classes=num_classes, **options)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory(input_shape=tuple(input_shape), num_classes=num_classes, **options)
 
 
 def classifier_layer(model: nn.Module) -> nn.Linear:

@@ -1,0 +1,144 @@
+"""Your own model and data (issue 22): ``model.name`` / ``data.dataset`` as ``package.module:attr`` from a
+package outside the project, ``[model.options]``, ``data.dataset = "folder"``; one real federation."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedsim.config import ConfigError, flatten, from_flat, load_config, parse_overrides
+from tests.byo_package import PACKAGE, write_package
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {"data.dataset": f"{PACKAGE}.data:blobs", "model.name": f"{PACKAGE}.models:tiny", "run.num_clients": 2,
+        "train.min_train_nodes": 2}
+
+
+@pytest.fixture
+def user_pkg(tmp_path, monkeypatch):
+    """The user's package under tmp_path, importable here and (PYTHONPATH) in every child process."""
+    root = write_package(tmp_path / "userlib")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    yield root
+    for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
+        del sys.modules[name]
+
+
+def _config_error(flat: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        from_flat(flat)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("key, spec, fragment", [
+    ("model.name", f"{PACKAGE}.modles:tiny", f"cannot import '{PACKAGE}.modles'"),
+    ("model.name", f"{PACKAGE}.models:tiyn", f"module '{PACKAGE}.models' has no attribute 'tiyn'"),
+    ("model.name", "convnett", "is not one of fcn3, lenet5, convnet, resnet18, vgg16 or a 'package.module:attr'"),
+    ("model.name", f"{PACKAGE}.models:", "is not of the form 'package.module:attr'"),
+    ("data.dataset", f"{PACKAGE}.dta:blobs", f"cannot import '{PACKAGE}.dta'"),
+    ("data.dataset", f"{PACKAGE}.data:blob", f"module '{PACKAGE}.data' has no attribute 'blob'"),
+    ("data.dataset", "foldr", "is not one of cifar10"),
+])
+def test_a_typo_in_a_reference_fails_at_load_in_one_line_naming_the_key(user_pkg, key, spec, fragment):
+    message = _config_error({**BASE, key: spec})
+    assert message.startswith(f"{key}: ") and fragment in message and "\n" not in message
+
+
+def test_model_options_table_override_and_flower_carriage(user_pkg, tmp_path):
+    preset = tmp_path / "byo.toml"
+    preset.write_text(f'[model]\nname = "{PACKAGE}.models:tiny"\n[model.options]\nhidden = 7\n'
+                      f'[data]\ndataset = "{PACKAGE}.data:blobs"\n[data.options]\nper_class = 12\n')
+    cfg = load_config(preset)
+    assert json.loads(cfg.model.options) == {"hidden": 7} and json.loads(cfg.data.options) == {"per_class": 12}
+    cfg = load_config(preset, parse_overrides(["model.options.hidden=9", "model.options.note=wide"]))
+    assert json.loads(cfg.model.options) == {"hidden": 9, "note": "wide"}  # --set values read as TOML
+    # Flower refuses undeclared run-config keys: the tables travel as the one declared key model.options
+    declared = flatten(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+    assert set(cfg.to_flat()) == set(declared) and from_flat(cfg.to_flat()) == cfg
+    assert "model.options.x: expected a bool, int, float or string" in _config_error({"model.options.x": [1]})
+    assert "must be a Python identifier" in _config_error({"model.options": '{"not-a-name": 1}'})
+
+
+def test_factory_gets_shape_classes_and_options_and_is_built_once_checked(user_pkg):
+    from fedsim.experiment import check_model, make_model
+
+    cfg = from_flat({**BASE, "model.options.hidden": 5})
+    model = check_model(cfg)
+    first = model[1]
+    assert (first.in_features, first.out_features, model[3].out_features) == (64, 5, 4)  # 1x8x8, hidden, 4 classes
+    again = make_model(cfg)  # seeded: server, clients and replay build the same weights
+    assert all(np.array_equal(a.detach().numpy(), b.detach().numpy())
+               for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+@pytest.mark.parametrize("factory, fragment", [
+    ("wrong_outputs", "to (2, 5); the data (byo_user_pkg.data:blobs) has 4 classes: expected logits (2, 4)"),
+    ("raises", "raised RuntimeError: my factory is broken"),
+    ("tiny", "raised TypeError"),  # an option the factory does not take
+])
+def test_preflight_refuses_a_model_that_does_not_fit_the_data(user_pkg, factory, fragment):
+    from fedsim.lab.preflight import preflight
+
+    flat = {**BASE, "model.name": f"{PACKAGE}.models:{factory}"}
+    if factory == "tiny":
+        flat["model.options.depth"] = 3
+    cfg = from_flat(flat)
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg, user_pkg / "run")
+    assert str(err.value).startswith("model.name: ") and fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_user_loader_and_its_checks(user_pkg):
+    from fedsim.experiment import client_data, dataset
+    from fedsim.lab.preflight import preflight
+
+    cfg = from_flat({**BASE, "data.options.per_class": 20, "data.image_size": 16})
+    ds = dataset(cfg)
+    assert ds.input_shape == (1, 16, 16) and len(ds.train_y) == 60 and ds.num_classes == 4
+    x, y = client_data(cfg, 0, 2)
+    assert x.shape[1:] == (1, 16, 16) and 0 < len(y) < 60
+    bad = from_flat({**BASE, "data.dataset": f"{PACKAGE}.data:not_a_dataset"})
+    with pytest.raises(ConfigError, match=r"^data\.dataset: .* returned a dict, not a fedsim\.data\.ImageDataset$"):
+        preflight(bad, user_pkg / "run")
+
+
+def _png_tree(root: Path, sizes: dict[str, tuple[int, int]], per_class: int = 5) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, (w, h) in sizes.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_folder_dataset_resizes_splits_per_class_and_is_deterministic(tmp_path):
+    from fedsim.data import load_dataset
+
+    tree = _png_tree(tmp_path / "imgs", {"cat": (12, 10), "dog": (9, 9), "emu": (12, 10)})
+    with pytest.raises(ConfigError, match=r"^data\.image_size: the images under .* differ in size"):
+        load_dataset("folder", tree)
+    ds = load_dataset("folder", tree, image_size=8)
+    assert ds.input_shape == (3, 8, 8) and ds.num_classes == 3
+    assert np.bincount(ds.test_y.numpy()).tolist() == [1, 1, 1]  # round(0.2 * 5) per class
+    assert np.bincount(ds.train_y.numpy()).tolist() == [4, 4, 4]
+    again = load_dataset("folder", tree, image_size=8)
+    assert bool((again.train_x == ds.train_x).all()) and len(ds.mean) == 3
+    assert "data.data_dir: data.dataset = 'folder' needs" in _config_error({"data.dataset": "folder"})
+
+
+def test_folder_with_train_and_test_subtrees(tmp_path):
+    from fedsim.data import load_dataset
+
+    _png_tree(tmp_path / "split" / "train", {"a": (6, 6), "b": (6, 6)}, per_class=3)
+    _png_tree(tmp_path / "split" / "test", {"a": (6, 6), "b": (6, 6)}, per_class=2)
+    ds = load_dataset("folder", tmp_path / "split")
+    assert (len(ds.train_y), len(ds.test_y), ds.input_shape) == (6, 4, (3, 6, 6))
