@@ -28,7 +28,7 @@ from attacks.labels import LABEL_METHODS, restore_labels, samples_covered
 from attacks.records import AttackMethod
 from fedsim.defense_registry import in_force_from_record
 from fedsim.errors import AttackNotApplicable
-from fedsim.types import AttackResult, ClientUpdate
+from fedsim.types import AttackResult, ClientUpdate, InversionResult, LabelResult
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,16 @@ def server_view_model(update: ClientUpdate, model_factory: Callable[[], nn.Modul
     return model
 
 
-def _failure(update: ClientUpdate, attack: str, method: str, exc: BaseException, start: float) -> AttackResult:
-    """A failed attack, or a skipped one when it raised ``AttackNotApplicable`` (not tried, did not fail)."""
+def _failure(update: ClientUpdate, result: type[AttackResult], method: str, exc: BaseException, start: float
+             ) -> AttackResult:
+    """A failed attack of type ``result``, or a skipped one when it raised ``AttackNotApplicable`` (not tried,
+    did not fail)."""
     if isinstance(exc, AttackNotApplicable):
-        return AttackResult(update.client_id, update.server_round, attack, method, {}, ok=False,
-                            seconds=time.perf_counter() - start, error=str(exc), not_applicable=True)
+        return result(update.client_id, update.server_round, method, ok=False,
+                      seconds=time.perf_counter() - start, error=str(exc), not_applicable=True)
     tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-    return AttackResult(update.client_id, update.server_round, attack, method, {}, ok=False,
-                        seconds=time.perf_counter() - start, error=tb)
+    return result(update.client_id, update.server_round, method, ok=False, seconds=time.perf_counter() - start,
+                  error=tb)
 
 
 def dp_sgd_clip_norm(update: ClientUpdate, method: str) -> float:
@@ -133,7 +135,7 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
 
     K (sample visits the fake gradient averages) comes from the reported example count
     (``samples_covered``) unless ``k_estimate`` is given (e.g. the expected batch of a DP-SGD client whose
-    realised count is not released); label results then carry ``k_source: "estimate"``.
+    realised count is not released); label results then carry ``k_source="estimate"``.
     """
     results: list[AttackResult] = []
     start = time.perf_counter()
@@ -146,7 +148,7 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
             k = samples_covered(update.local_steps, update.batch_size, update.num_examples, update.local_epochs)
             k_source = "reported"
     except Exception as exc:  # noqa: BLE001 - a broken capture fails its attacks, not the run
-        return [_failure(update, "label", m, exc, start) for m in plan.label_methods]
+        return [_failure(update, LabelResult, m, exc, start) for m in plan.label_methods]
     first_labels: tuple[str, torch.Tensor] | None = None
     for method in plan.label_methods:
         start = time.perf_counter()
@@ -154,11 +156,11 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
             res = restore_labels(method, model=model, gradients=grads, batch_size=k,
                                  **_label_options(method, update, k, plan, data))
         except Exception as exc:  # noqa: BLE001
-            results.append(_failure(update, "label", method, exc, start))
+            results.append(_failure(update, LabelResult, method, exc, start))
             continue
-        results.append(AttackResult(update.client_id, update.server_round, "label", method,
-                                    {"batch_size": k, "k_source": k_source}, ok=True, labels=res.labels,
-                                    seconds=time.perf_counter() - start, restoration=res))
+        results.append(LabelResult(update.client_id, update.server_round, method, ok=True, labels=res.labels,
+                                   seconds=time.perf_counter() - start, restoration=res, num_samples=k,
+                                   k_source=k_source))
         if first_labels is None and not res.presence_only:
             first_labels = (method, res.labels)
     if plan.inversion:
@@ -167,7 +169,7 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
 
 
 def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k: int,
-            labels: tuple[str, torch.Tensor] | None, plan: AttackPlan, data: DataSpec) -> AttackResult:
+            labels: tuple[str, torch.Tensor] | None, plan: AttackPlan, data: DataSpec) -> InversionResult:
     start = time.perf_counter()
     method = plan.inversion
     try:
@@ -181,8 +183,7 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
                        input_shape=data.input_shape, steps=plan.inversion_steps, mean=data.mean, std=data.std,
                        seed=plan.seed, batch_size=k, **options)
     except Exception as exc:  # noqa: BLE001
-        return _failure(update, "inversion", str(method), exc, start)
-    return AttackResult(update.client_id, update.server_round, "inversion", method,
-                        {"steps": plan.inversion_steps, "label_source": label_source}, ok=True,
-                        labels=labels[1] if labels else None, reconstruction=x_hat.detach(),
-                        seconds=time.perf_counter() - start)
+        return _failure(update, InversionResult, str(method), exc, start)
+    return InversionResult(update.client_id, update.server_round, method, ok=True,
+                           labels=labels[1] if labels else None, reconstruction=x_hat.detach(),
+                           seconds=time.perf_counter() - start, steps=plan.inversion_steps, label_source=label_source)

@@ -139,17 +139,40 @@ class LabelRestoration:
 
 @dataclass(frozen=True)
 class AttackResult:
-    """One attack on one captured update (no scores: those come from ``fedsim.evaluation``) and its run time."""
+    """One attack on one captured update (no scores: those come from ``fedsim.evaluation``) and its run time.
+
+    The base of the typed results (:class:`LabelResult`, :class:`InversionResult`); the evaluation layer
+    dispatches on the type (each becomes its own row type), never on a tag. ``ok`` false with
+    ``not_applicable`` is a skip (``AttackNotApplicable``: not tried), without it a failure (``error``)."""
 
     client_id: int
     server_round: int
-    attack: str
     method: str
-    options: Mapping[str, Any]
     ok: bool
     labels: torch.Tensor | None = None
-    reconstruction: torch.Tensor | None = None
-    restoration: LabelRestoration | None = None  # label attacks: the method's full output
     seconds: float = 0.0
     error: str | None = None
     not_applicable: bool = False  # skipped (``AttackNotApplicable``), not failed
+
+
+@dataclass(frozen=True)
+class LabelResult(AttackResult):
+    """A label restoration: the method's full output and K, the samples it restored (``num_samples``, as in the
+    row; ``k_source``: ``reported`` from the example count, or ``estimate``)."""
+
+    attack = "label"  # a display name (not a field); code dispatches on the type
+
+    restoration: LabelRestoration | None = None
+    num_samples: int = 0
+    k_source: str = "reported"
+
+
+@dataclass(frozen=True)
+class InversionResult(AttackResult):
+    """A reconstruction [K, C, H, W] (model space), its optimisation steps and where its labels came from."""
+
+    attack = "inversion"  # a display name (not a field); code dispatches on the type
+
+    reconstruction: torch.Tensor | None = None
+    steps: int | None = None
+    label_source: str | None = None

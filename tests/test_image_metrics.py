@@ -117,7 +117,7 @@ def test_unequal_counts_are_matched_not_refused():
     """K is an estimate under DP-SGD (expected batch vs the realised Poisson draw): extra reconstructions stay
     unmatched; missing ones count as the mean image and are reported as unreconstructed."""
     from fedsim.evaluation.scoring import score
-    from fedsim.types import AttackResult, GroundTruth
+    from fedsim.types import GroundTruth, InversionResult
 
     g = torch.Generator().manual_seed(0)
     gt = torch.rand(3, 1, 8, 8, generator=g)
@@ -125,8 +125,8 @@ def test_unequal_counts_are_matched_not_refused():
     m = image_metrics(extra, gt, (0.0,), (1.0,))
     assert m["psnr"] > 60 and sorted(m["permutation"]) == [2, 3, 4]
     truth = GroundTruth(1, 0, (gt,), (torch.tensor([0, 1, 2]),))
-    res = AttackResult(0, 1, "inversion", "ig", {}, ok=True, labels=torch.tensor([2, 1]),
-                       reconstruction=gt[[2, 1]].clone())  # 2 reconstructions for 3 samples
+    res = InversionResult(0, 1, "ig", ok=True, labels=torch.tensor([2, 1]),
+                          reconstruction=gt[[2, 1]].clone())  # 2 reconstructions for 3 samples
     out = score(res, truth, 3, (0.0,), (1.0,))
     assert out["unreconstructed"] == 1 and len(out["psnr_per_image"]) == 3
     assert sorted(out["psnr_per_image"])[-2] > 60 and min(out["psnr_per_image"]) < 30  # the missing one is not free

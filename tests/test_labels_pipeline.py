@@ -49,7 +49,7 @@ def test_pipeline_passes_the_public_split_to_aux_nnls():
     plan = AttackPlan(label_methods=("aux-nnls", "ilrg"), label_options={"aux-nnls": {"shrink": 0.0}})
     res = {r.method: r for r in attack_update(update, _factory, plan, spec)}
     assert res["aux-nnls"].ok and res["ilrg"].ok, res["aux-nnls"].error
-    assert res["aux-nnls"].options == {"batch_size": 64, "k_source": "reported"}
+    assert (res["aux-nnls"].num_samples, res["aux-nnls"].k_source) == (64, "reported")
     assert res["aux-nnls"].restoration.extras["trajectory_points"] == 4  # lr and local_steps were passed
     assert torch.equal(res["aux-nnls"].restoration.counts, true_counts(labels, 10))  # measured: exact
     no_aux = {r.method: r for r in attack_update(update, _factory, plan, DataSpec((1, 8, 8), 10, ds.mean, ds.std))}
@@ -60,4 +60,4 @@ def test_pipeline_k_estimate():
     update, _, ds = _fedavg_update()
     out = attack_update(update, _factory, AttackPlan(label_methods=("ilrg",)), DataSpec((1, 8, 8), 10, ds.mean, ds.std),
                         k_estimate=60)
-    assert out[0].options == {"batch_size": 60, "k_source": "estimate"} and len(out[0].labels) == 60
+    assert (out[0].num_samples, out[0].k_source) == (60, "estimate") and len(out[0].labels) == 60

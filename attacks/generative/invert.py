@@ -25,7 +25,7 @@ from torch.func import functional_call
 
 from attacks.generative.prior import get_prior
 from attacks.inversion import objectives as _objectives
-from attacks.inversion.core import BestTracker, InversionResult, InversionSpec
+from attacks.inversion.core import BestTracker, InversionTrace, InversionSpec
 from attacks.inversion.matching import GradientMatcher
 from attacks.inversion.problem import build_problem
 from attacks.inversion.regularizers import RegularizerContext, total_variation
@@ -44,7 +44,7 @@ OPTIONS = {
     "restarts": "independent z initialisations optimised jointly; the best is kept (default 4)",
     "gias_fraction": "gias: fraction of steps spent on the generator weights after the z search (default 0.5)",
     "gias_lr": "gias: Adam step size on the generator weights (default 1e-4)",
-    "return_result": "return an InversionResult",
+    "return_result": "return an InversionTrace",
     # accepted for invert()/pipeline compatibility, ignored
     "batch_size": "ignored (the batch size is len(labels))",
     "lr": "ignored (FedSGD gradients; FedAvg fake gradients are matched like one gradient)",
@@ -171,7 +171,7 @@ def invert_generative(mode: str, *, model, gradients=None, labels=None, input_sh
         matcher.close()
     _, best_loss, out = tracker.best()
     seconds = time.perf_counter() - t_start
-    result = InversionResult(method=mode, inputs=out.detach(), labels=problem.hard_labels.clone(),
+    result = InversionTrace(method=mode, inputs=out.detach(), labels=problem.hard_labels.clone(),
                              best_loss=best_loss, history=history, steps=steps, seconds=seconds,
                              seconds_per_step=seconds / steps,
                              options={k_: v for k_, v in options.items()

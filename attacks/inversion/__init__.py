@@ -32,7 +32,7 @@ Every field of :class:`InversionSpec` can be overridden per call (``distance``, 
 Device and dtype: the attack runs where the model's parameters live (CPU or CUDA) and in their dtype; gradients,
 labels and statistics are moved there; the random init comes from a seeded CPU generator, so a seed gives the
 same start on every device. Restarts are evaluated together (``torch.func.vmap``).
-``return_result=True`` returns an :class:`InversionResult` (labels, loss history, seconds per step).
+``return_result=True`` returns an :class:`InversionTrace` (labels, loss history, seconds per step).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from attacks.inversion.core import EXTRA_OPTIONS, InversionResult, InversionSpec
+from attacks.inversion.core import EXTRA_OPTIONS, InversionTrace, InversionSpec
 from attacks.inversion.methods import INVERSION_METHODS, EngineRun, inversion_record, register_inversion_method
 from attacks.inversion.objectives import DISTANCES
 from attacks.inversion.optim import INITS, OPTIMIZERS
@@ -49,7 +49,7 @@ from attacks.inversion.regularizers import REGULARIZERS
 
 
 def invert(method: str, *, model, gradients=None, labels=None, input_shape, steps: int = 1000,
-           mean=(0.0,), std=(1.0,), seed: int = 0, **options: Any) -> torch.Tensor | InversionResult:
+           mean=(0.0,), std=(1.0,), seed: int = 0, **options: Any) -> torch.Tensor | InversionTrace:
     """Run a registered inversion method; returns the reconstruction [K, C, H, W] in model space (an unknown
     name: the registry's one-line ``ConfigError``)."""
     return INVERSION_METHODS[method](model=model, gradients=gradients, labels=labels, input_shape=input_shape,
@@ -57,4 +57,4 @@ def invert(method: str, *, model, gradients=None, labels=None, input_shape, step
 
 
 __all__ = ["invert", "INVERSION_METHODS", "EngineRun", "inversion_record", "register_inversion_method",
-           "InversionSpec", "InversionResult", "DISTANCES", "REGULARIZERS", "INITS", "OPTIMIZERS", "EXTRA_OPTIONS"]
+           "InversionSpec", "InversionTrace", "DISTANCES", "REGULARIZERS", "INITS", "OPTIMIZERS", "EXTRA_OPTIONS"]

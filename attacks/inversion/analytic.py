@@ -51,8 +51,8 @@ def analytic_fc(*, model: nn.Module, gradients: Sequence[torch.Tensor], input_sh
     x = (gb[:, None] * g_w[mask]).sum(0) / gb.pow(2).sum()
     out = x.view(1, *[int(s) for s in input_shape])
     if return_result:
-        from attacks.inversion.core import InversionResult
+        from attacks.inversion.core import InversionTrace
 
-        return InversionResult(method="analytic-fc", inputs=out, labels=None, best_loss=0.0, history=[], steps=0,
+        return InversionTrace(method="analytic-fc", inputs=out, labels=None, best_loss=0.0, history=[], steps=0,
                                seconds=0.0, seconds_per_step=0.0, options={"rel_threshold": rel_threshold})
     return out

@@ -15,7 +15,7 @@ The run is a fixed sequence of named stages (the way Opacus' optimizer runs clip
    regularisers) -> **backward** (w.r.t. the dummy variables only) -> **precondition** (sign of the gradient)
    -> **step** -> **schedule** -> **project** (box) -> **track** (:class:`BestTracker`, best iterate per
    restart);
-4. **finalise**: score the last iterate, pick the best restart, build the :class:`InversionResult`.
+4. **finalise**: score the last iterate, pick the best restart, build the :class:`InversionTrace`.
 """
 
 from __future__ import annotations
@@ -81,13 +81,14 @@ EXTRA_OPTIONS = {
     "bn_statistics": "client-reported BN batch statistics [(mean, var)] per BN layer, for the 'bn' regularizer",
     "callback": "callable(step, x_model_space, match_loss) called every log_every steps and at the end",
     "log_every": "steps between callback calls / history entries; default 10",
-    "return_result": "return an InversionResult (inputs, labels, history, timings) instead of a tensor",
+    "return_result": "return an InversionTrace (inputs, labels, history, timings) instead of a tensor",
 }
 
 
 @dataclass
-class InversionResult:
-    """What an inversion produced; ``inputs`` are in model space [K, C, H, W]."""
+class InversionTrace:
+    """What an inversion produced (the engine's trace, ``return_result=True``; the live pipeline's typed result is
+    ``fedsim.types.InversionResult``); ``inputs`` are in model space [K, C, H, W]."""
 
     method: str
     inputs: torch.Tensor
@@ -280,8 +281,8 @@ def _run_steps(loop: _Loop, v: Variables, steps: int, log_every: int, callback: 
 
 def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, gradients=None, labels=None,
                           input_shape: Sequence[int], steps: int = 1000, mean=(0.0,), std=(1.0,),
-                          seed: int = 0, **options) -> InversionResult | torch.Tensor:
-    """Run the stages above; returns the reconstruction [K, C, H, W] (model space) or an InversionResult."""
+                          seed: int = 0, **options) -> InversionTrace | torch.Tensor:
+    """Run the stages above; returns the reconstruction [K, C, H, W] (model space) or an InversionTrace."""
     t_start = time.perf_counter()
     spec, extra = resolve_spec(spec, options, steps)
     problem = build_problem(spec, model=model, gradients=gradients, labels=labels, input_shape=input_shape,
@@ -309,7 +310,7 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
     if callback is not None and loop.history and loop.history[-1][0] != done - 1:
         callback(done - 1, out.clone(), best_loss)
     kept = {k: v_ for k, v_ in extra.items() if k in ("lr", "local_steps", "local_batch_size", "batch_size")}
-    result = InversionResult(method=name, inputs=out.detach(), labels=labels_out, best_loss=best_loss,
+    result = InversionTrace(method=name, inputs=out.detach(), labels=labels_out, best_loss=best_loss,
                              history=loop.history, steps=done, seconds=time.perf_counter() - t_start,
                              seconds_per_step=median_step, options={**dataclasses.asdict(spec), **kept})
     return result if extra.get("return_result") else result.inputs

@@ -8,6 +8,8 @@ them (one writer per run).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from functools import singledispatch
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from fedsim.evaluation.truth import truth_for
 from fedsim.experiment import dataset, device, make_model
 from fedsim.runfolder import RunFolder
 from fedsim.rows import AttackErrorRow, InversionRow, LabelRow, Row, SkippedRow
-from fedsim.types import AttackResult, ClientUpdate, GroundTruth
+from fedsim.types import AttackResult, ClientUpdate, GroundTruth, InversionResult, LabelResult
 
 LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "true_counts", "score_error")
 INVERSION_SCORES = ("psnr", "ssim", "ssim_perm_agnostic", "psnr_per_image", "ssim_per_image", "label_matches",
@@ -121,27 +123,56 @@ def attack_error_row(server_round: int, client: int, failure: BaseException | st
 
 def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None, spec, run_dir: Path,
               lpips_weights: str | None = None) -> Row:
-    """The typed row of one attack result, scored against ``truth`` when it exists (image grid written)."""
+    """The typed row of one attack result, scored against ``truth`` when it exists (image grid written): a
+    skipped one is a ``SkippedRow``, otherwise the row type of the result's type (``result_row``)."""
+    if res.not_applicable:
+        return SkippedRow(round=update.server_round, client=update.client_id, method=res.method,
+                          reason=res.error or "not applicable")
     common: dict[str, Any] = dict(
         round=update.server_round, client=update.client_id, method=res.method, ok=res.ok,
         seconds=round(res.seconds, 4), algorithm=update.algorithm, local_steps=update.local_steps,
         batch_size=update.batch_size, num_examples=update.num_examples,
         defenses=dict(update.defenses))  # what the server knows; never assumed off
-    row_type = LabelRow if res.attack == "label" else InversionRow
-    if res.not_applicable:
-        return SkippedRow(round=update.server_round, client=update.client_id, method=res.method,
-                          reason=res.error or "not applicable")
+    scores: dict[str, Any] = {}
+    if res.ok:
+        try:
+            scores = score(res, truth, spec.num_classes, spec.mean, spec.std, lpips_weights)
+        except Exception as exc:  # noqa: BLE001 - a scoring problem must not lose the attack row
+            scores = {"score_error": f"{type(exc).__name__}: {exc}"}
+    return result_row(res, common, scores, Scored(update, truth, spec, Path(run_dir)))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What a row builder may need beyond the result: the update, its truth, the task, the run folder."""
+
+    update: ClientUpdate
+    truth: GroundTruth | None
+    spec: Any
+    run_dir: Path
+
+
+@singledispatch
+def result_row(res: AttackResult, common: dict[str, Any], scores: dict[str, Any], ctx: Scored) -> Row:
+    """The row of one result, by the result's type (a new result type registers its own)."""
+    raise TypeError(f"no row type for {type(res).__name__}")
+
+
+@result_row.register
+def _(res: LabelResult, common: dict[str, Any], scores: dict[str, Any], ctx: Scored) -> Row:
     if not res.ok:
-        return row_type(error=res.error, **common)
-    try:
-        scores = score(res, truth, spec.num_classes, spec.mean, spec.std, lpips_weights)
-    except Exception as exc:  # noqa: BLE001 - a scoring problem must not lose the attack row
-        scores = {"score_error": f"{type(exc).__name__}: {exc}"}
-    if res.attack == "label":
-        restored = res.restoration
-        return LabelRow(num_samples=int(res.options.get("batch_size", 0)), restored_counts=restored.counts.tolist(),
-                        presence_only=restored.presence_only, **common,
-                        **{k: scores[k] for k in LABEL_SCORES if k in scores})
+        return LabelRow(error=res.error, **common)
+    restored = res.restoration
+    return LabelRow(num_samples=res.num_samples, restored_counts=restored.counts.tolist(),
+                    presence_only=restored.presence_only, **common,
+                    **{k: scores[k] for k in LABEL_SCORES if k in scores})
+
+
+@result_row.register
+def _(res: InversionResult, common: dict[str, Any], scores: dict[str, Any], ctx: Scored) -> Row:
+    if not res.ok:
+        return InversionRow(error=res.error, **common)
+    update, truth, spec, run_dir = ctx.update, ctx.truth, ctx.spec, ctx.run_dir
     image = None
     if truth is not None and "permutation" in scores:
         x_true, _ = truth.unique_samples()
@@ -150,7 +181,7 @@ def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None
         save_comparison(x_true, rec, run_dir / image, mean=spec.mean, std=spec.std,
                         permutation=scores["permutation"], psnr_per_image=scores.get("psnr_per_image"),
                         title=f"round {update.server_round}, client {update.client_id}: {res.method} "
-                              f"(labels: {res.options.get('label_source')})")
-    return InversionRow(label_source=res.options.get("label_source"), num_images=int(len(res.reconstruction)),
-                        steps=res.options.get("steps"), image=str(image) if image else None, **common,
+                              f"(labels: {res.label_source})")
+    return InversionRow(label_source=res.label_source, num_images=int(len(res.reconstruction)),
+                        steps=res.steps, image=str(image) if image else None, **common,
                         **{k: scores[k] for k in INVERSION_SCORES if k in scores})

@@ -7,13 +7,14 @@ the client visited in the round (each once).
 
 from __future__ import annotations
 
+from functools import singledispatch
 from typing import Any
 
 import torch
 
 from fedsim.metrics.images import image_metrics
 from fedsim.metrics.labels import label_metrics
-from fedsim.types import AttackResult, GroundTruth
+from fedsim.types import AttackResult, GroundTruth, InversionResult, LabelResult
 
 
 def truth_labels(truth: GroundTruth) -> torch.Tensor:
@@ -23,24 +24,38 @@ def truth_labels(truth: GroundTruth) -> torch.Tensor:
 
 def score(result: AttackResult, truth: GroundTruth | None, num_classes: int, mean, std,
           lpips_weights: str | None = None) -> dict[str, Any]:
-    """Metrics of one attack result (empty when it failed or no ground truth exists)."""
+    """Metrics of one attack result (empty when it failed or no ground truth exists), by the result's type."""
     if not result.ok or truth is None:
         return {}
-    if result.attack == "label":
-        restored = result.restoration
-        y = truth_labels(truth)
-        out = label_metrics(y, restored, num_classes)
-        out["true_counts"] = torch.bincount(y, minlength=num_classes).tolist()
-        return out
-    if result.attack == "inversion":
-        x_true, y_true = truth.unique_samples()
-        rec, labels_hat = padded(result.reconstruction, result.labels, len(x_true))
-        m = image_metrics(rec, x_true, mean, std, labels_hat=labels_hat, labels_true=y_true,
-                          lpips=True, lpips_weights=lpips_weights)  # LPIPS only from local weights
-        out = {k: v for k, v in m.items() if isinstance(v, (int, float, list, str, bool))}
-        out["unreconstructed"] = max(0, len(x_true) - len(result.reconstruction))
-        return out
+    return _metrics(result, truth, num_classes, mean, std, lpips_weights)
+
+
+@singledispatch
+def _metrics(result: AttackResult, truth: GroundTruth, num_classes: int, mean, std,
+             lpips_weights: str | None) -> dict[str, Any]:
+    """A result type without metrics of its own scores nothing."""
     return {}
+
+
+@_metrics.register
+def _(result: LabelResult, truth: GroundTruth, num_classes: int, mean, std, lpips_weights: str | None
+      ) -> dict[str, Any]:
+    y = truth_labels(truth)
+    out = label_metrics(y, result.restoration, num_classes)
+    out["true_counts"] = torch.bincount(y, minlength=num_classes).tolist()
+    return out
+
+
+@_metrics.register
+def _(result: InversionResult, truth: GroundTruth, num_classes: int, mean, std, lpips_weights: str | None
+      ) -> dict[str, Any]:
+    x_true, y_true = truth.unique_samples()
+    rec, labels_hat = padded(result.reconstruction, result.labels, len(x_true))
+    m = image_metrics(rec, x_true, mean, std, labels_hat=labels_hat, labels_true=y_true,
+                      lpips=True, lpips_weights=lpips_weights)  # LPIPS only from local weights
+    out = {k: v for k, v in m.items() if isinstance(v, (int, float, list, str, bool))}
+    out["unreconstructed"] = max(0, len(x_true) - len(result.reconstruction))
+    return out
 
 
 def padded(reconstruction: torch.Tensor, labels: torch.Tensor | None, n: int
