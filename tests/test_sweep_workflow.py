@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fedsim.lab.sweep import SweepEvent, run_sweep
-from fedsim.rows import UtilityRow
+from fedsim.rows import InversionRow, UtilityRow
 from fedsim.runfolder import RunFolder
 from tests.test_sweep import _fake_runner, _sweep_file
 
@@ -181,3 +181,96 @@ def test_runs_of_the_old_setting_xx_layout_are_reused_or_rerun_with_a_warning(tm
     assert len(calls) == 2 and [Path(r["runs"][0]["run"]).parent.name for r in rows] == [
         "update.topk_ratio=0", "update.topk_ratio=0.5"]
     assert "setting_00/seed_0 (old layout) holds no finished run of this config" in caplog.text
+
+
+# ---- step 4: sweep.html -----------------------------------------------------------------------------------------
+
+def _image_runner(calls: list | None = None):
+    """_runner plus reconstruction grids: client 0 (the first attacked update) scores LOWER than client 1, so a
+    strip picked by score would show client 1."""
+    import numpy as np
+    from matplotlib import pyplot as plt
+
+    base = _runner(calls)
+
+    def runner(cfg, out, quiet):
+        base(cfg, out, quiet)
+        folder = RunFolder(out)
+        folder.images.mkdir(parents=True, exist_ok=True)
+        for c, psnr in ((1, 30.0), (0, 12.0)):  # written in the other order: the first is by place, not by row
+            name = f"images/r1_c{c}_ig.png"
+            plt.imsave(out / name, np.full((4, 8), 0.2 + 0.6 * c), cmap="gray", vmin=0, vmax=1)
+            folder.append(InversionRow(round=1, client=c, method="ig", ok=True, psnr=psnr, ssim=0.1, image=name))
+        return out
+    return runner
+
+
+def _capture_figures(monkeypatch) -> dict[str, object]:
+    from matplotlib.figure import Figure
+
+    saved: dict[str, object] = {}
+    real = Figure.savefig
+
+    def savefig(self, fname, *a, **k):
+        saved[Path(str(fname)).name] = self
+        return real(self, fname, *a, **k)
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return saved
+
+
+def _xdata(fig) -> list[list[float]]:
+    return [[float(x) for x in c.lines[0].get_xdata()] for ax in fig.axes for c in ax.containers]
+
+
+def test_settings_plot_has_the_swept_numbers_on_the_x_axis(tmp_path, monkeypatch):
+    saved = _capture_figures(monkeypatch)
+    run_sweep(_topk(tmp_path, "[0.0, 0.5, 0.1]", "[0]"), tmp_path / "a", runner=_runner(), reports=False)
+    fig = saved["sweep_settings.png"]
+    assert _xdata(fig) and all(xs == [0.0, 0.1, 0.5] for xs in _xdata(fig))  # the swept values, in order
+    assert fig.axes[0].get_xlabel() == "defense.update.topk_ratio"
+    tables = _sweep_file(tmp_path, 'seeds = [0]\n[[sweep.settings]]\nset = {}\n'
+                         '[[sweep.settings]]\nset = { "defense.update.topk_ratio" = 0.1 }\n')
+    run_sweep(tables, tmp_path / "b", runner=_runner(), reports=False)  # no swept number: one category each
+    fig = saved["sweep_settings.png"]
+    assert all(xs == [0.0, 1.0] for xs in _xdata(fig))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["no defense", "top-k 10%"]
+
+
+def test_dp_sweep_plots_accuracy_and_leakage_against_epsilon(tmp_path, monkeypatch):
+    from fedsim.accounting import local_dp_epsilon
+
+    saved = _capture_figures(monkeypatch)
+    sweep = _sweep_file(tmp_path, 'parameters = ["defense.local_dp.enabled", "defense.local_dp.epsilon"]\n'
+                        'values = [[false, 1.0], [true, 50.0], [true, 10.0]]\nseeds = [0]')
+    run_sweep(sweep, tmp_path / "o", runner=_runner(), reports=False)
+    fig = saved["sweep_epsilon.png"]
+    eps = sorted(local_dp_epsilon(v, 1e-5, 2, 1e-5) for v in (50.0, 10.0))
+    xs = _xdata(fig)
+    assert len(xs) == 3 and all(x[:2] == pytest.approx(eps) and x[2] > eps[1] for x in xs)  # inf drawn right
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()][-1] == "inf"
+    assert "sweep_epsilon" in (tmp_path / "o" / "sweep.html").read_text()
+    run_sweep(_topk(tmp_path, "[0.0, 0.5]", "[0]"), tmp_path / "o", runner=_runner(), reports=False)
+    assert not (tmp_path / "o" / "sweep_epsilon.png").exists()  # no DP: no epsilon plot
+
+
+def test_sweep_html_is_styled_fits_the_window_and_has_one_strip_per_setting(tmp_path):
+    import re
+    import struct
+
+    from fedsim.lab.report.common import data_uri
+    from fedsim.lab.report.style import CSS
+
+    out = tmp_path / "o"
+    rows = run_sweep(_topk(tmp_path, "[0.0, 0.5, 0.1]", "[0, 1]"), out, runner=_image_runner(), reports=False)
+    page = (out / "sweep.html").read_text()
+    assert CSS in page and 'name="viewport"' in page and ".figure img { max-width: 100%; }" in page
+    width = struct.unpack(">I", (out / "sweep_frontier.png").read_bytes()[16:20])[0]
+    assert width <= 1280  # and shown at most the page's width
+    strips = re.findall(r'<div class="strip" data-setting="(\d+)">', page)
+    assert strips == ["0", "1", "2"]
+    for r in rows:  # the first attacked update (client 0, the lower PSNR), of the first seed
+        first = Path(r["runs"][0]["run"]) / "images" / "r1_c0_ig.png"
+        best = Path(r["runs"][0]["run"]) / "images" / "r1_c1_ig.png"
+        assert data_uri(first.read_bytes()) in page and data_uri(best.read_bytes()) not in page
+        assert r["best_image"] == str(first)  # sweep.jsonl names the same image (not the best-scoring one)
+    assert page.count("first attacked update: seed 0, round 1, client 0") == 3

@@ -10,9 +10,11 @@ setting's overrides, e.g. ``update.topk_ratio=0.1``: :mod:`~.layout`), ``DIR/swe
 per setting in file order: ``label``, ``family``, ``setting`` (overrides), ``test_accuracy``, ``label_best`` with
 ``label_lnacc`` / ``label_leacc``, ``inversion_best`` with ``psnr`` / ``ssim``, each with ``*_ci`` (95 % t-interval
 over seeds clipped to the metric's range, None for one seed) and ``*_values`` (per seed), ``label_by_method`` /
-``psnr_by_method`` (every method's mean), ``epsilon`` / ``delta`` / ``accountant``, and ``runs`` (the per-seed
-summaries)),
-``DIR/sweep_settings.png``, ``DIR/sweep_frontier.png`` and ``DIR/sweep.html``. ``sweep.jsonl`` is strict JSON: an
+``psnr_by_method`` (every method's mean), ``epsilon`` / ``delta`` / ``accountant``, ``parameters`` (the swept
+keys of a ``parameters`` sweep) and ``runs`` (the per-seed summaries)), ``DIR/sweep_settings.png`` (the swept value on the x axis
+when it is a number), ``DIR/sweep_epsilon.png`` (accuracy and leakage against epsilon, when a setting has a finite
+one), ``DIR/sweep_frontier.png`` and ``DIR/sweep.html`` (the run report's style: the table, the figures, a
+reconstruction strip per setting, links to every run's report). ``sweep.jsonl`` is strict JSON: an
 infinite epsilon (no noise) is the string ``"inf"`` (``fedsim.rows.encode_nonfinite``); :func:`read_sweep` reads
 it back as a float.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.lab.sweep.execute import Runner, default_runner, execute, per_seed_rows
-from fedsim.lab.sweep.figures import plot_frontier, plot_settings
+from fedsim.lab.sweep.figures import plot_epsilon, plot_frontier, plot_settings
 from fedsim.lab.sweep.page import write_html
 from fedsim.lab.sweep.progress import Progress, RichProgress, SweepEvent
 from fedsim.lab.sweep.spec import Setting, Sweep, describe, load_sweep
@@ -70,17 +72,26 @@ def write_outputs(sweep: Sweep, out: Path, per_seed: dict[int, list[dict[str, An
         if not per_seed.get(s.index):
             continue
         row: dict[str, Any] = {"index": s.index, "sweep": sweep.name, "label": s.label, "family": s.family,
-                               "setting": s.overrides, "replayed": list(s.replay)}
+                               "setting": s.overrides, "parameters": list(sweep.parameters),
+                               "replayed": list(s.replay)}
         row.update(aggregate(per_seed[s.index]))
         row["runs"] = per_seed[s.index]
         rows.append(row)
     with open(out / "sweep.jsonl", "w") as fh:
         for row in rows:
             fh.write(json.dumps(encode_nonfinite(row), allow_nan=False) + "\n")
-    figures = [plot_settings(rows, sweep.name, out / "sweep_settings.png", sweep.reference),
-               plot_frontier(rows, sweep.name, out / "sweep_frontier.png", sweep.reference)]
-    write_html(rows, sweep.name, out, figures)
+    write_figures_and_page(rows, sweep.name, out, sweep.reference)
     return rows
+
+
+def write_figures_and_page(rows: list[dict[str, Any]], name: str, out: Path,
+                           reference: dict[str, float] | None = None) -> Path:
+    """The plots and ``sweep.html`` of the sweep rows; returns the page's path."""
+    (out / "sweep_epsilon.png").unlink(missing_ok=True)  # a DP plot of an earlier summary would outlive its rows
+    figures = [plot_settings(rows, name, out / "sweep_settings.png", reference),
+               plot_epsilon(rows, name, out / "sweep_epsilon.png"),
+               plot_frontier(rows, name, out / "sweep_frontier.png", reference)]
+    return write_html(rows, name, out, [f for f in figures if f is not None])
 
 
 __all__ = ["Progress", "RichProgress", "Setting", "Sweep", "SweepEvent", "aggregate", "describe", "load_sweep", "point_label", "read_sweep", "run_sweep",

@@ -1,12 +1,18 @@
-"""Sweep figures: leakage and utility per setting (with 95 % intervals), and the privacy-utility frontier
-across defenses (one curve per defense family, points labelled in words with their epsilon)."""
+"""Sweep figures, in the run report's style (:mod:`fedsim.lab.plots`): leakage and utility per setting (the swept
+value on the x axis when the sweep sweeps a number, else one category per setting), accuracy and leakage against
+epsilon for DP sweeps, and the privacy-utility frontier across defenses (one curve per defense family, points
+labelled in words with their epsilon). Every point is the mean over seeds with its 95 % t-interval."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 from fedsim.lab.sweep.summary import point_label
 from fedsim.rows import finite_float
+
+DPI = 110  # the frontier at 11.6 x 5 inches: 1276 px, shown at max-width 100 % in sweep.html
 
 
 def _val(row: dict, key: str) -> float:
@@ -24,71 +30,149 @@ def _err(rows: list[dict], key: str) -> list[list[float]]:
 
 
 def _plt():
-    import matplotlib
+    from fedsim.lab import plots  # sets the Agg backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return plots.plt, plots._RC
 
-    return plt
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def swept_axis(rows: list[dict]) -> tuple[str, list[float]] | None:
+    """(key, value per row) of the swept parameter the x axis shows: the first of the sweep's ``parameters``
+    (as written in every row) whose values are numbers in every setting, preferring one with distinct values;
+    None for a sweep of settings tables or of non-numeric values (one category per setting then)."""
+    params = next((r.get("parameters") for r in rows if r.get("parameters")), None) or []
+    numeric = []
+    for key in params:
+        xs = [_number(r.get("setting", {}).get(key)) for r in rows]
+        if rows and all(x is not None for x in xs) and len(set(xs)) > 1:
+            numeric.append((key, xs))
+    distinct = [(k, xs) for k, xs in numeric if len(set(xs)) == len(xs)]
+    return (distinct or numeric or [None])[0]  # type: ignore[return-value]
+
+
+def _scale_x(ax, xs: list[float]) -> None:
+    pos = [x for x in xs if x > 0]
+    if pos and max(pos) / min(pos) >= 100 and min(xs) >= 0:
+        if min(xs) == 0:
+            ax.set_xscale("symlog", linthresh=min(pos))
+        else:
+            ax.set_xscale("log")
+        ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])
+        ax.minorticks_off()
 
 
 def plot_settings(rows: list[dict], title: str, path: Path, reference: dict[str, float] | None = None) -> Path:
-    """Per setting: test accuracy and the winning label attack's LnAcc (left), its PSNR (right), 95 % intervals."""
-    plt = _plt()
-    xs = list(range(len(rows)))
-    names = [point_label(r) for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
-    for key, style, name in (("test_accuracy", "^--", "test accuracy"), ("label_lnacc", "o-", "label LnAcc (best)"),
-                             ("label_leacc", "s:", "label LeAcc (best)")):
-        ax[0].errorbar(xs, [_val(r, key) for r in rows], yerr=_err(rows, key), fmt=style, capsize=3, label=name)
-    ax[0].set_ylim(-0.02, 1.02)
-    ax[0].set_ylabel("accuracy")
-    ax[1].errorbar(xs, [_val(r, "psnr") for r in rows], yerr=_err(rows, "psnr"), fmt="o-", color="C3", capsize=3,
-                   label="PSNR of the best inversion (dB)")
-    ax[1].set_ylabel("PSNR (dB)")
-    for a, key in ((ax[0], "label_lnacc"), (ax[1], "psnr")):
-        if reference and key in reference:
-            a.axhline(reference[key], color="grey", ls="--", lw=1, label=f"chance {key} ({reference[key]:g})")
-    for a in ax:
-        a.set_xticks(xs, names, rotation=30, ha="right", fontsize=7)
-        a.grid(alpha=0.3)
-        a.legend(loc="best", fontsize=8)
-    fig.suptitle(f"{title}: leakage (strongest attack) and utility, mean and 95% t-interval over seeds", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    """Per setting: test accuracy and the winning label attack's LnAcc / LeAcc (left), its PSNR (right)."""
+    plt, rc = _plt()
+    axis = swept_axis(rows)
+    if axis:  # along the swept value, so that the lines join neighbours
+        order = sorted(range(len(rows)), key=lambda i: axis[1][i])
+        rows, axis = [rows[i] for i in order], (axis[0], [axis[1][i] for i in order])
+    xs = axis[1] if axis else list(range(len(rows)))
+    with plt.rc_context(rc):
+        fig, ax = plt.subplots(1, 2, figsize=(11.6, 4.2))
+        for key, style, name in (("test_accuracy", "^--", "test accuracy"),
+                                 ("label_lnacc", "o-", "label LnAcc (best)"), ("label_leacc", "s:", "label LeAcc (best)")):
+            ax[0].errorbar(xs, [_val(r, key) for r in rows], yerr=_err(rows, key), fmt=style, capsize=3, label=name)
+        ax[0].set_ylim(-0.02, 1.02)
+        ax[0].set_ylabel("accuracy")
+        ax[1].errorbar(xs, [_val(r, "psnr") for r in rows], yerr=_err(rows, "psnr"), fmt="o-", color="C3",
+                       capsize=3, label="PSNR of the best inversion (dB)")
+        ax[1].set_ylabel("PSNR (dB)")
+        for a, key in ((ax[0], "label_lnacc"), (ax[1], "psnr")):
+            if reference and key in reference:
+                a.axhline(reference[key], color="grey", ls="--", lw=1, label=f"chance {key} ({reference[key]:g})")
+        for a in ax:
+            if axis:
+                a.set_xlabel(axis[0])
+                _scale_x(a, xs)
+                for x, r in zip(xs, rows):
+                    a.annotate(point_label(r), (x, a.get_ylim()[0]), fontsize=6, rotation=90, va="bottom",
+                               xytext=(2, 4), textcoords="offset points", color="#616e7c")
+            else:
+                a.set_xticks(xs, [point_label(r) for r in rows], rotation=30, ha="right", fontsize=7)
+            a.legend(loc="best", fontsize=8)
+        fig.suptitle(f"{title}: leakage (strongest attack) and utility, mean and 95% t-interval over seeds",
+                     fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=DPI, facecolor="white")
+        plt.close(fig)
+    return path
+
+
+def epsilon_axis(rows: list[dict]) -> list[float] | None:
+    """Epsilon per row for the epsilon plots (no DP or no noise = inf); None unless a row has a finite one."""
+    eps = [math.inf if (f := _number(r.get("epsilon"))) is None else f for r in rows]
+    return eps if any(math.isfinite(e) for e in eps) else None
+
+
+def plot_epsilon(rows: list[dict], title: str, path: Path) -> Path | None:
+    """Accuracy, label leakage and image leakage against epsilon (log axis; no guarantee = "inf", drawn right
+    of the largest finite epsilon); None when no setting has a finite epsilon."""
+    eps = epsilon_axis(rows)
+    if eps is None:
+        return None
+    plt, rc = _plt()
+    finite = [e for e in eps if math.isfinite(e)]
+    inf_at = max(finite) * 10 if max(finite) > 0 else 1.0
+    xs = [e if math.isfinite(e) else inf_at for e in eps]
+    order = sorted(range(len(rows)), key=lambda i: xs[i])
+    pts, px = [rows[i] for i in order], [xs[i] for i in order]
+    with plt.rc_context(rc):
+        fig, ax = plt.subplots(1, 3, figsize=(11.6, 3.6))
+        for a, key, name in ((ax[0], "test_accuracy", "final test accuracy"),
+                             (ax[1], "label_lnacc", "label LnAcc (strongest attack)"),
+                             (ax[2], "psnr", "PSNR of the strongest inversion (dB)")):
+            a.errorbar(px, [_val(r, key) for r in pts], yerr=_err(pts, key), fmt="o-", capsize=3)
+            a.set_xscale("log")
+            ticks = sorted(set(px))
+            a.set_xticks(ticks, ["inf" if t == inf_at and t not in finite else f"{t:.3g}" for t in ticks],
+                         fontsize=7)
+            a.minorticks_off()
+            a.set_xlabel("epsilon (log; inf = no guarantee)")
+            a.set_ylabel(name)
+            if key != "psnr":
+                a.set_ylim(-0.02, 1.02)
+        fig.suptitle(f"{title}: utility and leakage against the privacy spent (mean, 95% t-interval over seeds)",
+                     fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=DPI, facecolor="white")
+        plt.close(fig)
     return path
 
 
 def plot_frontier(rows: list[dict], title: str, path: Path, reference: dict[str, float] | None = None) -> Path:
     """Privacy-utility frontier across defenses: x = leakage of the strongest attack, y = test accuracy."""
-    plt = _plt()
-    fig, ax = plt.subplots(1, 2, figsize=(13, 5.5))
-    families = list(dict.fromkeys(r["family"] for r in rows))
-    markers = "osD^vP*Xh"
-    for i, fam in enumerate(families):
-        pts = [r for r in rows if r["family"] == fam]
-        for a, key, xlabel in ((ax[0], "label_lnacc", "label leakage: LnAcc of the strongest label attack"),
-                               (ax[1], "psnr", "image leakage: PSNR of the strongest inversion (dB)")):
-            a.errorbar([_val(r, key) for r in pts], [_val(r, "test_accuracy") for r in pts],
-                       xerr=_err(pts, key), yerr=_err(pts, "test_accuracy"), fmt=markers[i % len(markers)] + "-",
-                       color=f"C{i}", capsize=3, label=fam, alpha=0.9)
-            for r in pts:
-                a.annotate(point_label(r), (_val(r, key), _val(r, "test_accuracy")), fontsize=6,
-                           xytext=(4, 3 if r["index"] % 2 else -9), textcoords="offset points")
-            a.set_xlabel(xlabel + " (lower = more private)", fontsize=9)
-    for a, key in ((ax[0], "label_lnacc"), (ax[1], "psnr")):
-        if reference and key in reference:
-            a.axvline(reference[key], color="grey", ls="--", lw=1, label=f"chance ({reference[key]:g})")
-    ax[0].set_xlim(0.0, 1.05)  # t-intervals of 2-3 seeds can reach past [0, 1]: the axes stay on the scale
-    for a in ax:
-        a.set_ylim(0.0, 1.05)
-        a.set_ylabel("final test accuracy")
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"{title}: privacy-utility frontier across defenses (mean, 95% t-interval over seeds; "
-                 "top-left is best)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plt, rc = _plt()
+    with plt.rc_context(rc):
+        fig, ax = plt.subplots(1, 2, figsize=(11.6, 5.0))
+        families = list(dict.fromkeys(r["family"] for r in rows))
+        markers = "osD^vP*Xh"
+        for i, fam in enumerate(families):
+            pts = [r for r in rows if r["family"] == fam]
+            for a, key, xlabel in ((ax[0], "label_lnacc", "label leakage: LnAcc of the strongest label attack"),
+                                   (ax[1], "psnr", "image leakage: PSNR of the strongest inversion (dB)")):
+                a.errorbar([_val(r, key) for r in pts], [_val(r, "test_accuracy") for r in pts],
+                           xerr=_err(pts, key), yerr=_err(pts, "test_accuracy"), fmt=markers[i % len(markers)] + "-",
+                           color=f"C{i}", capsize=3, label=fam, alpha=0.9)
+                for r in pts:
+                    a.annotate(point_label(r), (_val(r, key), _val(r, "test_accuracy")), fontsize=6,
+                               xytext=(4, 3 if r["index"] % 2 else -9), textcoords="offset points")
+                a.set_xlabel(xlabel + " (lower = more private)", fontsize=9)
+        for a, key in ((ax[0], "label_lnacc"), (ax[1], "psnr")):
+            if reference and key in reference:
+                a.axvline(reference[key], color="grey", ls="--", lw=1, label=f"chance ({reference[key]:g})")
+        ax[0].set_xlim(0.0, 1.05)  # t-intervals of 2-3 seeds can reach past [0, 1]: the axes stay on the scale
+        for a in ax:
+            a.set_ylim(0.0, 1.05)
+            a.set_ylabel("final test accuracy")
+            a.legend(fontsize=8, loc="lower right")
+        fig.suptitle(f"{title}: privacy-utility frontier across defenses (mean, 95% t-interval over seeds; "
+                     "top-left is best)", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=DPI, facecolor="white")
+        plt.close(fig)
     return path

@@ -1,15 +1,30 @@
-"""``sweep.html``: the table of sweep points (words, intervals, winning attacks, epsilon), the figures, and a
-link to every run's own ``report.html``."""
+"""``sweep.html`` in the run report's style (its stylesheet, :mod:`fedsim.lab.report.style`): the table of sweep
+points (words, intervals, winning attacks, epsilon), the figures (each at most the page's width), a
+reconstruction strip per setting (:mod:`~.strips`) and a link to every run's own ``report.html``."""
 
 from __future__ import annotations
 
-import base64
+import datetime as _dt
 import html
 import math
 import os
 from pathlib import Path
 
 from fedsim.lab.sweep.summary import point_label
+
+EXTRA_CSS = """
+.figure img { max-width: 100%; }
+.strip { margin: 18px 0 26px; }
+.strip h3 { margin: 0 0 8px; }
+.strip .gallery { grid-template-columns: repeat(auto-fill, minmax(min(100%, 320px), 1fr)); }
+td a { color: var(--blue); margin-right: 6px; }
+"""
+
+EXPLAIN = ("One federation per setting and seed ({seeds} seed{s}). Mean and 95% Student-t interval over seeds "
+           "[low, high]. Leakage: the strongest attack per setting (the method with the best mean over seeds; every "
+           "method's mean is in sweep.jsonl). Epsilon: the accountant of each DP mechanism at δ; inf = no noise "
+           "(no guarantee). Held-out half: accuracy on the even-indexed half of the test split, which no tuning "
+           "reads (learning rates and clip norms are picked on the odd half).")
 
 
 def _num(v, digits: int = 3) -> str:
@@ -37,30 +52,66 @@ def _links(row: dict, out: Path) -> str:
     return " ".join(links)
 
 
-def write_html(rows: list[dict], title: str, out: Path, figures: list[Path]) -> Path:
-    head = ("setting", "test accuracy", "held-out half", "best label attack", "LnAcc", "LeAcc", "best inversion", "PSNR (dB)",
-            "SSIM", "epsilon (delta)", "runs")
+def _table(rows: list[dict], out: Path) -> str:
+    from fedsim.lab.report.common import table
+
+    head = ("setting", "test accuracy", "held-out half", "best label attack", "LnAcc", "LeAcc", "best inversion",
+            "PSNR (dB)", "SSIM", "epsilon (delta)", "runs")
+    numeric = (False, True, True, False, True, True, False, True, True, True, False)
     body = []
     for r in rows:
         eps = "-" if r.get("epsilon") is None else f"{_num(r['epsilon'], 2)} ({_num(r.get('delta'), 7)})"
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in (
-            html.escape(point_label(r)), fmt_ci(r, "test_accuracy"), fmt_ci(r, "heldout_accuracy"),
-            _num(r.get("label_best")),
-            fmt_ci(r, "label_lnacc"), fmt_ci(r, "label_leacc"), _num(r.get("inversion_best")),
-            fmt_ci(r, "psnr", 1), fmt_ci(r, "ssim"), eps, _links(r, out))) + "</tr>")
-    imgs = "".join(f'<p><img alt="{f.name}" src="data:image/png;base64,{base64.b64encode(f.read_bytes()).decode()}">'
-                   "</p>" for f in figures if f.exists())
+        cells = (html.escape(point_label(r)), fmt_ci(r, "test_accuracy"), fmt_ci(r, "heldout_accuracy"),
+                 _num(r.get("label_best")), fmt_ci(r, "label_lnacc"), fmt_ci(r, "label_leacc"),
+                 _num(r.get("inversion_best")), fmt_ci(r, "psnr", 1), fmt_ci(r, "ssim"), eps, _links(r, out))
+        body.append("<tr>" + "".join(f'<td{" class=n" if n else ""}>{c}</td>' for c, n in zip(cells, numeric))
+                    + "</tr>")
+    return table(head, body, numeric)
+
+
+FIGURE_TITLES = {"sweep_settings.png": "Leakage and utility per setting",
+                 "sweep_epsilon.png": "Accuracy and leakage against epsilon",
+                 "sweep_frontier.png": "Privacy-utility frontier"}
+
+
+def write_html(rows: list[dict], title: str, out: Path, figures: list[Path]) -> Path:
+    from fedsim.lab.report.common import data_uri, e, section
+    from fedsim.lab.report.style import CSS
+    from fedsim.lab.sweep.strips import strip_html
+
     seeds = max((r.get("seeds_run", 1) for r in rows), default=1)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>sweep {html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:3px 8px}"
-            "table{border-collapse:collapse}</style></head><body>"
-            f"<h1>Sweep {html.escape(title)}</h1>"
-            f"<p>One federation per setting and seed ({seeds} seeds). Mean and 95% Student-t interval over seeds "
-            "[low, high]. Leakage: the strongest attack per setting (the method with the best mean over seeds; "
-            "every method's mean is in sweep.jsonl). Epsilon: Opacus' RDP accountant (fedsim/accounting.py); "
-            "inf = no noise. Held-out half: accuracy on the even-indexed half of the test split, which no tuning "
-            "reads (learning rates and clip norms are picked on the odd half).</p>"
-            f"<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(body)}</table>{imgs}</body></html>")
+    parts = [section("points", 1, "Sweep points", _table(rows, out), EXPLAIN.format(seeds=seeds,
+                                                                                     s="s" if seeds != 1 else ""))]
+    for f in figures:
+        if f is not None and f.exists():
+            img = f'<div class="figure"><img alt="{e(f.name)}" src="{data_uri(f.read_bytes())}"></div>'
+            parts.append(section(f.stem, len(parts) + 1, FIGURE_TITLES.get(f.name, f.stem), img))
+    parts.append(section("reconstructions", len(parts) + 1, "Reconstructions per setting",
+                         "".join(strip_html(r) for r in rows),
+                         "The first attacked update of each setting (its first seed), as every inversion method "
+                         "rebuilt it: top row the client's real images, bottom row the reconstruction. Picked by "
+                         "its place in the run, not by its score."))
+    now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>fedsim sweep · {e(title)}</title>
+<style>{CSS}{EXTRA_CSS}</style></head>
+<body>
+<header class="top"><div class="inner">
+<div class="kicker">fedsim · defense sweep</div>
+<h1>Sweep {e(title)}</h1>
+<p>{len(rows)} setting{"s" if len(rows) != 1 else ""} × up to {seeds} seed{"s" if seeds != 1 else ""}: what the
+strongest attack recovers under each defense setting, and what the defense costs in accuracy.</p>
+</div></header>
+<main>
+{"".join(parts)}
+<footer>Generated {now} by <code>fedsim sweep</code> / <code>fedsim report</code> from <code>{e(out)}</code>
+(sweep.jsonl holds every number). Self-contained: no network access needed to view this file.</footer>
+</main></body></html>
+"""
     path = out / "sweep.html"
-    path.write_text(page)
+    tmp = out / ".sweep.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(path)
     return path

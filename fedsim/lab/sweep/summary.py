@@ -99,9 +99,11 @@ def summarize(run: Path, cfg: ExperimentConfig, delta: float = 1e-5) -> dict[str
     inversion_methods: dict[str, dict[str, float | None]] = {}
     for m in dict.fromkeys(r.method for r in inv):
         rows = [r for r in inv if r.method == m]
-        best = max(rows, key=lambda r: r.psnr if r.psnr is not None else -math.inf)
+        # the image of the method's first attacked update (by place, never by a ground-truth score)
+        shown = min((r for r in rows if r.image), default=rows[0],
+                    key=lambda r: tuple(v if isinstance(v, int) else math.inf for v in (r.round, r.client)))
         inversion_methods[m] = {"psnr": _mean(r.psnr for r in rows), "ssim": _mean(r.ssim for r in rows),
-                                "n": len(rows), "image": str(Path(run) / best.image) if best.image else None}
+                                "n": len(rows), "image": str(Path(run) / shown.image) if shown.image else None}
     out: dict[str, Any] = {
         "test_accuracy": final.test_accuracy if final else None,
         "heldout_accuracy": final.heldout_accuracy if final else None,
@@ -148,6 +150,7 @@ def aggregate(per_seed: list[dict]) -> dict[str, Any]:
     _put(row, "ssim", [s["inversion_methods"].get(inv, {}).get("ssim") for s in per_seed])
     row["psnr_by_method"] = {m: _mean(s["inversion_methods"].get(m, {}).get("psnr") for s in per_seed)
                              for m in dict.fromkeys(m for s in per_seed for m in s["inversion_methods"])}
+    # the strongest inversion's image of its first attacked update (the name predates that choice)
     row["best_image"] = next((s["inversion_methods"][inv]["image"] for s in per_seed
                               if inv in s["inversion_methods"] and s["inversion_methods"][inv].get("image")), None)
     eps = [s["epsilon"] for s in per_seed]
