@@ -274,3 +274,31 @@ def test_sweep_html_is_styled_fits_the_window_and_has_one_strip_per_setting(tmp_
         assert data_uri(first.read_bytes()) in page and data_uri(best.read_bytes()) not in page
         assert r["best_image"] == str(first)  # sweep.jsonl names the same image (not the best-scoring one)
     assert page.count("first attacked update: seed 0, round 1, client 0") == 3
+
+
+# ---- step 5: fedsim report on a sweep folder --------------------------------------------------------------------
+
+def test_report_on_a_sweep_folder_rebuilds_sweep_html(tmp_path, capsys):
+    import json
+    import re
+
+    from fedsim.lab.cli import main
+
+    sweep = _topk(tmp_path, "[0.0, 0.5]", "[0]")
+    out = tmp_path / "o"
+    run_sweep(sweep, out, runner=_image_runner(), reports=False)
+    (out / "sweep.html").unlink()
+    RunFolder(Path(json.loads((out / "sweep.jsonl").read_text().splitlines()[1])["runs"][0]["run"])).append(
+        InversionRow(round=1, client=0, method="gias", ok=True, psnr=5.0, image="images/r1_c0_ig.png", replay=True))
+    assert main(["report", str(out)]) == 0  # with the sweep file it was run with: re-reads the runs
+    assert capsys.readouterr().out.strip() == str((out / "sweep.html").resolve())
+    page = (out / "sweep.html").read_text()
+    assert len(re.findall(r'class="strip"', page)) == 2 and "<b>gias</b>" in page  # the new replay is in
+    assert "gias" in (out / "sweep.jsonl").read_text()
+    sweep.unlink()  # the sweep file is gone: rebuilt from sweep.jsonl's rows
+    (out / "sweep.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert len(re.findall(r'class="strip"', (out / "sweep.html").read_text())) == 2
+    capsys.readouterr()
+    assert main(["report", str(tmp_path)]) == 2  # neither a run nor a sweep folder
+    assert "nor a sweep folder" in capsys.readouterr().err

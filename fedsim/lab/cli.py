@@ -114,7 +114,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not run.is_dir():
         raise RunFolderError(f"{run}: no such run folder")
     if not (RunFolder(run).config.is_file() or RunFolder(run).metrics.is_file()):
-        raise RunFolderError(f"{run}: not a run folder (no config.toml or metrics.jsonl)")
+        from fedsim.lab.sweep import is_sweep_folder, summarize_folder
+
+        if is_sweep_folder(run):  # a sweep folder: its sweep.html, as fedsim sweep --summarize-only writes it
+            print(summarize_folder(run))
+            return 0
+        raise RunFolderError(f"{run}: not a run folder (no config.toml or metrics.jsonl) nor a sweep folder "
+                             "(no sweep.jsonl)")
     print(write_report(run))
     return 0
 
@@ -235,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="run nothing: rebuild sweep.jsonl, the plots and sweep.html from the finished runs "
                       "already in --out")
     sweep.set_defaults(func=_cmd_sweep)
-    report = sub.add_parser("report", help="write report.html for a run folder")
-    report.add_argument("run_dir", help="a run folder (config.toml or metrics.jsonl); writes run_dir/report.html")
+    report = sub.add_parser("report", help="write report.html for a run folder (sweep.html for a sweep folder)")
+    report.add_argument("run_dir", help="a run folder (config.toml or metrics.jsonl): writes run_dir/report.html; "
+                        "or a fedsim sweep --out folder: rebuilds its sweep.jsonl, plots and sweep.html")
     report.set_defaults(func=_cmd_report)
     chk = sub.add_parser("check", help="validate a config without starting Flower: the resolved config, the "
                          "preflight result and the expected capture disk use; exit 0 valid, 2 invalid")

@@ -53,7 +53,36 @@ def run_sweep(path: str | Path, out: str | Path, *, parallel: int = 1, runner: R
                 **runs}
     if existing_only and not runs:  # nothing to summarise: the sweep.jsonl / sweep.html there stay as they are
         raise RunFolderError(f"{out}: no finished run of sweep {sweep.name} (config as in {path}) to summarise")
+    source = {"sweep_file": str(Path(path).resolve()), "overrides": overrides or {}, "name": sweep.name,
+              "reference": sweep.reference}
+    (out / SOURCE).write_text(json.dumps(source, indent=1, default=str) + "\n", encoding="utf-8")
     return write_outputs(sweep, out, per_seed_rows(sweep, runs))
+
+
+#: how the sweep in a folder was run (sweep file, --set overrides): ``fedsim report DIR`` summarises it again
+SOURCE = "sweep_source.json"
+
+
+def is_sweep_folder(path: str | Path) -> bool:
+    return (Path(path) / "sweep.jsonl").is_file() or (Path(path) / SOURCE).is_file()
+
+
+def summarize_folder(out: str | Path) -> Path:
+    """``fedsim report DIR`` for a sweep folder: ``--summarize-only`` with the sweep file and overrides it was run
+    with (``sweep_source.json``), re-reading every finished run; without them (moved, or a sweep from before),
+    the figures and ``sweep.html`` from the rows of ``sweep.jsonl``. Returns the page's path."""
+    out = Path(out).resolve()
+    source = json.loads((out / SOURCE).read_text(encoding="utf-8")) if (out / SOURCE).is_file() else {}
+    sweep_file = Path(source.get("sweep_file", ""))
+    if source and sweep_file.is_file():
+        run_sweep(sweep_file, out, overrides=source.get("overrides") or None, existing_only=True)
+        return out / "sweep.html"
+    if not (out / "sweep.jsonl").is_file():
+        raise RunFolderError(f"{out}: the sweep file {sweep_file} is gone and there is no sweep.jsonl to rebuild "
+                             "sweep.html from")
+    rows = read_sweep(out / "sweep.jsonl")
+    name = source.get("name") or next((r.get("sweep") for r in rows if r.get("sweep")), out.name)
+    return write_figures_and_page(rows, name, out, source.get("reference"))
 
 
 def read_sweep(path: str | Path) -> list[dict[str, Any]]:
@@ -94,5 +123,5 @@ def write_figures_and_page(rows: list[dict[str, Any]], name: str, out: Path,
     return write_html(rows, name, out, [f for f in figures if f is not None])
 
 
-__all__ = ["Progress", "RichProgress", "Setting", "Sweep", "SweepEvent", "aggregate", "describe", "load_sweep", "point_label", "read_sweep", "run_sweep",
+__all__ = ["SOURCE", "is_sweep_folder", "summarize_folder", "Progress", "RichProgress", "Setting", "Sweep", "SweepEvent", "aggregate", "describe", "load_sweep", "point_label", "read_sweep", "run_sweep",
            "summarize", "t_interval", "write_outputs"]
