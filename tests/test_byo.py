@@ -142,3 +142,52 @@ def test_folder_with_train_and_test_subtrees(tmp_path):
     _png_tree(tmp_path / "split" / "test", {"a": (6, 6), "b": (6, 6)}, per_class=2)
     ds = load_dataset("folder", tmp_path / "split")
     assert (len(ds.train_y), len(ds.test_y), ds.input_shape) == (6, 4, (3, 6, 6))
+
+
+# ---- partitions: ours vs flwr-datasets (fedsim/partitions.py says why ours stays) -------------------------------
+
+@pytest.fixture(scope="module")
+def flower_parts():
+    from datasets import Dataset  # flwr-datasets (and datasets) are dev dependencies
+
+    labels = np.repeat(np.arange(10), 300)  # label-sorted, like our pools
+
+    def run(partitioner, shuffle_seed: int | None = None) -> list[np.ndarray]:
+        ds = Dataset.from_dict({"label": labels, "idx": np.arange(len(labels))})
+        partitioner.dataset = ds.shuffle(seed=shuffle_seed) if shuffle_seed is not None else ds
+        return [np.sort(np.asarray(partitioner.load_partition(i)["idx"])) for i in range(partitioner.num_partitions)]
+
+    return labels, run
+
+
+def test_iid_is_identical_to_flwr_datasets_on_a_seeded_shuffle(flower_parts):
+    from flwr_datasets.partitioner import IidPartitioner
+
+    from fedsim.partitions import partition
+
+    labels, run = flower_parts
+    for seed in range(3):
+        ours = partition("iid", labels, 7, seed)
+        assert all(np.array_equal(a, b) for a, b in zip(ours, run(IidPartitioner(7), shuffle_seed=seed)))
+    unshuffled = run(IidPartitioner(7))  # Flower's IID as given: contiguous shards of a label-sorted pool
+    assert max(len(np.unique(labels[p])) for p in unshuffled) <= 3
+
+
+def test_dirichlet_and_shards_match_flwr_datasets_statistically(flower_parts):
+    from flwr_datasets.partitioner import DirichletPartitioner, ShardPartitioner
+
+    from fedsim.partitions import label_skew, partition
+
+    labels, run = flower_parts
+    seeds = range(8)
+    ours = [label_skew(partition("dirichlet", labels, 10, s, alpha=0.5), labels, 10) for s in seeds]
+    theirs = [label_skew(run(DirichletPartitioner(10, "label", 0.5, min_partition_size=1, seed=s)), labels, 10)
+              for s in seeds]
+    assert abs(np.mean(ours) - np.mean(theirs)) < 0.04 and 0.3 < np.mean(ours) < 0.6
+    assert partition("dirichlet", labels, 10, 0, alpha=0.5)[0].tolist() != run(
+        DirichletPartitioner(10, "label", 0.5, min_partition_size=1, seed=0))[0].tolist()  # other draws
+    for s in range(3):
+        a = partition("shards", labels, 10, s, shards_per_client=2)
+        b = run(ShardPartitioner(10, "label", num_shards_per_partition=2, seed=s))
+        assert [len(p) for p in a] == [len(p) for p in b] == [300] * 10
+        assert max(len(np.unique(labels[p])) for p in a + b) <= 2
