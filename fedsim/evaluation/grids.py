@@ -23,8 +23,11 @@ def save_rows(rows: Sequence[torch.Tensor], path: str | Path, mean=(0.0,), std=(
     n_rows = len(rows)
     n_cols = max(r.shape[0] for r in rows)
     label_w = 1.2 if row_labels else 0.0
+    # a caption goes UNDER its image (as the x label), in room added for it: drawn above, it sat on the row above
+    captioned = sum(1 for i in range(n_rows) if captions is not None and i < len(captions) and len(captions[i]))
     fig, axes = plt.subplots(n_rows, n_cols, squeeze=False,
-                             figsize=(n_cols * cell_inches + label_w, n_rows * cell_inches + (0.4 if title else 0)))
+                             figsize=(n_cols * cell_inches + label_w,
+                                      n_rows * cell_inches + 0.22 * captioned + (0.4 if title else 0)))
     for i, row in enumerate(rows):
         for j in range(n_cols):
             ax = axes[i][j]
@@ -40,9 +43,9 @@ def save_rows(rows: Sequence[torch.Tensor], path: str | Path, mean=(0.0,), std=(
             else:
                 ax.imshow(img, interpolation="nearest")
             if captions is not None and i < len(captions) and j < len(captions[i]):
-                ax.set_title(captions[i][j], fontsize=6, pad=2)
+                ax.set_xlabel(captions[i][j], fontsize=7, labelpad=2)
         if row_labels:
-            axes[i][0].set_ylabel(row_labels[i], fontsize=7, rotation=0, ha="right", va="center")
+            axes[i][0].set_ylabel(row_labels[i], fontsize=8, rotation=0, ha="right", va="center", labelpad=6)
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout(pad=0.3)
