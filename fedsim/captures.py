@@ -34,6 +34,7 @@ def save_update(update: ClientUpdate, path: str | Path) -> Path:
             tensors[f"{prefix}/{name}"] = t.detach().contiguous().cpu()
     meta = {k: getattr(update, k) for k in _SCALARS}
     meta["defenses"] = dict(update.defenses)
+    meta["cohort"] = list(update.cohort)
     meta["parameter_order"] = list(update.weights_before)
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"fedsim": json.dumps(meta)})
@@ -51,6 +52,7 @@ def load_update(path: str | Path) -> ClientUpdate:
             meta = json.loads((fh.metadata() or {})["fedsim"])
         tensors = load_file(str(path))
         order = meta.pop("parameter_order")
+        meta.update(_cohort(meta))
     except FileNotFoundError:
         raise CaptureError(f"{path}: capture file does not exist") from None
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
@@ -64,6 +66,20 @@ def load_update(path: str | Path) -> ClientUpdate:
     after = {n: groups["after"][n] for n in order if n in groups["after"]}
     return ClientUpdate(weights_before=before, weights_after=after, buffers_after=groups["buffer"],
                         buffers_before=groups["buffer_before"], **meta)
+
+
+#: keys that captures written before ``ClientUpdate.cohort`` carried inside ``defenses`` (a secure aggregate)
+_LEGACY_DEFENSE_KEYS = ("cohort", "aggregate_of")
+
+
+def _cohort(meta: dict) -> dict:
+    """``defenses`` without the legacy aggregate keys, and ``cohort`` (its own field, or the old ``defenses``
+    entry of a capture written before it had one)."""
+    defenses = dict(meta.get("defenses") or {})
+    legacy = defenses.get("cohort") or ()
+    for key in _LEGACY_DEFENSE_KEYS:
+        defenses.pop(key, None)
+    return {"defenses": defenses, "cohort": tuple(meta.get("cohort") or legacy)}
 
 
 def iter_captures(run_dir: str | Path) -> Iterator[Path]:

@@ -1,6 +1,8 @@
 """Records that flow through fedsim (frozen dataclasses).
 
-``ClientUpdate`` is what the curious server sees of one client in one round; ``GroundTruth`` is what the
+``ClientUpdate`` is what the curious server sees of one client in one round (or of a secure aggregate: its
+``cohort``; every defense setting in ``defenses``, written by the defense objects, typed by
+``fedsim.defense_registry.in_force_from_record``); ``GroundTruth`` is what the
 client really trained on (written only by the simulation's audit channel, read only by scoring);
 ``LabelRestoration`` and ``AttackResult`` are what the attacks produce.
 """
@@ -59,9 +61,13 @@ class ClientUpdate:
     num_examples: int
     buffers_after: Mapping[str, torch.Tensor] = field(default_factory=dict)
     buffers_before: Mapping[str, torch.Tensor] = field(default_factory=dict)
-    defenses: Mapping[str, Any] = field(default_factory=dict)
+    defenses: Mapping[str, Any] = field(default_factory=dict)  # every defense setting by config key (Defense.record)
+    cohort: tuple[int, ...] = ()  # a secure aggregate: the partition ids it sums (client_id is the aggregate's)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cohort", tuple(int(c) for c in self.cohort))
+        if any(c < 0 for c in self.cohort):
+            raise InvalidUpdateError(f"cohort {self.cohort}: partition ids are non-negative")
         if self.algorithm not in ALGORITHMS:
             raise InvalidUpdateError(f"algorithm {self.algorithm!r} is not one of {ALGORITHMS}")
         if not self.weights_before:

@@ -13,7 +13,7 @@ are only those ``clients.secagg.CLEARTEXT_KEYS`` lists: ``num-examples``, ``part
 :func:`aggregate_local_steps`).
 
 What the curious server captures is exactly that aggregate: one ``ClientUpdate`` with client id
-``AGGREGATE_CLIENT`` and the cohort's partition ids in ``defenses["cohort"]`` (the evaluation layer merges their
+``AGGREGATE_CLIENT`` and the cohort's partition ids in ``ClientUpdate.cohort`` (the evaluation layer merges their
 ground truth at scoring time). Individual updates never exist on the server, so there is nothing to validate
 or capture per client; a round that cannot be unmasked (too few survivors) is written as a lost round, and an
 aggregate that cannot be captured is a ``capture_error`` row. ``validation.max_weight_share`` cannot apply here:
@@ -126,7 +126,7 @@ class SecAggCuriousStrategy(LegacyStrategy):
             buffers_after={n: v for n, v in agg.items() if n not in params},
             lr=t.lr, local_epochs=t.local_epochs, local_steps=steps,
             batch_size=total if t.algorithm == "fedsgd" else t.batch_size * len(cohort), num_examples=total,
-            defenses={**known_defenses(self.cfg), "aggregate_of": len(cohort), "cohort": cohort})
+            defenses=known_defenses(self.cfg), cohort=tuple(cohort))
 
     def configure_evaluate(self, server_round, parameters, client_manager):
         return []

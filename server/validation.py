@@ -44,6 +44,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsim import messages as K
+from fedsim.defense_registry import in_force_from_record
 from fedsim.rows import LostRoundRow, RejectionRow
 from fedsim.runfolder import RunFolder
 from fedsim.types import ClientUpdate, InvalidUpdateError
@@ -193,10 +194,10 @@ class ReplyScreen:
             return f"update norm is {norm}"
         if b.max_update_norm > 0 and norm > b.max_update_norm:
             return f"update norm {norm:.3g} above validation.max_update_norm={b.max_update_norm:g}"
-        d = self.settings.defenses or {}
-        clip = float(d.get("defense.update.clip_norm") or 0.0)  # keys of known_defenses (config keys)
+        update = in_force_from_record(self.settings.defenses or {}).get("update")  # [defense.update] if in force
+        clip = update.clip_norm if update is not None else 0.0
         if clip > 0:
-            bound = 10 * clip + 10 * float(d.get("defense.update.noise_std") or 0.0) * self._num_params ** 0.5
+            bound = 10 * clip + 10 * update.noise_std * self._num_params ** 0.5
             if norm > bound:
                 return f"update norm {norm:.3g} far above the clipping bound defense.update.clip_norm={clip:g}"
         ref = lower_median([n for past in self._norms for n in past] + norms)

@@ -104,7 +104,7 @@ def test_secaggplus_recovers_a_dropout_and_reveals_only_the_aggregate(tmp_path):
     assert not list(folder.rows(LostRoundRow))
     assert [u.client_id for u in captured] == [AGGREGATE_CLIENT]
     agg = captured[0]
-    assert agg.defenses["cohort"] == [0, 1, 2] and agg.num_examples == 24 and agg.batch_size == 24
+    assert agg.cohort == (0, 1, 2) and "cohort" not in agg.defenses and agg.num_examples == 24 and agg.batch_size == 24
 
     sent = make_model(cfg).state_dict()
     plain = [_plain_update(cfg, sent, pid) for pid in range(3)]
@@ -172,7 +172,7 @@ def _check_secagg_run(out, tmp_path, monkeypatch, cohorts):
     assert len(acc) == len(cohorts) + 1 and acc[0] < acc[-1] and not [r for r in rows if r["kind"] == "lost_round"]
     updates = sorted((load_update(p) for p in iter_captures(out)), key=lambda u: u.server_round)
     assert [(u.server_round, u.client_id) for u in updates] == [(r, AGGREGATE_CLIENT) for r in range(1, len(cohorts) + 1)]
-    assert [u.defenses["cohort"] for u in updates] == cohorts
+    assert [list(u.cohort) for u in updates] == cohorts
     labels = [r for r in rows if r["kind"] == "label"]
     assert [(r["round"], r["client"], r["num_samples"]) for r in labels] == [
         (r, AGGREGATE_CLIENT, 64 * len(c)) for r, c in enumerate(cohorts, 1)]  # smoke: 64 examples per client

@@ -27,9 +27,9 @@ def read_ground_truth(run_dir: str | Path, server_round: int, client_id: int) ->
 
 
 def truth_for(run_dir: str | Path, update: ClientUpdate) -> GroundTruth | None:
-    """Ground truth of an update: the client's own, or for a secure aggregate (``defenses["cohort"]``) every
+    """Ground truth of an update: the client's own, or for a secure aggregate (``update.cohort``) every
     cohort member's batches merged in memory; None when nothing was recorded (e.g. a real deployment)."""
-    cohort = dict(update.defenses).get("cohort")
+    cohort = update.cohort
     if not cohort:
         if not has_ground_truth(run_dir, update.server_round, update.client_id):
             return None
