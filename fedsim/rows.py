@@ -143,6 +143,7 @@ class InversionRow(AttackRow):
     ssim_perm_agnostic: float | None = None
     psnr_per_image: list[float] | None = None
     ssim_per_image: list[float] | None = None
+    psnr_chance: float | None = None  # PSNR of the constant dataset-mean image vs the true batch (a blind guess)
     label_matches: int | None = None
     lpips: float | None = None
     lpips_note: str | None = None

@@ -24,7 +24,7 @@ from fedsim.types import AttackResult, ClientUpdate, GroundTruth, InversionResul
 
 LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "true_counts", "score_error")
 INVERSION_SCORES = ("psnr", "ssim", "ssim_perm_agnostic", "psnr_per_image", "ssim_per_image", "label_matches",
-                    "lpips", "lpips_note", "unreconstructed", "score_error")
+                    "lpips", "lpips_note", "unreconstructed", "score_error", "psnr_chance")
 
 log = logging.getLogger("fedsim.attacks")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from fedsim.metrics.images import image_metrics
+from fedsim.metrics.images import image_metrics, to_pixels
 from fedsim.metrics.labels import label_metrics
 from fedsim.types import AttackResult, GroundTruth, InversionResult, LabelResult
 
@@ -55,7 +55,16 @@ def _(result: InversionResult, truth: GroundTruth, num_classes: int, mean, std, 
                       lpips=True, lpips_weights=lpips_weights)  # LPIPS only from local weights
     out = {k: v for k, v in m.items() if isinstance(v, (int, float, list, str, bool))}
     out["unreconstructed"] = max(0, len(x_true) - len(result.reconstruction))
+    out["psnr_chance"] = chance_psnr(x_true, mean, std)
     return out
+
+
+def chance_psnr(x_true: torch.Tensor, mean, std) -> float:
+    """Mean PSNR (dB, pixel space) of a blind guess, the constant dataset-mean image (zero in normalised space,
+    what :func:`padded` puts in for an image the attack did not recover), against each true image."""
+    gt = to_pixels(x_true, mean, std)
+    mse = (gt - to_pixels(torch.zeros_like(x_true[:1]), mean, std)).pow(2).flatten(1).mean(1)
+    return float((10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))).mean())
 
 
 def padded(reconstruction: torch.Tensor, labels: torch.Tensor | None, n: int

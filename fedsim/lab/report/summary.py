@@ -8,6 +8,7 @@ import json
 from fedsim import defense_registry
 from fedsim.lab.report.common import (cfg, e, embed_image, eps_value, fmt, fmt_eps, integer, mean, methods_in_order,
                                       num, ok, pct, ranked_inversions, setting, stat)
+from fedsim.lab.report.chance import label_chance, psnr_chance
 from fedsim.lab.report.data import RunData
 
 
@@ -164,6 +165,10 @@ def _attack_stats(data: RunData) -> list[str]:
         inst = mean(r.label_instacc for r in good)
         sub = (f"{len(good)} of {len(rows)} attacks ran · counts exact {pct(mean(r.label_lnacc for r in good))}"
                f" · class presence {pct(mean(r.label_leacc for r in good))}")
+        chance = label_chance(good)
+        if chance:
+            sub += (f" · random guess: {pct(chance['label_instacc'])} (counts {pct(chance['label_lnacc'])}, "
+                    f"presence {pct(chance['label_leacc'])})")
         stats.append(stat(f"labels recovered · {m}", pct(inst), sub, "alarm" if (inst or 0) >= 0.5 else ""))
     for m in methods_in_order(data.inversions, cfg(data, "attack", "inversion")):
         rows = [r for r in data.inversions if str(r.method) == m]
@@ -171,6 +176,9 @@ def _attack_stats(data: RunData) -> list[str]:
         psnr = mean(r.psnr for r in good)
         value = "–" if psnr is None else f"{psnr:.1f} dB"
         sub = f"mean PSNR · SSIM {fmt(mean(r.ssim for r in good), '.2f')} · {len(good)} of {len(rows)} ran"
+        blind = psnr_chance(good)
+        sub += (f" · blind guess (dataset-mean image) {blind:.1f} dB" if blind is not None
+                else " · blind-guess PSNR not recorded (rows written before psnr_chance)")
         stats.append(stat(f"images rebuilt · {m}", value, sub, "alarm" if (psnr or 0) >= 20 else ""))
     return stats
 
