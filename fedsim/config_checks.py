@@ -42,7 +42,9 @@ def check_federation(cfg: Any) -> None:
         raise ConfigError(
             f"train.min_train_nodes: {cfg.train.min_train_nodes} is above run.num_clients = {n}; Flower would wait "
             f"forever for SuperNodes that never connect (valid: 1 .. {n})")
-    secagg = cfg.defense.secagg.enabled
+    from fedsim.defense_registry import aggregate_only
+
+    secagg = aggregate_only(cfg.defense)  # SecAgg+: the server sees only the aggregate
     for key, text in (("capture.clients", cfg.capture.clients), ("attack.clients", cfg.attack.clients)):
         _check_clients(key, parse_selection(key, text), n, secagg)
     for key, text in (("capture.rounds", cfg.capture.rounds), ("attack.rounds", cfg.attack.rounds)):

@@ -135,7 +135,7 @@ class TrainingLossDefense(Defense):
 class SecAggDefense(Defense):
     """``[defense.secagg]``: Flower's SecAgg+ (``secaggplus_mod`` + ``SecAggPlusWorkflow``)."""
 
-    table, schema, hides_train_loss = "secagg", SecAgg, True
+    table, schema, hides_train_loss, aggregate_only = "secagg", SecAgg, True, True
 
     def parts(self, t: SecAgg) -> list[tuple[str, str]]:
         return [("SecAgg+", "SecAgg+")]

@@ -18,7 +18,8 @@ what did it spend?          :meth:`Defense.spent` (``fedsim.accounting``) and :a
 what does loading refuse?   :meth:`Defense.check` (one-line ``ConfigError`` naming the key)
 what does a capture hold?   :meth:`Defense.record` (its settings under their config keys, in every
                             ``ClientUpdate.defenses`` and attack row)
-what does it change else?   :attr:`Defense.hides_train_loss`, :attr:`Defense.equal_weights`
+what does it change else?   :attr:`Defense.hides_train_loss`, :attr:`Defense.equal_weights`,
+                            :attr:`Defense.aggregate_only`
 ==========================  ==================================================================================
 
 The core never imports Flower (``tests/test_architecture.py``), so an applier is a *name*; the registry of defenses
@@ -73,6 +74,7 @@ class Defense:
     #                         server wrapper, per release as run), "server" (the server, from spent() per round)
     hides_train_loss: bool = False  # the reply must not carry train_loss (no epsilon covers it / SecAgg+ hides)
     equal_weights: bool = False  # FedAvg averages with equal weights (central DP's calibration)
+    aggregate_only: bool = False  # the server sees only the aggregate, client AGGREGATE_CLIENT (SecAgg+)
 
     def on(self, t: Any) -> bool:
         """Whether the table ``t`` switches the defense on."""

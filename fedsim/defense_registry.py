@@ -147,6 +147,10 @@ def equal_weights(section: Any) -> bool:
     return any(d.equal_weights for d, _ in active(section))
 
 
+def aggregate_only(section: Any) -> bool:
+    return any(d.aggregate_only for d, _ in active(section))
+
+
 def configured(nested: Mapping[str, Any], *, dp_only: bool = False) -> list[str]:
     """The report's lines for a config.toml's ``[defense]`` tables that are on (their keys as written); a table
     no registered defense owns is listed as written."""

@@ -264,3 +264,20 @@ def test_every_question_about_a_builtin_defense_is_asked_to_its_object():
     assert defense_registry.equal_weights(cfg.defense) and defense_registry.hides_train_loss(cfg.defense)
     assert [s.mechanism for s in defense_registry.spent_for_config(cfg, 3)] == ["central_dp"]
     assert defense_registry.describe(cfg.defense) == ("central DP z 1, clip 1 + top-k 1%", "central DP + top-k")
+
+
+def test_report_configured_line_lists_only_the_dp_mechanisms_in_force(tmp_path):
+    from fedsim.lab.report.render import write_report
+    from fedsim.rows import PrivacyRow
+    from fedsim.runfolder import RunFolder
+
+    cfg = ExperimentConfig().replace(**{"defense.dp_sgd.enabled": True, "defense.dp_sgd.noise_multiplier": 0.7,
+                                        "defense.update.topk_ratio": 0.1})
+    folder = RunFolder(tmp_path)
+    folder.config.write_text(to_toml(cfg))
+    folder.append(PrivacyRow(round=1, epsilon=2.5, delta=1e-5, accountant="opacus-rdp", mechanism="dp_sgd"))
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    line = page.split("Configured: ", 1)[1].split("</p>", 1)[0]
+    assert line.startswith("dp_sgd (noise_multiplier = 0.7, max_grad_norm = 1.0")
+    assert "local_dp" not in line and "central_dp" not in line and "topk" not in line  # off, or not DP
+    assert "update (" in page.split("full resolved config")[0]  # the defense cell lists every defense in force

@@ -71,10 +71,10 @@ def model_entries() -> list[Entry]:
 
 
 def defense_entries() -> list[Entry]:
-    from fedsim.defense_config import DefenseSection
+    from fedsim.defense_registry import section_class  # the built-in tables and any registered defense's
 
     out = []
-    for f in dataclasses.fields(DefenseSection):
+    for f in dataclasses.fields(section_class()):
         table = f.default_factory  # type: ignore[misc]
         summary = re.sub(r"^``\[[^\]]+\]``:\s*", "", _first_paragraph(table.__doc__))
         keys = {k.name: k.metadata.get("doc", "") for k in dataclasses.fields(table)}
