@@ -92,3 +92,32 @@ def test_headline_shows_each_attacks_chance_level(tmp_path):
     assert "random guess: 10% (counts 82%, presence 82%)" in page
     assert "blind guess (dataset-mean image) 7.3 dB" in page  # mean of 7.0 and 7.68
     assert "blind-guess PSNR not recorded" in page  # the method whose rows predate psnr_chance
+
+
+# ---- epsilon over rounds ------------------------------------------------------------------------------------
+
+def test_privacy_section_plots_epsilon_over_the_rounds(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    from fedsim.lab.report import write_report
+    from fedsim.rows import PrivacyRow
+    from fedsim.runfolder import RunFolder
+
+    figs = []
+    real = Figure.savefig
+
+    def savefig(self, *a, **k):
+        figs.append(self)
+        return real(self, *a, **k)
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    eps = [0.5 * r ** 0.5 for r in range(1, 151)]
+    for r, v in enumerate(eps, 1):
+        RunFolder(tmp_path).append(PrivacyRow(round=r, epsilon=v, delta=1e-5, accountant="rdp", mechanism="dp_sgd"))
+    page = write_report(tmp_path).read_text()
+    assert 'alt="epsilon spent after each round"' in page and "ε per round (table)" in page
+    lines = [ln for f in figs for ax in f.axes if ax.get_ylabel().startswith("ε spent") for ln in ax.lines]
+    assert len(lines) == 1
+    assert list(lines[0].get_xdata()) == list(range(1, 151)) and list(lines[0].get_ydata()) == pytest.approx(eps)
+    other = tmp_path / "inf"
+    RunFolder(other).append(PrivacyRow(round=1, epsilon=math.inf, delta=1e-5, accountant="rdp"))
+    assert 'alt="epsilon spent after each round"' not in write_report(other).read_text()  # no finite ε: no plot

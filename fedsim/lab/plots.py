@@ -340,3 +340,38 @@ def timeline_plot(utility: Sequence[UtilityRow], label_rows: Sequence[LabelRow],
         fig.suptitle("Leakage across training", x=0.01, ha="left", fontsize=10, weight="bold", color=INK)
         fig.tight_layout()
         return _png(fig)
+
+
+# ------------------------------------------------------------------------------------------------ privacy
+def _epsilon_points(rows: Sequence[Any]) -> dict[str, list[tuple[float, float]]]:
+    """Finite (round, epsilon) per setting "mechanism (accountant, δ)"; an infinite epsilon has no point."""
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        x, eps, delta = _get(r, "round"), finite_float(_get(r, "epsilon")), finite_float(_get(r, "delta"))
+        if _int_like(x) and eps is not None:
+            name = f"{_get(r, 'mechanism') or 'dp'} ({_get(r, 'accountant')}, δ = {delta:.0e})" if delta else \
+                str(_get(r, "mechanism") or "dp")
+            out[name].append((float(x), eps))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def epsilon_plot(rows: Sequence[Any]) -> bytes | None:
+    """Epsilon spent after each round, one line per DP setting (``PrivacyRow``); None without a finite one."""
+    groups = _epsilon_points(rows)
+    if not groups:
+        return None
+    ys = [y for pts in groups.values() for _, y in pts]
+    with plt.rc_context(_RC):
+        fig, ax = plt.subplots(figsize=(7.5, 2.8))
+        for i, (name, pts) in enumerate(groups.items()):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", marker="o" if len(pts) <= 30 else None,
+                    ms=3.5, color=SERIES[i % len(SERIES)], label=name)
+        if min(ys) > 0 and max(ys) / min(ys) > 100:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_xlabel("round")
+        ax.set_ylabel("ε spent (lower = stronger)")
+        ax.set_title("Privacy spent over training", loc="left")
+        ax.legend(loc="best")
+        return _png(fig)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from fedsim import defense_registry
-from fedsim.lab.report.common import MAX_LIST_ROWS, defense_items, e, eps_value, fmt, fmt_eps, integer, table
+from fedsim.lab import plots
+from fedsim.lab.report.common import (MAX_LIST_ROWS, defense_items, e, eps_value, figure, fmt, fmt_eps, integer,
+                                      table)
 from fedsim.lab.report.data import RunData
 from fedsim.rows import PrivacyRow
 
@@ -59,7 +61,8 @@ def privacy(data: RunData) -> str:
             + _weakened(data.privacy)
             + table(["mechanism", "accountant", "δ", "ε spent (max)", "last round", "rows"], summary,
                     [False, False, True, True, True, True])
-            + '<details><summary>ε per round</summary>'
+            + figure(plots.epsilon_plot(data.privacy), "epsilon spent after each round", narrow=True)
+            + '<details><summary>ε per round (table)</summary>'
             + table(["round", "mechanism", "ε", "δ", "accountant", "release (z as run, clients / calibrated)"],
                     per_round, [True, False, True, True, False, True])
             + "</details>")
