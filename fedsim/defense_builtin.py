@@ -144,6 +144,13 @@ class SecAggDefense(Defense):
         return (Applier(CLIENT_MOD, "secagg", 10), Applier(WORKFLOW, "secagg"))
 
     def check(self, cfg: Any, config_error: type[Exception]) -> None:
+        c = cfg.defense.central_dp
+        if CENTRAL_DP.on(c):
+            raise config_error(
+                f"defense.secagg.enabled: cannot be combined with defense.central_dp.clipping={c.clipping!r} "
+                "(server-side clipping needs the individual updates SecAgg+ hides; Flower's client-side wrapper is a "
+                "Message-API strategy that the legacy SecAgg+ workflow cannot drive); use defense.local_dp or "
+                "defense.dp_sgd")
         check_secagg(cfg, config_error)
 
 

@@ -197,17 +197,12 @@ def secagg_plan(cfg: Any) -> SecAggPlan:
 
 
 def check_secagg(cfg: Any, config_error: type[Exception]) -> None:
-    """SecAgg+'s load checks (``fedsim.defense_builtin.SecAggDefense.check``): no central DP, no corrupt faults,
-    the shares and threshold Flower's workflow needs, a quantiser and modulus that cannot overflow."""
+    """SecAgg+'s own load checks (``fedsim.defense_builtin.SecAggDefense.check``, after the one against central
+    DP): no corrupt faults, the shares and threshold Flower's workflow needs, a quantiser and modulus that cannot
+    overflow."""
     from fedsim.faults_spec import parse_faults
 
-    d, s = cfg.defense, cfg.defense.secagg
-    if d.central_dp.clipping != "off":
-        raise config_error(
-            f"defense.secagg.enabled: cannot be combined with defense.central_dp.clipping={d.central_dp.clipping!r} "
-            "(server-side clipping needs the individual updates SecAgg+ hides; Flower's client-side wrapper is a "
-            "Message-API strategy that the legacy SecAgg+ workflow cannot drive); use defense.local_dp or "
-            "defense.dp_sgd")
+    s = cfg.defense.secagg
     plan = secagg_plan(cfg)
     if s.num_shares and s.num_shares < 3:
         raise config_error(f"defense.secagg.num_shares: {s.num_shares} is below 3 (Flower's SecAgg+ minimum); "
