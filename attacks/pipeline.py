@@ -153,7 +153,7 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
     for method in plan.label_methods:
         start = time.perf_counter()
         try:
-            res = restore_labels(method, model=model, gradients=grads, batch_size=k,
+            res = restore_labels(method, model=model, gradients=grads, num_samples=k,
                                  **_label_options(method, update, k, plan, data))
         except Exception as exc:  # noqa: BLE001
             results.append(_failure(update, LabelResult, method, exc, start))
@@ -181,7 +181,7 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
         label_source = labels[0] if labels else "none"
         x_hat = invert(method, model=model, gradients=grads, labels=labels[1] if labels else None,
                        input_shape=data.input_shape, steps=plan.inversion_steps, mean=data.mean, std=data.std,
-                       seed=plan.seed, batch_size=k, **options)
+                       seed=plan.seed, num_samples=k, **options)
     except Exception as exc:  # noqa: BLE001
         return _failure(update, InversionResult, str(method), exc, start)
     return InversionResult(update.client_id, update.server_round, method, ok=True,

@@ -12,7 +12,7 @@ dataset's held-out test half, ``attacks.generative.aux_split``) and uses it to l
 * :func:`candidate_labelings` + :func:`classifier_guided_inversion`: the slides' "classifier (CLIP) guided
   reconstruction": invert with each candidate labeling, keep the one with the lowest gradient-matching loss.
 
-Not registered in ``LABEL_METHODS``: ``restore_labels(model, gradients, batch_size)`` has no
+Not registered in ``LABEL_METHODS``: ``restore_labels(model, gradients, num_samples)`` has no
 reconstruction to look at. These are functions used by ``benchmarks/priors.py``.
 """
 

@@ -93,7 +93,7 @@ def fedsgd_section(dataset, batch_sizes, steps, methods, rows, curves, grids):
         for method in methods:
             if method == "idlg" and k != 1:
                 continue
-            opts = {"batch_size": k} if method == "dlg" else {}
+            opts = {"num_samples": k} if method == "dlg" else {}
             labels = None if method in ("dlg", "idlg") else y
             r = run_one(method, model=model, gt=gt, labels_true=y, mean=mean, std=std, steps=steps, grads=grads,
                         labels=labels, **opts)
@@ -113,11 +113,11 @@ def labels_section(dataset, batch_sizes, steps, rows):
         grads = batch_gradient(model, gt, y)
         variants = [("given", y, {})]
         if HAVE_RESTORE:
-            restored = restore_labels("ilrg", model=model, gradients=grads, batch_size=k)
+            restored = restore_labels("ilrg", model=model, gradients=grads, num_samples=k)
             variants.append(("restored (iLRG)", restored.labels, {}))
         else:
             variants.append(("restored unavailable -> given", y, {}))
-        variants.append(("joint (DLG soft labels)", None, {"label_mode": "joint", "batch_size": k}))
+        variants.append(("joint (DLG soft labels)", None, {"label_mode": "joint", "num_samples": k}))
         for name, labels, opts in variants:
             r = run_one("ig", model=model, gt=gt, labels_true=y, mean=mean, std=std, steps=steps, grads=grads,
                         labels=labels, **opts)
@@ -154,7 +154,7 @@ def fedavg_section(dataset, k, steps, rows, grids, lr=0.5):
         setting = f"FedAvg n={k} T={t_steps} B={bs} lr={lr}"
         # an attacker knows the label multiset at best (restored), never which label came in which local batch:
         # the unrolled attack gets the restored labels in sorted order; the true visit order is an oracle row
-        restored = (restore_labels("ilrg", model=model, gradients=fake, batch_size=k).labels if HAVE_RESTORE
+        restored = (restore_labels("ilrg", model=model, gradients=fake, num_samples=k).labels if HAVE_RESTORE
                     else y.sort().values)
         unrolled = {"lr": lr, "local_steps": t_steps, "local_batch_size": bs}
         for method, opts, labels, note in (
@@ -255,7 +255,7 @@ def timing_section(reps):
             train.append(time.perf_counter() - t0)
         t_train = statistics.median(train[3:])
         grads = batch_gradient(model, gt, y)
-        for method, opts in (("ig", {}), ("geng", {}), ("dlg", {"batch_size": k}),
+        for method, opts in (("ig", {}), ("geng", {}), ("dlg", {"num_samples": k}),
                              ("fedavg-unrolled", {"lr": 0.1, "local_steps": 1, "local_batch_size": k}),
                              ("fedavg-unrolled", {"lr": 0.1, "local_steps": 4, "local_batch_size": k})):
             res = invert(method, model=model, gradients=grads, labels=None if method == "dlg" else y,

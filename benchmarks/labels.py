@@ -77,7 +77,7 @@ def run_methods(model, grads, k, y, c, methods, shape, **opts):
         if m == "rlg" and k >= c:
             continue  # RLG needs K < C (rank argument)
         try:
-            res = restore_labels(m, model=model, gradients=grads, batch_size=k, input_shape=shape, **opts)
+            res = restore_labels(m, model=model, gradients=grads, num_samples=k, input_shape=shape, **opts)
         except ValueError as exc:
             out[m] = {"error": str(exc)}
             continue
@@ -245,7 +245,7 @@ def soft(trials):
                 other = (int(y[0]) + 1 + int(torch.randint(0, 9, (1,), generator=gen))) % 10
                 target[0, y[0]], target[0, other] = a, 1 - a
             g = torch.autograd.grad(nn.functional.cross_entropy(model(x), target), list(model.parameters()))
-            res = restore_labels("soft", model=model, gradients=g, batch_size=1, kind=kind, use_bias=False)
+            res = restore_labels("soft", model=model, gradients=g, num_samples=1, kind=kind, use_bias=False)
             feat = model.features(x).detach()[0].double()
             cos.append(float(nn.functional.cosine_similarity(res.embeddings[0].double(), feat, dim=0)))
             if kind == "smoothing":
@@ -267,7 +267,7 @@ def soft(trials):
             target[torch.arange(k), y] += 0.9
             g = torch.autograd.grad(nn.functional.cross_entropy(model(x), target), list(model.parameters()))
             for known in (True, False):
-                res = restore_labels("soft", model=model, gradients=g, batch_size=k,
+                res = restore_labels("soft", model=model, gradients=g, num_samples=k,
                                      smoothing=0.1 if known else None)
                 rows.append((known, label_metrics(y, res, 10), res.extras["smoothing"]))
         for known in (True, False):
@@ -297,9 +297,9 @@ def timing(quick):
             t0 = time.perf_counter()
             batch_gradient(model, x, y)
             tf.append(time.perf_counter() - t0)
-            ti.append(restore_labels("ilrg", model=model, gradients=g, batch_size=1024).seconds)
-            tr.append(restore_labels("ilrg-refine", model=model, gradients=g, batch_size=1024).seconds)
-            tg.append(restore_labels("geng-bias", model=model, gradients=g, batch_size=1024).seconds)
+            ti.append(restore_labels("ilrg", model=model, gradients=g, num_samples=1024).seconds)
+            tr.append(restore_labels("ilrg-refine", model=model, gradients=g, num_samples=1024).seconds)
+            tg.append(restore_labels("geng-bias", model=model, gradients=g, num_samples=1024).seconds)
         f, i, r, gg = (statistics.median(v) * 1000 for v in (tf, ti, tr, tg))
         out.append(f"| {c} | {f:.1f} | {i:.2f} | {100 * i / f:.1f} % | {r:.2f} | {100 * r / f:.1f} % | {gg:.1f} |")
     print("timing", flush=True)

@@ -88,7 +88,7 @@ def restored_labels(model, grads, k: int) -> tuple[torch.Tensor, str]:
     from attacks.labels import LABEL_METHODS, restore_labels
 
     method = "ilrg-refine" if "ilrg-refine" in LABEL_METHODS else "ilrg"
-    res = restore_labels(method, model=model, gradients=grads, batch_size=k, input_shape=(3, 32, 32))
+    res = restore_labels(method, model=model, gradients=grads, num_samples=k, input_shape=(3, 32, 32))
     return res.labels, method
 
 

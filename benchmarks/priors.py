@@ -107,7 +107,7 @@ def main() -> None:
             g = batch_gradient(model, x, y)
             if rel:
                 g = noisy(g, rel, seed=start)
-            lab = restore_labels("ilrg", model=model, gradients=g, batch_size=b)
+            lab = restore_labels("ilrg", model=model, gradients=g, num_samples=b)
             right = int((lab.labels.sort().values == y.sort().values).sum())
             for m in methods:
                 t = time.perf_counter()
@@ -155,7 +155,7 @@ def main() -> None:
             if guided_noise:
                 g = noisy(g, guided_noise, seed=50 + i)
             first = invert("dlg", model=model, gradients=g, input_shape=shape, steps=steps, mean=mean, std=std,
-                           batch_size=2, return_result=True)
+                           num_samples=2, return_result=True)
             right_joint += int((first.labels.sort().values == y.sort().values).sum())
             sem = semantic_labels(first.inputs, clf, mean=mean, std=std)
             right_argmax += int((sem["argmax"].sort().values == y.sort().values).sum())
@@ -218,7 +218,7 @@ def main() -> None:
                     g = batch_gradient(m, ds.normalize(ds.train_x[sel]), ds.train_y[sel])
                     if rel:
                         g = noisy(g, rel, seed=1000 * trial + u)
-                    c = restore_labels("ilrg", model=m, gradients=g, batch_size=b).counts.double()
+                    c = restore_labels("ilrg", model=m, gradients=g, num_samples=b).counts.double()
                     counts.append(c)
                     tc = torch.bincount(ds.train_y[sel], minlength=10).double()
                     true_counts.append(tc)

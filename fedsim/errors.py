@@ -45,10 +45,12 @@ class AttackError(FedsimError, RuntimeError):
     """An attack failed (its row says ``ok: false`` with this message)."""
 
 
-class AttackNotApplicable(AttackError):
-    """An attack does not apply to this update (too many images, no labels, a defense it cannot model).
+class AttackNotApplicable(AttackError, ValueError):
+    """An attack does not apply to this update (too many images, no labels, a defense it cannot model, a model
+    outside what the method handles: no BatchNorm for a BN prior, no classifier bias, ...).
 
-    Recorded as a ``skipped`` row, not as a failure: the attack was not tried, it did not fail.
+    Recorded as a ``skipped`` row, not as a failure: the attack was not tried, it did not fail. Also a
+    ``ValueError``: these refusals were ``ValueError`` before, and direct callers may still catch that.
     """
 
 

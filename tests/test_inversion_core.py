@@ -280,7 +280,7 @@ def test_joint_labels_and_restarts_recover_a_batch_of_three():
     model = build_model("lenet5", shape, 6, seed=0, activation="sigmoid")
     x, y = torch.rand(3, *shape, generator=torch.Generator().manual_seed(2)), torch.tensor([0, 1, 5])
     g = batch_gradient(model, x, y)
-    res = invert("dlg", model=model, gradients=g, input_shape=shape, steps=60, batch_size=3, restarts=2, seed=0,
+    res = invert("dlg", model=model, gradients=g, input_shape=shape, steps=60, num_samples=3, restarts=2, seed=0,
                  return_result=True)
     assert res.inputs.shape == (3, 1, 8, 8) and res.labels.shape == (3,)
     assert sorted(res.labels.tolist()) == [0, 1, 5]

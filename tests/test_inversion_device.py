@@ -30,7 +30,7 @@ def _case(model: nn.Module, dtype: torch.dtype, device: str = "cpu"):
     return model, x, y, batch_gradient(model, x, y)
 
 
-OPTIONS = {"dlg": {"batch_size": 2}, "idlg": {}, "fedavg-unrolled": {"lr": 0.1, "local_steps": 2,
+OPTIONS = {"dlg": {"num_samples": 2}, "idlg": {}, "fedavg-unrolled": {"lr": 0.1, "local_steps": 2,
                                                                      "local_batch_size": 1},
            "multi-update": {}, "gradinversion": {}, "ig-dpsgd": {"clip_norm": 1.0}}
 

@@ -45,7 +45,7 @@ def test_aux_nnls_exact_counts_where_ilrg_fails(learned):
         idx = torch.randperm(len(vy), generator=gen)[:64]
         g = batch_gradient(model, vx[idx], vy[idx])
         for m in exact:
-            res = restore_labels(m, model=model, gradients=g, batch_size=64, input_shape=(1, 8, 8), aux=aux, shrink=0.0)
+            res = restore_labels(m, model=model, gradients=g, num_samples=64, input_shape=(1, 8, 8), aux=aux, shrink=0.0)
             assert int(res.counts.sum()) == 64 and len(res.labels) == 64
             exact[m] += torch.equal(res.counts, true_counts(vy[idx], 10))
     assert exact["aux-nnls"] >= 4, exact
@@ -68,7 +68,7 @@ def test_aux_nnls_fedavg_fake_gradient(learned):
             nn.functional.cross_entropy(client(xb), yb).backward()
             opt.step()
         fake = weights_to_fake_gradient(dict(model.named_parameters()), dict(client.named_parameters()), 0.05, 4)
-        res = restore_labels("aux-nnls", model=model, gradients=fake, batch_size=64, aux=aux, lr=0.05,
+        res = restore_labels("aux-nnls", model=model, gradients=fake, num_samples=64, aux=aux, lr=0.05,
                              local_steps=4, shrink=0.0)
         assert res.extras["trajectory_points"] == 4
         hits += torch.equal(res.counts, true_counts(vy[idx], 10))
@@ -79,11 +79,11 @@ def test_aux_nnls_needs_aux_and_leaves_buffers(learned):
     model, (vx, vy), aux = learned
     g = batch_gradient(model, vx[:8], vy[:8])
     with pytest.raises(ValueError, match="aux="):
-        restore_labels("aux-nnls", model=model, gradients=g, batch_size=8)
+        restore_labels("aux-nnls", model=model, gradients=g, num_samples=8)
     bn = build_model("convnet", (1, 8, 8), 10, seed=0, batchnorm=True, width=4)
     g = batch_gradient(bn, vx[:8], vy[:8])
     before = {k: v.clone() for k, v in bn.state_dict().items()}
-    res = restore_labels("aux-nnls", model=bn, gradients=g, batch_size=8, aux=aux, calibration_trials=4)
+    res = restore_labels("aux-nnls", model=bn, gradients=g, num_samples=8, aux=aux, calibration_trials=4)
     assert all(torch.equal(before[k], v) for k, v in bn.state_dict().items())
     assert res.extras["shrink"] in (0.0, 0.1, 1.0, 10.0, 100.0) and int(res.counts.sum()) == 8
 
@@ -106,8 +106,8 @@ def test_geng_is_eq16_and_geng_bias_is_the_bias_identity():
     dummy = dummy_inputs(model, 12, {"input_shape": (1, 8, 8)})
     e, z = features_and_logits(model, dummy)
     p_bar, o_bar = torch.softmax(z, -1).mean(0), float(e.sum(1).mean())
-    eq16 = restore_labels("geng", model=model, gradients=g, batch_size=12, input_shape=(1, 8, 8))
+    eq16 = restore_labels("geng", model=model, gradients=g, num_samples=12, input_shape=(1, 8, 8))
     torch.testing.assert_close(eq16.extras["real_counts"], 12 * p_bar - 12 * g[-2].double().sum(1) / o_bar)
-    bias = restore_labels("geng-bias", model=model, gradients=g, batch_size=12, input_shape=(1, 8, 8))
+    bias = restore_labels("geng-bias", model=model, gradients=g, num_samples=12, input_shape=(1, 8, 8))
     torch.testing.assert_close(bias.extras["real_counts"], 12 * (p_bar - g[-1].double()))
     assert eq16.extras["source"] == "weight" and bias.extras["source"] == "bias"

@@ -30,7 +30,7 @@ def _batch(x, y, labels, seed=0):
 def test_unknown_method_lists_choices(digits):
     model = build_model("fcn3", (1, 8, 8), 10, seed=0, hidden=(32,))
     with pytest.raises(ValueError, match="ilrg"):
-        restore_labels("nope", model=model, gradients=[], batch_size=1)
+        restore_labels("nope", model=model, gradients=[], num_samples=1)
 
 
 def test_every_method_has_a_docstring_citation():
@@ -51,7 +51,7 @@ def test_every_method_returns_consistent_counts_and_beats_trivial_guesses(digits
     opts = {"input_shape": (1, 8, 8)} if method != "soft" else {}
     if "public split" in LABEL_METHODS[method].needs:
         opts.update(aux=(x[-400:], y[-400:]), lr=0.1, local_steps=1, local_batch_size=len(labels))
-    res = restore_labels(method, model=model, gradients=batch_gradient(model, xb, yb), batch_size=len(labels),
+    res = restore_labels(method, model=model, gradients=batch_gradient(model, xb, yb), num_samples=len(labels),
                          **opts)
     k = len(labels)
     assert res.counts.shape == (10,) and int(res.counts.sum()) == k and int(res.counts.min()) >= 0, res.counts
@@ -74,7 +74,7 @@ def test_idlg_exact_on_single_samples(digits):
     for i in range(20):
         model = build_model("fcn3", (1, 8, 8), 10, seed=i, hidden=(64,))
         g = batch_gradient(model, x[i:i + 1], y[i:i + 1])
-        res = restore_labels("idlg", model=model, gradients=g, batch_size=1)
+        res = restore_labels("idlg", model=model, gradients=g, num_samples=1)
         assert res.labels.tolist() == [int(y[i])] and not res.presence_only
 
 
@@ -88,11 +88,11 @@ def test_ilrg_exact_counts_with_duplicates(digits):
         model = build_model("fcn3", (1, 8, 8), 10, seed=seed, hidden=(64, 64))
         g = batch_gradient(model, xb, yb)
         for method in exact:
-            res = restore_labels(method, model=model, gradients=g, batch_size=len(labels), input_shape=(1, 8, 8))
+            res = restore_labels(method, model=model, gradients=g, num_samples=len(labels), input_shape=(1, 8, 8))
             exact[method] += res.labels.tolist() == labels
             if method != "ilrg":  # published iLRG misses badly on 1 of these 5 batches (instacc 0.6)
                 assert label_metrics(yb, res, 10)["label_instacc"] >= 0.8, (method, seed)
-        res = restore_labels("ilrg", model=model, gradients=g, batch_size=len(labels))
+        res = restore_labels("ilrg", model=model, gradients=g, num_samples=len(labels))
         assert res.probabilities.shape == (10, 10) and res.embeddings.shape == (10, 64)
     assert exact["ilrg"] >= 4 and exact["ilrg-refine"] >= 4, exact  # measured: 4/5 and 5/5
     assert exact["geng-bias"] >= 3 and exact["ilrg-prior"] >= 4, exact
@@ -112,7 +112,7 @@ def test_llg_distinct_classes_on_a_real_batch(digits):
     model = build_model("fcn3", (1, 8, 8), 10, seed=0, hidden=(64,))
     g = batch_gradient(model, xb, yb)
     for method in ("llg", "llg+"):
-        res = restore_labels(method, model=model, gradients=g, batch_size=len(labels), input_shape=(1, 8, 8))
+        res = restore_labels(method, model=model, gradients=g, num_samples=len(labels), input_shape=(1, 8, 8))
         assert len(res.labels) == len(labels)
         assert len(set(res.labels.tolist())) >= 5, (method, res.labels)
         assert int(res.counts.max()) <= 3, (method, res.labels)
@@ -124,9 +124,9 @@ def test_gi_cannot_repeat_but_gi_ext_detects_presence(digits):
     xb, yb = _batch(x, y, labels)
     model = build_model("fcn3", (1, 8, 8), 10, seed=0, hidden=(64,))
     g = batch_gradient(model, xb, yb)
-    gi = restore_labels("gi", model=model, gradients=g, batch_size=8)
+    gi = restore_labels("gi", model=model, gradients=g, num_samples=8)
     assert int(gi.counts.max()) == 1  # Yin et al. assume unique labels
-    ext = restore_labels("gi-ext", model=model, gradients=g, batch_size=8)
+    ext = restore_labels("gi-ext", model=model, gradients=g, num_samples=8)
     assert set(torch.nonzero(ext.extras["presence"]).flatten().tolist()) == {0, 1, 2, 3} and ext.presence_only
 
 
@@ -136,7 +136,7 @@ def test_rlg_presence_small_batch(digits):
     xb, yb = _batch(x, y, labels)
     model = build_model("fcn3", (1, 8, 8), 10, seed=0, hidden=(64,))
     g = batch_gradient(model, xb, yb)
-    res = restore_labels("rlg", model=model, gradients=g, batch_size=4)
+    res = restore_labels("rlg", model=model, gradients=g, num_samples=4)
     assert set(torch.nonzero(res.extras["presence"]).flatten().tolist()) == {1, 4, 8}
 
 
@@ -147,13 +147,13 @@ def test_no_bias_raises_and_names_the_fallback(digits):
     g = batch_gradient(model, x[:6], y[:6])
     for method in ("ilrg", "ilrg-prior", "ilrg-refine"):
         with pytest.raises(ValueError, match="llg"):
-            restore_labels(method, model=model, gradients=g, batch_size=6)
+            restore_labels(method, model=model, gradients=g, num_samples=6)
     with pytest.raises(ValueError, match="'geng'"):
-        restore_labels("geng-bias", model=model, gradients=g, batch_size=6, input_shape=(1, 8, 8))
+        restore_labels("geng-bias", model=model, gradients=g, num_samples=6, input_shape=(1, 8, 8))
     for method in ("idlg", "gi", "gi-ext", "llg", "llg+", "geng", "rlg"):  # these work without a bias
-        res = restore_labels(method, model=model, gradients=g, batch_size=6, input_shape=(1, 8, 8))
+        res = restore_labels(method, model=model, gradients=g, num_samples=6, input_shape=(1, 8, 8))
         assert int(res.counts.sum()) == 6 and len(res.labels) == 6
-    assert restore_labels("geng", model=model, gradients=g, batch_size=6, input_shape=(1, 8, 8)).extras["source"] == "weight"
+    assert restore_labels("geng", model=model, gradients=g, num_samples=6, input_shape=(1, 8, 8)).extras["source"] == "weight"
 
 
 def test_dummy_forward_leaves_bn_statistics_alone(digits):
@@ -161,7 +161,7 @@ def test_dummy_forward_leaves_bn_statistics_alone(digits):
     model = build_model("convnet", (1, 8, 8), 10, seed=0, batchnorm=True, width=4)
     g = batch_gradient(model, x[:8], y[:8])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    restore_labels("geng", model=model, gradients=g, batch_size=8, input_shape=(1, 8, 8))
+    restore_labels("geng", model=model, gradients=g, num_samples=8, input_shape=(1, 8, 8))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -182,7 +182,7 @@ def test_fedavg_fake_gradient_counts(digits):
     after = {k: v.detach().clone() for k, v in model.named_parameters()}
     fake = weights_to_fake_gradient(before, after, lr, steps)
     server_model = build_model("fcn3", (1, 8, 8), 10, seed=0, hidden=(64, 64))  # the weights it sent
-    res = restore_labels("ilrg", model=server_model, gradients=fake, batch_size=steps * bs)
+    res = restore_labels("ilrg", model=server_model, gradients=fake, num_samples=steps * bs)
     m = label_metrics(torch.cat(all_y), res, 10)
     assert m["label_instacc"] >= 0.9 and m["label_leacc"] == 1.0
 
@@ -198,7 +198,7 @@ def test_soft_recovers_label_smoothing_and_mixup():
             target = torch.full((1, 10), eps / 10)
             target[0, 6] += 1 - eps
             g = torch.autograd.grad(nn.functional.cross_entropy(model(x), target), list(model.parameters()))
-            res = restore_labels("soft", model=model, gradients=g, batch_size=1, use_bias=False)
+            res = restore_labels("soft", model=model, gradients=g, num_samples=1, use_bias=False)
             assert res.labels.tolist() == [6]
             assert res.extras["smoothing"] == pytest.approx(eps, abs=1e-4)
             assert abs(res.extras["sum_residual"]) < 1e-5
@@ -206,7 +206,7 @@ def test_soft_recovers_label_smoothing_and_mixup():
         target = torch.zeros(1, 10)
         target[0, 2], target[0, 7] = 0.65, 0.35
         g = torch.autograd.grad(nn.functional.cross_entropy(model(x), target), list(model.parameters()))
-        res = restore_labels("soft", model=model, gradients=g, batch_size=1, kind="mixup", use_bias=False)
+        res = restore_labels("soft", model=model, gradients=g, num_samples=1, kind="mixup", use_bias=False)
         assert res.extras["mixup"]["lambda"] == pytest.approx(0.65, abs=1e-4)
         assert set(res.extras["mixup"]["classes"]) == {2, 7}
 
@@ -225,7 +225,7 @@ def test_negative_activations_degrade_sign_methods_not_ilrg():
             model = build_model("fcn3", (1, 28, 28), 10, seed=trial, activation=act, hidden=(300, 84))
             g = batch_gradient(model, x[idx], y[idx])
             for m in ("idlg", "gi-ext", "ilrg"):
-                res = restore_labels(m, model=model, gradients=g, batch_size=6)
+                res = restore_labels(m, model=model, gradients=g, num_samples=6)
                 leacc.setdefault((act, m), []).append(label_metrics(y[idx], res, 10)["label_leacc"])
     mean = {k: sum(v) / len(v) for k, v in leacc.items()}
     for act in ("relu", "swish", "leakyrelu"):

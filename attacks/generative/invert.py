@@ -46,7 +46,7 @@ OPTIONS = {
     "gias_lr": "gias: Adam step size on the generator weights (default 1e-4)",
     "return_result": "return an InversionTrace",
     # accepted for invert()/pipeline compatibility, ignored
-    "batch_size": "ignored (the batch size is len(labels))",
+    "num_samples": "ignored (K is len(labels))",
     "lr": "ignored (FedSGD gradients; FedAvg fake gradients are matched like one gradient)",
     "local_steps": "ignored",
     "local_batch_size": "ignored",
@@ -172,10 +172,10 @@ def invert_generative(mode: str, *, model, gradients=None, labels=None, input_sh
     _, best_loss, out = tracker.best()
     seconds = time.perf_counter() - t_start
     result = InversionTrace(method=mode, inputs=out.detach(), labels=problem.hard_labels.clone(),
-                             best_loss=best_loss, history=history, steps=steps, seconds=seconds,
-                             seconds_per_step=seconds / steps,
-                             options={k_: v for k_, v in options.items()
-                                      if k_ not in ("prior", "aux_images", "return_result")})
+                            best_loss=best_loss, history=history, steps=steps, seconds=seconds,
+                            seconds_per_step=seconds / steps,
+                            options={k_: v for k_, v in options.items()
+                                     if k_ not in ("prior", "aux_images", "return_result")})
     return result if options.get("return_result") else result.inputs
 
 

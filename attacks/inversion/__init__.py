@@ -13,7 +13,7 @@ Arguments
   FedAvg fake gradient (W0 - WT) / (T lr) (``attacks.gradients.fake_gradient``).
 * ``labels``: LongTensor[K] (e.g. ``restore_labels(...).labels``) or a ``LabelRestoration``; they are
   assigned to the dummy inputs by count (iLRG Sec. 4.4). Methods with ``label_mode="joint"`` (DLG) optimise
-  soft labels instead and take the batch size from ``batch_size=`` (or ``len(labels)``).
+  soft labels instead and take K, the number of samples, from ``num_samples=`` (or ``len(labels)``).
 * ``steps``: optimisation steps (one objective evaluation each, except L-BFGS with a line search).
 * ``mean``, ``std``: normalisation of the model input (per channel); ``seed``: init seed.
 

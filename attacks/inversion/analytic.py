@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from fedsim.errors import AttackNotApplicable
+
 
 def first_linear_indices(model: nn.Module) -> tuple[int, int, nn.Linear]:
     """Indices of the first parameterised layer's weight and bias; it must be an nn.Linear with a bias."""
@@ -24,18 +26,19 @@ def first_linear_indices(model: nn.Module) -> tuple[int, int, nn.Linear]:
             first = module
             break
     if not isinstance(first, nn.Linear) or first.bias is None:
-        raise ValueError("analytic-fc needs a model whose first parameterised layer is nn.Linear with a bias "
+        raise AttackNotApplicable("analytic-fc needs a model whose first parameterised layer is nn.Linear with a bias "
                          f"(got {type(first).__name__})")
     ids = {id(p): i for i, p in enumerate(model.parameters())}
     return ids[id(first.weight)], ids[id(first.bias)], first
 
 
 def analytic_fc(*, model: nn.Module, gradients: Sequence[torch.Tensor], input_shape: Sequence[int],
-                labels=None, steps=None, mean=None, std=None, seed=None, rel_threshold: float = 1e-6,
-                return_result: bool = False, callback=None, log_every=None, **unknown):
+                labels=None, steps=None, mean=None, std=None, seed=None, num_samples=None,
+                rel_threshold: float = 1e-6, return_result: bool = False, callback=None, log_every=None, **unknown):
     """Recover the (single) input of a biased first linear layer from its gradient; model space [1, *shape].
 
-    ``labels``, ``steps``, ``mean``, ``std``, ``seed`` are accepted for a uniform call signature and unused."""
+    ``labels``, ``steps``, ``mean``, ``std``, ``seed``, ``num_samples`` are accepted for a uniform call signature
+    and unused."""
     if unknown:
         raise ValueError(f"analytic-fc: unknown options {sorted(unknown)}; valid: rel_threshold, return_result")
     if gradients is None:
@@ -46,7 +49,7 @@ def analytic_fc(*, model: nn.Module, gradients: Sequence[torch.Tensor], input_sh
         raise ValueError("gradients are not aligned with list(model.parameters())")
     mask = g_b.abs() > rel_threshold * g_b.abs().max()
     if not bool(mask.any()):
-        raise ValueError("analytic-fc: the first layer's bias gradient is zero (no active unit)")
+        raise AttackNotApplicable("analytic-fc: the first layer's bias gradient is zero (no active unit)")
     gb = g_b[mask]
     x = (gb[:, None] * g_w[mask]).sum(0) / gb.pow(2).sum()
     out = x.view(1, *[int(s) for s in input_shape])
@@ -54,5 +57,5 @@ def analytic_fc(*, model: nn.Module, gradients: Sequence[torch.Tensor], input_sh
         from attacks.inversion.core import InversionTrace
 
         return InversionTrace(method="analytic-fc", inputs=out, labels=None, best_loss=0.0, history=[], steps=0,
-                               seconds=0.0, seconds_per_step=0.0, options={"rel_threshold": rel_threshold})
+                              seconds=0.0, seconds_per_step=0.0, options={"rel_threshold": rel_threshold})
     return out

@@ -68,7 +68,7 @@ ALIASES = {"priors": "regularizers"}  # the option's old name, still accepted
 
 # options that are not spec fields
 EXTRA_OPTIONS = {
-    "batch_size": "number of dummy inputs when labels are not given (joint / iDLG labels); default 1",
+    "num_samples": "K, the number of dummy inputs when labels are not given (joint / iDLG labels); default 1",
     "num_classes": "classes of the dummy soft labels (joint); default: the classifier's output size",
     "lr": "the CLIENT's learning rate (FedAvg targets, fake gradients); not the attack's step size",
     "local_steps": "number of local SGD steps T of the client (FedAvg)",
@@ -309,8 +309,8 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
     median_step = float(torch.tensor(loop.step_times).median()) if loop.step_times else float("nan")
     if callback is not None and loop.history and loop.history[-1][0] != done - 1:
         callback(done - 1, out.clone(), best_loss)
-    kept = {k: v_ for k, v_ in extra.items() if k in ("lr", "local_steps", "local_batch_size", "batch_size")}
+    kept = {k: v_ for k, v_ in extra.items() if k in ("lr", "local_steps", "local_batch_size", "num_samples")}
     result = InversionTrace(method=name, inputs=out.detach(), labels=labels_out, best_loss=best_loss,
-                             history=loop.history, steps=done, seconds=time.perf_counter() - t_start,
-                             seconds_per_step=median_step, options={**dataclasses.asdict(spec), **kept})
+                            history=loop.history, steps=done, seconds=time.perf_counter() - t_start,
+                            seconds_per_step=median_step, options={**dataclasses.asdict(spec), **kept})
     return result if extra.get("return_result") else result.inputs

@@ -18,6 +18,7 @@ from torch import nn
 from attacks.inversion import fedavg as _fedavg
 from attacks.inversion import labels as _labels
 from attacks.inversion import regularizers as _regularizers
+from fedsim.errors import AttackNotApplicable
 
 
 @dataclass(frozen=True)
@@ -103,11 +104,11 @@ def _labels_of(spec, model, labels, pairs, extra, device) -> tuple[torch.Tensor 
         hard = _labels.as_label_list(labels, sort=spec.target != "unrolled")
         return hard.to(device), len(hard)
     if spec.label_mode == "idlg":
-        if int(extra.get("batch_size", 1)) != 1:
-            raise ValueError("iDLG label inference works for batch size 1 only")
+        if int(extra.get("num_samples", 1)) != 1:
+            raise AttackNotApplicable("iDLG label inference works for batch size 1 only")
         hard = _labels.idlg_label(model, list(pairs[0][1])) if labels is None else _labels.as_label_list(labels)
         return hard.to(device), 1
-    return None, int(extra.get("batch_size", len(labels) if labels is not None else 1))
+    return None, int(extra.get("num_samples", len(labels) if labels is not None else 1))
 
 
 def build_problem(spec, *, model: nn.Module, gradients, labels, input_shape: Sequence[int], mean, std,
@@ -126,10 +127,10 @@ def build_problem(spec, *, model: nn.Module, gradients, labels, input_shape: Seq
         if given is not None:
             bn_reference = [(m.detach().to(source), v.detach().to(source)) for m, v in given]
         elif not _regularizers.bn_layers(model):
-            raise ValueError("regularizer 'bn' needs a model with BatchNorm layers (or bn_statistics)")
+            raise AttackNotApplicable("regularizer 'bn' needs a model with BatchNorm layers (or bn_statistics)")
         else:
             if not running:
-                raise ValueError("bn regularizer: a BatchNorm layer has track_running_stats=False; pass "
+                raise AttackNotApplicable("bn regularizer: a BatchNorm layer has track_running_stats=False; pass "
                                  "bn_statistics")
             bn_reference = running
     client_lr = float(extra.get("lr", 0.0))
@@ -137,7 +138,7 @@ def build_problem(spec, *, model: nn.Module, gradients, labels, input_shape: Seq
         raise ValueError("target 'unrolled' (fedavg-unrolled) needs the client's lr=... and local_steps=...")
     clip_norm = float(extra.get("clip_norm", 0.0))
     if spec.target == "clipped" and _regularizers.bn_layers(model):
-        raise ValueError("target 'clipped' needs per-example gradients; a BatchNorm model mixes the examples of a "
+        raise AttackNotApplicable("target 'clipped' needs per-example gradients; a BatchNorm model mixes the examples of a "
                          "batch (DP-SGD clients use GroupNorm instead: Opacus refuses BatchNorm)")
     return Problem(model=model, names=names, buffers=buffers, pairs=pairs, hard_labels=hard, k=k,
                    num_classes=int(extra.get("num_classes") or _labels.classifier_layer(model).out_features),

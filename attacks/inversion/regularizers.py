@@ -31,6 +31,8 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
+from fedsim.errors import AttackNotApplicable
+
 
 @dataclass
 class RegularizerContext:
@@ -73,7 +75,7 @@ def scale_penalty(ctx: RegularizerContext) -> torch.Tensor:
 
 def bn_statistics_penalty(ctx: RegularizerContext) -> torch.Tensor:
     if not ctx.bn_reference:
-        raise ValueError("regularizer 'bn' needs a model with BatchNorm layers (or bn_statistics)")
+        raise AttackNotApplicable("regularizer 'bn' needs a model with BatchNorm layers (or bn_statistics)")
     total = ctx.x.new_zeros(())
     for group in ctx.bn_stats:
         if len(group) != len(ctx.bn_reference):
@@ -128,7 +130,7 @@ def running_statistics(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tenso
     out = []
     for m in bn_layers(model):
         if m.running_mean is None:
-            raise ValueError("bn regularizer: a BatchNorm layer has track_running_stats=False; pass bn_statistics")
+            raise AttackNotApplicable("bn regularizer: a BatchNorm layer has track_running_stats=False; pass bn_statistics")
         out.append((m.running_mean.detach().clone(), m.running_var.detach().clone()))
     return out
 

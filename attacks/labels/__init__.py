@@ -1,6 +1,7 @@
 """Label restoration from (fake) gradients of the classifier layer.
 
-``restore_labels(method, model=..., gradients=..., batch_size=K, **options) -> LabelRestoration``; the
+``restore_labels(method, model=..., gradients=..., num_samples=K, **options) -> LabelRestoration`` (K: the
+samples the gradient averages, the row's ``num_samples``; B, the client's batch size, is ``batch_size``); the
 methods live one per file and are listed in ``LABEL_METHODS`` (registry.py: one ``attacks.records.AttackMethod``
 each; ``register_label_method`` adds one from outside). Conventions for K under FedAvg
 and for presence-only methods: see ``attacks/labels/common.py``.
@@ -20,12 +21,12 @@ from attacks.labels.registry import LABEL_METHODS, register_label_method
 from fedsim.types import LabelRestoration
 
 
-def restore_labels(method: str, *, model: nn.Module, gradients: Sequence[torch.Tensor], batch_size: int,
+def restore_labels(method: str, *, model: nn.Module, gradients: Sequence[torch.Tensor], num_samples: int,
                    **options) -> LabelRestoration:
     """Run a registered label restoration method; ``seconds`` is the restoration time (gradients given)."""
     fn = LABEL_METHODS[method]  # an unknown name: the registry's one-line ConfigError
     start = time.perf_counter()
-    result = fn(model, list(gradients), batch_size, **options)
+    result = fn(model, list(gradients), num_samples, **options)
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 

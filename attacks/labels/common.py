@@ -4,7 +4,8 @@ Conventions (all methods):
 
 * ``gradients`` is a list aligned with ``list(model.parameters())``: the mean cross-entropy gradient of one
   batch (FedSGD) or a FedAvg "fake gradient" ``(W_0 - W_T) / (T * lr)`` (Geng et al.).
-* ``batch_size`` K is the number of sample *visits* the gradient averages over. FedSGD: the batch size.
+* K (``restore_labels(num_samples=K)``, the row's ``num_samples``; the third positional argument of every
+  method) is the number of sample *visits* the gradient averages over. FedSGD: the batch size.
   FedAvg: the fake gradient is the mean of T step gradients, each the mean over B samples, so it is the mean
   over ``T * B`` sample visits; K = ``local_steps * batch_size`` (see :func:`samples_covered`, which uses
   ``local_epochs * num_examples`` when the steps are full epochs over the client's data). Counts then
@@ -21,6 +22,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from fedsim.errors import AttackNotApplicable
 from fedsim.models.zoo import classifier_layer
 
 
@@ -50,14 +52,14 @@ def last_layer(model: nn.Module, gradients: Sequence[torch.Tensor]) -> tuple[nn.
 def require_bias(gb: torch.Tensor | None, method: str, fallback: str) -> torch.Tensor:
     """Methods that need the classifier bias gradient fail loudly (never a silent wrong answer)."""
     if gb is None:
-        raise ValueError(f"label method {method!r} needs a bias in the last nn.Linear (the classifier has none); "
+        raise AttackNotApplicable(f"label method {method!r} needs a bias in the last nn.Linear (the classifier has none); "
                          f"use {fallback!r} instead")
     return gb
 
 
 def check_batch_size(batch_size: int) -> int:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        raise ValueError(f"num_samples (K) must be a positive int, got {batch_size!r}")
     return batch_size
 
 

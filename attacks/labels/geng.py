@@ -23,6 +23,7 @@ from torch import nn
 
 from attacks.labels.common import (check_batch_size, counts_to_labels, dummy_inputs, features_and_logits,
                                    last_layer, require_bias, round_to_total)
+from fedsim.errors import AttackNotApplicable
 from fedsim.types import LabelRestoration
 
 
@@ -47,7 +48,7 @@ def restore_geng(model: nn.Module, gradients, batch_size: int, **options) -> Lab
     _, gw, _ = last_layer(model, gradients)
     p_bar, o_bar = _dummy_statistics(model, k, options)
     if o_bar <= 0:
-        raise ValueError("geng (eq. 16) needs a positive classifier input sum (ReLU-like); use 'geng-bias' "
+        raise AttackNotApplicable("geng (eq. 16) needs a positive classifier input sum (ReLU-like); use 'geng-bias' "
                          "(classifier with a bias) or 'llg' instead")
     return _result("geng", k * p_bar - k * gw.sum(dim=1) / o_bar, k, p_bar, "weight", o_bar)
 

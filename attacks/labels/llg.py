@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from attacks.labels.common import check_batch_size, dummy_inputs, features_and_logits, last_layer
+from fedsim.errors import AttackNotApplicable
 from fedsim.types import LabelRestoration
 
 
@@ -70,7 +71,7 @@ def restore_llg_plus(model: nn.Module, gradients, batch_size: int, **options) ->
     p = torch.softmax(z, dim=-1)
     impact = -float(o.mean()) / k
     if impact >= 0:
-        raise ValueError("llg+: the dummy classifier inputs sum to <= 0 (negative activations?); use 'llg' or 'ilrg'")
+        raise AttackNotApplicable("llg+: the dummy classifier inputs sum to <= 0 (negative activations?); use 'llg' or 'ilrg'")
     offset = (p * o[:, None]).mean(dim=0)
     labels = greedy_stages(g, impact, k, offset=offset)
     return _result("llg+", labels, len(g), {"impact": impact, "offset": offset, "row_sums": g})

@@ -33,6 +33,7 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 
 from attacks.labels.common import check_batch_size, counts_to_labels, last_layer, require_bias, round_to_total
+from fedsim.errors import AttackNotApplicable
 from fedsim.types import LabelRestoration
 
 
@@ -96,7 +97,7 @@ def restore_soft(model: nn.Module, gradients, batch_size: int, kind: str = "smoo
     r = int(torch.argmax(gw.norm(dim=1)))
     v = gw[r]
     if float(v.norm()) == 0.0:
-        raise ValueError("soft: the classifier weight gradient is zero")
+        raise AttackNotApplicable("soft: the classifier weight gradient is zero")
     c = gw @ v / (v @ v)
     if gb is not None and use_bias and float(gb[r]) != 0.0:
         lam, how = 1.0 / float(gb[r]), "bias"
