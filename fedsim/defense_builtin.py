@@ -20,6 +20,11 @@ def _pct(ratio: float) -> str:
     return f"{ratio * 100:g}%"
 
 
+def _nonzero(*parts: tuple[float, str, str]) -> list[tuple[str, str]]:
+    """(label, family) of each (amount, label, family) whose amount is non-zero, in order."""
+    return [(label, family) for amount, label, family in parts if amount]
+
+
 class DpSgdDefense(Defense):
     """``[defense.dp_sgd]``: Opacus DP-SGD, a training hook; its clients report their epsilon."""
 
@@ -95,18 +100,11 @@ class UpdateDefenseDefense(Defense):
         return bool(t.clip_norm or t.noise_std or t.topk_ratio or t.randk_ratio or t.quant_bits)
 
     def parts(self, t: UpdateDefense) -> list[tuple[str, str]]:
-        out = []
-        if t.topk_ratio:
-            out.append((f"top-k {_pct(t.topk_ratio)}", "top-k"))
-        if t.randk_ratio:
-            out.append((f"random-k {_pct(t.randk_ratio)}", "random-k"))
-        if t.clip_norm:
-            out.append((f"update clip {t.clip_norm:g}", "update clip"))
-        if t.noise_std:
-            out.append((f"update noise {t.noise_std:g}", "update noise"))
-        if t.quant_bits:
-            out.append((f"{t.quant_bits}-bit quantization", "quantization"))
-        return out
+        return _nonzero((t.topk_ratio, f"top-k {_pct(t.topk_ratio)}", "top-k"),
+                        (t.randk_ratio, f"random-k {_pct(t.randk_ratio)}", "random-k"),
+                        (t.clip_norm, f"update clip {t.clip_norm:g}", "update clip"),
+                        (t.noise_std, f"update noise {t.noise_std:g}", "update noise"),
+                        (t.quant_bits, f"{t.quant_bits}-bit quantization", "quantization"))
 
     def appliers(self, t: UpdateDefense) -> tuple[Applier, ...]:
         return (Applier(CLIENT_MOD, "update", 40),)
@@ -121,12 +119,8 @@ class TrainingLossDefense(Defense):
         return bool(t.label_smoothing or t.mixup_alpha)
 
     def parts(self, t: TrainingDefense) -> list[tuple[str, str]]:
-        out = []
-        if t.label_smoothing:
-            out.append((f"label smoothing {t.label_smoothing:g}", "label smoothing"))
-        if t.mixup_alpha:
-            out.append((f"mixup {t.mixup_alpha:g}", "mixup"))
-        return out
+        return _nonzero((t.label_smoothing, f"label smoothing {t.label_smoothing:g}", "label smoothing"),
+                        (t.mixup_alpha, f"mixup {t.mixup_alpha:g}", "mixup"))
 
     def appliers(self, t: TrainingDefense) -> tuple[Applier, ...]:
         return (Applier(TRAINING_HOOK, "training_loss"),)
