@@ -107,5 +107,6 @@ def render(kind: str, fmt: str) -> str:
         lines.append(f"{k}:")
         for e in items:
             paper = f" [{e.paper}]" if e.paper and e.paper not in e.summary else ""
-            lines.append(f"  {e.name:<{width}}  {e.summary}{paper}")
+            needs = f" (needs: {', '.join(e.extra['needs'])})" if e.extra.get("needs") else ""
+            lines.append(f"  {e.name:<{width}}  {e.summary}{paper}{needs}")
     return "\n".join(lines)
