@@ -83,7 +83,9 @@ def _modules(path: Path, root: Path = ROOT) -> set[str]:
 def _files(spec: str, root: Path = ROOT) -> list[Path]:
     if spec == "core":
         return [p for p in (root / "fedsim").rglob("*.py")
-                if not p.relative_to(root / "fedsim").parts[0] in ("evaluation", "lab")]
+                if not p.relative_to(root / "fedsim").parts[0] in ("evaluation", "lab", "api.py")]
+    if spec.endswith(".py"):  # a floor of one module (fedsim/api.py)
+        return [root / spec] if (root / spec).is_file() else []
     return sorted((root / spec).rglob("*.py"))
 
 
@@ -105,6 +107,8 @@ FLOOR_RULES: dict[str, tuple[str, ...]] = {
     "server": ("clients", "fedsim.lab"),
     # floor 5: the lab shell drives Flower as processes only
     "fedsim/lab": ("flwr", "clients", "server"),
+    # floor 5 too: the Python API is the lab shell's public face (fedsim/__init__ re-exports it lazily)
+    "fedsim/api.py": ("flwr", "clients", "server"),
 }
 
 

@@ -191,3 +191,30 @@ def test_dirichlet_and_shards_match_flwr_datasets_statistically(flower_parts):
         b = run(ShardPartitioner(10, "label", num_shards_per_partition=2, seed=s))
         assert [len(p) for p in a] == [len(p) for p in b] == [300] * 10
         assert max(len(np.unique(labels[p])) for p in a + b) <= 2
+
+
+# ---- one real federation with the user's model and loader (Flower processes import the package) -------------
+
+@pytest.mark.slow
+def test_a_federation_with_the_users_model_and_loader_reaches_rows_and_report(user_pkg, tmp_path):
+    import fedsim
+    from fedsim.rows import LabelRow, UtilityRow
+
+    config = {"run": {"name": "byo", "num_rounds": 1, "num_clients": 2, "seed": 0},
+              "data": {"dataset": f"{PACKAGE}.data:blobs", "partition": "iid", "options": {"per_class": 24}},
+              "model": {"name": f"{PACKAGE}.models:tiny", "options": {"hidden": 16}},
+              "train": {"algorithm": "fedsgd", "lr": 0.1, "batch_size": 8, "min_train_nodes": 2},
+              "attack": {"enabled": True, "label_methods": "ilrg", "inversion": "none", "workers": 0}}
+    run = fedsim.run(config, out=tmp_path / "run", overrides={"run.round_timeout": 120})
+    assert [r.round for r in run.rows(UtilityRow)] == [0, 1]
+    labels = run.rows(LabelRow)
+    assert len(labels) == 2 and all(r.ok and r.method == "ilrg" for r in labels)  # 2 clients x 1 round
+    scores = [(r.num_samples, sum(r.restored_counts), sum(r.true_counts), r.label_lnacc) for r in labels]
+    assert all(n == restored == true == 8 and 0.0 <= acc <= 1.0 for n, restored, true, acc in scores), scores
+    cfg = run.config
+    assert cfg.model.name == f"{PACKAGE}.models:tiny" and json.loads(cfg.model.options) == {"hidden": 16}
+    assert [(c.round, c.client) for c in run.captures()] == [(1, 0), (1, 1)]
+    update = run.update(1, 0)
+    assert update.weights_before["1.weight"].shape == (16, 64)  # the user's model, in the server's capture
+    page = run.report_path.read_text()
+    assert "ilrg" in page and f"{PACKAGE}.models:tiny" in page

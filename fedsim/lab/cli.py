@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 
 from fedsim.config import load_config, parse_overrides
-from fedsim.errors import ConfigError, FedsimError, RoundsLost, RunFolderError
-from fedsim.rows import LostRoundRow, UtilityRow
+from fedsim.errors import ConfigError, FedsimError, RunFolderError
+from fedsim.api import check_complete, check_out, run as api_run  # noqa: F401  (check_complete: re-exported)
+from fedsim.rows import UtilityRow
 from fedsim.runfolder import RunFolder
 
 LIST_KINDS = ("attacks", "labels", "inversion", "datasets", "models", "defenses")  # = fedsim.lab.catalog.KINDS
@@ -30,24 +31,12 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, parse_overrides(args.set or []))  # config errors come before torch is imported
-    out = Path(args.out) if args.out else Path("runs") / cfg.run.name
-    check_out(out)
-    from fedsim.lab.preflight import preflight
-    from fedsim.lab.runner import run_federation
-
-    preflight(cfg, out)
-    run = run_federation(cfg, out, quiet=args.quiet)
-    _after_run(run, args.quiet)
+    """``fedsim.api.run`` (config errors come before torch is imported), then the summary lines."""
+    result = api_run(args.config, args.out, overrides=parse_overrides(args.set or []), quiet=args.quiet,
+                     strict=False)
+    _print_summary(result.folder, result.report_path)
+    check_complete(RunFolder(result.folder))
     return 0
-
-
-def check_out(out: Path) -> None:
-    """``--out`` must be a folder or a path one can create: a regular file there (or above) is refused."""
-    for path in (out, *out.parents):
-        if path.exists() and not path.is_dir():
-            what = "is a file, not a folder" if path == out else f"cannot be created: {path} is a file"
-            raise ConfigError(f"--out: {out} {what}; name a new or existing folder for the run")
 
 
 def _cmd_deploy_local(args: argparse.Namespace) -> int:
@@ -74,24 +63,16 @@ def _cmd_deploy_local(args: argparse.Namespace) -> int:
 def _after_run(run: Path, quiet: bool) -> None:
     from fedsim.lab.report import write_report
 
-    folder = RunFolder(run)
-    rows = folder.rows(UtilityRow)
-    report = write_report(run)
+    _print_summary(run, write_report(run))
+    check_complete(RunFolder(run))
+
+
+def _print_summary(run: Path, report: Path) -> None:
+    rows = RunFolder(run).rows(UtilityRow)
     if rows:
         print("test accuracy by round: " + ", ".join(f"{r.round}:{r.test_accuracy:.3f}" for r in rows))
     print(f"results: {run}")
     print(f"report:  {report}")
-    check_complete(folder)
-
-
-def check_complete(folder: RunFolder) -> None:
-    """A run that lost rounds (nothing aggregated) ends with ``RoundsLost`` (non-zero exit, one line)."""
-    lost = sorted({r.round for r in folder.rows(LostRoundRow)})
-    if lost:
-        cfg_rounds = len({r.round for r in folder.rows(UtilityRow) if r.round > 0}) or "?"
-        raise RoundsLost(f"{len(lost)} of {cfg_rounds} rounds lost (nothing aggregated in round"
-                         f"{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))}); see "
-                         f"{folder.rejections} and the report")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -101,9 +82,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
-    from fedsim.lab.replay import replay_attacks
+    from fedsim.api import attack
 
-    replay_attacks(Path(args.run_dir), parse_overrides(args.set or []), quiet=args.quiet)
+    attack(Path(args.run_dir), overrides=parse_overrides(args.set or []), quiet=args.quiet, report=False)
     return 0
 
 
