@@ -50,6 +50,8 @@ class Tracker:
         self.lock = threading.Lock()
 
     def eta(self) -> float | None:
+        if self.finished >= self.n:
+            return 0.0
         if not self.ran:
             return None
         left = self.n - self.finished
@@ -147,14 +149,18 @@ class RichProgress:
         self.bar.stop()
 
     def __call__(self, ev: SweepEvent) -> None:
+        from rich.markup import escape
+
         with self.lock:
             self.bar.update(self.total, total=ev.n)
             task = self.tasks.get(ev.k)
             if ev.kind == "start" and task is None:
-                self.tasks[ev.k] = self.bar.add_task(f"{ev.k}/{ev.n} {ev.label} · seed {ev.seed}",
+                self.tasks[ev.k] = self.bar.add_task(escape(f"{ev.k}/{ev.n} {ev.label} · seed {ev.seed}"),
                                                      total=ev.rounds, status="starting Flower...")
             elif ev.kind == "round" and task is not None:
-                self.bar.update(task, completed=ev.round, status=f"round {ev.round}")
+                last = ev.rounds is not None and ev.round is not None and ev.round >= ev.rounds
+                self.bar.update(task, completed=ev.round,
+                                status=f"round {ev.round}" + (" · attacks, report" if last else ""))
             elif ev.kind == "replay" and task is not None:
                 self.bar.update(task, status="replaying attacks")
             elif ev.kind in FINAL:
@@ -162,4 +168,4 @@ class RichProgress:
                     self.bar.remove_task(self.tasks.pop(ev.k))
                 self.bar.update(self.total, completed=ev.finished, status=f"ETA {fmt_seconds(ev.eta_s)}")
                 if ev.kind != "missing":
-                    self.bar.console.print(event_line(ev))
+                    self.bar.console.print(event_line(ev), markup=False, highlight=False)
