@@ -11,8 +11,8 @@ per setting in file order: ``label``, ``family``, ``setting`` (overrides), ``tes
 ``label_lnacc`` / ``label_leacc``, ``inversion_best`` with ``psnr`` / ``ssim``, each with ``*_ci`` (95 % t-interval
 over seeds clipped to the metric's range, None for one seed) and ``*_values`` (per seed), ``label_by_method`` /
 ``psnr_by_method`` (every method's mean), ``epsilon`` / ``delta`` / ``accountant``, ``parameters`` (the swept
-keys of a ``parameters`` sweep) and ``runs`` (the per-seed summaries)), ``DIR/sweep_settings.png`` (the swept value on the x axis
-when it is a number), ``DIR/sweep_epsilon.png`` (accuracy and leakage against epsilon, when a setting has a finite
+keys of a ``parameters`` sweep) and ``runs`` (the per-seed summaries)), ``DIR/sweep_settings.png`` (the swept
+value on the x axis when it is a number), ``DIR/sweep_epsilon.png`` (accuracy and leakage against epsilon, when a setting has a finite
 one), ``DIR/sweep_frontier.png`` and ``DIR/sweep.html`` (the run report's style: the table, the figures, a
 reconstruction strip per setting, links to every run's report). ``sweep.jsonl`` is strict JSON: an
 infinite epsilon (no noise) is the string ``"inf"`` (``fedsim.rows.encode_nonfinite``); :func:`read_sweep` reads
@@ -123,5 +123,6 @@ def write_figures_and_page(rows: list[dict[str, Any]], name: str, out: Path,
     return write_html(rows, name, out, [f for f in figures if f is not None])
 
 
-__all__ = ["SOURCE", "is_sweep_folder", "summarize_folder", "Progress", "RichProgress", "Setting", "Sweep", "SweepEvent", "aggregate", "describe", "load_sweep", "point_label", "read_sweep", "run_sweep",
+__all__ = ["SOURCE", "Progress", "RichProgress", "Setting", "Sweep", "SweepEvent", "aggregate", "describe",
+           "is_sweep_folder", "load_sweep", "point_label", "read_sweep", "run_sweep", "summarize_folder",
            "summarize", "t_interval", "write_outputs"]

@@ -1,7 +1,7 @@
 """Running a sweep: one federation per (setting, seed), in parallel, cached, then the replayed attacks.
 
-Cache: a run folder ``DIR/<setting>/seed_S`` (:mod:`~.layout`; or, from an older sweep, ``DIR/setting_XX/seed_S``) whose ``DONE`` file exists (the ServerApp writes it last) and whose
-``config.toml`` resolves to the same configuration is not run again; replayed attacks already recorded in its
+Cache: a run folder ``DIR/<setting>/seed_S`` (:mod:`~.layout`; or, from an older sweep, ``DIR/setting_XX/seed_S``)
+whose ``DONE`` file exists (the ServerApp writes it last) and whose ``config.toml`` resolves to the same configuration is not run again; replayed attacks already recorded in its
 ``metrics.jsonl`` are not replayed again. Re-running a sweep after a crash or with one more seed therefore only
 runs what is missing. Delete a folder (or change its config) to run it again.
 """

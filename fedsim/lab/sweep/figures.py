@@ -74,8 +74,8 @@ def plot_settings(rows: list[dict], title: str, path: Path, reference: dict[str,
     xs = axis[1] if axis else list(range(len(rows)))
     with plt.rc_context(rc):
         fig, ax = plt.subplots(1, 2, figsize=(11.6, 4.2))
-        for key, style, name in (("test_accuracy", "^--", "test accuracy"),
-                                 ("label_lnacc", "o-", "label LnAcc (best)"), ("label_leacc", "s:", "label LeAcc (best)")):
+        for key, style, name in (("test_accuracy", "^--", "test accuracy"), ("label_lnacc", "o-", "label LnAcc (best)"),
+                                 ("label_leacc", "s:", "label LeAcc (best)")):
             ax[0].errorbar(xs, [_val(r, key) for r in rows], yerr=_err(rows, key), fmt=style, capsize=3, label=name)
         ax[0].set_ylim(-0.02, 1.02)
         ax[0].set_ylabel("accuracy")

@@ -3,8 +3,8 @@
 A setting's runs live in ``DIR/<slug>/seed_S``: the slug is the setting's overrides in a short, filesystem-safe
 form: ``dp_sgd.noise_multiplier=0.5,max_grad_norm=1,train.lr=0.3`` for ``defense.dp_sgd.enabled = true``,
 ``defense.dp_sgd.noise_multiplier = 0.5``, ... (the ``defense.`` prefix dropped, a table named once for its
-keys in a row, ``enabled=true`` left out when keys of its table follow; ``base`` without overrides). It depends only on the
-setting's own overrides, so it is stable when settings are added or reordered; a name longer than
+keys in a row, ``enabled=true`` left out when keys of its table follow; ``base`` without overrides). It depends
+only on the setting's own overrides, so it is stable when settings are added or reordered; a name longer than
 :data:`MAX_SLUG` is cut and ends in a hash of the overrides; a setting whose name an earlier one already has
 (case-insensitively) gets ``_NN`` (its index) appended. Sweeps written before (``DIR/setting_XX/seed_S``) are
 still found: :func:`~fedsim.lab.sweep.execute.execute` uses such a folder in place when it holds a finished run of
