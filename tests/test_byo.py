@@ -204,7 +204,7 @@ def test_a_federation_with_the_users_model_and_loader_reaches_rows_and_report(us
               "data": {"dataset": f"{PACKAGE}.data:blobs", "partition": "iid", "options": {"per_class": 24}},
               "model": {"name": f"{PACKAGE}.models:tiny", "options": {"hidden": 16}},
               "train": {"algorithm": "fedsgd", "lr": 0.1, "batch_size": 8, "min_train_nodes": 2},
-              "attack": {"enabled": True, "label_methods": "ilrg", "inversion": "none", "workers": 0}}
+              "attack": {"enabled": True, "label_methods": "ilrg", "inversion": "none", "workers": 1}}  # a spawned worker
     run = fedsim.run(config, out=tmp_path / "run", overrides={"run.round_timeout": 120})
     assert [r.round for r in run.rows(UtilityRow)] == [0, 1]
     labels = run.rows(LabelRow)
@@ -218,3 +218,17 @@ def test_a_federation_with_the_users_model_and_loader_reaches_rows_and_report(us
     assert update.weights_before["1.weight"].shape == (16, 64)  # the user's model, in the server's capture
     page = run.report_path.read_text()
     assert "ilrg" in page and f"{PACKAGE}.models:tiny" in page
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_cli_refuses_a_typo_in_one_line_exit_2(user_pkg, tmp_path, capsys, command):
+    from fedsim.lab.cli import main
+
+    preset = tmp_path / "byo.toml"
+    preset.write_text(f'[model]\nname = "{PACKAGE}.models:tiny"\n[data]\ndataset = "{PACKAGE}.data:blobs"\n')
+    extra = ["--out", str(tmp_path / "out")] if command == "run" else []
+    code = main([command, str(preset), "--set", f"model.name={PACKAGE}.models:tiyn", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert err.startswith(f"fedsim: config error: model.name: module '{PACKAGE}.models' has no attribute 'tiyn'")
+    assert not (tmp_path / "out").exists()
