@@ -110,6 +110,10 @@ def test_only_by_index_or_label_runs_just_those_settings(tmp_path, monkeypatch, 
     assert main(["sweep", str(sweep), "--out", str(tmp_path / "o"), "--quiet", "--only", "TOP-K 10%",
                  "--only", "0"]) == 0
     assert sorted(c.defense.update.topk_ratio for c in calls[1:]) == [0.0, 0.1]
+    from fedsim.lab.sweep import load_sweep
+    from fedsim.lab.sweep.layout import select
+
+    assert select(load_sweep(sweep), ["update.topk_ratio=0.1", "no defense"]) == {2, 0}  # folder name, label
     capsys.readouterr()
     assert main(["sweep", str(sweep), "--out", str(tmp_path / "o"), "--only", "top-k 7%"]) == 2
     err = capsys.readouterr().err.strip()
@@ -180,7 +184,7 @@ def test_runs_of_the_old_setting_xx_layout_are_reused_or_rerun_with_a_warning(tm
     rows = run_sweep(sweep_path, out, runner=_runner(calls), reports=False, overrides={"train.lr": 0.05})
     assert len(calls) == 2 and [Path(r["runs"][0]["run"]).parent.name for r in rows] == [
         "update.topk_ratio=0", "update.topk_ratio=0.5"]
-    assert "setting_00/seed_0 (old layout) holds no finished run of this config" in caplog.text
+    assert "setting_00/seed_0 (old layout) holds no finished run of this config: a new run goes to" in caplog.text
 
 
 # ---- step 4: sweep.html -----------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def locate(cfg: ExperimentConfig, out: Path, folders: dict[int, str], setting: S
     if cached(cfg, old):
         log.info("cached (old layout, used in place): %s", old)
         return old
-    log.warning("%s (old layout) holds no finished run of this config: running it into %s", old, run)
+    log.warning("%s (old layout) holds no finished run of this config: a new run goes to %s", old, run)
     return run
 
 
