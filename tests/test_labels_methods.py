@@ -101,7 +101,7 @@ def test_ilrg_exact_counts_with_duplicates(digits):
 def test_llg_second_stage_uses_the_selected_index():
     """Peer bug: stage 2 decremented stage 1's stale loop index, so one class was picked over and over."""
     g = torch.tensor([-1.0, 0.5, 0.1, 0.2, -0.5])
-    labels = greedy_stages(g, impact=-1.0, batch_size=5)
+    labels = greedy_stages(g, impact=-1.0, num_samples=5)
     assert sorted(labels) == [0, 0, 2, 3, 4]  # buggy version: [0, 0, 0, 4, ...] (class 0 never decremented)
 
 

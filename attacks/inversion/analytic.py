@@ -26,8 +26,8 @@ def first_linear_indices(model: nn.Module) -> tuple[int, int, nn.Linear]:
             first = module
             break
     if not isinstance(first, nn.Linear) or first.bias is None:
-        raise AttackNotApplicable("analytic-fc needs a model whose first parameterised layer is nn.Linear with a bias "
-                         f"(got {type(first).__name__})")
+        raise AttackNotApplicable("analytic-fc needs a model whose first parameterised layer is nn.Linear with a "
+                                  f"bias (got {type(first).__name__})")
     ids = {id(p): i for i, p in enumerate(model.parameters())}
     return ids[id(first.weight)], ids[id(first.bias)], first
 

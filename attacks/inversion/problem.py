@@ -130,16 +130,17 @@ def build_problem(spec, *, model: nn.Module, gradients, labels, input_shape: Seq
             raise AttackNotApplicable("regularizer 'bn' needs a model with BatchNorm layers (or bn_statistics)")
         else:
             if not running:
-                raise AttackNotApplicable("bn regularizer: a BatchNorm layer has track_running_stats=False; pass "
-                                 "bn_statistics")
+                raise AttackNotApplicable("bn regularizer: a BatchNorm layer has track_running_stats=False; "
+                                          "pass bn_statistics")
             bn_reference = running
     client_lr = float(extra.get("lr", 0.0))
     if spec.target == "unrolled" and client_lr <= 0:
         raise ValueError("target 'unrolled' (fedavg-unrolled) needs the client's lr=... and local_steps=...")
     clip_norm = float(extra.get("clip_norm", 0.0))
     if spec.target == "clipped" and _regularizers.bn_layers(model):
-        raise AttackNotApplicable("target 'clipped' needs per-example gradients; a BatchNorm model mixes the examples of a "
-                         "batch (DP-SGD clients use GroupNorm instead: Opacus refuses BatchNorm)")
+        raise AttackNotApplicable("target 'clipped' needs per-example gradients; a BatchNorm model mixes the "
+                                  "examples of a batch (DP-SGD clients use GroupNorm instead: Opacus refuses "
+                                  "BatchNorm)")
     return Problem(model=model, names=names, buffers=buffers, pairs=pairs, hard_labels=hard, k=k,
                    num_classes=int(extra.get("num_classes") or _labels.classifier_layer(model).out_features),
                    input_shape=tuple(int(s) for s in input_shape), mean=_as_stats(mean, source),

@@ -130,7 +130,8 @@ def running_statistics(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tenso
     out = []
     for m in bn_layers(model):
         if m.running_mean is None:
-            raise AttackNotApplicable("bn regularizer: a BatchNorm layer has track_running_stats=False; pass bn_statistics")
+            raise AttackNotApplicable("bn regularizer: a BatchNorm layer has track_running_stats=False; pass "
+                                      "bn_statistics")
         out.append((m.running_mean.detach().clone(), m.running_var.detach().clone()))
     return out
 

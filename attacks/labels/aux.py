@@ -41,7 +41,7 @@ from scipy.optimize import nnls
 from torch import nn
 from torch.func import functional_call
 
-from attacks.labels.common import check_batch_size, counts_to_labels, last_layer, preserved_state, round_to_total
+from attacks.labels.common import check_num_samples, counts_to_labels, last_layer, preserved_state, round_to_total
 from fedsim.models.zoo import classifier_layer
 from fedsim.types import LabelRestoration
 
@@ -226,12 +226,12 @@ def calibrate_shrink(view: PublicView, k: int, num_classes: int, grid: Sequence[
     return best, scores
 
 
-def restore_aux_nnls(model: nn.Module, gradients, batch_size: int, lr: float | None = None,
+def restore_aux_nnls(model: nn.Module, gradients, num_samples: int, lr: float | None = None,
                      local_steps: int = 1, max_aux: int = 2000, chunk: int | None = None, points: int = 4,
                      shrink: float | str = "auto", shrink_grid: Sequence[float] = (0.0, 1.0, 10.0, 100.0),
                      calibration_trials: int = 48, calibration_alpha: float = 1.0, seed: int = 0,
                      **options) -> LabelRestoration:
-    k = check_batch_size(batch_size)
+    k = check_num_samples(num_samples)
     _, gw, gb = last_layer(model, gradients)
     num_classes = gw.shape[0]
     x, y = public_aux(options, num_classes, max_aux)

@@ -52,15 +52,15 @@ def last_layer(model: nn.Module, gradients: Sequence[torch.Tensor]) -> tuple[nn.
 def require_bias(gb: torch.Tensor | None, method: str, fallback: str) -> torch.Tensor:
     """Methods that need the classifier bias gradient fail loudly (never a silent wrong answer)."""
     if gb is None:
-        raise AttackNotApplicable(f"label method {method!r} needs a bias in the last nn.Linear (the classifier has none); "
-                         f"use {fallback!r} instead")
+        raise AttackNotApplicable(f"label method {method!r} needs a bias in the last nn.Linear (the classifier "
+                                  f"has none); use {fallback!r} instead")
     return gb
 
 
-def check_batch_size(batch_size: int) -> int:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"num_samples (K) must be a positive int, got {batch_size!r}")
-    return batch_size
+def check_num_samples(num_samples: int) -> int:
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples (K) must be a positive int, got {num_samples!r}")
+    return num_samples
 
 
 def samples_covered(local_steps: int, batch_size: int, num_examples: int, local_epochs: int = 1) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import (check_batch_size, counts_to_labels, dummy_inputs, features_and_logits,
+from attacks.labels.common import (check_num_samples, counts_to_labels, dummy_inputs, features_and_logits,
                                    last_layer, require_bias, round_to_total)
 from fedsim.errors import AttackNotApplicable
 from fedsim.types import LabelRestoration
@@ -42,20 +42,20 @@ def _result(method: str, real: torch.Tensor, k: int, p_bar: torch.Tensor, source
                             extras={"real_counts": real, "source": source, "o_bar": o_bar})
 
 
-def restore_geng(model: nn.Module, gradients, batch_size: int, **options) -> LabelRestoration:
+def restore_geng(model: nn.Module, gradients, num_samples: int, **options) -> LabelRestoration:
     """Geng et al. eq. 16 (weight-gradient row sums)."""
-    k = check_batch_size(batch_size)
+    k = check_num_samples(num_samples)
     _, gw, _ = last_layer(model, gradients)
     p_bar, o_bar = _dummy_statistics(model, k, options)
     if o_bar <= 0:
-        raise AttackNotApplicable("geng (eq. 16) needs a positive classifier input sum (ReLU-like); use 'geng-bias' "
-                         "(classifier with a bias) or 'llg' instead")
+        raise AttackNotApplicable("geng (eq. 16) needs a positive classifier input sum (ReLU-like); use "
+                                  "'geng-bias' (classifier with a bias) or 'llg' instead")
     return _result("geng", k * p_bar - k * gw.sum(dim=1) / o_bar, k, p_bar, "weight", o_bar)
 
 
-def restore_geng_bias(model: nn.Module, gradients, batch_size: int, **options) -> LabelRestoration:
+def restore_geng_bias(model: nn.Module, gradients, num_samples: int, **options) -> LabelRestoration:
     """fedsim's variant: Geng's dummy-input p_bar with the exact bias identity k = K (p_bar - db)."""
-    k = check_batch_size(batch_size)
+    k = check_num_samples(num_samples)
     _, _, gb = last_layer(model, gradients)
     gb = require_bias(gb, "geng-bias", "geng")
     p_bar, o_bar = _dummy_statistics(model, k, options)

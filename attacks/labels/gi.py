@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import check_batch_size, counts_to_labels, fill_presence, last_layer
+from attacks.labels.common import check_num_samples, counts_to_labels, fill_presence, last_layer
 from fedsim.types import LabelRestoration
 
 
@@ -23,8 +23,8 @@ def _row_min(model: nn.Module, gradients) -> torch.Tensor:
     return gw.min(dim=1).values
 
 
-def restore_gi(model: nn.Module, gradients, batch_size: int, **options) -> LabelRestoration:
-    k = check_batch_size(batch_size)
+def restore_gi(model: nn.Module, gradients, num_samples: int, **options) -> LabelRestoration:
+    k = check_num_samples(num_samples)
     row_min = _row_min(model, gradients)
     c = len(row_min)
     chosen = torch.argsort(row_min)[: min(k, c)]
@@ -35,8 +35,8 @@ def restore_gi(model: nn.Module, gradients, batch_size: int, **options) -> Label
                             extras={"presence": present, "row_min": row_min})
 
 
-def restore_gi_ext(model: nn.Module, gradients, batch_size: int, **options) -> LabelRestoration:
-    k = check_batch_size(batch_size)
+def restore_gi_ext(model: nn.Module, gradients, num_samples: int, **options) -> LabelRestoration:
+    k = check_num_samples(num_samples)
     row_min = _row_min(model, gradients)
     present = row_min < 0
     counts = fill_presence(present, -row_min, k)

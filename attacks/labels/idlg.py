@@ -13,12 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import check_batch_size, counts_to_labels, fill_presence, last_layer
+from attacks.labels.common import check_num_samples, counts_to_labels, fill_presence, last_layer
 from fedsim.types import LabelRestoration
 
 
-def restore_idlg(model: nn.Module, gradients, batch_size: int, **options) -> LabelRestoration:
-    k = check_batch_size(batch_size)
+def restore_idlg(model: nn.Module, gradients, num_samples: int, **options) -> LabelRestoration:
+    k = check_num_samples(num_samples)
     _, gw, _ = last_layer(model, gradients)
     rowsum = gw.sum(dim=1)
     if k == 1:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import (check_batch_size, counts_to_labels, last_layer, require_bias, round_to_total,
+from attacks.labels.common import (check_num_samples, counts_to_labels, last_layer, require_bias, round_to_total,
                                    safe_divisor, softmax_of_embeddings)
 from attacks.labels.gi import restore_gi_ext
 from attacks.labels.idlg import restore_idlg
@@ -65,9 +65,9 @@ def filter_and_round(real: torch.Tensor, k: int) -> torch.Tensor:
     return round_to_total(cleaned, k)
 
 
-def _ilrg(method: str, model: nn.Module, gradients, batch_size: int, columns=None, extras=None,
+def _ilrg(method: str, model: nn.Module, gradients, num_samples: int, columns=None, extras=None,
           eps: float = 1e-30) -> LabelRestoration:
-    k = check_batch_size(batch_size)
+    k = check_num_samples(num_samples)
     fc, gw, gb = last_layer(model, gradients)
     gb = require_bias(gb, method, FALLBACK)
     emb = class_embeddings(gw, gb, eps)
@@ -79,19 +79,19 @@ def _ilrg(method: str, model: nn.Module, gradients, batch_size: int, columns=Non
                             extras={"real_counts": real, **(extras or {})})
 
 
-def restore_ilrg(model: nn.Module, gradients, batch_size: int, eps: float = 1e-30, **options) -> LabelRestoration:
-    return _ilrg("ilrg", model, gradients, batch_size, eps=eps)
+def restore_ilrg(model: nn.Module, gradients, num_samples: int, eps: float = 1e-30, **options) -> LabelRestoration:
+    return _ilrg("ilrg", model, gradients, num_samples, eps=eps)
 
 
-def restore_ilrg_prior(model: nn.Module, gradients, batch_size: int, prior: str = "gi-ext",
+def restore_ilrg_prior(model: nn.Module, gradients, num_samples: int, prior: str = "gi-ext",
                        present: torch.Tensor | None = None, eps: float = 1e-30, **options) -> LabelRestoration:
     if present is None:
         if prior not in ("gi-ext", "rlg", "idlg"):
             raise ValueError(f"ilrg-prior: prior {prior!r} is not one of ['gi-ext', 'idlg', 'rlg']")
-        present = PRIOR_METHODS[prior](model, gradients, batch_size, **options).extras["presence"]
+        present = PRIOR_METHODS[prior](model, gradients, num_samples, **options).extras["presence"]
     present = torch.as_tensor(present).bool()
     if int(present.sum()) == 0:
         present = torch.ones_like(present)
     columns = torch.nonzero(present).flatten()
-    return _ilrg("ilrg-prior", model, gradients, batch_size, columns=columns,
+    return _ilrg("ilrg-prior", model, gradients, num_samples, columns=columns,
                  extras={"presence": present, "prior": prior}, eps=eps)

@@ -20,23 +20,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import check_batch_size, dummy_inputs, features_and_logits, last_layer
+from attacks.labels.common import check_num_samples, dummy_inputs, features_and_logits, last_layer
 from fedsim.errors import AttackNotApplicable
 from fedsim.types import LabelRestoration
 
 
-def greedy_stages(g: torch.Tensor, impact: torch.Tensor | float, batch_size: int,
+def greedy_stages(g: torch.Tensor, impact: torch.Tensor | float, num_samples: int,
                   offset: torch.Tensor | float = 0.0) -> list[int]:
     """LLG's two stages on row sums ``g`` with per-class (or scalar) ``impact`` (< 0) and ``offset``."""
     g = g.double().clone()
     impact_t = torch.as_tensor(impact, dtype=torch.float64).expand_as(g).clone()
     labels: list[int] = []
-    negatives = [i for i in torch.argsort(g).tolist() if g[i] < 0][:batch_size]  # most negative first
+    negatives = [i for i in torch.argsort(g).tolist() if g[i] < 0][:num_samples]  # most negative first
     for idx in negatives:  # stage 1
         labels.append(idx)
         g[idx] -= impact_t[idx]
     g = g - offset  # stage 2
-    while len(labels) < batch_size:
+    while len(labels) < num_samples:
         selected = int(torch.argmin(g))
         labels.append(selected)
         g[selected] -= impact_t[selected]  # the selected class, not stage 1's loop index
@@ -49,8 +49,8 @@ def _result(method: str, labels: list[int], num_classes: int, extras: dict) -> L
                             extras=extras)
 
 
-def restore_llg(model: nn.Module, gradients, batch_size: int, **options) -> LabelRestoration:
-    k = check_batch_size(batch_size)
+def restore_llg(model: nn.Module, gradients, num_samples: int, **options) -> LabelRestoration:
+    k = check_num_samples(num_samples)
     _, gw, _ = last_layer(model, gradients)
     g = gw.sum(dim=1)
     neg = g[g < 0]
@@ -61,8 +61,8 @@ def restore_llg(model: nn.Module, gradients, batch_size: int, **options) -> Labe
     return _result("llg", labels, len(g), {"impact": impact, "row_sums": g})
 
 
-def restore_llg_plus(model: nn.Module, gradients, batch_size: int, **options) -> LabelRestoration:
-    k = check_batch_size(batch_size)
+def restore_llg_plus(model: nn.Module, gradients, num_samples: int, **options) -> LabelRestoration:
+    k = check_num_samples(num_samples)
     _, gw, _ = last_layer(model, gradients)
     g = gw.sum(dim=1)
     x = dummy_inputs(model, int(options.get("num_dummy", k)), options)
@@ -71,7 +71,8 @@ def restore_llg_plus(model: nn.Module, gradients, batch_size: int, **options) ->
     p = torch.softmax(z, dim=-1)
     impact = -float(o.mean()) / k
     if impact >= 0:
-        raise AttackNotApplicable("llg+: the dummy classifier inputs sum to <= 0 (negative activations?); use 'llg' or 'ilrg'")
+        raise AttackNotApplicable("llg+: the dummy classifier inputs sum to <= 0 (negative activations?); use "
+                                  "'llg' or 'ilrg'")
     offset = (p * o[:, None]).mean(dim=0)
     labels = greedy_stages(g, impact, k, offset=offset)
     return _result("llg+", labels, len(g), {"impact": impact, "offset": offset, "row_sums": g})

@@ -20,14 +20,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import (check_batch_size, counts_to_labels, last_layer, require_bias, round_to_total,
+from attacks.labels.common import (check_num_samples, counts_to_labels, last_layer, require_bias, round_to_total,
                                    softmax_of_embeddings)
 from fedsim.types import LabelRestoration
 
 
-def restore_ilrg_refine(model: nn.Module, gradients, batch_size: int, iters: int = 3, min_count: float = 0.5,
+def restore_ilrg_refine(model: nn.Module, gradients, num_samples: int, iters: int = 3, min_count: float = 0.5,
                         **options) -> LabelRestoration:
-    k = check_batch_size(batch_size)
+    k = check_num_samples(num_samples)
     fc, gw, gb = last_layer(model, gradients)
     gb = require_bias(gb, "ilrg-refine", "llg")
     weights = torch.ones_like(gb)

@@ -16,7 +16,7 @@ import torch
 from scipy.optimize import linprog
 from torch import nn
 
-from attacks.labels.common import check_batch_size, counts_to_labels, fill_presence, last_layer
+from attacks.labels.common import check_num_samples, counts_to_labels, fill_presence, last_layer
 from fedsim.types import LabelRestoration
 
 
@@ -30,8 +30,8 @@ def _separable(q: np.ndarray, c: int) -> bool:
     return res.status == 0
 
 
-def restore_rlg(model: nn.Module, gradients, batch_size: int, rank_tol: float = 1e-6, **options) -> LabelRestoration:
-    k = check_batch_size(batch_size)
+def restore_rlg(model: nn.Module, gradients, num_samples: int, rank_tol: float = 1e-6, **options) -> LabelRestoration:
+    k = check_num_samples(num_samples)
     _, gw, _ = last_layer(model, gradients)
     u, s, _ = torch.linalg.svd(gw, full_matrices=False)
     rank = int((s > rank_tol * s[0]).sum()) if float(s[0]) > 0 else 0

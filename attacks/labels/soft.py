@@ -32,7 +32,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import nn
 
-from attacks.labels.common import check_batch_size, counts_to_labels, last_layer, require_bias, round_to_total
+from attacks.labels.common import check_num_samples, counts_to_labels, last_layer, require_bias, round_to_total
 from fedsim.errors import AttackNotApplicable
 from fedsim.types import LabelRestoration
 
@@ -84,11 +84,11 @@ def _summary(y: torch.Tensor, kind: str) -> dict:
     return {"mixup": {"lambda": float(y[order[0]]), "classes": (int(order[0]), int(order[1]))}}
 
 
-def restore_soft(model: nn.Module, gradients, batch_size: int, kind: str = "smoothing", use_bias: bool = True,
+def restore_soft(model: nn.Module, gradients, num_samples: int, kind: str = "smoothing", use_bias: bool = True,
                  smoothing: float | None = None, **options) -> LabelRestoration:
     if kind not in ("smoothing", "mixup"):
         raise ValueError(f"soft: kind {kind!r} is not one of ['mixup', 'smoothing']")
-    k = check_batch_size(batch_size)
+    k = check_num_samples(num_samples)
     fc, gw, gb = last_layer(model, gradients)
     w = fc.weight.detach().double().cpu()
     b = fc.bias.detach().double().cpu() if fc.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
