@@ -143,3 +143,19 @@ def test_readme_offline_recipe_runs_on_a_capture(tmp_path):
     assert scope["labels"].labels.tolist() == sorted(y.tolist())
     assert tuple(scope["images"].shape) == (4, 1, 28, 28) and 0 <= float(scope["images"].min())
     assert torch.isfinite(scope["x_hat"]).all()
+
+
+def test_sweep_preflights_every_setting_then_calls_the_sweep_runner(tmp_path, monkeypatch):
+    calls = {}
+
+    def fake_run_sweep(path, out, **kwargs):
+        calls.update(path=Path(path), out=Path(out), **kwargs)
+        return [{"label": "a", "test_accuracy": 0.5}, {"label": "b", "test_accuracy": 0.7}]
+
+    monkeypatch.setattr("fedsim.lab.sweep.run_sweep", fake_run_sweep)
+    spec = ROOT / "configs" / "sweep_dp.toml"
+    result = fedsim.sweep(spec, out=tmp_path / "sw", overrides={"run.num_rounds": 1})
+    assert calls["path"] == spec and calls["overrides"] == {"run.num_rounds": 1}
+    assert result.frame()["test_accuracy"].tolist() == [0.5, 0.7] and result.report_path.name == "sweep.html"
+    with pytest.raises(ConfigError, match=r"^model\.name: cannot import 'nosuch.m'"):
+        fedsim.sweep(spec, out=tmp_path / "sw", overrides={"model.name": "nosuch.m:f"})
