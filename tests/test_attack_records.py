@@ -71,6 +71,18 @@ def test_a_typo_in_a_method_name_fails_at_load_in_one_line(tmp_path, key, value)
     assert ("ilrg" if key == "attack.label_methods" else "none, analytic-fc") in message
 
 
+@pytest.mark.parametrize("key, value", [("attack.label_methods", "ilrg,ilgr"), ("attack.inversion", "igg")])
+def test_fedsim_check_refuses_the_typo_in_one_line_exit_2(tmp_path, capsys, key, value):
+    from fedsim.config import to_toml
+    from fedsim.lab.cli import main
+
+    path = tmp_path / "x.toml"
+    path.write_text(to_toml(from_flat({**TINY, "run.out_dir": str(tmp_path / "run")})))
+    assert main(["check", str(path), "--set", f"{key}={value}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{key}: {value.split(',')[-1]!r} is not one of" in err[0], err
+
+
 def test_the_workers_take_the_plan_built_once(tmp_path, monkeypatch):
     """The scheduler builds the plan when it starts; attacking a capture does not look the names up again."""
     from server.scheduler import AttackScheduler
