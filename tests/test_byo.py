@@ -232,3 +232,36 @@ def test_cli_refuses_a_typo_in_one_line_exit_2(user_pkg, tmp_path, capsys, comma
     assert code == 2 and err.count("\n") == 0
     assert err.startswith(f"fedsim: config error: model.name: module '{PACKAGE}.models' has no attribute 'tiyn'")
     assert not (tmp_path / "out").exists()
+
+
+def _readme_blocks(marker: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    out, at = [], text.find(marker)
+    while at >= 0:
+        start = text.index("\n", text.index("```", at)) + 1
+        out.append(text[start:text.index("```", start)])
+        at = text.find(marker, start)
+    return out
+
+
+def test_readme_model_and_folder_snippets_run(tmp_path, monkeypatch):
+    """The README's factory (as mylab/models.py), its [model] table and its [data] folder table, together."""
+    from fedsim.experiment import check_model
+
+    (factory,) = _readme_blocks("<!-- tests/test_byo.py runs this block as mylab/models.py -->")
+    model_toml, data_toml = _readme_blocks("<!-- tests/test_byo.py loads this block -->")
+    (tmp_path / "mylab").mkdir()
+    (tmp_path / "mylab" / "__init__.py").write_text("")
+    (tmp_path / "mylab" / "models.py").write_text(factory)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    tree = _png_tree(tmp_path / "my_images", {"cat": (40, 30), "dog": (36, 36)})
+    preset = tmp_path / "readme.toml"
+    preset.write_text(model_toml + data_toml.replace("/data/my_images", str(tree)))
+    try:
+        cfg = load_config(preset)
+        model = check_model(cfg)
+        assert model[0].out_channels == 32 and model[-1].out_features == 2  # [model.options], 2 classes
+        assert cfg.data.image_size == 32
+    finally:
+        for name in [m for m in sys.modules if m == "mylab" or m.startswith("mylab.")]:
+            del sys.modules[name]
