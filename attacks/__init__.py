@@ -4,6 +4,10 @@ Pure PyTorch, no Flower import: everything here runs offline on saved captures. 
 and in the dtype of the model it is handed (build the model on ``fedsim.device.resolve_device(run.device)``);
 gradients, labels and statistics are moved there, random starts come from seeded CPU generators.
 
+Every label, inversion and generative method is one record (``attacks.records.AttackMethod``: name, kind,
+paper, summary, needs, ``applies``, run) in its family's registry (``attacks.labels.LABEL_METHODS``,
+``attacks.inversion.INVERSION_METHODS``); ``attacks.pipeline`` runs the configured ones on one update.
+
 Three different things were all called "prior" here; they are named apart:
 * image **regularisers** (TV, clip, scale, BN statistics, ...): ``attacks.inversion.regularizers``;
 * the learned **generative prior** (a VAE decoder trained on public data, GGL / GIAS): ``attacks.generative``;
