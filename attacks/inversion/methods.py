@@ -202,6 +202,12 @@ INVERSION_METHODS.register(inversion_record(
     "gias", "Jeon et al.: Gradient Inversion with Generative Image Prior (NeurIPS 2021)",
     "ggl's latent search, then the generator's weights are optimised too (gias_fraction of the steps)",
     run=_lazy("attacks.generative.invert", "invert_gias"), kind="generative", needs=("trained prior",)))
+# self-tuned ig (attacks/inversion/autotune.py): the TV weight chosen per update by the gradient match, no ground truth
+INVERSION_METHODS.register(inversion_record(
+    "ig-auto", "Geiping et al. (NeurIPS 2020), the TV weight chosen per update by its own gradient match",
+    "ig at every TV weight of tv_grid= (0.02, 0.2, 0.5, 1, 2); the reconstruction whose gradient matches the update "
+    "best (cosine, no prior term: a number the server has) wins; 5x ig's cost",
+    run=_lazy("attacks.inversion.autotune", "ig_auto"), needs=("client schedule",)))
 
 
 def register_inversion_method(record: AttackMethod) -> AttackMethod:
