@@ -34,9 +34,9 @@ def opt(default: Scalar, *, choices: tuple[str, ...] | None = None, minimum: flo
 @dataclass(frozen=True)
 class RunSection:
     name: str = opt("fedsim", doc="run name: a plain name (no '/', '\\' or '..'), the folder runs/<name>")
-    num_rounds: int = opt(3, minimum=1)
+    num_rounds: int = opt(3, minimum=1, doc="federated rounds (Flower num-server-rounds)")
     num_clients: int = opt(10, minimum=1, doc="number of simulated SuperNodes / partitions")
-    seed: int = opt(0, minimum=0)
+    seed: int = opt(0, minimum=0, doc="seed of the partition, the model init, local training and the attacks")
     out_dir: str = opt("", doc="run folder; empty means runs/<name>")
     round_timeout: float = opt(600.0, minimum=1.0, doc="seconds to wait for client replies")
     device: str = opt("auto", doc="'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N': local training, "
@@ -54,7 +54,8 @@ class DataSection:
                           "images of 'folder' must then share one size)")
     options: str = opt("", doc="[data.options]: keyword arguments of a 'package.module:loader' (bool/int/float/"
                        "str values; carried as one JSON string)")
-    partition: str = opt("dirichlet", choices=("iid", "dirichlet", "shards"))
+    partition: str = opt("dirichlet", choices=("iid", "dirichlet", "shards"), doc="how the train split is divided "
+                        "among clients: uniformly, label skew by Dirichlet(alpha), or shards_per_client classes each")
     alpha: float = opt(0.5, minimum=1e-4, doc="Dirichlet concentration (smaller = more skew)")
     shards_per_client: int = opt(2, minimum=1, doc="classes per client for pathological shards")
     max_examples_per_client: int = opt(0, minimum=0, doc="cap a client's partition (0 = no cap)")
@@ -65,7 +66,8 @@ class ModelSection:
     name: str = opt("convnet", choices=("fcn3", "lenet5", "convnet", "resnet18", "vgg16"), refs=True,
                     doc="a zoo model or 'package.module:factory' (factory(input_shape=(C, H, W), num_classes=K, "
                     "**model.options) -> nn.Module with K outputs)")
-    activation: str = opt("relu", choices=("relu", "sigmoid", "swish", "silu", "leakyrelu", "tanh"))
+    activation: str = opt("relu", choices=("relu", "sigmoid", "swish", "silu", "leakyrelu", "tanh"),
+                          doc="activation of the zoo models (sigmoid: the textbook leak)")
     width: int = opt(16, minimum=1, doc="channels (convnet, lenet5) or hidden units (fcn3)")
     batchnorm: bool = opt(False, doc="BatchNorm in the ConvNet")
     options: str = opt("", doc="[model.options]: keyword arguments of the model (a factory's, or extra ones of a "
@@ -74,13 +76,14 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class TrainSection:
-    algorithm: str = opt("fedavg", choices=("fedsgd", "fedavg"))
-    lr: float = opt(0.05, minimum=1e-12)
+    algorithm: str = opt("fedavg", choices=("fedsgd", "fedavg"), doc="fedsgd: one gradient step on one batch "
+                         "per round; fedavg: local_epochs over the partition")
+    lr: float = opt(0.05, minimum=1e-12, doc="client SGD learning rate")
     local_epochs: int = opt(1, minimum=1, doc="FedAvg epochs over the partition")
-    batch_size: int = opt(32, minimum=1)
+    batch_size: int = opt(32, minimum=1, doc="local batch size (FedSGD: the one batch an update covers)")
     max_local_steps: int = opt(0, minimum=0, doc="cap on FedAvg local steps per round (0 = no cap)")
-    fraction_train: float = opt(1.0, minimum=0.0, maximum=1.0)
-    min_train_nodes: int = opt(2, minimum=1)
+    fraction_train: float = opt(1.0, minimum=0.0, maximum=1.0, doc="fraction of clients sampled per round")
+    min_train_nodes: int = opt(2, minimum=1, doc="fewest clients sampled per round (<= run.num_clients)")
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ class AttackSection:
     enabled: bool = opt(False, doc="run attacks on captured updates")
     label_methods: str = opt("ilrg", doc="comma-separated names in attacks.labels.LABEL_METHODS")
     inversion: str = opt("none", doc="a name in attacks.inversion.INVERSION_METHODS, or 'none'")
-    inversion_steps: int = opt(200, minimum=1)
+    inversion_steps: int = opt(200, minimum=1, doc="optimiser steps of the inversion")
     inversion_tv: float = opt(-1.0, minimum=-1.0, doc="total-variation weight of the inversion (-1 = the method's "
                               "default: ig 2.0 on ReLU-type models, 0.2 decaying with the step size when every "
                               "activation is smooth, e.g. a sigmoid LeNet; attacks.inversion.methods.ig_tv_for, "
@@ -143,7 +146,7 @@ class FaultsSection:
                                "missing_key, extra_key, num_examples, huge_norm")
     dropout: str = opt("", doc="comma-separated client[:round] whose ClientApp raises")
     straggle: str = opt("", doc="comma-separated client[:round] that sleep before replying")
-    straggle_seconds: float = opt(2.0, minimum=0.0)
+    straggle_seconds: float = opt(2.0, minimum=0.0, doc="how long a straggler sleeps")
     attack_crash: str = opt("", doc="comma-separated client[:round] whose attack raises")
     huge_norm_factor: float = opt(1e6, minimum=1.0, doc="huge_norm: update scaled by this factor")
 
