@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from fedsim.config import ExperimentConfig, flatten, from_flat, load_config
 from fedsim.errors import ConfigError, RoundsLost, RunFolderError
 from fedsim.rows import METRIC_KINDS, ROW_TYPES, LostRoundRow, RejectionRow, Row, UtilityRow
-from fedsim.runfolder import Capture, RunFolder
+from fedsim.runfolder import MARK, Capture, RunFolder
 
 if TYPE_CHECKING:  # pandas and torch are imported by the methods that need them
     import pandas
@@ -185,17 +185,34 @@ def check_complete(folder: RunFolder) -> None:
                          f"{folder.rejections} and the report")
 
 
+def check_overwrite(out: Path, overwrite: bool) -> None:
+    """A marked run folder that holds a previous run is replaced only with ``overwrite`` (``--overwrite``); else
+    ``RunFolderError`` (exit 2), one line naming the folder and the flag, nothing touched. An unmarked folder is
+    ``RunFolder.prepare``'s to refuse."""
+    folder = RunFolder(out)
+    if overwrite or not folder.is_marked():
+        return
+    held = sorted(p.name for p in out.iterdir() if p.name != MARK)
+    if held:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise RunFolderError(f"{out}: holds a previous run ({shown}); pass --overwrite to replace it, or give "
+                             "--out a new folder")
+
+
 def run(config: Config, out: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None,
-        quiet: bool = True, report: bool = True, strict: bool = True) -> Run:
+        quiet: bool = True, report: bool = True, strict: bool = True, overwrite: bool = True) -> Run:
     """Run one federation (Flower simulation engine) into ``out`` (default ``runs/<run.name>``).
 
     Config errors and the preflight (dataset, model shape, attack inputs) fail before Flower starts, with one
     line. ``report``: write ``report.html``; ``strict``: raise ``RoundsLost`` when a round aggregated nothing
-    (after the report is written). A user's ``module:attr`` must be importable in every process of the run
+    (after the report is written); ``overwrite``: replace a previous run in ``out`` (the API's default, so that a
+    notebook can re-run a cell; ``fedsim run`` passes False unless ``--overwrite``: :func:`check_overwrite`).
+    A user's ``module:attr`` must be importable in every process of the run
     (installed, or on ``PYTHONPATH``: the Flower processes inherit this process's environment)."""
     cfg = resolve_config(config, overrides)
     folder = Path(out) if out else Path("runs") / cfg.run.name
     check_out(folder)
+    check_overwrite(folder, overwrite)
     from fedsim.lab.preflight import preflight
     from fedsim.lab.runner import run_federation
 

@@ -1,8 +1,8 @@
 """The ``fedsim`` command line.
 
-    fedsim run CONFIG --out DIR [--set section.key=value ...] [--quiet]
-    fedsim deploy-local CONFIG --nodes N --out DIR [--set section.key=value ...]
-    fedsim demo [--out DIR]
+    fedsim run CONFIG --out DIR [--set section.key=value ...] [--quiet] [--overwrite]
+    fedsim deploy-local CONFIG --nodes N --out DIR [--set section.key=value ...] [--overwrite]
+    fedsim demo [--out DIR]               (replaces its own previous run)
     fedsim attack RUN_DIR [--set attack.key=value ...]
     fedsim report RUN_DIR
     fedsim sweep SWEEP.toml --out DIR [--parallel N] [--set section.key=value ...]
@@ -22,8 +22,7 @@ from pathlib import Path
 
 from fedsim.config import load_config, parse_overrides
 from fedsim.errors import ConfigError, FedsimError, RunFolderError
-from fedsim.api import check_complete, check_out, run as api_run  # noqa: F401  (check_complete: re-exported)
-from fedsim.rows import UtilityRow
+from fedsim.api import check_complete, check_out, check_overwrite, run as api_run  # noqa: F401  (re-exported)
 from fedsim.runfolder import RunFolder
 
 LIST_KINDS = ("attacks", "labels", "inversion", "datasets", "models", "defenses")  # = fedsim.lab.catalog.KINDS
@@ -33,7 +32,7 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
 def _cmd_run(args: argparse.Namespace) -> int:
     """``fedsim.api.run`` (config errors come before torch is imported), then the summary lines."""
     result = api_run(args.config, args.out, overrides=parse_overrides(args.set or []), quiet=args.quiet,
-                     strict=False)
+                     strict=False, overwrite=args.overwrite)
     _print_summary(result.folder, result.report_path)
     check_complete(RunFolder(result.folder))
     return 0
@@ -54,6 +53,7 @@ def _cmd_deploy_local(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-deploy"
     check_out(out)
+    check_overwrite(out, args.overwrite)
     preflight(cfg, out)
     run = deploy_local(cfg, args.nodes, out, quiet=args.quiet)
     _after_run(run, args.quiet)
@@ -68,16 +68,16 @@ def _after_run(run: Path, quiet: bool) -> None:
 
 
 def _print_summary(run: Path, report: Path) -> None:
-    rows = RunFolder(run).rows(UtilityRow)
-    if rows:
-        print("test accuracy by round: " + ", ".join(f"{r.round}:{r.test_accuracy:.3f}" for r in rows))
-    print(f"results: {run}")
-    print(f"report:  {report}")
+    """A few lines: utility, attacked updates, leakage per method beside chance, where the report is."""
+    from fedsim.lab.run_summary import summary_lines
+
+    print("\n".join(summary_lines(run, report)))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     args.config = str(DEMO_CONFIG)
     args.set = args.set or []
+    args.overwrite = True  # by design: the demo re-runs into its own folder (`make demo` twice); see README
     return _cmd_run(args)
 
 
@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (default runs/<run.name>)")
     run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     run.add_argument("--quiet", action="store_true", help="no progress bar (CI)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the previous run in the run folder (without it such a folder is refused)")
     run.set_defaults(func=_cmd_run)
     dep = sub.add_parser("deploy-local", help="run as a real deployment: SuperLink + N SuperNodes on 127.0.0.1")
     dep.add_argument("config", help="preset TOML, e.g. configs/smoke.toml (run.num_clients is set by --nodes)")
@@ -191,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("--out", help="run folder (default runs/<run.name>-deploy)")
     dep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     dep.add_argument("--quiet", action="store_true", help="no progress bar (CI)")
+    dep.add_argument("--overwrite", action="store_true",
+                     help="replace the previous run in the run folder (without it such a folder is refused)")
     dep.set_defaults(func=_cmd_deploy_local)
-    demo = sub.add_parser("demo", help="run configs/demo.toml")
+    demo = sub.add_parser("demo", help="run configs/demo.toml (replaces the previous demo run in --out)")
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                       help="override a value of configs/demo.toml (repeatable)")

@@ -1,0 +1,105 @@
+"""The lines ``fedsim run`` (and ``demo``, ``deploy-local``) prints at the end of a run: utility, how many
+updates were attacked, the leakage per method beside its chance level, where the results are. Each line fits in
+100 columns; the numbers are the report's headline numbers (``fedsim.lab.report.summary``), read from the typed
+rows of the run folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from fedsim.rows import AttackErrorRow, InversionRow, LabelRow, PrivacyRow, UtilityRow, finite_float
+from fedsim.runfolder import RunFolder
+
+WIDTH = 100
+
+
+def _mean(values: Sequence[object]) -> float | None:
+    nums = [f for f in (finite_float(v) for v in values) if f is not None]
+    return sum(nums) / len(nums) if nums else None
+
+
+def _f(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _methods(rows: Sequence[LabelRow | InversionRow]) -> list[str]:
+    seen: list[str] = []
+    for r in rows:
+        if r.method not in seen:
+            seen.append(r.method)
+    return seen
+
+
+def utility_line(rows: Sequence[UtilityRow]) -> str | None:
+    """``final test accuracy 0.939 (round 80), best 0.954 (round 72)``."""
+    util = [r for r in rows if r.round > 0 and finite_float(r.test_accuracy) is not None] or list(rows)
+    if not util:
+        return None
+    final = max(util, key=lambda r: r.round)
+    best = max(util, key=lambda r: (r.test_accuracy, -r.round))
+    return (f"test accuracy: final {final.test_accuracy:.3f} (round {final.round}), "
+            f"best {best.test_accuracy:.3f} (round {best.round})")
+
+
+def attacked_line(labels: Sequence[LabelRow], inversions: Sequence[InversionRow],
+                  errors: Sequence[AttackErrorRow]) -> str:
+    updates = {(r.round, r.client) for r in (*labels, *inversions, *errors)}
+    if not updates:
+        return "attacked updates: none (attack.enabled = false, or nothing selected)"
+    rounds = sorted({r for r, _ in updates})
+    shown = ", ".join(map(str, rounds[:8])) + (", ..." if len(rounds) > 8 else "")
+    failed = f"; {len(errors)} attack(s) failed (report: failures)" if errors else ""
+    return f"attacked updates: {len(updates)} (round{'s' if len(rounds) > 1 else ''} {shown}){failed}"
+
+
+def label_lines(rows: Sequence[LabelRow]) -> list[str]:
+    """Per method: mean LnAcc (counts exact) and labels recovered (instance accuracy), each with its chance."""
+    from fedsim.lab.report.chance import label_chance
+
+    out = []
+    for m in _methods(rows):
+        good = [r for r in rows if r.method == m and r.ok]
+        chance = label_chance(good) or {}
+        out.append(f"  {m:<12} LnAcc {_f(_mean([r.label_lnacc for r in good]))} "
+                   f"(chance {_f(chance.get('label_lnacc'))}), labels recovered "
+                   f"{_f(_mean([r.label_instacc for r in good]))} (chance {_f(chance.get('label_instacc'))}), "
+                   f"{len(good)} ran")
+    return ["label restoration (mean over attacked updates):", *out] if out else []
+
+
+def inversion_lines(rows: Sequence[InversionRow]) -> list[str]:
+    """Per method: mean PSNR beside the blind guess (the dataset-mean image), and SSIM."""
+    out = []
+    for m in _methods(rows):
+        good = [r for r in rows if r.method == m and r.ok]
+        out.append(f"  {m:<12} PSNR {_f(_mean([r.psnr for r in good]), '.1f')} dB "
+                   f"(chance {_f(_mean([r.psnr_chance for r in good]), '.1f')} dB), "
+                   f"SSIM {_f(_mean([r.ssim for r in good]))}, {len(good)} ran")
+    return ["image reconstruction (mean over attacked updates):", *out] if out else []
+
+
+def privacy_line(rows: Sequence[PrivacyRow]) -> str | None:
+    if not rows:
+        return None
+    last = max(rows, key=lambda r: r.round)
+    eps = max(r.epsilon for r in rows if r.round == last.round)
+    return f"privacy spent: epsilon {eps:.2f} at delta {last.delta:.0e} ({last.accountant}) after round {last.round}"
+
+
+def summary_lines(run: Path, report: Path | None) -> list[str]:
+    """The end-of-run summary, one string per line (each at most ``WIDTH`` columns but for long paths)."""
+    folder = RunFolder(run)
+    rows = folder.rows()
+    live = [r for r in rows if not getattr(r, "replay", None)]
+    labels = [r for r in live if isinstance(r, LabelRow)]
+    inversions = [r for r in live if isinstance(r, InversionRow)]
+    errors = [r for r in live if isinstance(r, AttackErrorRow)]
+    lines = [utility_line([r for r in rows if isinstance(r, UtilityRow)]),
+             attacked_line(labels, inversions, errors), *label_lines(labels), *inversion_lines(inversions),
+             privacy_line([r for r in rows if isinstance(r, PrivacyRow)]),
+             f"results: {run}"]
+    if report is not None:
+        lines.append(f"report:  {report}")
+    return [line for line in lines if line]
