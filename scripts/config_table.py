@@ -1,7 +1,8 @@
-"""Write docs/config.md (every config key, every attack method) from the schema and the registries.
+"""Write docs/config.md (every config key, every attack method) and the README's attack-method list from the
+schema and the registries.
 
-    python scripts/config_table.py            # rewrite docs/config.md
-    python scripts/config_table.py --check    # exit 1 when docs/config.md differs from what the schema gives
+    python scripts/config_table.py            # rewrite docs/config.md and the README's generated block
+    python scripts/config_table.py --check    # exit 1 when either differs from what the schema gives
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedsim.lab.config_doc import DOC_PATH, render, write  # noqa: E402
+from fedsim.lab.config_doc import stale, write  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
     if "--check" in argv:
-        current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.is_file() else ""
-        if current != render():
-            print(f"{DOC_PATH} is stale: run python scripts/config_table.py", file=sys.stderr)
-            return 1
-        return 0
-    print(write())
+        old = stale()
+        for path in old:
+            print(f"{path} is stale: run python scripts/config_table.py", file=sys.stderr)
+        return 1 if old else 0
+    for path in write():
+        print(path)
     return 0
 
 

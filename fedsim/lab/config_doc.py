@@ -1,10 +1,11 @@
 """``docs/config.md``: every config key (type, default, choices or bounds, meaning) and every attack method with
 its paper, generated from the schema (``fedsim.config.SECTIONS``, the built-in ``[defense.*]`` tables) and the
-registries (``fedsim.lab.catalog``, as ``fedsim list`` reads them). ``tests/test_config_doc.py`` regenerates it
-and fails when the committed file differs, so the page stays equal to the code.
+registries (``fedsim.lab.catalog``, as ``fedsim list`` reads them), and the README's attack-method list (between
+its ``README_BEGIN`` / ``README_END`` markers). ``tests/test_config_doc.py`` regenerates both and fails when the
+committed files differ, so they stay equal to the code.
 
-    python scripts/config_table.py            # rewrite docs/config.md
-    python scripts/config_table.py --check    # exit 1 when docs/config.md is stale
+    python scripts/config_table.py            # rewrite docs/config.md and the README's block
+    python scripts/config_table.py --check    # exit 1 when either is stale
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+README_PATH = DOC_PATH.parents[1] / "README.md"
+README_BEGIN = ("<!-- BEGIN generated: attack methods (python scripts/config_table.py; tests/test_config_doc.py "
+                "checks it) -->")
+README_END = "<!-- END generated: attack methods -->"
 
 HEADER = """# Configuration keys and attack methods
 
@@ -126,6 +131,40 @@ def render() -> str:
     return "\n".join([HEADER.rstrip("\n"), *_keys_markdown(), *_methods_markdown()]).rstrip("\n") + "\n"
 
 
-def write(path: Path = DOC_PATH) -> Path:
+def readme_methods() -> str:
+    """The README's attack-method list (between ``README_BEGIN`` and ``README_END``): name, paper, needs."""
+    from fedsim.lab.catalog import entries
+
+    lines = [README_BEGIN, "", "| `attack.label_methods` | paper |", "|---|---|"]
+    lines += [f"| `{e.name}` | {_cell(e.paper)} |" for e in entries("labels")]
+    lines += ["", "| `attack.inversion` | paper | needs |", "|---|---|---|"]
+    for e in entries("inversion"):
+        lines.append(f"| `{e.name}` | {_cell(e.paper)} | {_cell(', '.join(e.extra.get('needs', ())))} |")
+    return "\n".join([*lines, "", README_END])
+
+
+def readme_with_methods(text: str) -> str:
+    """``text`` (the README) with its generated block replaced; unchanged when it has no markers."""
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        return text
+    return text[:start] + readme_methods() + text[end + len(README_END):]
+
+
+def stale() -> list[Path]:
+    """The generated files that differ from what the schema and the registries give."""
+    out = []
+    if not DOC_PATH.is_file() or DOC_PATH.read_text(encoding="utf-8") != render():
+        out.append(DOC_PATH)
+    readme = README_PATH.read_text(encoding="utf-8")
+    if README_BEGIN not in readme or readme_with_methods(readme) != readme:
+        out.append(README_PATH)
+    return out
+
+
+def write(path: Path = DOC_PATH) -> list[Path]:
+    """Rewrite ``docs/config.md`` and the README's generated block."""
     path.write_text(render(), encoding="utf-8")
-    return path
+    readme = README_PATH.read_text(encoding="utf-8")
+    README_PATH.write_text(readme_with_methods(readme), encoding="utf-8")
+    return [path, README_PATH]
