@@ -7,7 +7,8 @@ of defenses which client-mod appliers are in force (``fedsim.defense_registry.ap
 
     10 secaggplus_mod (Flower, [defense.secagg])  ->  fit_contract_mod (legacy FitIns/FitRes <-> our train message)
       ->  20 LocalDpMod (Flower, [defense.local_dp])  ->  30 fixedclipping_mod (Flower, [defense.central_dp]
-      "client")  ->  40 update_defense_mod ([defense.update])  ->  50 a registered defense's mod  ->  train()
+      "client")  ->  40 update_defense_mod ([defense.update])  ->  50 a registered defense's mod
+      ->  60 your [defense.custom] mods, in the order written (``fedsim.defense_custom``: why innermost)  ->  train()
 
 An applier's name is a key of :data:`CLIENT_MODS` (a factory: table -> mods) or ``"module:attr"``, a Flower mod
 imported as it is (a registered defense's own mod; it reads its table with ``config_of(ctxt).defense.<table>``).

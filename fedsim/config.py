@@ -118,6 +118,9 @@ class AttackSection:
                                 "the test split) when the file is missing")
     lpips_weights: str = opt("", doc="local LPIPS backbone weights (torchmetrics); '' = LPIPS reported as "
                              "unavailable (never downloaded)")
+    plugins: str = opt("", doc="comma-separated modules imported before any method name is looked up (they call "
+                       "register_label_method / register_inversion_method); installed packages' 'fedsim.attacks' "
+                       "entry points are loaded too (attacks.plugins)")
 
 
 @dataclass(frozen=True)

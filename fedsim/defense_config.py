@@ -103,6 +103,19 @@ class TrainingDefense:
 
 
 @dataclass(frozen=True)
+class CustomDefense:
+    """``[defense.custom]``: your own Flower client mods and server strategy wrappers (``fedsim.defense_custom``).
+    Flower's run-config values are scalars, so each list is one comma-separated string."""
+
+    mods: str = opt("", doc="comma-separated 'package.module:attr' Flower client mods (msg, ctxt, call_next) -> "
+                    "Message, run innermost (right around train(), inside fedsim's update defenses), in order")
+    strategy_wrappers: str = opt("", doc="comma-separated 'package.module:attr' callables (strategy) -> Strategy "
+                                 "(Message API), wrapped around the curious server's stack, first innermost")
+    options: str = opt("", doc="[defense.custom.options]: the mods' options (bool/int/float/str; carried as one "
+                       "JSON string); a mod reads them with fedsim.defense_custom.options(ctxt)")
+
+
+@dataclass(frozen=True)
 class DefenseSection:
     """Client- and server-side defenses, all off by default; see docs/benchmarks/defenses.md."""
 
@@ -112,6 +125,7 @@ class DefenseSection:
     dp_sgd: DpSgd = field(default_factory=DpSgd)
     secagg: SecAgg = field(default_factory=SecAgg)
     training: TrainingDefense = field(default_factory=TrainingDefense)
+    custom: CustomDefense = field(default_factory=CustomDefense)
 
 
 #: keys of the old flat ``[defense]`` table -> their key now (None: removed, with the reason)

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Mapping
 from fedsim.accounting import Spent
 from fedsim.defense_builtin import CENTRAL_DP, DP_SGD, LOCAL_DP, SECAGG, TRAINING, UPDATE
 from fedsim.defense_config import DefenseSection
+from fedsim.defense_custom import CUSTOM
 from fedsim.defense_object import Applier, Defense, DefensesInForce
 
 BUILTIN: tuple[Defense, ...] = (
@@ -24,6 +25,7 @@ BUILTIN: tuple[Defense, ...] = (
     UPDATE,  # [defense.update]      client mod (update_defense_mod)
     TRAINING,  # [defense.training]    training hook (smoothing / mixup)
     SECAGG,  # [defense.secagg]      client mods + server workflow (SecAgg+)
+    CUSTOM,  # [defense.custom]      your Flower client mods / strategy wrappers (fedsim.defense_custom)
 )
 
 _REGISTRY: dict[str, Defense] = {d.table: d for d in BUILTIN}

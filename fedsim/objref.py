@@ -5,10 +5,10 @@ be importable in **every** process of a run (the ``fedsim`` process, Flower's Se
 attack workers): installed in the environment, on ``PYTHONPATH`` (the lab runner passes its environment to the
 Flower processes, which pass it on), or a module in the folder ``fedsim`` is run from / the fedsim checkout.
 
-Options: ``[model.options]`` / ``[data.options]`` are tables of bool/int/float/str values (Flower's run-config
-types). Flower refuses a run-config key that ``pyproject.toml`` does not declare, so the tables travel as one
-declared string key, ``model.options = '{"hidden": 64}'`` (canonical JSON, sorted keys): :func:`fold_options`
-folds ``model.options.<key>`` keys (a TOML table, ``--set model.options.hidden=64``) into it.
+Options: ``[model.options]`` / ``[data.options]`` / ``[defense.custom.options]`` are tables of bool/int/float/str
+values (Flower's run-config types). Flower refuses a run-config key that ``pyproject.toml`` does not declare, so the
+tables travel as one declared string key, ``model.options = '{"hidden": 64}'`` (canonical JSON, sorted keys):
+:func:`fold_options` folds ``model.options.<key>`` keys (a TOML table, ``--set model.options.hidden=64``) into it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from fedsim.errors import ConfigError
 
-OPTION_SECTIONS = ("model", "data")
+OPTION_SECTIONS = ("model", "data", "defense.custom")
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,8 @@ def fold_options(flat: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     tables: dict[str, dict[str, Any]] = {}
     for key, value in flat.items():
-        section, _, rest = key.partition(".")
+        section = next((s for s in OPTION_SECTIONS if key.startswith(f"{s}.options")), "")
+        rest = key[len(section) + 1:] if section else ""
         if section in OPTION_SECTIONS and rest == "options":
             table = dict(value) if isinstance(value, Mapping) else options_of(key, value) if isinstance(
                 value, str) else _bad_table(key, value)

@@ -104,7 +104,8 @@ def central_dp_wrapper(strategy: Strategy, cfg: ExperimentConfig, d: CentralDp, 
 
 
 #: strategy-wrapper appliers by name (``Applier(STRATEGY, name)``): ``(strategy, cfg, table, *, curious, folder)
-#: -> Strategy``; a ``"module:attr"`` name is imported instead
+#: -> Strategy``; a ``"module:attr"`` name is imported instead and called as a plain Message-API wrapper,
+#: ``wrapper(strategy) -> Strategy`` (``[defense.custom] strategy_wrappers``, ``fedsim.defense_custom``)
 STRATEGY_WRAPPERS = {"central_dp": central_dp_wrapper}
 
 
@@ -114,5 +115,8 @@ def wrap_strategy(curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFo
     strategy: Strategy = DefenseTap(curious, cfg, folder)
     for _, table, applier in defense_registry.appliers(cfg.defense, STRATEGY):
         factory = resolve(applier.name, STRATEGY_WRAPPERS, "strategy wrapper")
-        strategy = factory(strategy, cfg, table, curious=curious, folder=folder)
+        if applier.name in STRATEGY_WRAPPERS:
+            strategy = factory(strategy, cfg, table, curious=curious, folder=folder)
+        else:  # a user's "module:attr" wrapper
+            strategy = factory(strategy)
     return strategy

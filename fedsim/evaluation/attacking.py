@@ -37,8 +37,10 @@ def plan_from_config(cfg: ExperimentConfig):
     from attacks.inversion import INVERSION_METHODS
     from attacks.labels import LABEL_METHODS
     from attacks.pipeline import AttackPlan
+    from attacks.plugins import load_plugins
 
     a = cfg.attack
+    load_plugins(a.plugins)  # attack.plugins / fedsim.attacks entry points: their names are valid below
     methods = label_method_names(cfg)
     for m in methods:
         LABEL_METHODS.resolve(m)
@@ -93,8 +95,11 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     from fedsim.captures import load_update
     from fedsim.faults_spec import parse_faults
 
+    from attacks.plugins import load_plugins
+
     torch.set_num_threads(1)
     cfg = from_flat(flat_config)
+    load_plugins(cfg.attack.plugins)  # a spawned worker imports the plugins before the plan's names are used
     run_dir = Path(run_dir)
     update = load_update(capture)
     if parse_faults(cfg.faults).crashes_attack(update.client_id, update.server_round):  # [faults] attack_crash

@@ -1,0 +1,272 @@
+"""Your own defense and attack (issue 22): ``[defense.custom]`` client mods and strategy wrappers, and
+``attack.plugins`` label methods, from a package outside the project; plugins reach every process.
+
+The package is ``tests/byo_package.py``'s (model factory + loader) plus the modules below, written under
+``tmp_path`` and put on ``PYTHONPATH`` for the Flower processes and the spawned attack workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedsim.config import ConfigError, from_flat, load_config
+from tests.byo_package import PACKAGE, write_package
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DEFENSES = '''
+import json
+import os
+
+from flwr.app import ArrayRecord
+from fedsim.defense_custom import options
+from server.wrapping import StrategyWrapper
+
+
+def shrink_mod(msg, ctxt, call_next):
+    """A plain Flower client mod: the reply's float tensors become W_before + factor * (W_after - W_before)."""
+    factor = float(options(ctxt).get("factor", 0.5))
+    sent = {name: rec.to_torch_state_dict() for name, rec in msg.content.array_records.items()}
+    out = call_next(msg, ctxt)
+    if out.has_error():
+        return out
+    for name, rec in list(out.content.array_records.items()):
+        state, before = rec.to_torch_state_dict(), sent.get(name, {})
+        for k, v in state.items():
+            if v.is_floating_point() and k in before and before[k].shape == v.shape:
+                state[k] = before[k] + factor * (v - before[k])
+        out.content[name] = ArrayRecord(state)
+    return out
+
+
+class RoundLog(StrategyWrapper):
+    """A Message-API strategy wrapper: logs each aggregated round and how many replies it saw."""
+
+    def aggregate_train(self, server_round, replies):
+        replies = list(replies)
+        with open(os.environ["BYO_WRAPPER_LOG"], "a") as f:
+            f.write(json.dumps({"round": server_round, "replies": len(replies), "pid": os.getpid()}) + "\\n")
+        return self.inner.aggregate_train(server_round, replies)
+
+
+def round_log(strategy):
+    return RoundLog(strategy)
+'''
+
+LEAK = '''
+import os
+
+import torch
+
+from attacks.labels import register_label_method
+from attacks.records import AttackMethod
+from fedsim.types import LabelRestoration
+
+
+def restore_negbias(model, gradients, num_samples, **options):
+    """Counts proportional to the negative part of the classifier's bias gradient (largest remainder)."""
+    bias = [g for g in gradients if g.dim() == 1][-1].detach().double().cpu()
+    score = (-bias).clamp_min(0)
+    share = score / score.sum() * num_samples if float(score.sum()) > 0 else torch.full_like(score, 0.0)
+    counts = share.floor().long()
+    for i in torch.argsort(share - counts, descending=True)[: num_samples - int(counts.sum())]:
+        counts[i] += 1
+    with open(os.environ.get("BYO_PLUGIN_LOG", os.devnull), "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    labels = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    return LabelRestoration("byo-negbias", counts=counts, labels=labels)
+
+
+register_label_method(AttackMethod("byo-negbias", "label", "a plugin of tests/test_byo_plugins.py (2026)",
+                                   "counts from the negative bias gradient", restore_negbias))
+'''
+
+
+def write_plugin_package(root: Path) -> Path:
+    write_package(root)
+    (root / PACKAGE / "defenses.py").write_text(DEFENSES)
+    (root / PACKAGE / "leak.py").write_text(LEAK)
+    return root
+
+
+@pytest.fixture
+def user_pkg(tmp_path, monkeypatch):
+    """The user's package under tmp_path, importable here and (PYTHONPATH) in every child process; the plugin's
+    registration is undone afterwards."""
+    from attacks.labels import LABEL_METHODS
+    from attacks import plugins
+
+    root = write_plugin_package(tmp_path / "userlib")
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    yield root
+    for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
+        del sys.modules[name]
+    LABEL_METHODS.pop("byo-negbias", None)
+    plugins._LOADED.discard(f"{PACKAGE}.leak")
+
+
+def _error(flat: dict) -> str:
+    from fedsim.evaluation.preconditions import check_attack_inputs
+
+    with pytest.raises(ConfigError) as err:
+        check_attack_inputs(from_flat(flat), "/nonexistent", files=False)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("key, spec, fragment", [
+    ("defense.custom.mods", f"{PACKAGE}.defenses:shrnk_mod", f"module '{PACKAGE}.defenses' has no attribute"),
+    ("defense.custom.mods", f"{PACKAGE}.defenses:shrink_mod,{PACKAGE}.defense:shrink_mod",
+     f"cannot import '{PACKAGE}.defense'"),
+    ("defense.custom.mods", "shrink_mod", "is not of the form 'package.module:attr'"),
+    ("defense.custom.strategy_wrappers", f"{PACKAGE}.defenses:roundlog", "has no attribute 'roundlog'"),
+    ("attack.plugins", f"{PACKAGE}.laek", f"cannot import '{PACKAGE}.laek'"),
+    ("attack.plugins", f"{PACKAGE}.leak:restore_negbias", "is not a module name"),
+])
+def test_a_typo_in_a_defense_or_plugin_reference_fails_at_load_in_one_line(user_pkg, key, spec, fragment):
+    message = _error({key: spec})
+    assert message.startswith(f"{key}: ") and fragment in message and "\n" not in message, message
+
+
+def test_a_plugin_method_name_is_valid_only_once_its_plugin_is_loaded(user_pkg):
+    unknown = _error({"attack.label_methods": "ilrg,byo-negbias"})
+    assert unknown.startswith("attack.label_methods: 'byo-negbias' is not one of")
+    plan = _error_free({"attack.label_methods": "ilrg,byo-negbias", "attack.plugins": f"{PACKAGE}.leak"})
+    assert plan.label_methods == ("ilrg", "byo-negbias")
+
+
+def _error_free(flat: dict):
+    from fedsim.evaluation.preconditions import check_attack_inputs
+
+    return check_attack_inputs(from_flat(flat), "/nonexistent", files=False)
+
+
+def test_entry_points_of_installed_packages_are_loaded(user_pkg, monkeypatch):
+    """``fedsim.attacks`` entry points: a module is imported, a callable called (once per process)."""
+    import importlib.metadata as md
+
+    from attacks import plugins
+
+    calls = []
+    (user_pkg / PACKAGE / "hook.py").write_text("CALLS = []\ndef register():\n    CALLS.append(1)\n")
+    eps = [md.EntryPoint("byo-leak", f"{PACKAGE}.leak", plugins.GROUP),
+           md.EntryPoint("byo-hook", f"{PACKAGE}.hook:register", plugins.GROUP)]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [e for e in eps if e.group == group])
+    monkeypatch.setattr(plugins, "_LOADED", set())
+    plan = _error_free({"attack.label_methods": "byo-negbias"})
+    assert plan.label_methods == ("byo-negbias",)
+    _error_free({"attack.label_methods": "byo-negbias"})
+    import importlib
+
+    calls = importlib.import_module(f"{PACKAGE}.hook").CALLS
+    assert calls == [1]
+    broken = [md.EntryPoint("byo-broken", f"{PACKAGE}.nothere", plugins.GROUP)]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: broken)
+    with pytest.raises(ConfigError, match=r"^fedsim\.attacks entry point 'byo-broken' .* raised "
+                                          r"ModuleNotFoundError"):
+        plugins.load_plugins("")
+
+
+def test_custom_defense_table_options_record_label_and_report_line(user_pkg, tmp_path):
+    from fedsim import defense_registry
+    from fedsim.lab.sweep.spec import describe
+
+    preset = tmp_path / "custom.toml"
+    preset.write_text(f'[defense.custom]\nmods = "{PACKAGE}.defenses:shrink_mod"\n'
+                      f'[defense.custom.options]\nfactor = 0.25\n')
+    cfg = load_config(preset)
+    assert json.loads(cfg.defense.custom.options) == {"factor": 0.25}
+    assert "custom" in defense_registry.in_force(cfg.defense)
+    assert defense_registry.record(cfg.defense)["defense.custom.mods"] == f"{PACKAGE}.defenses:shrink_mod"
+    assert describe(cfg) == ("shrink_mod (factor 0.25)", "shrink_mod")
+    swept = cfg.replace(**{"defense.custom.options.factor": 0.5})  # what a sweep's parameters do
+    assert json.loads(swept.defense.custom.options) == {"factor": 0.5}
+    assert defense_registry.configured({"custom": {"mods": "a.b:c", "options": '{"factor": 0.5}'}}) == [
+        "custom (mods = a.b:c, options = {'factor': 0.5})"]
+    with pytest.raises(ConfigError, match=r"^defense\.custom\.strategy_wrappers: cannot be combined with "
+                                          r"defense\.secagg\.enabled"):
+        cfg.replace(**{"defense.custom.strategy_wrappers": f"{PACKAGE}.defenses:round_log",
+                       "defense.secagg.enabled": True, "run.num_clients": 3, "train.min_train_nodes": 3})
+
+
+# ---- one real federation: model + loader + client mod + strategy wrapper + plugin method, every process --------
+
+def _federation(tmp_path: Path, name: str, **extra) -> dict:
+    return {"run": {"name": name, "num_rounds": 1, "num_clients": 2, "seed": 0},
+            "data": {"dataset": f"{PACKAGE}.data:blobs", "partition": "iid", "options": {"per_class": 24}},
+            "model": {"name": f"{PACKAGE}.models:tiny", "options": {"hidden": 16}},
+            "train": {"algorithm": "fedsgd", "lr": 0.1, "batch_size": 8, "min_train_nodes": 2}, **extra}
+
+
+def _unmodified_deltas(run, out: Path, monkeypatch) -> dict[int, dict]:
+    """The same federation without [defense.custom] and attacks: ``server.app.main`` and the ClientApps
+    in-process over ``tests/test_defense_objects.py``'s loopback grid."""
+    import fedsim
+    from flwr.supercore.task_identity import TaskIdentity
+
+    import tests.test_defense_objects as loopback
+
+    monkeypatch.setattr(loopback, "NODES", loopback.NODES[:run.config.run.num_clients])  # partition i of n
+    for name, value in (("_run_id", 7), ("_node_id", 0), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+    cfg = run.config.replace(**{"defense.custom.mods": "", "defense.custom.strategy_wrappers": "",
+                                "attack.enabled": False, "run.out_dir": str(out)})
+    loopback._serve(cfg)
+    return _deltas(fedsim.load_run(out))
+
+
+def _deltas(run) -> dict[int, dict]:
+    out = {}
+    for c in run.captures():
+        u = run.update(c.round, c.client)
+        out[u.client_id] = {k: u.weights_after[k] - u.weights_before[k] for k in u.weights_before}
+    return out
+
+
+@pytest.mark.slow
+def test_a_federation_with_the_users_mod_wrapper_and_plugin_reaches_every_process_rows_and_report(
+        user_pkg, tmp_path, monkeypatch):
+    import torch
+
+    import fedsim
+    from fedsim.rows import LabelRow
+
+    log, plugin_log = tmp_path / "wrapper.jsonl", tmp_path / "plugin.log"
+    monkeypatch.setenv("BYO_WRAPPER_LOG", str(log))
+    monkeypatch.setenv("BYO_PLUGIN_LOG", str(plugin_log))
+    custom = {"mods": f"{PACKAGE}.defenses:shrink_mod", "strategy_wrappers": f"{PACKAGE}.defenses:round_log",
+              "options": {"factor": 0.5}}
+    attack = {"enabled": True, "label_methods": "ilrg,byo-negbias", "inversion": "none", "workers": 1,
+              "plugins": f"{PACKAGE}.leak"}  # workers = 1: a spawned attack worker imports the plugin
+    run = fedsim.run(_federation(tmp_path, "mine", defense={"custom": custom}, attack=attack),
+                     out=tmp_path / "mine")
+
+    # the ClientApps ran the mod: each captured update is exactly half the unmodified one (same seed, same batch),
+    # which the production apps give in-process over a loopback grid with the mod off
+    base, half = _unmodified_deltas(run, tmp_path / "plain", monkeypatch), _deltas(run)
+    assert sorted(half) == [0, 1]
+    for c in half:
+        for k in half[c]:
+            assert float(base[c][k].abs().max()) > 0
+            torch.testing.assert_close(half[c][k], 0.5 * base[c][k], rtol=1e-5, atol=1e-7)
+    # the ServerApp ran the wrapper (one aggregated round of 2 replies), in a process other than this one
+    seen = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(s["round"], s["replies"]) for s in seen] == [(1, 2)] and seen[0]["pid"] != os.getpid()
+    # the spawned attack worker ran the plugin method: rows like the built-ins', scored
+    rows = run.rows(LabelRow)
+    assert sorted((r.method, r.client) for r in rows) == [("byo-negbias", 0), ("byo-negbias", 1), ("ilrg", 0),
+                                                          ("ilrg", 1)]
+    mine = [r for r in rows if r.method == "byo-negbias"]
+    assert all(r.ok and sum(r.restored_counts) == r.num_samples == 8 and 0.0 <= r.label_lnacc <= 1.0 for r in mine)
+    assert {int(p) for p in plugin_log.read_text().split()} - {os.getpid()}  # not this process
+    # recorded as a defense in force in every capture and row, shown in the report
+    for c in run.captures():
+        assert run.update(c.round, c.client).defenses["defense.custom.mods"] == custom["mods"]
+    assert all(r.defenses["defense.custom.options"] == '{"factor": 0.5}' for r in rows)
+    page = run.report_path.read_text()
+    assert "byo-negbias" in page and "shrink_mod" in page and "round_log" in page
