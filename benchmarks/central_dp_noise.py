@@ -2,7 +2,9 @@
 
 For each round r that has captures in round r + 1: noise = (global model sent in round r + 1) - (equal-weight mean
 of the clipped replies captured in round r); measured z = std(noise) / (C / n). Gives the server's own view (it
-holds exactly these tensors), so it needs server-side clipping (the captures hold the clipped replies).
+holds exactly these tensors), so it needs server-side clipping (the captures hold the clipped replies) and every
+update of consecutive rounds captured: run with ``capture.rounds=all capture.clients=all`` (the default captures
+only what the attack selects).
 
     .venv/bin/python benchmarks/central_dp_noise.py runs/cdp      # docs/reliability.md, "Central DP under faults"
 """

@@ -3,7 +3,8 @@
 Receives the global weights and a train config (algorithm, lr, local epochs, batch size, seed, round),
 trains with plain SGD on its partition and replies with its weights, metrics (``num-examples`` weights the
 average) and a ConfigRecord of identifiers (kept out of the averaged MetricRecord). What it trained on goes to
-the audit folder, never into the reply. ``train_loss`` (the mean loss on the private batches) is sent only when
+the audit folder (only for the updates that are captured, so scored: ``fedsim.capture_plan.audited``), never
+into the reply. ``train_loss`` (the mean loss on the private batches) is sent only when
 no DP mechanism and no SecAgg+ is on (:func:`releases_train_loss`): no epsilon covers it. Defenses: training
 hooks here (``fedsim.defended_training``), everything that acts on messages in the one list of mods
 (``clients.mods``). Message keys: ``fedsim.messages``.
@@ -17,6 +18,7 @@ from flwr.clientapp import ClientApp
 
 from fedsim import defense_registry, messages as K
 from fedsim.audit import write_ground_truth
+from fedsim.capture_plan import audited
 from fedsim.defended_training import train_defended
 from fedsim.dp_sgd import released_examples
 from fedsim.experiment import client_data, device, local_seed, make_model, run_dir
@@ -59,7 +61,8 @@ def train(msg: Message, context: Context) -> Message:
         cfg.defense, model, x, y, algorithm=algorithm, lr=float(conf[K.LR]), epochs=int(conf[K.LOCAL_EPOCHS]),
         batch_size=int(conf[K.BATCH_SIZE]), seed=seed, server_round=server_round, client_id=pid,
         max_steps=int(conf[K.MAX_LOCAL_STEPS]))
-    write_ground_truth(run_dir(cfg), result.ground_truth)
+    if audited(cfg, server_round, pid, defense_registry.aggregate_only(cfg.defense)):  # only what can be scored
+        write_ground_truth(run_dir(cfg), result.ground_truth)
     # what the client releases: min(B, n) for FedSGD, n for FedAvg; never DP-SGD's realised Poisson batch sizes
     used = released_examples(algorithm, len(y), int(conf[K.BATCH_SIZE]))
     metrics = {K.NUM_EXAMPLES: used, **privacy}

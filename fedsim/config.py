@@ -20,7 +20,7 @@ Scalar = bool | int | float | str
 from fedsim.errors import ConfigError  # noqa: E402,F401  (re-exported: `from fedsim.config import ConfigError`)
 from fedsim.defense_config import DefenseSection, renamed_key_error  # noqa: E402  (one table each)
 from fedsim.defense_registry import check_defenses, section_class  # noqa: E402  (registered defenses)
-from fedsim.config_checks import check_federation, parse_selection  # noqa: E402
+from fedsim.config_checks import ATTACKED, check_federation, parse_selection  # noqa: E402
 from fedsim.objref import fold_options, is_ref, override_value  # noqa: E402  (module:attr, [model.options])
 
 
@@ -88,9 +88,12 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class CaptureSection:
-    enabled: bool = opt(True, doc="store every intercepted update under captures/")
-    rounds: str = opt("all", doc="'all' or comma-separated round numbers")
-    clients: str = opt("all", doc="'all' or comma-separated client ids")
+    enabled: bool = opt(True, doc="store the selected intercepted updates under captures/ (the global model once "
+                        "per round, one file per client update)")
+    rounds: str = opt("attacked", doc="'attacked' (the rounds attack.rounds selects: what an attack or a replay "
+                      "can use), 'all' or comma-separated round numbers")
+    clients: str = opt("attacked", doc="'attacked' (the clients attack.clients selects), 'all' or comma-separated "
+                       "client ids")
 
 
 @dataclass(frozen=True)
@@ -301,7 +304,8 @@ def _check_cross_section(cfg: ExperimentConfig) -> None:
     _check_run_name(cfg.run.name)
     for key, text in (("capture.rounds", cfg.capture.rounds), ("capture.clients", cfg.capture.clients),
                       ("attack.rounds", cfg.attack.rounds), ("attack.clients", cfg.attack.clients)):
-        parse_selection(key, text)
+        if text.strip().lower() != ATTACKED:  # capture.* = 'attacked': the attack.* selection (checked as such)
+            parse_selection(key, text)
     from fedsim.faults_spec import parse_faults
 
     check_federation(cfg)  # min_train_nodes vs num_clients; attack/capture selections that select nothing

@@ -24,6 +24,10 @@ from fedsim.errors import ConfigError
 #: keeps the two equal: the core cannot import the server)
 AGGREGATE_CLIENT = 9999
 
+#: ``capture.rounds`` / ``capture.clients`` value: the rounds / clients the attack selection names
+#: (``fedsim.capture_plan``); such a capture key is checked as its ``attack.*`` key
+ATTACKED = "attacked"
+
 
 def parse_selection(key: str, text: str) -> frozenset[int] | None:
     """'all' -> None (everything); '1,3' -> {1, 3}."""
@@ -32,7 +36,8 @@ def parse_selection(key: str, text: str) -> frozenset[int] | None:
     try:
         return frozenset(int(t) for t in text.split(",") if t.strip())
     except ValueError:
-        raise ConfigError(f"{key}: expected 'all' or comma-separated integers, got {text!r}") from None
+        more = " (or 'attacked': the attack selection)" if key.startswith("capture.") else ""
+        raise ConfigError(f"{key}: expected 'all' or comma-separated integers{more}, got {text!r}") from None
 
 
 def check_federation(cfg: Any) -> None:
@@ -46,8 +51,11 @@ def check_federation(cfg: Any) -> None:
 
     secagg = aggregate_only(cfg.defense)  # SecAgg+: the server sees only the aggregate
     for key, text in (("capture.clients", cfg.capture.clients), ("attack.clients", cfg.attack.clients)):
-        _check_clients(key, parse_selection(key, text), n, secagg)
+        if text.strip().lower() != ATTACKED:
+            _check_clients(key, parse_selection(key, text), n, secagg)
     for key, text in (("capture.rounds", cfg.capture.rounds), ("attack.rounds", cfg.attack.rounds)):
+        if text.strip().lower() == ATTACKED:
+            continue
         chosen = parse_selection(key, text)
         if chosen is None:
             continue

@@ -6,7 +6,8 @@ Layout (see docs/architecture.md)::
     metrics.jsonl               typed rows (fedsim.rows): utility, label, inversion, privacy, attack_error,
                                 skipped, lost_round
     rejections.jsonl            rejected client replies (RejectionRow)
-    captures/round_R/client_C.safetensors   intercepted updates (server side)
+    captures/round_R/global.safetensors     the global model sent in round R (once per round)
+    captures/round_R/client_C.safetensors   intercepted updates (server side): weights after, buffers, metadata
     audit/round_R/client_C.safetensors      ground truth (client side; read only by fedsim.evaluation)
     images/                     ground truth vs reconstruction grids
     priors/                     generative priors (VAE weights) the attacker trained
@@ -40,6 +41,9 @@ MARK = ".fedsim-run"
 MARK_TEXT = ("fedsim run folder: fedsim created it and clears what a run wrote here (" + ", ".join(RUN_ARTIFACTS)
              + ") before the next run into it; delete this file to keep fedsim from clearing it.\n")
 
+
+#: the file of a round's capture folder that holds the global model sent that round (``weights_before``)
+GLOBAL_CAPTURE = "global.safetensors"
 
 _CAPTURE_ROUND = re.compile(r"round_(\d+)")
 _CAPTURE_CLIENT = re.compile(r"client_(\d+)\.safetensors")
@@ -80,6 +84,10 @@ class RunFolder:
 
     def capture(self, server_round: int, client_id: int) -> Path:
         return self.captures / f"round_{server_round:04d}" / f"client_{client_id:04d}.safetensors"
+
+    def capture_global(self, server_round: int) -> Path:
+        """The global model sent in ``server_round`` (the ``weights_before`` of that round's captures)."""
+        return self.captures / f"round_{server_round:04d}" / GLOBAL_CAPTURE
 
     @property
     def audit(self) -> Path:
@@ -227,6 +235,11 @@ class RunFolder:
             except ValueError:
                 continue
         return out
+
+
+def global_capture_of(capture: str | Path) -> Path:
+    """The global-model file beside a client capture file (same round folder)."""
+    return Path(capture).parent / GLOBAL_CAPTURE
 
 
 def read_objects(path: Path) -> tuple[list[dict], int]:

@@ -12,6 +12,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedsim import defense_registry, messages as K
 from fedsim.config import ExperimentConfig, from_flat, to_toml
 from fedsim.defense_object import WORKFLOW, resolve
+from fedsim.capture_plan import capture_text  # capture.* = 'attacked': the attack selection
 from fedsim.evaluation.preconditions import check_attack_inputs
 from fedsim.experiment import HELDOUT, device, make_model, run_dir, test_data
 from fedsim.rows import UtilityRow
@@ -99,7 +100,7 @@ def main(grid: Grid, context: Context) -> None:
         log.warning("run.num_clients=%d but %d SuperNodes are connected", cfg.run.num_clients, len(nodes))
     sinks = []
     if cfg.capture.enabled:
-        sinks.append(CaptureWriter(out, cfg.capture.rounds, cfg.capture.clients))
+        sinks.append(CaptureWriter(out, capture_text(cfg, "rounds"), capture_text(cfg, "clients")))
     hook = build_attack_hook(cfg, out)
     if hook is not None:
         sinks.append(hook)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError as FutureTimeout
 from pathlib import Path
 
-from fedsim.captures import save_update
+from fedsim.captures import CaptureStore
 from fedsim.config import ExperimentConfig, parse_selection
 from fedsim.evaluation.attacking import attack_and_score, attack_error_row, plan_from_config
 from fedsim.rows import InversionRow, LabelRow, Row, SkippedRow
@@ -51,6 +51,7 @@ class AttackScheduler:
         self.folder = RunFolder(self.run_dir)
         self.rounds = parse_selection("attack.rounds", cfg.attack.rounds)
         self.clients = parse_selection("attack.clients", cfg.attack.clients)
+        self.store = CaptureStore(self.run_dir)  # the round's global model once, then the client file
         self.plan = plan_from_config(cfg)  # built once (names checked at ServerApp start); the workers take it
         self.submitted = 0
         self.pending: deque[Pending] = deque()
@@ -83,7 +84,7 @@ class AttackScheduler:
     def _schedule(self, update: ClientUpdate, ident: dict) -> None:
         path = self.folder.capture(update.server_round, update.client_id)
         if not path.exists():
-            save_update(update, path)  # an attacked update is always captured
+            self.store.save(update)  # an attacked update is always captured
         self.submitted += 1
         if self.pool is None:
             self._write(ident, self._run_inline(path))

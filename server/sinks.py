@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
-from fedsim.captures import capture_path, save_update
+from fedsim.captures import CaptureStore
 from fedsim.config import parse_selection
 from fedsim.rows import CaptureErrorRow
 from fedsim.runfolder import RunFolder
@@ -24,7 +24,9 @@ UpdateSink = Callable[[ClientUpdate], None]
 
 
 class CaptureWriter:
-    """Stream selected updates to ``<run>/captures/round_R/client_C.safetensors`` (never pickle)."""
+    """Stream selected updates to ``<run>/captures/round_R/client_C.safetensors`` (never pickle); the first capture
+    of a round also writes the round's global model, ``round_R/global.safetensors`` (``fedsim.captures``).
+    ``rounds`` / ``clients``: resolved selections (``fedsim.capture_plan.capture_text``; not ``'attacked'``)."""
 
     NAME = "capture"
 
@@ -32,6 +34,7 @@ class CaptureWriter:
         self.run_dir = Path(run_dir)
         self.rounds = parse_selection("capture.rounds", rounds)
         self.clients = parse_selection("capture.clients", clients)
+        self.store = CaptureStore(self.run_dir)
 
     def selected(self, update: ClientUpdate) -> bool:
         return (self.rounds is None or update.server_round in self.rounds) and \
@@ -39,7 +42,7 @@ class CaptureWriter:
 
     def __call__(self, update: ClientUpdate) -> None:
         if self.selected(update):
-            save_update(update, capture_path(self.run_dir, update.server_round, update.client_id))
+            self.store.save(update)
 
     def __repr__(self) -> str:
         return f"CaptureWriter({self.run_dir})"

@@ -150,13 +150,20 @@ def test_check_json_and_disk_estimate(capsys: pytest.CaptureFixture[str]) -> Non
     assert doc["valid"] is True and doc["preflight"] == "ok"
     disk = doc["disk_estimate"]
     assert disk["captured_updates"] == 2 * 3  # smoke: 2 rounds x 3 clients, all captured
-    assert disk["model_bytes"] > 0 and disk["total_bytes"] == disk["captured_updates"] * disk["model_bytes"] * 2
+    assert disk["global_files"] == 2  # the global model once per round (fedsim.captures)
+    assert disk["model_bytes"] > 0 and disk["capture_bytes"] == (
+        6 * (disk["model_bytes"] + disk["header_bytes"]) + 2 * (disk["model_bytes"] + disk["global_header_bytes"]))
+    assert disk["audit_files"] == 6 and disk["total_bytes"] == disk["capture_bytes"] + disk["audit_bytes"]
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    ({}, 6), ({"capture.rounds": "1"}, 3), ({"capture.rounds": "1,2", "capture.clients": "1,2"}, 4),
-    ({"capture.clients": "0"}, 2),
-    ({"capture.enabled": "false"}, 0), ({"run.num_clients": "10", "train.fraction_train": "0.5"}, 10),
+    ({}, 6), ({"capture.rounds": "1", "attack.enabled": "false"}, 3),
+    ({"capture.rounds": "1,2", "capture.clients": "1,2", "attack.enabled": "false"}, 4),
+    ({"capture.clients": "0", "attack.enabled": "false"}, 2),
+    ({"capture.clients": "0"}, 6),  # smoke attacks every update, and the scheduler captures what it attacks
+    ({"capture.enabled": "false", "attack.enabled": "false"}, 0), ({"capture.enabled": "false"}, 6), ({"run.num_clients": "10", "train.fraction_train": "0.5"}, 10),
+    ({"attack.rounds": "2", "attack.clients": "1"}, 1),  # default capture: what the attack selects
+    ({"attack.rounds": "2", "capture.rounds": "all", "capture.clients": "all"}, 6),
 ])
 def test_captured_updates_known_answers(overrides: dict[str, str], expected: int) -> None:
     from fedsim.config import load_config

@@ -139,6 +139,7 @@ def test_a_real_federation_reports_at_least_the_epsilon_of_the_noise_in_its_capt
             "train.min_train_nodes": 2, "train.batch_size": 16, "train.max_local_steps": 2,
             "defense.central_dp.clipping": "server", "defense.central_dp.noise_multiplier": z,
             "defense.central_dp.clip_norm": clip, "attack.enabled": False, "faults.enabled": True,
+            "capture.rounds": "all", "capture.clients": "all",  # every update of rounds 1-3 is read below
             "faults.dropout": "1:2"}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={str(v).lower() if isinstance(v, bool) else v}")]
     proc = subprocess.run([sys.executable, "-m", "fedsim.lab.cli", "run", str(ROOT / "configs" / "smoke.toml"),

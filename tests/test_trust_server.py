@@ -243,12 +243,12 @@ def test_secure_aggregate_steps_are_the_claim_weighted_mean_from_the_config():
 
 # ---- defect 10: failures that were only logged are rows --------------------------------------------------
 def test_a_capture_that_cannot_be_written_is_a_row_and_the_rounds_go_on(tmp_path, monkeypatch):
-    import server.sinks as sinks
+    import fedsim.captures as captures
 
-    def full_disk(update, path):
+    def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sinks, "save_update", full_disk)
+    monkeypatch.setattr(captures, "save_file", full_disk)  # every capture write (global and client files) fails
     after: list = []
     gate, sent, _, folder, _ = _stack(tmp_path, sinks=[CaptureWriter(tmp_path), after.append])
     for rnd in (1, 2):
@@ -264,7 +264,7 @@ def test_a_capture_that_cannot_be_written_is_a_row_and_the_rounds_go_on(tmp_path
 def test_an_attack_that_cannot_be_scheduled_is_an_attack_error_row(tmp_path, monkeypatch):
     import server.scheduler as scheduler
 
-    monkeypatch.setattr(scheduler, "save_update", Mock(side_effect=PermissionError("captures/ is read-only")))
+    monkeypatch.setattr(scheduler.CaptureStore, "save", Mock(side_effect=PermissionError("captures/ is read-only")))
     cfg = ExperimentConfig().replace(**{"run.out_dir": str(tmp_path), "attack.enabled": True, "attack.workers": 0})
     hook = scheduler.AttackScheduler(cfg, tmp_path)
     gate, sent, _, folder, _ = _stack(tmp_path, sinks=[hook])

@@ -1,9 +1,13 @@
-"""``fedsim check CONFIG``: the resolved config, the preflight result and the expected disk use of the captures,
-without starting Flower.
+"""``fedsim check CONFIG``: the resolved config, the preflight result and the expected disk use of the captures
+and the audit store, without starting Flower (``fedsim run`` prints the same estimate in one line at start).
 
-The disk figure is an estimate: captured updates (rounds of ``capture.rounds`` x the clients sampled per round
-that ``capture.clients`` selects) x the model's state-dict size x 2 (the weights before and after local
-training); metrics, the audit store and the report come on top.
+The estimate follows the storage layout (``fedsim.captures``, ``fedsim.capture_plan``): one client file per
+captured update (the weights after local training and the buffers: one state dict) and one global file per round
+with a capture (the global model sent: one state dict), each with its safetensors header; the audit store holds,
+per captured update, every input and label the client trained on (float32 images, int64 labels; each client's
+partition size and local steps as the run draws them). Client sampling (``train.fraction_train``) gives the
+expected number; ``attack.max_attacks`` may stop the scheduler's captures earlier (an upper bound then).
+Metrics, images and the report come on top (small).
 """
 
 from __future__ import annotations
@@ -14,59 +18,161 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsim.config import ExperimentConfig, parse_selection
+from fedsim.capture_plan import audited, captured
+from fedsim.config import ExperimentConfig
+from fedsim.config_checks import AGGREGATE_CLIENT
+
+#: bytes of a capture's JSON metadata beyond its defense settings (scalars, parameter order): measured ~0.3-1 kB
+_META_BASE = 400
+_GLOBAL_META = 80  # a global file's metadata: round and run id
 
 
 @dataclass(frozen=True)
 class DiskEstimate:
-    """``captures`` updates of ``model_bytes`` each, stored twice (before/after): ``total_bytes``."""
+    """``captures`` client files and ``global_files`` global files of ``model_bytes`` (+ ``header_bytes``) each,
+    and ``audit_bytes`` of ground truth in ``audit_files`` files: ``total_bytes``."""
 
     captures: int
     model_bytes: int
+    global_files: int = 0
+    header_bytes: int = 0
+    audit_files: int = 0
+    audit_bytes: int = 0
+
+    global_header_bytes: int = 0
+
+    @property
+    def capture_bytes(self) -> int:
+        return (self.captures * (self.model_bytes + self.header_bytes)
+                + self.global_files * (self.model_bytes + self.global_header_bytes))
 
     @property
     def total_bytes(self) -> int:
-        return self.captures * self.model_bytes * 2
+        return self.capture_bytes + self.audit_bytes
+
+    @property
+    def inline_bytes(self) -> int:
+        """The captures in the layout before the global file (weights before inside every client file)."""
+        return self.captures * (2 * self.model_bytes + self.header_bytes)
 
     def line(self) -> str:
-        return (f"expected capture disk use (estimate): {self.captures} captured updates x "
-                f"{self.model_bytes / 1e6:.2f} MB model x 2 (before/after) = {self.total_bytes / 1e6:.1f} MB")
+        return (f"expected disk use (estimate): captures {_mb(self.capture_bytes)} ({self.captures} updates + "
+                f"{self.global_files} global models of {_mb(self.model_bytes)}), audit {_mb(self.audit_bytes)} "
+                f"({self.audit_files} updates); total {_mb(self.total_bytes)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"captured_updates": self.captures, "global_files": self.global_files,
+                "model_bytes": self.model_bytes, "header_bytes": self.header_bytes,
+                "global_header_bytes": self.global_header_bytes,
+                "capture_bytes": self.capture_bytes, "audit_files": self.audit_files,
+                "audit_bytes": self.audit_bytes, "total_bytes": self.total_bytes, "estimate": True}
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 or n == 0 else f"{n / 1e3:.1f} kB"
+
+
+def _sampled(cfg: ExperimentConfig) -> int:
+    """Clients trained per round (Flower's sampling: the fraction, at least ``train.min_train_nodes``)."""
+    n = cfg.run.num_clients
+    return min(n, max(int(n * cfg.train.fraction_train), cfg.train.min_train_nodes))
+
+
+def _secagg(cfg: ExperimentConfig) -> bool:
+    from fedsim.defense_registry import aggregate_only
+
+    return aggregate_only(cfg.defense)
 
 
 def captured_updates(cfg: ExperimentConfig) -> int:
-    """Updates the capture selection keeps over the run (expected number when clients are sampled)."""
-    if not cfg.capture.enabled:
-        return 0
-    n, rounds = cfg.run.num_clients, cfg.run.num_rounds
-    sampled = min(n, max(int(n * cfg.train.fraction_train), cfg.train.min_train_nodes))
-    sel_rounds = parse_selection("capture.rounds", cfg.capture.rounds)
-    sel_clients = parse_selection("capture.clients", cfg.capture.clients)
-    n_rounds = rounds if sel_rounds is None else len({r for r in sel_rounds if 1 <= r <= rounds})
-    share = 1.0 if sel_clients is None else len({c for c in sel_clients if 0 <= c < n}) / n
-    return math.ceil(n_rounds * sampled * share)
+    """Updates captured over the run (expected number when clients are sampled; one aggregate a round under
+    SecAgg+)."""
+    rounds = range(1, cfg.run.num_rounds + 1)
+    if _secagg(cfg):
+        return sum(captured(cfg, r, AGGREGATE_CLIENT) for r in rounds)
+    n = cfg.run.num_clients
+    hits = sum(captured(cfg, r, c) for r in rounds for c in range(n))
+    return math.ceil(hits * _sampled(cfg) / n)
+
+
+def capture_rounds(cfg: ExperimentConfig) -> int:
+    """Rounds with at least one capture (one global file each)."""
+    client_ids = [AGGREGATE_CLIENT] if _secagg(cfg) else range(cfg.run.num_clients)
+    return sum(any(captured(cfg, r, c) for c in client_ids) for r in range(1, cfg.run.num_rounds + 1))
 
 
 def model_bytes(cfg: ExperimentConfig) -> int:
     """Bytes of the global model's state dict (parameters and buffers) for this config's dataset."""
+    return sum(t.numel() * t.element_size() for t in _state(cfg).values())
+
+
+def _state(cfg: ExperimentConfig) -> dict:
     from fedsim.experiment import make_model
 
-    return sum(t.numel() * t.element_size() for t in make_model(cfg).state_dict().values())
+    return make_model(cfg).state_dict()
+
+
+def header_bytes(cfg: ExperimentConfig, state: dict) -> tuple[int, int]:
+    """Safetensors headers of (a client file, a global file): one JSON entry per tensor, and the metadata (the
+    client file's holds every defense setting)."""
+    entries = len(json.dumps({f"after/{name}": {"dtype": "F32", "shape": list(t.shape),
+                                                 "data_offsets": [10 ** 6, 10 ** 6]} for name, t in state.items()}))
+    defenses = {k: v for k, v in cfg.to_flat().items() if k.startswith("defense.")}
+    return entries + len(json.dumps(defenses)) + _META_BASE, entries + _GLOBAL_META
+
+
+def samples_per_update(cfg: ExperimentConfig, n: int) -> int:
+    """Examples a client of ``n`` examples trains on in one round (``fedsim.training.step_batches``)."""
+    b = cfg.train.batch_size
+    if cfg.train.algorithm == "fedsgd":
+        return min(b, n)
+    per_epoch = [b] * (n // b) + ([n % b] if n % b else [])
+    steps = per_epoch * cfg.train.local_epochs
+    return sum(steps[:cfg.train.max_local_steps] if cfg.train.max_local_steps else steps)
+
+
+def audit_estimate(cfg: ExperimentConfig) -> tuple[int, int]:
+    """(files, bytes) of the audit store: each audited update's inputs (float32) and labels (int64)."""
+    from fedsim.experiment import client_indices, dataset
+
+    ds = dataset(cfg)
+    per_sample = 4 * math.prod(ds.input_shape) + 8
+    n, secagg, share = cfg.run.num_clients, _secagg(cfg), _sampled(cfg) / cfg.run.num_clients
+    sizes = [len(client_indices(cfg, c, n)) for c in range(n)]
+    files, total = 0.0, 0.0
+    for r in range(1, cfg.run.num_rounds + 1):
+        for c in range(n):
+            if audited(cfg, r, c, secagg):
+                files += share
+                total += share * (samples_per_update(cfg, sizes[c]) * per_sample + 300)  # + header
+    return math.ceil(files), math.ceil(total)
+
+
+def estimate(cfg: ExperimentConfig) -> DiskEstimate:
+    """The disk estimate of ``cfg`` (builds the model once and reads the partition sizes; no training)."""
+    count = captured_updates(cfg)
+    audit_files, audit_bytes = audit_estimate(cfg)
+    if not count:
+        return DiskEstimate(0, 0, audit_files=audit_files, audit_bytes=audit_bytes)
+    state = _state(cfg)
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    client_header, global_header = header_bytes(cfg, state)
+    return DiskEstimate(count, size, capture_rounds(cfg), client_header, audit_files, audit_bytes, global_header)
 
 
 def check(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> DiskEstimate:
-    """Run the preflight (raises a one-line ``FedsimError``) and return the capture disk estimate."""
+    """Run the preflight (raises a one-line ``FedsimError``) and return the disk estimate."""
     from fedsim.lab.preflight import preflight
 
     preflight(cfg, run_dir)
-    return DiskEstimate(captured_updates(cfg), model_bytes(cfg) if cfg.capture.enabled else 0)
+    return estimate(cfg)
 
 
 def render(cfg: ExperimentConfig, disk: DiskEstimate, fmt: str) -> str:
     """The resolved config, ``preflight: ok`` and the disk estimate as ``text`` (TOML) or ``json``."""
     if fmt == "json":
         doc: dict[str, Any] = {"valid": True, "config": cfg.to_nested(), "preflight": "ok",
-                               "disk_estimate": {"captured_updates": disk.captures, "model_bytes": disk.model_bytes,
-                                                 "total_bytes": disk.total_bytes, "estimate": True}}
+                               "disk_estimate": disk.to_json()}
         return json.dumps(doc, indent=2)
     from fedsim.config import to_toml
 

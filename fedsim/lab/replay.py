@@ -107,7 +107,8 @@ def selected_captures(folder: RunFolder, cfg: ExperimentConfig) -> list[Capture]
         return chosen
     rounds = parse_selection("attack.rounds", cfg.attack.rounds)
     clients = parse_selection("attack.clients", cfg.attack.clients)
-    have = f"rounds {_ranges({c.round for c in every})} and clients {_ranges({c.client for c in every})}"
+    have = (f"rounds {_ranges({c.round for c in every})} and clients {_ranges({c.client for c in every})} "
+            f"(only captured updates can be replayed: {_CAPTURED})")
     for key, sel, ids in (("attack.rounds", rounds, {c.round for c in every}),
                           ("attack.clients", clients, {c.client for c in every})):
         if sel is not None and not sel & ids:
@@ -116,6 +117,12 @@ def selected_captures(folder: RunFolder, cfg: ExperimentConfig) -> list[Capture]
     raise ConfigError(f"attack.rounds, attack.clients: rounds {cfg.attack.rounds!r} x clients "
                       f"{cfg.attack.clients!r} select no capture of {folder.root}; it has captures for {have}, "
                       "none of them in this combination")
+
+
+#: why a replay finds only some rounds / clients: what the run captured
+_CAPTURED = ("a run captures capture.rounds x capture.clients, by default 'attacked', the rounds and clients its "
+             "attack.rounds / attack.clients selected; run again with capture.rounds=all and capture.clients=all to "
+             "replay any update")
 
 
 def _ranges(ids: set[int]) -> str:

@@ -78,6 +78,16 @@ def ensure_done(out: Path, what: str) -> Path:
     return out
 
 
+def print_disk_estimate(cfg: ExperimentConfig) -> None:
+    """One line before Flower starts: the captures and audit store this run will write (``fedsim.lab.check``)."""
+    from fedsim.lab.check import estimate
+
+    try:
+        print(estimate(cfg).line(), flush=True)
+    except Exception as exc:  # noqa: BLE001 - an estimate must never stop a run the preflight accepted
+        print(f"expected disk use: no estimate ({type(exc).__name__}: {exc})", flush=True)
+
+
 def gpu_share(num_clients: int) -> float:
     """Fraction of one GPU per simulated client: all of them fit at once, but no less than a tenth."""
     return round(max(0.1, min(1.0, 1.0 / max(1, num_clients))), 3)
@@ -86,6 +96,8 @@ def gpu_share(num_clients: int) -> float:
 def run_federation(cfg: ExperimentConfig, out: Path, quiet: bool = False) -> Path:
     """Run the federation described by ``cfg`` into ``out``; returns the run folder."""
     cfg, out = prepare_run_dir(cfg, out)
+    if not quiet:
+        print_disk_estimate(cfg)
     folder = RunFolder(out)
     flwr_home = folder.flwr_home
     federation = f"num-supernodes={cfg.run.num_clients} client-resources-num-cpus=1"

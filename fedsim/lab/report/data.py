@@ -144,7 +144,7 @@ def _count_files(data: RunData, folder: RunFolder) -> None:
         try:
             rounds = [d for d in folder.captures.iterdir() if d.is_dir()]
             data.capture_rounds = len(rounds)
-            data.num_captures = sum(1 for d in rounds for f in d.glob("*.safetensors") if f.is_file())
+            data.num_captures = len(folder.capture_list())  # client files (not a round's global.safetensors)
         except OSError:
             pass
     if folder.images.is_dir():
