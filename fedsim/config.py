@@ -157,6 +157,18 @@ class FaultsSection:
     huge_norm_factor: float = opt(1e6, minimum=1.0, doc="huge_norm: update scaled by this factor")
 
 
+@dataclass(frozen=True)
+class TrackingSection:
+    """Experiment tracking (off by default): the run's rows and reconstruction grids exported when it ends
+    (``fedsim.lab.tracking``; ``fedsim track RUN`` exports a finished run). Needs the ``tracking`` extra."""
+
+    backend: str = opt("none", choices=("none", "tensorboard", "mlflow"), doc="where the utility and attack "
+                       "scalars and the reconstruction grids go at the end of the run ('none' = nowhere)")
+    dir: str = opt("", doc="tensorboard: the log folder ('' = <run>/tensorboard)")
+    uri: str = opt("", doc="mlflow: the tracking URI ('' = a local file store, file:<run>/mlruns)")
+    experiment: str = opt("fedsim", doc="mlflow: the experiment name (the MLflow run is named after run.name)")
+
+
 SECTIONS: dict[str, type] = {
     "run": RunSection,
     "data": DataSection,
@@ -167,6 +179,7 @@ SECTIONS: dict[str, type] = {
     "defense": DefenseSection,
     "faults": FaultsSection,
     "validation": ValidationSection,
+    "tracking": TrackingSection,
 }
 
 
@@ -181,6 +194,7 @@ class ExperimentConfig:
     defense: DefenseSection = field(default_factory=lambda: section_class()())  # + registered tables
     faults: FaultsSection = field(default_factory=FaultsSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
 
     def to_flat(self) -> dict[str, Scalar]:
         """Dotted keys (``train.lr``, ``defense.dp_sgd.enabled``) as Flower's run config holds them."""

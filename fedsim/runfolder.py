@@ -10,6 +10,7 @@ Layout (see docs/architecture.md)::
     captures/round_R/client_C.safetensors   intercepted updates (server side): weights after, buffers, metadata
     audit/round_R/client_C.safetensors      ground truth (client side; read only by fedsim.evaluation)
     images/                     ground truth vs reconstruction grids
+    tensorboard/, mlruns/, mlartifacts/   experiment tracking exports ([tracking], fedsim.lab.tracking)
     priors/                     generative priors (VAE weights) the attacker trained
     report.html, logs/, .flwr/, DONE
     .fedsim-run                 the mark: fedsim created this folder and may clear what a run wrote here
@@ -34,7 +35,7 @@ from fedsim.rows import RejectionRow, Row, row_from_json
 
 #: What ``fedsim run`` removes from a reused run folder before starting (everything a run writes).
 RUN_ARTIFACTS = ("captures", "audit", "images", "metrics.jsonl", "rejections.jsonl", "report.html", "DONE",
-                 "logs")
+                 "logs", "tensorboard", "mlruns", "mlartifacts")
 
 #: The file that marks a folder as a fedsim run folder (written when fedsim creates or takes the folder).
 MARK = ".fedsim-run"
@@ -103,6 +104,21 @@ class RunFolder:
     def image(self, server_round: int, client_id: int, method: str) -> Path:
         """Relative path (as rows store it) of an inversion's comparison grid."""
         return Path("images") / f"r{server_round:04d}_c{client_id:04d}_{method}.png"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files of ``[tracking] backend = "tensorboard"`` (default ``tracking.dir``)."""
+        return self.root / "tensorboard"
+
+    @property
+    def mlruns(self) -> Path:
+        """The local MLflow file store of ``[tracking] backend = "mlflow"`` (default ``tracking.uri``)."""
+        return self.root / "mlruns"
+
+    @property
+    def mlartifacts(self) -> Path:
+        """Artifacts of an MLflow experiment that ``fedsim.lab.tracking`` created in a database store."""
+        return self.root / "mlartifacts"
 
     @property
     def priors(self) -> Path:

@@ -57,7 +57,8 @@ class DiskEstimate:
 
     def line(self) -> str:
         return (f"expected disk use (estimate): captures {_mb(self.capture_bytes)} ({self.captures} updates + "
-                f"{self.global_files} global models of {_mb(self.model_bytes)}), audit {_mb(self.audit_bytes)} "
+                f"{self.global_files} global model{'' if self.global_files == 1 else 's'} of {_mb(self.model_bytes)}), "
+                f"audit {_mb(self.audit_bytes)} "
                 f"({self.audit_files} updates); total {_mb(self.total_bytes)}")
 
     def to_json(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@
     fedsim sweep SWEEP.toml --out DIR [--parallel N] [--set section.key=value ...]
     fedsim check CONFIG [--set section.key=value ...] [--format text|json]
     fedsim list [attacks|labels|inversion|datasets|models|defenses] [--format text|json]
+    fedsim track RUN_DIR [--backend tensorboard|mlflow] [--to DIR_OR_URI]
     fedsim --version
 """
 
@@ -85,6 +86,16 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from fedsim.api import attack
 
     attack(Path(args.run_dir), overrides=parse_overrides(args.set or []), quiet=args.quiet, report=False)
+    return 0
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from fedsim.lab.tracking import export
+
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise RunFolderError(f"{run}: no such run folder")
+    print(export(run, args.backend, target=args.to).line())
     return 0
 
 
@@ -243,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
                          help="what to list (default all; attacks = labels + inversion)")
     listing.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     listing.set_defaults(func=_cmd_list)
+    track = sub.add_parser("track", help="export a finished run's utility and attack scalars and reconstruction "
+                           "grids to TensorBoard or MLflow (the optional 'tracking' extra)")
+    track.add_argument("run_dir", help="a finished run folder (metrics.jsonl), e.g. runs/demo")
+    track.add_argument("--backend", choices=("tensorboard", "mlflow"), default=None,
+                       help="where to export (default: the run's tracking.backend)")
+    track.add_argument("--to", default=None, metavar="DIR_OR_URI",
+                       help="TensorBoard log folder or MLflow tracking URI (default: tracking.dir / tracking.uri, "
+                       "else <run>/tensorboard or file:<run>/mlruns)")
+    track.set_defaults(func=_cmd_track)
     return parser
 
 

@@ -22,3 +22,6 @@ def preflight(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> None:
     will write (default: the folder the config names), where ggl/gias look for their prior by default."""
     check_attack_inputs(cfg, Path(run_dir) if run_dir is not None else default_run_dir(cfg))
     check_model(cfg)  # loads the dataset, builds the model once, checks its output shape (model.name)
+    from fedsim.lab.tracking import check_backend
+
+    check_backend(cfg)  # [tracking]: the backend's library is installed

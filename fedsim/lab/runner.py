@@ -105,4 +105,8 @@ def run_federation(cfg: ExperimentConfig, out: Path, quiet: bool = False) -> Pat
         federation += f" client-resources-num-gpus={gpu_share(cfg.run.num_clients)}"
     with local_superlink(flwr_home, folder.logs) as (_, procs):
         follow_run(cfg, out, flwr_home, procs, federation, quiet)
-    return ensure_done(out, "federation")
+    ensure_done(out, "federation")
+    from fedsim.lab.tracking import export_after_run
+
+    export_after_run(out, cfg, quiet)  # [tracking]: rows and grids to TensorBoard / MLflow (off by default)
+    return out
