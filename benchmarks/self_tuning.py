@@ -159,23 +159,30 @@ def cell(case: Case, seed: int, k: int, tvs: list[float], steps: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| case | batch | seeds | default `ig` (TV) | rule's pick | screen pick (1/4 budget) | held-out pick | "
-             "oracle pick | rule - oracle | held-out - oracle | held-out - default |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Means over seeds per (case, batch); the picked weights per seed in parentheses."""
+    lines = ["| case | batch | seeds | default `ig` (TV) | `ig-auto`: matching rule | held-out rule | "
+             "screen rule (1/4 budget) | oracle (ground truth) | rule - default | rule - oracle |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["case"], r["k"]), []).append(r)
     for (name, k), cells in groups.items():
+        mean = {key: statistics.mean(c["tv"][c[key]]["psnr"] for c in cells)
+                for key in ("rule", "holdout", "screen", "oracle")}
         d = statistics.mean(c["default_psnr"] for c in cells)
-        rule = statistics.mean(c["tv"][c["rule"]]["psnr"] for c in cells)
-        scr = statistics.mean(c["tv"][c["screen"]]["psnr"] for c in cells)
-        orc = statistics.mean(c["tv"][c["oracle"]]["psnr"] for c in cells)
-        hold = statistics.mean(c["tv"][c["holdout"]]["psnr"] for c in cells)
         picks = lambda key: "/".join(f"{c[key]:g}" for c in cells)  # noqa: E731
-        lines.append(f"| {name} | {k} | {len(cells)} | {d:.2f} ({cells[0]['default_tv']:g}) | {rule:.2f} "
-                     f"({picks('rule')}) | {scr:.2f} ({picks('screen')}) | {hold:.2f} ({picks('holdout')}) | {orc:.2f} "
-                     f"({picks('oracle')}) | {rule - orc:+.2f} | {hold - orc:+.2f} | {hold - d:+.2f} |")
+        cols = " | ".join(f"{mean[key]:.2f} ({picks(key)})" for key in ("rule", "holdout", "screen", "oracle"))
+        lines.append(f"| {name} | {k} | {len(cells)} | {d:.2f} ({cells[0]['default_tv']:g}) | {cols} | "
+                     f"{mean['rule'] - d:+.2f} | {mean['rule'] - mean['oracle']:+.2f} |")
     return "\n".join(lines)
+
+
+def _numeric(row: dict) -> dict:
+    """A cell as written to JSON (weights as strings) with its weights back as floats."""
+    out = dict(row, tv={float(t): v for t, v in row["tv"].items()})
+    for key in ("rule", "screen", "holdout", "oracle"):
+        out[key] = float(row[key])
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render", default=None, help="only print the table of a --json file")
     args = p.parse_args(argv)
     if args.render:
-        print(table(json.loads(Path(args.render).read_text())))
+        print(table([_numeric(r) for r in json.loads(Path(args.render).read_text())]))
         return 0
     names = list(CASES) if args.cases == "all" else args.cases.split(",")
     for n in names:
@@ -211,11 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=1))
-    for r in rows:  # keys back to floats for the table
-        r["tv"] = {float(t): v for t, v in r["tv"].items()}
-        for key in ("rule", "screen", "holdout", "oracle"):
-            r[key] = float(r[key])
-    print(table(rows))
+    print(table([_numeric(r) for r in rows]))
     return 0
 
 
