@@ -1,0 +1,62 @@
+"""One peer cell on a device: fedsim ``ig`` (and breaching's IG when installed) on the held-out small CNN, batch 8.
+
+    .venv/bin/python benchmarks/gpu_check.py --device cuda [--steps 300] [--json FILE]
+
+Prints the card's name, PSNR and seconds per iteration of each attacker on the device, and fedsim's on the CPU for
+the ratio. Part of ``benchmarks/gpu_check.sh`` (the prepared check for a machine with a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import peers  # benchmarks/ is the script's own folder
+from attacks.inversion import invert
+
+
+def fedsim_cell(device: torch.device, k: int, steps: int, seed: int = 0) -> dict:
+    model, grads, gt, labels, mean, std = peers.case("cnn", k, seed)
+    model = model.to(device)
+    grads = [g.to(device) for g in grads]
+    lab = labels.sort().values.to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    x = invert("ig", model=model, gradients=grads, labels=lab, input_shape=(3, 32, 32), steps=steps, mean=mean,
+               std=std, seed=seed).detach()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    sec = (time.perf_counter() - t0) / steps
+    return {"attacker": "fedsim ig", "device": str(device), "seconds_per_step": sec,
+            "psnr": peers.score(x.cpu(), gt, labels.sort().values, labels, mean, std)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch.cuda.is_available() is False on this machine")
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    rows = [fedsim_cell(device, args.batch, args.steps)]
+    if device.type != "cpu":
+        rows.append(fedsim_cell(torch.device("cpu"), args.batch, min(args.steps, 50)))
+    for r in rows:
+        r["card"] = card if r["device"] != "cpu" else "cpu"
+        print(json.dumps(r), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
