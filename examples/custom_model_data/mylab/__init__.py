@@ -1,0 +1,1 @@
+"""An example user package: a model factory and a dataset loader that fedsim imports by name."""
