@@ -270,3 +270,64 @@ def test_a_federation_with_the_users_mod_wrapper_and_plugin_reaches_every_proces
     assert all(r.defenses["defense.custom.options"] == '{"factor": 0.5}' for r in rows)
     page = run.report_path.read_text()
     assert "byo-negbias" in page and "shrink_mod" in page and "round_log" in page
+
+
+def _readme_blocks(marker: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    out, at = [], text.find(marker)
+    while at >= 0:
+        start = text.index("\n", text.index("```", at)) + 1
+        out.append(text[start:text.index("```", start)])
+        at = text.find(marker, start)
+    return out
+
+
+def test_readme_defense_and_attack_snippets_run(tmp_path, monkeypatch):
+    """The README's mod (as mylab/defenses.py) halves the ClientApp's reply; its plugin (mylab/attacks.py)
+    registers a method the config check then accepts and that returns K labels."""
+    import torch
+
+    import clients.app as client_app
+    from attacks.labels import LABEL_METHODS
+    from attacks import plugins
+    from fedsim.evaluation.preconditions import check_attack_inputs
+    from fedsim.experiment import make_model
+    from tests.test_defense_objects import _train_message
+
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for name, value in (("_run_id", 7), ("_node_id", 5), ("_task_id", 1)):
+        monkeypatch.setattr(TaskIdentity, name, value)
+    mod, plugin = _readme_blocks("<!-- tests/test_byo_plugins.py runs this block as")
+    defense_toml, attack_toml = _readme_blocks("<!-- tests/test_byo_plugins.py loads this block -->")
+    (tmp_path / "mylab").mkdir()
+    (tmp_path / "mylab" / "__init__.py").write_text("")
+    (tmp_path / "mylab" / "defenses.py").write_text(mod)
+    (tmp_path / "mylab" / "attacks.py").write_text(plugin)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    preset = tmp_path / "readme.toml"
+    preset.write_text(defense_toml + attack_toml + '[run]\nnum_clients = 2\n[train]\nalgorithm = "fedsgd"\n'
+                      'batch_size = 4\nmin_train_nodes = 2\n[model]\nname = "fcn3"\nwidth = 4\n')
+    try:
+        cfg = load_config(preset)
+        plain = cfg.replace(**{"defense.custom.mods": ""})
+        deltas = []
+        for c in (plain, cfg):
+            msg, ctx = _train_message(c, 0)
+            before = msg.content["arrays"].to_torch_state_dict()
+            after = client_app.app(msg, ctx).content["arrays"].to_torch_state_dict()
+            deltas.append({k: after[k] - before[k] for k in before if before[k].is_floating_point()})
+        for k in deltas[0]:
+            torch.testing.assert_close(deltas[1][k], 0.5 * deltas[0][k], rtol=1e-5, atol=1e-7)
+        assert any(float(d.abs().max()) > 0 for d in deltas[0].values())
+        plan = check_attack_inputs(cfg, tmp_path / "run", files=False)
+        assert plan.label_methods == ("ilrg", "negbias")
+        model = make_model(cfg)
+        grads = [torch.randn_like(p) for p in model.parameters()]
+        restored = LABEL_METHODS["negbias"].run(model, grads, 6)
+        assert int(restored.counts.sum()) == 6 and len(restored.labels) == 6
+    finally:
+        for name in [m for m in sys.modules if m == "mylab" or m.startswith("mylab.")]:
+            del sys.modules[name]
+        LABEL_METHODS.pop("negbias", None)
+        plugins._LOADED.discard("mylab.attacks")
