@@ -270,6 +270,10 @@ def test_a_federation_with_the_users_mod_wrapper_and_plugin_reaches_every_proces
     assert all(r.defenses["defense.custom.options"] == '{"factor": 0.5}' for r in rows)
     page = run.report_path.read_text()
     assert "byo-negbias" in page and "shrink_mod" in page and "round_log" in page
+    # replay runs the plugin too (its name checked against the registry after attack.plugins is loaded)
+    fedsim.attack(run, methods={"label_methods": "byo-negbias"})
+    replayed = [r for r in run.rows(LabelRow) if r.replay]
+    assert [(r.method, r.ok) for r in replayed] == [("byo-negbias", True)] * 2
 
 
 def _readme_blocks(marker: str) -> list[str]:
