@@ -335,3 +335,19 @@ def test_readme_defense_and_attack_snippets_run(tmp_path, monkeypatch):
             del sys.modules[name]
         LABEL_METHODS.pop("negbias", None)
         plugins._LOADED.discard("mylab.attacks")
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("defense.custom.mods", f"{PACKAGE}.defenses:shrnk_mod", "has no attribute 'shrnk_mod'"),
+    ("attack.plugins", f"{PACKAGE}.laek", f"cannot import '{PACKAGE}.laek'"),
+])
+def test_fedsim_check_refuses_a_defense_or_plugin_typo_in_one_line_exit_2(user_pkg, tmp_path, capsys, key, value,
+                                                                         fragment):
+    from fedsim.lab.cli import main
+
+    preset = tmp_path / "mine.toml"
+    preset.write_text(f'[model]\nname = "{PACKAGE}.models:tiny"\n[data]\ndataset = "{PACKAGE}.data:blobs"\n'
+                      '[run]\nnum_clients = 2\n[train]\nmin_train_nodes = 2\n')
+    code = main(["check", str(preset), "--set", f"{key}={value}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and err.startswith(f"fedsim: config error: {key}: ") and fragment in err
