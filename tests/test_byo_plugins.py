@@ -16,6 +16,7 @@ import pytest
 
 from fedsim.config import ConfigError, from_flat, load_config
 from tests.byo_package import PACKAGE, write_package
+from tests.test_byo import _readme_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -274,16 +275,6 @@ def test_a_federation_with_the_users_mod_wrapper_and_plugin_reaches_every_proces
     fedsim.attack(run, methods={"label_methods": "byo-negbias"})
     replayed = [r for r in run.rows(LabelRow) if r.replay]
     assert [(r.method, r.ok) for r in replayed] == [("byo-negbias", True)] * 2
-
-
-def _readme_blocks(marker: str) -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    out, at = [], text.find(marker)
-    while at >= 0:
-        start = text.index("\n", text.index("```", at)) + 1
-        out.append(text[start:text.index("```", start)])
-        at = text.find(marker, start)
-    return out
 
 
 def test_readme_defense_and_attack_snippets_run(tmp_path, monkeypatch):
