@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -57,80 +59,104 @@ def trained_copy(ds, steps: int, seed: int = 1):
     return m
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
-    ap.add_argument("--cache", default=str(ROOT / "runs"))
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    t_all = time.perf_counter()
-    out = Path(args.out)
-    steps = 100 if args.quick else 300
+@dataclass(frozen=True)
+class Setup:
+    """What every section shares: the dataset, the server's public split, the victims, the untrained model."""
+
+    ds: Any
+    ax: torch.Tensor
+    ay: torch.Tensor
+    vx: torch.Tensor
+    vy: torch.Tensor
+    model: torch.nn.Module
+    steps: int
+    quick: bool
+    out: Path
+    cache: str
+
+    @property
+    def norm(self) -> tuple:
+        return self.ds.mean, self.ds.std, self.ds.input_shape
+
+
+def setup(args: argparse.Namespace) -> Setup:
     ds = load_dataset("mnist_subset")
-    mean, std, shape = ds.mean, ds.std, ds.input_shape
     ax, ay = aux_split(ds, "test-half")
     # victims: client images from the train split in a fixed random order (the split is sorted by class)
     order = torch.randperm(len(ds.train_x), generator=torch.Generator().manual_seed(0))
-    vx, vy = ds.train_x[order], ds.train_y[order]
-    md: list[str] = []
+    return Setup(ds, ax, ay, ds.train_x[order], ds.train_y[order], build_model("lenet5", ds.input_shape, 10, seed=0),
+                 100 if args.quick else 300, args.quick, Path(args.out), args.cache)
 
-    # ---- prior and classifier (server side, public data only) ------------------------------------------
-    prior_path = default_prior_path(args.cache, "mnist_subset", "vae")
+
+def server_models(st: Setup) -> dict:
+    """Prior and classifier, server side, public data only (with their training times)."""
+    from attacks.semantic import classify
+
+    prior_path = default_prior_path(st.cache, "mnist_subset", "vae")
     t0 = time.perf_counter()
     reused = prior_path.exists()
-    prior = get_prior(prior_path, aux_images=ax, dataset="mnist_subset", latent_dim=20,
-                      steps=600 if args.quick else 3000)
+    prior = get_prior(prior_path, aux_images=st.ax, dataset="mnist_subset", latent_dim=20,
+                      steps=600 if st.quick else 3000)
     prior_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    clf = train_classifier(ax, ay, epochs=15)
+    clf = train_classifier(st.ax, st.ay, epochs=15)
     clf_s = time.perf_counter() - t0
-    from attacks.semantic import classify
+    ds = st.ds
     clf_acc = float((classify(clf, ds.test_x[1::2]).argmax(-1) == ds.test_y[1::2]).float().mean())
+    return dict(prior=prior, prior_path=prior_path, reused=reused, prior_s=prior_s, clf=clf, clf_s=clf_s,
+                clf_acc=clf_acc)
 
-    # ---- inversion: plain vs generative, same gradients ------------------------------------------------
-    model = build_model("lenet5", shape, 10, seed=0)
+
+INVERSION_METHODS_COMPARED = ["ig", "geng", "ggl", "gias"]
+
+
+def _score_method(st: Setup, sm: dict, m: str, g, lab, x, y, acc: dict, right: int, b: int):
+    """One method on one batch: its metrics accumulated into ``acc``; returns (metrics, aligned reconstruction)."""
+    mean, std, shape = st.norm
+    t = time.perf_counter()
+    kw = {"prior": sm["prior"]} if m in ("ggl", "gias") else {}
+    xh = invert(m, model=st.model, gradients=g, labels=lab.labels, input_shape=shape, steps=st.steps,
+                mean=mean, std=std, seed=0, **kw)
+    sec = time.perf_counter() - t
+    r = image_metrics(xh, x, mean, std)
+    a = acc[m]
+    a["psnr"].append(r["psnr"]); a["ssim"].append(r["ssim"]); a["s"].append(sec)
+    a["right"] += right; a["n"] += b
+    sem = semantic_labels(xh, sm["clf"], mean=mean, std=std)
+    semc = semantic_labels(xh, sm["clf"], mean=mean, std=std, counts=lab.counts)
+    perm = r["permutation"]
+    a["sem"] += int((sem["labels"][perm] == y).sum())
+    a["sem_counts"] += int((semc["labels"][perm] == y).sum())
+    return r, xh[perm]
+
+
+def inversion_section(st: Setup, sm: dict, t_all: float) -> tuple[list[str], list[str]]:
+    """Plain vs generative inversion on the same gradients; writes the grid. (inversion rows, semantic rows)."""
+    mean, std, _ = st.norm
     settings = [("FedSGD B=1", 1, [0, 1, 2], 0.0), ("FedSGD B=4", 4, [0], 0.0),
                 ("FedSGD B=1, noise 0.1xRMS", 1, [0, 1, 2], 0.1), ("FedSGD B=4, noise 0.1xRMS", 4, [0], 0.1)]
-    if args.quick:
+    if st.quick:
         settings = [(n, b, s[:1], r) for n, b, s, r in settings]
-    methods = ["ig", "geng", "ggl", "gias"]
-    rows_inv = []
-    grid_rows, grid_labels = [], []
-    semantic_rows = []
+    methods = INVERSION_METHODS_COMPARED
+    rows_inv, semantic_rows, grid_rows, grid_labels = [], [], [], []
     for name, b, starts, rel in settings:
         acc = {m: {"psnr": [], "ssim": [], "s": [], "right": 0, "n": 0, "sem": 0, "sem_counts": 0} for m in methods}
         for start in starts:
             off = 100 + start * b
-            x = ds.normalize(vx[off:off + b])
-            y = vy[off:off + b]
-            g = batch_gradient(model, x, y)
+            x = st.ds.normalize(st.vx[off:off + b])
+            y = st.vy[off:off + b]
+            g = batch_gradient(st.model, x, y)
             if rel:
                 g = noisy(g, rel, seed=start)
-            lab = restore_labels("ilrg", model=model, gradients=g, num_samples=b)
+            lab = restore_labels("ilrg", model=st.model, gradients=g, num_samples=b)
             right = int((lab.labels.sort().values == y.sort().values).sum())
             for m in methods:
-                t = time.perf_counter()
-                kw = {"prior": prior} if m in ("ggl", "gias") else {}
-                xh = invert(m, model=model, gradients=g, labels=lab.labels, input_shape=shape, steps=steps,
-                            mean=mean, std=std, seed=0, **kw)
-                sec = time.perf_counter() - t
-                r = image_metrics(xh, x, mean, std)
-                a = acc[m]
-                a["psnr"].append(r["psnr"]); a["ssim"].append(r["ssim"]); a["s"].append(sec)
-                a["right"] += right; a["n"] += b
-                sem = semantic_labels(xh, clf, mean=mean, std=std)
-                semc = semantic_labels(xh, clf, mean=mean, std=std, counts=lab.counts)
-                perm = r["permutation"]
-                a["sem"] += int((sem["labels"][perm] == y).sum())
-                a["sem_counts"] += int((semc["labels"][perm] == y).sum())
+                r, aligned = _score_method(st, sm, m, g, lab, x, y, acc, right, b)
                 if start == starts[0] and b == 4:
-                    if not grid_rows or grid_labels[-1].split(":")[0] != name:
-                        pass
                     if m == methods[0]:
                         grid_rows.append(x)
                         grid_labels.append(f"{name}: truth")
-                    grid_rows.append(xh[perm])
+                    grid_rows.append(aligned)
                     grid_labels.append(f"{m} {r['psnr']:.1f}dB")
         for m in methods:
             a = acc[m]
@@ -140,43 +166,51 @@ def main() -> None:
             semantic_rows.append(f"| {name} | {m} | {a['right']}/{a['n']} | {a['sem']}/{a['n']} | "
                                  f"{a['sem_counts']}/{a['n']} |")
         print(name, "done", round(time.perf_counter() - t_all), flush=True)
-    save_rows(grid_rows, out / "priors_grid.png", mean=mean, std=std, row_labels=grid_labels,
+    save_rows(grid_rows, st.out / "priors_grid.png", mean=mean, std=std, row_labels=grid_labels,
               title="MNIST subset, LeNet-5 sigmoid, FedSGD B=4 (aligned to truth)")
+    return rows_inv, semantic_rows
 
-    # ---- classifier-guided reconstruction without restored labels --------------------------------------
+
+def guided_section(st: Setup, sm: dict, t_all: float) -> list[str]:
+    """Classifier-guided reconstruction without restored labels."""
+    mean, std, shape = st.norm
     guided_rows = []
-    n_guided = 2 if args.quick else 6
+    n_guided = 2 if st.quick else 6
     for guided_noise in (0.0, 0.1):
         right_argmax = right_guided = right_joint = 0
         for i in range(n_guided):
             off = 300 + 2 * i
-            x, y = ds.normalize(vx[off:off + 2]), vy[off:off + 2]
-            g = batch_gradient(model, x, y)
+            x, y = st.ds.normalize(st.vx[off:off + 2]), st.vy[off:off + 2]
+            g = batch_gradient(st.model, x, y)
             if guided_noise:
                 g = noisy(g, guided_noise, seed=50 + i)
-            first = invert("dlg", model=model, gradients=g, input_shape=shape, steps=steps, mean=mean, std=std,
-                           num_samples=2, return_result=True)
+            first = invert("dlg", model=st.model, gradients=g, input_shape=shape, steps=st.steps, mean=mean,
+                           std=std, num_samples=2, return_result=True)
             right_joint += int((first.labels.sort().values == y.sort().values).sum())
-            sem = semantic_labels(first.inputs, clf, mean=mean, std=std)
+            sem = semantic_labels(first.inputs, sm["clf"], mean=mean, std=std)
             right_argmax += int((sem["argmax"].sort().values == y.sort().values).sum())
             cands = candidate_labelings(sem["probs"], None, top=3, max_candidates=4)
-            best = classifier_guided_inversion("ig", cands, model=model, gradients=g, input_shape=shape,
-                                               steps=max(50, steps // 3), mean=mean, std=std)
+            best = classifier_guided_inversion("ig", cands, model=st.model, gradients=g, input_shape=shape,
+                                               steps=max(50, st.steps // 3), mean=mean, std=std)
             right_guided += int((best["labels"] == y.sort().values).sum())
         n = 2 * n_guided
         tag = ", noise 0.1xRMS" if guided_noise else ""
         guided_rows.append(f"| {n_guided} batches of 2, LeNet-5 untrained{tag} | {right_joint}/{n} | "
                            f"{right_argmax}/{n} | {right_guided}/{n} |")
     print("guided done", round(time.perf_counter() - t_all), flush=True)
+    return guided_rows
 
-    # ---- learned end-to-end inversion -----------------------------------------------------------------
-    learned_rows = []
+
+def learned_section(st: Setup, t_all: float) -> tuple[list[str], float, int]:
+    """Learned end-to-end inversion: (rows, seconds to train the round-0 inverter, images evaluated)."""
+    mean, std, _ = st.norm
+    ds, vx, vy = st.ds, st.vx, st.vy
     later = trained_copy(ds, 20)
     t0 = time.perf_counter()
-    inv0 = train_inverter(model, ax, ay, mean=mean, std=std)
+    inv0 = train_inverter(st.model, st.ax, st.ay, mean=mean, std=std)
     inv0_s = time.perf_counter() - t0
-    inv_later = train_inverter(later, ax, ay, mean=mean, std=std)
-    n_eval = 8 if args.quick else 32
+    inv_later = train_inverter(later, st.ax, st.ay, mean=mean, std=std)
+    n_eval = 8 if st.quick else 32
 
     def eval_learned(inv, m):
         vals, ss = [], []
@@ -187,18 +221,61 @@ def main() -> None:
             vals.append(r["psnr"]); ss.append(r["ssim"])
         return sum(vals) / len(vals), sum(ss) / len(ss)
 
-    for label, inv, m in (("round-0 weights (trained for)", inv0, model),
+    learned_rows = []
+    for label, inv, m in (("round-0 weights (trained for)", inv0, st.model),
                           ("later round (20 FedSGD steps on)", inv0, later),
                           ("later round, inverter retrained on it", inv_later, later)):
         p, s = eval_learned(inv, m)
         learned_rows.append(f"| {label} | {fmt(p)} | {fmt(s, 3)} |")
     print("learned done", round(time.perf_counter() - t_all), flush=True)
+    return learned_rows, inv0_s, n_eval
 
-    # ---- label leakage vs batch size, aggregated across updates ---------------------------------------
+
+def _aggregation_cell(model_name: str, ds, m, rel: float, b: int, trials: int, client_idx, true_p, present_true,
+                      gen) -> str:
+    """One (model, B) row: TV / F1 of the class proportions from k = 1, 2, 4, 8 aggregated updates."""
+    stats = {k: [0.0, 0.0, 0.0, 0.0, 0.0] for k in (1, 2, 4, 8)}
+    for trial in range(trials):
+        counts, true_counts = [], []
+        for u in range(8):
+            sel = client_idx[torch.randperm(len(client_idx), generator=gen)[:b]]
+            g = batch_gradient(m, ds.normalize(ds.train_x[sel]), ds.train_y[sel])
+            if rel:
+                g = noisy(g, rel, seed=1000 * trial + u)
+            c = restore_labels("ilrg", model=m, gradients=g, num_samples=b).counts.double()
+            counts.append(c)
+            tc = torch.bincount(ds.train_y[sel], minlength=10).double()
+            true_counts.append(tc)
+            if u == 0:
+                stats[1][3] += float(torch.minimum(tc, c).sum() / b)  # per-batch count accuracy
+        for k in (1, 2, 4, 8):
+            s = torch.stack(counts[:k]).sum(0)
+            est = s / s.sum().clamp_min(1e-12)
+            tv = 0.5 * float((est - true_p).abs().sum())
+            pres = s > 0
+            s_true = torch.stack(true_counts[:k]).sum(0)
+            stats[k][4] += 0.5 * float((s_true / s_true.sum() - true_p).abs().sum())
+            tp = int((pres & present_true).sum())
+            f1 = 2 * tp / max(1, int(pres.sum()) + int(present_true.sum()))
+            ok_set = float(torch.equal(pres, present_true))
+            stats[k][0] += tv; stats[k][1] += f1; stats[k][2] += ok_set
+    row = f"| {model_name} | {b} | {fmt(stats[1][3] / trials, 3)} | {fmt(stats[8][4] / trials, 3)} |"
+    for k in (1, 2, 4, 8):
+        st = stats[k]
+        row += f" {fmt(st[0] / trials, 3)} / {fmt(st[1] / trials, 2)} |"
+    return row
+
+
+def aggregation_section(st: Setup, t_all: float) -> tuple[list[str], int]:
+    """Label leakage vs batch size, aggregated across updates of one client: (rows, trials)."""
+    ds = st.ds
     agg_rows = []
     gen = torch.Generator().manual_seed(0)
-    # one client: 400 training images, non-IID (Dirichlet 0.5 over classes)
-    w = torch.distributions.Dirichlet(torch.full((10,), 0.5)).sample()
+    # one client: 400 training images, non-IID (Dirichlet 0.5 over classes); seeded (it drew from the global RNG,
+    # whose state after the sections above differed from run to run: the aggregation rows did not reproduce)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        w = torch.distributions.Dirichlet(torch.full((10,), 0.5)).sample()
     idx_by_c = [torch.nonzero(ds.train_y == c).flatten() for c in range(10)]
     per_class = (w * 400).round().long()
     client_idx = torch.cat([idx_by_c[c][:int(per_class[c])] for c in range(10)])
@@ -206,48 +283,46 @@ def main() -> None:
     true_p = torch.bincount(client_y, minlength=10).double()
     true_p /= true_p.sum()
     present_true = true_p > 0
-    trials = 2 if args.quick else 4
-    for model_name, m, rel in (("untrained", model, 0.0), ("after 50 steps", trained_copy(ds, 50, seed=3), 0.0),
-                               ("untrained, noise 1.0xRMS", model, 1.0)):
+    trials = 2 if st.quick else 4
+    for model_name, m, rel in (("untrained", st.model, 0.0), ("after 50 steps", trained_copy(ds, 50, seed=3), 0.0),
+                               ("untrained, noise 1.0xRMS", st.model, 1.0)):
         for b in (8, 16, 32, 64):
-            stats = {k: [0.0, 0.0, 0.0, 0.0, 0.0] for k in (1, 2, 4, 8)}
-            for trial in range(trials):
-                counts, true_counts = [], []
-                for u in range(8):
-                    sel = client_idx[torch.randperm(len(client_idx), generator=gen)[:b]]
-                    g = batch_gradient(m, ds.normalize(ds.train_x[sel]), ds.train_y[sel])
-                    if rel:
-                        g = noisy(g, rel, seed=1000 * trial + u)
-                    c = restore_labels("ilrg", model=m, gradients=g, num_samples=b).counts.double()
-                    counts.append(c)
-                    tc = torch.bincount(ds.train_y[sel], minlength=10).double()
-                    true_counts.append(tc)
-                    if u == 0:
-                        stats[1][3] += float(torch.minimum(tc, c).sum() / b)  # per-batch count accuracy
-                for k in (1, 2, 4, 8):
-                    s = torch.stack(counts[:k]).sum(0)
-                    est = s / s.sum().clamp_min(1e-12)
-                    tv = 0.5 * float((est - true_p).abs().sum())
-                    pres = s > 0
-                    s_true = torch.stack(true_counts[:k]).sum(0)
-                    stats[k][4] += 0.5 * float((s_true / s_true.sum() - true_p).abs().sum())
-                    tp = int((pres & present_true).sum())
-                    f1 = 2 * tp / max(1, int(pres.sum()) + int(present_true.sum()))
-                    ok_set = float(torch.equal(pres, present_true))
-                    stats[k][0] += tv; stats[k][1] += f1; stats[k][2] += ok_set
-            row = f"| {model_name} | {b} | {fmt(stats[1][3] / trials, 3)} | {fmt(stats[8][4] / trials, 3)} |"
-            for k in (1, 2, 4, 8):
-                st = stats[k]
-                row += f" {fmt(st[0] / trials, 3)} / {fmt(st[1] / trials, 2)} |"
-            agg_rows.append(row)
+            agg_rows.append(_aggregation_cell(model_name, ds, m, rel, b, trials, client_idx, true_p, present_true,
+                                              gen))
     print("aggregation done", round(time.perf_counter() - t_all), flush=True)
+    return agg_rows, trials
 
-    total_min = (time.perf_counter() - t_all) / 60
-    md += [
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer steps, images and trials")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"), help="folder of priors.md / priors_grid.png")
+    ap.add_argument("--cache", default=str(ROOT / "runs"), help="where the trained VAE prior is cached")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    t_all = time.perf_counter()
+    st = setup(args)
+    sm = server_models(st)
+    rows_inv, semantic_rows = inversion_section(st, sm, t_all)
+    guided_rows = guided_section(st, sm, t_all)
+    learned_rows, inv0_s, n_eval = learned_section(st, t_all)
+    agg_rows, trials = aggregation_section(st, t_all)
+    write_page(st, sm, (time.perf_counter() - t_all) / 60, rows_inv, semantic_rows, guided_rows, learned_rows,
+               inv0_s, n_eval, agg_rows, trials)
+
+
+def _shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def write_page(st: Setup, sm: dict, total_min: float, rows_inv, semantic_rows, guided_rows, learned_rows,
+               inv0_s: float, n_eval: int, agg_rows, trials: int) -> None:
+    """docs/benchmarks/priors.md from the sections' rows (hand-written observations below the marker kept)."""
+    md = [
         "# Prior-knowledge attacks: generative priors, learned inversion, semantic labels, aggregation",
         "",
-        f"Command: `python benchmarks/priors.py{' --quick' if args.quick else ''}` ({total_min:.1f} minutes"
-        f"{', prior reused from cache' if reused else ', prior trained in this run'}). Machine: {platform.machine()}, "
+        f"Command: `python benchmarks/priors.py{' --quick' if st.quick else ''}` ({total_min:.1f} minutes"
+        f"{', prior reused from cache' if sm['reused'] else ', prior trained in this run'}). Machine: {platform.machine()}, "
         f"2 CPU cores (shared), torch {torch.__version__}, 1 thread, Python {platform.python_version()}. No GPU.",
         "Generated by `benchmarks/priors.py`; single seed, numbers from that run.",
         "",
@@ -256,13 +331,13 @@ def main() -> None:
         "`attacks.generative.aux_split(ds, 'test-half')`). The other (odd) half is never used by any attack, so a",
         "central evaluation on it stays honest. Victims are client images from the train split.",
         "",
-        f"Server-side models: VAE prior (MLP decoder, latent 20) {fmt(prior_s, 1)} s "
-        f"({'loaded from' if reused else 'trained and saved to'} `{prior_path.relative_to(ROOT) if prior_path.is_relative_to(ROOT) else prior_path}`, safetensors); "
-        f"semantic classifier (small ConvNet) {fmt(clf_s, 1)} s, accuracy {fmt(clf_acc, 3)} on the other test half.",
+        f"Server-side models: VAE prior (MLP decoder, latent 20) {fmt(sm['prior_s'], 1)} s "
+        f"({'loaded from' if sm['reused'] else 'trained and saved to'} `{_shown(sm['prior_path'])}`, safetensors); "
+        f"semantic classifier (small ConvNet) {fmt(sm['clf_s'], 1)} s, accuracy {fmt(sm['clf_acc'], 3)} on the other test half.",
         "",
         "## Inversion: plain (ig, geng) vs generative prior (ggl, gias) on the same gradients",
         "",
-        f"LeNet-5 sigmoid, untrained (seed 0); labels restored by iLRG and given to every method; {steps} iterations",
+        f"LeNet-5 sigmoid, untrained (seed 0); labels restored by iLRG and given to every method; {st.steps} iterations",
         "each (ggl: Adam on z with 4 restarts; gias: half the steps on z, half on z + generator weights).",
         "B=1 rows average 3 images, B=4 rows one batch. Noise rows add Gaussian noise of the given multiple of each",
         "layer's gradient RMS (a DP-like defense). PSNR in pixel space after optimal alignment.",
@@ -292,6 +367,14 @@ def main() -> None:
         "|---|---|---|---|",
         *guided_rows,
         "",
+        *_later_sections(learned_rows, inv0_s, n_eval, agg_rows, trials),
+    ]
+    _write_keeping_observations(st.out, md)
+
+
+def _later_sections(learned_rows, inv0_s: float, n_eval: int, agg_rows, trials: int) -> list[str]:
+    """The learned-inversion and label-aggregation sections of priors.md."""
+    return [
         "## Learned end-to-end inversion (Wu et al.-style)",
         "",
         "Decoder trained on (gradient, image) pairs of the 500 aux images (+2 shifted copies), batch 1, for one",
@@ -316,6 +399,9 @@ def main() -> None:
         *agg_rows,
         "",
     ]
+
+
+def _write_keeping_observations(out: Path, md: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     # hand-written observations below the marker survive a rerun (they are about the numbers above: re-read
     # them after rerunning)
@@ -324,6 +410,8 @@ def main() -> None:
     md += [marker, old.split(marker, 1)[1].strip("\n") if marker in old else "", ""]
     (out / "priors.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+
+
 
 
 if __name__ == "__main__":
