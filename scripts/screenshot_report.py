@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Full-page screenshot of a run's report with headless Chromium.
+"""Full-page screenshot of a run's report (or a sweep folder's sweep.html) with headless Chromium.
 
     python scripts/screenshot_report.py RUN_DIR OUT_PNG [--width 1280] [--height 3000] [--no-render]
 
@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     run = Path(args.run_dir)
     html = run / "report.html"
-    if not (args.no_render and html.exists()):
+    if (run / "sweep.html").exists() and not (run / "metrics.jsonl").exists():
+        html = run / "sweep.html"  # a sweep folder: `fedsim report SWEEP_DIR` (or the sweep) wrote it
+    elif not (args.no_render and html.exists()):
         from fedsim.lab.report import write_report
 
         html = write_report(run)
