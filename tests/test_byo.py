@@ -20,15 +20,20 @@ BASE = {"data.dataset": f"{PACKAGE}.data:blobs", "model.name": f"{PACKAGE}.model
         "train.min_train_nodes": 2}
 
 
-@pytest.fixture
-def user_pkg(tmp_path, monkeypatch):
-    """The user's package under tmp_path, importable here and (PYTHONPATH) in every child process."""
-    root = write_package(tmp_path / "userlib")
+def importable_everywhere(root, monkeypatch):
+    """Make the user's package at ``root`` importable here and (PYTHONPATH) in every child process; a generator
+    for fixtures: after its yield the package's modules are forgotten."""
     monkeypatch.syspath_prepend(str(root))
     monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     yield root
     for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
         del sys.modules[name]
+
+
+@pytest.fixture
+def user_pkg(tmp_path, monkeypatch):
+    """The user's package under tmp_path, importable here and (PYTHONPATH) in every child process."""
+    yield from importable_everywhere(write_package(tmp_path / "userlib"), monkeypatch)
 
 
 def _config_error(flat: dict) -> str:

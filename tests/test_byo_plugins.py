@@ -16,7 +16,7 @@ import pytest
 
 from fedsim.config import ConfigError, from_flat, load_config
 from tests.byo_package import PACKAGE, write_package
-from tests.test_byo import _readme_blocks
+from tests.test_byo import _readme_blocks, importable_everywhere
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,12 +102,7 @@ def user_pkg(tmp_path, monkeypatch):
     from attacks.labels import LABEL_METHODS
     from attacks import plugins
 
-    root = write_plugin_package(tmp_path / "userlib")
-    monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setenv("PYTHONPATH", str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    yield root
-    for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
-        del sys.modules[name]
+    yield from importable_everywhere(write_plugin_package(tmp_path / "userlib"), monkeypatch)
     LABEL_METHODS.pop("byo-negbias", None)
     plugins._LOADED.discard(f"{PACKAGE}.leak")
 

@@ -97,10 +97,15 @@ def plot_settings(rows: list[dict], title: str, path: Path, reference: dict[str,
             a.legend(loc="best", fontsize=8)
         fig.suptitle(f"{title}: leakage (strongest attack) and utility, mean and 95% t-interval over seeds",
                      fontsize=10)
-        fig.tight_layout()
-        fig.savefig(path, dpi=DPI, facecolor="white")
-        plt.close(fig)
+        _save(plt, fig, path)
     return path
+
+
+def _save(plt, fig, path: Path) -> None:
+    """Lay out, write (white background) and close one sweep figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, facecolor="white")
+    plt.close(fig)
 
 
 def epsilon_axis(rows: list[dict]) -> list[float] | None:
@@ -138,9 +143,7 @@ def plot_epsilon(rows: list[dict], title: str, path: Path) -> Path | None:
                 a.set_ylim(-0.02, 1.02)
         fig.suptitle(f"{title}: utility and leakage against the privacy spent (mean, 95% t-interval over seeds)",
                      fontsize=10)
-        fig.tight_layout()
-        fig.savefig(path, dpi=DPI, facecolor="white")
-        plt.close(fig)
+        _save(plt, fig, path)
     return path
 
 
@@ -172,7 +175,5 @@ def plot_frontier(rows: list[dict], title: str, path: Path, reference: dict[str,
             a.legend(fontsize=8, loc="lower right")
         fig.suptitle(f"{title}: privacy-utility frontier across defenses (mean, 95% t-interval over seeds; "
                      "top-left is best)", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(path, dpi=DPI, facecolor="white")
-        plt.close(fig)
+        _save(plt, fig, path)
     return path
