@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from fedsim.types import ClientUpdate
+from fedsim.core.types import ClientUpdate
 
 
 def weights_to_fake_gradient(before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor],

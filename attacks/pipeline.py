@@ -5,7 +5,7 @@ hyper-parameters it configured and the example count the client reported. No gro
 elsewhere (``fedsim.evaluation.scoring``) and a test proves the output is identical whether ground truth exists or not.
 
 K (samples the fake gradient averages) is estimated from what the client released: ``min(B, n)`` under FedSGD,
-``n`` under FedAvg (``fedsim.dp_sgd.released_examples``). Under DP-SGD's Poisson sampling that is the *expected*
+``n`` under FedAvg (``fedsim.core.dp_sgd.released_examples``). Under DP-SGD's Poisson sampling that is the *expected*
 number of sample visits; the realised one is private and never leaves the client.
 
 Steps: fake gradient (Geng et al.) -> every configured label restoration method -> inversion with the labels
@@ -22,13 +22,13 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from attacks.gradients import fake_gradient
-from attacks.inversion import INVERSION_METHODS, invert
-from attacks.labels import LABEL_METHODS, restore_labels, samples_covered
-from attacks.records import AttackMethod
-from fedsim.defense_registry import in_force_from_record
-from fedsim.errors import AttackNotApplicable
-from fedsim.types import AttackResult, ClientUpdate, InversionResult, LabelResult
+from fedsim.attacks.gradients import fake_gradient
+from fedsim.attacks.inversion import INVERSION_METHODS, invert
+from fedsim.attacks.labels import LABEL_METHODS, restore_labels, samples_covered
+from fedsim.attacks.records import AttackMethod
+from fedsim.core.defense_registry import in_force_from_record
+from fedsim.core.errors import AttackNotApplicable
+from fedsim.core.types import AttackResult, ClientUpdate, InversionResult, LabelResult
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class AttackPlan:
 class DataSpec:
     """Public facts about the task: input shape, classes, input normalisation, and optionally the server's
     public labelled split (pixel space [0, 1] images [N, C, H, W], labels [N]; e.g.
-    ``attacks.generative.aux_split(dataset)``), which the methods that need the "public split" use."""
+    ``fedsim.attacks.generative.aux_split(dataset)``), which the methods that need the "public split" use."""
 
     input_shape: tuple[int, ...]
     num_classes: int
@@ -105,7 +105,7 @@ def _public_split(data: DataSpec) -> dict[str, Any]:
 
 def need_options(record: AttackMethod, update: ClientUpdate, k: int, data: DataSpec,
                  given: Mapping[str, Any]) -> dict[str, Any]:
-    """The options that supply ``record.needs`` from the update and the task (``attacks.records.NEEDS``); the
+    """The options that supply ``record.needs`` from the update and the task (``fedsim.attacks.records.NEEDS``); the
     client schedule overrides ``given``, the public split and the clip norm only fill what ``given`` lacks.
     Raises ``AttackNotApplicable`` when the method does not apply (``record.applies``) or the update cannot
     supply a need (DP-SGD clip norm of an update trained without DP-SGD). "trained prior" comes with the plan's

@@ -1,7 +1,7 @@
 """Your own attack methods: plugin modules that register label / inversion records when imported.
 
 ``attack.plugins = "mylab.attacks,other.pkg"`` names modules to import; each calls
-``attacks.labels.register_label_method(AttackMethod(...))`` or ``attacks.inversion.register_inversion_method``
+``fedsim.attacks.labels.register_label_method(AttackMethod(...))`` or ``fedsim.attacks.inversion.register_inversion_method``
 at import. Installed packages can declare the same in the ``fedsim.attacks`` entry-point group (``[project.
 entry-points."fedsim.attacks"] mylab = "mylab.attacks"``, or ``"mylab.attacks:register"``: a callable is called
 once). :func:`load_plugins` runs before any method name is looked up, in every process that looks one up:
@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from fedsim.errors import ConfigError
-from fedsim.objref import _add_project_folders
+from fedsim.core.errors import ConfigError
+from fedsim.core.objref import _add_project_folders
 
 KEY, GROUP = "attack.plugins", "fedsim.attacks"
 _LOADED: set[str] = set()

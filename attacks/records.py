@@ -2,11 +2,11 @@
 
 A method is an :class:`AttackMethod`: its config ``name``, its ``kind``, the ``paper`` it follows (with the
 year), a one-line ``summary``, what it ``needs`` from the capture or the server (the :data:`NEEDS` vocabulary;
-the live pipeline, ``attacks.pipeline``, supplies each need or skips the method), ``applies(update)`` (a reason
+the live pipeline, ``fedsim.attacks.pipeline``, supplies each need or skips the method), ``applies(update)`` (a reason
 the method does not apply to this update, read from the update alone, or ``None``) and the callable ``run``.
 
-Each attack family keeps its own :class:`Registry` (``attacks.labels.LABEL_METHODS``,
-``attacks.inversion.INVERSION_METHODS``, which also holds the generative methods), with this one record type.
+Each attack family keeps its own :class:`Registry` (``fedsim.attacks.labels.LABEL_METHODS``,
+``fedsim.attacks.inversion.INVERSION_METHODS``, which also holds the generative methods), with this one record type.
 A registry knows the config key its names are written under, and looking a name up is the one check of a
 method name: an unknown one is a one-line ``ConfigError`` naming that key and the valid choices
 (``fedsim.evaluation.attacking.plan_from_config`` looks every configured name up once, when the config is
@@ -20,13 +20,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
-from fedsim.errors import ConfigError
-from fedsim.types import ClientUpdate
+from fedsim.core.errors import ConfigError
+from fedsim.core.types import ClientUpdate
 
 KINDS = ("label", "inversion", "generative")
 
 #: what a method may need beyond the model and the (fake) gradient; the pipeline supplies each one
-#: (``attacks.pipeline.NEED_OPTIONS``) or, where the update cannot, skips the method as not applicable
+#: (``fedsim.attacks.pipeline.NEED_OPTIONS``) or, where the update cannot, skips the method as not applicable
 NEEDS: dict[str, str] = {
     "public split": "the server's public labelled split (held-out half of the test split), option aux=(x, y)",
     "client schedule": "the client's lr, local steps and local batch size as the server configured them",
@@ -69,7 +69,7 @@ class AttackMethod:
 
     @property
     def spec(self) -> Any:
-        """The engine spec of an optimisation method (``attacks.inversion.InversionSpec``), else ``None``."""
+        """The engine spec of an optimisation method (``fedsim.attacks.inversion.InversionSpec``), else ``None``."""
         return getattr(self.run, "spec", None)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

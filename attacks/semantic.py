@@ -1,7 +1,7 @@
 """Semantic label recovery (Malcewicz et al., "Semantic Label Reconstruction", slides; CLIP there).
 
 Offline there is no CLIP: the server trains a small ConvNet classifier on its PUBLIC auxiliary data (the
-dataset's held-out test half, ``attacks.generative.aux_split``) and uses it to label reconstructions.
+dataset's held-out test half, ``fedsim.attacks.generative.aux_split``) and uses it to label reconstructions.
 
 * :func:`train_classifier` / :func:`classify`: pixel-space classifier and its probabilities.
 * :func:`assign_by_counts`: combine with analytic label counts (e.g. iLRG): the count-restored multiset is
@@ -131,7 +131,7 @@ def candidate_labelings(probs: torch.Tensor, counts: torch.Tensor | None = None,
 
 def classifier_guided_inversion(method: str, candidates: Sequence[torch.Tensor], **invert_kwargs) -> dict:
     """Invert once per candidate labeling; keep the lowest final gradient-matching loss (slides 004)."""
-    from attacks.inversion import invert
+    from fedsim.attacks.inversion import invert
 
     best = None
     losses = []

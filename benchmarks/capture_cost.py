@@ -21,11 +21,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from fedsim.config import load_config  # noqa: E402
-from fedsim.experiment import client_data, local_seed, make_model  # noqa: E402
-from fedsim.training import train_locally  # noqa: E402
-from fedsim.types import ClientUpdate  # noqa: E402
-from server.sinks import CaptureWriter  # noqa: E402
+from fedsim.core.config import load_config  # noqa: E402
+from fedsim.core.experiment import client_data, local_seed, make_model  # noqa: E402
+from fedsim.core.training import train_locally  # noqa: E402
+from fedsim.core.types import ClientUpdate  # noqa: E402
+from fedsim.server.sinks import CaptureWriter  # noqa: E402
 
 
 def main() -> None:

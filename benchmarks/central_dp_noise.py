@@ -16,11 +16,11 @@ import sys
 
 import torch
 
-from fedsim.accounting import composed_gaussian_epsilon
-from fedsim.captures import iter_captures, load_update
-from fedsim.config import load_config
-from fedsim.rows import PrivacyRow
-from fedsim.runfolder import RunFolder
+from fedsim.core.accounting import composed_gaussian_epsilon
+from fedsim.core.captures import iter_captures, load_update
+from fedsim.core.config import load_config
+from fedsim.core.rows import PrivacyRow
+from fedsim.core.runfolder import RunFolder
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,12 +7,12 @@ and the markdown table of a finished sweep (docs/benchmarks/defenses.md).
     .venv/bin/python benchmarks/defenses.py heldout runs/sweep_frontier    # held-out-half accuracy of old runs
 
 Validation split: the ODD-indexed half of the dataset's test split (``test_x[1::2]``). The curious server's public
-auxiliary split is the EVEN-indexed half (``attacks.generative.aux_split``, ``aux_part="test-half"``), and clients
+auxiliary split is the EVEN-indexed half (``fedsim.attacks.generative.aux_split``, ``aux_part="test-half"``), and clients
 train only on the train split, so no attack ever reads the validation images.
 
 The tuner is an in-process replica of the federation (no Flower, no Ray): the same seeded model, the same client
-partitions and FedSGD batches (``fedsim.experiment``), the same local training incl. Opacus DP-SGD
-(``fedsim.defended_training.train_defended``), the same update defenses (``fedsim.defenses.defend_weights``),
+partitions and FedSGD batches (``fedsim.core.experiment``), the same local training incl. Opacus DP-SGD
+(``fedsim.core.defended_training.train_defended``), the same update defenses (``fedsim.core.defenses.defend_weights``),
 FedAvg's equal-weight mean (every FedSGD client reports min(B, n) examples), and Flower's Gaussian mechanisms as
 Flower computes them: central DP (server-side fixed clipping) clips each update to C and adds N(0, (z C / m)^2) to
 the mean of m updates; LocalDpMod clips to C and adds N(0, (C sqrt(2 ln(1.25/delta)) / epsilon)^2) per release.
@@ -33,11 +33,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from fedsim.config import flatten, from_flat, read_toml  # noqa: E402
+from fedsim.core.config import flatten, from_flat, read_toml  # noqa: E402
 from fedsim import experiment as E  # noqa: E402
-from fedsim.defended_training import train_defended  # noqa: E402
-from fedsim.defenses import apply_update, clip_update, defend_weights, update_of  # noqa: E402
-from fedsim.training import evaluate  # noqa: E402
+from fedsim.core.defended_training import train_defended  # noqa: E402
+from fedsim.core.defenses import apply_update, clip_update, defend_weights, update_of  # noqa: E402
+from fedsim.core.training import evaluate  # noqa: E402
 
 # setting family -> (config overrides, grid of extra tuned keys); train.lr is always tuned
 LRS = (0.03, 0.1, 0.3, 1.0)
@@ -164,11 +164,11 @@ def heldout(sweep_dir: Path) -> str:
     the server sent, central DP noise included. It is re-evaluated on the whole test split (must equal the
     recorded round R-1 ``test_accuracy``: a check that the right model was rebuilt) and on the held-out half.
     """
-    from fedsim.captures import load_update
-    from fedsim.config import load_config
+    from fedsim.core.captures import load_update
+    from fedsim.core.config import load_config
     from fedsim.lab.sweep.summary import t_interval
-    from fedsim.rows import UtilityRow
-    from fedsim.runfolder import RunFolder
+    from fedsim.core.rows import UtilityRow
+    from fedsim.core.runfolder import RunFolder
 
     lines = ["| setting | seeds | round | test accuracy, whole split (recorded) | held-out half (even indices) |",
              "|---|---|---|---|---|"]

@@ -23,8 +23,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from fedsim.config import load_config  # noqa: E402
-from fedsim.results import read_jsonl  # noqa: E402
+from fedsim.core.config import load_config  # noqa: E402
+from fedsim.core.results import read_jsonl  # noqa: E402
 from fedsim.lab.runner import run_federation  # noqa: E402
 
 MODES = {

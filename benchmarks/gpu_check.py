@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import peers  # benchmarks/ is the script's own folder
-from attacks.inversion import invert
+from fedsim.attacks.inversion import invert
 
 
 def fedsim_cell(device: torch.device, k: int, steps: int, seed: int = 0) -> dict:

@@ -18,16 +18,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from attacks.gradients import batch_gradient, weights_to_fake_gradient  # noqa: E402
-from attacks.inversion import invert  # noqa: E402
-from attacks.inversion.regularizers import bn_statistics_from_buffers, running_statistics  # noqa: E402
-from fedsim.data import load_dataset, load_victims  # noqa: E402
-from fedsim.metrics.images import image_metrics, psnr_matrix, to_pixels  # noqa: E402
-from fedsim.models.zoo import build_model  # noqa: E402
+from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient  # noqa: E402
+from fedsim.attacks.inversion import invert  # noqa: E402
+from fedsim.attacks.inversion.regularizers import bn_statistics_from_buffers, running_statistics  # noqa: E402
+from fedsim.core.data import load_dataset, load_victims  # noqa: E402
+from fedsim.core.metrics.images import image_metrics, psnr_matrix, to_pixels  # noqa: E402
+from fedsim.core.models.zoo import build_model  # noqa: E402
 from inversion_report import NOTES, plot_curves, render, write_grids  # noqa: E402
 
 try:
-    from attacks.labels import restore_labels  # noqa: E402
+    from fedsim.attacks.labels import restore_labels  # noqa: E402
 
     HAVE_RESTORE = True
 except ImportError:  # pragma: no cover

@@ -12,7 +12,7 @@ import torch
 from fedsim.evaluation.grids import save_rows
 
 try:
-    from attacks.labels import restore_labels  # noqa: F401
+    from fedsim.attacks.labels import restore_labels  # noqa: F401
 
     HAVE_RESTORE = True
 except ImportError:  # pragma: no cover
@@ -30,7 +30,7 @@ side: `docs/benchmarks/realistic.md` (`python benchmarks/realistic.py --batches 
 iterations and 2 seeds: `docs/benchmarks/peers.md` (+0.39 to +0.53 dB). Batch 32 mixes the 20 CIFAR-10 images
 with 12 CIFAR-100 ones (the CIFAR-10 training set is not on this machine).
 
-`ig` below runs at its model-dependent default (`attacks.inversion.methods.ig_tv_for`): on this sigmoid LeNet-5,
+`ig` below runs at its model-dependent default (`fedsim.attacks.inversion.methods.ig_tv_for`): on this sigmoid LeNet-5,
 TV 0.2 decaying with the step size (see peers.md for why)."""
 
 
@@ -120,7 +120,7 @@ PSNR vs iterations: ![cifar10](inversion_psnr_cifar10.png) ![mnist](inversion_ps
 ## Labels: given vs restored vs jointly optimised (Inverting Gradients objective)
 
 Restored labels: {'`restore_labels("ilrg", ...)` (iLRG, Ma et al. 2023)' if HAVE_RESTORE else
-                  'attacks.labels unavailable: given labels used instead'}; assigned to the dummies by count.
+                  'fedsim.attacks.labels unavailable: given labels used instead'}; assigned to the dummies by count.
 Joint: DLG-style soft labels optimised with the inputs (the iLRG paper's baseline for its +6-7 dB claim).
 
 {fmt_rows(label_rows, with_labels=True)}

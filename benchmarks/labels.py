@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 
-from attacks.gradients import batch_gradient, weights_to_fake_gradient  # noqa: E402
-from attacks.labels import restore_labels  # noqa: E402
-from fedsim.data import load_dataset, load_victims  # noqa: E402
-from fedsim.metrics.labels import label_metrics  # noqa: E402
-from fedsim.models.zoo import build_model  # noqa: E402
+from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient  # noqa: E402
+from fedsim.attacks.labels import restore_labels  # noqa: E402
+from fedsim.core.data import load_dataset, load_victims  # noqa: E402
+from fedsim.core.metrics.labels import label_metrics  # noqa: E402
+from fedsim.core.models.zoo import build_model  # noqa: E402
 from labels_trained import trained_models  # noqa: E402  (benchmarks/ is the script's own folder)
 
 HARD = ["idlg", "gi", "gi-ext", "rlg", "llg", "llg+", "geng", "geng-bias", "ilrg", "ilrg-prior", "ilrg-refine"]

@@ -10,10 +10,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from attacks.gradients import batch_gradient, weights_to_fake_gradient
-from fedsim.data import load_dataset
-from fedsim.metrics.labels import label_metrics
-from fedsim.models.zoo import build_model
+from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient
+from fedsim.core.data import load_dataset
+from fedsim.core.metrics.labels import label_metrics
+from fedsim.core.models.zoo import build_model
 
 
 def photo_crops(gen: torch.Generator):
@@ -49,7 +49,7 @@ def trained_pools(data: str):
     if data == "photos":
         p = photo_crops(gen)
         return p["pre"], p["pub"], p["vic"], (3, 32, 32)
-    from attacks.generative import aux_split
+    from fedsim.attacks.generative import aux_split
 
     ds = load_dataset("mnist_subset")
     perm = torch.randperm(len(ds.train_x), generator=gen)
@@ -94,7 +94,7 @@ def client_update(model, state, x, y, local_steps, lr=0.05):
 
 def uniform_guess(k: int, c: int) -> dict:
     """Counts as even as possible (no gradient used): the floor that any method must beat."""
-    from fedsim.types import LabelRestoration
+    from fedsim.core.types import LabelRestoration
 
     counts = torch.full((c,), k // c)
     counts[: k % c] += 1

@@ -25,14 +25,14 @@ import torch  # noqa: E402
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
-from fedsim.audit import write_ground_truth  # noqa: E402
-from fedsim.config import ExperimentConfig, load_config  # noqa: E402
-from fedsim.experiment import client_data, local_seed, make_model, test_data  # noqa: E402
-from fedsim.rows import UtilityRow  # noqa: E402
-from fedsim.runfolder import RunFolder  # noqa: E402
-from fedsim.training import evaluate, train_locally  # noqa: E402
-from server.sinks import CaptureWriter  # noqa: E402
-from server.strategy import CuriousStrategy, TrainSettings  # noqa: E402
+from fedsim.core.audit import write_ground_truth  # noqa: E402
+from fedsim.core.config import ExperimentConfig, load_config  # noqa: E402
+from fedsim.core.experiment import client_data, local_seed, make_model, test_data  # noqa: E402
+from fedsim.core.rows import UtilityRow  # noqa: E402
+from fedsim.core.runfolder import RunFolder  # noqa: E402
+from fedsim.core.training import evaluate, train_locally  # noqa: E402
+from fedsim.server.sinks import CaptureWriter  # noqa: E402
+from fedsim.server.strategy import CuriousStrategy, TrainSettings  # noqa: E402
 
 
 def _reply(state, num_examples: int, pid: int, steps: int, loss: float):

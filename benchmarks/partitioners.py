@@ -1,4 +1,4 @@
-"""Our partitions (fedsim/partitions.py) vs flwr-datasets' partitioners on the same labels and seeds.
+"""Our partitions (fedsim/core/partitions.py) vs flwr-datasets' partitioners on the same labels and seeds.
 
     .venv/bin/python benchmarks/partitioners.py            # mnist_subset train split (4000 labels), 10 clients
 
@@ -21,8 +21,8 @@ def main(seeds: int = 20, clients: int = 10) -> None:
     from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, ShardPartitioner
     import_s = time.perf_counter() - t
 
-    from fedsim.data import load_dataset
-    from fedsim.partitions import label_skew, partition
+    from fedsim.core.data import load_dataset
+    from fedsim.core.partitions import label_skew, partition
 
     y = load_dataset("mnist_subset").train_y.numpy()
     base = Dataset.from_dict({"label": y, "idx": np.arange(len(y))})

@@ -5,7 +5,7 @@
 
 Both attackers get the same untrained model, the same FedSGD gradient of the same real CIFAR-10 images (the 20
 test images shipped in the foolbox wheel), the same labels and the same iteration budget; both are scored by
-``fedsim.metrics.images.image_metrics`` (label-aware optimal assignment, PSNR in pixel space [0, 1]).
+``fedsim.core.metrics.images.image_metrics`` (label-aware optimal assignment, PSNR in pixel space [0, 1]).
 Table (a) gives both the true labels; table (b) gives both the labels that ``restore_labels("ilrg-refine")``
 (falling back to ``"ilrg"``) restores from the gradient. Time per iteration is wall time / iterations of each
 attack, measured in the same process, one after the other, on the same threads.
@@ -34,11 +34,11 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from attacks.gradients import batch_gradient  # noqa: E402
-from attacks.inversion import invert  # noqa: E402
-from fedsim.data import load_victims  # noqa: E402
-from fedsim.metrics.images import image_metrics  # noqa: E402
-from fedsim.models.zoo import build_model  # noqa: E402
+from fedsim.attacks.gradients import batch_gradient  # noqa: E402
+from fedsim.attacks.inversion import invert  # noqa: E402
+from fedsim.core.data import load_victims  # noqa: E402
+from fedsim.core.metrics.images import image_metrics  # noqa: E402
+from fedsim.core.models.zoo import build_model  # noqa: E402
 
 
 class SmallCNN(nn.Module):
@@ -85,7 +85,7 @@ def case(model_name: str, k: int, seed: int):
 
 
 def restored_labels(model, grads, k: int) -> tuple[torch.Tensor, str]:
-    from attacks.labels import LABEL_METHODS, restore_labels
+    from fedsim.attacks.labels import LABEL_METHODS, restore_labels
 
     method = "ilrg-refine" if "ilrg-refine" in LABEL_METHODS else "ilrg"
     res = restore_labels(method, model=model, gradients=grads, num_samples=k, input_shape=(3, 32, 32))
@@ -246,7 +246,7 @@ Case: untrained victims in train mode (`SmallCNN` in benchmarks/peers.py: ReLU, 
 one linear layer; torchvision ResNet-18 with the CIFAR stem), FedSGD gradient of real CIFAR-10 test images (the
 20 in the foolbox wheel; seed s takes images 7s, 7s+1, ... mod 20 and seeds the model), same gradient, labels,
 iteration budget and init seed for both attackers. PSNR: mean over the batch after label-aware optimal
-assignment (`fedsim.metrics.images.image_metrics`), then mean (min-max) over seeds. Time per iteration: wall
+assignment (`fedsim.core.metrics.images.image_metrics`), then mean (min-max) over seeds. Time per iteration: wall
 time / iterations of each run (fedsim's includes its set-up and final scoring pass), median over seeds; ratios
 = fedsim / breaching per seed, median (min-max), for wall time and for the process's CPU time
 (`time.process_time`). CPU, with the torch threads listed per run; the two attackers alternate cell by cell

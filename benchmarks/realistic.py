@@ -30,8 +30,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 
 import peers  # noqa: E402
-from attacks.gradients import batch_gradient  # noqa: E402
-from fedsim.data import load_victims  # noqa: E402
+from fedsim.attacks.gradients import batch_gradient  # noqa: E402
+from fedsim.core.data import load_victims  # noqa: E402
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int = 0) -> nn.Module:

@@ -7,13 +7,13 @@ Probes for docs/benchmarks/defenses.md (nothing is written to the runs).
 """
 import sys, json, dataclasses, statistics, torch
 from pathlib import Path
-from fedsim.config import load_config
-from fedsim.captures import load_update
+from fedsim.core.config import load_config
+from fedsim.core.captures import load_update
 from fedsim.evaluation.attacking import plan_from_config, data_spec
 from fedsim.evaluation.truth import truth_for
 from fedsim.evaluation.scoring import score
-from fedsim.experiment import make_model
-from attacks.pipeline import attack_update
+from fedsim.core.experiment import make_model
+from fedsim.attacks.pipeline import attack_update
 torch.set_num_threads(int(sys.argv[4]) if len(sys.argv) > 4 else 1)
 runs = sys.argv[1].split(",")
 method = sys.argv[2]

@@ -31,11 +31,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from attacks.gradients import batch_gradient
-from attacks.inversion import invert
-from attacks.inversion.methods import ig_tv_for
-from fedsim.data.victims import load_victims
-from fedsim.metrics.images import image_metrics
+from fedsim.attacks.gradients import batch_gradient
+from fedsim.attacks.inversion import invert
+from fedsim.attacks.inversion.methods import ig_tv_for
+from fedsim.core.data.victims import load_victims
+from fedsim.core.metrics.images import image_metrics
 
 
 def _cnn5(act: type[nn.Module], classes: int, width: int = 16, bn: bool = False) -> nn.Module:

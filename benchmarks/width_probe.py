@@ -5,11 +5,11 @@
 Labels given; seeds 0-2 (batch, model init, attack init); PSNR after label-aware alignment. docs/benchmarks/defenses.md.
 """
 import sys, torch
-from fedsim.data import load_dataset
-from fedsim.models.zoo import build_model
-from attacks.gradients import batch_gradient
-from attacks.inversion import invert
-from fedsim.metrics.images import image_metrics
+from fedsim.core.data import load_dataset
+from fedsim.core.models.zoo import build_model
+from fedsim.attacks.gradients import batch_gradient
+from fedsim.attacks.inversion import invert
+from fedsim.core.metrics.images import image_metrics
 torch.set_num_threads(1)
 ds = load_dataset("mnist_subset")
 widths = [int(w) for w in sys.argv[1].split(",")]; k = int(sys.argv[2]); steps = int(sys.argv[3]); tv = float(sys.argv[4])

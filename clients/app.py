@@ -3,11 +3,11 @@
 Receives the global weights and a train config (algorithm, lr, local epochs, batch size, seed, round),
 trains with plain SGD on its partition and replies with its weights, metrics (``num-examples`` weights the
 average) and a ConfigRecord of identifiers (kept out of the averaged MetricRecord). What it trained on goes to
-the audit folder (only for the updates that are captured, so scored: ``fedsim.capture_plan.audited``), never
+the audit folder (only for the updates that are captured, so scored: ``fedsim.core.capture_plan.audited``), never
 into the reply. ``train_loss`` (the mean loss on the private batches) is sent only when
 no DP mechanism and no SecAgg+ is on (:func:`releases_train_loss`): no epsilon covers it. Defenses: training
-hooks here (``fedsim.defended_training``), everything that acts on messages in the one list of mods
-(``clients.mods``). Message keys: ``fedsim.messages``.
+hooks here (``fedsim.core.defended_training``), everything that acts on messages in the one list of mods
+(``fedsim.clients.mods``). Message keys: ``fedsim.core.messages``.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsim import defense_registry, messages as K
-from fedsim.audit import write_ground_truth
-from fedsim.capture_plan import audited
-from fedsim.defended_training import train_defended
-from fedsim.dp_sgd import released_examples
-from fedsim.experiment import client_data, device, local_seed, make_model, run_dir
-from fedsim.training import evaluate
-from clients.message_config import config_of
-from clients.mods import defense_mods
-from clients import faults
+from fedsim.core import defense_registry, messages as K
+from fedsim.core.audit import write_ground_truth
+from fedsim.core.capture_plan import audited
+from fedsim.core.defended_training import train_defended
+from fedsim.core.dp_sgd import released_examples
+from fedsim.core.experiment import client_data, device, local_seed, make_model, run_dir
+from fedsim.core.training import evaluate
+from fedsim.clients.message_config import config_of
+from fedsim.clients.mods import defense_mods
+from fedsim.clients import faults
 
 app = ClientApp(mods=[defense_mods])  # SecAgg+, LocalDpMod, fixedclipping_mod, update defenses when on
 
@@ -47,7 +47,7 @@ def _partition(context: Context) -> tuple[int, int]:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    cfg = config_of(context)  # parsed once per message by the outermost mod (clients.message_config)
+    cfg = config_of(context)  # parsed once per message by the outermost mod (fedsim.clients.message_config)
     pid, num_parts = _partition(context)
     conf = msg.content[K.CONFIG]
     server_round, algorithm = int(conf[K.SERVER_ROUND]), str(conf[K.ALGORITHM])

@@ -1,4 +1,4 @@
-"""Client-side fault injection (``[faults]``, off by default), called from ``clients.app.train``.
+"""Client-side fault injection (``[faults]``, off by default), called from ``fedsim.clients.app.train``.
 
 ``before_training`` makes a chosen client drop out (raises, so Flower sends the server an error reply) or
 straggle (sleeps). ``corrupt`` turns a chosen client's honest reply (state dict + metrics) into a malformed
@@ -11,8 +11,8 @@ import time
 
 import torch
 
-from fedsim import messages as K
-from fedsim.faults_spec import parse_faults
+from fedsim.core import messages as K
+from fedsim.core.faults_spec import parse_faults
 
 
 class InjectedDropout(RuntimeError):

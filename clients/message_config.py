@@ -1,7 +1,7 @@
 """The run config of the message in hand, parsed once per message.
 
 ``ClientApp(mods=[defense_mods])`` is built before the run config is known, so the config comes with each
-message (``context.run_config``). The outermost mod (``clients.mods.defense_mods``) parses it once per TRAIN
+message (``context.run_config``). The outermost mod (``fedsim.clients.mods.defense_mods``) parses it once per TRAIN
 message (:func:`parse`); every inner mod, ``train()`` and ``evaluate_local()`` ask :func:`config_of`, which
 returns that parse while the run config is the same (a message of another run config is parsed again).
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 from flwr.app import Context
 
-from fedsim.config import ExperimentConfig, from_flat
-from fedsim.experiment import make_model
+from fedsim.core.config import ExperimentConfig, from_flat
+from fedsim.core.experiment import make_model
 
 _SLOT: dict[str, Any] = {}  # "key": the run config's items, "cfg": its ExperimentConfig
 

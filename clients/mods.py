@@ -1,18 +1,18 @@
 """The ClientApp's one list of mods: every defense in force whose applier is a client mod runs here.
 
 ``ClientApp(mods=[defense_mods])`` is built at import time, before the run config is known, so
-:func:`defense_mods` parses the run config once per TRAIN message (``clients.message_config``), asks the registry
-of defenses which client-mod appliers are in force (``fedsim.defense_registry.appliers``) and runs them by their
+:func:`defense_mods` parses the run config once per TRAIN message (``fedsim.clients.message_config``), asks the registry
+of defenses which client-mod appliers are in force (``fedsim.core.defense_registry.appliers``) and runs them by their
 ``Applier.position``, outermost first::
 
     10 secaggplus_mod (Flower, [defense.secagg])  ->  fit_contract_mod (legacy FitIns/FitRes <-> our train message)
       ->  20 LocalDpMod (Flower, [defense.local_dp])  ->  30 fixedclipping_mod (Flower, [defense.central_dp]
       "client")  ->  40 update_defense_mod ([defense.update])  ->  50 a registered defense's mod
-      ->  60 your [defense.custom] mods, in the order written (``fedsim.defense_custom``: why innermost)  ->  train()
+      ->  60 your [defense.custom] mods, in the order written (``fedsim.core.defense_custom``: why innermost)  ->  train()
 
 An applier's name is a key of :data:`CLIENT_MODS` (a factory: table -> mods) or ``"module:attr"``, a Flower mod
 imported as it is (a registered defense's own mod; it reads its table with ``config_of(ctxt).defense.<table>``).
-The training hooks ([defense.dp_sgd], [defense.training]) run inside train() (``fedsim.defended_training``).
+The training hooks ([defense.dp_sgd], [defense.training]) run inside train() (``fedsim.core.defended_training``).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.app.message_type import MessageType
 from flwr.clientapp.mod import LocalDpMod, fixedclipping_mod
 
-from fedsim import defense_registry, messages as K
-from fedsim.defense_object import CLIENT_MOD, resolve
-from fedsim.defenses import defend_weights
-from fedsim.experiment import local_seed
-from clients.message_config import config_of, parse
-from clients.secagg import fit_contract_mod, secaggplus_mod
+from fedsim.core import defense_registry, messages as K
+from fedsim.core.defense_object import CLIENT_MOD, resolve
+from fedsim.core.defenses import defend_weights
+from fedsim.core.experiment import local_seed
+from fedsim.clients.message_config import config_of, parse
+from fedsim.clients.secagg import fit_contract_mod, secaggplus_mod
 
 
 def update_defense_mod(msg: Message, ctxt: Context, call_next) -> Message:

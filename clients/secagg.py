@@ -7,7 +7,7 @@ the app with a legacy ``FitIns`` record dict (``fitins.parameters`` + ``fitins.c
 arithmetic) and sends instead of the weights. :func:`fit_contract_mod` sits just inside it and translates both
 ways, so every inner mod and ``train()`` see our usual Message-API train message.
 
-The vector is the floating-point tensors of the state dict in order (``fedsim.messages.secagg_vector_names``).
+The vector is the floating-point tensors of the state dict in order (``fedsim.core.messages.secagg_vector_names``).
 Flower's SecAgg+ masks only the vector: the rest of the ``FitRes`` (``num_examples`` and its metrics) reaches the
 server in the clear, per client. So the FitRes carries only :data:`CLEARTEXT_KEYS`: ``num-examples`` (the
 legacy FitRes field that Flower's workflow requires; the weight the client multiplies into its vector, and the
@@ -29,9 +29,9 @@ from flwr.client.mod import secaggplus_mod
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 
-from fedsim import messages as K
-from fedsim.defense_config import secagg_plan
-from clients.message_config import config_of, state_names
+from fedsim.core import messages as K
+from fedsim.core.defense_config import secagg_plan
+from fedsim.clients.message_config import config_of, state_names
 
 __all__ = ["CLEARTEXT_KEYS", "fit_contract_mod", "secaggplus_mod"]
 

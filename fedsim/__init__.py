@@ -8,17 +8,35 @@ free of torch and Flower)::
     run.frame("label"); run.report_path; run.captures()
     fedsim.attack(run, methods={"inversion": "ig"}); fedsim.load_run("runs/nb"); fedsim.sweep(spec, out=...)
 
-Only the names in ``__all__`` are promised; everything else may change. The core package never imports
-``flwr``: it is shared by the Flower apps (``clients/``, ``server/``) and the offline attack tooling (``attacks/``).
+Only the names in ``__all__`` are promised; everything else may change.
+
+The floors (docs/architecture.md), one sub-package each, each importing only the floors below it:
+``fedsim.core`` (config, data, models, training, defenses, records; never ``flwr``) -> ``fedsim.attacks``
+(pure PyTorch; the folder ``attacks/``) -> ``fedsim.evaluation`` (the only ground-truth reader) -> the Flower
+shells ``fedsim.clients`` / ``fedsim.server`` (folders ``clients/``, ``server/``) -> the lab shell ``fedsim.lab``
+(CLI, sweeps, report) and this package's API (``fedsim.api``).
+
+The folders ``attacks/``, ``clients/``, ``server/`` sit beside this one (the project's fixed top level) and are
+installed *inside* this package (``pyproject.toml``: ``package-dir``), so a user's own ``attacks`` or ``server``
+package never collides with ours. Where they are still beside this folder (a source checkout, the tree a Flower
+FAB unpacks), the parent folder joins this package's ``__path__`` so that ``fedsim.attacks`` resolves to it: the
+same files under the same names as in an installed wheel (PEP 420-style path extension; nothing else changes).
 """
 
+import os
 from typing import Any
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SHELLS = ("attacks", "clients", "server")
+if not os.path.isdir(os.path.join(_HERE, "attacks")) and all(
+        os.path.isfile(os.path.join(os.path.dirname(_HERE), name, "__init__.py")) for name in _SHELLS):
+    __path__.append(os.path.dirname(_HERE))  # noqa: F821 (a package's __path__)
 
 __version__ = "0.1.0"
 
 _API = ("run", "load_run", "attack", "sweep", "Run", "SweepResult", "resolve_config")
-_LAZY = {"ExperimentConfig": "fedsim.config", "load_config": "fedsim.config", "ConfigError": "fedsim.errors",
-         "FedsimError": "fedsim.errors", "ImageDataset": "fedsim.data.core"}
+_LAZY = {"ExperimentConfig": "fedsim.core.config", "load_config": "fedsim.core.config", "ConfigError": "fedsim.core.errors",
+         "FedsimError": "fedsim.core.errors", "ImageDataset": "fedsim.core.data.core"}
 
 __all__ = [*_API, *_LAZY, "__version__"]
 

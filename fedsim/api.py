@@ -17,15 +17,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from fedsim.config import ExperimentConfig, flatten, from_flat, load_config
-from fedsim.errors import ConfigError, RoundsLost, RunFolderError
-from fedsim.rows import METRIC_KINDS, ROW_TYPES, LostRoundRow, RejectionRow, Row, UtilityRow
-from fedsim.runfolder import MARK, Capture, RunFolder
+from fedsim.core.config import ExperimentConfig, flatten, from_flat, load_config
+from fedsim.core.errors import ConfigError, RoundsLost, RunFolderError
+from fedsim.core.rows import METRIC_KINDS, ROW_TYPES, LostRoundRow, RejectionRow, Row, UtilityRow
+from fedsim.core.runfolder import MARK, Capture, RunFolder
 
 if TYPE_CHECKING:  # pandas and torch are imported by the methods that need them
     import pandas
 
-    from fedsim.types import ClientUpdate
+    from fedsim.core.types import ClientUpdate
 
 __all__ = ["Run", "SweepResult", "run", "load_run", "attack", "sweep", "resolve_config"]
 
@@ -56,7 +56,7 @@ class Run:
         return write_report(self.folder)
 
     def rows(self, kind: str | type[Row] | None = None) -> list[Row]:
-        """Typed rows (``fedsim.rows``) of ``metrics.jsonl``, all or of one kind (``"label"``, ``LabelRow``,
+        """Typed rows (``fedsim.core.rows``) of ``metrics.jsonl``, all or of one kind (``"label"``, ``LabelRow``,
         ...); ``"rejection"``: the rows of ``rejections.jsonl``."""
         folder = RunFolder(self.folder)
         if kind in ("rejection", RejectionRow):
@@ -100,8 +100,8 @@ class Run:
         return RunFolder(self.folder).capture_list()
 
     def update(self, server_round: int, client: int) -> "ClientUpdate":
-        """One captured update as the server saw it (``fedsim.types.ClientUpdate``)."""
-        from fedsim.captures import load_update
+        """One captured update as the server saw it (``fedsim.core.types.ClientUpdate``)."""
+        from fedsim.core.captures import load_update
 
         return load_update(RunFolder(self.folder).capture(server_round, client))
 

@@ -21,11 +21,11 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from attacks.pipeline import attack_update
-    from fedsim.captures import load_update
-    from fedsim.config import load_config
+    from fedsim.attacks.pipeline import attack_update
+    from fedsim.core.captures import load_update
+    from fedsim.core.config import load_config
     from fedsim.evaluation.attacking import data_spec, make_model, plan_from_config, score_row, truth_for
-    from fedsim.runfolder import RunFolder
+    from fedsim.core.runfolder import RunFolder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")

@@ -9,27 +9,27 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim import defense_registry, messages as K
-from fedsim.config import ExperimentConfig, from_flat, to_toml
-from fedsim.defense_object import WORKFLOW, resolve
-from fedsim.capture_plan import capture_text  # capture.* = 'attacked': the attack selection
+from fedsim.core import defense_registry, messages as K
+from fedsim.core.config import ExperimentConfig, from_flat, to_toml
+from fedsim.core.defense_object import WORKFLOW, resolve
+from fedsim.core.capture_plan import capture_text  # capture.* = 'attacked': the attack selection
 from fedsim.evaluation.preconditions import check_attack_inputs
-from fedsim.experiment import HELDOUT, device, make_model, run_dir, test_data
-from fedsim.rows import UtilityRow
-from fedsim.runfolder import RunFolder
-from fedsim.training import evaluate
-from server.attack_hook import build_attack_hook
-from server.defense_wiring import known_defenses, weighting_key, wrap_strategy
-from server.secagg import run_secagg
-from server.sinks import CaptureWriter
-from server.strategy import CuriousStrategy
-from server.validation import Bounds, ReplyGate, ReplyScreen, TrainSettings
+from fedsim.core.experiment import HELDOUT, device, make_model, run_dir, test_data
+from fedsim.core.rows import UtilityRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.training import evaluate
+from fedsim.server.attack_hook import build_attack_hook
+from fedsim.server.defense_wiring import known_defenses, weighting_key, wrap_strategy
+from fedsim.server.secagg import run_secagg
+from fedsim.server.sinks import CaptureWriter
+from fedsim.server.strategy import CuriousStrategy
+from fedsim.server.validation import Bounds, ReplyGate, ReplyScreen, TrainSettings
 
 log = logging.getLogger("fedsim.server")
 app = ServerApp()
 
 #: server-workflow appliers by name (``Applier(WORKFLOW, name)``): a defense that drives the rounds itself
-#: instead of the Message-API strategy stack; called like :func:`server.secagg.run_secagg`
+#: instead of the Message-API strategy stack; called like :func:`fedsim.server.secagg.run_secagg`
 WORKFLOWS = {"secagg": run_secagg}
 
 
@@ -87,7 +87,7 @@ def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> ReplyGate:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = from_flat(context.run_config)
-    out = run_dir(cfg)  # absolute: the one folder of the ServerApp and every ClientApp (fedsim.experiment)
+    out = run_dir(cfg)  # absolute: the one folder of the ServerApp and every ClientApp (fedsim.core.experiment)
     check_attack_inputs(cfg, out)  # as fedsim's preflight: under a bare `flwr run .` a typo fails before round 1
     folder = RunFolder(out)
     # owned: the lab entry points prepared (marked) it already; a new or empty folder (bare `flwr run .`) is

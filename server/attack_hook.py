@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedsim.config import ExperimentConfig
+from fedsim.core.config import ExperimentConfig
 
 
 def build_attack_hook(cfg: ExperimentConfig, run_dir: Path):
     """Return a sink with ``__call__(update)`` and ``close()``, or None when attacks are off."""
     if not cfg.attack.enabled:
         return None
-    from server.scheduler import AttackScheduler
+    from fedsim.server.scheduler import AttackScheduler
 
     return AttackScheduler(cfg, run_dir)

@@ -15,7 +15,7 @@ multiplier ``z`` (client level, add/remove one client) only when the output is t
   :class:`CentralDpRelease` counts the replies FedAvg really averaged (those the curious strategy accepted) and
   composes each round's release at its own effective multiplier.
 
-``m`` is FedAvg's own sampling rule, :func:`fedsim.defense_config.sampled_clients` (``max(int(N f), min_train)``),
+``m`` is FedAvg's own sampling rule, :func:`fedsim.core.defense_config.sampled_clients` (``max(int(N f), min_train)``),
 the one count that FedAvg, the wrapper and the accountant share. Accounting is Flower's ``RdpAccountant``
 (``flwr.supercore.privacy_accounting``, Google's ``dp-accounting`` RDP, no amplification by sampling: the server
 knows whom it sampled); ``tests/test_trust_central_dp.py`` checks it against fedsim's Opacus figure and against
@@ -38,10 +38,10 @@ from flwr.supercore.privacy_accounting import (GaussianPrivacyEvent, Neighboring
                                                SamplingMethod)
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
-from fedsim import messages as K
-from fedsim.rows import PrivacyRow
-from fedsim.runfolder import RunFolder
-from server.wrapping import StrategyWrapper
+from fedsim.core import messages as K
+from fedsim.core.rows import PrivacyRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.server.wrapping import StrategyWrapper
 
 log = logging.getLogger("fedsim.server")
 

@@ -10,7 +10,7 @@ curious server sees clipped individual updates (what server-side clipping really
 clipping step; with client-side clipping the ``fixedclipping_mod`` already clipped them) and only the released
 aggregate is noised. ``DefenseTap`` sits between them and writes each round's privacy rows to ``metrics.jsonl``:
 the epsilon DP-SGD clients report, and the epsilon of local DP over the rounds aggregated so far (central DP's rows
-come from ``server.central_dp.CentralDpRelease``, outermost, per release as it ran). Secure aggregation does not use this stack: Flower's SecAgg+
+come from ``fedsim.server.central_dp.CentralDpRelease``, outermost, per release as it ran). Secure aggregation does not use this stack: Flower's SecAgg+
 workflow drives a legacy strategy (``server/secagg.py``).
 """
 
@@ -23,15 +23,15 @@ from flwr.app import Message
 from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
                                      DifferentialPrivacyServerSideFixedClipping, Strategy)
 
-from fedsim import defense_registry, messages as K
-from fedsim.config import ExperimentConfig
-from fedsim.defense_config import CentralDp, sampled_clients
-from fedsim.defense_object import STRATEGY, resolve
-from fedsim.rows import PrivacyRow
-from fedsim.runfolder import RunFolder
-from server.central_dp import CentralDpRelease
-from server.strategy import CuriousStrategy
-from server.wrapping import StrategyWrapper
+from fedsim.core import defense_registry, messages as K
+from fedsim.core.config import ExperimentConfig
+from fedsim.core.defense_config import CentralDp, sampled_clients
+from fedsim.core.defense_object import STRATEGY, resolve
+from fedsim.core.rows import PrivacyRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.server.central_dp import CentralDpRelease
+from fedsim.server.strategy import CuriousStrategy
+from fedsim.server.wrapping import StrategyWrapper
 
 PRIVACY_DELTA = 1e-5  # delta at which central / local DP epsilon is reported (local DP: the mod's own delta)
 AGGREGATE_CLIENT = 9999  # client id of a secure aggregate in captures and rows (its cohort in ClientUpdate.cohort)
@@ -85,7 +85,7 @@ class DefenseTap(StrategyWrapper):
 
 def weighting_key(cfg: ExperimentConfig) -> str:
     """FedAvg's ``weighted_by_key``: equal weights when a defense asks for them (central DP,
-    ``server.central_dp``), else the claim."""
+    ``fedsim.server.central_dp``), else the claim."""
     return K.UNIT_WEIGHT if defense_registry.equal_weights(cfg.defense) else K.NUM_EXAMPLES
 
 
@@ -105,7 +105,7 @@ def central_dp_wrapper(strategy: Strategy, cfg: ExperimentConfig, d: CentralDp, 
 
 #: strategy-wrapper appliers by name (``Applier(STRATEGY, name)``): ``(strategy, cfg, table, *, curious, folder)
 #: -> Strategy``; a ``"module:attr"`` name is imported instead and called as a plain Message-API wrapper,
-#: ``wrapper(strategy) -> Strategy`` (``[defense.custom] strategy_wrappers``, ``fedsim.defense_custom``)
+#: ``wrapper(strategy) -> Strategy`` (``[defense.custom] strategy_wrappers``, ``fedsim.core.defense_custom``)
 STRATEGY_WRAPPERS = {"central_dp": central_dp_wrapper}
 
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError as FutureTimeout
 from pathlib import Path
 
-from fedsim.captures import CaptureStore
-from fedsim.config import ExperimentConfig, parse_selection
+from fedsim.core.captures import CaptureStore
+from fedsim.core.config import ExperimentConfig, parse_selection
 from fedsim.evaluation.attacking import attack_and_score, attack_error_row, plan_from_config
-from fedsim.rows import InversionRow, LabelRow, Row, SkippedRow
-from fedsim.runfolder import RunFolder
-from fedsim.types import ClientUpdate
+from fedsim.core.rows import InversionRow, LabelRow, Row, SkippedRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.types import ClientUpdate
 
 log = logging.getLogger("fedsim.server")
 

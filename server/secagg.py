@@ -8,7 +8,7 @@ share keys -> collect masked vectors -> unmask; each client quantises its weight
 only that. The server sums the masked vectors, recovers from Shamir shares the private masks of the survivors and
 the pairwise masks of clients that dropped after sharing keys, and hands :class:`SecAggCuriousStrategy` the
 unmasked weighted average (the same vector in every ``FitRes``) plus each client's cleartext FitRes fields, which
-are only those ``clients.secagg.CLEARTEXT_KEYS`` lists: ``num-examples``, ``partition-id`` and, under DP-SGD,
+are only those ``fedsim.clients.secagg.CLEARTEXT_KEYS`` lists: ``num-examples``, ``partition-id`` and, under DP-SGD,
 ``epsilon`` (no loss, no local steps: the aggregate's steps come from the config and the claims,
 :func:`aggregate_local_steps`).
 
@@ -38,16 +38,16 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
 from flwr.serverapp import Grid
 
-from fedsim import messages as K
-from fedsim.config import ExperimentConfig
-from fedsim.defense_config import secagg_plan
-from fedsim.dp_sgd import dp_sgd_steps
-from fedsim.experiment import make_model
-from fedsim.rows import CaptureErrorRow, LostRoundRow
-from fedsim.runfolder import RunFolder
-from fedsim.types import ClientUpdate
-from server.defense_wiring import AGGREGATE_CLIENT, known_defenses, privacy_row
-from server.sinks import deliver
+from fedsim.core import messages as K
+from fedsim.core.config import ExperimentConfig
+from fedsim.core.defense_config import secagg_plan
+from fedsim.core.dp_sgd import dp_sgd_steps
+from fedsim.core.experiment import make_model
+from fedsim.core.rows import CaptureErrorRow, LostRoundRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.types import ClientUpdate
+from fedsim.server.defense_wiring import AGGREGATE_CLIENT, known_defenses, privacy_row
+from fedsim.server.sinks import deliver
 
 log = logging.getLogger("fedsim.server")
 
@@ -144,8 +144,8 @@ def aggregate_local_steps(algorithm: str, counts: list[int], batch_size: int, ep
 
     No client sends its local steps under SecAgg+ (nothing per client travels in the clear beyond what
     ``clients/secagg.py`` lists); a client's steps are a function of its claim: FedSGD one, FedAvg
-    ``epochs * ceil(n / B)`` capped by ``train.max_local_steps`` (``fedsim.training.step_batches``; DP-SGD takes
-    the same count, ``fedsim.dp_sgd.dp_sgd_steps``). The aggregate is the ``n``-weighted mean of the clients' deltas
+    ``epochs * ceil(n / B)`` capped by ``train.max_local_steps`` (``fedsim.core.training.step_batches``; DP-SGD takes
+    the same count, ``fedsim.core.dp_sgd.dp_sgd_steps``). The aggregate is the ``n``-weighted mean of the clients' deltas
     and a delta is about ``lr * steps * g``, so the fake gradient ``delta / (steps * lr)`` is consistent with the
     cohort's mean gradient for the ``n``-weighted mean of the steps (rounded, at least one); with unequal steps no
     single value is exact. (The cohort's *max*, used before, understated the gradient.)

@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
-from fedsim.captures import CaptureStore
-from fedsim.config import parse_selection
-from fedsim.rows import CaptureErrorRow
-from fedsim.runfolder import RunFolder
-from fedsim.types import ClientUpdate
+from fedsim.core.captures import CaptureStore
+from fedsim.core.config import parse_selection
+from fedsim.core.rows import CaptureErrorRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.types import ClientUpdate
 
 log = logging.getLogger("fedsim.server")
 
@@ -25,8 +25,8 @@ UpdateSink = Callable[[ClientUpdate], None]
 
 class CaptureWriter:
     """Stream selected updates to ``<run>/captures/round_R/client_C.safetensors`` (never pickle); the first capture
-    of a round also writes the round's global model, ``round_R/global.safetensors`` (``fedsim.captures``).
-    ``rounds`` / ``clients``: resolved selections (``fedsim.capture_plan.capture_text``; not ``'attacked'``)."""
+    of a round also writes the round's global model, ``round_R/global.safetensors`` (``fedsim.core.captures``).
+    ``rounds`` / ``clients``: resolved selections (``fedsim.core.capture_plan.capture_text``; not ``'attacked'``)."""
 
     NAME = "capture"
 

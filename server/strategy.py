@@ -3,10 +3,10 @@
 Modelled on Flower's ``DifferentialPrivacyServerSideFixedClipping`` wrapper: ``configure_train`` remembers
 the weights sent in each round, ``aggregate_train`` turns each valid reply into a ``ClientUpdate``, hands it to
 the sinks (capture store, attack scheduler) and then lets the wrapped strategy aggregate the accepted replies.
-Screening (structure, example-count and norm bounds, rejections) is ``server.validation``'s job: in the live
+Screening (structure, example-count and norm bounds, rejections) is ``fedsim.server.validation``'s job: in the live
 stack a ``ReplyGate`` does it outermost, before any Flower wrapper; standalone, this strategy screens itself.
 A reply that a wrapper left invalid is a rejection row (not aggregated); a sink that fails is a ``capture_error``
-row (``server.sinks.deliver``) and the round goes on.
+row (``fedsim.server.sinks.deliver``) and the round goes on.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Iterable
 from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import Strategy
 
-from fedsim.runfolder import RunFolder
-from fedsim.types import ClientUpdate, InvalidUpdateError
-from server.sinks import UpdateSink, deliver
-from server.validation import Bounds, ReplyScreen, ScreeningWrapper, TrainSettings  # TrainSettings re-exported
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.types import ClientUpdate, InvalidUpdateError
+from fedsim.server.sinks import UpdateSink, deliver
+from fedsim.server.validation import Bounds, ReplyScreen, ScreeningWrapper, TrainSettings  # TrainSettings re-exported
 
 log = logging.getLogger("fedsim.server")
 

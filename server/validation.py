@@ -43,12 +43,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedsim import messages as K
-from fedsim.defense_registry import in_force_from_record
-from fedsim.rows import LostRoundRow, RejectionRow
-from fedsim.runfolder import RunFolder
-from fedsim.types import ClientUpdate, InvalidUpdateError
-from server.wrapping import StrategyWrapper
+from fedsim.core import messages as K
+from fedsim.core.defense_registry import in_force_from_record
+from fedsim.core.rows import LostRoundRow, RejectionRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.types import ClientUpdate, InvalidUpdateError
+from fedsim.server.wrapping import StrategyWrapper
 
 log = logging.getLogger("fedsim.server")
 

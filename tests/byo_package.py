@@ -26,7 +26,7 @@ def raises(input_shape, num_classes):
 
 DATA = '''
 import torch
-from fedsim.data import ImageDataset
+from fedsim.core.data import ImageDataset
 
 
 def blobs(data_dir=None, per_class=40, classes=4, size=8, seed=0):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedsim.audit import write_ground_truth
-from fedsim.captures import capture_path, save_update
-from fedsim.config import ExperimentConfig, from_flat, to_toml
-from fedsim.experiment import client_data, local_seed, make_model
-from fedsim.training import train_locally
-from fedsim.types import ClientUpdate
+from fedsim.core.audit import write_ground_truth
+from fedsim.core.captures import capture_path, save_update
+from fedsim.core.config import ExperimentConfig, from_flat, to_toml
+from fedsim.core.experiment import client_data, local_seed, make_model
+from fedsim.core.training import train_locally
+from fedsim.core.types import ClientUpdate
 
 TINY = {
     "run.name": "tiny", "run.num_clients": 3, "run.num_rounds": 1, "data.dataset": "digits",

@@ -1,12 +1,12 @@
-"""fedsim.accounting: known answers of the Gaussian mechanism and Opacus' accountant."""
+"""fedsim.core.accounting: known answers of the Gaussian mechanism and Opacus' accountant."""
 
 import math
 
 import pytest
 
-from fedsim.accounting import (central_dp_epsilon, dp_sgd_epsilon, gaussian_epsilon, local_dp_basic,
+from fedsim.core.accounting import (central_dp_epsilon, dp_sgd_epsilon, gaussian_epsilon, local_dp_basic,
                                local_dp_epsilon, local_dp_noise_multiplier)
-from fedsim.defense_registry import spent_for_config
+from fedsim.core.defense_registry import spent_for_config
 
 
 def _gaussian_rdp_epsilon(z: float, releases: int, delta: float) -> float:
@@ -51,7 +51,7 @@ def test_local_dp_noise_is_flowers_and_one_release_is_no_worse_than_claimed():
 
 
 def test_spent_for_config_names_every_dp_mechanism():
-    from fedsim.config import ExperimentConfig
+    from fedsim.core.config import ExperimentConfig
 
     cfg = ExperimentConfig().replace(**{"defense.central_dp.clipping": "server",
                                         "defense.central_dp.noise_multiplier": 1.0,

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import fedsim
-from fedsim.config import ConfigError, ExperimentConfig, to_toml
-from fedsim.errors import RunFolderError
-from fedsim.rows import InversionRow, LabelRow, UtilityRow
-from fedsim.runfolder import RunFolder
+from fedsim.core.config import ConfigError, ExperimentConfig, to_toml
+from fedsim.core.errors import RunFolderError
+from fedsim.core.rows import InversionRow, LabelRow, UtilityRow
+from fedsim.core.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 DP = {"defense.dp_sgd.enabled": True, "defense.dp_sgd.noise_multiplier": 0.5}
@@ -122,10 +122,10 @@ def test_readme_offline_recipe_runs_on_a_capture(tmp_path):
     MNIST images on an untrained FCN: iLRG restores the labels exactly)."""
     import torch
 
-    from attacks.gradients import batch_gradient
-    from fedsim.captures import save_update
-    from fedsim.experiment import dataset, make_model
-    from fedsim.types import ClientUpdate
+    from fedsim.attacks.gradients import batch_gradient
+    from fedsim.core.captures import save_update
+    from fedsim.core.experiment import dataset, make_model
+    from fedsim.core.types import ClientUpdate
 
     cfg = fedsim.resolve_config({"model": {"name": "fcn3", "width": 64}, "train": {"algorithm": "fedsgd"}})
     folder = RunFolder(tmp_path / "smoke")

@@ -1,7 +1,9 @@
 """The floors of docs/architecture.md and their one-way imports, enforced by parsing every module's imports.
 
-core (fedsim/ outside evaluation/ and lab/) -> attacks/ -> fedsim/evaluation/ -> clients/, server/ -> fedsim/lab/
-Each rule below names a package (or file set) and the modules it must never import.
+fedsim.core (fedsim/core/) -> fedsim.attacks (attacks/) -> fedsim.evaluation (fedsim/evaluation/)
+-> fedsim.clients, fedsim.server (clients/, server/) -> fedsim.lab (fedsim/lab/), fedsim.api (fedsim/api.py)
+Each rule below names a folder (or file) and the modules it must never import. The folders attacks/, clients/,
+server/ are installed as fedsim.attacks, ... (pyproject ``package-dir``): a module's name comes from INSTALLED_AS.
 """
 
 from __future__ import annotations
@@ -17,13 +19,24 @@ ROOT = Path(__file__).resolve().parents[1]
 DYNAMIC_IMPORTS = ("import_module", "__import__")  # importlib.import_module("x"), __import__("x")
 
 
+#: top-level folder -> the import name it installs as (pyproject.toml ``[tool.setuptools] package-dir``)
+INSTALLED_AS = {"fedsim": "fedsim", "attacks": "fedsim.attacks", "clients": "fedsim.clients",
+                "server": "fedsim.server"}
+SHELL_FOLDERS = ("attacks", "clients", "server")
+
+
+def _dotted(path: Path, root: Path) -> list[str]:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return INSTALLED_AS.get(parts[0], parts[0]).split(".") + parts[1:]
+
+
 def _package(path: Path, root: Path = ROOT) -> str:
     """The package a file's relative imports resolve against (a package's own name for its ``__init__``)."""
-    return ".".join(path.relative_to(root).with_suffix("").parts[:-1])
+    return ".".join(_dotted(path, root)[:-1])
 
 
 def _module_name(path: Path, root: Path = ROOT) -> str:
-    parts = path.relative_to(root).with_suffix("").parts
+    parts = _dotted(path, root)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -81,9 +94,6 @@ def _modules(path: Path, root: Path = ROOT) -> set[str]:
 
 
 def _files(spec: str, root: Path = ROOT) -> list[Path]:
-    if spec == "core":
-        return [p for p in (root / "fedsim").rglob("*.py")
-                if not p.relative_to(root / "fedsim").parts[0] in ("evaluation", "lab", "api.py")]
     if spec.endswith(".py"):  # a floor of one module (fedsim/api.py)
         return [root / spec] if (root / spec).is_file() else []
     return sorted((root / spec).rglob("*.py"))
@@ -93,22 +103,22 @@ def _hits(name: str, forbidden: tuple[str, ...]) -> list[str]:
     return [f for f in forbidden if name == f or name.startswith(f + ".")]
 
 
+ABOVE_CORE = ("fedsim.attacks", "fedsim.evaluation", "fedsim.clients", "fedsim.server", "fedsim.lab", "fedsim.api")
 FLOOR_RULES: dict[str, tuple[str, ...]] = {
-    # floor 1: the core never sees Flower, the attacks, the apps, evaluation or the lab shell
-    "core": ("flwr", "attacks", "clients", "server", "fedsim.evaluation", "fedsim.lab"),
+    # floor 1: the core never sees Flower, the attacks, the apps, evaluation, the lab shell or the API
+    "fedsim/core": ("flwr", *ABOVE_CORE),
     # floor 2: attacks are pure PyTorch and see only what the server sees: no Flower, no ground truth (audit
     # store, evaluation layer), no client data (partitions / experiment), nothing above them
-    "attacks": ("flwr", "clients", "server", "fedsim.evaluation", "fedsim.lab", "fedsim.audit",
-                "fedsim.experiment", "fedsim.partitions"),
+    "attacks": ("flwr", *ABOVE_CORE[1:], "fedsim.core.audit", "fedsim.core.experiment", "fedsim.core.partitions"),
     # floor 3: evaluation scores attacks; it never needs Flower or the apps
-    "fedsim/evaluation": ("flwr", "clients", "server", "fedsim.lab"),
+    "fedsim/evaluation": ("flwr", *ABOVE_CORE[2:]),
     # floor 4: the Flower shells never import each other, nor the lab shell; clients never run attacks
-    "clients": ("server", "attacks", "fedsim.evaluation", "fedsim.lab"),
-    "server": ("clients", "fedsim.lab"),
+    "clients": ("fedsim.server", "fedsim.attacks", "fedsim.evaluation", "fedsim.lab", "fedsim.api"),
+    "server": ("fedsim.clients", "fedsim.lab", "fedsim.api"),
     # floor 5: the lab shell drives Flower as processes only
-    "fedsim/lab": ("flwr", "clients", "server"),
+    "fedsim/lab": ("flwr", "fedsim.clients", "fedsim.server"),  # its CLI is a thin layer over fedsim.api
     # floor 5 too: the Python API is the lab shell's public face (fedsim/__init__ re-exports it lazily)
-    "fedsim/api.py": ("flwr", "clients", "server"),
+    "fedsim/api.py": ("flwr", "fedsim.clients", "fedsim.server"),
 }
 
 
@@ -123,7 +133,56 @@ def test_floor_imports(floor):
     assert not offenders, offenders
 
 
-PACKAGES = ("fedsim", "attacks", "clients", "server")
+def _module_level_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text())
+    return [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names] + \
+        [n.module or "" for n in tree.body if isinstance(n, ast.ImportFrom)]
+
+
+def test_the_package_init_imports_no_floor_at_load():
+    """``fedsim/__init__`` names the API lazily; a module-level import there would tie every floor to the lab."""
+    assert not [m for m in _module_level_imports(ROOT / "fedsim" / "__init__.py") if m.startswith("fedsim")]
+
+
+SOURCE_FOLDERS = ("fedsim", "attacks", "clients", "server", "benchmarks", "scripts", "tests", "examples")
+
+
+def _bare_shell_imports(root: Path = ROOT, folders: tuple[str, ...] = SOURCE_FOLDERS) -> list[str]:
+    """Imports of ``attacks`` / ``clients`` / ``server`` by their folder names: run from the checkout they would
+    load a second copy of those modules (two registries), installed they would not resolve at all."""
+    out = []
+    for folder in folders:
+        for p in (root / folder).rglob("*.py"):
+            for name in _modules(p, root):
+                if name.split(".")[0] in SHELL_FOLDERS:
+                    out.append(f"{p.relative_to(root)} imports {name}")
+    return out
+
+
+def test_the_shells_are_imported_by_their_installed_name():
+    offenders = _bare_shell_imports()
+    assert not offenders, offenders
+
+
+def test_probe_bare_shell_import_rule(tmp_path):
+    assert _bare_shell_imports(_tree(tmp_path, {"tests/probe.py": "from server.app import app\n"}))
+    assert not _bare_shell_imports(_tree(tmp_path / "ok", {"tests/probe.py": "from fedsim.server.app import app\n"}))
+
+
+def test_pyproject_packages_are_the_folders():
+    """``[tool.setuptools] packages`` lists every package folder under its installed name (a new sub-package
+    left out of the list would be missing from a wheel but present in the checkout)."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setup["package-dir"] == {name: folder for folder, name in INSTALLED_AS.items()}
+    folders = {_module_name(init) for top in INSTALLED_AS for init in (ROOT / top).rglob("__init__.py")}
+    assert set(setup["packages"]) == folders
+    apps = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"]
+    assert apps == {"serverapp": "fedsim.server.app:app", "clientapp": "fedsim.clients.app:app"}
+
+
+PACKAGES = tuple(INSTALLED_AS)
 
 
 def _import_graph(root: Path = ROOT) -> dict[str, set[str]]:
@@ -191,12 +250,12 @@ def test_no_import_circles():
     assert not circles, circles
 
 
-#: ``fedsim.data`` names that hold or return the pool every client's partition is cut from (the train split):
+#: ``fedsim.core.data`` names that hold or return the pool every client's partition is cut from (the train split):
 #: the loaders (``sources``: each returns the whole dataset, not through ``load_dataset``), their registry and
 #: the split helper. ``load_dataset`` / ``ImageDataset`` stay allowed: attacks take the public split (the test
-#: split: ``attacks.generative.prior.aux_split``) from them, and never touch ``train_x`` / ``train_y`` (below).
-CLIENT_DATA = ("fedsim.data.sources", "fedsim.data.DATASETS", "fedsim.data.core.DATASETS",
-               "fedsim.data.core.stratified_split", "fedsim.data.core.register")
+#: split: ``fedsim.attacks.generative.prior.aux_split``) from them, and never touch ``train_x`` / ``train_y`` (below).
+CLIENT_DATA = ("fedsim.core.data.sources", "fedsim.core.data.DATASETS", "fedsim.core.data.core.DATASETS",
+               "fedsim.core.data.core.stratified_split", "fedsim.core.data.core.register")
 #: attributes no attack may read: the train split of an ``ImageDataset`` (every client's data) and the audit
 #: store of a ``RunFolder`` (``audit``, ``audit_file``: ground truth)
 FORBIDDEN_ATTRIBUTES = ("train_x", "train_y", "audit", "audit_file")
@@ -218,8 +277,8 @@ def _attack_data_offenders(root: Path = ROOT) -> list[str]:
 
 
 def test_attacks_see_no_client_data_and_no_audit_file():
-    """Attacks see what the server sees: no client split (``fedsim.experiment``, ``fedsim.partitions`` by the floor
-    rule; the ``fedsim.data`` loaders and a dataset's train split here) and no audit file (``fedsim.audit`` by the
+    """Attacks see what the server sees: no client split (``fedsim.core.experiment``, ``fedsim.core.partitions`` by the floor
+    rule; the ``fedsim.core.data`` loaders and a dataset's train split here) and no audit file (``fedsim.core.audit`` by the
     floor rule; ``RunFolder.audit*`` and a path under ``audit/`` here)."""
     offenders = _attack_data_offenders()
     assert not offenders, offenders
@@ -241,8 +300,8 @@ def _ground_truth_offenders(root: Path = ROOT) -> list[str]:
 
 
 def test_only_the_evaluation_layer_reads_ground_truth():
-    """The audit store is written by clients (fedsim.audit has no reader) and read only in fedsim/evaluation."""
-    audit_src = (ROOT / "fedsim" / "audit.py").read_text()
+    """The audit store is written by clients (fedsim.core.audit has no reader) and read only in fedsim/evaluation."""
+    audit_src = (ROOT / "fedsim" / "core" / "audit.py").read_text()
     assert "load_file" not in audit_src and "safe_open" not in audit_src
     offenders = _ground_truth_offenders()
     assert not offenders, offenders
@@ -263,21 +322,22 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 @pytest.mark.parametrize("floor,text", [
-    ("core", "import flwr\n"),
-    ("core", "from attacks.labels import LABEL_METHODS\n"),
+    ("fedsim/core", "import flwr\n"),
+    ("fedsim/core", "from fedsim.attacks.labels import LABEL_METHODS\n"),
+    ("fedsim/core", "from ..lab import cli\n"),  # relative, resolved against fedsim.core
     ("attacks", "from fedsim.evaluation.truth import read_ground_truth\n"),
     ("attacks", "from ..server import app\n"),  # relative, resolved against attacks/
-    ("attacks", "from fedsim import partitions\n"),
-    ("attacks", "def f():\n    from fedsim.experiment import client_data\n"),  # function-level counts
-    ("attacks", "import importlib\nm = importlib.import_module('fedsim.audit')\n"),
+    ("attacks", "from fedsim.core import partitions\n"),
+    ("attacks", "def f():\n    from fedsim.core.experiment import client_data\n"),  # function-level counts
+    ("attacks", "import importlib\nm = importlib.import_module('fedsim.core.audit')\n"),
     ("attacks", "m = __import__('fedsim.lab.cli')\n"),
     ("fedsim/evaluation", "from flwr.app import Message\n"),
-    ("clients", "from attacks.pipeline import AttackPlan\n"),
-    ("server", "import clients.app\n"),
-    ("fedsim/lab", "from server.app import app\n"),
+    ("clients", "from fedsim.attacks.pipeline import AttackPlan\n"),
+    ("server", "import fedsim.clients.app\n"),
+    ("fedsim/lab", "from fedsim.server.app import app\n"),
 ])
 def test_probe_floor_rule_fails_on_a_violation(tmp_path, floor, text):
-    where = "fedsim/probe.py" if floor == "core" else f"{floor}/probe.py"
+    where = floor if floor.endswith(".py") else f"{floor}/probe.py"
     root = _tree(tmp_path, {where: text})
     assert _floor_offenders(floor, root), f"{floor} rule missed {text!r}"
     assert not _floor_offenders(floor, _tree(tmp_path / "clean", {where: "import math\n"}))
@@ -302,9 +362,9 @@ def test_probe_circle_rule_passes_a_chain_and_type_checking(tmp_path):
 
 
 @pytest.mark.parametrize("text", [
-    "from fedsim.data import sources\n",
-    "from fedsim.data.sources import load_mnist_subset\n",
-    "from fedsim.data.core import DATASETS, stratified_split\n",
+    "from fedsim.core.data import sources\n",
+    "from fedsim.core.data.sources import load_mnist_subset\n",
+    "from fedsim.core.data.core import DATASETS, stratified_split\n",
     "def f(ds):\n    return ds.train_x[:8]\n",
     "def f(folder):\n    return folder.audit_file(1, 0)\n",
     "def f(folder):\n    return folder.audit\n",
@@ -315,7 +375,7 @@ def test_probe_attack_data_rule_fails_on_a_violation(tmp_path, text):
 
 
 def test_probe_attack_data_rule_allows_the_public_split(tmp_path):
-    root = _tree(tmp_path, {"attacks/probe.py": "from fedsim.data import ImageDataset, load_dataset\n"
+    root = _tree(tmp_path, {"attacks/probe.py": "from fedsim.core.data import ImageDataset, load_dataset\n"
                                                 "def f(ds):\n    return ds.test_x[0::2]\n"})
     assert not _attack_data_offenders(root)
 
@@ -332,7 +392,7 @@ def test_probe_ground_truth_rule_fails_on_a_violation(tmp_path, where, text):
 def test_every_python_file_of_the_project_parses():
     """Benchmarks and scripts are not imported by the tests; a syntax error there must still fail CI."""
     bad = []
-    for folder in ("fedsim", "attacks", "clients", "server", "benchmarks", "scripts", "tests"):
+    for folder in SOURCE_FOLDERS:
         for p in (ROOT / folder).rglob("*.py"):
             try:
                 ast.parse(p.read_text(), filename=str(p))

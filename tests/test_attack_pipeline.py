@@ -8,14 +8,14 @@ import time
 import pytest
 import torch
 
-import attacks.pipeline as pipeline
+import fedsim.attacks.pipeline as pipeline
 import fedsim.evaluation.truth as truth_module
 from fedsim.evaluation.attacking import attack_and_score, data_spec, plan_from_config
-from fedsim.captures import iter_captures, load_update
-from fedsim.experiment import make_model
+from fedsim.core.captures import iter_captures, load_update
+from fedsim.core.experiment import make_model
 from fedsim.lab.replay import replay_attacks
-from fedsim.results import read_jsonl
-from server.scheduler import AttackScheduler
+from fedsim.core.results import read_jsonl
+from fedsim.server.scheduler import AttackScheduler
 from tests.runfolder import make_run
 
 
@@ -95,7 +95,7 @@ def test_replay_appends_rows_and_takes_only_attack_overrides(tmp_path):
     assert replay_attacks(run, {"attack.label_methods": "rlg"}, quiet=True) == 3
     rows = list(read_jsonl(run / "metrics.jsonl"))
     assert len(rows) == 3 and all(r["method"] == "rlg" and r["replay"] for r in rows)
-    from fedsim.config import ConfigError
+    from fedsim.core.config import ConfigError
     with pytest.raises(ConfigError, match="attack"):
         replay_attacks(run, {"train.lr": "1"})
 
@@ -103,8 +103,8 @@ def test_replay_appends_rows_and_takes_only_attack_overrides(tmp_path):
 def test_public_split_reaches_the_label_methods_that_need_it(tmp_path):
     """aux-nnls gets the server's public split (the held-out test half, never client data) and restores the
     counts; without such a method the split is not even loaded."""
-    from attacks.generative import aux_split
-    from fedsim.experiment import dataset
+    from fedsim.attacks.generative import aux_split
+    from fedsim.core.experiment import dataset
 
     cfg, run = make_run(tmp_path / "run", **{"attack.label_methods": "aux-nnls"})
     spec = data_spec(cfg)
@@ -119,7 +119,7 @@ def test_public_split_reaches_the_label_methods_that_need_it(tmp_path):
 def test_an_attack_that_does_not_apply_is_skipped_not_failed(tmp_path):
     """An update covering more images than attack.max_inversion_images is a `skipped` row with the reason; the
     label attacks on the same update still run."""
-    from fedsim.rows import SkippedRow
+    from fedsim.core.rows import SkippedRow
 
     cfg, run = make_run(tmp_path / "run", **{"attack.inversion": "ig", "attack.max_inversion_images": 2,
                                              "attack.label_methods": "ilrg"})
@@ -136,7 +136,7 @@ def test_attack_timeout_counts_from_start_not_queue_time(tmp_path, monkeypatch):
     (the third waited ~2 s in the queue, which used to count and time it out)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import server.scheduler as sched
+    import fedsim.server.scheduler as sched
 
     cfg, run = make_run(tmp_path / "run", **{"attack.timeout": 1.8, "attack.queue_size": 8})
 
@@ -171,8 +171,8 @@ def test_replaying_an_attack_that_does_not_apply_writes_replay_skips_the_sweep_c
     crash on the row type), so the sweep's replayed() does not attempt it again; a live skip of the same method
     (queue full) does not count as a replay."""
     from fedsim.lab.sweep.execute import replayed
-    from fedsim.rows import SkippedRow
-    from fedsim.runfolder import RunFolder
+    from fedsim.core.rows import SkippedRow
+    from fedsim.core.runfolder import RunFolder
 
     cfg, run = make_run(tmp_path / "run")
     assert replayed(run, cfg) == set()

@@ -10,18 +10,18 @@ import pytest
 import torch
 
 import fedsim.evaluation.attacking as attacking
-from attacks.inversion import INVERSION_METHODS
-from attacks.labels import LABEL_METHODS, register_label_method
-from attacks.records import KINDS, NEEDS, AttackMethod
-from fedsim.captures import iter_captures, load_update
-from fedsim.config import from_flat
-from fedsim.errors import ConfigError
+from fedsim.attacks.inversion import INVERSION_METHODS
+from fedsim.attacks.labels import LABEL_METHODS, register_label_method
+from fedsim.attacks.records import KINDS, NEEDS, AttackMethod
+from fedsim.core.captures import iter_captures, load_update
+from fedsim.core.config import from_flat
+from fedsim.core.errors import ConfigError
 from fedsim.evaluation.attacking import attack_and_score
 from fedsim.evaluation.preconditions import check_attack_inputs
-from fedsim.models.zoo import classifier_layer
-from fedsim.rows import AttackErrorRow, InversionRow, LabelRow, SkippedRow
-from fedsim.runfolder import RunFolder
-from fedsim.types import LabelRestoration
+from fedsim.core.models.zoo import classifier_layer
+from fedsim.core.rows import AttackErrorRow, InversionRow, LabelRow, SkippedRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.types import LabelRestoration
 from tests.runfolder import TINY, make_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,7 +73,7 @@ def test_a_typo_in_a_method_name_fails_at_load_in_one_line(tmp_path, key, value)
 
 @pytest.mark.parametrize("key, value", [("attack.label_methods", "ilrg,ilgr"), ("attack.inversion", "igg")])
 def test_fedsim_check_refuses_the_typo_in_one_line_exit_2(tmp_path, capsys, key, value):
-    from fedsim.config import to_toml
+    from fedsim.core.config import to_toml
     from fedsim.lab.cli import main
 
     path = tmp_path / "x.toml"
@@ -85,7 +85,7 @@ def test_fedsim_check_refuses_the_typo_in_one_line_exit_2(tmp_path, capsys, key,
 
 def test_the_workers_take_the_plan_built_once(tmp_path, monkeypatch):
     """The scheduler builds the plan when it starts; attacking a capture does not look the names up again."""
-    from server.scheduler import AttackScheduler
+    from fedsim.server.scheduler import AttackScheduler
 
     cfg, run = make_run(tmp_path / "run")
     scheduler = AttackScheduler(cfg, run)

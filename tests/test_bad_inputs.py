@@ -63,8 +63,8 @@ def test_corrupt_capture_is_named_skipped_and_the_rest_attacked(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
     assert len(err) == 2 and str(caps[1]) in err[0] and "1 of 3 capture files unreadable" in err[1], err
-    from fedsim.rows import LabelRow
-    from fedsim.runfolder import RunFolder
+    from fedsim.core.rows import LabelRow
+    from fedsim.core.runfolder import RunFolder
     attacked = {r.client for r in RunFolder(run).rows(LabelRow) if r.replay}
     assert attacked == {0, 2}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsim.config import ConfigError, flatten, from_flat, load_config, parse_overrides
+from fedsim.core.config import ConfigError, flatten, from_flat, load_config, parse_overrides
 from tests.byo_package import PACKAGE, write_package
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_model_options_table_override_and_flower_carriage(user_pkg, tmp_path):
 
 
 def test_factory_gets_shape_classes_and_options_and_is_built_once_checked(user_pkg):
-    from fedsim.experiment import check_model, make_model
+    from fedsim.core.experiment import check_model, make_model
 
     cfg = from_flat({**BASE, "model.options.hidden": 5})
     model = check_model(cfg)
@@ -101,7 +101,7 @@ def test_preflight_refuses_a_model_that_does_not_fit_the_data(user_pkg, factory,
 
 
 def test_user_loader_and_its_checks(user_pkg):
-    from fedsim.experiment import client_data, dataset
+    from fedsim.core.experiment import client_data, dataset
     from fedsim.lab.preflight import preflight
 
     cfg = from_flat({**BASE, "data.options.per_class": 20, "data.image_size": 16})
@@ -110,7 +110,7 @@ def test_user_loader_and_its_checks(user_pkg):
     x, y = client_data(cfg, 0, 2)
     assert x.shape[1:] == (1, 16, 16) and 0 < len(y) < 60
     bad = from_flat({**BASE, "data.dataset": f"{PACKAGE}.data:not_a_dataset"})
-    with pytest.raises(ConfigError, match=r"^data\.dataset: .* returned a dict, not a fedsim\.data\.ImageDataset$"):
+    with pytest.raises(ConfigError, match=r"^data\.dataset: .* returned a dict, not a fedsim\.core\.data\.ImageDataset$"):
         preflight(bad, user_pkg / "run")
 
 
@@ -126,7 +126,7 @@ def _png_tree(root: Path, sizes: dict[str, tuple[int, int]], per_class: int = 5)
 
 
 def test_folder_dataset_resizes_splits_per_class_and_is_deterministic(tmp_path):
-    from fedsim.data import load_dataset
+    from fedsim.core.data import load_dataset
 
     tree = _png_tree(tmp_path / "imgs", {"cat": (12, 10), "dog": (9, 9), "emu": (12, 10)})
     with pytest.raises(ConfigError, match=r"^data\.image_size: the images under .* differ in size"):
@@ -141,7 +141,7 @@ def test_folder_dataset_resizes_splits_per_class_and_is_deterministic(tmp_path):
 
 
 def test_folder_with_train_and_test_subtrees(tmp_path):
-    from fedsim.data import load_dataset
+    from fedsim.core.data import load_dataset
 
     _png_tree(tmp_path / "split" / "train", {"a": (6, 6), "b": (6, 6)}, per_class=3)
     _png_tree(tmp_path / "split" / "test", {"a": (6, 6), "b": (6, 6)}, per_class=2)
@@ -149,7 +149,7 @@ def test_folder_with_train_and_test_subtrees(tmp_path):
     assert (len(ds.train_y), len(ds.test_y), ds.input_shape) == (6, 4, (3, 6, 6))
 
 
-# ---- partitions: ours vs flwr-datasets (fedsim/partitions.py says why ours stays) -------------------------------
+# ---- partitions: ours vs flwr-datasets (fedsim/core/partitions.py says why ours stays) -------------------------------
 
 @pytest.fixture(scope="module")
 def flower_parts():
@@ -168,7 +168,7 @@ def flower_parts():
 def test_iid_is_identical_to_flwr_datasets_on_a_seeded_shuffle(flower_parts):
     from flwr_datasets.partitioner import IidPartitioner
 
-    from fedsim.partitions import partition
+    from fedsim.core.partitions import partition
 
     labels, run = flower_parts
     for seed in range(3):
@@ -181,7 +181,7 @@ def test_iid_is_identical_to_flwr_datasets_on_a_seeded_shuffle(flower_parts):
 def test_dirichlet_and_shards_match_flwr_datasets_statistically(flower_parts):
     from flwr_datasets.partitioner import DirichletPartitioner, ShardPartitioner
 
-    from fedsim.partitions import label_skew, partition
+    from fedsim.core.partitions import label_skew, partition
 
     labels, run = flower_parts
     seeds = range(8)
@@ -203,7 +203,7 @@ def test_dirichlet_and_shards_match_flwr_datasets_statistically(flower_parts):
 @pytest.mark.slow
 def test_a_federation_with_the_users_model_and_loader_reaches_rows_and_report(user_pkg, tmp_path):
     import fedsim
-    from fedsim.rows import LabelRow, UtilityRow
+    from fedsim.core.rows import LabelRow, UtilityRow
 
     config = {"run": {"name": "byo", "num_rounds": 1, "num_clients": 2, "seed": 0},
               "data": {"dataset": f"{PACKAGE}.data:blobs", "partition": "iid", "options": {"per_class": 24}},
@@ -251,7 +251,7 @@ def _readme_blocks(marker: str) -> list[str]:
 
 def test_readme_model_and_folder_snippets_run(tmp_path, monkeypatch):
     """The README's factory (as mylab/models.py), its [model] table and its [data] folder table, together."""
-    from fedsim.experiment import check_model
+    from fedsim.core.experiment import check_model
 
     (factory,) = _readme_blocks("<!-- tests/test_byo.py runs this block as mylab/models.py -->")
     model_toml, data_toml = _readme_blocks("<!-- tests/test_byo.py loads this block -->")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.config import ConfigError, from_flat, load_config
+from fedsim.core.config import ConfigError, from_flat, load_config
 from tests.byo_package import PACKAGE, write_package
 from tests.test_byo import _readme_blocks, importable_everywhere
 
@@ -25,8 +25,8 @@ import json
 import os
 
 from flwr.app import ArrayRecord
-from fedsim.defense_custom import options
-from server.wrapping import StrategyWrapper
+from fedsim.core.defense_custom import options
+from fedsim.server.wrapping import StrategyWrapper
 
 
 def shrink_mod(msg, ctxt, call_next):
@@ -64,9 +64,9 @@ import os
 
 import torch
 
-from attacks.labels import register_label_method
-from attacks.records import AttackMethod
-from fedsim.types import LabelRestoration
+from fedsim.attacks.labels import register_label_method
+from fedsim.attacks.records import AttackMethod
+from fedsim.core.types import LabelRestoration
 
 
 def restore_negbias(model, gradients, num_samples, **options):
@@ -99,8 +99,8 @@ def write_plugin_package(root: Path) -> Path:
 def user_pkg(tmp_path, monkeypatch):
     """The user's package under tmp_path, importable here and (PYTHONPATH) in every child process; the plugin's
     registration is undone afterwards."""
-    from attacks.labels import LABEL_METHODS
-    from attacks import plugins
+    from fedsim.attacks.labels import LABEL_METHODS
+    from fedsim.attacks import plugins
 
     yield from importable_everywhere(write_plugin_package(tmp_path / "userlib"), monkeypatch)
     LABEL_METHODS.pop("byo-negbias", None)
@@ -146,7 +146,7 @@ def test_entry_points_of_installed_packages_are_loaded(user_pkg, monkeypatch):
     """``fedsim.attacks`` entry points: a module is imported, a callable called (once per process)."""
     import importlib.metadata as md
 
-    from attacks import plugins
+    from fedsim.attacks import plugins
 
     calls = []
     (user_pkg / PACKAGE / "hook.py").write_text("CALLS = []\ndef register():\n    CALLS.append(1)\n")
@@ -169,7 +169,7 @@ def test_entry_points_of_installed_packages_are_loaded(user_pkg, monkeypatch):
 
 
 def test_custom_defense_table_options_record_label_and_report_line(user_pkg, tmp_path):
-    from fedsim import defense_registry
+    from fedsim.core import defense_registry
     from fedsim.lab.sweep.spec import describe
 
     preset = tmp_path / "custom.toml"
@@ -200,7 +200,7 @@ def _federation(tmp_path: Path, name: str, **extra) -> dict:
 
 
 def _unmodified_deltas(run, out: Path, monkeypatch) -> dict[int, dict]:
-    """The same federation without [defense.custom] and attacks: ``server.app.main`` and the ClientApps
+    """The same federation without [defense.custom] and attacks: ``fedsim.server.app.main`` and the ClientApps
     in-process over ``tests/test_defense_objects.py``'s loopback grid."""
     import fedsim
     from flwr.supercore.task_identity import TaskIdentity
@@ -230,7 +230,7 @@ def test_a_federation_with_the_users_mod_wrapper_and_plugin_reaches_every_proces
     import torch
 
     import fedsim
-    from fedsim.rows import LabelRow
+    from fedsim.core.rows import LabelRow
 
     log, plugin_log = tmp_path / "wrapper.jsonl", tmp_path / "plugin.log"
     monkeypatch.setenv("BYO_WRAPPER_LOG", str(log))
@@ -277,11 +277,11 @@ def test_readme_defense_and_attack_snippets_run(tmp_path, monkeypatch):
     registers a method the config check then accepts and that returns K labels."""
     import torch
 
-    import clients.app as client_app
-    from attacks.labels import LABEL_METHODS
-    from attacks import plugins
+    import fedsim.clients.app as client_app
+    from fedsim.attacks.labels import LABEL_METHODS
+    from fedsim.attacks import plugins
     from fedsim.evaluation.preconditions import check_attack_inputs
-    from fedsim.experiment import make_model
+    from fedsim.core.experiment import make_model
     from tests.test_defense_objects import _train_message
 
     from flwr.supercore.task_identity import TaskIdentity

@@ -88,12 +88,12 @@ def _listed(capsys: pytest.CaptureFixture[str], *argv: str) -> dict:
 def test_list_json_holds_every_registered_name(capsys: pytest.CaptureFixture[str]) -> None:
     import dataclasses
 
-    from attacks.inversion import INVERSION_METHODS
-    from attacks.labels.registry import LABEL_METHODS
-    from fedsim.config import ModelSection
-    from fedsim.data import DATASETS
-    from fedsim.defense_config import DefenseSection
-    from fedsim.models.zoo import MODELS
+    from fedsim.attacks.inversion import INVERSION_METHODS
+    from fedsim.attacks.labels.registry import LABEL_METHODS
+    from fedsim.core.config import ModelSection
+    from fedsim.core.data import DATASETS
+    from fedsim.core.defense_config import DefenseSection
+    from fedsim.core.models.zoo import MODELS
 
     got = {k: [e["name"] for e in v] for k, v in _listed(capsys).items()}
     assert got["labels"] == list(LABEL_METHODS)
@@ -130,7 +130,7 @@ def test_list_text_names_every_entry(capsys: pytest.CaptureFixture[str]) -> None
 def test_check_valid_config_prints_the_resolved_toml(capsys: pytest.CaptureFixture[str]) -> None:
     import tomllib
 
-    from fedsim.config import load_config
+    from fedsim.core.config import load_config
     from fedsim.lab.cli import main
 
     assert main(["check", "configs/smoke.toml", "--set", "train.lr=0.2"]) == 0
@@ -150,7 +150,7 @@ def test_check_json_and_disk_estimate(capsys: pytest.CaptureFixture[str]) -> Non
     assert doc["valid"] is True and doc["preflight"] == "ok"
     disk = doc["disk_estimate"]
     assert disk["captured_updates"] == 2 * 3  # smoke: 2 rounds x 3 clients, all captured
-    assert disk["global_files"] == 2  # the global model once per round (fedsim.captures)
+    assert disk["global_files"] == 2  # the global model once per round (fedsim.core.captures)
     assert disk["model_bytes"] > 0 and disk["capture_bytes"] == (
         6 * (disk["model_bytes"] + disk["header_bytes"]) + 2 * (disk["model_bytes"] + disk["global_header_bytes"]))
     assert disk["audit_files"] == 6 and disk["total_bytes"] == disk["capture_bytes"] + disk["audit_bytes"]
@@ -166,7 +166,7 @@ def test_check_json_and_disk_estimate(capsys: pytest.CaptureFixture[str]) -> Non
     ({"attack.rounds": "2", "capture.rounds": "all", "capture.clients": "all"}, 6),
 ])
 def test_captured_updates_known_answers(overrides: dict[str, str], expected: int) -> None:
-    from fedsim.config import load_config
+    from fedsim.core.config import load_config
     from fedsim.lab.check import captured_updates
 
     assert captured_updates(load_config("configs/smoke.toml", overrides)) == expected
@@ -221,8 +221,8 @@ def test_sweep_config_error_does_not_import_torch(tmp_path: Path) -> None:
 
 def test_dataset_and_device_errors_still_refused() -> None:
     """The torch-needing checks moved last still run: a bad dataset name or a missing CUDA device is refused."""
-    from fedsim.config import load_config
-    from fedsim.errors import ConfigError
+    from fedsim.core.config import load_config
+    from fedsim.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"^data\.dataset: 'nope' is not one of .*mnist_subset"):
         load_config("configs/smoke.toml", {"data.dataset": "nope"})

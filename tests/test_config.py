@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.config import ConfigError, ExperimentConfig, flatten, from_flat, load_config, parse_overrides
+from fedsim.core.config import ConfigError, ExperimentConfig, flatten, from_flat, load_config, parse_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.config import load_config, to_toml
+from fedsim.core.config import load_config, to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 # A fixed base (not a preset file, so that presets can change without breaking the corpus).

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fedsim.config import ExperimentConfig
-from fedsim.defense_config import DefenseSection
+from fedsim.core.config import ExperimentConfig
+from fedsim.core.defense_config import DefenseSection
 from fedsim.lab import config_doc
 
 ROOT = Path(__file__).resolve().parents[1]

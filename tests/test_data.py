@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from fedsim.data import DatasetUnavailable, load_dataset, load_victims
-from fedsim.data.sources import FASHION_DEBIAN_DIR
+from fedsim.core.data import DatasetUnavailable, load_dataset, load_victims
+from fedsim.core.data.sources import FASHION_DEBIAN_DIR
 
 
 def test_mnist_subset_is_real_and_split():

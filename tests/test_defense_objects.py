@@ -1,7 +1,7 @@
 """A defense is one object (issue 20): a toy defense added from this file alone reaches config, ClientApp, captures,
 rows, report and sweep labels; the ClientApp parses its run config once per message; old captures still load.
 
-The toy defense runs on the production apps in-process (``server.app.main`` and ``clients.app.app`` over the
+The toy defense runs on the production apps in-process (``fedsim.server.app.main`` and ``fedsim.clients.app.app`` over the
 loopback grid of ``tests/test_secagg.py``): a registration made in test code reaches Flower's separate processes
 only with issue 22 (plugins reach every process), so ``fedsim run`` is not used here.
 """
@@ -18,14 +18,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
 from safetensors.torch import load_file, save_file
 
-import clients.app as client_app
-from clients.message_config import config_of
-from fedsim import defense_registry, messages as K
-from fedsim.captures import capture_path, iter_captures, load_update, save_update
-from fedsim.config import ConfigError, ExperimentConfig, to_toml
-from fedsim.defense_config import opt
-from fedsim.defense_object import CLIENT_MOD, Applier, Defense
-from fedsim.types import ClientUpdate
+import fedsim.clients.app as client_app
+from fedsim.clients.message_config import config_of
+from fedsim.core import defense_registry, messages as K
+from fedsim.core.captures import capture_path, iter_captures, load_update, save_update
+from fedsim.core.config import ConfigError, ExperimentConfig, to_toml
+from fedsim.core.defense_config import opt
+from fedsim.core.defense_object import CLIENT_MOD, Applier, Defense
+from fedsim.core.types import ClientUpdate
 
 NODES = [1101, 2202, 3303]
 
@@ -107,7 +107,7 @@ def _cfg(tmp_path, **extra) -> ExperimentConfig:
 
 def _serve(cfg: ExperimentConfig) -> Loopback:
     """The production ServerApp's main over the loopback grid."""
-    from server.app import main
+    from fedsim.server.app import main
 
     grid = Loopback(cfg)
     main(grid, Context(run_id=7, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_flat()))
@@ -127,8 +127,8 @@ def test_a_toy_defense_from_test_code_reaches_config_client_rows_report_and_swee
     from fedsim.evaluation.attacking import attack_and_score
     from fedsim.lab.report.render import write_report
     from fedsim.lab.sweep.spec import describe
-    from fedsim.rows import LabelRow
-    from fedsim.runfolder import RunFolder
+    from fedsim.core.rows import LabelRow
+    from fedsim.core.runfolder import RunFolder
 
     plain_run, toy_run = tmp_path / "plain", tmp_path / "toy"
     plain = _cfg(plain_run)
@@ -172,7 +172,7 @@ def test_unregistered_toy_table_is_an_unknown_key():
 
 
 def _count_parses(monkeypatch) -> list[int]:
-    import fedsim.config as config
+    import fedsim.core.config as config
 
     calls = [0]
     check = config._check_cross_section  # once per from_flat, whoever calls it
@@ -186,8 +186,8 @@ def _count_parses(monkeypatch) -> list[int]:
 
 
 def _train_message(cfg: ExperimentConfig, pid: int) -> tuple[Message, Context]:
-    from fedsim.experiment import make_model
-    from server.app import train_config
+    from fedsim.core.experiment import make_model
+    from fedsim.server.app import train_config
 
     ctx = Context(run_id=7, node_id=5, state=RecordDict(), run_config=cfg.to_flat(),
                   node_config={K.PARTITION_ID: pid, K.NUM_PARTITIONS: cfg.run.num_clients})
@@ -208,7 +208,7 @@ def test_client_app_parses_the_run_config_once_per_train_message(tmp_path, monke
 
 
 def test_secagg_client_parses_once_per_message_and_builds_no_model_per_message(tmp_path, monkeypatch):
-    import clients.message_config as mc
+    import fedsim.clients.message_config as mc
     from tests.test_secagg import run_loopback_secagg
 
     calls = _count_parses(monkeypatch)
@@ -268,8 +268,8 @@ def test_every_question_about_a_builtin_defense_is_asked_to_its_object():
 
 def test_report_configured_line_lists_only_the_dp_mechanisms_in_force(tmp_path):
     from fedsim.lab.report.render import write_report
-    from fedsim.rows import PrivacyRow
-    from fedsim.runfolder import RunFolder
+    from fedsim.core.rows import PrivacyRow
+    from fedsim.core.runfolder import RunFolder
 
     cfg = ExperimentConfig().replace(**{"defense.dp_sgd.enabled": True, "defense.dp_sgd.noise_multiplier": 0.7,
                                         "defense.update.topk_ratio": 0.1})

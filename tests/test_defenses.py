@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from fedsim import defenses as D
-from fedsim.defense_config import DefenseSection, TrainingDefense
-from fedsim.models import build_model
+from fedsim.core import defenses as D
+from fedsim.core.defense_config import DefenseSection, TrainingDefense
+from fedsim.core.models import build_model
 
 
 def _update(seed=0):
@@ -66,8 +66,8 @@ def test_randk_keeps_exactly_k_and_quantization_uses_few_levels():
 
 
 def test_defaults_leave_training_bit_identical():
-    from fedsim.defended_training import train_defended
-    from fedsim.training import train_locally
+    from fedsim.core.defended_training import train_defended
+    from fedsim.core.training import train_locally
 
     x = torch.randn(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(12) % 3
@@ -81,7 +81,7 @@ def test_defaults_leave_training_bit_identical():
 
 
 def test_label_smoothing_and_mixup_change_the_update():
-    from fedsim.defended_training import train_defended
+    from fedsim.core.defended_training import train_defended
 
     x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(8) % 3
@@ -99,7 +99,7 @@ def test_label_smoothing_and_mixup_change_the_update():
 def test_opacus_epsilon_matches_its_rdp_accountant():
     from opacus.accountants import RDPAccountant
 
-    from fedsim.dp_sgd import dp_sgd_train
+    from fedsim.core.dp_sgd import dp_sgd_train
 
     x = torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(40) % 3
@@ -132,7 +132,7 @@ def test_update_defenses_pipeline_is_seeded_and_ordered():
 
 def test_dp_sgd_client_releases_no_realised_batch_size():
     """Poisson batches vary with the seed; what the client releases (num-examples) does not (issue 14.2)."""
-    from fedsim.dp_sgd import dp_sgd_train, released_examples
+    from fedsim.core.dp_sgd import dp_sgd_train, released_examples
 
     x = torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(40) % 3

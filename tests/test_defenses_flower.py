@@ -13,13 +13,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.app.message_type import MessageType
 from flwr.serverapp.strategy import FedAvg
 
-from clients.mods import defense_mods
-from fedsim.runfolder import RunFolder
-from fedsim.config import ExperimentConfig
-from fedsim.defenses import global_norm
-from fedsim.models import build_model
-from server.defense_wiring import DefenseTap, known_defenses, wrap_strategy
-from server.strategy import CuriousStrategy, TrainSettings
+from fedsim.clients.mods import defense_mods
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.config import ExperimentConfig
+from fedsim.core.defenses import global_norm
+from fedsim.core.models import build_model
+from fedsim.server.defense_wiring import DefenseTap, known_defenses, wrap_strategy
+from fedsim.server.strategy import CuriousStrategy, TrainSettings
 
 
 def _model():
@@ -158,13 +158,13 @@ def test_privacy_rows_carry_epsilon(tmp_path):
 def test_dp_sgd_client_reports_the_expected_batch_not_the_poisson_draw(tmp_path, monkeypatch):
     """Issue 14.2: under DP-SGD the ClientApp releases min(B, n) (FedSGD), whatever Poisson drew; the audit
     channel still records the realised batches for scoring."""
-    import clients.app as client_app
+    import fedsim.clients.app as client_app
     from flwr.app import Context
     from flwr.supercore.task_identity import TaskIdentity
 
     from fedsim.evaluation.truth import read_ground_truth
-    from fedsim.experiment import make_model
-    from server.app import train_config
+    from fedsim.core.experiment import make_model
+    from fedsim.server.app import train_config
 
     for name, value in (("_run_id", 7), ("_node_id", 0), ("_task_id", 1)):
         monkeypatch.setattr(TaskIdentity, name, value)

@@ -16,8 +16,8 @@ import yaml
 
 from tests.processes import processes_under
 
-from fedsim.captures import iter_captures, load_update
-from fedsim.results import read_jsonl
+from fedsim.core.captures import iter_captures, load_update
+from fedsim.core.results import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -1,9 +1,9 @@
-"""fedsim.device.resolve_device: the run.device setting -> torch.device, with clear errors."""
+"""fedsim.core.device.resolve_device: the run.device setting -> torch.device, with clear errors."""
 
 import pytest
 import torch
 
-from fedsim.device import resolve_device
+from fedsim.core.device import resolve_device
 
 
 def test_cpu_and_auto():

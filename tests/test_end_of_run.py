@@ -10,8 +10,8 @@ import pytest
 
 from fedsim.lab import cli
 from fedsim.lab.run_summary import WIDTH, summary_lines
-from fedsim.rows import InversionRow, LabelRow, PrivacyRow, UtilityRow
-from fedsim.runfolder import MARK, RunFolder
+from fedsim.core.rows import InversionRow, LabelRow, PrivacyRow, UtilityRow
+from fedsim.core.runfolder import MARK, RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.toml"

@@ -32,7 +32,7 @@ def on_path(monkeypatch):
 @pytest.mark.slow
 def test_custom_model_data_example_runs(on_path, tmp_path):
     import fedsim
-    from fedsim.rows import InversionRow, LabelRow
+    from fedsim.core.rows import InversionRow, LabelRow
 
     folder = EXAMPLES / "custom_model_data"
     on_path(folder, "mylab")

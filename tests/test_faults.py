@@ -13,13 +13,13 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from clients import faults
-from fedsim.runfolder import RunFolder
-from fedsim.config import ConfigError, ExperimentConfig, load_config
-from fedsim.faults_spec import CORRUPT_KINDS, parse_faults
-from fedsim.models import build_model
-from fedsim.results import read_jsonl
-from server.strategy import CuriousStrategy, TrainSettings
+from fedsim.clients import faults
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.config import ConfigError, ExperimentConfig, load_config
+from fedsim.core.faults_spec import CORRUPT_KINDS, parse_faults
+from fedsim.core.models import build_model
+from fedsim.core.results import read_jsonl
+from fedsim.server.strategy import CuriousStrategy, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,8 +144,8 @@ def test_bad_fault_specs_name_the_key(key, value, says):
 
 
 def test_injected_attack_crash_becomes_an_ok_false_row(tmp_path):
-    from fedsim.captures import capture_path, save_update
-    from server.scheduler import AttackScheduler
+    from fedsim.core.captures import capture_path, save_update
+    from fedsim.server.scheduler import AttackScheduler
 
     cfg = load_config(ROOT / "configs" / "smoke.toml", {"attack.enabled": True, "attack.workers": 0,
                                                          "faults.enabled": True, "faults.attack_crash": "1",
@@ -193,6 +193,6 @@ def test_faults_preset_completes_every_round_under_central_dp(tmp_path):
         assert EXPECTED[kind] in reason, (kind, reason)
     assert {r["client"] for r in rows if r["kind"] == "attack_error"} == {0}
     assert any(r["kind"] == "label" and r["client"] == 1 and r["ok"] for r in rows)
-    from fedsim.captures import iter_captures, load_update
+    from fedsim.core.captures import iter_captures, load_update
     caps = {(load_update(p).server_round, load_update(p).client_id) for p in iter_captures(out)}
     assert caps == {(r, c) for r in range(1, cfg.run.num_rounds + 1) for c in (0, 1)}

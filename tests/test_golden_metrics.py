@@ -45,10 +45,10 @@ SETS = ("data.max_examples_per_client=48", "attack.enabled=false", "attack.label
 def produce(out: Path) -> list[dict]:
     """Run the federation on the production apps, attack and score every capture; return the run's rows without
     volatile fields, in a stable order."""
-    from fedsim.captures import iter_captures
-    from fedsim.config import load_config
+    from fedsim.core.captures import iter_captures
+    from fedsim.core.config import load_config
     from fedsim.evaluation.attacking import attack_and_score
-    from fedsim.runfolder import RunFolder
+    from fedsim.core.runfolder import RunFolder
 
     fedsim_run(ROOT / "configs" / "smoke.toml", out, *SETS, timeout=300)
     folder = RunFolder(out)
@@ -96,7 +96,7 @@ def _close(a, b, path: str) -> None:
 
 @pytest.mark.slow
 def test_same_seed_same_metrics_as_golden(tmp_path):
-    from fedsim.config import load_config
+    from fedsim.core.config import load_config
 
     golden = [json.loads(line) for line in GOLDEN.read_text().splitlines() if line.strip()]
     rows = json.loads(json.dumps(produce(tmp_path / "run")))  # through JSON, as the file holds them

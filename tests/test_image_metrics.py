@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedsim.evaluation.grids import save_comparison
-from fedsim.metrics.images import align, image_metrics, permutation_agnostic_ssim, to_pixels
+from fedsim.core.metrics.images import align, image_metrics, permutation_agnostic_ssim, to_pixels
 
 
 def _batch(k=5, shape=(3, 16, 16), seed=0):
@@ -117,7 +117,7 @@ def test_unequal_counts_are_matched_not_refused():
     """K is an estimate under DP-SGD (expected batch vs the realised Poisson draw): extra reconstructions stay
     unmatched; missing ones count as the mean image and are reported as unreconstructed."""
     from fedsim.evaluation.scoring import score
-    from fedsim.types import GroundTruth, InversionResult
+    from fedsim.core.types import GroundTruth, InversionResult
 
     g = torch.Generator().manual_seed(0)
     gt = torch.rand(3, 1, 8, 8, generator=g)

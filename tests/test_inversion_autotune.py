@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.gradients import batch_gradient
-from attacks.inversion import invert
-from attacks.inversion.autotune import ig_auto
-from fedsim.models.zoo import build_model
+from fedsim.attacks.gradients import batch_gradient
+from fedsim.attacks.inversion import invert
+from fedsim.attacks.inversion.autotune import ig_auto
+from fedsim.core.models.zoo import build_model
 
 pytestmark = pytest.mark.usefixtures("seeded")
 

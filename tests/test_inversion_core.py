@@ -1,4 +1,4 @@
-"""Known-answer tests for attacks.inversion: analytic FC leakage, DLG convergence, unrolled FedAvg objective,
+"""Known-answer tests for fedsim.attacks.inversion: analytic FC leakage, DLG convergence, unrolled FedAvg objective,
 registry and option errors."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.gradients import batch_gradient, weights_to_fake_gradient
-from attacks.inversion import INVERSION_METHODS, invert
-from attacks.inversion.fedavg import simulate_local_training
-from attacks.inversion.objectives import gradient_distance
-from attacks.inversion.regularizers import RegularizerContext, clip_penalty, scale_penalty, total_variation
-from fedsim.models.zoo import build_model
+from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient
+from fedsim.attacks.inversion import INVERSION_METHODS, invert
+from fedsim.attacks.inversion.fedavg import simulate_local_training
+from fedsim.attacks.inversion.objectives import gradient_distance
+from fedsim.attacks.inversion.regularizers import RegularizerContext, clip_penalty, scale_penalty, total_variation
+from fedsim.core.models.zoo import build_model
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "seeded")
@@ -299,7 +299,7 @@ def test_bn_statistics_from_buffers_recovers_batch_statistics():
     bn.train()
     bn(x)
     after = [(bn.running_mean.clone(), bn.running_var.clone())]
-    from attacks.inversion.regularizers import bn_statistics_from_buffers
+    from fedsim.attacks.inversion.regularizers import bn_statistics_from_buffers
 
     (mu, var), = bn_statistics_from_buffers(before, after, 0.1, batch_size=4 * 5 * 5)
     assert torch.allclose(mu, x.mean((0, 2, 3)), atol=1e-5)
@@ -307,7 +307,7 @@ def test_bn_statistics_from_buffers_recovers_batch_statistics():
 
 
 def test_labels_by_count_and_unrolled_keeps_order():
-    from attacks.inversion.labels import as_label_list, labels_from_counts
+    from fedsim.attacks.inversion.labels import as_label_list, labels_from_counts
 
     assert labels_from_counts(torch.tensor([2, 0, 1])).tolist() == [0, 0, 2]
     assert as_label_list(torch.tensor([3, 1, 3])).tolist() == [1, 3, 3]
@@ -315,7 +315,7 @@ def test_labels_by_count_and_unrolled_keeps_order():
 
 
 def test_prepared_cosine_forms_agree_with_the_reference():
-    from attacks.inversion.objectives import _prepared_cosine
+    from fedsim.attacks.inversion.objectives import _prepared_cosine
 
     torch.manual_seed(0)
     target = [torch.randn(5, 3, dtype=torch.float64), torch.randn(7, dtype=torch.float64)]
@@ -330,7 +330,7 @@ def test_ig_tv_weight_follows_the_models_activations_unless_given():
     """ig's default TV weight: IG_TV_SMOOTH when every activation module is smooth (sigmoid LeNet, the MLP here),
     IG_TV for ReLU-type or mixed models and for models without activation modules; the weight the run used is
     the one recorded in its result, and an explicit regularizers= wins."""
-    from attacks.inversion.methods import IG_TV, IG_TV_SMOOTH, ig_tv_for
+    from fedsim.attacks.inversion.methods import IG_TV, IG_TV_SMOOTH, ig_tv_for
 
     assert IG_TV_SMOOTH < IG_TV
     assert ig_tv_for(build_model("lenet5", (3, 32, 32), 10, activation="sigmoid")) == IG_TV_SMOOTH

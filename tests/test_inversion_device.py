@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.gradients import batch_gradient, fake_gradient
-from attacks.inversion import INVERSION_METHODS, invert
-from attacks.pipeline import AttackPlan, DataSpec, attack_update
-from fedsim.models.zoo import build_model
-from fedsim.types import ClientUpdate
+from fedsim.attacks.gradients import batch_gradient, fake_gradient
+from fedsim.attacks.inversion import INVERSION_METHODS, invert
+from fedsim.attacks.pipeline import AttackPlan, DataSpec, attack_update
+from fedsim.core.models.zoo import build_model
+from fedsim.core.types import ClientUpdate
 
 pytestmark = pytest.mark.usefixtures("seeded")  # every draw of the global RNG is seeded
 

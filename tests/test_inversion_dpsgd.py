@@ -5,10 +5,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from attacks.inversion import INVERSION_METHODS, invert
-from attacks.pipeline import dp_sgd_clip_norm
-from fedsim.errors import AttackNotApplicable
-from fedsim.types import ClientUpdate
+from fedsim.attacks.inversion import INVERSION_METHODS, invert
+from fedsim.attacks.pipeline import dp_sgd_clip_norm
+from fedsim.core.errors import AttackNotApplicable
+from fedsim.core.types import ClientUpdate
 
 pytestmark = pytest.mark.usefixtures("seeded")  # every draw of the global RNG is seeded
 

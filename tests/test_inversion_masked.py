@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from attacks.inversion import INVERSION_METHODS
-from attacks.inversion.objectives import gradient_distance, prepare_distance
+from fedsim.attacks.inversion import INVERSION_METHODS
+from fedsim.attacks.inversion.objectives import gradient_distance, prepare_distance
 
 pytestmark = pytest.mark.usefixtures("seeded")  # every draw of the global RNG is seeded
 

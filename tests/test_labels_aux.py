@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.gradients import batch_gradient, weights_to_fake_gradient
-from attacks.labels import restore_labels
-from attacks.labels.aux import local_search
-from attacks.labels.common import dummy_inputs, features_and_logits
-from fedsim.data import load_dataset
-from fedsim.metrics.labels import true_counts
-from fedsim.models.zoo import build_model
+from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient
+from fedsim.attacks.labels import restore_labels
+from fedsim.attacks.labels.aux import local_search
+from fedsim.attacks.labels.common import dummy_inputs, features_and_logits
+from fedsim.core.data import load_dataset
+from fedsim.core.metrics.labels import true_counts
+from fedsim.core.models.zoo import build_model
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

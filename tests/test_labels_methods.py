@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.gradients import batch_gradient, weights_to_fake_gradient
-from attacks.labels import LABEL_METHODS, restore_labels
-from attacks.labels.llg import greedy_stages
-from fedsim.data import load_dataset
-from fedsim.metrics.labels import label_metrics
-from fedsim.models.zoo import build_model
+from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient
+from fedsim.attacks.labels import LABEL_METHODS, restore_labels
+from fedsim.attacks.labels.llg import greedy_stages
+from fedsim.core.data import load_dataset
+from fedsim.core.metrics.labels import label_metrics
+from fedsim.core.models.zoo import build_model
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_every_method_returns_consistent_counts_and_beats_trivial_guesses(digits
 
 
 def _counted(labels):
-    from fedsim.types import LabelRestoration
+    from fedsim.core.types import LabelRestoration
 
     return LabelRestoration("guess", counts=torch.bincount(labels, minlength=10), labels=labels.sort().values)
 

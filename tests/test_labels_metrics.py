@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from attacks.labels.common import fill_presence, round_to_total, samples_covered
-from fedsim.metrics.labels import label_metrics
-from fedsim.types import LabelRestoration
+from fedsim.attacks.labels.common import fill_presence, round_to_total, samples_covered
+from fedsim.core.metrics.labels import label_metrics
+from fedsim.core.types import LabelRestoration
 
 
 def _res(counts, probs=None):

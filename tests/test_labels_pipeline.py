@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.generative import aux_split
-from attacks.pipeline import AttackPlan, DataSpec, attack_update
-from fedsim.data import load_dataset
-from fedsim.metrics.labels import true_counts
-from fedsim.models.zoo import build_model
-from fedsim.types import ClientUpdate
+from fedsim.attacks.generative import aux_split
+from fedsim.attacks.pipeline import AttackPlan, DataSpec, attack_update
+from fedsim.core.data import load_dataset
+from fedsim.core.metrics.labels import true_counts
+from fedsim.core.models.zoo import build_model
+from fedsim.core.types import ClientUpdate
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fedsim.partitions import PARTITIONERS, label_skew, partition
+from fedsim.core.partitions import PARTITIONERS, label_skew, partition
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,8 @@ def test_unknown_method_names_choices(labels):
 
 
 def test_example_cap_is_a_seeded_sample_of_the_partition():
-    from fedsim.config import from_flat
-    from fedsim.experiment import client_indices
+    from fedsim.core.config import from_flat
+    from fedsim.core.experiment import client_indices
 
     cfg = from_flat({"data.dataset": "digits", "data.partition": "iid", "data.max_examples_per_client": 40,
                      "run.num_clients": 3})
@@ -56,5 +56,5 @@ def test_example_cap_is_a_seeded_sample_of_the_partition():
     full = client_indices(cfg.replace(**{"data.max_examples_per_client": 0}), 1, 3)
     assert len(idx) == 40 and set(idx) <= set(full)
     assert np.array_equal(idx, client_indices(cfg, 1, 3))
-    from fedsim.experiment import dataset
+    from fedsim.core.experiment import dataset
     assert len(np.unique(dataset(cfg).train_y.numpy()[idx])) >= 5  # not a label-sorted prefix

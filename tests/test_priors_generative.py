@@ -1,14 +1,14 @@
-"""Generative prior (attacks.generative): tiny 8x8 digits, a VAE trained for a few dozen steps."""
+"""Generative prior (fedsim.attacks.generative): tiny 8x8 digits, a VAE trained for a few dozen steps."""
 
 import pytest
 import torch
 
-from attacks.generative import PriorMissing, aux_split, default_prior_path, get_prior, load_prior, train_prior
-from attacks.gradients import batch_gradient
-from attacks.inversion import INVERSION_METHODS, invert
-from attacks.inversion.objectives import gradient_distance
-from fedsim.data import load_dataset
-from fedsim.models.zoo import build_model
+from fedsim.attacks.generative import PriorMissing, aux_split, default_prior_path, get_prior, load_prior, train_prior
+from fedsim.attacks.gradients import batch_gradient
+from fedsim.attacks.inversion import INVERSION_METHODS, invert
+from fedsim.attacks.inversion.objectives import gradient_distance
+from fedsim.core.data import load_dataset
+from fedsim.core.models.zoo import build_model
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_aux_split_is_half_of_test_split():
 
 
 def test_generative_methods_are_registered_as_such_and_reach_the_prior(tmp_path):
-    """ggl and gias are the generative entries (no engine spec) and dispatch to attacks.generative: without a
+    """ggl and gias are the generative entries (no engine spec) and dispatch to fedsim.attacks.generative: without a
     prior file both stop with PriorMissing naming train_prior; the engine and analytic methods keep their kinds."""
     assert {n for n, m in INVERSION_METHODS.items() if m.kind == "generative"} == {"ggl", "gias"}
     assert INVERSION_METHODS["analytic-fc"].kind == "inversion" and INVERSION_METHODS["analytic-fc"].spec is None
@@ -108,9 +108,9 @@ def test_shape_mismatch_and_unknown_option(setup):
 
 
 def test_live_pipeline_ggl_uses_run_prior_or_fails_with_hint(tmp_path):
-    from attacks.generative import train_prior
+    from fedsim.attacks.generative import train_prior
     from fedsim.evaluation.attacking import attack_and_score, generative_options
-    from fedsim.captures import iter_captures
+    from fedsim.core.captures import iter_captures
     from tests.runfolder import make_run
 
     cfg, run = make_run(tmp_path / "run", **{"attack.inversion": "ggl", "attack.inversion_steps": 3,
@@ -129,7 +129,7 @@ def test_live_pipeline_ggl_uses_run_prior_or_fails_with_hint(tmp_path):
 
 def test_prior_autotrain_passes_public_aux_split(tmp_path):
     from fedsim.evaluation.attacking import generative_options
-    from fedsim.config import from_flat
+    from fedsim.core.config import from_flat
     from tests.runfolder import TINY
 
     cfg = from_flat({**TINY, "attack.inversion": "ggl", "attack.prior_autotrain": True,

@@ -1,16 +1,16 @@
-"""Learned end-to-end inversion (attacks.learned) and semantic labels (attacks.semantic) on 8x8 digits."""
+"""Learned end-to-end inversion (fedsim.attacks.learned) and semantic labels (fedsim.attacks.semantic) on 8x8 digits."""
 
 import pytest
 import torch
 
-from attacks.generative import aux_split
-from attacks.gradients import batch_gradient
-from attacks.learned import gradient_features, learned_invert, per_sample_gradients, stale, train_inverter
-from attacks.semantic import (assign_by_counts, candidate_labelings, classifier_guided_inversion, classify,
+from fedsim.attacks.generative import aux_split
+from fedsim.attacks.gradients import batch_gradient
+from fedsim.attacks.learned import gradient_features, learned_invert, per_sample_gradients, stale, train_inverter
+from fedsim.attacks.semantic import (assign_by_counts, candidate_labelings, classifier_guided_inversion, classify,
                               semantic_labels, train_classifier)
-from fedsim.data import load_dataset
-from fedsim.metrics.images import image_metrics
-from fedsim.models.zoo import build_model
+from fedsim.core.data import load_dataset
+from fedsim.core.metrics.images import image_metrics
+from fedsim.core.models.zoo import build_model
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fedsim.lab.report import write_report  # noqa: E402
-from fedsim.rows import (AttackErrorRow, InversionRow, LabelRow, LostRoundRow, PrivacyRow,  # noqa: E402
+from fedsim.core.rows import (AttackErrorRow, InversionRow, LabelRow, LostRoundRow, PrivacyRow,  # noqa: E402
                          RejectionRow, SkippedRow, UtilityRow)
-from fedsim.runfolder import RunFolder  # noqa: E402
+from fedsim.core.runfolder import RunFolder  # noqa: E402
 
 CONFIG = """[run]
 name = "{name}"

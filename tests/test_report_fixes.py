@@ -77,8 +77,8 @@ def test_chance_psnr_is_the_dataset_mean_image_against_the_truth():
 
 def test_headline_shows_each_attacks_chance_level(tmp_path):
     from fedsim.lab.report import write_report
-    from fedsim.rows import InversionRow, LabelRow, UtilityRow
-    from fedsim.runfolder import RunFolder
+    from fedsim.core.rows import InversionRow, LabelRow, UtilityRow
+    from fedsim.core.runfolder import RunFolder
 
     folder = RunFolder(tmp_path)
     folder.append(UtilityRow(round=1, test_accuracy=0.5, test_loss=1.0))
@@ -100,8 +100,8 @@ def test_privacy_section_plots_epsilon_over_the_rounds(tmp_path, monkeypatch):
     from matplotlib.figure import Figure
 
     from fedsim.lab.report import write_report
-    from fedsim.rows import PrivacyRow
-    from fedsim.runfolder import RunFolder
+    from fedsim.core.rows import PrivacyRow
+    from fedsim.core.runfolder import RunFolder
 
     figs = []
     real = Figure.savefig

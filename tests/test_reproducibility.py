@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedsim.captures import iter_captures, load_update
-from fedsim.config import load_config
-from fedsim.results import read_jsonl
+from fedsim.core.captures import iter_captures, load_update
+from fedsim.core.config import load_config
+from fedsim.core.results import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_aggregate_does_not_depend_on_reply_arrival_order(tmp_path):
     from unittest.mock import Mock
     from flwr.serverapp.strategy import FedAvg
 
-    from server.strategy import CuriousStrategy, TrainSettings
+    from fedsim.server.strategy import CuriousStrategy, TrainSettings
 
     bench = _bench()
     cfg = load_config(ROOT / "configs" / "smoke.toml")

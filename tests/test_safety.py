@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedsim.captures import load_update, save_update
-from fedsim.types import ClientUpdate, InvalidUpdateError
+from fedsim.core.captures import load_update, save_update
+from fedsim.core.types import ClientUpdate, InvalidUpdateError
 
 ROOT = Path(__file__).resolve().parents[1]
 

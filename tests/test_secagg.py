@@ -15,15 +15,15 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.app.message_type import MessageType
 
-import clients.app as client_app
-from fedsim import messages as K
-from fedsim.config import ConfigError, ExperimentConfig
-from fedsim.experiment import make_model
-from fedsim.rows import LostRoundRow
-from fedsim.runfolder import RunFolder
-from server.app import central_evaluation, train_config
-from server.defense_wiring import AGGREGATE_CLIENT
-from server.secagg import run_secagg
+import fedsim.clients.app as client_app
+from fedsim.core import messages as K
+from fedsim.core.config import ConfigError, ExperimentConfig
+from fedsim.core.experiment import make_model
+from fedsim.core.rows import LostRoundRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.server.app import central_evaluation, train_config
+from fedsim.server.defense_wiring import AGGREGATE_CLIENT
+from fedsim.server.secagg import run_secagg
 
 NODE_IDS = [1101, 2202, 3303, 4404]  # random-looking node ids; partition ids are 0..3
 
@@ -125,7 +125,7 @@ def test_secaggplus_round_is_lost_when_too_few_survive(tmp_path, monkeypatch):
     no capture, and the round is written as lost instead of passing in silence."""
     from dataclasses import replace
 
-    import server.secagg as S
+    import fedsim.server.secagg as S
 
     cfg = _cfg(tmp_path)
     plan = replace(S.secagg_plan(cfg), num_shares=5, threshold=4)
@@ -162,9 +162,9 @@ SECAGG_RUN = ["--set", "defense.secagg.enabled=true", "--set", "faults.enabled=t
 def _check_secagg_run(out, tmp_path, monkeypatch, cohorts):
     """The last client of round 1 drops after sharing keys and is recovered; only aggregates are captured,
     attacked and scored against their cohort; round 1's aggregate is FedAvg of the survivors within quantisation."""
-    from fedsim.captures import iter_captures, load_update
-    from fedsim.config import load_config
-    from fedsim.results import read_jsonl
+    from fedsim.core.captures import iter_captures, load_update
+    from fedsim.core.config import load_config
+    from fedsim.core.results import read_jsonl
     from tests.processes import processes_under
 
     rows = list(read_jsonl(out / "metrics.jsonl"))
@@ -244,7 +244,7 @@ def test_only_the_secagg_modules_use_flowers_legacy_api():
 
 
 def test_a_weight_outside_the_clipping_range_fails_the_client_not_the_aggregate():
-    from clients.secagg import to_fitres
+    from fedsim.clients.secagg import to_fitres
 
     content = RecordDict({K.ARRAYS: ArrayRecord({"w": torch.tensor([0.5, -9.0])}),
                           K.METRICS: MetricRecord({K.NUM_EXAMPLES: 8}), K.META: ConfigRecord({K.LOCAL_STEPS: 1})})

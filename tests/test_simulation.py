@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedsim.captures import iter_captures, load_update
-from fedsim.results import read_jsonl
+from fedsim.core.captures import iter_captures, load_update
+from fedsim.core.results import read_jsonl
 from tests.processes import fedsim_run, processes_under
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,10 +53,10 @@ def test_smoke_federation(tmp_path):
 
 def _random_start_psnr(run: Path, rnd: int, client: int) -> float:
     """PSNR, scored as the run scores it, of a random start like the inversion's against that update's truth."""
-    from fedsim.config import load_config
-    from fedsim.data import load_dataset
+    from fedsim.core.config import load_config
+    from fedsim.core.data import load_dataset
     from fedsim.evaluation.truth import truth_for
-    from fedsim.metrics.images import image_metrics
+    from fedsim.core.metrics.images import image_metrics
 
     ds = load_dataset(load_config(run / "config.toml").data.dataset)
     update = next(load_update(p) for p in iter_captures(run)

@@ -9,14 +9,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from fedsim.capture_plan import audited, capture_selection, captured
-from fedsim.captures import CaptureStore, load_update, save_update
-from fedsim.config import from_flat
-from fedsim.config_checks import AGGREGATE_CLIENT
-from fedsim.errors import CaptureError, ConfigError
-from fedsim.runfolder import RunFolder
-from fedsim.types import ClientUpdate
-from server.sinks import CaptureWriter
+from fedsim.core.capture_plan import audited, capture_selection, captured
+from fedsim.core.captures import CaptureStore, load_update, save_update
+from fedsim.core.config import from_flat
+from fedsim.core.config_checks import AGGREGATE_CLIENT
+from fedsim.core.errors import CaptureError, ConfigError
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.types import ClientUpdate
+from fedsim.server.sinks import CaptureWriter
 
 FED = {"run.num_clients": 5, "run.num_rounds": 4}
 
@@ -93,7 +93,7 @@ def test_a_bad_selection_names_its_own_key(flat, key):
 
 def test_the_writer_captures_what_the_attack_selects(tmp_path):
     """The ServerApp builds the writer from the resolved selection; only attacked (round, client) get files."""
-    from fedsim.capture_plan import capture_text
+    from fedsim.core.capture_plan import capture_text
 
     cfg = from_flat({**FED, "attack.rounds": "2", "attack.clients": "1,3"})
     writer = CaptureWriter(tmp_path, capture_text(cfg, "rounds"), capture_text(cfg, "clients"))
@@ -183,7 +183,7 @@ def test_the_estimate_counts_the_new_layout():
     ("fedavg", 70, 16, 2, 0, 140), ("fedavg", 70, 16, 1, 2, 32), ("fedavg", 70, 16, 1, 5, 70)])
 def test_samples_per_update_match_the_local_steps(algorithm, n, b, epochs, steps, expected):
     from fedsim.lab.check import samples_per_update
-    from fedsim.training import step_batches
+    from fedsim.core.training import step_batches
 
     cfg = from_flat({"train.algorithm": algorithm, "train.batch_size": b, "train.local_epochs": epochs,
                      "train.max_local_steps": steps})
@@ -198,7 +198,7 @@ def test_a_real_run_captures_and_audits_only_the_attacked_update_as_estimated(tm
     import subprocess
     import sys
 
-    from fedsim.config import load_config
+    from fedsim.core.config import load_config
     from fedsim.lab.check import estimate
     from tests.processes import ROOT
 

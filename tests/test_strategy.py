@@ -10,11 +10,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim.runfolder import RunFolder
-from fedsim.captures import iter_captures, load_update
-from fedsim.models import build_model
-from server.sinks import CaptureWriter
-from server.strategy import CuriousStrategy, TrainSettings
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.captures import iter_captures, load_update
+from fedsim.core.models import build_model
+from fedsim.server.sinks import CaptureWriter
+from fedsim.server.strategy import CuriousStrategy, TrainSettings
 
 
 def _reply(state, num_examples=10, pid=0, steps=1, drop=None, node=7):

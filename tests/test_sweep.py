@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fedsim.lab.sweep import load_sweep, run_sweep, t_interval
-from fedsim.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow
-from fedsim.runfolder import RunFolder
+from fedsim.core.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow
+from fedsim.core.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "configs" / "defense_fedsgd.toml"
@@ -81,7 +81,7 @@ def test_cache_skips_finished_runs_of_the_same_config(tmp_path):
     calls = []
 
     def real_config_runner(cfg, out, quiet):  # writes config.toml the way prepare_run_dir does
-        from fedsim.config import to_toml
+        from fedsim.core.config import to_toml
 
         _fake_runner(calls)(cfg, out, quiet)
         RunFolder(out).config.write_text(to_toml(cfg.replace(**{"run.out_dir": str(out.resolve())})))
@@ -108,7 +108,7 @@ def test_parallel_sweep_keeps_the_order(tmp_path):
 
 
 def test_settings_tables_label_in_words_and_epsilon_for_every_dp_kind(tmp_path):
-    from fedsim.accounting import central_dp_epsilon, local_dp_epsilon
+    from fedsim.core.accounting import central_dp_epsilon, local_dp_epsilon
 
     sweep = _sweep_file(tmp_path, "seeds = [0]\n"
                         '[[sweep.settings]]\nset = {}\n'
@@ -130,7 +130,7 @@ def test_settings_tables_label_in_words_and_epsilon_for_every_dp_kind(tmp_path):
 
 
 def test_epsilon_from_privacy_rows_wins(tmp_path):
-    from fedsim.config import ExperimentConfig
+    from fedsim.core.config import ExperimentConfig
     from fedsim.lab.sweep import summarize
 
     for rnd, eps in ((1, 3.0), (2, 4.5)):
@@ -176,7 +176,7 @@ def test_sweep_presets_load(name):
 
 
 def test_bad_setting_fails_before_any_run(tmp_path):
-    from fedsim.config import ConfigError
+    from fedsim.core.config import ConfigError
 
     sweep = tmp_path / "sweep_bad.toml"
     sweep.write_text('[sweep]\nparameter = "defense.update.topk_ratio"\nvalues = [0.5, 7.0]\n')
@@ -201,7 +201,7 @@ def test_real_secagg_sweep_attacks_the_aggregate(tmp_path):
 
 
 def test_a_replay_cut_short_is_redone_and_counted_once(tmp_path):
-    from fedsim.config import ExperimentConfig
+    from fedsim.core.config import ExperimentConfig
     from fedsim.lab.sweep import summarize
     from fedsim.lab.sweep.execute import replayed
 
@@ -232,10 +232,10 @@ def test_central_evaluation_reports_the_half_no_tuning_reads(tmp_path):
     import torch
     from flwr.app import ArrayRecord
 
-    from fedsim.config import load_config
-    from fedsim.experiment import HELDOUT, VALIDATION, make_model, test_data
-    from fedsim.training import evaluate
-    from server.app import central_evaluation
+    from fedsim.core.config import load_config
+    from fedsim.core.experiment import HELDOUT, VALIDATION, make_model, test_data
+    from fedsim.core.training import evaluate
+    from fedsim.server.app import central_evaluation
 
     cfg = load_config(ROOT / "configs" / "smoke.toml", {"run.out_dir": str(tmp_path)})
     torch.manual_seed(3)

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from fedsim.lab.sweep import SweepEvent, run_sweep
-from fedsim.rows import InversionRow, UtilityRow
-from fedsim.runfolder import RunFolder
+from fedsim.core.rows import InversionRow, UtilityRow
+from fedsim.core.runfolder import RunFolder
 from tests.test_sweep import _fake_runner, _sweep_file
 
 
 def _runner(calls: list | None = None):
     """The fake runner of test_sweep, writing config.toml the way prepare_run_dir does (so the cache finds it)."""
-    from fedsim.config import to_toml
+    from fedsim.core.config import to_toml
 
     fake = _fake_runner([] if calls is None else calls)
 
@@ -241,7 +241,7 @@ def test_settings_plot_has_the_swept_numbers_on_the_x_axis(tmp_path, monkeypatch
 
 
 def test_dp_sweep_plots_accuracy_and_leakage_against_epsilon(tmp_path, monkeypatch):
-    from fedsim.accounting import local_dp_epsilon
+    from fedsim.core.accounting import local_dp_epsilon
 
     saved = _capture_figures(monkeypatch)
     sweep = _sweep_file(tmp_path, 'parameters = ["defense.local_dp.enabled", "defense.local_dp.epsilon"]\n'

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.config import from_flat, to_toml
-from fedsim.errors import ConfigError
+from fedsim.core.config import from_flat, to_toml
+from fedsim.core.errors import ConfigError
 from fedsim.lab.tracking import export, export_after_run, grids, scalars
-from fedsim.rows import InversionRow, LabelRow, PrivacyRow, UtilityRow
-from fedsim.runfolder import RunFolder
+from fedsim.core.rows import InversionRow, LabelRow, PrivacyRow, UtilityRow
+from fedsim.core.runfolder import RunFolder
 
 ACC = {0: 0.1, 1: 0.42, 2: 0.61, 3: 0.7}
 LNACC = {(1, 0): 0.5, (1, 1): 0.75, (3, 0): 1.0}  # (round, client) -> ilrg LnAcc

@@ -3,10 +3,10 @@ gradient equals it; multi-step fake gradients are the mean of the step gradients
 
 import torch
 
-from attacks.gradients import batch_gradient, fake_gradient, weights_to_fake_gradient
-from fedsim.models import build_model
-from fedsim.training import step_batches, train_locally
-from fedsim.types import ClientUpdate
+from fedsim.attacks.gradients import batch_gradient, fake_gradient, weights_to_fake_gradient
+from fedsim.core.models import build_model
+from fedsim.core.training import step_batches, train_locally
+from fedsim.core.types import ClientUpdate
 
 
 def _setup(seed=0):

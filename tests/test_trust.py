@@ -15,13 +15,13 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 
-from fedsim.errors import RoundsLost
+from fedsim.core.errors import RoundsLost
 from fedsim.lab.cli import check_complete
-from fedsim.models import build_model
-from fedsim.rows import LostRoundRow, UtilityRow
-from fedsim.runfolder import RunFolder
-from server.strategy import CuriousStrategy
-from server.validation import Bounds, ReplyGate, ReplyScreen, TrainSettings, lower_median
+from fedsim.core.models import build_model
+from fedsim.core.rows import LostRoundRow, UtilityRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.server.strategy import CuriousStrategy
+from fedsim.server.validation import Bounds, ReplyGate, ReplyScreen, TrainSettings, lower_median
 from tests.test_faults import _error_reply, _honest, _reply
 
 
@@ -152,10 +152,10 @@ def test_lower_median():
 def test_central_dp_rounds_get_an_epsilon_from_the_rounds_actually_aggregated(tmp_path):
     """Flower's server-side central DP: one privacy row per aggregated round, epsilon from the RDP accountant
     over the releases so far (increasing); a lost round releases nothing and adds no row."""
-    from fedsim.accounting import central_dp_epsilon
-    from fedsim.config import ExperimentConfig
-    from fedsim.rows import PrivacyRow
-    from server.defense_wiring import wrap_strategy
+    from fedsim.core.accounting import central_dp_epsilon
+    from fedsim.core.config import ExperimentConfig
+    from fedsim.core.rows import PrivacyRow
+    from fedsim.server.defense_wiring import wrap_strategy
 
     cfg = ExperimentConfig().replace(**{"defense.central_dp.clipping": "server",
                                         "defense.central_dp.noise_multiplier": 1.5,
@@ -183,14 +183,14 @@ def test_central_dp_rounds_get_an_epsilon_from_the_rounds_actually_aggregated(tm
 
 def test_a_client_error_is_logged_as_its_exception_line():
     """Ray wraps a ClientApp exception in colour codes and actor details; the rejection keeps the exception."""
-    from server.validation import _error_text
+    from fedsim.server.validation import _error_text
 
     msg = Mock()
     msg.error = Mock(reason="<class 'ray.exceptions.RayTaskError(ClientAppException)'>:<'\x1b[36mray::ClientAppActor"
                             ".run()\x1b[39m (pid=1, ip=1.2.3.4, actor_id=ab)\nTraceback (most recent call last):\n"
                             "  File \"x.py\", line 3, in train\n    raise InjectedDropout(...)\n"
-                            "clients.faults.InjectedDropout: injected dropout: client 2 in round 1\n")
-    assert _error_text(msg) == "clients.faults.InjectedDropout: injected dropout: client 2 in round 1"
+                            "fedsim.clients.faults.InjectedDropout: injected dropout: client 2 in round 1\n")
+    assert _error_text(msg) == "fedsim.clients.faults.InjectedDropout: injected dropout: client 2 in round 1"
     msg.error = Mock(reason="<class 'flwr.clientapp.client_app.ClientAppException'>:<'\nException ClientAppException "
                             "occurred. Message: injected dropout: client 4 in round 2'>")
     assert _error_text(msg) == "injected dropout: client 4 in round 2"

@@ -19,16 +19,16 @@ import pytest
 import torch
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim.accounting import composed_gaussian_epsilon, gaussian_epsilon
-from fedsim.config import ExperimentConfig
-from fedsim.defense_config import sampled_clients
-from fedsim.models import build_model
-from fedsim.rows import PrivacyRow
-from fedsim.runfolder import RunFolder
-from server.central_dp import CentralDpAccount, effective_noise_multiplier
-from server.defense_wiring import weighting_key, wrap_strategy
-from server.strategy import CuriousStrategy
-from server.validation import ReplyGate, ReplyScreen, TrainSettings
+from fedsim.core.accounting import composed_gaussian_epsilon, gaussian_epsilon
+from fedsim.core.config import ExperimentConfig
+from fedsim.core.defense_config import sampled_clients
+from fedsim.core.models import build_model
+from fedsim.core.rows import PrivacyRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.server.central_dp import CentralDpAccount, effective_noise_multiplier
+from fedsim.server.defense_wiring import weighting_key, wrap_strategy
+from fedsim.server.strategy import CuriousStrategy
+from fedsim.server.validation import ReplyGate, ReplyScreen, TrainSettings
 from tests.test_faults import _error_reply, _honest, _reply
 from tests.test_trust import _configure
 
@@ -130,7 +130,7 @@ def test_a_real_federation_reports_at_least_the_epsilon_of_the_noise_in_its_capt
     """5 clients on Dirichlet(0.3) partitions (unequal sizes), fraction 0.7 (3 sampled), client 1 drops out in
     round 2, server-side clipping at 0.2 with z = 0.3; the noise of each release is measured from the captures
     (the next round's global model minus the equal-weight mean of the clipped replies the server captured)."""
-    from fedsim.captures import iter_captures, load_update
+    from fedsim.core.captures import iter_captures, load_update
 
     out = tmp_path / "cdp"
     z, clip = 0.3, 0.2

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from flwr.app import Context, RecordDict
 
-from fedsim.config import ConfigError, ExperimentConfig
+from fedsim.core.config import ConfigError, ExperimentConfig
 from fedsim.lab.cli import main as cli_main
 from fedsim.lab.preflight import preflight
 
@@ -45,7 +45,7 @@ def test_opacus_agrees_that_the_refused_model_cannot_be_made_private():
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
-    from fedsim.models import build_model
+    from fedsim.core.models import build_model
 
     model = build_model("convnet", (1, 28, 28), 10, seed=0, width=4, batchnorm=True)
     loader = DataLoader(TensorDataset(torch.zeros(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)), batch_size=4)
@@ -57,14 +57,14 @@ def test_opacus_agrees_that_the_refused_model_cannot_be_made_private():
 # ---- 2. attack names when the ServerApp starts (bare `flwr run .`, no preflight) ------------------------------
 @pytest.mark.parametrize("key, value", [("attack.inversion", "igg"), ("attack.label_methods", "ilrg,llgg")])
 def test_serverapp_refuses_an_attack_typo_at_start_with_preflights_message(tmp_path, key, value):
-    from server.app import main as server_main
+    from fedsim.server.app import main as server_main
 
     out = tmp_path / "run"
     flat = {**ExperimentConfig().replace(**{"run.out_dir": str(out), "attack.enabled": True}).to_flat(), key: value}
     with pytest.raises(ConfigError) as at_start:
         server_main(None, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=flat))
     with pytest.raises(ConfigError) as at_preflight:
-        from fedsim.config import from_flat
+        from fedsim.core.config import from_flat
 
         preflight(from_flat(flat))
     assert str(at_start.value) == str(at_preflight.value)
@@ -91,8 +91,8 @@ def test_a_selection_of_nothing_or_a_federation_that_never_starts_fails_at_load(
 def test_what_the_selection_checks_let_through():
     """Known answers: ids 0..n-1 and rounds 1..R pass; under SecAgg+ the aggregate id passes; an attacked round
     outside capture.rounds passes (the scheduler captures every update it attacks: server/scheduler.py)."""
-    from fedsim.config_checks import AGGREGATE_CLIENT
-    from server.defense_wiring import AGGREGATE_CLIENT as SERVER_AGGREGATE
+    from fedsim.core.config_checks import AGGREGATE_CLIENT
+    from fedsim.server.defense_wiring import AGGREGATE_CLIENT as SERVER_AGGREGATE
 
     assert AGGREGATE_CLIENT == SERVER_AGGREGATE
     ExperimentConfig().replace(**{"run.num_clients": 3, "run.num_rounds": 2, "train.min_train_nodes": 3,
@@ -102,7 +102,7 @@ def test_what_the_selection_checks_let_through():
 
 
 def test_generative_prior_and_lpips_files_are_checked_before_the_run(tmp_path):
-    from fedsim.config import from_flat
+    from fedsim.core.config import from_flat
 
     base = {**ExperimentConfig().to_flat(), "attack.enabled": True, "attack.inversion": "ggl"}
     run = tmp_path / "run"
@@ -161,7 +161,7 @@ def _secagg(**extra):
 
 
 def test_secagg_threshold_must_exceed_half_the_shares():
-    from fedsim.defense_config import safe_threshold, secagg_plan
+    from fedsim.core.defense_config import safe_threshold, secagg_plan
 
     message = _refused("defense.secagg.reconstruction_threshold", **_secagg(**{
         "defense.secagg.reconstruction_threshold": 2}))

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from fedsim.lab import cli
-from fedsim.rows import AttackErrorRow, InversionRow, LabelRow, PrivacyRow, SkippedRow, row_from_json
-from fedsim.runfolder import RunFolder
+from fedsim.core.rows import AttackErrorRow, InversionRow, LabelRow, PrivacyRow, SkippedRow, row_from_json
+from fedsim.core.runfolder import RunFolder
 from tests.runfolder import make_run
 
 
@@ -95,7 +95,7 @@ def test_rounds_and_clients_that_exist_but_never_together(tmp_path, capsys):
 
 # ---- defect 7: strict JSON, bounded intervals -------------------------------------------------------------------
 def test_an_infinite_epsilon_is_strict_json_and_reads_back(tmp_path):
-    from fedsim.config import ExperimentConfig
+    from fedsim.core.config import ExperimentConfig
     from fedsim.lab.sweep import summarize
 
     folder = RunFolder(tmp_path)
@@ -110,7 +110,7 @@ def test_an_infinite_epsilon_is_strict_json_and_reads_back(tmp_path):
 
 
 def test_a_null_epsilon_of_an_older_file_is_no_guarantee(tmp_path):
-    from fedsim.config import ExperimentConfig
+    from fedsim.core.config import ExperimentConfig
     from fedsim.lab.sweep import summarize
 
     folder = RunFolder(tmp_path)

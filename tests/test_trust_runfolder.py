@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from fedsim.config import ConfigError, from_flat, load_config
-from fedsim.errors import RunFolderError
+from fedsim.core.config import ConfigError, from_flat, load_config
+from fedsim.core.errors import RunFolderError
 from fedsim.lab.cli import main as cli_main
 from fedsim.lab.runner import prepare_run_dir
-from fedsim.runfolder import MARK, RunFolder
+from fedsim.core.runfolder import MARK, RunFolder
 
 from tests.processes import processes_under
 
@@ -163,14 +163,14 @@ def test_the_server_keeps_a_folder_the_runner_prepared(tmp_path):
 def test_run_dir_is_the_checkout_even_from_flowers_copy_of_the_app(tmp_path):
     """Flower imports the ServerApp from its installed copy (``FLWR_HOME/apps/<app>/``); relative run folders
     must still resolve to the checkout the environment has installed, where the ClientApps write."""
-    from fedsim.experiment import _installed_checkout
+    from fedsim.core.experiment import _installed_checkout
 
     if _installed_checkout() != ROOT:
         pytest.skip("this environment's editable fedsim install is not this checkout")
     app = tmp_path / "apps" / "fedsim.fedsim.0.1.0.abcd"
     shutil.copytree(ROOT / "fedsim", app / "fedsim", ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import fedsim.experiment as e; "
-            "from fedsim.config import from_flat; assert e.__file__.startswith(sys.argv[1]), e.__file__; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import fedsim.core.experiment as e; "
+            "from fedsim.core.config import from_flat; assert e.__file__.startswith(sys.argv[1]), e.__file__; "
             "print(e.run_dir(from_flat({'run.name': 'smoke'})))")
     env = {k: v for k, v in os.environ.items() if k not in ("FEDSIM_ROOT", "PYTHONPATH")}
     got = subprocess.run([sys.executable, "-c", code, str(app)], capture_output=True, text=True, env=env,

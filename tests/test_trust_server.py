@@ -3,7 +3,7 @@
 - one client cannot take over the aggregate: no reply carries more than ``validation.max_weight_share`` of
   FedAvg's weight, and a legitimate unequal round (Dirichlet partition sizes) is aggregated exactly as before;
 - no release outside the accounting: under DP-SGD the reply holds no ``train_loss``; under SecAgg+ the cleartext
-  of a reply holds only ``clients.secagg.CLEARTEXT_KEYS``; the secure aggregate's local steps come from the config;
+  of a reply holds only ``fedsim.clients.secagg.CLEARTEXT_KEYS``; the secure aggregate's local steps come from the config;
 - failures that were only logged are rows: a capture that cannot be written (``capture_error``), an attack that
   cannot be scheduled (``attack_error``), a reply a wrapper left invalid (a rejection), and the report shows them.
 """
@@ -20,15 +20,15 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim import messages as K
-from fedsim.config import ExperimentConfig
-from fedsim.models import build_model
-from fedsim.rows import AttackErrorRow, CaptureErrorRow, LostRoundRow, RejectionRow
-from fedsim.runfolder import RunFolder
-from server.sinks import CaptureWriter
-from server.strategy import CuriousStrategy
-from server.validation import Bounds, ReplyGate, ReplyScreen, TrainSettings, capped_claims
-from server.wrapping import StrategyWrapper
+from fedsim.core import messages as K
+from fedsim.core.config import ExperimentConfig
+from fedsim.core.models import build_model
+from fedsim.core.rows import AttackErrorRow, CaptureErrorRow, LostRoundRow, RejectionRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.server.sinks import CaptureWriter
+from fedsim.server.strategy import CuriousStrategy
+from fedsim.server.validation import Bounds, ReplyGate, ReplyScreen, TrainSettings, capped_claims
+from fedsim.server.wrapping import StrategyWrapper
 from tests.test_faults import _honest, _reply
 
 DIRICHLET_SIZES = [58, 424, 110, 97, 292]  # five partitions of configs/fedavg_dirichlet.toml (largest share 0.43)
@@ -148,7 +148,7 @@ def test_a_legitimate_unequal_round_is_aggregated_exactly_as_before(tmp_path):
 
 
 def test_validation_max_weight_share_is_a_config_key():
-    from fedsim.config import ConfigError
+    from fedsim.core.config import ConfigError
 
     assert ExperimentConfig().validation.max_weight_share == 0.5
     assert ExperimentConfig().replace(**{"validation.max_weight_share": 0.3}).validation.max_weight_share == 0.3
@@ -158,10 +158,10 @@ def test_validation_max_weight_share_is_a_config_key():
 
 # ---- defect 4: releases nobody accounts for --------------------------------------------------------------
 def _client_reply(cfg, pid=0):
-    import clients.app as client_app
-    from server.app import train_config
+    import fedsim.clients.app as client_app
+    from fedsim.server.app import train_config
 
-    sent = __import__("fedsim.experiment", fromlist=["make_model"]).make_model(cfg).state_dict()
+    sent = __import__("fedsim.core.experiment", fromlist=["make_model"]).make_model(cfg).state_dict()
     ctx = Context(run_id=7, node_id=5, state=RecordDict(), run_config=cfg.to_flat(),
                   node_config={K.PARTITION_ID: pid, K.NUM_PARTITIONS: cfg.run.num_clients})
     msg = Message(RecordDict({K.ARRAYS: ArrayRecord(sent),
@@ -198,8 +198,8 @@ def _cleartext_keys(reply: Message) -> set[str]:
 
 
 def test_secagg_reply_cleartext_holds_only_the_listed_keys(tmp_path, serverapp_identity):
-    from clients.secagg import CLEARTEXT_KEYS
-    from server.defense_wiring import AGGREGATE_CLIENT
+    from fedsim.clients.secagg import CLEARTEXT_KEYS
+    from fedsim.server.defense_wiring import AGGREGATE_CLIENT
     from tests.test_secagg import run_loopback_secagg
 
     cfg, folder, grid, captured = run_loopback_secagg(tmp_path)
@@ -216,7 +216,7 @@ def test_secagg_reply_cleartext_holds_only_the_listed_keys(tmp_path, serverapp_i
 
 
 def test_secagg_fitres_keeps_epsilon_and_drops_the_rest():
-    from clients.secagg import to_fitres
+    from fedsim.clients.secagg import to_fitres
     from flwr.app import MetricRecord
 
     content = RecordDict({K.ARRAYS: ArrayRecord({"w": torch.tensor([0.5, -0.25])}),
@@ -229,8 +229,8 @@ def test_secagg_fitres_keeps_epsilon_and_drops_the_rest():
 
 
 def test_secure_aggregate_steps_are_the_claim_weighted_mean_from_the_config():
-    from fedsim.training import step_batches
-    from server.secagg import aggregate_local_steps
+    from fedsim.core.training import step_batches
+    from fedsim.server.secagg import aggregate_local_steps
 
     counts, b, epochs = [64, 200], 16, 1
     steps = [len(step_batches(n, "fedavg", b, epochs, seed=0)) for n in counts]
@@ -243,7 +243,7 @@ def test_secure_aggregate_steps_are_the_claim_weighted_mean_from_the_config():
 
 # ---- defect 10: failures that were only logged are rows --------------------------------------------------
 def test_a_capture_that_cannot_be_written_is_a_row_and_the_rounds_go_on(tmp_path, monkeypatch):
-    import fedsim.captures as captures
+    import fedsim.core.captures as captures
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -262,7 +262,7 @@ def test_a_capture_that_cannot_be_written_is_a_row_and_the_rounds_go_on(tmp_path
 
 
 def test_an_attack_that_cannot_be_scheduled_is_an_attack_error_row(tmp_path, monkeypatch):
-    import server.scheduler as scheduler
+    import fedsim.server.scheduler as scheduler
 
     monkeypatch.setattr(scheduler.CaptureStore, "save", Mock(side_effect=PermissionError("captures/ is read-only")))
     cfg = ExperimentConfig().replace(**{"run.out_dir": str(tmp_path), "attack.enabled": True, "attack.workers": 0})

@@ -1,6 +1,6 @@
 """Generative image priors for gradient inversion (GGL / GIAS style), trained by the server on public data.
 
-    from attacks.generative import train_prior, aux_split
+    from fedsim.attacks.generative import train_prior, aux_split
     prior = train_prior(dataset="mnist_subset", path="runs/x/priors/mnist_subset_vae.safetensors")
     x_hat = invert("ggl", model=m, gradients=g, labels=y, input_shape=(1, 28, 28), steps=300,
                    mean=mean, std=std, prior_path="runs/x/priors/mnist_subset_vae.safetensors")
@@ -8,8 +8,8 @@
 See ``prior.py`` (what counts as public auxiliary data, the VAE, safetensors storage) and ``invert.py``.
 """
 
-from attacks.generative.invert import OPTIONS, invert_generative, invert_ggl, invert_gias
-from attacks.generative.prior import (AUX_PARTS, KINDS, TRAIN_HINT, Decoder, Prior, PriorMissing, aux_split,
+from fedsim.attacks.generative.invert import OPTIONS, invert_generative, invert_ggl, invert_gias
+from fedsim.attacks.generative.prior import (AUX_PARTS, KINDS, TRAIN_HINT, Decoder, Prior, PriorMissing, aux_split,
                                       default_prior_path, get_prior, load_prior, save_prior, train_prior)
 
 __all__ = ["OPTIONS", "invert_generative", "invert_ggl", "invert_gias", "AUX_PARTS", "KINDS", "TRAIN_HINT",

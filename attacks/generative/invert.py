@@ -9,9 +9,9 @@
   image leave the manifold where the gradient asks for it.
 
 Labels are given (e.g. restored by iLRG) and assigned by count; the distance is one of
-``attacks.inversion.objectives.DISTANCES`` (cosine default). Output: [K, C, H, W] in model space. The model
+``fedsim.attacks.inversion.objectives.DISTANCES`` (cosine default). Output: [K, C, H, W] in model space. The model
 copy, target, labels, batched matching loss of all restarts, TV and best-iterate bookkeeping are the engine's
-(``attacks.inversion.problem`` / ``matching`` / ``core.BestTracker``); only the generator parts live here.
+(``fedsim.attacks.inversion.problem`` / ``matching`` / ``core.BestTracker``); only the generator parts live here.
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ from typing import Any, Sequence
 import torch
 from torch.func import functional_call
 
-from attacks.generative.prior import get_prior
-from attacks.inversion import objectives as _objectives
-from attacks.inversion.core import BestTracker, InversionTrace, InversionSpec
-from attacks.inversion.matching import GradientMatcher
-from attacks.inversion.problem import build_problem
-from attacks.inversion.regularizers import RegularizerContext, total_variation
+from fedsim.attacks.generative.prior import get_prior
+from fedsim.attacks.inversion import objectives as _objectives
+from fedsim.attacks.inversion.core import BestTracker, InversionTrace, InversionSpec
+from fedsim.attacks.inversion.matching import GradientMatcher
+from fedsim.attacks.inversion.problem import build_problem
+from fedsim.attacks.inversion.regularizers import RegularizerContext, total_variation
 
 OPTIONS = {
-    "prior_path": "safetensors file of the prior (attacks.generative.train_prior); reused when present",
-    "prior": "an attacks.generative.Prior object (overrides prior_path)",
+    "prior_path": "safetensors file of the prior (fedsim.attacks.generative.train_prior); reused when present",
+    "prior": "an fedsim.attacks.generative.Prior object (overrides prior_path)",
     "aux_images": "public auxiliary images (pixel space) to train the prior when the file is missing",
     "latent_dim": "latent size when the prior is trained here (default 20)",
     "prior_steps": "VAE training steps when the prior is trained here (default 3000)",
-    "distance": "gradient distance (attacks.inversion.objectives.DISTANCES), default cosine",
+    "distance": "gradient distance (fedsim.attacks.inversion.objectives.DISTANCES), default cosine",
     "layer_weights": "per-layer weights of the distance",
     "attack_lr": "Adam step size on z (default 0.1)",
     "latent_weight": "weight of the N(0, I) latent penalty mean(z^2) (default 1e-3)",
@@ -139,7 +139,7 @@ def invert_generative(mode: str, *, model, gradients=None, labels=None, input_sh
     if unknown:
         raise ValueError(f"{mode}: unknown options {unknown}; valid options: {sorted(OPTIONS)}")
     if labels is None:
-        raise ValueError(f"{mode} needs labels=... (e.g. attacks.labels.restore_labels('ilrg', ...).labels)")
+        raise ValueError(f"{mode} needs labels=... (e.g. fedsim.attacks.labels.restore_labels('ilrg', ...).labels)")
     if gradients is None:
         raise ValueError(f"{mode} needs gradients=... (a FedSGD gradient or a FedAvg fake gradient)")
     if steps < 1:

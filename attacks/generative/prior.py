@@ -29,10 +29,10 @@ from torch import nn
 KINDS = ("vae",)
 AUX_PARTS = ("test-half", "test")
 
-TRAIN_HINT = ("train it once with attacks.generative.train_prior(dataset=..., path=...) (e.g. "
-              "`python -c \"from attacks.generative import train_prior; train_prior(dataset='mnist_subset', "
+TRAIN_HINT = ("train it once with fedsim.attacks.generative.train_prior(dataset=..., path=...) (e.g. "
+              "`python -c \"from fedsim.attacks.generative import train_prior; train_prior(dataset='mnist_subset', "
               "path='runs/priors/mnist_subset_vae.safetensors')\"`), or pass aux_images= (public auxiliary "
-              "data, e.g. attacks.generative.aux_split(dataset)) so the attack trains and caches it")
+              "data, e.g. fedsim.attacks.generative.aux_split(dataset)) so the attack trains and caches it")
 
 
 class PriorMissing(FileNotFoundError):
@@ -94,7 +94,7 @@ class Prior:
 
 def aux_split(dataset, part: str = "test-half") -> tuple[torch.Tensor, torch.Tensor]:
     """The server's public auxiliary data (pixel space [0, 1], labels): see the module docstring."""
-    from fedsim.data import ImageDataset, load_dataset
+    from fedsim.core.data import ImageDataset, load_dataset
 
     ds = dataset if isinstance(dataset, ImageDataset) else load_dataset(str(dataset))
     if part == "test-half":

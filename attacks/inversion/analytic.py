@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from fedsim.errors import AttackNotApplicable
+from fedsim.core.errors import AttackNotApplicable
 
 
 def first_linear_indices(model: nn.Module) -> tuple[int, int, nn.Linear]:
@@ -54,7 +54,7 @@ def analytic_fc(*, model: nn.Module, gradients: Sequence[torch.Tensor], input_sh
     x = (gb[:, None] * g_w[mask]).sum(0) / gb.pow(2).sum()
     out = x.view(1, *[int(s) for s in input_shape])
     if return_result:
-        from attacks.inversion.core import InversionTrace
+        from fedsim.attacks.inversion.core import InversionTrace
 
         return InversionTrace(method="analytic-fc", inputs=out, labels=None, best_loss=0.0, history=[], steps=0,
                               seconds=0.0, seconds_per_step=0.0, options={"rel_threshold": rel_threshold})

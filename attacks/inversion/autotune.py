@@ -4,7 +4,7 @@ Inverting Gradients (Geiping et al., NeurIPS 2020) trades gradient matching agai
 best weight depends on the model, the batch and the data: one fixed weight (``ig_tv_for``) trades small batches
 for large ones. ``ig-auto`` runs ``ig`` once per weight of a grid and keeps the reconstruction whose own gradient
 matches the shared one best: the engine's ``best_loss``, the cosine distance of the returned iterate's gradient to
-the target with *no* regulariser term (``attacks.inversion.core.BestTracker``). Nothing here reads ground truth;
+the target with *no* regulariser term (``fedsim.attacks.inversion.core.BestTracker``). Nothing here reads ground truth;
 ``benchmarks/self_tuning.py`` measures the pick against the grid's oracle (best PSNR) on held-out models and
 images (docs/benchmarks/self_tuning.md).
 
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
-from attacks.inversion.core import InversionTrace
+from fedsim.attacks.inversion.core import InversionTrace
 
 #: TV weights tried per update (relative to the initial cosine distance, as ``ig``'s own weight)
 TV_GRID: tuple[float, ...] = (0.02, 0.2, 0.5, 1.0, 2.0)
@@ -29,7 +29,7 @@ def ig_auto(*, model, gradients=None, labels=None, input_shape: Sequence[int], s
             ) -> InversionTrace | torch.Tensor:
     """``ig`` at every weight of ``tv_grid``; the run with the smallest matching distance wins. With
     ``return_result=True`` the trace's ``options`` record ``tv_chosen`` and ``tv_criterion`` (weight -> distance)."""
-    from attacks.inversion import invert  # the registry module imports this one
+    from fedsim.attacks.inversion import invert  # the registry module imports this one
 
     if "regularizers" in options:
         raise ValueError("ig-auto chooses the TV weight itself; use 'ig' for a fixed regularizers= (or tv_grid=)")

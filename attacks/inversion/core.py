@@ -4,7 +4,7 @@ A spec picks a target (``gradient``: one gradient or fake gradient; ``unrolled``
 ``multi``: several (weights, gradient) pairs of one client), a distance and layer weighting
 (``objectives``), image regularisers with weights (``regularizers``), the initialisation, optimiser, schedule
 and box constraint (``optim``) and how labels are handled (``labels``). Methods in
-``attacks.inversion.methods`` are specs with the settings of their paper; every field can be overridden per
+``fedsim.attacks.inversion.methods`` are specs with the settings of their paper; every field can be overridden per
 call through ``invert(..., **options)``.
 
 The run is a fixed sequence of named stages (the way Opacus' optimizer runs clip -> noise -> scale):
@@ -29,11 +29,11 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from attacks.inversion import objectives as _objectives
-from attacks.inversion import optim as _optim
-from attacks.inversion import regularizers as _regularizers
-from attacks.inversion.matching import GradientMatcher
-from attacks.inversion.problem import Problem, build_problem
+from fedsim.attacks.inversion import objectives as _objectives
+from fedsim.attacks.inversion import optim as _optim
+from fedsim.attacks.inversion import regularizers as _regularizers
+from fedsim.attacks.inversion.matching import GradientMatcher
+from fedsim.attacks.inversion.problem import Problem, build_problem
 
 TARGETS = ("gradient", "unrolled", "multi", "clipped")
 LABEL_MODES = ("given", "joint", "idlg")
@@ -88,7 +88,7 @@ EXTRA_OPTIONS = {
 @dataclass
 class InversionTrace:
     """What an inversion produced (the engine's trace, ``return_result=True``; the live pipeline's typed result is
-    ``fedsim.types.InversionResult``); ``inputs`` are in model space [K, C, H, W]."""
+    ``fedsim.core.types.InversionResult``); ``inputs`` are in model space [K, C, H, W]."""
 
     method: str
     inputs: torch.Tensor

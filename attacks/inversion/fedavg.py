@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call, grad
 from torch.nn import functional as F
 
-from attacks.gradients import weights_to_fake_gradient
+from fedsim.attacks.gradients import weights_to_fake_gradient
 
 
 def as_param_list(model: nn.Module, values: Mapping[str, torch.Tensor] | Sequence[torch.Tensor],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedsim.models.zoo import classifier_layer
+from fedsim.core.models.zoo import classifier_layer
 
 
 def labels_from_counts(counts: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 For one restart, the dummy batch x [K, C, H, W] (and labels) gives a dummy gradient at each target's weights
 (``torch.func.grad`` of the cross-entropy through ``functional_call``), or a simulated FedAvg update for the
-unrolled target (``attacks.inversion.fedavg``), or DP-SGD's mean of per-example clipped gradients for the
-clipped target; the distance (``attacks.inversion.objectives``) compares it with
+unrolled target (``fedsim.attacks.inversion.fedavg``), or DP-SGD's mean of per-example clipped gradients for the
+clipped target; the distance (``fedsim.attacks.inversion.objectives``) compares it with
 the observed one. R restarts are evaluated together with ``torch.func.vmap`` (one forward and one backward pass
 for all of them) instead of a Python loop; ``batch_restarts=False`` falls back to the loop. The result stays
 differentiable w.r.t. x for ordinary autograd (the double backward of DLG / Inverting Gradients).
@@ -16,10 +16,10 @@ from typing import Sequence
 import torch
 from torch.func import functional_call, grad, vmap
 
-from attacks.inversion import fedavg as _fedavg
-from attacks.inversion.objectives import prepare_distance
-from attacks.inversion.problem import Problem
-from attacks.inversion.regularizers import bn_layers
+from fedsim.attacks.inversion import fedavg as _fedavg
+from fedsim.attacks.inversion.objectives import prepare_distance
+from fedsim.attacks.inversion.problem import Problem
+from fedsim.attacks.inversion.regularizers import bn_layers
 
 
 class _BatchStats:
@@ -97,7 +97,7 @@ class GradientMatcher:
         y = self.p.hard_labels if soft is None else soft
         total, stats = x.new_zeros(()), ()
         for i, (params, target) in enumerate(self.p.pairs):
-            # BN statistics come from the gradient target only: attacks.inversion.core refuses the 'bn'
+            # BN statistics come from the gradient target only: fedsim.attacks.inversion.core refuses the 'bn'
             # regularizer with the unrolled and clipped targets
             if self.target == "unrolled":
                 dummy = _fedavg.simulate_local_training(self.p.model, params, self.p.buffers, x, y,

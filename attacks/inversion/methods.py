@@ -27,10 +27,10 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
-from attacks.inversion.analytic import analytic_fc
-from attacks.inversion.core import InversionSpec, run_gradient_matching
-from attacks.records import AttackMethod, Registry
-from fedsim.types import ClientUpdate
+from fedsim.attacks.inversion.analytic import analytic_fc
+from fedsim.attacks.inversion.core import InversionSpec, run_gradient_matching
+from fedsim.attacks.records import AttackMethod, Registry
+from fedsim.core.types import ClientUpdate
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,7 @@ INVERSION_METHODS = Registry("attack.inversion", ("inversion", "generative"), ch
 
 
 def _lazy(module: str, attr: str) -> Callable[..., Any]:
-    """Import on first call: attacks.generative imports this package (no import cycle at load time)."""
+    """Import on first call: fedsim.attacks.generative imports this package (no import cycle at load time)."""
     def run(**kwargs):
         import importlib
 
@@ -192,22 +192,22 @@ def _lazy(module: str, attr: str) -> Callable[..., Any]:
     return run
 
 
-# generative-prior methods (attacks/generative): options prior_path=, latent_dim=, ... (attacks.generative.OPTIONS)
+# generative-prior methods (attacks/generative): options prior_path=, latent_dim=, ... (fedsim.attacks.generative.OPTIONS)
 INVERSION_METHODS.register(inversion_record(
     "ggl", "Li et al.: Auditing Privacy Defenses in FL via Generative Gradient Leakage (CVPR 2022)",
     "optimise the latent code of a generator (VAE decoder trained by the server on public aux data, "
     "prior_path=) to match the gradient (cosine), Adam with restarts, labels given",
-    run=_lazy("attacks.generative.invert", "invert_ggl"), kind="generative", needs=("trained prior",)))
+    run=_lazy("fedsim.attacks.generative.invert", "invert_ggl"), kind="generative", needs=("trained prior",)))
 INVERSION_METHODS.register(inversion_record(
     "gias", "Jeon et al.: Gradient Inversion with Generative Image Prior (NeurIPS 2021)",
     "ggl's latent search, then the generator's weights are optimised too (gias_fraction of the steps)",
-    run=_lazy("attacks.generative.invert", "invert_gias"), kind="generative", needs=("trained prior",)))
+    run=_lazy("fedsim.attacks.generative.invert", "invert_gias"), kind="generative", needs=("trained prior",)))
 # self-tuned ig (attacks/inversion/autotune.py): the TV weight chosen per update by the gradient match, no ground truth
 INVERSION_METHODS.register(inversion_record(
     "ig-auto", "Geiping et al. (NeurIPS 2020), the TV weight chosen per update by its own gradient match",
     "ig at every TV weight of tv_grid= (0.02, 0.2, 0.5, 1, 2); the reconstruction whose gradient matches the update "
     "best (cosine, no prior term: a number the server has) wins; 5x ig's cost",
-    run=_lazy("attacks.inversion.autotune", "ig_auto"), needs=("client schedule",)))
+    run=_lazy("fedsim.attacks.inversion.autotune", "ig_auto"), needs=("client schedule",)))
 
 
 def register_inversion_method(record: AttackMethod) -> AttackMethod:

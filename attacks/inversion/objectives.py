@@ -15,7 +15,7 @@ weights, and returns a scalar tensor that is differentiable w.r.t. the dummy sid
 
 Objectives apply to FedSGD gradients and to FedAvg updates alike: a FedAvg update is compared in its
 fake-gradient form (W0 - WT) / (T * lr) (Geng et al. Sec. 3.5), whether the dummy side is a single gradient
-(Geng) or an unrolled simulation of the T local steps (``attacks.inversion.fedavg``).
+(Geng) or an unrolled simulation of the T local steps (``fedsim.attacks.inversion.fedavg``).
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from attacks.inversion import fedavg as _fedavg
-from attacks.inversion import labels as _labels
-from attacks.inversion import regularizers as _regularizers
-from fedsim.errors import AttackNotApplicable
+from fedsim.attacks.inversion import fedavg as _fedavg
+from fedsim.attacks.inversion import labels as _labels
+from fedsim.attacks.inversion import regularizers as _regularizers
+from fedsim.core.errors import AttackNotApplicable
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _targets(model: nn.Module, names, params, gradients, target: str, extra: Map
 def _labels_of(spec, model, labels, pairs, extra, device) -> tuple[torch.Tensor | None, int]:
     if spec.label_mode == "given":
         if labels is None:
-            raise ValueError("label_mode='given' needs labels=... (e.g. from attacks.labels.restore_labels); "
+            raise ValueError("label_mode='given' needs labels=... (e.g. from fedsim.attacks.labels.restore_labels); "
                              "or use label_mode='joint'")
         # unrolled FedAvg: batch composition matters, so labels keep the caller's order (k-th label = k-th
         # example the client visited); otherwise they are sorted and assigned by count (iLRG Sec. 4.4)

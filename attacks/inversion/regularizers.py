@@ -1,7 +1,7 @@
 """Image regularisers added to the gradient-matching objective (``regularizers={name: weight}``).
 
 "Regulariser" here means a hand-made image penalty; the learned generative image prior (a VAE decoder) lives
-in ``attacks.generative`` and the label-presence mask of ``ilrg-prior`` in ``attacks.labels``.
+in ``fedsim.attacks.generative`` and the label-presence mask of ``ilrg-prior`` in ``fedsim.attacks.labels``.
 
 Each regulariser maps a :class:`RegularizerContext` to a scalar. The context holds the dummy batch in model space and in
 pixel space, shaped ``[R, K, C, H, W]`` (R groups / restarts optimised jointly, K images each), and, for the
@@ -31,7 +31,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from fedsim.errors import AttackNotApplicable
+from fedsim.core.errors import AttackNotApplicable
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 ``restore_labels(method, model=..., gradients=..., num_samples=K, **options) -> LabelRestoration`` (K: the
 samples the gradient averages, the row's ``num_samples``; B, the client's batch size, is ``batch_size``); the
-methods live one per file and are listed in ``LABEL_METHODS`` (registry.py: one ``attacks.records.AttackMethod``
+methods live one per file and are listed in ``LABEL_METHODS`` (registry.py: one ``fedsim.attacks.records.AttackMethod``
 each; ``register_label_method`` adds one from outside). Conventions for K under FedAvg
 and for presence-only methods: see ``attacks/labels/common.py``.
 """
@@ -16,9 +16,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from attacks.labels.common import samples_covered
-from attacks.labels.registry import LABEL_METHODS, register_label_method
-from fedsim.types import LabelRestoration
+from fedsim.attacks.labels.common import samples_covered
+from fedsim.attacks.labels.registry import LABEL_METHODS, register_label_method
+from fedsim.core.types import LabelRestoration
 
 
 def restore_labels(method: str, *, model: nn.Module, gradients: Sequence[torch.Tensor], num_samples: int,

@@ -41,9 +41,9 @@ from scipy.optimize import nnls
 from torch import nn
 from torch.func import functional_call
 
-from attacks.labels.common import check_num_samples, counts_to_labels, last_layer, preserved_state, round_to_total
-from fedsim.models.zoo import classifier_layer
-from fedsim.types import LabelRestoration
+from fedsim.attacks.labels.common import check_num_samples, counts_to_labels, last_layer, preserved_state, round_to_total
+from fedsim.core.models.zoo import classifier_layer
+from fedsim.core.types import LabelRestoration
 
 
 def public_aux(options: dict, num_classes: int, max_aux: int) -> tuple[torch.Tensor, torch.Tensor]:

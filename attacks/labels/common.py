@@ -22,8 +22,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from fedsim.errors import AttackNotApplicable
-from fedsim.models.zoo import classifier_layer
+from fedsim.core.errors import AttackNotApplicable
+from fedsim.core.models.zoo import classifier_layer
 
 
 def _param_index(model: nn.Module, param: torch.Tensor) -> int:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import (check_num_samples, counts_to_labels, dummy_inputs, features_and_logits,
+from fedsim.attacks.labels.common import (check_num_samples, counts_to_labels, dummy_inputs, features_and_logits,
                                    last_layer, require_bias, round_to_total)
-from fedsim.errors import AttackNotApplicable
-from fedsim.types import LabelRestoration
+from fedsim.core.errors import AttackNotApplicable
+from fedsim.core.types import LabelRestoration
 
 
 def _dummy_statistics(model: nn.Module, k: int, options: dict) -> tuple[torch.Tensor, float]:

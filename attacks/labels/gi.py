@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import check_num_samples, counts_to_labels, fill_presence, last_layer
-from fedsim.types import LabelRestoration
+from fedsim.attacks.labels.common import check_num_samples, counts_to_labels, fill_presence, last_layer
+from fedsim.core.types import LabelRestoration
 
 
 def _row_min(model: nn.Module, gradients) -> torch.Tensor:

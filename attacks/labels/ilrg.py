@@ -23,12 +23,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import (check_num_samples, counts_to_labels, last_layer, require_bias, round_to_total,
+from fedsim.attacks.labels.common import (check_num_samples, counts_to_labels, last_layer, require_bias, round_to_total,
                                    safe_divisor, softmax_of_embeddings)
-from attacks.labels.gi import restore_gi_ext
-from attacks.labels.idlg import restore_idlg
-from attacks.labels.rlg import restore_rlg
-from fedsim.types import LabelRestoration
+from fedsim.attacks.labels.gi import restore_gi_ext
+from fedsim.attacks.labels.idlg import restore_idlg
+from fedsim.attacks.labels.rlg import restore_rlg
+from fedsim.core.types import LabelRestoration
 
 FALLBACK = "llg"
 #: the presence priors of ``ilrg-prior`` (the same functions as their ``LABEL_METHODS`` entries)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import check_num_samples, dummy_inputs, features_and_logits, last_layer
-from fedsim.errors import AttackNotApplicable
-from fedsim.types import LabelRestoration
+from fedsim.attacks.labels.common import check_num_samples, dummy_inputs, features_and_logits, last_layer
+from fedsim.core.errors import AttackNotApplicable
+from fedsim.core.types import LabelRestoration
 
 
 def greedy_stages(g: torch.Tensor, impact: torch.Tensor | float, num_samples: int,

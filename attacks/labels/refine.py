@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks.labels.common import (check_num_samples, counts_to_labels, last_layer, require_bias, round_to_total,
+from fedsim.attacks.labels.common import (check_num_samples, counts_to_labels, last_layer, require_bias, round_to_total,
                                    softmax_of_embeddings)
-from fedsim.types import LabelRestoration
+from fedsim.core.types import LabelRestoration
 
 
 def restore_ilrg_refine(model: nn.Module, gradients, num_samples: int, iters: int = 3, min_count: float = 0.5,

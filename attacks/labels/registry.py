@@ -1,4 +1,4 @@
-"""The registry of label restoration methods: name -> ``AttackMethod`` (``attacks.records``) whose ``run`` is
+"""The registry of label restoration methods: name -> ``AttackMethod`` (``fedsim.attacks.records``) whose ``run`` is
 ``fn(model, gradients, num_samples, **options) -> LabelRestoration``.
 
 Add a method with ``register_label_method(AttackMethod(name, "label", paper, summary, fn, needs=...))``, from
@@ -10,16 +10,16 @@ from __future__ import annotations
 import inspect
 from typing import Callable
 
-from attacks.labels.aux import restore_aux_nnls
-from attacks.labels.geng import restore_geng, restore_geng_bias
-from attacks.labels.gi import restore_gi, restore_gi_ext
-from attacks.labels.idlg import restore_idlg
-from attacks.labels.ilrg import restore_ilrg, restore_ilrg_prior
-from attacks.labels.llg import restore_llg, restore_llg_plus
-from attacks.labels.refine import restore_ilrg_refine
-from attacks.labels.rlg import restore_rlg
-from attacks.labels.soft import restore_soft
-from attacks.records import AttackMethod, Registry
+from fedsim.attacks.labels.aux import restore_aux_nnls
+from fedsim.attacks.labels.geng import restore_geng, restore_geng_bias
+from fedsim.attacks.labels.gi import restore_gi, restore_gi_ext
+from fedsim.attacks.labels.idlg import restore_idlg
+from fedsim.attacks.labels.ilrg import restore_ilrg, restore_ilrg_prior
+from fedsim.attacks.labels.llg import restore_llg, restore_llg_plus
+from fedsim.attacks.labels.refine import restore_ilrg_refine
+from fedsim.attacks.labels.rlg import restore_rlg
+from fedsim.attacks.labels.soft import restore_soft
+from fedsim.attacks.records import AttackMethod, Registry
 
 
 def _summary(fn: Callable) -> str:

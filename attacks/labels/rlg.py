@@ -16,8 +16,8 @@ import torch
 from scipy.optimize import linprog
 from torch import nn
 
-from attacks.labels.common import check_num_samples, counts_to_labels, fill_presence, last_layer
-from fedsim.types import LabelRestoration
+from fedsim.attacks.labels.common import check_num_samples, counts_to_labels, fill_presence, last_layer
+from fedsim.core.types import LabelRestoration
 
 
 def _separable(q: np.ndarray, c: int) -> bool:

@@ -32,9 +32,9 @@ import torch
 from scipy.optimize import minimize_scalar
 from torch import nn
 
-from attacks.labels.common import check_num_samples, counts_to_labels, last_layer, require_bias, round_to_total
-from fedsim.errors import AttackNotApplicable
-from fedsim.types import LabelRestoration
+from fedsim.attacks.labels.common import check_num_samples, counts_to_labels, last_layer, require_bias, round_to_total
+from fedsim.core.errors import AttackNotApplicable
+from fedsim.core.types import LabelRestoration
 
 
 def _pseudo_label(lam: float, w: torch.Tensor, b: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -117,7 +117,7 @@ def restore_soft(model: nn.Module, gradients, num_samples: int, kind: str = "smo
 
 
 def _batch(model, gradients, k: int, gb, smoothing: float | None, kind: str, **options) -> LabelRestoration:
-    from attacks.labels.refine import restore_ilrg_refine
+    from fedsim.attacks.labels.refine import restore_ilrg_refine
 
     gb = require_bias(gb, "soft (batch)", "llg")
     ref = restore_ilrg_refine(model, gradients, k, **options)

@@ -1,7 +1,7 @@
 """Attack and score one capture file: used by the live server's worker pool and by ``fedsim attack``.
 
-Attack (``attacks.pipeline``, no ground truth) then score (``fedsim.evaluation.scoring`` against
-``fedsim.evaluation.truth``) and write the image grid. Returns typed rows (``fedsim.rows``); the caller appends
+Attack (``fedsim.attacks.pipeline``, no ground truth) then score (``fedsim.evaluation.scoring`` against
+``fedsim.evaluation.truth``) and write the image grid. Returns typed rows (``fedsim.core.rows``); the caller appends
 them (one writer per run).
 """
 
@@ -13,14 +13,14 @@ from functools import singledispatch
 from pathlib import Path
 from typing import Any
 
-from fedsim.config import ExperimentConfig, from_flat
+from fedsim.core.config import ExperimentConfig, from_flat
 from fedsim.evaluation.grids import save_comparison
 from fedsim.evaluation.scoring import padded, score
 from fedsim.evaluation.truth import truth_for
-from fedsim.experiment import dataset, device, make_model
-from fedsim.runfolder import RunFolder
-from fedsim.rows import AttackErrorRow, InversionRow, LabelRow, Row, SkippedRow
-from fedsim.types import AttackResult, ClientUpdate, GroundTruth, InversionResult, LabelResult
+from fedsim.core.experiment import dataset, device, make_model
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.rows import AttackErrorRow, InversionRow, LabelRow, Row, SkippedRow
+from fedsim.core.types import AttackResult, ClientUpdate, GroundTruth, InversionResult, LabelResult
 
 LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "true_counts", "score_error")
 INVERSION_SCORES = ("psnr", "ssim", "ssim_perm_agnostic", "psnr_per_image", "ssim_per_image", "label_matches",
@@ -31,13 +31,13 @@ log = logging.getLogger("fedsim.attacks")
 
 def plan_from_config(cfg: ExperimentConfig):
     """The attack plan of ``[attack]``. Every configured method name is looked up in its registry here, the one
-    check of a name (``attacks.records.Registry``: an unknown one is a one-line ``ConfigError`` naming
+    check of a name (``fedsim.attacks.records.Registry``: an unknown one is a one-line ``ConfigError`` naming
     ``attack.label_methods`` / ``attack.inversion`` and the choices); the callers build the plan once per run
     (``check_attack_inputs`` at load and ServerApp start, replay, sweep) and hand it on."""
-    from attacks.inversion import INVERSION_METHODS
-    from attacks.labels import LABEL_METHODS
-    from attacks.pipeline import AttackPlan
-    from attacks.plugins import load_plugins
+    from fedsim.attacks.inversion import INVERSION_METHODS
+    from fedsim.attacks.labels import LABEL_METHODS
+    from fedsim.attacks.pipeline import AttackPlan
+    from fedsim.attacks.plugins import load_plugins
 
     a = cfg.attack
     load_plugins(a.plugins)  # attack.plugins / fedsim.attacks entry points: their names are valid below
@@ -61,10 +61,10 @@ def label_method_names(cfg: ExperimentConfig) -> tuple[str, ...]:
 
 def data_spec(cfg: ExperimentConfig):
     """Public facts of the task; with a label method that needs it, the server's public labelled split (the
-    held-out half of the test split, ``attacks.generative.aux_split``: never any client's data)."""
-    from attacks.generative import aux_split
-    from attacks.labels import LABEL_METHODS
-    from attacks.pipeline import DataSpec
+    held-out half of the test split, ``fedsim.attacks.generative.aux_split``: never any client's data)."""
+    from fedsim.attacks.generative import aux_split
+    from fedsim.attacks.labels import LABEL_METHODS
+    from fedsim.attacks.pipeline import DataSpec
 
     ds = dataset(cfg)
     public = aux_split(ds) if set(label_method_names(cfg)) & LABEL_METHODS.needing("public split") else None
@@ -74,7 +74,7 @@ def data_spec(cfg: ExperimentConfig):
 def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
     """ggl/gias options from [attack]: the prior file (default <run>/priors/<dataset>_vae.safetensors) and,
     with attack.prior_autotrain, the public aux images to train it from when it is missing."""
-    from attacks.generative import aux_split, default_prior_path
+    from fedsim.attacks.generative import aux_split, default_prior_path
 
     path = Path(cfg.attack.prior_path) if cfg.attack.prior_path else default_prior_path(run_dir, cfg.data.dataset)
     options: dict[str, Any] = {"prior_path": str(path)}
@@ -90,12 +90,12 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     ``AttackPlan`` as its caller built it once (the scheduler, replay); built from the config when omitted."""
     import torch
 
-    from attacks.inversion import INVERSION_METHODS
-    from attacks.pipeline import attack_update
-    from fedsim.captures import load_update
-    from fedsim.faults_spec import parse_faults
+    from fedsim.attacks.inversion import INVERSION_METHODS
+    from fedsim.attacks.pipeline import attack_update
+    from fedsim.core.captures import load_update
+    from fedsim.core.faults_spec import parse_faults
 
-    from attacks.plugins import load_plugins
+    from fedsim.attacks.plugins import load_plugins
 
     torch.set_num_threads(1)
     cfg = from_flat(flat_config)
@@ -121,7 +121,7 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
 def attack_error_row(server_round: int, client: int, failure: BaseException | str, **fields: Any) -> AttackErrorRow:
     """The ``attack_error`` row of an attack that crashed or timed out before it produced rows of its own
     (``failure``: the exception, or a message such as "timed out after 60s"). The live server
-    (``server.scheduler``) and ``fedsim attack`` (``fedsim.lab.replay``, with ``replay=True``) both write it."""
+    (``fedsim.server.scheduler``) and ``fedsim attack`` (``fedsim.lab.replay``, with ``replay=True``) both write it."""
     message = failure if isinstance(failure, str) else f"{type(failure).__name__}: {failure}"
     return AttackErrorRow(round=server_round, client=client, error=message, **fields)
 

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from fedsim.metrics.images import to_pixels
+from fedsim.core.metrics.images import to_pixels
 
 
 def save_rows(rows: Sequence[torch.Tensor], path: str | Path, mean=(0.0,), std=(1.0,),

@@ -3,7 +3,7 @@
 ``fedsim run`` (through ``fedsim.lab.preflight``) and the ServerApp itself (``server/app.py`` main, which is all
 that runs under a bare ``flwr run .``) call :func:`check_attack_inputs`, so a bad attack input is the same
 one-line ``ConfigError`` before the first round either way, instead of one failed attack row per capture after
-training. The core config (``fedsim.config``) cannot do this: it must not import ``attacks``, and it is also
+training. The core config (``fedsim.core.config``) cannot do this: it must not import ``attacks``, and it is also
 loaded by ClientApps on machines that do not hold the server's files.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedsim.config import ExperimentConfig
-from fedsim.errors import ConfigError
+from fedsim.core.config import ExperimentConfig
+from fedsim.core.errors import ConfigError
 from fedsim.evaluation.attacking import plan_from_config
 
 
@@ -34,11 +34,11 @@ def check_attack_inputs(cfg: ExperimentConfig, run_dir: str | Path, files: bool 
 
 
 def _check_prior(cfg: ExperimentConfig, inversion: str | None, run_dir: Path) -> None:
-    from attacks.inversion import INVERSION_METHODS
+    from fedsim.attacks.inversion import INVERSION_METHODS
 
     if inversion is None or "trained prior" not in INVERSION_METHODS[inversion].needs or cfg.attack.prior_autotrain:
         return
-    from attacks.generative import default_prior_path
+    from fedsim.attacks.generative import default_prior_path
 
     fix = ("set attack.prior_autotrain = true (trains it on the public aux split, the held-out half of the test "
            "split) or attack.prior_path to a trained prior file")

@@ -1,7 +1,7 @@
 """Scoring: the only place where attack output meets ground truth (the audit channel).
 
-Label rows: LeAcc / LnAcc / instance accuracy (``fedsim.metrics.labels``); inversion rows: PSNR / SSIM after
-optimal label-aware alignment (``fedsim.metrics.images``). The ground truth of a FedAvg update is every sample
+Label rows: LeAcc / LnAcc / instance accuracy (``fedsim.core.metrics.labels``); inversion rows: PSNR / SSIM after
+optimal label-aware alignment (``fedsim.core.metrics.images``). The ground truth of a FedAvg update is every sample
 the client visited in the round (each once).
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from fedsim.metrics.images import image_metrics, to_pixels
-from fedsim.metrics.labels import label_metrics
-from fedsim.types import AttackResult, GroundTruth, InversionResult, LabelResult
+from fedsim.core.metrics.images import image_metrics, to_pixels
+from fedsim.core.metrics.labels import label_metrics
+from fedsim.core.types import AttackResult, GroundTruth, InversionResult, LabelResult
 
 
 def truth_labels(truth: GroundTruth) -> torch.Tensor:

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, safe_open
 
-from fedsim.runfolder import RunFolder
-from fedsim.types import ClientUpdate, GroundTruth
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.types import ClientUpdate, GroundTruth
 
 
 def has_ground_truth(run_dir: str | Path, server_round: int, client_id: int) -> bool:

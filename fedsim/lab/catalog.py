@@ -1,8 +1,8 @@
 """``fedsim list``: what can be configured, read from the registries themselves (a new method appears here
-without an edit): label restoration methods (``attacks.labels.registry``) and inversion methods including the
-generative ones (``attacks.inversion``), each from its ``attacks.records.AttackMethod`` record (name, kind,
-paper, summary, needs), datasets (``fedsim.data.DATASETS``), models (``fedsim.models.zoo``) and
-the ``[defense.*]`` tables (``fedsim.defense_config``). Importing the attack registries imports torch; only
+without an edit): label restoration methods (``fedsim.attacks.labels.registry``) and inversion methods including the
+generative ones (``fedsim.attacks.inversion``), each from its ``fedsim.attacks.records.AttackMethod`` record (name, kind,
+paper, summary, needs), datasets (``fedsim.core.data.DATASETS``), models (``fedsim.core.models.zoo``) and
+the ``[defense.*]`` tables (``fedsim.core.defense_config``). Importing the attack registries imports torch; only
 ``fedsim list`` pays for it.
 """
 
@@ -41,37 +41,37 @@ def _method_entry(group: str, m: Any) -> Entry:
 
 
 def label_entries() -> list[Entry]:
-    from attacks.labels import LABEL_METHODS
+    from fedsim.attacks.labels import LABEL_METHODS
 
     return [_method_entry("labels", m) for m in LABEL_METHODS.values()]
 
 
 def inversion_entries() -> list[Entry]:
-    from attacks.inversion import INVERSION_METHODS
+    from fedsim.attacks.inversion import INVERSION_METHODS
 
     return [_method_entry("inversion", m) for m in INVERSION_METHODS.values()]
 
 
 def dataset_entries() -> list[Entry]:
-    from fedsim.data import DATASETS
+    from fedsim.core.data import DATASETS
 
     out = []
     for name, loader in DATASETS.items():
         summary = _first_paragraph(loader.__doc__)
-        if not summary and loader.__module__ == "fedsim.data.sources" and "torchvision" in inspect.getsource(loader):
+        if not summary and loader.__module__ == "fedsim.core.data.sources" and "torchvision" in inspect.getsource(loader):
             summary = "torchvision dataset read from data.data_dir (never downloaded)"
         out.append(Entry("datasets", name, summary))
     return out
 
 
 def model_entries() -> list[Entry]:
-    from fedsim.models.zoo import MODELS
+    from fedsim.core.models.zoo import MODELS
 
     return [Entry("models", name, _first_paragraph(fn.__doc__)) for name, fn in MODELS.items()]
 
 
 def defense_entries() -> list[Entry]:
-    from fedsim.defense_registry import section_class  # the built-in tables and any registered defense's
+    from fedsim.core.defense_registry import section_class  # the built-in tables and any registered defense's
 
     out = []
     for f in dataclasses.fields(section_class()):

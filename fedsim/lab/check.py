@@ -1,7 +1,7 @@
 """``fedsim check CONFIG``: the resolved config, the preflight result and the expected disk use of the captures
 and the audit store, without starting Flower (``fedsim run`` prints the same estimate in one line at start).
 
-The estimate follows the storage layout (``fedsim.captures``, ``fedsim.capture_plan``): one client file per
+The estimate follows the storage layout (``fedsim.core.captures``, ``fedsim.core.capture_plan``): one client file per
 captured update (the weights after local training and the buffers: one state dict) and one global file per round
 with a capture (the global model sent: one state dict), each with its safetensors header; the audit store holds,
 per captured update, every input and label the client trained on (float32 images, int64 labels; each client's
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedsim.capture_plan import audited, captured
-from fedsim.config import ExperimentConfig
-from fedsim.config_checks import AGGREGATE_CLIENT
+from fedsim.core.capture_plan import audited, captured
+from fedsim.core.config import ExperimentConfig
+from fedsim.core.config_checks import AGGREGATE_CLIENT
 
 #: bytes of a capture's JSON metadata beyond its defense settings (scalars, parameter order): measured ~0.3-1 kB
 _META_BASE = 400
@@ -80,7 +80,7 @@ def _sampled(cfg: ExperimentConfig) -> int:
 
 
 def _secagg(cfg: ExperimentConfig) -> bool:
-    from fedsim.defense_registry import aggregate_only
+    from fedsim.core.defense_registry import aggregate_only
 
     return aggregate_only(cfg.defense)
 
@@ -108,7 +108,7 @@ def model_bytes(cfg: ExperimentConfig) -> int:
 
 
 def _state(cfg: ExperimentConfig) -> dict:
-    from fedsim.experiment import make_model
+    from fedsim.core.experiment import make_model
 
     return make_model(cfg).state_dict()
 
@@ -123,7 +123,7 @@ def header_bytes(cfg: ExperimentConfig, state: dict) -> tuple[int, int]:
 
 
 def samples_per_update(cfg: ExperimentConfig, n: int) -> int:
-    """Examples a client of ``n`` examples trains on in one round (``fedsim.training.step_batches``)."""
+    """Examples a client of ``n`` examples trains on in one round (``fedsim.core.training.step_batches``)."""
     b = cfg.train.batch_size
     if cfg.train.algorithm == "fedsgd":
         return min(b, n)
@@ -134,7 +134,7 @@ def samples_per_update(cfg: ExperimentConfig, n: int) -> int:
 
 def audit_estimate(cfg: ExperimentConfig) -> tuple[int, int]:
     """(files, bytes) of the audit store: each audited update's inputs (float32) and labels (int64)."""
-    from fedsim.experiment import client_indices, dataset
+    from fedsim.core.experiment import client_indices, dataset
 
     ds = dataset(cfg)
     per_sample = 4 * math.prod(ds.input_shape) + 8
@@ -175,6 +175,6 @@ def render(cfg: ExperimentConfig, disk: DiskEstimate, fmt: str) -> str:
         doc: dict[str, Any] = {"valid": True, "config": cfg.to_nested(), "preflight": "ok",
                                "disk_estimate": disk.to_json()}
         return json.dumps(doc, indent=2)
-    from fedsim.config import to_toml
+    from fedsim.core.config import to_toml
 
     return f"{to_toml(cfg).rstrip()}\n\n# preflight: ok\n# {disk.line()}"

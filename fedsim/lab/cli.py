@@ -21,10 +21,10 @@ import signal
 import sys
 from pathlib import Path
 
-from fedsim.config import load_config, parse_overrides
-from fedsim.errors import ConfigError, FedsimError, RunFolderError
+from fedsim.core.config import load_config, parse_overrides
+from fedsim.core.errors import ConfigError, FedsimError, RunFolderError
 from fedsim.api import check_complete, check_out, check_overwrite, run as api_run  # noqa: F401  (re-exported)
-from fedsim.runfolder import RunFolder
+from fedsim.core.runfolder import RunFolder
 
 LIST_KINDS = ("attacks", "labels", "inversion", "datasets", "models", "defenses")  # = fedsim.lab.catalog.KINDS
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except FedsimError as exc:  # one line for the user, exit code by error type (see fedsim/errors.py)
+    except FedsimError as exc:  # one line for the user, exit code by error type (see fedsim/core/errors.py)
         label = "config error: " if isinstance(exc, ConfigError) else ""
         print(f"fedsim: {label}{exc}", file=sys.stderr)
         return exc.exit_code

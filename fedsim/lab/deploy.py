@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from fedsim.config import ConfigError, ExperimentConfig
-from fedsim.runfolder import RunFolder
+from fedsim.core.config import ConfigError, ExperimentConfig
+from fedsim.core.runfolder import RunFolder
 from fedsim.lab.flower_runtime import local_superlink, start_supernodes
 from fedsim.lab.runner import FederationFailed, ensure_done, follow_run, prepare_run_dir
 

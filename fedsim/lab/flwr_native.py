@@ -24,14 +24,14 @@ import sys
 import time
 from pathlib import Path
 
-from fedsim.config import load_config, parse_overrides
-from fedsim.errors import FedsimError
-from fedsim.experiment import run_dir
+from fedsim.core.config import load_config, parse_overrides
+from fedsim.core.errors import FedsimError
+from fedsim.core.experiment import run_dir
 from fedsim.lab.cli import check_complete
 from fedsim.lab.flower_runtime import PROJECT_ROOT, flower_env
 from fedsim.lab.preflight import preflight
 from fedsim.lab.runner import prepare_run_dir
-from fedsim.runfolder import RunFolder
+from fedsim.core.runfolder import RunFolder
 
 
 def superlink_pids(flwr_home: Path) -> list[int]:

@@ -1,7 +1,7 @@
 """Figures for the run report, drawn with matplotlib's Agg backend and returned as PNG bytes.
 
-Every function takes typed rows (``fedsim.rows``: ``UtilityRow``, ``LabelRow``, ``InversionRow``, as
-:class:`fedsim.runfolder.RunFolder` reads them), never touches the run folder, and returns ``bytes`` (a PNG) or
+Every function takes typed rows (``fedsim.core.rows``: ``UtilityRow``, ``LabelRow``, ``InversionRow``, as
+:class:`fedsim.core.runfolder.RunFolder` reads them), never touches the run folder, and returns ``bytes`` (a PNG) or
 ``None`` when there is nothing to draw. Field values are not trusted (a hand-edited file may hold a string where
 a number belongs): non-numeric values are left out. The report embeds the PNGs as data URIs.
 """
@@ -19,7 +19,7 @@ matplotlib.use("Agg", force=True)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-from fedsim.rows import InversionRow, LabelRow, UtilityRow, finite_float  # noqa: E402
+from fedsim.core.rows import InversionRow, LabelRow, UtilityRow, finite_float  # noqa: E402
 
 # One palette for the page (also used by the CSS in fedsim.lab.report.style).
 INK = "#1f2933"

@@ -1,6 +1,6 @@
 """Checks that run before any work starts: a config that cannot run fails in seconds with one line.
 
-``fedsim.config`` validates keys, types, ranges, choices and the federation on its own (the core cannot see
+``fedsim.core.config`` validates keys, types, ranges, choices and the federation on its own (the core cannot see
 the attack registries); here the lab shell adds what needs the layers above or the disk: the attack inputs
 (``fedsim.evaluation.preconditions.check_attack_inputs``: method names against the ``attacks`` registries, the
 generative prior and LPIPS weight files; the ServerApp calls the same function when it starts, for a bare
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedsim.config import ExperimentConfig
+from fedsim.core.config import ExperimentConfig
 from fedsim.evaluation.preconditions import check_attack_inputs
-from fedsim.experiment import check_model, run_dir as default_run_dir
+from fedsim.core.experiment import check_model, run_dir as default_run_dir
 
 
 def preflight(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> None:

@@ -5,7 +5,7 @@ Captures load with safetensors only; nothing is unpickled. Uses the run's resolv
 the first ``attack.max_attacks`` of them (``RunFolder.captures_selected``); a selection that matches no capture is
 a ``ConfigError`` naming the key and what the run has.
 
-Failures are handled as the live server handles them (``server.scheduler``): an attack that crashes is one
+Failures are handled as the live server handles them (``fedsim.server.scheduler``): an attack that crashes is one
 ``attack_error`` row (``replay: true``) and the next capture is attacked; a capture that cannot be read is named
 and skipped. Both are named on stderr as they happen, and the replay ends with one ``FedsimError`` (non-zero
 exit) that counts them. An attack that does not apply is a ``skipped`` row: not a failure.
@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedsim.config import ExperimentConfig, load_config, parse_selection
-from fedsim.errors import AttackError, CaptureError, ConfigError, DataError, RunFolderError
+from fedsim.core.config import ExperimentConfig, load_config, parse_selection
+from fedsim.core.errors import AttackError, CaptureError, ConfigError, DataError, RunFolderError
 from fedsim.evaluation.attacking import attack_and_score, attack_error_row, plan_from_config
-from fedsim.rows import AttackErrorRow, AttackRow, InversionRow, Row, SkippedRow
-from fedsim.runfolder import Capture, RunFolder
+from fedsim.core.rows import AttackErrorRow, AttackRow, InversionRow, Row, SkippedRow
+from fedsim.core.runfolder import Capture, RunFolder
 
 
 def replay_attacks(run_dir: Path, overrides: dict[str, Any], quiet: bool = False, resume: bool = False) -> int:

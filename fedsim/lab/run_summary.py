@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from fedsim.rows import AttackErrorRow, InversionRow, LabelRow, PrivacyRow, UtilityRow, finite_float
-from fedsim.runfolder import RunFolder
+from fedsim.core.rows import AttackErrorRow, InversionRow, LabelRow, PrivacyRow, UtilityRow, finite_float
+from fedsim.core.runfolder import RunFolder
 
 WIDTH = 100
 

@@ -10,14 +10,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from fedsim.config import ExperimentConfig, to_toml
-from fedsim.experiment import device
+from fedsim.core.config import ExperimentConfig, to_toml
+from fedsim.core.experiment import device
 from fedsim.lab.flower_runtime import flwr_run, local_superlink, stop_process
-from fedsim.rows import UtilityRow
-from fedsim.runfolder import RunFolder
+from fedsim.core.rows import UtilityRow
+from fedsim.core.runfolder import RunFolder
 
 
-from fedsim.errors import FederationFailed  # noqa: E402,F401  (re-exported)
+from fedsim.core.errors import FederationFailed  # noqa: E402,F401  (re-exported)
 
 
 def prepare_run_dir(cfg: ExperimentConfig, out: Path) -> tuple[ExperimentConfig, Path]:

@@ -32,10 +32,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedsim.config import ExperimentConfig, load_config
-from fedsim.errors import ConfigError, RunFolderError
-from fedsim.rows import InversionRow, LabelRow, PrivacyRow, UtilityRow
-from fedsim.runfolder import RunFolder
+from fedsim.core.config import ExperimentConfig, load_config
+from fedsim.core.errors import ConfigError, RunFolderError
+from fedsim.core.rows import InversionRow, LabelRow, PrivacyRow, UtilityRow
+from fedsim.core.runfolder import RunFolder
 
 BACKENDS = ("tensorboard", "mlflow")
 _PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}

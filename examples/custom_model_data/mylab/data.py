@@ -1,10 +1,10 @@
-"""Your data: a loader ``loader(data_dir=..., **data.options) -> fedsim.data.ImageDataset`` (images in [0, 1],
+"""Your data: a loader ``loader(data_dir=..., **data.options) -> fedsim.core.data.ImageDataset`` (images in [0, 1],
 shape [N, C, H, W]; int64 labels; a train and a test split; per-channel mean / std)."""
 
 import torch
 from sklearn.datasets import load_digits
 
-from fedsim.data import ImageDataset
+from fedsim.core.data import ImageDataset
 
 
 def digits(data_dir=None, test_fraction=0.2, seed=0):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from fedsim.lab.report.data import RunData
-from fedsim.rows import finite_float as num
+from fedsim.core.rows import finite_float as num
 
 MAX_GRIDS = 24
 MAX_LABEL_ROWS = 300

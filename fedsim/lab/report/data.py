@@ -1,4 +1,4 @@
-"""Reading a run folder for the report through :class:`fedsim.runfolder.RunFolder` and typed rows, defensively.
+"""Reading a run folder for the report through :class:`fedsim.core.runfolder.RunFolder` and typed rows, defensively.
 
 Any file may be missing, empty or cut off mid-line (a run still in progress): lines that are not JSON objects
 are skipped and counted, rows of unknown kinds are counted, rows that miss a required field are skipped and
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, TypeVar
 
-from fedsim.rows import (ROW_TYPES, AttackErrorRow, AttackRow, CaptureErrorRow, InversionRow, LabelRow, LostRoundRow,
+from fedsim.core.rows import (ROW_TYPES, AttackErrorRow, AttackRow, CaptureErrorRow, InversionRow, LabelRow, LostRoundRow,
                          PrivacyRow, RejectionRow, Row, SkippedRow, UtilityRow, row_from_json)
-from fedsim.runfolder import RunFolder, read_objects
+from fedsim.core.runfolder import RunFolder, read_objects
 
 R = TypeVar("R", bound=Row)
 

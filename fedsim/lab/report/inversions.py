@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fedsim.lab.report.common import MAX_GRIDS, e, embed_image, fmt, or_q, ranked_inversions, setting
 from fedsim.lab.report.data import RunData
-from fedsim.rows import InversionRow
+from fedsim.core.rows import InversionRow
 
 
 def grid_figure(data: RunData, r: InversionRow, rank: int | None = None) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 from fedsim.lab.report.common import MAX_LABEL_ROWS, cfg, counts, e, integer, methods_in_order, num, ok, or_q
 from fedsim.lab.report.data import RunData
-from fedsim.rows import LabelRow
+from fedsim.core.rows import LabelRow
 
 LEGEND = ('<p class="legend">Read <span class="chip t">3×0</span> as “three images of class 0”. Restored '
           'counts: <span class="chip hit">right count</span> <span class="chip off">class right, count '

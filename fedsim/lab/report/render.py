@@ -16,7 +16,7 @@ from fedsim.lab.report.style import CSS
 from fedsim.lab.report.summary import HOWTO, banners, config_table, full_config, headline
 from fedsim.lab.report.timeline import timeline
 from fedsim.lab.report.utility import leakage, utility
-from fedsim.runfolder import RunFolder
+from fedsim.core.runfolder import RunFolder
 
 THREAT_ALT = ("clients send updates to a curious server that aggregates and intercepts them, turns them into a "
               "fake gradient, restores labels and reconstructs images")

@@ -16,7 +16,7 @@ from fedsim.lab.report.common import (cfg, counts, e, figure, fmt, integer, mean
 from fedsim.lab.report.data import RunData
 from fedsim.lab.report.inversions import grid_figure
 from fedsim.lab.report.labels import restored_chips, score_span, true_chips
-from fedsim.rows import LabelRow
+from fedsim.core.rows import LabelRow
 
 MAX_STAGES = 6
 

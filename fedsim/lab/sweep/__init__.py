@@ -15,7 +15,7 @@ keys of a ``parameters`` sweep) and ``runs`` (the per-seed summaries)), ``DIR/sw
 value on the x axis when it is a number), ``DIR/sweep_epsilon.png`` (accuracy and leakage against epsilon, when a setting has a finite
 one), ``DIR/sweep_frontier.png`` and ``DIR/sweep.html`` (the run report's style: the table, the figures, a
 reconstruction strip per setting, links to every run's report). ``sweep.jsonl`` is strict JSON: an
-infinite epsilon (no noise) is the string ``"inf"`` (``fedsim.rows.encode_nonfinite``); :func:`read_sweep` reads
+infinite epsilon (no noise) is the string ``"inf"`` (``fedsim.core.rows.encode_nonfinite``); :func:`read_sweep` reads
 it back as a float.
 """
 
@@ -31,8 +31,8 @@ from fedsim.lab.sweep.page import write_html
 from fedsim.lab.sweep.progress import Progress, RichProgress, SweepEvent
 from fedsim.lab.sweep.spec import Setting, Sweep, describe, load_sweep
 from fedsim.lab.sweep.summary import aggregate, point_label, summarize, t_interval
-from fedsim.errors import RunFolderError
-from fedsim.rows import decode_nonfinite, encode_nonfinite
+from fedsim.core.errors import RunFolderError
+from fedsim.core.rows import decode_nonfinite, encode_nonfinite
 
 
 def run_sweep(path: str | Path, out: str | Path, *, parallel: int = 1, runner: Runner | None = None,

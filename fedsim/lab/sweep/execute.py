@@ -16,11 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from fedsim.config import ExperimentConfig, load_config
+from fedsim.core.config import ExperimentConfig, load_config
 from fedsim.lab.sweep.layout import legacy_folder, run_folder, setting_folders
 from fedsim.lab.sweep.progress import Progress, RoundWatcher, SweepEvent, Tracker
 from fedsim.lab.sweep.spec import Setting, Sweep
-from fedsim.runfolder import RunFolder
+from fedsim.core.runfolder import RunFolder
 
 Runner = Callable[[ExperimentConfig, Path, bool], Path]
 log = logging.getLogger("fedsim.sweep")
@@ -72,7 +72,7 @@ def replay(run: Path, cfg: ExperimentConfig, methods: tuple[str, ...]) -> None:
     """Replay the extra inversion methods on the run's captures (``fedsim attack``), once each: a resumed sweep
     attacks only the captures a method has no replay row for yet. A replay that loses data (unreadable
     captures, crashed attacks: recorded as rows) is logged and the sweep goes on."""
-    from fedsim.errors import FedsimError
+    from fedsim.core.errors import FedsimError
     from fedsim.lab.replay import replay_attacks
 
     if not RunFolder(run).capture_list():
@@ -101,7 +101,7 @@ def write_run_report(run: Path) -> None:
 def _run_with_retry(runner: Runner, cfg: ExperimentConfig, run: Path, quiet: bool, retries: int) -> Path | None:
     """A federation that fails (e.g. Ray's node start timing out on an overloaded machine) is run again up to
     ``retries`` times; then it is left out of the summary with a warning, and the other runs go on."""
-    from fedsim.errors import FederationFailed
+    from fedsim.core.errors import FederationFailed
 
     for attempt in range(retries + 1):
         try:
@@ -171,7 +171,7 @@ def ensure_prior(base: ExperimentConfig) -> None:
     a = base.attack
     if not (a.prior_path and a.prior_autotrain) or Path(a.prior_path).exists():
         return
-    from attacks.generative import train_prior
+    from fedsim.attacks.generative import train_prior
 
     Path(a.prior_path).parent.mkdir(parents=True, exist_ok=True)
     train_prior(dataset=base.data.dataset, path=a.prior_path)  # the public half of the test split

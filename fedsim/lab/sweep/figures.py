@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.lab.sweep.summary import point_label
-from fedsim.rows import finite_float
+from fedsim.core.rows import finite_float
 
 DPI = 110  # the frontier at 11.6 x 5 inches: 1276 px, shown at max-width 100 % in sweep.html
 

@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from fedsim.errors import ConfigError
+from fedsim.core.errors import ConfigError
 from fedsim.lab.sweep.spec import Setting, Sweep
 
 MAX_SLUG = 80

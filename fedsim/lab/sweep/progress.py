@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from fedsim.rows import UtilityRow
-from fedsim.runfolder import RunFolder
+from fedsim.core.rows import UtilityRow
+from fedsim.core.runfolder import RunFolder
 
 FINAL = ("done", "cached", "failed", "missing")
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsim.config import ConfigError, ExperimentConfig, flatten, from_flat, read_toml
-from fedsim import defense_registry
+from fedsim.core.config import ConfigError, ExperimentConfig, flatten, from_flat, read_toml
+from fedsim.core import defense_registry
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Sweep:
 
 def describe(cfg: ExperimentConfig) -> tuple[str, str]:
     """(label in words, family) of the defenses in force in ``cfg``: "DP-SGD sigma 0.5", "top-k 1%", ... (each
-    defense describes itself: ``fedsim.defense_registry.describe``)."""
+    defense describes itself: ``fedsim.core.defense_registry.describe``)."""
     return defense_registry.describe(cfg.defense)
 
 

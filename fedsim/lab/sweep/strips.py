@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedsim.rows import InversionRow
-from fedsim.runfolder import RunFolder
+from fedsim.core.rows import InversionRow
+from fedsim.core.runfolder import RunFolder
 
 
 def first_update(run: Path, strongest: str | None = None) -> list[InversionRow]:

@@ -7,7 +7,7 @@ per defense (it cannot pick per update: that would need the ground truth); the i
 that method. Intervals of bounded metrics are clipped to the metric's range (``BOUNDS``): a t-interval over 3 seeds
 of accuracies near 1 would otherwise reach above 1 (clipping keeps the interval's coverage, it only drops the
 impossible part). Epsilon: the largest that the run's privacy rows report (DP-SGD clients, Opacus), else computed by
-:mod:`fedsim.accounting` from the config and the rounds that actually aggregated (central and local DP).
+:mod:`fedsim.core.accounting` from the config and the rounds that actually aggregated (central and local DP).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from fedsim.defense_registry import in_force, spent_for_config
-from fedsim.config import ExperimentConfig
-from fedsim.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow, finite_float
-from fedsim.runfolder import RunFolder
+from fedsim.core.defense_registry import in_force, spent_for_config
+from fedsim.core.config import ExperimentConfig
+from fedsim.core.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow, finite_float
+from fedsim.core.runfolder import RunFolder
 
 
 def _finite(values: Iterable[Any]) -> list[float]:
@@ -72,7 +72,7 @@ def _epsilon(folder: RunFolder, cfg: ExperimentConfig, delta: float) -> dict[str
         return {"epsilon": math.inf if top.epsilon is None else top.epsilon, "delta": top.delta,
                 "accountant": top.accountant,
                 "dp_mechanism": top.mechanism or "dp_sgd", "epsilon_source": "privacy rows"}
-    from fedsim.experiment import client_indices
+    from fedsim.core.experiment import client_indices
 
     n = len(client_indices(cfg, 0, cfg.run.num_clients)) if "dp_sgd" in in_force(cfg.defense) else None
     spent = spent_for_config(cfg, _rounds_aggregated(folder, cfg), delta, client_examples=n)
@@ -80,7 +80,7 @@ def _epsilon(folder: RunFolder, cfg: ExperimentConfig, delta: float) -> dict[str
         return {"epsilon": None, "delta": None, "accountant": None, "dp_mechanism": None, "epsilon_source": None}
     top = max(spent, key=lambda s: s.epsilon)
     return {"epsilon": top.epsilon, "delta": top.delta, "accountant": top.accountant, "dp_mechanism": top.mechanism,
-            "epsilon_source": f"fedsim.accounting ({top.releases} releases{'; ' + top.note if top.note else ''})"}
+            "epsilon_source": f"fedsim.core.accounting ({top.releases} releases{'; ' + top.note if top.note else ''})"}
 
 
 def summarize(run: Path, cfg: ExperimentConfig, delta: float = 1e-5) -> dict[str, Any]:

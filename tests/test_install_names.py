@@ -1,0 +1,57 @@
+"""The shells install inside ``fedsim`` (pyproject ``package-dir``): a user's own ``attacks`` / ``server`` /
+``clients`` packages do not collide with ours, and a wheel holds only the ``fedsim`` import name."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_users_own_attacks_and_server_packages_do_not_collide(tmp_path):
+    for name in ("attacks", "server", "clients"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"OWNER = 'user-{name}'\n")
+    code = ("import attacks, server, clients, fedsim.attacks.labels as L, fedsim.server.strategy as S\n"
+            "print(attacks.OWNER, server.OWNER, clients.OWNER, 'ilrg' in L.LABEL_METHODS, S.__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["user-attacks", "user-server", "user-clients", "True", "fedsim.server.strategy"]
+
+
+def test_the_checkout_on_the_path_resolves_the_installed_names(tmp_path):
+    """No install that maps the names (a checkout on ``sys.path``, as in the tree a Flower FAB unpacks; here:
+    site-packages without its ``.pth`` files, so setuptools' editable finder is not loaded): ``fedsim.server.app``
+    is the file ``server/app.py`` under that one name, and no bare ``attacks`` / ``server`` module is loaded."""
+    import site
+
+    code = ("import sys\n"
+            f"sys.path[:0] = [{str(ROOT)!r}]; sys.path += {site.getsitepackages()!r}\n"
+            "import fedsim.server.app as A, fedsim.attacks.records as R\n"
+            "print(A.__file__); print(R.__file__); print(any('editable' in repr(f) for f in sys.meta_path))\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('attacks', 'clients', 'server')))\n")
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    app, records, editable, bare = out.stdout.splitlines()
+    assert Path(app) == ROOT / "server" / "app.py" and Path(records) == ROOT / "attacks" / "records.py"
+    assert editable == "False" and bare == "[]"
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_one_import_name(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = tmp_path.glob("fedsim-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"fedsim"}, tops
+    for module in ("fedsim/attacks/labels/ilrg.py", "fedsim/server/app.py", "fedsim/clients/app.py",
+                   "fedsim/core/config.py", "fedsim/lab/cli.py"):
+        assert module in names, module
