@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -45,8 +46,11 @@ def test_the_checkout_on_the_path_resolves_the_installed_names(tmp_path):
 
 @pytest.mark.slow
 def test_the_wheel_holds_one_import_name(tmp_path):
+    src = tmp_path / "src"  # a copy: building in the checkout would leave build/ there
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".*", "runs", "build", "*.egg-info", "__pycache__",
+                                                             "docs", "tests", "benchmarks", "examples"))
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                          "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = tmp_path.glob("fedsim-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
