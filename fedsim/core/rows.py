@@ -127,6 +127,8 @@ class LabelRow(AttackRow):
     label_lnacc: float | None = None
     label_instacc: float | None = None
     label_cossim: float | None = None
+    label_hist_tv: float | None = None  # TV distance restored vs true label histogram (fedsim.core.metrics.labels)
+    label_hist_tv_even: float | None = None  # the same for the even split (the know-nothing guess)
     true_counts: list[int] | None = None
 
 
@@ -148,6 +150,13 @@ class InversionRow(AttackRow):
     lpips: float | None = None
     lpips_note: str | None = None
     unreconstructed: int | None = None  # client samples without a reconstruction (K was an estimate)
+    signals: list[str] | None = None  # what the server saw and the attack used (InversionResult.signals)
+    criterion: float | None = None  # the attack's own no-ground-truth score, lower = better (InversionResult)
+    criterion_name: str | None = None
+    ident_class_acc: float | None = None  # identifiability (fedsim.evaluation): public classifier names the class
+    ident_class_chance: float | None = None
+    ident_reid_acc: float | None = None  # nearest neighbour in the client's pool is the source image
+    ident_reid_chance: float | None = None
     image: str | None = None
 
 

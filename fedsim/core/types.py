@@ -182,3 +182,10 @@ class InversionResult(AttackResult):
     reconstruction: torch.Tensor | None = None
     steps: int | None = None
     label_source: str | None = None
+    #: what the server saw that the attack used beyond the fake gradient (e.g. "bn-buffers", "client schedule",
+    #: "public split"), shown in rows and the report
+    signals: tuple[str, ...] = ()
+    #: the attack's own score of this reconstruction, computed without ground truth (lower = better; the
+    #: attacker's pick between methods / settings uses it); ``criterion_name`` says which
+    criterion: float | None = None
+    criterion_name: str | None = None

@@ -22,7 +22,8 @@ from fedsim.core.runfolder import RunFolder
 from fedsim.core.rows import AttackErrorRow, InversionRow, LabelRow, Row, SkippedRow
 from fedsim.core.types import AttackResult, ClientUpdate, GroundTruth, InversionResult, LabelResult
 
-LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "true_counts", "score_error")
+LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "label_hist_tv", "label_hist_tv_even",
+                "true_counts", "score_error")
 INVERSION_SCORES = ("psnr", "ssim", "ssim_perm_agnostic", "psnr_per_image", "ssim_per_image", "label_matches",
                     "lpips", "lpips_note", "unreconstructed", "score_error", "psnr_chance")
 
@@ -188,5 +189,6 @@ def _(res: InversionResult, common: dict[str, Any], scores: dict[str, Any], ctx:
                         title=f"round {update.server_round}, client {update.client_id}: {res.method} "
                               f"(labels: {res.label_source})")
     return InversionRow(label_source=res.label_source, num_images=int(len(res.reconstruction)),
-                        steps=res.steps, image=str(image) if image else None, **common,
+                        steps=res.steps, image=str(image) if image else None, signals=list(res.signals),
+                        criterion=res.criterion, criterion_name=res.criterion_name, **common,
                         **{k: scores[k] for k in INVERSION_SCORES if k in scores})

@@ -14,6 +14,11 @@ With true per-class counts k (from the K true labels) and restored counts k_hat,
                     given) mean cosine similarity between recovered and true class-wise average post-softmax
                     probabilities over the classes present in the batch (iLRG Table 1's CosSim); for a
                     single probability vector [C], its cosine similarity with the true vector.
+* ``label_hist_tv`` total-variation distance between the restored and the true label *histograms* (each
+                    normalised to sum 1), 0.5 sum_i |k_hat_i / sum k_hat - k_i / K|: how much of the client's
+                    label distribution leaks, 0 = all of it (equals 1 - ``label_instacc`` when sum k_hat = K).
+                    ``label_hist_tv_even``: the same distance for the even split K / C, the guess that knows
+                    nothing (a skewed client is far from it; what an attack gains is the gap).
 """
 
 from __future__ import annotations
@@ -40,6 +45,14 @@ def instacc(true: torch.Tensor, pred: torch.Tensor) -> float:
     return 1.0 - float((pred - true).abs().sum()) / (2.0 * k)
 
 
+def hist_tv(true: torch.Tensor, pred: torch.Tensor) -> float:
+    """Total-variation distance of the two count vectors as distributions (an all-zero ``pred``: 1)."""
+    t, p = true.double(), pred.double().clamp_min(0)
+    if float(p.sum()) <= 0:
+        return 1.0
+    return 0.5 * float((p / p.sum() - t / t.sum()).abs().sum())
+
+
 def cossim(true_probs: torch.Tensor, pred_probs: torch.Tensor, present: torch.Tensor | None = None) -> float:
     t, p = true_probs.double(), pred_probs.double()
     if t.ndim == 1:
@@ -57,7 +70,8 @@ def label_metrics(true_labels: torch.Tensor, restored: LabelRestoration, num_cla
     pred = torch.as_tensor(restored.counts).long().flatten()
     if len(pred) != num_classes:
         raise ValueError(f"restored counts have length {len(pred)}, expected num_classes={num_classes}")
-    out = {"label_leacc": leacc(true, pred), "label_lnacc": lnacc(true, pred), "label_instacc": instacc(true, pred)}
+    out = {"label_leacc": leacc(true, pred), "label_lnacc": lnacc(true, pred), "label_instacc": instacc(true, pred),
+           "label_hist_tv": hist_tv(true, pred), "label_hist_tv_even": hist_tv(true, torch.ones(num_classes))}
     if restored.probabilities is not None and true_probabilities is not None:
         probs = torch.as_tensor(restored.probabilities)
         tp = torch.as_tensor(true_probabilities)
