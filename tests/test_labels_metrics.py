@@ -21,8 +21,13 @@ def test_metrics_hand_made():
     assert m["label_lnacc"] == pytest.approx(3 / 5)  # classes 1, 3, 4 exact
     assert m["label_instacc"] == pytest.approx(1 - 2 / 8)  # |1-2| + |1-0| = 2 over 2K = 8
     assert "label_cossim" not in m
+    assert m["label_hist_tv"] == pytest.approx(1 - m["label_instacc"])  # sum k_hat = K: TV = 1 - instacc
+    # even split [.2]*5 vs [.5, .25, 0, .25, 0]: 0.5 (.3 + .05 + .2 + .05 + .2)
+    assert m["label_hist_tv_even"] == pytest.approx(0.4)
+    assert label_metrics(true, _res([4, 4, 0, 4, 0]), 5)["label_hist_tv"] == pytest.approx(0.5 * (1/6 + 1/12 + 1/12))
     perfect = label_metrics(true, _res([2, 1, 0, 1, 0]), 5)
-    assert perfect == {"label_leacc": 1.0, "label_lnacc": 1.0, "label_instacc": 1.0}
+    assert perfect == {"label_leacc": 1.0, "label_lnacc": 1.0, "label_instacc": 1.0, "label_hist_tv": 0.0,
+                       "label_hist_tv_even": pytest.approx(0.4)}
 
 
 def test_cossim_when_probabilities_available():
