@@ -337,3 +337,20 @@ def test_fedsim_check_refuses_a_defense_or_plugin_typo_in_one_line_exit_2(user_p
     code = main(["check", str(preset), "--set", f"{key}={value}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and err.startswith(f"fedsim: config error: {key}: ") and fragment in err
+
+
+def test_fedsim_list_shows_a_plugin_method_once_its_plugin_is_named(user_pkg, capsys):
+    """``fedsim list --plugins`` (or ``--config`` with ``attack.plugins``) lists the plugin's records beside ours."""
+    import tomli_w
+
+    from fedsim.lab.cli import main
+
+    assert main(["list", "labels", "--format", "json"]) == 0
+    assert "byo-negbias" not in {e["name"] for e in json.loads(capsys.readouterr().out)["labels"]}
+    assert main(["list", "labels", "--format", "json", "--plugins", f"{PACKAGE}.leak"]) == 0
+    listed = {e["name"]: e for e in json.loads(capsys.readouterr().out)["labels"]}
+    assert "ilrg" in listed and listed["byo-negbias"]["paper"] == "a plugin of tests/test_byo_plugins.py (2026)"
+    config = user_pkg / "plugin.toml"
+    config.write_text(tomli_w.dumps({"attack": {"plugins": f"{PACKAGE}.laek"}}))
+    assert main(["list", "labels", "--config", str(config)]) == 2
+    assert "attack.plugins: cannot import" in capsys.readouterr().err

@@ -167,8 +167,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    """The registries, after the plugins a run would load: the ``fedsim.attacks`` entry points of installed
+    packages, the ``attack.plugins`` of ``--config`` and the modules of ``--plugins``."""
+    from fedsim.attacks.plugins import load_plugins
     from fedsim.lab.catalog import render
 
+    modules = [args.plugins] if args.plugins else []
+    if args.config:
+        modules.append(load_config(args.config).attack.plugins)
+    load_plugins(",".join(modules))
     print(render(args.what, args.format))
     return 0
 
@@ -253,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("what", nargs="?", default="all", choices=("all", *LIST_KINDS),
                          help="what to list (default all; attacks = labels + inversion)")
     listing.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    listing.add_argument("--plugins", default="", metavar="MODULES",
+                         help="also import these attack plugin modules first (comma-separated, as attack.plugins)")
+    listing.add_argument("--config", default=None, metavar="CONFIG",
+                         help="also load the attack.plugins of this config first")
     listing.set_defaults(func=_cmd_list)
     track = sub.add_parser("track", help="export a finished run's utility and attack scalars and reconstruction "
                            "grids to TensorBoard or MLflow (the optional 'tracking' extra)")
