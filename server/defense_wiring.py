@@ -16,6 +16,7 @@ workflow drives a legacy strategy (``server/secagg.py``).
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Iterable
 
@@ -26,6 +27,8 @@ from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
 from fedsim.core import defense_registry, messages as K
 from fedsim.core.config import ExperimentConfig
 from fedsim.core.defense_config import CentralDp, sampled_clients
+from fedsim.core.defense_custom import OPTIONS_KEY
+from fedsim.core.objref import options_of
 from fedsim.core.defense_object import STRATEGY, resolve
 from fedsim.core.rows import PrivacyRow
 from fedsim.core.runfolder import RunFolder
@@ -105,8 +108,18 @@ def central_dp_wrapper(strategy: Strategy, cfg: ExperimentConfig, d: CentralDp, 
 
 #: strategy-wrapper appliers by name (``Applier(STRATEGY, name)``): ``(strategy, cfg, table, *, curious, folder)
 #: -> Strategy``; a ``"module:attr"`` name is imported instead and called as a plain Message-API wrapper,
-#: ``wrapper(strategy) -> Strategy`` (``[defense.custom] strategy_wrappers``, ``fedsim.core.defense_custom``)
+#: ``wrapper(strategy) -> Strategy``, or ``wrapper(strategy, options=...)`` when it takes an ``options`` parameter
+#: (``[defense.custom] strategy_wrappers`` and ``.options``, ``fedsim.core.defense_custom``)
 STRATEGY_WRAPPERS = {"central_dp": central_dp_wrapper}
+
+
+def custom_options(factory: Any, table: Any) -> dict[str, Any]:
+    """``{"options": [defense.custom.options]}`` for a wrapper whose signature has ``options``, else ``{}``."""
+    try:
+        takes = "options" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        takes = False
+    return {"options": options_of(OPTIONS_KEY, str(table.options or ""))} if takes else {}
 
 
 def wrap_strategy(curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFolder) -> Strategy:
@@ -118,5 +131,5 @@ def wrap_strategy(curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFo
         if applier.name in STRATEGY_WRAPPERS:
             strategy = factory(strategy, cfg, table, curious=curious, folder=folder)
         else:  # a user's "module:attr" wrapper
-            strategy = factory(strategy)
+            strategy = factory(strategy, **custom_options(factory, table))
     return strategy

@@ -354,3 +354,21 @@ def test_fedsim_list_shows_a_plugin_method_once_its_plugin_is_named(user_pkg, ca
     config.write_text(tomli_w.dumps({"attack": {"plugins": f"{PACKAGE}.laek"}}))
     assert main(["list", "labels", "--config", str(config)]) == 2
     assert "attack.plugins: cannot import" in capsys.readouterr().err
+
+
+def test_a_strategy_wrapper_that_takes_options_gets_the_custom_table():
+    """``wrapper(strategy, options=...)`` receives ``[defense.custom.options]``; ``wrapper(strategy)`` nothing."""
+    from fedsim.core.defense_config import CustomDefense
+    from fedsim.server.defense_wiring import custom_options
+
+    table = CustomDefense(strategy_wrappers="m:w", options='{"drop": 2, "mode": "trim"}')
+
+    def with_options(strategy, options):
+        return strategy
+
+    def plain(strategy):
+        return strategy
+
+    assert custom_options(with_options, table) == {"options": {"drop": 2, "mode": "trim"}}
+    assert custom_options(plain, table) == {} and custom_options(len, table) == {}
+    assert custom_options(with_options, CustomDefense(strategy_wrappers="m:w")) == {"options": {}}

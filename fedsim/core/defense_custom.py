@@ -19,10 +19,11 @@ therefore sees the validated (and, with server-side central DP, clipped) replies
 captures them, e.g. a robust aggregator that drops replies. SecAgg+ replaces the strategy stack, so wrappers
 are refused with it.
 
-**Options** are one table for the mods (``[defense.custom.options]``, or the JSON string
+**Options** are one table for the mods and the wrappers (``[defense.custom.options]``, or the JSON string
 ``defense.custom.options = '{"factor": 0.5}'``; sweepable as ``defense.custom.options.factor``). Flower refuses
 undeclared run-config keys, so they travel as one declared JSON key; a mod reads them per message with
-:func:`options` (``ctxt.run_config``), so one plain Flower mod works with and without fedsim.
+:func:`options` (``ctxt.run_config``), so one plain Flower mod works with and without fedsim; a wrapper whose
+signature has an ``options`` parameter is called ``wrapper(strategy, options=...)`` with the same dict.
 
 Recorded like every defense: ``defense.custom.mods`` / ``.strategy_wrappers`` / ``.options`` in every capture's
 and attack row's ``defenses``; the report and sweep labels name the mods' attributes and options. A typo in any
