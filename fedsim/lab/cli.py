@@ -248,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", help="a run folder (config.toml or metrics.jsonl): writes run_dir/report.html; "
                         "or a fedsim sweep --out folder: rebuilds its sweep.jsonl, plots and sweep.html")
     report.set_defaults(func=_cmd_report)
+    _add_inspection_commands(sub)
+    return parser
+
+
+def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
+    """``check``, ``list`` and ``track``: the commands that read a config, the registries or a finished run."""
     chk = sub.add_parser("check", help="validate a config without starting Flower: the resolved config, the "
                          "preflight result and the expected capture disk use; exit 0 valid, 2 invalid")
     chk.add_argument("config", help="preset TOML, e.g. configs/smoke.toml")
@@ -274,7 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TensorBoard log folder or MLflow tracking URI (default: tracking.dir / tracking.uri, "
                        "else <run>/tensorboard or file:<run>/mlruns)")
     track.set_defaults(func=_cmd_track)
-    return parser
 
 
 def _terminate(signum, frame) -> None:  # noqa: ARG001
