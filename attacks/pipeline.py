@@ -14,6 +14,7 @@ of the first method that succeeded (iLRG Sec. 4.4: restored labels assigned to d
 
 from __future__ import annotations
 
+import copy
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from torch import nn
 
 from fedsim.attacks.gradients import fake_gradient
 from fedsim.attacks.inversion import INVERSION_METHODS, invert
+from fedsim.attacks.inversion.bn_buffers import auto_bn_options, statistics_from_update
+from fedsim.attacks.inversion.criterion import criterion_name, gradient_cosine_distance
 from fedsim.attacks.labels import LABEL_METHODS, restore_labels, samples_covered
 from fedsim.attacks.records import AttackMethod
 from fedsim.core.defense_registry import in_force_from_record
@@ -168,6 +171,54 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
     return results
 
 
+def _signals(record: AttackMethod, options: Mapping[str, Any], label_source: str) -> list[str]:
+    """What the server saw that this inversion uses besides the fake gradient (``InversionResult.signals``)."""
+    out = [f"labels: {label_source}"] if label_source != "none" else []
+    spec = record.spec
+    if spec is not None and options.get("target", spec.target) == "unrolled":
+        out.append("client schedule")  # the simulated local SGD steps (lr, T, B)
+    if "aux" in options or record.kind == "generative":
+        out.append("public split")
+    if "clip_norm" in options:
+        out.append("DP-SGD clip norm")
+    return out
+
+
+def _bn_prior(method: str, update: ClientUpdate, model: nn.Module, k: int, data: DataSpec,
+              call: Mapping[str, Any], options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The BatchNorm prior on the batch statistics the sent buffers reveal, added automatically when the model
+    has train-mode BatchNorm and the update carries its buffers (``fedsim.attacks.inversion.bn_buffers``);
+    (options, signals). A method that cannot take it, or buffers that cannot be solved, leave the options as
+    they are (a method that needs the buffers then uses the running statistics it was sent)."""
+    try:
+        buffers = statistics_from_update(model, update.buffers_before, update.buffers_after, update.local_steps,
+                                         min(update.batch_size, k), data.input_shape)
+    except AttackNotApplicable:
+        buffers = None
+    added = auto_bn_options(method, model, call, options, buffers) if buffers is not None else None
+    if added is None:
+        used = "buffers" in INVERSION_METHODS[method].needs
+        return options, (["bn running statistics (sent)"] if used else [])
+    return added[0], ["bn-buffers", added[1]]
+
+
+def _criterion(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k: int, x_hat: torch.Tensor,
+               labels: torch.Tensor | None) -> tuple[float | None, str | None]:
+    """The no-ground-truth score of a reconstruction (``fedsim.attacks.inversion.criterion``); labels the attack
+    assigned, else the model's own predictions on the reconstruction."""
+    steps, batch = update.local_steps, min(update.batch_size, k)
+    name = criterion_name(steps, batch)
+    if labels is None or len(labels) != len(x_hat):
+        with torch.no_grad():
+            labels = copy.deepcopy(model).eval()(x_hat.to(next(model.parameters()))).argmax(-1)
+        name += " (labels: model argmax)"
+    try:
+        return gradient_cosine_distance(model, x_hat, labels, grads, lr=update.lr, local_steps=steps,
+                                        local_batch_size=batch), name
+    except Exception:  # noqa: BLE001 - a score that cannot be computed leaves the result without one
+        return None, None
+
+
 def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k: int,
             labels: tuple[str, torch.Tensor] | None, plan: AttackPlan, data: DataSpec) -> InversionResult:
     start = time.perf_counter()
@@ -176,14 +227,24 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
         if k > plan.max_inversion_images:
             raise AttackNotApplicable(f"update covers {k} samples > attack.max_inversion_images="
                                       f"{plan.max_inversion_images}")
+        record = INVERSION_METHODS[method]
         options = dict(plan.inversion_options)
-        options.update(need_options(INVERSION_METHODS[method], update, k, data, options))
+        options.update(need_options(record, update, k, data, options))
         label_source = labels[0] if labels else "none"
-        x_hat = invert(method, model=model, gradients=grads, labels=labels[1] if labels else None,
-                       input_shape=data.input_shape, steps=plan.inversion_steps, mean=data.mean, std=data.std,
-                       seed=plan.seed, num_samples=k, **options)
+        signals = _signals(record, options, label_source)
+        call = dict(model=model, gradients=grads, labels=labels[1] if labels else None,
+                    input_shape=data.input_shape, steps=plan.inversion_steps, mean=data.mean, std=data.std,
+                    seed=plan.seed, num_samples=k)
+        options, bn_signals = _bn_prior(method, update, model, k, data, call, options)
+        traced = record.spec is not None or record.kind == "generative" or method == "ig-auto"
+        out = invert(method, **call, **options, **({"return_result": True} if traced else {}))
+        x_hat, assigned = (out.inputs, out.labels) if traced else (out, call["labels"])
+        if assigned is not None and not traced:
+            assigned = assigned.sort().values
+        criterion, name = _criterion(update, model, grads, k, x_hat.detach(), assigned)
     except Exception as exc:  # noqa: BLE001
         return _failure(update, InversionResult, str(method), exc, start)
     return InversionResult(update.client_id, update.server_round, method, ok=True,
                            labels=labels[1] if labels else None, reconstruction=x_hat.detach(),
-                           seconds=time.perf_counter() - start, steps=plan.inversion_steps, label_source=label_source)
+                           seconds=time.perf_counter() - start, steps=plan.inversion_steps, label_source=label_source,
+                           signals=tuple(signals + bn_signals), criterion=criterion, criterion_name=name)

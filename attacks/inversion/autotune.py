@@ -25,10 +25,12 @@ TV_GRID: tuple[float, ...] = (0.02, 0.2, 0.5, 1.0, 2.0)
 
 
 def ig_auto(*, model, gradients=None, labels=None, input_shape: Sequence[int], steps: int = 1000, mean=(0.0,),
-            std=(1.0,), seed: int = 0, tv_grid: Sequence[float] = TV_GRID, **options: Any
-            ) -> InversionTrace | torch.Tensor:
+            std=(1.0,), seed: int = 0, tv_grid: Sequence[float] = TV_GRID, bn_weight: float = 0.0,
+            **options: Any) -> InversionTrace | torch.Tensor:
     """``ig`` at every weight of ``tv_grid``; the run with the smallest matching distance wins. With
-    ``return_result=True`` the trace's ``options`` record ``tv_chosen`` and ``tv_criterion`` (weight -> distance)."""
+    ``return_result=True`` the trace's ``options`` record ``tv_chosen`` and ``tv_criterion`` (weight -> distance).
+    ``bn_weight`` > 0 adds the BatchNorm prior at that fixed weight to every run (with ``bn_statistics=``: the
+    client's batch statistics, ``fedsim.attacks.inversion.bn_buffers``)."""
     from fedsim.attacks.inversion import invert  # the registry module imports this one
 
     if "regularizers" in options:
@@ -37,9 +39,10 @@ def ig_auto(*, model, gradients=None, labels=None, input_shape: Sequence[int], s
         raise ValueError("ig-auto: tv_grid is empty")
     want_trace = bool(options.pop("return_result", False))
     traces: dict[float, InversionTrace] = {}
+    bn = {"bn": float(bn_weight)} if bn_weight else {}
     for tv in tv_grid:
         traces[float(tv)] = invert("ig", model=model, gradients=gradients, labels=labels, input_shape=input_shape,
-                                   steps=steps, mean=mean, std=std, seed=seed, regularizers={"tv": float(tv)},
+                                   steps=steps, mean=mean, std=std, seed=seed, regularizers={"tv": float(tv), **bn},
                                    return_result=True, **options)
     chosen = min(traces, key=lambda tv: (traces[tv].best_loss, tv))
     best = traces[chosen]

@@ -138,18 +138,37 @@ def running_statistics(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tenso
 
 def bn_statistics_from_buffers(before: Sequence[tuple[torch.Tensor, torch.Tensor]],
                                after: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                               momentum: float = 0.1, batch_size: int | None = None
+                               momentum: float | None = 0.1, batch_size: int | Sequence[int] | None = None,
+                               steps: int = 1, tracked_before: int | None = None
                                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Batch statistics of one client step from its running stats before/after (PyTorch's BN update rule).
+    """Batch statistics of a client's local training from its running stats before/after (PyTorch's BN rule).
 
-    running_new = (1 - m) running_old + m batch; the running variance uses the unbiased batch variance, so with
-    ``batch_size`` (times H*W for conv layers, the count per channel) the biased variance is returned.
+    One step: running_new = (1 - m) running_old + m batch, so the batch statistic is exact. ``steps`` = T > 1
+    (FedAvg): running_T = (1 - m)^T r_0 + sum_t m (1 - m)^(T-1-t) b_t, a known mix of the T per-step
+    statistics; assuming they are equal (the weights move little within a round) the common value is
+    b = (running_T - (1 - m)^T r_0) / (1 - (1 - m)^T). ``momentum=None`` is PyTorch's cumulative average
+    (running_T = (N r_0 + sum_t b_t) / (N + T) with N = ``tracked_before``, the layer's num_batches_tracked
+    before the round): the mean of the b_t is then exact without that assumption.
+
+    The running variance uses the unbiased batch variance, so with ``batch_size`` (the count per channel:
+    B times H*W for conv layers; one int for every layer or one per layer) the biased variance is returned.
     """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if momentum is None and tracked_before is None:
+        raise ValueError("momentum=None (cumulative average) needs tracked_before (num_batches_tracked)")
+    counts = list(batch_size) if isinstance(batch_size, Sequence) else [batch_size] * len(before)
     out = []
-    for (mu0, var0), (mu1, var1) in zip(before, after):
-        mu = (mu1 - (1 - momentum) * mu0) / momentum
-        var = (var1 - (1 - momentum) * var0) / momentum
-        if batch_size is not None and batch_size > 1:
-            var = var * (batch_size - 1) / batch_size
+    for (mu0, var0), (mu1, var1), n in zip(before, after, counts):
+        if momentum is None:
+            n0 = float(tracked_before)
+            mu = ((n0 + steps) * mu1 - n0 * mu0) / steps
+            var = ((n0 + steps) * var1 - n0 * var0) / steps
+        else:
+            keep = (1.0 - float(momentum)) ** steps
+            mu = (mu1 - keep * mu0) / (1.0 - keep)
+            var = (var1 - keep * var0) / (1.0 - keep)
+        if n is not None and n > 1:
+            var = var * (n - 1) / n
         out.append((mu, var))
     return out

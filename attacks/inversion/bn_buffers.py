@@ -1,0 +1,173 @@
+"""BatchNorm batch statistics from the buffers a client sends back, and the BN prior they feed.
+
+A client training a BatchNorm model in train mode updates every layer's running mean and variance with the
+statistics of its own batches; the server receives the buffers after the round and knows the ones it sent,
+so it can solve PyTorch's update rule for the client's batch statistics
+(:func:`fedsim.attacks.inversion.regularizers.bn_statistics_from_buffers`): exact for one FedSGD step, for T
+FedAvg steps a known mix that is solved under the assumption of equal per-step statistics (exact in the mean
+for ``momentum=None``, the cumulative average). These statistics are the reference of the DeepInversion /
+GradInversion BN prior (Yin et al., CVPR 2020 / 2021) with the *client's* batch instead of the stale running
+statistics of earlier rounds.
+
+The prior's weight is chosen per update by the engine's own matching loss (the gradient-cosine distance of the
+best iterate, no prior term; the mechanism of ``ig-auto``, ``fedsim.attacks.inversion.autotune``): short probe
+runs at each weight of :data:`BN_GRID`, then the full run at the winner. Nothing here reads ground truth.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from fedsim.attacks.inversion.regularizers import bn_statistics_from_buffers
+from fedsim.core.errors import AttackNotApplicable
+
+#: BN prior weights tried per update (relative to the initial matching loss, as every engine regulariser)
+BN_GRID: tuple[float, ...] = (0.01, 0.1, 1.0)
+#: probe runs take this fraction of the full run's steps (at least ``MIN_PROBE_STEPS``)
+PROBE_FRACTION = 0.25
+MIN_PROBE_STEPS = 10
+
+
+@dataclass(frozen=True)
+class BufferStatistics:
+    """The client's BN batch statistics (one (mean, biased var) per BN layer, module order) and how they were
+    derived (``detail``: words for an ``InversionResult.signals`` entry)."""
+
+    stats: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    steps: int
+    momentum: float | None
+    detail: str
+
+
+def _bn_modules(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def per_channel_counts(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> list[int]:
+    """Values each BN layer averages per channel for a batch of ``batch_size``: B times its input's spatial size
+    (one forward of a zero image through an eval-mode copy; the caller's model is not touched)."""
+    probe = copy.deepcopy(model).eval()
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: sizes.append(int(inp[0][0, 0].numel())))
+             for _, m in _bn_modules(probe)]
+    try:
+        p = next(probe.parameters())
+        with torch.no_grad():
+            probe(torch.zeros((1, *input_shape), dtype=p.dtype, device=p.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return [batch_size * s for s in sizes]
+
+
+def statistics_from_update(model: nn.Module, buffers_before: Mapping[str, torch.Tensor],
+                           buffers_after: Mapping[str, torch.Tensor], local_steps: int, batch_size: int,
+                           input_shape: Sequence[int]) -> BufferStatistics | None:
+    """The client's batch statistics, or ``None`` when there is nothing to read (no BatchNorm layer in train
+    mode, or no buffers sent). ``AttackNotApplicable`` (with the reason) when buffers came but cannot be solved:
+    a layer without running statistics, running stats that did not move, or the cumulative average
+    (``momentum=None``) without ``num_batches_tracked``. T is read from ``num_batches_tracked`` when it was
+    sent (the BN forward passes the client really ran), else ``local_steps``."""
+    layers = [(n, m) for n, m in _bn_modules(model) if m.training]
+    if not layers or not buffers_before or not buffers_after:
+        return None
+    keys = [(f"{n}.running_mean" if n else "running_mean", f"{n}.running_var" if n else "running_var",
+             f"{n}.num_batches_tracked" if n else "num_batches_tracked") for n, _ in layers]
+    if any(k[0] not in buffers_before or k[0] not in buffers_after for k in keys):
+        raise AttackNotApplicable("bn-buffers: a BatchNorm layer sent no running statistics "
+                                  "(track_running_stats=False)")
+    momenta = {m.momentum for _, m in layers}
+    if len(momenta) != 1:
+        raise AttackNotApplicable(f"bn-buffers: BatchNorm layers with different momenta {sorted(map(str, momenta))}")
+    momentum = momenta.pop()
+    tracked = keys[0][2]
+    steps, tracked_before = int(local_steps), None
+    if tracked in buffers_before and tracked in buffers_after:
+        tracked_before = int(buffers_before[tracked])
+        steps = int(buffers_after[tracked]) - tracked_before
+        if steps < 1:
+            raise AttackNotApplicable("bn-buffers: num_batches_tracked did not grow (the client froze BatchNorm)")
+    elif momentum is None:
+        raise AttackNotApplicable("bn-buffers: momentum=None (cumulative average) needs num_batches_tracked, "
+                                  "which the update lacks")
+    p = next(model.parameters())
+    cast = dict(dtype=p.dtype, device=p.device)
+    before = [(buffers_before[m].to(**cast), buffers_before[v].to(**cast)) for m, v, _ in keys]
+    after = [(buffers_after[m].to(**cast), buffers_after[v].to(**cast)) for m, v, _ in keys]
+    if all(torch.equal(b[0], a[0]) for b, a in zip(before, after)):
+        raise AttackNotApplicable("bn-buffers: the running statistics did not change (BatchNorm not trained)")
+    counts = per_channel_counts(model, input_shape, batch_size)
+    stats = bn_statistics_from_buffers(before, after, momentum, counts, steps, tracked_before)
+    if steps == 1:
+        detail = "one step: exact batch statistics"
+    elif momentum is None:
+        detail = f"cumulative average over T={steps} steps: the mean of the per-step statistics"
+    else:
+        detail = f"FedAvg mix of T={steps} steps solved assuming equal per-step statistics"
+    return BufferStatistics(tuple(stats), steps, momentum, detail)
+
+
+def choose_bn_weight(run: Callable[[float, int], Any], steps: int, grid: Sequence[float] = BN_GRID
+                     ) -> tuple[float, dict[float, float]]:
+    """The grid weight whose probe run (``run(weight, probe_steps)`` -> an ``InversionTrace``) matches the
+    target best (``best_loss``: the matching distance without the prior term; ties -> the smaller weight).
+    Returns (weight, weight -> probe matching loss)."""
+    if not grid:
+        raise ValueError("bn weight grid is empty")
+    probe_steps = max(MIN_PROBE_STEPS, int(steps * PROBE_FRACTION))
+    losses = {float(w): float(run(float(w), probe_steps).best_loss) for w in grid}
+    chosen = min(losses, key=lambda w: (losses[w], w))
+    return chosen, losses
+
+
+def _engine_options(base_regularizers: Mapping[str, float], decay: bool, options: Mapping[str, Any],
+                    stats: Sequence, weight: float) -> dict[str, Any]:
+    regs = {**base_regularizers, "bn": float(weight)}
+    return {**options, "regularizers": regs, "regularizer_decay": options.get("regularizer_decay", decay),
+            "bn_statistics": list(stats)}
+
+
+def auto_bn_options(method: str, model: nn.Module, call: Mapping[str, Any], options: Mapping[str, Any],
+                    buffers: BufferStatistics, grid: Sequence[float] = BN_GRID
+                    ) -> tuple[dict[str, Any], str] | None:
+    """``options`` with the BN prior on the client's statistics added, and a line saying how its weight was set;
+    ``None`` when ``method`` takes no prior this way (not an optimisation method, a target the prior is not
+    available with (unrolled, clipped), eval-mode BatchNorm, or the caller fixed ``regularizers=`` /
+    ``bn_statistics=`` itself). ``call``: the other arguments of ``invert`` (model, gradients, labels, steps, ...).
+    A method whose own spec has a BN prior (``gradinversion``) keeps its weight and gets the statistics; others
+    get the weight of :func:`choose_bn_weight` (``ig-auto``: probed with ``ig`` at its default TV, then every
+    TV-grid run carries that weight)."""
+    from fedsim.attacks.inversion import INVERSION_METHODS, invert
+    from fedsim.attacks.inversion.methods import EngineRun
+
+    if {"regularizers", "priors", "bn_statistics", "bn_weight"} & set(options):
+        return None
+    probe_method, run = method, INVERSION_METHODS[method].run
+    if method == "ig-auto":
+        probe_method, run = "ig", INVERSION_METHODS["ig"].run
+    if not isinstance(run, EngineRun):
+        return None
+    base = run.spec_for(model, dict(options))
+    if options.get("target", base.target) in ("unrolled", "clipped") or options.get("model_mode", base.model_mode) == "eval":
+        return None
+    stats = buffers.stats
+    if method != "ig-auto" and "bn" in base.regularizers:
+        return ({**options, "bn_statistics": list(stats)},
+                f"bn-buffers: {buffers.detail}; prior weight {base.regularizers['bn']:g} ({method}'s own)")
+    probe_options = {k: v for k, v in options.items() if k != "tv_grid"}
+
+    def probe(weight: float, steps: int):
+        return invert(probe_method, **{**call, "steps": steps}, return_result=True,
+                      **_engine_options(base.regularizers, base.regularizer_decay, probe_options, stats, weight))
+
+    weight, losses = choose_bn_weight(probe, int(call["steps"]), grid)
+    line = (f"bn-buffers: {buffers.detail}; prior weight {weight:g} chosen by the probe runs' gradient match over "
+            + ", ".join(f"{w:g}: {v:.4g}" for w, v in losses.items()))
+    if method == "ig-auto":
+        return {**options, "bn_weight": weight, "bn_statistics": list(stats)}, line
+    return _engine_options(base.regularizers, base.regularizer_decay, options, stats, weight), line
