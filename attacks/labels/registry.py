@@ -18,6 +18,7 @@ from fedsim.attacks.labels.ilrg import restore_ilrg, restore_ilrg_prior
 from fedsim.attacks.labels.llg import restore_llg, restore_llg_plus
 from fedsim.attacks.labels.refine import restore_ilrg_refine
 from fedsim.attacks.labels.rlg import restore_rlg
+from fedsim.attacks.labels.rlu import restore_rlu
 from fedsim.attacks.labels.soft import restore_soft
 from fedsim.attacks.records import AttackMethod, Registry
 
@@ -49,6 +50,7 @@ LABEL_METHODS = Registry("attack.label_methods", ("label",), [
     # the live pipeline passes it the public split (model space) and the client's lr, local_steps, local_batch_size
     _label("aux-nnls", restore_aux_nnls, "fedsim's own (2026): public-split class statistics + NNLS (trained "
                                          "models), aux.py", needs=("public split", "client schedule")),
+    _label("rlu", restore_rlu, "Chen & Vikalo ICML 2024 (RLU), rlu.py", needs=("public split", "client schedule")),
 ])
 
 
