@@ -25,7 +25,8 @@ from fedsim.core.types import AttackResult, ClientUpdate, GroundTruth, Inversion
 LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "label_hist_tv", "label_hist_tv_even",
                 "true_counts", "score_error")
 INVERSION_SCORES = ("psnr", "ssim", "ssim_perm_agnostic", "psnr_per_image", "ssim_per_image", "label_matches",
-                    "lpips", "lpips_note", "unreconstructed", "score_error", "psnr_chance")
+                    "lpips", "lpips_note", "unreconstructed", "score_error", "psnr_chance", "ident_class_acc",
+                    "ident_class_chance", "ident_reid_acc", "ident_reid_chance")
 
 log = logging.getLogger("fedsim.attacks")
 
@@ -116,7 +117,21 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     results = attack_update(update, lambda: make_model(cfg).to(dev), plan, spec)
     truth = truth_for(run_dir, update)
     lpips = cfg.attack.lpips_weights or None
-    return [score_row(res, update, truth, spec, run_dir, lpips) for res in results]
+    ident = _identify(cfg, update, run_dir) if truth is not None and plan.inversion is not None else None
+    return [score_row(res, update, truth, spec, run_dir, lpips, ident) for res in results]
+
+
+def _identify(cfg: ExperimentConfig, update: ClientUpdate, run_dir: Path):
+    """The identifiability context of an update (``fedsim.evaluation.identify``), None when it cannot be built
+    (logged: the rows then carry no ``ident_*``, never a lost attack)."""
+    from fedsim.evaluation.identify import identify_for
+
+    try:
+        return identify_for(cfg, update, run_dir)
+    except Exception as exc:  # noqa: BLE001 - identifiability is an extra score, not a reason to lose the row
+        log.warning("identifiability not scored (round %s, client %s): %s: %s", update.server_round,
+                    update.client_id, type(exc).__name__, exc)
+        return None
 
 
 def attack_error_row(server_round: int, client: int, failure: BaseException | str, **fields: Any) -> AttackErrorRow:
@@ -128,9 +143,9 @@ def attack_error_row(server_round: int, client: int, failure: BaseException | st
 
 
 def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None, spec, run_dir: Path,
-              lpips_weights: str | None = None) -> Row:
-    """The typed row of one attack result, scored against ``truth`` when it exists (image grid written): a
-    skipped one is a ``SkippedRow``, otherwise the row type of the result's type (``result_row``)."""
+              lpips_weights: str | None = None, ident=None) -> Row:
+    """The typed row of one attack result, scored against ``truth`` when it exists (image grid written;
+    identifiability too with ``ident``, a ``fedsim.evaluation.identify.Identify``): a skipped one is a ``SkippedRow``, otherwise the row type of the result's type (``result_row``)."""
     if res.not_applicable:
         return SkippedRow(round=update.server_round, client=update.client_id, method=res.method,
                           reason=res.error or "not applicable")
@@ -142,7 +157,7 @@ def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None
     scores: dict[str, Any] = {}
     if res.ok:
         try:
-            scores = score(res, truth, spec.num_classes, spec.mean, spec.std, lpips_weights)
+            scores = score(res, truth, spec.num_classes, spec.mean, spec.std, lpips_weights, ident)
         except Exception as exc:  # noqa: BLE001 - a scoring problem must not lose the attack row
             scores = {"score_error": f"{type(exc).__name__}: {exc}"}
     return result_row(res, common, scores, Scored(update, truth, spec, Path(run_dir)))

@@ -1,7 +1,8 @@
 """Scoring: the only place where attack output meets ground truth (the audit channel).
 
 Label rows: LeAcc / LnAcc / instance accuracy (``fedsim.core.metrics.labels``); inversion rows: PSNR / SSIM after
-optimal label-aware alignment (``fedsim.core.metrics.images``). The ground truth of a FedAvg update is every sample
+optimal label-aware alignment (``fedsim.core.metrics.images``) and, given an ``Identify``, identifiability with its
+chance levels on the same alignment (``fedsim.evaluation.identify``). The ground truth of a FedAvg update is every sample
 the client visited in the round (each once).
 """
 
@@ -15,6 +16,7 @@ import torch
 from fedsim.core.metrics.images import image_metrics, to_pixels
 from fedsim.core.metrics.labels import label_metrics
 from fedsim.core.types import AttackResult, GroundTruth, InversionResult, LabelResult
+from fedsim.evaluation.identify import Identify, identify_scores
 
 
 def truth_labels(truth: GroundTruth) -> torch.Tensor:
@@ -23,11 +25,21 @@ def truth_labels(truth: GroundTruth) -> torch.Tensor:
 
 
 def score(result: AttackResult, truth: GroundTruth | None, num_classes: int, mean, std,
-          lpips_weights: str | None = None) -> dict[str, Any]:
-    """Metrics of one attack result (empty when it failed or no ground truth exists), by the result's type."""
+          lpips_weights: str | None = None, ident: Identify | None = None) -> dict[str, Any]:
+    """Metrics of one attack result (empty when it failed or no ground truth exists), by the result's type;
+    ``ident``: score inversions' identifiability too (``ident_*``)."""
     if not result.ok or truth is None:
         return {}
-    return _metrics(result, truth, num_classes, mean, std, lpips_weights)
+    out = _metrics(result, truth, num_classes, mean, std, lpips_weights)
+    if ident is not None and isinstance(result, InversionResult) and "permutation" in out:
+        x_true, y_true = truth.unique_samples()
+        rec, _ = padded(result.reconstruction, result.labels, len(x_true))
+        try:
+            out.update(identify_scores(rec, out["permutation"], x_true, y_true, mean, std, ident,
+                                       seed=truth.server_round * 10_007 + truth.client_id))
+        except Exception as exc:  # noqa: BLE001 - PSNR / SSIM stand without it
+            out["score_error"] = f"identifiability: {type(exc).__name__}: {exc}"
+    return out
 
 
 @singledispatch
