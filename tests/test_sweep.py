@@ -1,5 +1,5 @@
-"""``fedsim sweep`` with a fake runner (no federations): settings x seeds, the strongest attack per setting and its
-95 % interval, epsilon for every DP kind, labels in words, the cache, plots and HTML."""
+"""``fedsim sweep`` with a fake runner (no federations): settings x seeds, the attacker's pick per setting (and the
+oracle upper bound) with its 95 % interval, epsilon for every DP kind, labels in words, the cache, plots and HTML."""
 
 import json
 import math
@@ -48,7 +48,7 @@ def _sweep_file(tmp_path, body):
     return path
 
 
-def test_a_point_records_the_winning_attack_and_its_interval(tmp_path):
+def test_a_point_records_the_attackers_pick_the_oracle_and_their_intervals(tmp_path):
     sweep = _sweep_file(tmp_path, 'parameter = "defense.update.topk_ratio"\nvalues = [0.0, 0.5, 0.1]\n'
                                   'seeds = [0, 1, 2]')
     calls = []
@@ -57,11 +57,17 @@ def test_a_point_records_the_winning_attack_and_its_interval(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "out" / "sweep.jsonl").read_text().splitlines()]
     assert [r["label"] for r in lines] == ["no defense", "top-k 50%", "top-k 10%"]
     p = lines[1]
-    assert p["label_best"] == "gi" and p["label_lnacc"] == pytest.approx(0.9)  # gi wins here ...
-    assert lines[0]["label_best"] == "ilrg" and lines[2]["label_best"] == "ilrg"  # ... ilrg elsewhere
+    # the server acts on the first configured label method (no inversion used labels here) ...
+    assert all(r["label_best"] == "ilrg" for r in lines) and p["label_pick_rule"] == "first configured label method"
+    assert p["label_lnacc"] == pytest.approx(0.26)  # ilrg's own LnAcc (0.25 + 0.01 s over seeds 0, 1, 2)
+    # ... while the best by ground truth, gi at ratio 0.5 only, is the labelled oracle upper bound
+    assert p["label_oracle"] == "gi" and p["label_lnacc_oracle"] == pytest.approx(0.9)
+    assert lines[0]["label_oracle"] == "ilrg" and lines[2]["label_oracle"] == "ilrg"
     assert p["label_by_method"]["ilrg"] == pytest.approx(0.25 + 0.01)
     # PSNR over seeds 0, 1, 2 = 15, 16, 17: mean 16, t(0.975, 2) * 1 / sqrt(3) = 2.484
     assert p["inversion_best"] == "ig" and p["psnr"] == pytest.approx(16.0)
+    assert p["inversion_pick_rule"] == "first configured method (no criterion recorded)"  # the rows have none
+    assert p["psnr_oracle"] == pytest.approx(16.0)  # one method: the oracle is that method
     assert p["psnr_ci"] == pytest.approx([16 - 2.4841, 16 + 2.4841], abs=1e-3)
     assert p["psnr_values"] == [15.0, 16.0, 17.0] and p["interval"].startswith("95% Student-t")
     # test accuracy over seeds 0, 1, 2 = 0.55, 0.56, 0.57: mean 0.56, t(0.975, 2) * 0.01 / sqrt(3) = 0.02484

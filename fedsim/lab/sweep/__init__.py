@@ -1,16 +1,20 @@
 """``fedsim sweep SWEEP.toml --out DIR [--parallel N]``: one federation per defense setting and seed; leakage of
-the strongest attack and utility side by side, with 95 % intervals over seeds and epsilon for every DP point.
+the attacker's pick and utility side by side, with 95 % intervals over seeds and epsilon for every DP point.
 
 Modules: :mod:`~fedsim.lab.sweep.spec` (sweep files, settings labelled in words), :mod:`~.execute` (parallel
 runs, cache, replayed attacks, run reports), :mod:`~.progress` (run k of N, round, ETA), :mod:`~.summary`
-(per-run measurements, strongest attack, intervals, epsilon), :mod:`~.figures`, :mod:`~.page`.
+(per-run measurements, the attacker's pick and the oracle upper bound, intervals, epsilon), :mod:`~.figures`, :mod:`~.page`.
 
 Writes ``DIR/<setting>/seed_S/`` (one run folder each, with its ``report.html``; ``<setting>`` names the
 setting's overrides, e.g. ``update.topk_ratio=0.1``: :mod:`~.layout`), ``DIR/sweep.jsonl`` (one row
-per setting in file order: ``label``, ``family``, ``setting`` (overrides), ``test_accuracy``, ``label_best`` with
-``label_lnacc`` / ``label_leacc``, ``inversion_best`` with ``psnr`` / ``ssim``, each with ``*_ci`` (95 % t-interval
-over seeds clipped to the metric's range, None for one seed) and ``*_values`` (per seed), ``label_by_method`` /
-``psnr_by_method`` (every method's mean), ``epsilon`` / ``delta`` / ``accountant``, ``parameters`` (the swept
+per setting in file order: ``label``, ``family``, ``setting`` (overrides), ``test_accuracy``, ``label_best`` (the
+label method the server acts on, ``label_pick_rule`` says why) with ``label_lnacc`` / ``label_leacc``,
+``inversion_best`` (the method the attacker picked most often; ``inversion_picks`` the counts, ``inversion_pick_rule``
+the rule: lowest criterion, or the first configured method when no criterion was recorded) with ``psnr`` / ``ssim`` /
+``ident_reid_acc`` / ``ident_class_acc`` and their chance levels ``ident_*_chance``, the labelled upper bound
+``psnr_oracle`` / ``ident_reid_acc_oracle`` / ``label_lnacc_oracle`` (``label_oracle``; best by ground truth),
+each with ``*_ci`` (95 % t-interval over seeds clipped to the metric's range, None for one seed) and ``*_values``
+(per seed), ``label_by_method`` / ``psnr_by_method`` (every method's mean), ``epsilon`` / ``delta`` / ``accountant``, ``parameters`` (the swept
 keys of a ``parameters`` sweep) and ``runs`` (the per-seed summaries)), ``DIR/sweep_settings.png`` (the swept
 value on the x axis when it is a number), ``DIR/sweep_epsilon.png`` (accuracy and leakage against epsilon, when a setting has a finite
 one), ``DIR/sweep_frontier.png`` and ``DIR/sweep.html`` (the run report's style: the table, the figures, a

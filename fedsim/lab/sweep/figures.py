@@ -1,7 +1,9 @@
 """Sweep figures, in the run report's style (:mod:`fedsim.lab.plots`): leakage and utility per setting (the swept
 value on the x axis when the sweep sweeps a number, else one category per setting), accuracy and leakage against
 epsilon for DP sweeps, and the privacy-utility frontier across defenses (one curve per defense family, points
-labelled in words with their epsilon). Every point is the mean over seeds with its 95 % t-interval."""
+labelled in words with their epsilon). Every point is the mean over seeds with its 95 % t-interval. Leakage is
+the attacker's own pick (no ground truth, :mod:`fedsim.lab.sweep.summary`); the oracle (best by ground truth) is
+drawn as a separate, labelled upper bound, never as the headline."""
 
 from __future__ import annotations
 
@@ -65,7 +67,8 @@ def _scale_x(ax, xs: list[float]) -> None:
 
 
 def plot_settings(rows: list[dict], title: str, path: Path, reference: dict[str, float] | None = None) -> Path:
-    """Per setting: test accuracy and the winning label attack's LnAcc / LeAcc (left), its PSNR (right)."""
+    """Per setting: test accuracy and the acted-on label attack's LnAcc / LeAcc (left), the attacker's pick's
+    PSNR with the oracle upper bound (middle), its identifiability with chance levels (right)."""
     plt, rc = _plt()
     axis = swept_axis(rows)
     if axis:  # along the swept value, so that the lines join neighbours
@@ -73,15 +76,18 @@ def plot_settings(rows: list[dict], title: str, path: Path, reference: dict[str,
         rows, axis = [rows[i] for i in order], (axis[0], [axis[1][i] for i in order])
     xs = axis[1] if axis else list(range(len(rows)))
     with plt.rc_context(rc):
-        fig, ax = plt.subplots(1, 2, figsize=(11.6, 4.2))
-        for key, style, name in (("test_accuracy", "^--", "test accuracy"), ("label_lnacc", "o-", "label LnAcc (best)"),
-                                 ("label_leacc", "s:", "label LeAcc (best)")):
+        fig, ax = plt.subplots(1, 3, figsize=(11.6, 4.2))
+        for key, style, name in (("test_accuracy", "^--", "test accuracy"),
+                                 ("label_lnacc", "o-", "label LnAcc (method acted on)"),
+                                 ("label_leacc", "s:", "label LeAcc (method acted on)")):
             ax[0].errorbar(xs, [_val(r, key) for r in rows], yerr=_err(rows, key), fmt=style, capsize=3, label=name)
         ax[0].set_ylim(-0.02, 1.02)
         ax[0].set_ylabel("accuracy")
         ax[1].errorbar(xs, [_val(r, "psnr") for r in rows], yerr=_err(rows, "psnr"), fmt="o-", color="C3",
-                       capsize=3, label="PSNR of the best inversion (dB)")
+                       capsize=3, label="attacker's pick (lowest criterion)")
+        _oracle_line(ax[1], xs, rows, "psnr_oracle")
         ax[1].set_ylabel("PSNR (dB)")
+        _identifiability(ax[2], xs, rows)
         for a, key in ((ax[0], "label_lnacc"), (ax[1], "psnr")):
             if reference and key in reference:
                 a.axhline(reference[key], color="grey", ls="--", lw=1, label=f"chance {key} ({reference[key]:g})")
@@ -94,11 +100,30 @@ def plot_settings(rows: list[dict], title: str, path: Path, reference: dict[str,
                                xytext=(2, 4), textcoords="offset points", color="#616e7c")
             else:
                 a.set_xticks(xs, [point_label(r) for r in rows], rotation=30, ha="right", fontsize=7)
-            a.legend(loc="best", fontsize=8)
-        fig.suptitle(f"{title}: leakage (strongest attack) and utility, mean and 95% t-interval over seeds",
+            a.legend(loc="best", fontsize=7)
+        fig.suptitle(f"{title}: leakage (attacker's pick) and utility, mean and 95% t-interval over seeds",
                      fontsize=10)
         _save(plt, fig, path)
     return path
+
+
+def _oracle_line(ax, xs: list[float], rows: list[dict], key: str) -> None:
+    """The oracle (best by ground truth) as a dashed grey line without an interval: an upper bound, not an
+    attack (its interval is not that of a method fixed in advance; sweep.jsonl has it)."""
+    ys = [_val(r, key) for r in rows]
+    if any(math.isfinite(y) for y in ys):
+        ax.plot(xs, ys, "x--", color="grey", lw=1, label="oracle best (ground-truth pick, upper bound)")
+
+
+def _identifiability(ax, xs: list[float], rows: list[dict]) -> None:
+    """Re-identification and class naming of the attacker's pick, each with its chance level (dotted)."""
+    for key, color, name in (("ident_reid", "C4", "re-identified in the client's data"),
+                             ("ident_class", "C2", "class named by a public classifier")):
+        ax.errorbar(xs, [_val(r, f"{key}_acc") for r in rows], yerr=_err(rows, f"{key}_acc"), fmt="o-",
+                    color=color, capsize=3, label=name)
+        ax.plot(xs, [_val(r, f"{key}_chance") for r in rows], ":", color=color, lw=1, label=f"chance ({name})")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("identifiability (share, attacker's pick)")
 
 
 def _save(plt, fig, path: Path) -> None:
@@ -129,9 +154,12 @@ def plot_epsilon(rows: list[dict], title: str, path: Path) -> Path | None:
     with plt.rc_context(rc):
         fig, ax = plt.subplots(1, 3, figsize=(11.6, 3.6))
         for a, key, name in ((ax[0], "test_accuracy", "final test accuracy"),
-                             (ax[1], "label_lnacc", "label LnAcc (strongest attack)"),
-                             (ax[2], "psnr", "PSNR of the strongest inversion (dB)")):
+                             (ax[1], "label_lnacc", "label LnAcc (method acted on)"),
+                             (ax[2], "psnr", "PSNR, attacker's pick (dB)")):
             a.errorbar(px, [_val(r, key) for r in pts], yerr=_err(pts, key), fmt="o-", capsize=3)
+            if key == "psnr":
+                _oracle_line(a, px, pts, "psnr_oracle")
+                a.legend(loc="best", fontsize=7)
             a.set_xscale("log")
             ticks = sorted(set(px))
             a.set_xticks(ticks, ["inf" if t == inf_at and t not in finite else f"{t:.3g}" for t in ticks],
@@ -148,7 +176,8 @@ def plot_epsilon(rows: list[dict], title: str, path: Path) -> Path | None:
 
 
 def plot_frontier(rows: list[dict], title: str, path: Path, reference: dict[str, float] | None = None) -> Path:
-    """Privacy-utility frontier across defenses: x = leakage of the strongest attack, y = test accuracy."""
+    """Privacy-utility frontier across defenses: x = leakage of the attacker's pick (the label method acted on, the
+    inversion with the lowest criterion), y = test accuracy."""
     plt, rc = _plt()
     with plt.rc_context(rc):
         fig, ax = plt.subplots(1, 2, figsize=(11.6, 5.0))
@@ -156,8 +185,8 @@ def plot_frontier(rows: list[dict], title: str, path: Path, reference: dict[str,
         markers = "osD^vP*Xh"
         for i, fam in enumerate(families):
             pts = [r for r in rows if r["family"] == fam]
-            for a, key, xlabel in ((ax[0], "label_lnacc", "label leakage: LnAcc of the strongest label attack"),
-                                   (ax[1], "psnr", "image leakage: PSNR of the strongest inversion (dB)")):
+            for a, key, xlabel in ((ax[0], "label_lnacc", "label leakage: LnAcc of the label method acted on"),
+                                   (ax[1], "psnr", "image leakage: PSNR of the attacker's pick (dB)")):
                 a.errorbar([_val(r, key) for r in pts], [_val(r, "test_accuracy") for r in pts],
                            xerr=_err(pts, key), yerr=_err(pts, "test_accuracy"), fmt=markers[i % len(markers)] + "-",
                            color=f"C{i}", capsize=3, label=fam, alpha=0.9)

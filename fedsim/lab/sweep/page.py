@@ -1,5 +1,6 @@
 """``sweep.html`` in the run report's style (its stylesheet, :mod:`fedsim.lab.report.style`): the table of sweep
-points (words, intervals, winning attacks, epsilon), the figures (each at most the page's width), a
+points (words, intervals, the attacker's pick and the labelled oracle upper bound, identifiability with chance,
+epsilon), the figures (each at most the page's width), a
 reconstruction strip per setting (:mod:`~.strips`) and a link to every run's own ``report.html``."""
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ td a { color: var(--blue); margin-right: 6px; }
 """
 
 EXPLAIN = ("One federation per setting and seed ({seeds} seed{s}). Mean and 95% Student-t interval over seeds "
-           "[low, high]. Leakage: the strongest attack per setting (the method with the best mean over seeds; every "
-           "method's mean is in sweep.jsonl). Epsilon: the accountant of each DP mechanism at δ; inf = no noise "
+           "[low, high]. Leakage: the attacker's own pick, made without ground truth: per attacked update the "
+           "reconstruction with the lowest criterion (the attack's own score; rows without one fall back to the "
+           "first configured method, marked), and the label method the server acts on (the one whose labels the "
+           "inversion used, else the first configured). Identifiability of that pick: re-identified = share of "
+           "reconstructions whose nearest image in the client's own data is their source (chance 1 / pool size); "
+           "class named = share a classifier trained on the public split names correctly (chance: the batch's "
+           "majority-class share). Oracle: the best by ground truth (per update the highest PSNR; for labels the "
+           "method with the best mean LnAcc), an upper bound no attacker can pick; its interval is not that of a "
+           "method fixed in advance, since the pick itself reads the truth. Every method's mean is in sweep.jsonl. "
+           "Epsilon: the accountant of each DP mechanism at δ; inf = no noise "
            "(no guarantee). Held-out half: accuracy on the even-indexed half of the test split, which no tuning "
            "reads (learning rates and clip norms are picked on the odd half).")
 
@@ -43,6 +52,24 @@ def fmt_ci(row: dict, key: str, digits: int = 3) -> str:
     return f"{text} [{_num(ci[0], digits)}, {_num(ci[1], digits)}]" if ci else text
 
 
+def with_chance(row: dict, key: str) -> str:
+    """``<key>_acc`` with its interval and the mean chance level ``<key>_chance`` ("-" when not scored)."""
+    if row.get(f"{key}_acc") is None:
+        return "-"
+    return f"{fmt_ci(row, f'{key}_acc')} (chance {_num(row.get(f'{key}_chance'))})"
+
+
+def picked(row: dict) -> str:
+    """The method(s) the attacker picked (with counts when it picked more than one), marked when the pick fell
+    back to the first configured method for want of a criterion."""
+    counts = row.get("inversion_picks") or {}
+    text = (", ".join(f"{html.escape(str(m))} ×{n}" for m, n in counts.items()) if len(counts) > 1
+            else _num(row.get("inversion_best")))
+    if row.get("inversion_pick_fallback"):
+        text += ' <span class="muted">(no criterion recorded: first configured method)</span>'
+    return text
+
+
 def _links(row: dict, out: Path) -> str:
     links = []
     for s in row.get("runs", []):
@@ -55,15 +82,19 @@ def _links(row: dict, out: Path) -> str:
 def _table(rows: list[dict], out: Path) -> str:
     from fedsim.lab.report.common import table
 
-    head = ("setting", "test accuracy", "held-out half", "best label attack", "LnAcc", "LeAcc", "best inversion",
-            "PSNR (dB)", "SSIM", "epsilon (delta)", "runs")
-    numeric = (False, True, True, False, True, True, False, True, True, True, False)
+    head = ("setting", "test accuracy", "held-out half", "label attack (acted on)", "LnAcc", "LeAcc",
+            "inversion (attacker's pick)", "PSNR (dB)", "SSIM", "re-identified (chance)", "class named (chance)",
+            "oracle best LnAcc (upper bound)", "oracle best PSNR (dB, upper bound)", "epsilon (delta)", "runs")
+    numeric = (False, True, True, False, True, True, False, True, True, True, True, True, True, True, False)
     body = []
     for r in rows:
         eps = "-" if r.get("epsilon") is None else f"{_num(r['epsilon'], 2)} ({_num(r.get('delta'), 7)})"
+        oracle_lab = f"{fmt_ci(r, 'label_lnacc_oracle')} {_num(r.get('label_oracle'))}" if r.get("label_oracle") \
+            else "-"
         cells = (html.escape(point_label(r)), fmt_ci(r, "test_accuracy"), fmt_ci(r, "heldout_accuracy"),
-                 _num(r.get("label_best")), fmt_ci(r, "label_lnacc"), fmt_ci(r, "label_leacc"),
-                 _num(r.get("inversion_best")), fmt_ci(r, "psnr", 1), fmt_ci(r, "ssim"), eps, _links(r, out))
+                 _num(r.get("label_best")), fmt_ci(r, "label_lnacc"), fmt_ci(r, "label_leacc"), picked(r),
+                 fmt_ci(r, "psnr", 1), fmt_ci(r, "ssim"), with_chance(r, "ident_reid"),
+                 with_chance(r, "ident_class"), oracle_lab, fmt_ci(r, "psnr_oracle", 1), eps, _links(r, out))
         body.append("<tr>" + "".join(f'<td{" class=n" if n else ""}>{c}</td>' for c, n in zip(cells, numeric))
                     + "</tr>")
     return table(head, body, numeric)
@@ -89,8 +120,9 @@ def write_html(rows: list[dict], title: str, out: Path, figures: list[Path]) -> 
     parts.append(section("reconstructions", len(parts) + 1, "Reconstructions per setting",
                          "".join(strip_html(r) for r in rows),
                          "The first attacked update of each setting (its first seed), as every inversion method "
-                         "rebuilt it: top row the client's real images, bottom row the reconstruction. Picked by "
-                         "its place in the run, not by its score."))
+                         "rebuilt it, the attacker's pick (lowest criterion) first: top row the client's real "
+                         "images, bottom row the reconstruction. The update is picked by its place in the run, not "
+                         "by its score."))
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -102,7 +134,7 @@ def write_html(rows: list[dict], title: str, out: Path, figures: list[Path]) -> 
 <div class="kicker">fedsim · defense sweep</div>
 <h1>Sweep {e(title)}</h1>
 <p>{len(rows)} setting{"s" if len(rows) != 1 else ""} × up to {seeds} seed{"s" if seeds != 1 else ""}: what the
-strongest attack recovers under each defense setting, and what the defense costs in accuracy.</p>
+attacker's own pick recovers under each defense setting, and what the defense costs in accuracy.</p>
 </div></header>
 <main>
 {"".join(parts)}

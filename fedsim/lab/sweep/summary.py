@@ -1,10 +1,16 @@
 """What a sweep point reports: per run (one seed) the leakage of every attack and the utility, then per setting
-the strongest attack and a 95 % t-interval over the seeds on both axes.
+the attacker's pick and a 95 % t-interval over the seeds on both axes.
 
-Strongest attack: per setting, the label method with the highest LnAcc and the inversion method with the highest
-PSNR, each as a mean over the seeds of the per-run mean over attacked updates. The attacker thus picks ONE method
-per defense (it cannot pick per update: that would need the ground truth); the interval is over the seeds of
-that method. Intervals of bounded metrics are clipped to the metric's range (``BOUNDS``): a t-interval over 3 seeds
+The headline is the attacker's own choice, made without ground truth (:mod:`fedsim.lab.report.pick`): per
+attacked update the inversion row with the lowest ``criterion`` (the attack's own score; rows without one fall
+back to the first configured method, and ``inversion_pick_rule`` says so); per run the mean over updates of that
+row's PSNR / SSIM / identifiability (``fedsim.evaluation.identify``: class named by a public-split classifier,
+re-identification in the client's pool, each with its chance level). Labels: the method the server acts on, the one
+whose labels the inversion used (``InversionRow.label_source``), else the first configured label method.
+The best by ground truth is kept as a labelled upper bound, the **oracle**: per update the inversion row with the
+highest PSNR (``psnr_oracle``), and the label method with the highest mean LnAcc over seeds (``label_lnacc_oracle``,
+``label_oracle``). The oracle's interval is not that of a method fixed in advance (the pick reads the truth).
+Intervals of bounded metrics are clipped to the metric's range (``BOUNDS``): a t-interval over 3 seeds
 of accuracies near 1 would otherwise reach above 1 (clipping keeps the interval's coverage, it only drops the
 impossible part). Epsilon: the largest that the run's privacy rows report (DP-SGD clients, Opacus), else computed by
 :mod:`fedsim.core.accounting` from the config and the rounds that actually aggregated (central and local DP).
@@ -20,6 +26,7 @@ from fedsim.core.defense_registry import in_force, spent_for_config
 from fedsim.core.config import ExperimentConfig
 from fedsim.core.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow, finite_float
 from fedsim.core.runfolder import RunFolder
+from fedsim.lab.report.pick import FALLBACK, attacker_picks, oracle_picks, rule_of
 
 
 def _finite(values: Iterable[Any]) -> list[float]:
@@ -35,7 +42,12 @@ def _mean(values: Iterable[Any]) -> float | None:
 #: [-1, 1] (torchmetrics' SSIM can be negative for anti-correlated images); PSNR (dB, pixels in [0, 1]) >= 0.
 BOUNDS: dict[str, tuple[float, float]] = {
     "test_accuracy": (0.0, 1.0), "heldout_accuracy": (0.0, 1.0), "label_lnacc": (0.0, 1.0),
-    "label_leacc": (0.0, 1.0), "ssim": (-1.0, 1.0), "psnr": (0.0, math.inf)}
+    "label_leacc": (0.0, 1.0), "ssim": (-1.0, 1.0), "psnr": (0.0, math.inf), "label_lnacc_oracle": (0.0, 1.0),
+    "psnr_oracle": (0.0, math.inf), "ident_class_acc": (0.0, 1.0), "ident_class_chance": (0.0, 1.0),
+    "ident_reid_acc": (0.0, 1.0), "ident_reid_chance": (0.0, 1.0), "ident_reid_acc_oracle": (0.0, 1.0)}
+
+#: the scores of the attacker's pick a sweep point reports (mean over updates per run, interval over seeds)
+PICK_SCORES = ("psnr", "ssim", "ident_class_acc", "ident_class_chance", "ident_reid_acc", "ident_reid_chance")
 
 
 def t_interval(values: Iterable[Any], level: float = 0.95, bounds: tuple[float, float] | None = None,
@@ -99,22 +111,70 @@ def summarize(run: Path, cfg: ExperimentConfig, delta: float = 1e-5) -> dict[str
     inversion_methods: dict[str, dict[str, float | None]] = {}
     for m in dict.fromkeys(r.method for r in inv):
         rows = [r for r in inv if r.method == m]
-        # the image of the method's first attacked update (by place, never by a ground-truth score)
-        shown = min((r for r in rows if r.image), default=rows[0],
-                    key=lambda r: tuple(v if isinstance(v, int) else math.inf for v in (r.round, r.client)))
         inversion_methods[m] = {"psnr": _mean(r.psnr for r in rows), "ssim": _mean(r.ssim for r in rows),
-                                "n": len(rows), "image": str(Path(run) / shown.image) if shown.image else None}
+                                "n": len(rows)}
     out: dict[str, Any] = {
         "test_accuracy": final.test_accuracy if final else None,
         "heldout_accuracy": final.heldout_accuracy if final else None,
         "rounds": final.round if final else 0,
         "lost_rounds": len(folder.rows(LostRoundRow)),
         "label_methods": label_methods,
+        "label_acted": acted_label_method(cfg, inv, label_methods),
         "inversion_methods": inversion_methods,
+        "inversion_pick": inversion_pick(run, cfg, inv),
+        "inversion_oracle": inversion_oracle(inv),
         "attacked_updates": len({(r.round, r.client) for r in labels}),
         "failed_attacks": sum(1 for r in folder.rows(LabelRow) + folder.rows(InversionRow) if not r.ok),
     }
     out.update(_epsilon(folder, cfg, delta))
+    return out
+
+
+def _configured(cfg: ExperimentConfig, key: str) -> list[str]:
+    value = str(getattr(cfg.attack, key, "") or "")
+    return [m.strip() for m in value.split(",") if m.strip() and m.strip().lower() != "none"]
+
+
+def acted_label_method(cfg: ExperimentConfig, inv: list[InversionRow], label_methods: dict) -> dict[str, Any]:
+    """The label method the server acts on: the one whose labels the inversions used (their ``label_source``,
+    the most frequent), else the first configured label method that ran; ``why`` says which."""
+    sources = [r.label_source for r in inv if r.label_source in label_methods]
+    if sources:
+        return {"method": max(dict.fromkeys(sources), key=sources.count), "why": "labels the inversion used"}
+    first = next((m for m in _configured(cfg, "label_methods") if m in label_methods), None)
+    first = first or next(iter(label_methods), None)
+    return {"method": first, "why": "first configured label method" if first else None}
+
+
+def inversion_pick(run: Path, cfg: ExperimentConfig, inv: list[InversionRow]) -> dict[str, Any]:
+    """The attacker's pick per attacked update (no ground truth), averaged over the run's updates: its scores
+    (``PICK_SCORES``), how often each method was picked, the rule, and the image of the first update's pick."""
+    configured = _configured(cfg, "inversion")
+    picks = attacker_picks(inv, configured)
+    out: dict[str, Any] = {k: _mean(getattr(p.row, k, None) for p in picks) for k in PICK_SCORES}
+    methods: dict[str, int] = {}
+    for p in picks:
+        methods[str(p.row.method)] = methods.get(str(p.row.method), 0) + 1
+    shown = next((p.row for p in picks if p.row.image), None)  # the first update by place, never by a score
+    out.update(n=len(picks), methods=methods, rule=rule_of(picks), configured=configured,
+               image=str(Path(run) / shown.image) if shown is not None else None)
+    return out
+
+
+def inversion_oracle(inv: list[InversionRow]) -> dict[str, Any]:
+    """Per update the row with the highest PSNR (a ground-truth pick: an upper bound), averaged over updates; and
+    the highest re-identification of any row per update."""
+    rows = oracle_picks(inv)
+    reid = [max(_finite(r.ident_reid_acc for r in same), default=None)
+            for same in _by_update(inv).values()]
+    return {"psnr": _mean(r.psnr for r in rows), "ssim": _mean(r.ssim for r in rows),
+            "ident_reid_acc": _mean(reid), "n": len(rows)}
+
+
+def _by_update(inv: list[InversionRow]) -> dict[tuple, list[InversionRow]]:
+    out: dict[tuple, list[InversionRow]] = {}
+    for r in inv:
+        out.setdefault((r.round, r.client), []).append(r)
     return out
 
 
@@ -138,21 +198,8 @@ def aggregate(per_seed: list[dict]) -> dict[str, Any]:
                            "interval": "95% Student-t over seeds, clipped to the metric's range"}
     _put(row, "test_accuracy", [s["test_accuracy"] for s in per_seed])
     _put(row, "heldout_accuracy", [s.get("heldout_accuracy") for s in per_seed])
-    lab = _best(per_seed, "label_methods", "lnacc")
-    row["label_best"] = lab
-    _put(row, "label_lnacc", [s["label_methods"].get(lab, {}).get("lnacc") for s in per_seed])
-    _put(row, "label_leacc", [s["label_methods"].get(lab, {}).get("leacc") for s in per_seed])
-    row["label_by_method"] = {m: _mean(s["label_methods"].get(m, {}).get("lnacc") for s in per_seed)
-                              for m in dict.fromkeys(m for s in per_seed for m in s["label_methods"])}
-    inv = _best(per_seed, "inversion_methods", "psnr")
-    row["inversion_best"] = inv
-    _put(row, "psnr", [s["inversion_methods"].get(inv, {}).get("psnr") for s in per_seed])
-    _put(row, "ssim", [s["inversion_methods"].get(inv, {}).get("ssim") for s in per_seed])
-    row["psnr_by_method"] = {m: _mean(s["inversion_methods"].get(m, {}).get("psnr") for s in per_seed)
-                             for m in dict.fromkeys(m for s in per_seed for m in s["inversion_methods"])}
-    # the strongest inversion's image of its first attacked update (the name predates that choice)
-    row["best_image"] = next((s["inversion_methods"][inv]["image"] for s in per_seed
-                              if inv in s["inversion_methods"] and s["inversion_methods"][inv].get("image")), None)
+    _labels(row, per_seed)
+    _inversions(row, per_seed)
     eps = [s["epsilon"] for s in per_seed]
     if any(e is not None for e in eps):
         known = [float(e) for e in eps if e is not None and not math.isnan(float(e))]
@@ -166,6 +213,63 @@ def aggregate(per_seed: list[dict]) -> dict[str, Any]:
     row["attacked_updates"] = sum(s["attacked_updates"] for s in per_seed)
     row["lost_rounds"] = sum(s["lost_rounds"] for s in per_seed)
     return row
+
+
+def _labels(row: dict[str, Any], per_seed: list[dict]) -> None:
+    """The label method the server acts on (headline) and the best by ground truth (oracle, labelled)."""
+    acted = [s.get("label_acted", {}).get("method") for s in per_seed]
+    lab = next((m for m in acted if m), None)
+    if lab is None:  # a summary written before label_acted: the first method that ran
+        lab = next((m for s in per_seed for m in s["label_methods"]), None)
+    row["label_best"] = lab  # the name predates the attacker's pick: the method the server acts on
+    row["label_pick_rule"] = next((s["label_acted"]["why"] for s in per_seed if s.get("label_acted", {}).get("why")),
+                                  "first label method that ran")
+    _put(row, "label_lnacc", [s["label_methods"].get(lab, {}).get("lnacc") for s in per_seed])
+    _put(row, "label_leacc", [s["label_methods"].get(lab, {}).get("leacc") for s in per_seed])
+    row["label_by_method"] = {m: _mean(s["label_methods"].get(m, {}).get("lnacc") for s in per_seed)
+                              for m in dict.fromkeys(m for s in per_seed for m in s["label_methods"])}
+    oracle = _best(per_seed, "label_methods", "lnacc")
+    row["label_oracle"] = oracle
+    _put(row, "label_lnacc_oracle", [s["label_methods"].get(oracle, {}).get("lnacc") for s in per_seed])
+
+
+def _inversions(row: dict[str, Any], per_seed: list[dict]) -> None:
+    """The attacker's pick (headline, ``PICK_SCORES``), the oracle (labelled upper bound), every method's mean."""
+    picks = [s.get("inversion_pick") or _first_method(s) for s in per_seed]
+    for key in PICK_SCORES:
+        _put(row, key, [p.get(key) for p in picks])
+    counts: dict[str, int] = {}
+    for p in picks:
+        for m, n in (p.get("methods") or {}).items():
+            counts[m] = counts.get(m, 0) + n
+    row["inversion_picks"] = counts
+    row["inversion_best"] = max(counts, key=lambda m: counts[m]) if counts else None  # most often picked
+    rules = list(dict.fromkeys(p["rule"] for p in picks if p.get("rule")))
+    row["inversion_pick_rule"] = "; ".join(rules) if rules else None
+    row["inversion_pick_fallback"] = any(FALLBACK in r for r in rules)
+    oracles = [s.get("inversion_oracle") or _best_method(s) for s in per_seed]
+    _put(row, "psnr_oracle", [o.get("psnr") for o in oracles])
+    _put(row, "ident_reid_acc_oracle", [o.get("ident_reid_acc") for o in oracles])
+    row["psnr_by_method"] = {m: _mean(s["inversion_methods"].get(m, {}).get("psnr") for s in per_seed)
+                             for m in dict.fromkeys(m for s in per_seed for m in s["inversion_methods"])}
+    # the attacker's pick at the first attacked update (by place) of the first seed that has an image
+    row["best_image"] = next((p["image"] for p in picks if p.get("image")), None)
+
+
+def _first_method(summary: dict) -> dict[str, Any]:
+    """A per-run summary written before the attacker's pick: its first inversion method (fixed in advance)."""
+    methods = summary.get("inversion_methods") or {}
+    m = next(iter(methods), None)
+    if m is None:
+        return {}
+    return {**methods[m], "methods": {m: methods[m].get("n") or 0}, "rule": FALLBACK,
+            "image": methods[m].get("image")}
+
+
+def _best_method(summary: dict) -> dict[str, Any]:
+    """The oracle of a per-run summary written before it: the method with the best mean PSNR."""
+    means = [v for v in (summary.get("inversion_methods") or {}).values() if finite_float(v.get("psnr")) is not None]
+    return max(means, key=lambda v: v["psnr"], default={})
 
 
 def point_label(row: dict) -> str:
