@@ -145,7 +145,8 @@ def attack_error_row(server_round: int, client: int, failure: BaseException | st
 def score_row(res: AttackResult, update: ClientUpdate, truth: GroundTruth | None, spec, run_dir: Path,
               lpips_weights: str | None = None, ident=None) -> Row:
     """The typed row of one attack result, scored against ``truth`` when it exists (image grid written;
-    identifiability too with ``ident``, a ``fedsim.evaluation.identify.Identify``): a skipped one is a ``SkippedRow``, otherwise the row type of the result's type (``result_row``)."""
+    identifiability too with ``ident``, a ``fedsim.evaluation.identify.Identify``): a skipped one is a
+    ``SkippedRow``, otherwise the row type of the result's type (``result_row``)."""
     if res.not_applicable:
         return SkippedRow(round=update.server_round, client=update.client_id, method=res.method,
                           reason=res.error or "not applicable")

@@ -226,7 +226,8 @@ def leakage_plot(label_rows: Sequence[LabelRow], inversion_rows: Sequence[Invers
     """
     lab = _grouped(label_rows, x_key, label_metric)
     inv = _grouped(inversion_rows, x_key, "psnr")
-    panels = [p for p in (("labels", lab), ("psnr", inv)) if p[1]]
+    ident = _ident_groups(inversion_rows, x_key)
+    panels = [p for p in (("labels", lab), ("psnr", inv), ("ident", ident)) if p[1]]
     if not panels:
         return None
     log_x = x_key in ("batch_size", "local_steps") and all(
@@ -240,12 +241,11 @@ def leakage_plot(label_rows: Sequence[LabelRow], inversion_rows: Sequence[Invers
                 ax.set_ylim(-0.02, 1.05)
                 ax.set_ylabel("labels recovered (share)")
                 ax.set_title("Label restoration", loc="left")
-            else:
+            elif kind == "psnr":
                 ax.set_ylabel("PSNR (dB, higher = closer)")
-                ax.axhline(20, color=MUTED, ls=":", lw=1.2)
-                ax.annotate("≈ recognisable", xy=(1, 20), xycoords=("axes fraction", "data"), xytext=(-2, 3),
-                            textcoords="offset points", ha="right", va="bottom", fontsize=7.5, color=MUTED)
                 ax.set_title("Image reconstruction", loc="left")
+            else:
+                _ident_axes(ax, inversion_rows)
             if x_key == "round" and not log_x:
                 xs = sorted({p[0] for pts in groups.values() for p in pts})
                 if len(xs) <= 20:
@@ -255,6 +255,33 @@ def leakage_plot(label_rows: Sequence[LabelRow], inversion_rows: Sequence[Invers
         fig.suptitle(title, x=0.01, ha="left", fontsize=10, weight="bold", color=INK)
         fig.tight_layout()
         return _png(fig)
+
+
+IDENT_SERIES = (("ident_reid_acc", "ident_reid_chance", "re-identified", ":"),
+                ("ident_class_acc", "ident_class_chance", "class named", "-."))
+
+
+def _ident_groups(inversion_rows: Sequence[InversionRow], x_key: str) -> dict[str, list[tuple[float, float]]]:
+    """Identifiability points per "method · measure" (re-identified, class named) against ``x_key``."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for key, _, name, _ in IDENT_SERIES:
+        for method, pts in _grouped(inversion_rows, x_key, key).items():
+            out[f"{method} · {name}"] = pts
+    return out
+
+
+def _ident_axes(ax, inversion_rows: Sequence[InversionRow]) -> None:
+    """Axis, title and the chance level of each identifiability measure (its mean over the rows), in place of a
+    fixed "recognisable" PSNR line."""
+    for key, chance_key, name, ls in IDENT_SERIES:
+        chances = [c for c in (finite_float(_get(r, chance_key)) for r in inversion_rows
+                               if finite_float(_get(r, key)) is not None) if c is not None]
+        if chances:
+            level = sum(chances) / len(chances)
+            ax.axhline(level, color=MUTED, ls=ls, lw=1.2, label=f"chance: {name} ({level:.2g})")
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_ylabel("share of the batch")
+    ax.set_title("Identifiability", loc="left")
 
 
 def varies(rows: Iterable[Any], key: str) -> bool:
@@ -307,16 +334,22 @@ def _label_panel(ax, label_rows: Sequence[LabelRow]) -> None:
 
 def _psnr_panel(ax, inversion_rows: Sequence[InversionRow]) -> None:
     _series(ax, _grouped(inversion_rows, "round", "psnr"))
-    ax.axhline(20, color=MUTED, ls=":", lw=1.2)
     ax.set_xlabel("round attacked")
     ax.set_ylabel("PSNR (dB, higher = closer)")
     ax.set_title("Images: reconstruction quality", loc="left")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
 
 
+def _ident_panel(ax, inversion_rows: Sequence[InversionRow]) -> None:
+    _series(ax, _ident_groups(inversion_rows, "round"))
+    _ident_axes(ax, inversion_rows)
+    ax.set_xlabel("round attacked")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+
+
 def timeline_plot(utility: Sequence[UtilityRow], label_rows: Sequence[LabelRow],
                   inversion_rows: Sequence[InversionRow]) -> bytes | None:
-    """Accuracy vs round beside label leakage and PSNR vs the round attacked (one shared round axis).
+    """Accuracy vs round beside label leakage, PSNR and identifiability (with chance) vs the round attacked.
 
     Dotted red lines on the accuracy panel mark the models that were attacked (the update of round r is
     computed from the model after round r - 1). Returns None when no attack row has a round.
@@ -327,6 +360,7 @@ def timeline_plot(utility: Sequence[UtilityRow], label_rows: Sequence[LabelRow],
     if not attacked:
         return None
     panels = [_accuracy_panel] + ([_label_panel] if lab_pts else []) + ([_psnr_panel] if inv_pts else [])
+    panels += [_ident_panel] if _ident_groups(inversion_rows, "round") else []
     with plt.rc_context(_RC):
         fig, axes = plt.subplots(1, len(panels), figsize=(4.1 * len(panels) + 0.4, 3.6), squeeze=False,
                                  sharex=True)
@@ -335,6 +369,8 @@ def timeline_plot(utility: Sequence[UtilityRow], label_rows: Sequence[LabelRow],
                 panel(ax, utility, attacked)
             elif panel is _label_panel:
                 panel(ax, label_rows)
+            elif panel is _ident_panel:
+                panel(ax, inversion_rows)
             else:
                 panel(ax, inversion_rows)
         fig.suptitle("Leakage across training", x=0.01, ha="left", fontsize=10, weight="bold", color=INK)

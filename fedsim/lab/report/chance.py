@@ -5,7 +5,8 @@ per-class counts k from the label row's ``true_counts``). Per class the guessed 
 exactly: labels recovered E[sum_i min(X_i, k_i)] / K with E[min(X, k)] = sum_{j=1..k} P(X >= j); counts exact
 (LnAcc) (1/C) sum_i P(X_i = k_i); class presence (LeAcc) (1/C) sum_i P([X_i > 0] = [k_i > 0]).
 Images: the row's ``psnr_chance``, the PSNR of the constant dataset-mean image against the true batch (computed
-in ``fedsim.evaluation.scoring``, where the ground truth is).
+in ``fedsim.evaluation.scoring``, where the ground truth is); identifiability (``fedsim.evaluation.identify``)
+with its own chance levels: re-identification 1 / pool size, class naming the batch's majority-class share.
 """
 
 from __future__ import annotations
@@ -48,3 +49,29 @@ def label_chance(rows: Sequence[Any]) -> dict[str, float] | None:
 
 def psnr_chance(rows: Sequence[Any]) -> float | None:
     return mean(num(getattr(r, "psnr_chance", None)) for r in rows)
+
+
+IDENT = (("re-identified", "ident_reid_acc", "ident_reid_chance"),
+         ("class named", "ident_class_acc", "ident_class_chance"))
+
+
+def share(v: Any, missing: str = "–") -> str:
+    """A share as a percentage with the digits a small chance level needs (0.05 %, 3 %, 40 %)."""
+    f = num(v)
+    if f is None:
+        return missing
+    return f"{100 * f:.2f}%" if 0 < abs(f) < 0.01 else f"{100 * f:.0f}%"
+
+
+def identifiability(rows: Sequence[Any]) -> dict[str, float | None]:
+    """Mean of each ``ident_*`` score and chance level over the rows (None where no row has it)."""
+    return {k: mean(getattr(r, k, None) for r in rows) for _, acc, chance in IDENT for k in (acc, chance)}
+
+
+def ident_words(rows: Sequence[Any]) -> str:
+    """The rows' identifiability in words (re-identified 40% (chance 0.05%) · class named ...), or why it is
+    missing."""
+    means = identifiability(rows)
+    parts = [f"{name} {share(means[acc])} (chance {share(means[chance])})" for name, acc, chance in IDENT
+             if means[acc] is not None]
+    return " · ".join(parts) or "identifiability not recorded (rows written before it)"

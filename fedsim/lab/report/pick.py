@@ -6,6 +6,9 @@ score (``fedsim.core.types.InversionResult.criterion``, e.g. the final gradient-
 An update without any recorded criterion (rows written before it existed) falls back to a choice made in
 advance, the first configured inversion method (config order, then the order in the file); the pick says so.
 
+Labels: the server acts on the label method whose labels the inversion used (``InversionRow.label_source``), else
+on the first configured label method (:func:`acted_label`).
+
 The **oracle** (:func:`oracle_pick`) is the row with the highest PSNR, which needs the ground truth: an upper
 bound on what any rule could pick, shown labelled as such and never as the headline.
 """
@@ -69,6 +72,14 @@ def attacker_picks(rows: Iterable[Any], configured: Sequence[str] | str | None =
     return [p for p in picks if p is not None]
 
 
+def most_trusted(picks: Sequence[Pick]) -> Pick | None:
+    """Of several updates' picks, the one the attacker trusts most: the lowest criterion, else the first."""
+    scored = [p for p in picks if finite_float(getattr(p.row, "criterion", None)) is not None]
+    if scored:
+        return min(scored, key=lambda p: finite_float(p.row.criterion))
+    return picks[0] if picks else None
+
+
 def oracle_pick(rows: Sequence[Any]) -> Any | None:
     """The row of one update with the highest PSNR (ground truth: an upper bound, not an attack)."""
     scored = [r for r in rows if getattr(r, "ok", None) is True and finite_float(getattr(r, "psnr", None)) is not None]
@@ -92,6 +103,15 @@ def rule_of(picks: Sequence[Pick]) -> str | None:
     if len(counts) == 1:
         return next(iter(counts))
     return "; ".join(f"{rule} ({n} updates)" for rule, n in counts.items())
+
+
+def acted_label(inversions: Iterable[Any], methods: Sequence[str]) -> tuple[str | None, str | None]:
+    """(label method the server acts on, why): the most frequent ``label_source`` of the inversion rows that names
+    one of ``methods`` (the label methods that ran, config order first), else the first of ``methods``."""
+    sources = [str(r.label_source) for r in inversions if getattr(r, "label_source", None) in set(methods)]
+    if sources:
+        return max(dict.fromkeys(sources), key=sources.count), "labels the inversion used"
+    return (methods[0], "first configured label method") if methods else (None, None)
 
 
 def _key(k: tuple[Any, Any]) -> tuple[float, float]:

@@ -29,7 +29,9 @@ SECTIONS = (
      "the individual updates it has to receive anyway, and attacks them offline."),
     ("headline", "Headline", "Headline numbers",
      lambda d: headline(d) or '<p class="muted">No results to summarise.</p>',
-     "Averages over every attacked update. Higher means more of the clients' private data leaked."),
+     "Averages over every attacked update of what the attacker would pick itself (its own criterion, no ground "
+     "truth). Higher means more of the clients' private data leaked; each identifiability score beside its chance "
+     "level."),
     ("utility", "Utility", "Utility per round", utility,
      "The federation's purpose: the global model's accuracy and loss on held-out test data after each round."),
     ("timeline", "Timeline", "Leakage across training", timeline,
@@ -41,8 +43,9 @@ SECTIONS = (
      "For each captured update: the labels truly in the client's batch, and what each method restored from the "
      "update alone."),
     ("images", "Images", "Reconstructed images", gallery,
-     "Best first. In every grid the top row is the client's real batch and the bottom row the server's "
-     "reconstruction, matched image by image."),
+     "Ordered by PSNR against the client's real images, for reading (the attacker cannot order them so; its own "
+     "pick of each update is marked). In every grid the top row is the client's real batch and the bottom row the "
+     "server's reconstruction, matched image by image."),
     ("privacy", "Privacy", "Privacy spent (differential privacy)", privacy,
      "ε reported by each DP mechanism's accountant (lower = stronger guarantee), with its δ."),
     ("problems", "Failures", "Failures, skips, rejections and lost rounds", failures,

@@ -1,5 +1,6 @@
 """Top of the page: banners (nothing found, no attacks, lost rounds), the configuration, how to read the page,
-and the headline numbers with the best reconstruction."""
+and the headline numbers with the attacker's pick (:mod:`fedsim.lab.report.pick`: chosen without ground truth;
+the best by ground truth only as a labelled "oracle best" upper bound)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import json
 
 from fedsim.core import defense_registry
 from fedsim.lab.report.common import (cfg, e, embed_image, eps_value, fmt, fmt_eps, integer, mean, methods_in_order,
-                                      num, ok, pct, ranked_inversions, setting, stat)
-from fedsim.lab.report.chance import label_chance, psnr_chance
+                                      num, ok, pct, setting, stat)
+from fedsim.lab.report.chance import ident_words, identifiability, label_chance, psnr_chance
+from fedsim.lab.report.pick import (BY_CRITERION, ORACLE, acted_label, attacker_picks, most_trusted, oracle_picks,
+                                    rule_of)
 from fedsim.lab.report.data import RunData
 
 
@@ -135,7 +138,13 @@ HOWTO = """
  <div><b>Label restoration</b>From one update the server guesses which classes were in the client's batch and
  how many of each. <i>Labels recovered</i> = share of the batch's labels guessed right (100% = every label).</div>
  <div><b>Image reconstruction</b>The server searches for images whose gradient matches the captured one.
- <i>PSNR</i> (dB): above ~20 the digits are usually recognisable. <i>SSIM</i>: 0 = unrelated, 1 = identical.</div>
+ <i>PSNR</i> (dB, higher = closer) and <i>SSIM</i> (0 = unrelated, 1 = identical) measure pixels; whether a
+ reconstruction gives a person away is <i>identifiability</i>, each with its chance level: <i>re-identified</i> =
+ share of reconstructions whose nearest image among the client's own data is their source (chance: 1 / the
+ images searched), <i>class named</i> = share a classifier trained on public data only names correctly (chance:
+ the batch's most frequent class). The headline is the <i>attacker's pick</i>, chosen by the attack's own
+ criterion without the client's images; the best by ground truth appears only as an <i>oracle best</i> upper
+ bound.</div>
  <div><b>FedSGD vs FedAvg</b>FedSGD sends one gradient of one batch: the hardest case to protect. FedAvg sends
  weights after several local steps, which blurs the signal, but often not enough.</div>
 </div>"""
@@ -158,8 +167,12 @@ def _utility_stat(data: RunData) -> str:
 
 
 def _attack_stats(data: RunData) -> list[str]:
+    """One card per label method, the one the server acts on first (:func:`fedsim.lab.report.pick.acted_label`),
+    then the inversion cards."""
     stats = []
-    for m in methods_in_order(data.labels, cfg(data, "attack", "label_methods")):
+    methods = methods_in_order(data.labels, cfg(data, "attack", "label_methods"))
+    acted, why = acted_label([r for r in data.inversions if ok(r)], methods)
+    for m in sorted(methods, key=lambda m: m != acted):
         rows = [r for r in data.labels if str(r.method) == m]
         good = [r for r in rows if ok(r)]
         inst = mean(r.label_instacc for r in good)
@@ -169,18 +182,58 @@ def _attack_stats(data: RunData) -> list[str]:
         if chance:
             sub += (f" · random guess: {pct(chance['label_instacc'])} (counts {pct(chance['label_lnacc'])}, "
                     f"presence {pct(chance['label_leacc'])})")
+        if m == acted and len(methods) > 1:
+            sub += f" · the method the server acts on ({why})"
         stats.append(stat(f"labels recovered · {m}", pct(inst), sub, "alarm" if (inst or 0) >= 0.5 else ""))
-    for m in methods_in_order(data.inversions, cfg(data, "attack", "inversion")):
-        rows = [r for r in data.inversions if str(r.method) == m]
-        good = [r for r in rows if ok(r)]
-        psnr = mean(r.psnr for r in good)
-        value = "–" if psnr is None else f"{psnr:.1f} dB"
-        sub = f"mean PSNR · SSIM {fmt(mean(r.ssim for r in good), '.2f')} · {len(good)} of {len(rows)} ran"
-        blind = psnr_chance(good)
-        sub += (f" · blind guess (dataset-mean image) {blind:.1f} dB" if blind is not None
-                else " · blind-guess PSNR not recorded (rows written before psnr_chance)")
-        stats.append(stat(f"images rebuilt · {m}", value, sub, "alarm" if (psnr or 0) >= 20 else ""))
+    stats += _inversion_stats(data)
     return stats
+
+
+def _inversion_stats(data: RunData) -> list[str]:
+    """The attacker's pick over every attacked update (its PSNR, identifiability with chance, the oracle upper
+    bound in words), then each method's own mean when several ran."""
+    methods = methods_in_order(data.inversions, cfg(data, "attack", "inversion"))
+    if not methods:
+        return []
+    picks = attacker_picks(data.inversions, methods)
+    chosen = [p.row for p in picks]
+    ran = sum(1 for r in data.inversions if ok(r))
+    stats = []
+    psnr = mean(r.psnr for r in chosen)
+    sub = (f"mean PSNR · {ident_words(chosen)} · SSIM {fmt(mean(r.ssim for r in chosen), '.2f')} · "
+           f"{ran} of {len(data.inversions)} ran")
+    sub += _blind(chosen)
+    if picks:
+        sub += f" · picked by {rule_of(picks)}"
+    oracle = mean(r.psnr for r in oracle_picks(data.inversions))
+    if len(methods) > 1 and oracle is not None:
+        sub += f" · {ORACLE}: {oracle:.1f} dB"
+    stats.append(stat("images rebuilt · attacker's pick", "–" if psnr is None else f"{psnr:.1f} dB", sub,
+                      "alarm" if alarming(chosen) else ""))
+    for m in methods if len(methods) > 1 else []:
+        good = [r for r in data.inversions if str(r.method) == m and ok(r)]
+        rows = [r for r in data.inversions if str(r.method) == m]
+        value = mean(r.psnr for r in good)
+        stats.append(stat(f"images rebuilt · {m}", "–" if value is None else f"{value:.1f} dB",
+                          f"mean PSNR · {ident_words(good)} · {len(good)} of {len(rows)} ran{_blind(good)}", ""))
+    return stats
+
+
+def _blind(rows) -> str:
+    blind = psnr_chance(rows)
+    return (f" · blind guess (dataset-mean image) {blind:.1f} dB" if blind is not None
+            else " · blind-guess PSNR not recorded (rows written before psnr_chance)")
+
+
+#: a headline is an alarm when the attacker's pick re-identifies at least this share of the batch
+ALARM_REID = 0.5
+
+
+def alarming(rows) -> bool:
+    """At least half the reconstructions re-identify their source (and that is above chance)."""
+    ident = identifiability(rows)
+    reid, chance = ident["ident_reid_acc"], ident["ident_reid_chance"] or 0.0
+    return reid is not None and reid >= ALARM_REID and reid > chance
 
 
 def _privacy_stat(data: RunData) -> str:
@@ -203,21 +256,27 @@ def headline(data: RunData) -> str:
                           f"{failed} · {len(data.rejections)} · {len(data.lost_rounds)}", "see the last section",
                           "alarm" if data.lost_rounds else ""))
     out = f'<div class="stats">{"".join(stats)}</div>' if stats else ""
-    best = best_reconstruction(data)
+    best = picked_reconstruction(data)
     if best:
-        out += f'<h3>Best reconstruction</h3>{best}'
+        out += f"<h3>The attacker's pick</h3>{best}"
     return out
 
 
-def best_reconstruction(data: RunData) -> str:
-    for r in ranked_inversions(data.inversions):
-        uri = embed_image(data.run_dir, r.image)
-        if uri is None:
-            continue
-        return (f'<div class="card best"><img alt="best reconstruction" src="{uri}"><div>'
-                f'<div class="stat alarm" style="border:0;padding:0"><div class="label">PSNR · SSIM</div>'
-                f'<div class="value">{fmt(r.psnr, ".1f")} dB · {fmt(r.ssim, ".2f")}</div></div>'
-                f'<p>Round {e(r.round)}, client {e(r.client)}, method <b>{e(r.method)}</b>: <b>top row</b> the '
-                f'client\'s real images, <b>bottom row</b> what the server rebuilt from the captured update '
-                f'alone.</p><p class="muted">{e(setting(r))}</p></div></div>')
-    return ""
+def picked_reconstruction(data: RunData) -> str:
+    """The reconstruction the attacker trusts most, by its own criterion over every update's pick (no ground
+    truth; without criteria, the first attacked update's pick), with its scores."""
+    methods = methods_in_order(data.inversions, cfg(data, "attack", "inversion"))
+    p = most_trusted([p for p in attacker_picks(data.inversions, methods) if embed_image(data.run_dir, p.row.image)])
+    if p is None:
+        return ""
+    r, uri = p.row, embed_image(data.run_dir, p.row.image)
+    why = (f"the lowest {e(r.criterion_name or 'criterion')} ({fmt(r.criterion, '.3g')}) of every update's pick"
+           if p.rule == BY_CRITERION else "the first attacked update (no criterion recorded, first configured method)")
+    return (f'<div class="card best"><img alt="the attacker\'s pick" src="{uri}"><div>'
+            f'<div class="stat{" alarm" if alarming([r]) else ""}" style="border:0;padding:0">'
+            f'<div class="label">PSNR · SSIM</div>'
+            f'<div class="value">{fmt(r.psnr, ".1f")} dB · {fmt(r.ssim, ".2f")}</div></div>'
+            f'<p>{e(ident_words([r]))}</p>'
+            f'<p>Round {e(r.round)}, client {e(r.client)}, method <b>{e(r.method)}</b>, picked by {why}: '
+            f'<b>top row</b> the client\'s real images, <b>bottom row</b> what the server rebuilt from the captured '
+            f'update alone.</p><p class="muted">{e(setting(r))}</p></div></div>')

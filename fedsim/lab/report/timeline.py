@@ -1,5 +1,6 @@
 """Leakage across training: accuracy vs round beside leakage vs round, a table per attacked round, and the
-best label restoration and reconstruction at each stage (early, midway, late).
+attacker's pick at each stage (early, midway, late): the label method the server acts on and the reconstruction
+picked by the attack's own criterion (:mod:`fedsim.lab.report.pick`), never the best by ground truth.
 
 The update a client sends in round ``r`` is computed from the global model after round ``r - 1``: that model's
 test accuracy is what "the model attacked in round r" scored.
@@ -11,8 +12,10 @@ from collections import defaultdict
 from typing import Sequence
 
 from fedsim.lab import plots
+from fedsim.lab.report.chance import share
 from fedsim.lab.report.common import (cfg, counts, e, figure, fmt, integer, mean, methods_in_order, num, ok, pct,
-                                      ranked_inversions, table)
+                                      table)
+from fedsim.lab.report.pick import acted_label, attacker_picks, most_trusted
 from fedsim.lab.report.data import RunData
 from fedsim.lab.report.inversions import grid_figure
 from fedsim.lab.report.labels import restored_chips, score_span, true_chips
@@ -67,64 +70,74 @@ def _per_round_table(data: RunData, rounds: list[int]) -> str:
         for m in inv_methods:
             rs = by.get((rnd, m, "inversion"), [])
             cells.append(f'<td class="n">{fmt(mean(x.psnr for x in rs), ".1f")} dB · '
-                         f'{fmt(mean(x.ssim for x in rs), ".2f")}</td>')
+                         f'{fmt(mean(x.ssim for x in rs), ".2f")} · {share(mean(x.ident_reid_acc for x in rs))}</td>')
         rows.append(f'<tr>{"".join(cells)}</tr>')
     head = ["round", "model acc."] + lab_methods + inv_methods
     return table(head, rows, [True] * len(head))
 
 
-def _best_label(rows: list[LabelRow]) -> LabelRow | None:
-    scored = [r for r in rows if ok(r) and num(r.label_instacc) is not None]
-    return max(scored, key=lambda r: (num(r.label_instacc), num(r.label_lnacc) or 0.0), default=None)
+def _acted(data: RunData) -> str | None:
+    """The label method the server acts on (the one whose labels the inversions used, else the first configured)."""
+    methods = methods_in_order(data.labels, cfg(data, "attack", "label_methods"))
+    return acted_label([r for r in data.inversions if ok(r)], methods)[0]
+
+
+def _acted_label_row(data: RunData, rnd: int) -> LabelRow | None:
+    """The acted-on method's row of the round's first attacked client (by place, never by a score)."""
+    acted = _acted(data)
+    rows = [r for r in data.labels if ok(r) and integer(r.round) == rnd and str(r.method) == acted]
+    return min(rows, key=lambda r: (integer(r.client) is None, integer(r.client) or 0), default=None)
+
+
+def _round_picks(data: RunData, rnd: int) -> list:
+    methods = methods_in_order(data.inversions, cfg(data, "attack", "inversion"))
+    return [p.row for p in attacker_picks([r for r in data.inversions if integer(r.round) == rnd], methods)]
 
 
 def _stage_card(data: RunData, rnd: int, acc: dict[int, float]) -> str:
-    lab = _best_label([r for r in data.labels if integer(r.round) == rnd])
-    inv = next(iter(ranked_inversions([r for r in data.inversions if integer(r.round) == rnd])), None)
+    lab = _acted_label_row(data, rnd)
+    methods = methods_in_order(data.inversions, cfg(data, "attack", "inversion"))
+    pick = most_trusted(attacker_picks([r for r in data.inversions if integer(r.round) == rnd], methods))
     parts = [f'<h4>Round {rnd} <span class="muted">· model accuracy {pct(acc.get(rnd - 1))}</span></h4>']
     if lab is not None:
         true = counts(lab.true_counts)
         rest = counts(lab.restored_counts)
-        parts.append(f'<p><b>Best label restoration</b>: {e(lab.method)}, client {e(lab.client)} '
+        parts.append(f'<p><b>Label restoration the server acts on</b>: {e(lab.method)}, client {e(lab.client)} '
                      f'{score_span(lab.label_instacc)}<br><span class="muted">true</span> {true_chips(true)}<br>'
                      f'<span class="muted">restored</span> '
                      f'{restored_chips(true, rest) if rest is not None else "–"}</p>')
-    if inv is not None:
-        parts.append(f'<div class="gallery">{grid_figure(data, inv)}</div>')
+    if pick is not None:
+        parts.append(f'<p><b>The attacker\'s pick</b> ({e(pick.rule)})</p>'
+                     f'<div class="gallery">{grid_figure(data, pick.row)}</div>')
     return f'<div class="card stage">{"".join(parts)}</div>'
 
 
-def _best_means(data: RunData, rnd: int) -> tuple[tuple[str, float] | None, tuple[str, float] | None]:
-    """(label method, mean labels recovered) and (inversion method, mean PSNR) of the strongest method in a
-    round."""
-    lab: dict[str, list] = defaultdict(list)
-    inv: dict[str, list] = defaultdict(list)
-    for r in data.labels:
-        if ok(r) and integer(r.round) == rnd:
-            lab[str(r.method)].append(r.label_instacc)
-    for r in data.inversions:
-        if ok(r) and integer(r.round) == rnd:
-            inv[str(r.method)].append(r.psnr)
-    best = []
-    for groups in (lab, inv):
-        means = [(m, mean(v)) for m, v in groups.items() if mean(v) is not None]
-        best.append(max(means, key=lambda t: t[1], default=None))
-    return best[0], best[1]
+def _pick_means(data: RunData, rnd: int) -> tuple[tuple[str, float] | None, tuple[str, float] | None]:
+    """(label method acted on, its mean labels recovered) and (the method picked most often, the mean PSNR of the
+    attacker's picks) in a round."""
+    acted = _acted(data)
+    lab = mean(r.label_instacc for r in data.labels if ok(r) and integer(r.round) == rnd and str(r.method) == acted)
+    picks = _round_picks(data, rnd)
+    psnr = mean(r.psnr for r in picks)
+    names = [str(r.method) for r in picks]
+    name = max(dict.fromkeys(names), key=names.count) if names else None
+    return ((acted, lab) if acted is not None and lab is not None else None,
+            (name, psnr) if name is not None and psnr is not None else None)
 
 
 def story(data: RunData, rounds: list[int]) -> str:
-    """One sentence: the model's accuracy and the strongest attacks' leakage at the first and last stage."""
+    """One sentence: the model's accuracy and the attacker's picks' leakage at the first and last stage."""
     first, last = rounds[0], rounds[-1]
     acc = model_accuracy(data)
-    (lab0, inv0), (lab1, inv1) = _best_means(data, first), _best_means(data, last)
+    (lab0, inv0), (lab1, inv1) = _pick_means(data, first), _pick_means(data, last)
     parts = [f"The clients attacked in round {first} trained from a model with {pct(acc.get(first - 1))} test "
              f"accuracy; in round {last}, from one with {pct(acc.get(last - 1))}."]
     if lab0 and lab1:
-        parts.append(f"The strongest label restoration recovered {pct(lab0[1])} of the batch labels ({e(lab0[0])}) "
-                     f"in round {first} and {pct(lab1[1])} ({e(lab1[0])}) in round {last}.")
+        parts.append(f"The label restoration the server acts on recovered {pct(lab0[1])} of the batch labels "
+                     f"({e(lab0[0])}) in round {first} and {pct(lab1[1])} ({e(lab1[0])}) in round {last}.")
     if inv0 and inv1:
-        parts.append(f"Image reconstruction went from {inv0[1]:.1f} dB ({e(inv0[0])}) to {inv1[1]:.1f} dB "
-                     f"({e(inv1[0])}) PSNR.")
+        parts.append(f"The attacker's picked reconstructions went from {inv0[1]:.1f} dB ({e(inv0[0])}) to "
+                     f"{inv1[1]:.1f} dB ({e(inv1[0])}) PSNR.")
     return f'<p class="story">{" ".join(parts)}</p>'
 
 
@@ -144,6 +157,8 @@ def timeline(data: RunData) -> str:
             + '<h3>Per attacked round</h3><p class="lead">Means over the clients attacked in that round. "Model '
               'acc." is the accuracy of the global model the clients trained from (after the previous round). '
               'Label methods: <b>counts exact · labels recovered</b> (LnAcc, the share of classes whose count is '
-              'right; and the share of the batch\'s labels recovered). Image methods: <b>PSNR · SSIM</b>.</p>'
+              'right; and the share of the batch\'s labels recovered). Image methods: <b>PSNR · SSIM · '
+              're-identified</b> (the share of reconstructions whose nearest image in the client\'s data is their '
+              'source).</p>'
             + _per_round_table(data, rounds)
-            + f'<h3>Best at each stage</h3><div class="stages">{cards}</div>')
+            + f'<h3>The attacker\'s pick at each stage</h3><div class="stages">{cards}</div>')

@@ -3,7 +3,8 @@ the attacker's pick and utility side by side, with 95 % intervals over seeds and
 
 Modules: :mod:`~fedsim.lab.sweep.spec` (sweep files, settings labelled in words), :mod:`~.execute` (parallel
 runs, cache, replayed attacks, run reports), :mod:`~.progress` (run k of N, round, ETA), :mod:`~.summary`
-(per-run measurements, the attacker's pick and the oracle upper bound, intervals, epsilon), :mod:`~.figures`, :mod:`~.page`.
+(per-run measurements, the attacker's pick and the oracle upper bound, intervals, epsilon), :mod:`~.figures`,
+:mod:`~.page`.
 
 Writes ``DIR/<setting>/seed_S/`` (one run folder each, with its ``report.html``; ``<setting>`` names the
 setting's overrides, e.g. ``update.topk_ratio=0.1``: :mod:`~.layout`), ``DIR/sweep.jsonl`` (one row
@@ -14,10 +15,11 @@ the rule: lowest criterion, or the first configured method when no criterion was
 ``ident_reid_acc`` / ``ident_class_acc`` and their chance levels ``ident_*_chance``, the labelled upper bound
 ``psnr_oracle`` / ``ident_reid_acc_oracle`` / ``label_lnacc_oracle`` (``label_oracle``; best by ground truth),
 each with ``*_ci`` (95 % t-interval over seeds clipped to the metric's range, None for one seed) and ``*_values``
-(per seed), ``label_by_method`` / ``psnr_by_method`` (every method's mean), ``epsilon`` / ``delta`` / ``accountant``, ``parameters`` (the swept
-keys of a ``parameters`` sweep) and ``runs`` (the per-seed summaries)), ``DIR/sweep_settings.png`` (the swept
-value on the x axis when it is a number), ``DIR/sweep_epsilon.png`` (accuracy and leakage against epsilon, when a setting has a finite
-one), ``DIR/sweep_frontier.png`` and ``DIR/sweep.html`` (the run report's style: the table, the figures, a
+(per seed), ``label_by_method`` / ``psnr_by_method`` (every method's mean), ``epsilon`` / ``delta`` /
+``accountant``, ``parameters`` (the swept keys of a ``parameters`` sweep) and ``runs`` (the per-seed summaries)),
+``DIR/sweep_settings.png`` (the swept value on the x axis when it is a number; PSNR with the oracle line,
+identifiability with chance), ``DIR/sweep_epsilon.png`` (accuracy and leakage against epsilon, when a setting
+has a finite one), ``DIR/sweep_frontier.png`` and ``DIR/sweep.html`` (the run report's style: the table, the figures, a
 reconstruction strip per setting, links to every run's report). ``sweep.jsonl`` is strict JSON: an
 infinite epsilon (no noise) is the string ``"inf"`` (``fedsim.core.rows.encode_nonfinite``); :func:`read_sweep` reads
 it back as a float.

@@ -26,7 +26,7 @@ from fedsim.core.defense_registry import in_force, spent_for_config
 from fedsim.core.config import ExperimentConfig
 from fedsim.core.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow, finite_float
 from fedsim.core.runfolder import RunFolder
-from fedsim.lab.report.pick import FALLBACK, attacker_picks, oracle_picks, rule_of
+from fedsim.lab.report.pick import FALLBACK, acted_label, attacker_picks, oracle_picks, rule_of
 
 
 def _finite(values: Iterable[Any]) -> list[float]:
@@ -136,14 +136,11 @@ def _configured(cfg: ExperimentConfig, key: str) -> list[str]:
 
 
 def acted_label_method(cfg: ExperimentConfig, inv: list[InversionRow], label_methods: dict) -> dict[str, Any]:
-    """The label method the server acts on: the one whose labels the inversions used (their ``label_source``,
-    the most frequent), else the first configured label method that ran; ``why`` says which."""
-    sources = [r.label_source for r in inv if r.label_source in label_methods]
-    if sources:
-        return {"method": max(dict.fromkeys(sources), key=sources.count), "why": "labels the inversion used"}
-    first = next((m for m in _configured(cfg, "label_methods") if m in label_methods), None)
-    first = first or next(iter(label_methods), None)
-    return {"method": first, "why": "first configured label method" if first else None}
+    """The label method the server acts on (:func:`fedsim.lab.report.pick.acted_label`): the one whose labels the
+    inversions used, else the first configured label method that ran; ``why`` says which."""
+    ran = [m for m in _configured(cfg, "label_methods") if m in label_methods]
+    method, why = acted_label(inv, ran + [m for m in label_methods if m not in ran])
+    return {"method": method, "why": why}
 
 
 def inversion_pick(run: Path, cfg: ExperimentConfig, inv: list[InversionRow]) -> dict[str, Any]:
