@@ -10,11 +10,18 @@ number of sample visits; the realised one is private and never leaves the client
 
 Steps: fake gradient (Geng et al.) -> every configured label restoration method -> inversion with the labels
 of the first method that succeeded (iLRG Sec. 4.4: restored labels assigned to dummy inputs by count).
+
+Everything the server sees goes in: when the model has train-mode BatchNorm and the update carries its buffers,
+the batch statistics they reveal feed a BN prior whose weight the attack chooses itself
+(``fedsim.attacks.inversion.bn_buffers``). Every inversion result lists the server-side ``signals`` it used and
+carries ``criterion``, the reconstruction's own gradient match (``fedsim.attacks.inversion.criterion``), one
+number comparable across methods on the same update.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -32,6 +39,8 @@ from fedsim.attacks.records import AttackMethod
 from fedsim.core.defense_registry import in_force_from_record
 from fedsim.core.errors import AttackNotApplicable
 from fedsim.core.types import AttackResult, ClientUpdate, InversionResult, LabelResult
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -193,13 +202,14 @@ def _bn_prior(method: str, update: ClientUpdate, model: nn.Module, k: int, data:
     try:
         buffers = statistics_from_update(model, update.buffers_before, update.buffers_after, update.local_steps,
                                          min(update.batch_size, k), data.input_shape)
-    except AttackNotApplicable:
+    except AttackNotApplicable as exc:  # buffers that cannot be solved: the attack runs without the prior
+        _log.info("client %s round %s: %s", update.client_id, update.server_round, exc)
         buffers = None
     added = auto_bn_options(method, model, call, options, buffers) if buffers is not None else None
     if added is None:
         used = "buffers" in INVERSION_METHODS[method].needs
         return options, (["bn running statistics (sent)"] if used else [])
-    return added[0], ["bn-buffers", added[1]]
+    return added.options, ["bn-buffers", added.line]
 
 
 def _criterion(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k: int, x_hat: torch.Tensor,

@@ -157,16 +157,19 @@ def test_criterion_prefers_the_true_batch_to_noise(steps):
     assert torch.equal(sent, model.features[1].running_mean)  # the caller's buffers did not move
 
 
-def test_weight_choice_is_the_smallest_probe_loss():
-    losses = {0.01: 0.5, 0.1: 0.3, 1.0: 0.3}
+def test_weight_choice_is_the_strongest_prior_within_the_tolerance_of_the_best_match():
+    losses = {0.01: 0.30, 0.1: 0.33, 1.0: 0.60}
 
     class Trace:
         def __init__(self, loss):
             self.best_loss = loss
 
     seen = []
-    chosen, crit = choose_bn_weight(lambda w, s: seen.append(s) or Trace(losses[w]), 100)
-    assert chosen == 0.1 and crit == losses and seen == [25, 25, 25]  # ties -> the smaller weight; short probes
+    chosen, crit = choose_bn_weight(lambda w, s: seen.append(s) or Trace(losses[w]), 100, tolerance=0.25)
+    assert chosen == 0.1 and crit == losses and seen == [25, 25, 25]  # 0.33 <= 1.25 * 0.30 < 0.60; short probes
+    assert choose_bn_weight(lambda w, s: Trace(losses[w]), 100, tolerance=0.0)[0] == 0.01  # the plain minimum
+    nan = {0.01: float("nan"), 0.1: 0.5, 1.0: 0.9}
+    assert choose_bn_weight(lambda w, s: Trace(nan[w]), 100, tolerance=0.25)[0] == 0.1  # NaN never wins
 
 
 def test_the_pipeline_reads_no_ground_truth(monkeypatch):

@@ -10,13 +10,15 @@ GradInversion BN prior (Yin et al., CVPR 2020 / 2021) with the *client's* batch 
 statistics of earlier rounds.
 
 The prior's weight is chosen per update by the engine's own matching loss (the gradient-cosine distance of the
-best iterate, no prior term; the mechanism of ``ig-auto``, ``fedsim.attacks.inversion.autotune``): short probe
-runs at each weight of :data:`BN_GRID`, then the full run at the winner. Nothing here reads ground truth.
+best iterate, no prior term; the number ``ig-auto`` ranks by, ``fedsim.attacks.inversion.autotune``): short
+probe runs at each weight of :data:`BN_GRID`, the strongest weight whose match is within :data:`BN_TOLERANCE`
+of the best (:func:`choose_bn_weight`), then the full run at that weight. Nothing here reads ground truth.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -31,6 +33,8 @@ BN_GRID: tuple[float, ...] = (0.01, 0.1, 1.0)
 #: probe runs take this fraction of the full run's steps (at least ``MIN_PROBE_STEPS``)
 PROBE_FRACTION = 0.25
 MIN_PROBE_STEPS = 10
+#: relative slack in the probe matching loss within which the strongest prior is preferred (choose_bn_weight)
+BN_TOLERANCE = 0.25
 
 
 @dataclass(frozen=True)
@@ -112,17 +116,25 @@ def statistics_from_update(model: nn.Module, buffers_before: Mapping[str, torch.
     return BufferStatistics(tuple(stats), steps, momentum, detail)
 
 
-def choose_bn_weight(run: Callable[[float, int], Any], steps: int, grid: Sequence[float] = BN_GRID
-                     ) -> tuple[float, dict[float, float]]:
-    """The grid weight whose probe run (``run(weight, probe_steps)`` -> an ``InversionTrace``) matches the
-    target best (``best_loss``: the matching distance without the prior term; ties -> the smaller weight).
-    Returns (weight, weight -> probe matching loss)."""
+def choose_bn_weight(run: Callable[[float, int], Any], steps: int, grid: Sequence[float] = BN_GRID,
+                     tolerance: float = BN_TOLERANCE) -> tuple[float, dict[float, float]]:
+    """The largest grid weight whose probe run (``run(weight, probe_steps)`` -> an ``InversionTrace``) matches the
+    target within ``tolerance`` (relative) of the best probe (``best_loss``: the matching distance without the
+    prior term). Returns (weight, weight -> probe matching loss).
+
+    A prior always costs some gradient match, so the plain minimum (``tolerance=0``, ``ig-auto``'s rule) leans to
+    the weakest prior; the strongest prior that costs the fit little is the one-standard-error rule of model
+    selection (Hastie, Tibshirani, Friedman, *Elements of Statistical Learning*, 2009, Sec. 7.10) with a relative
+    tolerance for the standard error. docs/benchmarks/bn_buffers.md measures both against the grid's oracle."""
     if not grid:
         raise ValueError("bn weight grid is empty")
     probe_steps = max(MIN_PROBE_STEPS, int(steps * PROBE_FRACTION))
     losses = {float(w): float(run(float(w), probe_steps).best_loss) for w in grid}
-    chosen = min(losses, key=lambda w: (losses[w], w))
-    return chosen, losses
+    finite = {w: v for w, v in losses.items() if math.isfinite(v)}
+    if not finite:
+        return min(losses), losses
+    best = min(finite.values())
+    return max(w for w, v in finite.items() if v <= (1.0 + tolerance) * best), losses
 
 
 def _engine_options(base_regularizers: Mapping[str, float], decay: bool, options: Mapping[str, Any],
@@ -132,10 +144,20 @@ def _engine_options(base_regularizers: Mapping[str, float], decay: bool, options
             "bn_statistics": list(stats)}
 
 
+@dataclass(frozen=True)
+class BnPrior:
+    """The inversion options with the BN prior added, its weight, the probe matching losses (weight -> loss;
+    empty when the method's own weight was kept) and a line saying how the weight was set."""
+
+    options: dict[str, Any]
+    weight: float
+    losses: Mapping[float, float]
+    line: str
+
+
 def auto_bn_options(method: str, model: nn.Module, call: Mapping[str, Any], options: Mapping[str, Any],
-                    buffers: BufferStatistics, grid: Sequence[float] = BN_GRID
-                    ) -> tuple[dict[str, Any], str] | None:
-    """``options`` with the BN prior on the client's statistics added, and a line saying how its weight was set;
+                    buffers: BufferStatistics, grid: Sequence[float] = BN_GRID) -> BnPrior | None:
+    """``options`` with the BN prior on the client's statistics added (a :class:`BnPrior`);
     ``None`` when ``method`` takes no prior this way (not an optimisation method, a target the prior is not
     available with (unrolled, clipped), eval-mode BatchNorm, or the caller fixed ``regularizers=`` /
     ``bn_statistics=`` itself). ``call``: the other arguments of ``invert`` (model, gradients, labels, steps, ...).
@@ -157,8 +179,9 @@ def auto_bn_options(method: str, model: nn.Module, call: Mapping[str, Any], opti
         return None
     stats = buffers.stats
     if method != "ig-auto" and "bn" in base.regularizers:
-        return ({**options, "bn_statistics": list(stats)},
-                f"bn-buffers: {buffers.detail}; prior weight {base.regularizers['bn']:g} ({method}'s own)")
+        own = float(base.regularizers["bn"])
+        return BnPrior({**options, "bn_statistics": list(stats)}, own, {},
+                       f"bn-buffers: {buffers.detail}; prior weight {own:g} ({method}'s own)")
     probe_options = {k: v for k, v in options.items() if k != "tv_grid"}
 
     def probe(weight: float, steps: int):
@@ -166,8 +189,9 @@ def auto_bn_options(method: str, model: nn.Module, call: Mapping[str, Any], opti
                       **_engine_options(base.regularizers, base.regularizer_decay, probe_options, stats, weight))
 
     weight, losses = choose_bn_weight(probe, int(call["steps"]), grid)
-    line = (f"bn-buffers: {buffers.detail}; prior weight {weight:g} chosen by the probe runs' gradient match over "
-            + ", ".join(f"{w:g}: {v:.4g}" for w, v in losses.items()))
+    line = (f"bn-buffers: {buffers.detail}; prior weight {weight:g}, the strongest whose probe gradient match is "
+            f"within {BN_TOLERANCE:.0%} of the best (" + ", ".join(f"{w:g}: {v:.4g}" for w, v in losses.items()) + ")")
     if method == "ig-auto":
-        return {**options, "bn_weight": weight, "bn_statistics": list(stats)}, line
-    return _engine_options(base.regularizers, base.regularizer_decay, options, stats, weight), line
+        return BnPrior({**options, "bn_weight": weight, "bn_statistics": list(stats)}, weight, losses, line)
+    return BnPrior(_engine_options(base.regularizers, base.regularizer_decay, options, stats, weight), weight,
+                   losses, line)
