@@ -33,6 +33,10 @@ Device and dtype: the attack runs where the model's parameters live (CPU or CUDA
 labels and statistics are moved there; the random init comes from a seeded CPU generator, so a seed gives the
 same start on every device. Restarts are evaluated together (``torch.func.vmap``).
 ``return_result=True`` returns an :class:`InversionTrace` (labels, loss history, seconds per step).
+
+The live pipeline adds what else the server saw: the BatchNorm batch statistics solved from the sent buffers
+as a BN prior with a self-chosen weight (``fedsim.attacks.inversion.bn_buffers``), and scores every
+reconstruction by its own gradient match (``fedsim.attacks.inversion.criterion``).
 """
 
 from __future__ import annotations
