@@ -41,19 +41,52 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Terminate a process and its whole group (Ray workers, SuperExec, ...)."""
-    if proc.poll() is not None:
-        return
+    """Terminate a process and its whole group (Ray workers, SuperExec, ...), and wait until the group is gone:
+    the leader can exit while Ray's actors of its group are still shutting down (seen under load), and a
+    ``fedsim run`` that returned must leave no process behind."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
             proc.wait(timeout=timeout)
-            return
         except subprocess.TimeoutExpired:
             continue
+        if _group_gone(proc.pid, timeout):
+            break
+    proc.poll()
+
+
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Poll until no live process of the group is left (True), or ``timeout`` seconds passed (False). Zombies
+    do not count (a container without an init may never reap them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _live_members(pgid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether a non-zombie process of group ``pgid`` exists (``/proc``; elsewhere ``killpg(pgid, 0)``)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+                return True
+    return False
 
 
 def wait_http(url: str, proc: subprocess.Popen, timeout: float, log_path: Path) -> None:
