@@ -2,8 +2,8 @@
 
 Label rows: LeAcc / LnAcc / instance accuracy (``fedsim.core.metrics.labels``); inversion rows: PSNR / SSIM after
 optimal label-aware alignment (``fedsim.core.metrics.images``) and, given an ``Identify``, identifiability with
-its chance levels on the same alignment (``fedsim.evaluation.identify``). The ground truth of a FedAvg update is every sample
-the client visited in the round (each once).
+its chance levels on the same alignment (``fedsim.evaluation.identify``). The ground truth of a FedAvg update is
+every sample the client visited in the round (each once).
 """
 
 from __future__ import annotations
