@@ -144,16 +144,18 @@ def table(jsonl: Path) -> str:
     from fedsim.lab.sweep import point_label, read_sweep
 
     rows = read_sweep(jsonl)  # "inf" (an epsilon without noise) back as a float
-    out = ["| setting | seeds | test accuracy | best label attack: LnAcc | LeAcc | best inversion: PSNR (dB) | "
-           "SSIM | epsilon (delta) | PSNR by method |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| setting | seeds | test accuracy | label method acted on: LnAcc | LeAcc | attacker's pick: PSNR (dB) | "
+           "SSIM | re-identified (chance) | oracle PSNR (ground-truth pick) | epsilon (delta) | PSNR by method |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         eps = r.get("epsilon")
         eps_text = "-" if eps is None else ("inf" if not math.isfinite(eps) else f"{eps:.3g} ({r['delta']:g})")
         by = ", ".join(f"{m} {v:.1f}" for m, v in (r.get("psnr_by_method") or {}).items() if v is not None)
         out.append(f"| {point_label(r)} | {r['seeds_run']} | {_ci(r, 'test_accuracy', 3)} | "
                    f"{r.get('label_best')}: {_ci(r, 'label_lnacc', 3)} | {_ci(r, 'label_leacc', 3)} | "
-                   f"{r.get('inversion_best')}: {_ci(r, 'psnr', 1)} | {_ci(r, 'ssim', 3)} | {eps_text} | {by} |")
+                   f"{r.get('inversion_best')}: {_ci(r, 'psnr', 1)} | {_ci(r, 'ssim', 3)} | "
+                   f"{_ci(r, 'ident_reid_acc', 2)} ({_ci(r, 'ident_reid_chance', 3)}) | {_ci(r, 'psnr_oracle', 1)} | "
+                   f"{eps_text} | {by} |")
     return "\n".join(out)
 
 

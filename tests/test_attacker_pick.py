@@ -8,7 +8,7 @@ import pytest
 from fedsim.core.config import ExperimentConfig
 from fedsim.core.rows import InversionRow, LabelRow, UtilityRow
 from fedsim.core.runfolder import RunFolder
-from fedsim.lab.report.pick import BY_CRITERION, FALLBACK, ORACLE, attacker_picks, oracle_picks, pick_one
+from fedsim.lab.pick import BY_CRITERION, FALLBACK, ORACLE, attacker_picks, oracle_picks, pick_one
 
 
 def _row(method, client=0, psnr=10.0, criterion=None, **kw):

@@ -142,7 +142,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                          quiet=True, progress=progress, only=only, existing_only=args.summarize_only)
     for r in rows if not args.quiet else ():
         print(f"{point_label(r)}: acc={r.get('test_accuracy')} {r.get('label_best')} lnacc={r.get('label_lnacc')} "
-              f"{r.get('inversion_best')} psnr={r.get('psnr')} ({r.get('seeds_run')} seeds)")
+              f"attacker's pick {r.get('inversion_best')} psnr={r.get('psnr')} reid={r.get('ident_reid_acc')} "
+              f"(chance {r.get('ident_reid_chance')}; oracle psnr={r.get('psnr_oracle')}) ({r.get('seeds_run')} seeds)")
     print(f"results: {Path(args.out) / 'sweep.jsonl'}, {Path(args.out) / 'sweep.html'}")
     return 0
 

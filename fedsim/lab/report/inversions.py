@@ -6,7 +6,7 @@ from __future__ import annotations
 from fedsim.lab.report.chance import ident_words
 from fedsim.lab.report.common import (MAX_GRIDS, cfg, e, embed_image, fmt, methods_in_order, or_q, ranked_inversions,
                                       setting)
-from fedsim.lab.report.pick import attacker_picks
+from fedsim.lab.pick import attacker_picks
 from fedsim.lab.report.data import RunData
 from fedsim.core.rows import InversionRow
 

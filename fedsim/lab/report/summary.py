@@ -1,5 +1,5 @@
 """Top of the page: banners (nothing found, no attacks, lost rounds), the configuration, how to read the page,
-and the headline numbers with the attacker's pick (:mod:`fedsim.lab.report.pick`: chosen without ground truth;
+and the headline numbers with the attacker's pick (:mod:`fedsim.lab.pick`: chosen without ground truth;
 the best by ground truth only as a labelled "oracle best" upper bound)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from fedsim.core import defense_registry
 from fedsim.lab.report.common import (cfg, e, embed_image, eps_value, fmt, fmt_eps, integer, mean, methods_in_order,
                                       num, ok, pct, setting, stat)
 from fedsim.lab.report.chance import ident_words, identifiability, label_chance, psnr_chance
-from fedsim.lab.report.pick import (BY_CRITERION, ORACLE, acted_label, attacker_picks, most_trusted, oracle_picks,
+from fedsim.lab.pick import (BY_CRITERION, ORACLE, acted_label, attacker_picks, most_trusted, oracle_picks,
                                     rule_of)
 from fedsim.lab.report.data import RunData
 
@@ -167,7 +167,7 @@ def _utility_stat(data: RunData) -> str:
 
 
 def _attack_stats(data: RunData) -> list[str]:
-    """One card per label method, the one the server acts on first (:func:`fedsim.lab.report.pick.acted_label`),
+    """One card per label method, the one the server acts on first (:func:`fedsim.lab.pick.acted_label`),
     then the inversion cards."""
     stats = []
     methods = methods_in_order(data.labels, cfg(data, "attack", "label_methods"))

@@ -1,6 +1,6 @@
 """Leakage across training: accuracy vs round beside leakage vs round, a table per attacked round, and the
 attacker's pick at each stage (early, midway, late): the label method the server acts on and the reconstruction
-picked by the attack's own criterion (:mod:`fedsim.lab.report.pick`), never the best by ground truth.
+picked by the attack's own criterion (:mod:`fedsim.lab.pick`), never the best by ground truth.
 
 The update a client sends in round ``r`` is computed from the global model after round ``r - 1``: that model's
 test accuracy is what "the model attacked in round r" scored.
@@ -15,7 +15,7 @@ from fedsim.lab import plots
 from fedsim.lab.report.chance import share
 from fedsim.lab.report.common import (cfg, counts, e, figure, fmt, integer, mean, methods_in_order, num, ok, pct,
                                       table)
-from fedsim.lab.report.pick import acted_label, attacker_picks, most_trusted
+from fedsim.lab.pick import acted_label, attacker_picks, most_trusted
 from fedsim.lab.report.data import RunData
 from fedsim.lab.report.inversions import grid_figure
 from fedsim.lab.report.labels import restored_chips, score_span, true_chips

@@ -1,6 +1,6 @@
 """A reconstruction strip per sweep setting: what the inversions made of the *first* attacked update (lowest
 round, then client) of the setting's first seed, one image per inversion method, the attacker's pick first (the
-lowest criterion, :mod:`fedsim.lab.report.pick`: no ground truth).
+lowest criterion, :mod:`fedsim.lab.pick`: no ground truth).
 
 The update is picked by its place in the run, never by a ground-truth score (the best-PSNR image would flatter
 every defense); the scores are printed under each image for reading only.
@@ -19,7 +19,7 @@ def first_update(run: Path, configured: str | None = None) -> list[InversionRow]
     """The successful inversion rows (with an image) of the run's first attacked update, the attacker's pick
     first (``configured``: the inversion methods in config order, the pick's fallback); a replay row replaces the
     live row of the same method and update."""
-    from fedsim.lab.report.pick import pick_one
+    from fedsim.lab.pick import pick_one
 
     rows = {(r.method, r.round, r.client): r for r in RunFolder(run).rows(InversionRow)
             if r.ok and r.image and isinstance(r.round, int) and isinstance(r.client, int)}
@@ -36,7 +36,7 @@ def strip_html(row: dict[str, Any]) -> str:
     from fedsim.lab.report.common import e, embed_image, fmt
     from fedsim.lab.sweep.summary import point_label
 
-    from fedsim.lab.report.pick import pick_one
+    from fedsim.lab.pick import pick_one
 
     figs, where = [], ""
     for run in row.get("runs", []):

@@ -1,7 +1,7 @@
 """What a sweep point reports: per run (one seed) the leakage of every attack and the utility, then per setting
 the attacker's pick and a 95 % t-interval over the seeds on both axes.
 
-The headline is the attacker's own choice, made without ground truth (:mod:`fedsim.lab.report.pick`): per
+The headline is the attacker's own choice, made without ground truth (:mod:`fedsim.lab.pick`): per
 attacked update the inversion row with the lowest ``criterion`` (the attack's own score; rows without one fall
 back to the first configured method, and ``inversion_pick_rule`` says so); per run the mean over updates of that
 row's PSNR / SSIM / identifiability (``fedsim.evaluation.identify``: class named by a public-split classifier,
@@ -26,7 +26,7 @@ from fedsim.core.defense_registry import in_force, spent_for_config
 from fedsim.core.config import ExperimentConfig
 from fedsim.core.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow, finite_float
 from fedsim.core.runfolder import RunFolder
-from fedsim.lab.report.pick import FALLBACK, acted_label, attacker_picks, oracle_picks, rule_of
+from fedsim.lab.pick import FALLBACK, acted_label, attacker_picks, oracle_picks, rule_of
 
 
 def _finite(values: Iterable[Any]) -> list[float]:
@@ -136,7 +136,7 @@ def _configured(cfg: ExperimentConfig, key: str) -> list[str]:
 
 
 def acted_label_method(cfg: ExperimentConfig, inv: list[InversionRow], label_methods: dict) -> dict[str, Any]:
-    """The label method the server acts on (:func:`fedsim.lab.report.pick.acted_label`): the one whose labels the
+    """The label method the server acts on (:func:`fedsim.lab.pick.acted_label`): the one whose labels the
     inversions used, else the first configured label method that ran; ``why`` says which."""
     ran = [m for m in _configured(cfg, "label_methods") if m in label_methods]
     method, why = acted_label(inv, ran + [m for m in label_methods if m not in ran])
