@@ -209,7 +209,7 @@ def _bn_prior(method: str, update: ClientUpdate, model: nn.Module, k: int, data:
     if added is None:
         used = "buffers" in INVERSION_METHODS[method].needs
         return options, (["bn running statistics (sent)"] if used else [])
-    return added.options, ["bn-buffers", added.line]
+    return added.options, (["bn-buffers"] if added.weight else []) + [added.line]
 
 
 def _criterion(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k: int, x_hat: torch.Tensor,

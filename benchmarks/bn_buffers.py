@@ -10,8 +10,9 @@ ConvNet with BatchNorm (width 16) in train mode; the client trains 1 step (FedSG
 (``fedsim.attacks.pipeline._bn_prior``: ``statistics_from_update`` then ``auto_bn_options``), with the true labels
 given (to isolate the prior from label restoration). Per case: ``ig`` without the prior, ``ig`` with the prior at
 every grid weight (the oracle is the best of these by PSNR, which only the benchmark can know), the weight the
-rule chose and the one the plain minimum of the probe losses (ig-auto's rule) would have chosen. PSNR is the mean
-over images after the optimal assignment.
+rule chose (0 = no prior: the probes fitted too little to rank the weights) and the one the plain minimum of the
+probe losses (ig-auto's rule) would have chosen; the oracle is the best of no prior and the grid by PSNR. PSNR is
+the mean over images after the optimal assignment.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from fedsim.core.types import ClientUpdate
 SHAPE = (3, 32, 32)
 K = 8
 CLIENT_LR = 0.05
+NOTES_MARK = "<!-- notes: kept when the page is regenerated -->"
 
 
 def aligned_psnr(rec: torch.Tensor, gt: torch.Tensor, mean, std) -> float:
@@ -64,13 +66,15 @@ def client_round(factory, x: torch.Tensor, y: torch.Tensor, steps: int) -> Clien
                         buffers_after=b1, buffers_before=b0)
 
 
-def run_case(local_steps: int, seed: int, steps: int, grid) -> dict:
+def run_case(local_steps: int, seed: int, steps: int, grid, model_name: str = "convnet") -> dict:
     x01, y_all, _, mean, std = load_victims("cifar10")
     m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
     start = (K * seed) % 13  # 8 images per seed: 0-7, 8-15, then 3-10, 11-18 (model init differs too)
     x, y = (x01[start:start + K] - m) / s, y_all[start:start + K].clone()
 
     def factory():
+        if model_name == "resnet18":  # torchvision ResNet-18, CIFAR stem (BatchNorm throughout)
+            return build_model("resnet18", SHAPE, 10, seed=seed)
         return build_model("convnet", SHAPE, 10, seed=seed, batchnorm=True, width=16)
 
     update = client_round(factory, x, y, local_steps)
@@ -94,15 +98,20 @@ def run_case(local_steps: int, seed: int, steps: int, grid) -> dict:
     t1 = time.perf_counter()
     prior = auto_bn_options("ig", model, call, {}, buffers, grid)
     out["rule_seconds"] = time.perf_counter() - t1  # probe runs only; the full run at the pick is grid[chosen]
-    out["chosen"] = float(prior.options["regularizers"]["bn"])
+    out["chosen"] = prior.weight  # 0: no prior (the probes fitted too little to rank the weights)
     out["min_pick"] = min(prior.losses, key=lambda w: (prior.losses[w], w))  # ig-auto's rule: the plain minimum
     out["probe_losses"] = prior.losses
     line = prior.line
-    out["oracle"] = max(grid, key=lambda w: out["grid"][w]["psnr"])
+    out["oracle"] = max([0.0, *grid], key=lambda w: at(out, w)["psnr"])  # 0: no prior
     out["line"] = line
     out["seconds"] = time.perf_counter() - t0
     print(json.dumps({k: v for k, v in out.items() if k != "grid"}), flush=True)
     return out
+
+
+def at(case: dict, weight: float) -> dict:
+    """The scores of a case's run at a prior weight (0: ig without the prior)."""
+    return case["plain"] if weight == 0 else case["grid"][weight]
 
 
 def render(cases: list[dict], args, seconds: float) -> str:
@@ -112,9 +121,9 @@ def render(cases: list[dict], args, seconds: float) -> str:
     for c in cases:
         setting = "FedSGD B=8" if c["local_steps"] == 1 else f"FedAvg T={c['local_steps']}, B=8"
         cells = " | ".join(f"{c['grid'][w]['psnr']:.2f}" for w in grid)
-        rule, oracle = c["grid"][c["chosen"]]["psnr"], c["grid"][c["oracle"]]["psnr"]
+        rule, oracle = at(c, c["chosen"])["psnr"], at(c, c["oracle"])["psnr"]
         rows.append(f"| {setting} | {c['seed']} | {c['plain']['psnr']:.2f} | {cells} | {c['chosen']:g} ({rule:.2f}) "
-                    f"| {c['min_pick']:g} ({c['grid'][c['min_pick']]['psnr']:.2f}) | {c['oracle']:g} ({oracle:.2f}) "
+                    f"| {c['min_pick']:g} ({at(c, c['min_pick'])['psnr']:.2f}) | {c['oracle']:g} ({oracle:.2f}) "
                     f"| {rule - oracle:+.2f} |")
     summary = []
     for t in sorted({c["local_steps"] for c in cases}):
@@ -123,7 +132,7 @@ def render(cases: list[dict], args, seconds: float) -> str:
             sub = [c for c in sub if c["local_steps"] == t]
             if not sub:
                 continue
-            gains = [c["grid"][c["chosen"]]["psnr"] - c["plain"]["psnr"] for c in sub]
+            gains = [at(c, c["chosen"])["psnr"] - c["plain"]["psnr"] for c in sub]
             summary.append(f"* T={t}, {label}: rule - no prior = {statistics.mean(gains):+.2f} dB mean "
                            f"(per seed {', '.join(f'{g:+.2f}' for g in gains)}); rule = oracle in "
                            f"{sum(c['chosen'] == c['oracle'] for c in sub)} of {len(sub)}, plain minimum = oracle "
@@ -137,8 +146,10 @@ def render(cases: list[dict], args, seconds: float) -> str:
         "# BatchNorm statistics from the sent buffers (issue 24)", "",
         "Command (2-core CPU, no GPU, torch 1 thread):", "",
         f"    nice -n 10 python benchmarks/bn_buffers.py --steps {args.steps} --seeds "
-        f"{' '.join(map(str, args.seeds))}", "",
-        f"Total {seconds:.0f} s. {__doc__.split(chr(10) * 2)[2].strip()}", "",
+        f"{' '.join(map(str, args.seeds))} --local-steps {' '.join(map(str, args.local_steps))} --model {args.model}"
+        + (" --append" if args.append else ""), "",
+        f"Model: {args.model}; total {seconds:.0f} s.", "",
+        *([] if args.append else [__doc__.split(chr(10) * 2)[2].strip(), ""]),
         f"`ig`, {args.steps} iterations, PSNR (dB) per weight of the grid {tuple(grid)}:", "", *rows, "",
         *summary, "",
         "Server-side criterion of the final reconstruction (`grad-cosine@W0` for FedSGD, "
@@ -151,15 +162,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--local-steps", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--model", choices=("convnet", "resnet18"), default="convnet")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--append", action="store_true", help="append the tables to --out (a second model)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    cases = [run_case(t, seed, args.steps, BN_GRID) for t in args.local_steps for seed in args.seeds]
+    cases = [run_case(t, seed, args.steps, BN_GRID, args.model) for t in args.local_steps for seed in args.seeds]
     page = render(cases, args, time.perf_counter() - t0)
     print(page)
-    if args.out is not None:
-        args.out.write_text(page)
+    if args.out is not None and args.append:
+        with args.out.open("a") as fh:
+            fh.write("\n" + page.split("\n", 2)[2].replace("Command (", f"## {args.model}\n\nCommand (", 1))
+    elif args.out is not None:  # hand-written notes (and appended sections) from NOTES_MARK on are kept
+        old = args.out.read_text() if args.out.exists() else ""
+        kept = old[old.index(NOTES_MARK):] if NOTES_MARK in old else NOTES_MARK + "\n"
+        args.out.write_text(page + "\n" + kept)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def _client(factory, steps: int = 1, send_buffers: bool = True, record: list | N
 
 def _inversion(update, factory, method: str = "ig"):
     results = attack_update(update, factory, AttackPlan(label_methods=("ilrg",), inversion=method,
-                                                        inversion_steps=8), SPEC)
+                                                        inversion_steps=80), SPEC)
     inv = results[-1]
     assert inv.attack == "inversion" and inv.ok, inv.error
     return inv
@@ -161,15 +161,19 @@ def test_weight_choice_is_the_strongest_prior_within_the_tolerance_of_the_best_m
     losses = {0.01: 0.30, 0.1: 0.33, 1.0: 0.60}
 
     class Trace:
-        def __init__(self, loss):
-            self.best_loss = loss
+        def __init__(self, loss, start=1.0):
+            self.best_loss, self.history = loss, [(0, start)]
 
     seen = []
-    chosen, crit = choose_bn_weight(lambda w, s: seen.append(s) or Trace(losses[w]), 100, tolerance=0.25)
-    assert chosen == 0.1 and crit == losses and seen == [25, 25, 25]  # 0.33 <= 1.25 * 0.30 < 0.60; short probes
-    assert choose_bn_weight(lambda w, s: Trace(losses[w]), 100, tolerance=0.0)[0] == 0.01  # the plain minimum
+    choice = choose_bn_weight(lambda w, s: seen.append(s) or Trace(losses[w]), 100, tolerance=0.25)
+    assert choice.weight == 0.1 and choice.losses == losses and seen == [25, 25, 25]  # 0.33 <= 1.25 * 0.30 < 0.60
+    assert choice.fit == pytest.approx(0.30)
+    assert choose_bn_weight(lambda w, s: Trace(losses[w]), 100, tolerance=0.0).weight == 0.01  # the plain minimum
     nan = {0.01: float("nan"), 0.1: 0.5, 1.0: 0.9}
-    assert choose_bn_weight(lambda w, s: Trace(nan[w]), 100, tolerance=0.25)[0] == 0.1  # NaN never wins
+    assert choose_bn_weight(lambda w, s: Trace(nan[w]), 100, tolerance=0.25).weight == 0.1  # NaN never wins
+    # probes that kept 0.9 of their initial match cannot rank the weights: no prior
+    stuck = choose_bn_weight(lambda w, s: Trace(losses[w], start=losses[0.01] / 0.9), 100, min_fit=0.5)
+    assert stuck.weight is None and stuck.fit == pytest.approx(0.9)
 
 
 def test_the_pipeline_reads_no_ground_truth(monkeypatch):

@@ -12,7 +12,8 @@ statistics of earlier rounds.
 The prior's weight is chosen per update by the engine's own matching loss (the gradient-cosine distance of the
 best iterate, no prior term; the number ``ig-auto`` ranks by, ``fedsim.attacks.inversion.autotune``): short
 probe runs at each weight of :data:`BN_GRID`, the strongest weight whose match is within :data:`BN_TOLERANCE`
-of the best (:func:`choose_bn_weight`), then the full run at that weight. Nothing here reads ground truth.
+of the best (:func:`choose_bn_weight`), then the full run at that weight; no prior when the probes fitted too
+little to rank the weights (:data:`BN_MIN_FIT`). Nothing here reads ground truth.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ PROBE_FRACTION = 0.25
 MIN_PROBE_STEPS = 10
 #: relative slack in the probe matching loss within which the strongest prior is preferred (choose_bn_weight)
 BN_TOLERANCE = 0.25
+#: the best probe must end at most this fraction of its initial matching loss for the probes to rank the weights
+BN_MIN_FIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,13 @@ def per_channel_counts(model: nn.Module, input_shape: Sequence[int], batch_size:
 def statistics_from_update(model: nn.Module, buffers_before: Mapping[str, torch.Tensor],
                            buffers_after: Mapping[str, torch.Tensor], local_steps: int, batch_size: int,
                            input_shape: Sequence[int]) -> BufferStatistics | None:
-    """The client's batch statistics, or ``None`` when there is nothing to read (no BatchNorm layer in train
+    """The client's batch statistics, or ``None`` when there is nothing to read (no BatchNorm layer, one in eval
     mode, or no buffers sent). ``AttackNotApplicable`` (with the reason) when buffers came but cannot be solved:
     a layer without running statistics, running stats that did not move, or the cumulative average
     (``momentum=None``) without ``num_batches_tracked``. T is read from ``num_batches_tracked`` when it was
     sent (the BN forward passes the client really ran), else ``local_steps``."""
-    layers = [(n, m) for n, m in _bn_modules(model) if m.training]
-    if not layers or not buffers_before or not buffers_after:
+    layers = _bn_modules(model)
+    if not layers or not all(m.training for _, m in layers) or not buffers_before or not buffers_after:
         return None
     keys = [(f"{n}.running_mean" if n else "running_mean", f"{n}.running_var" if n else "running_var",
              f"{n}.num_batches_tracked" if n else "num_batches_tracked") for n, _ in layers]
@@ -116,25 +119,44 @@ def statistics_from_update(model: nn.Module, buffers_before: Mapping[str, torch.
     return BufferStatistics(tuple(stats), steps, momentum, detail)
 
 
+@dataclass(frozen=True)
+class WeightChoice:
+    """What the probe runs said: the chosen weight (``None``: the probes did not fit the target well enough to
+    rank the weights, so no prior is added), the probe matching loss per weight, and the best probe's fit (its
+    final matching loss over its initial one; ``nan`` when the trace has no history)."""
+
+    weight: float | None
+    losses: Mapping[float, float]
+    fit: float
+
+
 def choose_bn_weight(run: Callable[[float, int], Any], steps: int, grid: Sequence[float] = BN_GRID,
-                     tolerance: float = BN_TOLERANCE) -> tuple[float, dict[float, float]]:
+                     tolerance: float = BN_TOLERANCE, min_fit: float = BN_MIN_FIT) -> WeightChoice:
     """The largest grid weight whose probe run (``run(weight, probe_steps)`` -> an ``InversionTrace``) matches the
     target within ``tolerance`` (relative) of the best probe (``best_loss``: the matching distance without the
-    prior term). Returns (weight, weight -> probe matching loss).
+    prior term); no weight when even the best probe kept more than ``min_fit`` of its initial matching loss.
 
     A prior always costs some gradient match, so the plain minimum (``tolerance=0``, ``ig-auto``'s rule) leans to
     the weakest prior; the strongest prior that costs the fit little is the one-standard-error rule of model
     selection (Hastie, Tibshirani, Friedman, *Elements of Statistical Learning*, 2009, Sec. 7.10) with a relative
-    tolerance for the standard error. docs/benchmarks/bn_buffers.md measures both against the grid's oracle."""
+    tolerance for the standard error. Probes that barely moved from their start (a large model, few steps) rank
+    the weights by noise, hence ``min_fit``. docs/benchmarks/bn_buffers.md measures the rule against the grid's
+    oracle."""
     if not grid:
         raise ValueError("bn weight grid is empty")
     probe_steps = max(MIN_PROBE_STEPS, int(steps * PROBE_FRACTION))
-    losses = {float(w): float(run(float(w), probe_steps).best_loss) for w in grid}
+    traces = {float(w): run(float(w), probe_steps) for w in grid}
+    losses = {w: float(t.best_loss) for w, t in traces.items()}
     finite = {w: v for w, v in losses.items() if math.isfinite(v)}
     if not finite:
-        return min(losses), losses
-    best = min(finite.values())
-    return max(w for w, v in finite.items() if v <= (1.0 + tolerance) * best), losses
+        return WeightChoice(None, losses, math.nan)
+    best_w = min(finite, key=lambda w: (finite[w], w))
+    history = getattr(traces[best_w], "history", None)
+    fit = finite[best_w] / max(float(history[0][1]), 1e-30) if history else math.nan
+    if fit > min_fit:
+        return WeightChoice(None, losses, fit)
+    best = finite[best_w]
+    return WeightChoice(max(w for w, v in finite.items() if v <= (1.0 + tolerance) * best), losses, fit)
 
 
 def _engine_options(base_regularizers: Mapping[str, float], decay: bool, options: Mapping[str, Any],
@@ -146,8 +168,9 @@ def _engine_options(base_regularizers: Mapping[str, float], decay: bool, options
 
 @dataclass(frozen=True)
 class BnPrior:
-    """The inversion options with the BN prior added, its weight, the probe matching losses (weight -> loss;
-    empty when the method's own weight was kept) and a line saying how the weight was set."""
+    """The inversion options with the BN prior added, its weight (0: the probes could not rank the weights and
+    the options are unchanged), the probe matching losses (weight -> loss; empty when the method's own weight was
+    kept) and a line saying how the weight was set."""
 
     options: dict[str, Any]
     weight: float
@@ -188,10 +211,16 @@ def auto_bn_options(method: str, model: nn.Module, call: Mapping[str, Any], opti
         return invert(probe_method, **{**call, "steps": steps}, return_result=True,
                       **_engine_options(base.regularizers, base.regularizer_decay, probe_options, stats, weight))
 
-    weight, losses = choose_bn_weight(probe, int(call["steps"]), grid)
+    choice = choose_bn_weight(probe, int(call["steps"]), grid)
+    probes = ", ".join(f"{w:g}: {v:.4g}" for w, v in choice.losses.items())
+    if choice.weight is None:
+        return BnPrior(dict(options), 0.0, choice.losses,
+                       f"bn-buffers read, prior not added: the best probe kept {choice.fit:.2f} of its initial "
+                       f"gradient match (> {BN_MIN_FIT:g}), too little fit to rank the weights ({probes})")
+    weight = choice.weight
     line = (f"bn-buffers: {buffers.detail}; prior weight {weight:g}, the strongest whose probe gradient match is "
-            f"within {BN_TOLERANCE:.0%} of the best (" + ", ".join(f"{w:g}: {v:.4g}" for w, v in losses.items()) + ")")
+            f"within {BN_TOLERANCE:.0%} of the best ({probes})")
     if method == "ig-auto":
-        return BnPrior({**options, "bn_weight": weight, "bn_statistics": list(stats)}, weight, losses, line)
+        return BnPrior({**options, "bn_weight": weight, "bn_statistics": list(stats)}, weight, choice.losses, line)
     return BnPrior(_engine_options(base.regularizers, base.regularizer_decay, options, stats, weight), weight,
-                   losses, line)
+                   choice.losses, line)
