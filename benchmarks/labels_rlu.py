@@ -6,8 +6,10 @@ victims, IID or with Dirichlet(0.3) class proportions; FedSGD (K = 32) and FedAv
 lr 0.05, K = 128 visits). Every method gets the same server-side options: the public split (``aux=``, 1000
 samples, class-stratified), ``lr``, ``local_steps``, ``local_batch_size``.
 
-    nice -n 10 .venv/bin/python benchmarks/labels_rlu.py --seeds 3 --batches 15
+    nice -n 10 .venv/bin/python benchmarks/labels_rlu.py --seeds 3 --batches 20
 
+The row "rlu, first pass" (FedAvg only) scores the counts RLU starts its refinement from (solved with the
+erroneous confidence measured at the weights received), to show what the simulated local steps add.
 Prints a markdown section (mean over all batches, [min, max] of the per-seed means).
 """
 
@@ -21,11 +23,14 @@ import time
 import torch
 
 from fedsim.attacks.labels import restore_labels
+from fedsim.attacks.labels.common import counts_to_labels
 from fedsim.core.metrics.labels import label_metrics
+from fedsim.core.types import LabelRestoration
 from labels_trained import checkpoints, client_update, trained_pools, uniform_guess  # benchmarks/ is the script's folder
 
 METHODS = {"rlu": {}, "rlu (mean-softmax, public |h|^2)": {"confidence": "mean-softmax", "feature": "public"},
            "aux-nnls": {}, "ilrg": {}}
+FIRST = "rlu, first pass (FedAvg: confidence at W_T, no simulation)"
 METRICS = ("label_lnacc", "label_instacc", "label_hist_tv")
 LR, B, C = 0.05, 32, 10
 
@@ -50,7 +55,7 @@ def draw_batch(vic_y: torch.Tensor, n: int, alpha: float | None, gen: torch.Gene
 def run_cell(model, state, vic, pub, steps_local: int, alpha, seed: int, batches: int, shape) -> dict:
     """Per-method lists of metric dicts for ``batches`` client updates of one setting and seed."""
     gen = torch.Generator().manual_seed(seed)
-    out: dict[str, list] = {m: [] for m in [*METHODS, "even split"]}
+    out: dict[str, list] = {m: [] for m in [*METHODS, FIRST, "even split"]}
     k = B * steps_local
     for _ in range(batches):
         idx = draw_batch(vic[1], k, alpha, gen)
@@ -64,11 +69,16 @@ def run_cell(model, state, vic, pub, steps_local: int, alpha, seed: int, batches
                                  local_steps=steps_local, local_batch_size=B, max_aux=1000, input_shape=shape,
                                  **extra)
             out[name].append(label_metrics(y, res, C))
+            if name == "rlu" and "first_counts" in res.extras:  # FedAvg: before the simulated-steps refinement
+                first = res.extras["first_counts"]
+                out[FIRST].append(label_metrics(y, LabelRestoration(FIRST, first, counts_to_labels(first)), C))
         out["even split"].append(label_metrics(y, uniform_guess(k, C), C))
     return out
 
 
 def fmt(per_seed: list[list[dict]], key: str) -> str:
+    if not per_seed[0]:
+        return "-"
     means = [statistics.fmean(r[key] for r in rows) for rows in per_seed]
     overall = statistics.fmean(r[key] for rows in per_seed for r in rows)
     return f"{overall:.2f} [{min(means):.2f}, {max(means):.2f}]"
@@ -77,7 +87,7 @@ def fmt(per_seed: list[list[dict]], key: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--batches", type=int, default=15)
+    ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 300])
     args = ap.parse_args()
     torch.set_num_threads(1)
