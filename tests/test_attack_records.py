@@ -112,7 +112,7 @@ def test_every_record_has_a_kind_a_dated_paper_needs_and_applies():
         assert set(r.needs) <= set(NEEDS) and callable(r.applies) and callable(r.run), r.name
     assert {r.kind for r in LABEL_METHODS.values()} == {"label"}
     assert {n for n, r in INVERSION_METHODS.items() if r.kind == "generative"} == {"ggl", "gias"}
-    assert LABEL_METHODS.needing("public split") == {"aux-nnls"}  # one shape for "needs the public split"
+    assert LABEL_METHODS.needing("public split") == {"aux-nnls", "rlu"}  # one shape for "needs the public split"
     assert INVERSION_METHODS.needing("trained prior") == {"ggl", "gias"}
     assert INVERSION_METHODS.needing("DP-SGD clip norm") == {"ig-dpsgd"}
 

@@ -111,3 +111,21 @@ def test_geng_is_eq16_and_geng_bias_is_the_bias_identity():
     bias = restore_labels("geng-bias", model=model, gradients=g, num_samples=12, input_shape=(1, 8, 8))
     torch.testing.assert_close(bias.extras["real_counts"], 12 * (p_bar - g[-1].double()))
     assert eq16.extras["source"] == "weight" and bias.extras["source"] == "bias"
+
+
+def test_aux_nnls_does_not_depend_on_the_global_rng():
+    """The shrink calibration's Dirichlet draw is seeded (``seed=``): the same call gives the same counts whatever
+    state the process's global torch RNG is in (it drew from that state before)."""
+    from fedsim.attacks.labels.aux import restore_aux_nnls
+
+    torch.manual_seed(0)
+    model = build_model("convnet", (1, 28, 28), 10, width=8)
+    x, y = torch.rand(200, 1, 28, 28), torch.randint(0, 10, (200,))
+    xb, yb = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    grads = torch.autograd.grad(nn.functional.cross_entropy(model(xb), yb), list(model.parameters()))
+    runs = []
+    for state in (100, 101, 102):
+        torch.manual_seed(state)
+        res = restore_aux_nnls(model, list(grads), 16, aux=(x, y), seed=0, shrink="auto", calibration_trials=8)
+        runs.append((res.counts.tolist(), res.extras["calibration_lnacc"]))
+    assert runs[0] == runs[1] == runs[2] and sum(runs[0][0]) == 16

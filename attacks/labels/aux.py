@@ -206,14 +206,15 @@ def calibrate_shrink(view: PublicView, k: int, num_classes: int, grid: Sequence[
     half_a, half_b = order[0::2], order[1::2]
     design = Design(*view.class_statistics(half_a, num_classes))
     gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)  # the Dirichlet draw: torch's Dirichlet.sample takes no generator
     sample_h = torch.zeros(len(view.y), num_classes, dtype=torch.float64)
     sample_h[half_b] = design.per_sample_h(view, half_b)
     by_class = [half_b[view.y[half_b] == c] for c in range(num_classes)]
     avail = torch.tensor([len(b) > 0 for b in by_class], dtype=torch.float64)
     scores = {lam: 0.0 for lam in grid}
     for _ in range(trials):
-        props = torch.distributions.Dirichlet(torch.full((num_classes,), float(alpha), dtype=torch.float64)
-                                              ).sample() if alpha > 0 else torch.ones(num_classes, dtype=torch.float64)
+        props = torch.from_numpy(rng.dirichlet(np.full(num_classes, float(alpha)))) if alpha > 0 else \
+            torch.ones(num_classes, dtype=torch.float64)
         props = props * avail
         labels = torch.multinomial(props / props.sum(), k, replacement=True, generator=gen)
         idx = torch.cat([by_class[c][torch.randint(0, len(by_class[c]), (int((labels == c).sum()),), generator=gen)]
