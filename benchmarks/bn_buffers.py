@@ -11,7 +11,8 @@ ConvNet with BatchNorm (width 16) in train mode; the client trains 1 step (FedSG
 given (to isolate the prior from label restoration). Per case: ``ig`` without the prior, ``ig`` with the prior at
 every grid weight (the oracle is the best of these by PSNR, which only the benchmark can know), the weight the
 rule chose (0 = no prior: the probes fitted too little to rank the weights) and the one the plain minimum of the
-probe losses (ig-auto's rule) would have chosen; the oracle is the best of no prior and the grid by PSNR. PSNR is
+probe losses (ig-auto's rule) would have chosen ("probe fit": the best probe's final over initial matching
+loss, gated at 0.5); the oracle is the best of no prior and the grid by PSNR. PSNR is
 the mean over images after the optimal assignment.
 """
 
@@ -101,6 +102,7 @@ def run_case(local_steps: int, seed: int, steps: int, grid, model_name: str = "c
     out["chosen"] = prior.weight  # 0: no prior (the probes fitted too little to rank the weights)
     out["min_pick"] = min(prior.losses, key=lambda w: (prior.losses[w], w))  # ig-auto's rule: the plain minimum
     out["probe_losses"] = prior.losses
+    out["probe_fit"] = prior.fit
     line = prior.line
     out["oracle"] = max([0.0, *grid], key=lambda w: at(out, w)["psnr"])  # 0: no prior
     out["line"] = line
@@ -117,12 +119,14 @@ def at(case: dict, weight: float) -> dict:
 def render(cases: list[dict], args, seconds: float) -> str:
     grid = cases[0]["grid"].keys()
     rows = ["| setting | seed | ig (no prior) | " + " | ".join(f"BN {w:g}" for w in grid)
-            + " | rule's pick | plain-minimum pick | oracle | rule - oracle |", "|" + "---|" * (7 + len(grid))]
+            + " | probe fit | rule's pick | plain-minimum pick | oracle | rule - oracle |",
+            "|" + "---|" * (8 + len(grid))]
     for c in cases:
         setting = "FedSGD B=8" if c["local_steps"] == 1 else f"FedAvg T={c['local_steps']}, B=8"
         cells = " | ".join(f"{c['grid'][w]['psnr']:.2f}" for w in grid)
         rule, oracle = at(c, c["chosen"])["psnr"], at(c, c["oracle"])["psnr"]
-        rows.append(f"| {setting} | {c['seed']} | {c['plain']['psnr']:.2f} | {cells} | {c['chosen']:g} ({rule:.2f}) "
+        rows.append(f"| {setting} | {c['seed']} | {c['plain']['psnr']:.2f} | {cells} | {c['probe_fit']:.2f} "
+                    f"| {c['chosen']:g} ({rule:.2f}) "
                     f"| {c['min_pick']:g} ({at(c, c['min_pick'])['psnr']:.2f}) | {c['oracle']:g} ({oracle:.2f}) "
                     f"| {rule - oracle:+.2f} |")
     summary = []

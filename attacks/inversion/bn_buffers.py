@@ -176,6 +176,7 @@ class BnPrior:
     weight: float
     losses: Mapping[float, float]
     line: str
+    fit: float = math.nan  # the best probe's final / initial matching loss (WeightChoice.fit)
 
 
 def auto_bn_options(method: str, model: nn.Module, call: Mapping[str, Any], options: Mapping[str, Any],
@@ -198,7 +199,8 @@ def auto_bn_options(method: str, model: nn.Module, call: Mapping[str, Any], opti
     if not isinstance(run, EngineRun):
         return None
     base = run.spec_for(model, dict(options))
-    if options.get("target", base.target) in ("unrolled", "clipped") or options.get("model_mode", base.model_mode) == "eval":
+    target, mode = options.get("target", base.target), options.get("model_mode", base.model_mode)
+    if target in ("unrolled", "clipped") or mode == "eval":
         return None
     stats = buffers.stats
     if method != "ig-auto" and "bn" in base.regularizers:
@@ -216,11 +218,12 @@ def auto_bn_options(method: str, model: nn.Module, call: Mapping[str, Any], opti
     if choice.weight is None:
         return BnPrior(dict(options), 0.0, choice.losses,
                        f"bn-buffers read, prior not added: the best probe kept {choice.fit:.2f} of its initial "
-                       f"gradient match (> {BN_MIN_FIT:g}), too little fit to rank the weights ({probes})")
+                       f"gradient match (> {BN_MIN_FIT:g}), too little fit to rank the weights ({probes})", choice.fit)
     weight = choice.weight
     line = (f"bn-buffers: {buffers.detail}; prior weight {weight:g}, the strongest whose probe gradient match is "
             f"within {BN_TOLERANCE:.0%} of the best ({probes})")
     if method == "ig-auto":
-        return BnPrior({**options, "bn_weight": weight, "bn_statistics": list(stats)}, weight, choice.losses, line)
+        return BnPrior({**options, "bn_weight": weight, "bn_statistics": list(stats)}, weight, choice.losses, line,
+                       choice.fit)
     return BnPrior(_engine_options(base.regularizers, base.regularizer_decay, options, stats, weight), weight,
-                   choice.losses, line)
+                   choice.losses, line, choice.fit)
