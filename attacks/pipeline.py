@@ -15,7 +15,9 @@ Everything the server sees goes in: when the model has train-mode BatchNorm and 
 the batch statistics they reveal feed a BN prior whose weight the attack chooses itself
 (``fedsim.attacks.inversion.bn_buffers``). Every inversion result lists the server-side ``signals`` it used and
 carries ``criterion``, the reconstruction's own gradient match (``fedsim.attacks.inversion.criterion``), one
-number comparable across methods on the same update.
+number comparable across methods on the same update. When the client released its training loss
+(``update.reported_loss``), the reconstruction's own loss under the client's schedule is set against it
+(``fedsim.attacks.reported_loss``) and the gap is a signal line: a second no-ground-truth check of the reconstruction.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fedsim.attacks.inversion.bn_buffers import auto_bn_options, statistics_from
 from fedsim.attacks.inversion.criterion import criterion_name, gradient_cosine_distance
 from fedsim.attacks.labels import LABEL_METHODS, restore_labels, samples_covered
 from fedsim.attacks.records import AttackMethod
+from fedsim.attacks.reported_loss import consistency_signal, loss_settings, simulated_mean_loss
 from fedsim.core.defense_registry import in_force_from_record
 from fedsim.core.errors import AttackNotApplicable
 from fedsim.core.types import AttackResult, ClientUpdate, InversionResult, LabelResult
@@ -229,6 +232,24 @@ def _criterion(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor]
         return None, None
 
 
+def _reported_loss_signal(update: ClientUpdate, model: nn.Module, k: int, x_hat: torch.Tensor,
+                          labels: torch.Tensor | None) -> list[str]:
+    """The reported-loss line of a reconstruction (``fedsim.attacks.reported_loss``): nothing when the client
+    released no loss, its loss cannot be reproduced (mixup) or the score cannot be computed."""
+    smoothing = loss_settings(update.defenses)
+    if update.reported_loss is None or smoothing is None:
+        return []
+    if labels is None or len(labels) != len(x_hat):
+        with torch.no_grad():
+            labels = copy.deepcopy(model).eval()(x_hat.to(next(model.parameters()))).argmax(-1)
+    try:
+        mine = simulated_mean_loss(model, x_hat, labels, local_steps=update.local_steps,
+                                   local_batch_size=min(update.batch_size, k), lr=update.lr, label_smoothing=smoothing)
+    except Exception:  # noqa: BLE001 - a check that cannot be computed leaves the result without it
+        return []
+    return [consistency_signal(update.reported_loss, mine)]
+
+
 def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k: int,
             labels: tuple[str, torch.Tensor] | None, plan: AttackPlan, data: DataSpec) -> InversionResult:
     start = time.perf_counter()
@@ -252,6 +273,7 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
         if assigned is not None and not traced:
             assigned = assigned.sort().values
         criterion, name = _criterion(update, model, grads, k, x_hat.detach(), assigned)
+        signals += _reported_loss_signal(update, model, k, x_hat.detach(), assigned)
     except Exception as exc:  # noqa: BLE001
         return _failure(update, InversionResult, str(method), exc, start)
     return InversionResult(update.client_id, update.server_round, method, ok=True,

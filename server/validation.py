@@ -113,6 +113,16 @@ def capped_claims(claims: Sequence[int], max_share: float) -> list[int]:
     return [min(c, top) for c in claims]
 
 
+def _reported_loss(metrics: Mapping[str, Any]) -> float | None:
+    """The reply's ``train_loss`` as the server received it (``ClientUpdate.reported_loss``): ``None`` when the
+    client sent none (a DP mechanism or SecAgg+ hides it: ``fedsim.clients.app.releases_train_loss``) or sent
+    something that is no loss (not a finite non-negative number); never made up, and never a reason to reject."""
+    value = metrics.get(K.TRAIN_LOSS)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
 def lower_median(values: Iterable[float]) -> float | None:
     """The smaller middle value of the finite ``values`` (None when there are none)."""
     xs = sorted(v for v in values if math.isfinite(v))
@@ -175,7 +185,7 @@ class ReplyScreen:
             buffers_after={n: t for n, t in received.items() if n not in params},
             buffers_before={n: t for n, t in sent.items() if n not in params},
             lr=s.lr, local_epochs=s.local_epochs, local_steps=int(meta[K.LOCAL_STEPS]), batch_size=s.batch_size,
-            num_examples=int(num_examples), defenses=dict(s.defenses),
+            num_examples=int(num_examples), defenses=dict(s.defenses), reported_loss=_reported_loss(metrics),
         )
 
     def claim_problem(self, claim: int, claims: list[int]) -> str | None:

@@ -4,7 +4,8 @@
 ``captures/round_R/global.safetensors`` holds the global model the server sent in round R: ``before/<name>``
 (parameters) and ``buffer_before/<name>`` (buffers). Each ``client_C.safetensors`` holds ``after/<name>`` and
 ``buffer/<name>`` (after local training), with the scalars and defense settings as JSON in the safetensors
-metadata (``"weights_before": "global"`` says the weights before are in the round's global file). An update whose
+metadata (``"weights_before": "global"`` says the weights before are in the round's global file; ``reported_loss``,
+the reply's ``train_loss``, only when the client sent one: older captures read back ``None``). An update whose
 weights before differ from the round's global model (never in a fedsim run) keeps them in its own file, and
 captures written before the global file existed (``before/`` inside every client file) still load.
 :func:`load_update` reassembles the ``ClientUpdate``; nothing is ever unpickled.
@@ -66,6 +67,8 @@ def save_update(update: ClientUpdate, path: str | Path, global_model: Tensors | 
     meta = {k: getattr(update, k) for k in _SCALARS}
     meta["defenses"] = dict(update.defenses)
     meta["cohort"] = list(update.cohort)
+    if update.reported_loss is not None:  # absent, not null: captures without it read back as None
+        meta["reported_loss"] = update.reported_loss
     meta["parameter_order"] = list(update.weights_before)
     if shared:
         meta["weights_before"] = _GLOBAL

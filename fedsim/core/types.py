@@ -46,6 +46,9 @@ class ClientUpdate:
 
     ``local_steps`` is the number of SGD steps the client took (1 for FedSGD), so that
     ``(weights_before - weights_after) / (local_steps * lr)`` is the FedAvg "fake gradient" of Geng et al.
+    ``reported_loss`` is the ``train_loss`` the client put in its reply (the mean cross-entropy over its local
+    steps' batches, each at that step's weights; ``fedsim.core.training.train_locally``), ``None`` when the reply
+    had none (a DP mechanism or SecAgg+ hides it; a secure aggregate never has one).
     """
 
     run_id: str
@@ -63,8 +66,14 @@ class ClientUpdate:
     buffers_before: Mapping[str, torch.Tensor] = field(default_factory=dict)
     defenses: Mapping[str, Any] = field(default_factory=dict)  # every defense setting by config key (Defense.record)
     cohort: tuple[int, ...] = ()  # a secure aggregate: the partition ids it sums (client_id is the aggregate's)
+    reported_loss: float | None = None  # the reply's train_loss, when the client released one
 
     def __post_init__(self) -> None:
+        if self.reported_loss is not None:
+            loss = self.reported_loss
+            if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss) or loss < 0:
+                raise InvalidUpdateError(f"reported_loss must be a finite non-negative number, got {loss!r}")
+            object.__setattr__(self, "reported_loss", float(loss))
         object.__setattr__(self, "cohort", tuple(int(c) for c in self.cohort))
         if any(c < 0 for c in self.cohort):
             raise InvalidUpdateError(f"cohort {self.cohort}: partition ids are non-negative")

@@ -1,0 +1,95 @@
+"""The client's reported training loss as a no-ground-truth check of a reconstruction.
+
+Without a DP mechanism or SecAgg+ a fedsim client puts ``train_loss`` in its reply (``ClientUpdate.reported_loss``):
+the mean, over its T local steps, of the batch's cross-entropy at that step's weights
+(``fedsim.core.training.train_locally``). Under FedSGD (T = 1) it is exactly the mean cross-entropy of the true
+batch at the weights the server sent, W0. A reconstruction (x_hat, y_hat) that is the batch reproduces it, so
+``|L(x_hat, y_hat) - reported_loss|`` (the *loss consistency*) is 0 for the truth and a second, independent check
+next to the gradient match (the loss is a scalar the gradient does not contain: the gradient is the loss's
+derivative). Under FedAvg the reconstruction's side is the client's T steps simulated on it, batches in order, as
+in the unrolled criterion (Dimitrov et al., TMLR 2022), so it is exact only up to the unknown batch order.
+
+The loss is what ``[defense.training]`` makes it: label smoothing (public in ``update.defenses``) is applied;
+under mixup the loss depends on the client's private permutation and mixing weights, and no score is given.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad
+
+from fedsim.attacks.inversion.problem import private_model
+from fedsim.core.defense_registry import in_force_from_record
+
+SIGNAL = "reported loss"  # the InversionResult.signals entry's prefix
+
+
+def loss_settings(defenses: Mapping[str, Any]) -> float | None:
+    """The label smoothing the client's loss used (0.0 without ``[defense.training]``), or ``None`` when the loss
+    cannot be reproduced (mixup)."""
+    training = in_force_from_record(dict(defenses or {})).get("training")
+    if training is None:
+        return 0.0
+    if training.mixup_alpha > 0:
+        return None
+    return float(training.label_smoothing)
+
+
+def simulated_mean_loss(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, local_steps: int = 1,
+                        local_batch_size: int | None = None, lr: float | None = None,
+                        label_smoothing: float = 0.0) -> float:
+    """The client's reported loss had (inputs, labels) been its data: the mean over ``local_steps`` SGD steps
+    (batches of ``local_batch_size`` in order, cycling) of the batch cross-entropy at that step's weights.
+    ``model`` holds W0 (and the sent buffers); it is not changed (a frozen copy; train-mode BatchNorm uses batch
+    statistics, as the client's training did). Runs on the model's device and dtype."""
+    copy_, _ = private_model(model, model.training)
+    p0 = next(copy_.parameters())
+    x = inputs.detach().to(device=p0.device, dtype=p0.dtype)
+    y = labels.detach().to(p0.device).long()
+    params = {n: p.detach() for n, p in copy_.named_parameters()}
+    buffers = {n: b.detach().clone() for n, b in copy_.named_buffers()}
+    batch = local_batch_size or len(x)
+    batches = max(1, -(-len(x) // batch))
+    if local_steps > 1 and (lr is None or lr <= 0):
+        raise ValueError("a FedAvg loss needs the client's lr")
+
+    def loss_fn(p, xb, yb):
+        return F.cross_entropy(functional_call(copy_, {**p, **buffers}, (xb,)), yb, label_smoothing=label_smoothing)
+
+    losses = []
+    with torch.enable_grad():
+        for t in range(max(1, local_steps)):
+            start = (t % batches) * batch
+            xb, yb = x[start:start + batch], y[start:start + batch]
+            if t == local_steps - 1 or local_steps <= 1:
+                with torch.no_grad():
+                    losses.append(float(loss_fn(params, xb, yb)))
+                break
+            g, loss = _grad_and_value(loss_fn, params, xb, yb)
+            losses.append(loss)
+            params = {n: params[n] - lr * g[n] for n in params}
+    return sum(losses) / len(losses)
+
+
+def _grad_and_value(loss_fn, params, xb, yb):
+    g = grad(lambda p: loss_fn(p, xb, yb))(params)
+    with torch.no_grad():
+        value = float(loss_fn(params, xb, yb))
+    return {n: v.detach() for n, v in g.items()}, value
+
+
+def loss_consistency(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, reported_loss: float,
+                     **schedule: Any) -> float:
+    """``|simulated_mean_loss(model, inputs, labels, **schedule) - reported_loss|``: 0 for the true FedSGD batch at
+    W0, larger the less the reconstruction reproduces the loss the client reported. Lower is better."""
+    return abs(simulated_mean_loss(model, inputs, labels, **schedule) - float(reported_loss))
+
+
+def consistency_signal(reported: float, simulated: float) -> str:
+    """The ``InversionResult.signals`` line: the reported loss, the reconstruction's, and their gap."""
+    return (f"{SIGNAL}: client reported {reported:.4g}, the reconstruction gives {simulated:.4g} "
+            f"(|gap| {abs(simulated - reported):.3g})")
