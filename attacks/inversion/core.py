@@ -32,6 +32,7 @@ from torch import nn
 from fedsim.attacks.inversion import objectives as _objectives
 from fedsim.attacks.inversion import optim as _optim
 from fedsim.attacks.inversion import regularizers as _regularizers
+from fedsim.attacks.inversion.early_stop import Plateau, as_early_stop
 from fedsim.attacks.inversion.matching import GradientMatcher
 from fedsim.attacks.inversion.problem import Problem, build_problem
 
@@ -82,6 +83,9 @@ EXTRA_OPTIONS = {
     "callback": "callable(step, x_model_space, match_loss) called every log_every steps and at the end",
     "log_every": "steps between callback calls / history entries; default 10",
     "return_result": "return an InversionTrace (inputs, labels, history, timings) instead of a tensor",
+    "early_stop": "stop on a plateau of the tracked matching loss: True (measured default), a dict of "
+                  "fedsim.attacks.inversion.early_stop.EarlyStop fields (patience, rel_tol, min_steps) or None (off, "
+                  "the default); step-decay runs jump to the next lr phase first",
 }
 
 
@@ -99,6 +103,7 @@ class InversionTrace:
     seconds: float
     seconds_per_step: float
     options: dict[str, Any]
+    stop_reason: str = "budget"  # "budget" (all steps run), "plateau" (early_stop) or "non-finite"
 
 
 def validate_options(options: Mapping[str, Any]) -> None:
@@ -264,19 +269,27 @@ class _Loop:
         return float(loss.detach())
 
 
-def _run_steps(loop: _Loop, v: Variables, steps: int, log_every: int, callback: Callable | None) -> int:
-    done = 0
+def _run_steps(loop: _Loop, v: Variables, steps: int, log_every: int, callback: Callable | None,
+               plateau: Plateau | None = None) -> tuple[int, str]:
+    """The step loop; returns (steps run, why it ended: one of early_stop.STOP_REASONS)."""
+    done, reason = 0, "budget"
     for step in range(steps):
         loss = loop.step(v, step)
         done = step + 1
         if not math.isfinite(loss):
+            reason = "non-finite"
             break
-        if step % log_every == 0 or step == steps - 1:
+        stop = (plateau is not None and step < steps - 1 and plateau.update(float(loop.tracker.loss.min()), step)
+                and not plateau.next_phase(v.schedule, v.optimizer))
+        if step % log_every == 0 or step == steps - 1 or stop:
             current = float(loop.match.min())
             loop.history.append((step, current))
             if callback is not None:
                 callback(step, loop.tracker.best()[2].clone(), current)
-    return done
+        if stop:
+            reason = "plateau"
+            break
+    return done, reason
 
 
 def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, gradients=None, labels=None,
@@ -291,11 +304,13 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
     objective = Objective(problem, spec)
     loop = _Loop(objective, spec, BestTracker(v.x))
     callback = extra.get("callback")
+    rule = as_early_stop(extra.get("early_stop"))
+    plateau = Plateau(rule) if rule is not None else None
     # subnormal floats (objective values near 1e-38 late in a run) slow CPU arithmetic by 10x or more;
     # flushing them is process-global, so it is switched back off (PyTorch's default) afterwards
     torch.set_flush_denormal(True)
     try:
-        done = _run_steps(loop, v, steps, int(extra.get("log_every", 10)), callback)
+        done, reason = _run_steps(loop, v, steps, int(extra.get("log_every", 10)), callback, plateau)
         with torch.enable_grad():  # finalise: the closure saw only pre-step points; score the last iterate
             loop.tracker.update(objective.matcher(v.x.detach(), None if v.soft is None else v.soft.detach())[0],
                                 v.x)
@@ -310,7 +325,10 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
     if callback is not None and loop.history and loop.history[-1][0] != done - 1:
         callback(done - 1, out.clone(), best_loss)
     kept = {k: v_ for k, v_ in extra.items() if k in ("lr", "local_steps", "local_batch_size", "num_samples")}
+    if plateau is not None:
+        kept.update(early_stop=dataclasses.asdict(rule), lr_drops_on_plateau=plateau.lr_drops)
     result = InversionTrace(method=name, inputs=out.detach(), labels=labels_out, best_loss=best_loss,
                             history=loop.history, steps=done, seconds=time.perf_counter() - t_start,
-                            seconds_per_step=median_step, options={**dataclasses.asdict(spec), **kept})
+                            seconds_per_step=median_step, options={**dataclasses.asdict(spec), **kept},
+                            stop_reason=reason)
     return result if extra.get("return_result") else result.inputs
