@@ -106,3 +106,31 @@ def test_restarts_return_the_restart_with_the_lowest_own_matching_loss():
     labels = trace.labels
     own = float(gradient_distance(batch_gradient(model, trace.inputs, labels), grads, "cosine"))
     assert own == pytest.approx(trace.best_loss, rel=1e-3, abs=1e-7)
+
+
+def test_batched_ig_auto_matches_separate_runs_criterion_and_pick():
+    from fedsim.attacks.inversion.autotune import ig_auto
+
+    model = build_model("convnet", SHAPE, 4, seed=0, width=4)
+    x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([1, 3])
+    grads = [t.detach() for t in batch_gradient(model, x, y)]
+    kw = dict(model=model, gradients=grads, labels=y, input_shape=SHAPE, steps=40, seed=1, tv_grid=(0.0, 0.5, 50.0),
+              return_result=True)
+    sep, bat = ig_auto(**kw), ig_auto(batched=True, **kw)
+    assert bat.options["tv_chosen"] == sep.options["tv_chosen"] == min(bat.options["tv_criterion"],
+                                                                       key=bat.options["tv_criterion"].get)
+    for tv, loss in sep.options["tv_criterion"].items():  # same start, own weight: the separate run's number
+        assert bat.options["tv_criterion"][tv] == pytest.approx(loss, rel=1e-4)
+    assert bat.best_loss == pytest.approx(sep.best_loss, rel=1e-4)
+
+
+def test_shared_init_starts_every_restart_at_the_single_run_point():
+    model, grads, y = _case()
+    kw = dict(model=model, gradients=grads, labels=y, input_shape=SHAPE, seed=0, return_result=True, box=False,
+              attack_lr=1e-12)  # ~no movement: the returned point is the start
+    one = invert("ig", steps=1, **kw).inputs
+    same = invert("ig", steps=1, restarts=3, shared_init=True, restart_regularizers=[{"tv": 1.0}] * 3, **kw)
+    assert torch.allclose(same.inputs, one, atol=1e-9) and len(set(same.options["restart_losses"])) == 1
+    with pytest.raises(ValueError, match="restart_regularizers"):
+        invert("ig", steps=1, restarts=2, restart_regularizers=[{"tv": 1.0}], **kw)

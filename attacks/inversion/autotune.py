@@ -8,7 +8,12 @@ the target with *no* regulariser term (``fedsim.attacks.inversion.core.BestTrack
 ``benchmarks/self_tuning.py`` measures the pick against the grid's oracle (best PSNR) on held-out models and
 images (docs/benchmarks/self_tuning.md).
 
-Cost: one ``ig`` run per grid weight (5x ``ig`` by default).
+Cost: one ``ig`` run per grid weight (5x ``ig`` by default). ``batched=True`` optimises the weights as the R
+restarts of one engine call instead (one vmapped pass per step, the same initial point for every weight, each
+restart with its own TV weight; ``restart_regularizers``), picked by the same rule; the returned iterate then
+comes from the vmapped path, equal to separate ``ig`` runs up to float rounding, not bitwise
+(docs/benchmarks/quality_per_second.md measures when it is faster). The engine's set-up (model copy, targets,
+the prepared distance) is ~1 ms a call there, so separate runs lose nothing to repeated set-up.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ TV_GRID: tuple[float, ...] = (0.02, 0.2, 0.5, 1.0, 2.0)
 
 def ig_auto(*, model, gradients=None, labels=None, input_shape: Sequence[int], steps: int = 1000, mean=(0.0,),
             std=(1.0,), seed: int = 0, tv_grid: Sequence[float] = TV_GRID, bn_weight: float = 0.0,
-            **options: Any) -> InversionTrace | torch.Tensor:
+            batched: bool = False, **options: Any) -> InversionTrace | torch.Tensor:
     """``ig`` at every weight of ``tv_grid``; the run with the smallest matching distance wins. With
     ``return_result=True`` the trace's ``options`` record ``tv_chosen`` and ``tv_criterion`` (weight -> distance).
     ``bn_weight`` > 0 adds the BatchNorm prior at that fixed weight to every run (with ``bn_statistics=``: the
@@ -38,8 +43,11 @@ def ig_auto(*, model, gradients=None, labels=None, input_shape: Sequence[int], s
     if not tv_grid:
         raise ValueError("ig-auto: tv_grid is empty")
     want_trace = bool(options.pop("return_result", False))
-    traces: dict[float, InversionTrace] = {}
     bn = {"bn": float(bn_weight)} if bn_weight else {}
+    if batched:
+        return _batched(model=model, gradients=gradients, labels=labels, input_shape=input_shape, steps=steps,
+                        mean=mean, std=std, seed=seed, tv_grid=tv_grid, bn=bn, want_trace=want_trace, **options)
+    traces: dict[float, InversionTrace] = {}
     for tv in tv_grid:
         traces[float(tv)] = invert("ig", model=model, gradients=gradients, labels=labels, input_shape=input_shape,
                                    steps=steps, mean=mean, std=std, seed=seed, regularizers={"tv": float(tv), **bn},
@@ -52,3 +60,23 @@ def ig_auto(*, model, gradients=None, labels=None, input_shape: Sequence[int], s
     return replace(best, method="ig-auto", seconds=seconds,
                    options={**best.options, "tv_chosen": chosen,
                             "tv_criterion": {tv: t.best_loss for tv, t in traces.items()}})
+
+
+def _batched(*, tv_grid: Sequence[float], bn: dict, want_trace: bool, **kwargs: Any) -> InversionTrace | torch.Tensor:
+    """Every weight as one restart of a single ``ig`` call (shared initial point); the smallest matching loss wins."""
+    from fedsim.attacks.inversion import invert
+
+    if "restarts" in kwargs or "restart_regularizers" in kwargs:
+        raise ValueError("ig-auto batched=True uses one restart per TV weight; restarts= is not available")
+    grid = [float(tv) for tv in tv_grid]
+    trace = invert("ig", regularizers={"tv": grid[0], **bn}, restarts=len(grid), shared_init=True,
+                   restart_regularizers=[{"tv": tv, **bn} for tv in grid], return_result=True, **kwargs)
+    losses = trace.options["restart_losses"]
+    criterion = {tv: loss for tv, loss in zip(grid, losses)}
+    chosen = min(criterion, key=lambda tv: (criterion[tv], tv))
+    if not want_trace:
+        return trace.inputs
+    options = {k: v for k, v in trace.options.items() if k not in ("restart_regularizers", "restart_losses")}
+    return replace(trace, method="ig-auto", options={**options, "regularizers": {"tv": chosen, **bn},
+                                                     "tv_chosen": chosen, "tv_criterion": criterion,
+                                                     "batched": True})

@@ -86,6 +86,10 @@ EXTRA_OPTIONS = {
     "early_stop": "stop on a plateau of the tracked matching loss: True (measured default), a dict of "
                   "fedsim.attacks.inversion.early_stop.EarlyStop fields (patience, rel_tol, min_steps) or None (off, "
                   "the default); step-decay runs jump to the next lr phase first",
+    "restart_regularizers": "one regularizers dict per restart (len == restarts) replacing regularizers= for that "
+                            "restart: R settings optimised as one batch (ig-auto's batched=True: one TV weight each)",
+    "shared_init": "every restart starts from restart 0's initial point (with restart_regularizers: the R settings "
+                   "then differ only in their regularisers, as R separate runs with one seed)",
 }
 
 
@@ -129,6 +133,13 @@ def resolve_spec(spec: InversionSpec, options: Mapping[str, Any], steps: int) ->
         raise ValueError(f"need steps >= 1 and restarts >= 1, got {steps}, {spec.restarts}")
     if "bn" in spec.regularizers and spec.target in ("unrolled", "clipped"):
         raise ValueError(f"the 'bn' regularizer is not available with target={spec.target!r}")
+    per_restart = extra.get("restart_regularizers")
+    if per_restart is not None:
+        if len(per_restart) != spec.restarts:
+            raise ValueError(f"restart_regularizers: {len(per_restart)} entries for restarts={spec.restarts}")
+        extra["restart_regularizers"] = [_regularizers.check_regularizers(r) for r in per_restart]
+        merged = {k: w for r in extra["restart_regularizers"] for k, w in r.items()}  # presence checks below
+        spec = dataclasses.replace(spec, regularizers={**merged, **spec.regularizers})
     if spec.target == "clipped" and not float(extra.get("clip_norm", 0.0)) > 0:
         raise ValueError("target 'clipped' (ig-dpsgd) needs clip_norm=C > 0, DP-SGD's per-example clipping norm")
     return spec, extra
@@ -150,18 +161,21 @@ class Variables:
         return [self.x] + ([self.soft] if self.soft is not None else [])
 
 
-def init_variables(problem: Problem, spec: InversionSpec, steps: int, seed: int) -> Variables:
-    """Initialise stage. Random numbers come from a seeded CPU generator (same init on every device)."""
+def init_variables(problem: Problem, spec: InversionSpec, steps: int, seed: int,
+                   shared_init: bool = False) -> Variables:
+    """Initialise stage. Random numbers come from a seeded CPU generator (same init on every device);
+    ``shared_init``: one draw (that of a single-restart run) repeated for every restart."""
     gen = torch.Generator().manual_seed(int(seed))
-    shape = (spec.restarts, problem.k) + problem.input_shape
+    r = 1 if shared_init else spec.restarts
+    shape = (r, problem.k) + problem.input_shape
     cast = dict(device=problem.device, dtype=problem.dtype)
     x = _optim.init_dummy(spec.init, shape, problem.mean.cpu(), problem.std.cpu(), gen).to(**cast)
-    x.requires_grad_(True)
+    x = x.expand(spec.restarts, *shape[1:]).clone().requires_grad_(True)
     soft = None
     groups = [{"params": [x], "lr": spec.attack_lr}]
     if spec.label_mode == "joint":
-        soft = torch.randn((spec.restarts, problem.k, problem.num_classes), generator=gen, dtype=problem.dtype)
-        soft = soft.to(problem.device).requires_grad_(True)
+        soft = torch.randn((r, problem.k, problem.num_classes), generator=gen, dtype=problem.dtype)
+        soft = soft.expand(spec.restarts, -1, -1).clone().to(problem.device).requires_grad_(True)
         groups.append({"params": [soft], "lr": spec.label_lr or spec.attack_lr})
     params = groups if spec.optimizer != "lbfgs" else [x] + ([soft] if soft is not None else [])
     optimizer = _optim.make_optimizer(spec.optimizer, params, spec.attack_lr, line_search=spec.line_search)
@@ -172,8 +186,8 @@ def init_variables(problem: Problem, spec: InversionSpec, steps: int, seed: int)
 class Objective:
     """Evaluate stage: normalised matching loss of every restart plus the weighted regularisers."""
 
-    def __init__(self, problem: Problem, spec: InversionSpec) -> None:
-        self.problem, self.spec = problem, spec
+    def __init__(self, problem: Problem, spec: InversionSpec, per_restart: Sequence[Mapping] | None = None) -> None:
+        self.problem, self.spec, self.per_restart = problem, spec, per_restart
         weights = _objectives.layer_weights(spec.layer_weights, len(problem.names))
         self.matcher = GradientMatcher(problem, spec.distance, weights, spec.target,
                                        want_bn="bn" in spec.regularizers, batch_restarts=spec.batch_restarts)
@@ -193,9 +207,15 @@ class Objective:
         if self.spec.regularizers:
             p = self.problem
             per_restart = [tuple((m[g], s[g]) for m, s in stats) for g in range(v.x.shape[0])] if stats else []
-            ctx = _regularizers.RegularizerContext(x=v.x, pixel=v.x * p.std + p.mean, bn_stats=per_restart,
-                                                   bn_reference=list(p.bn_reference))
-            reg = _regularizers.regularizer_loss(self.spec.regularizers, ctx)
+            pixel = v.x * p.std + p.mean
+            if self.per_restart is None:
+                ctx = _regularizers.RegularizerContext(x=v.x, pixel=pixel, bn_stats=per_restart,
+                                                       bn_reference=list(p.bn_reference))
+                reg = _regularizers.regularizer_loss(self.spec.regularizers, ctx)
+            else:  # restart g with its own weights (each term of a restart only sees that restart)
+                reg = sum(_regularizers.regularizer_loss(w, _regularizers.RegularizerContext(
+                    x=v.x[g:g + 1], pixel=pixel[g:g + 1], bn_stats=per_restart[g:g + 1],
+                    bn_reference=list(p.bn_reference))) for g, w in enumerate(self.per_restart))
             if self.spec.regularizer_decay:  # the prior helps early; late steps refine against the gradient alone
                 reg = reg * (v.optimizer.param_groups[0]["lr"] / self.spec.attack_lr)
             total = total + reg
@@ -300,8 +320,8 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
     spec, extra = resolve_spec(spec, options, steps)
     problem = build_problem(spec, model=model, gradients=gradients, labels=labels, input_shape=input_shape,
                             mean=mean, std=std, extra=extra)
-    v = init_variables(problem, spec, steps, seed)
-    objective = Objective(problem, spec)
+    v = init_variables(problem, spec, steps, seed, bool(extra.get("shared_init", False)))
+    objective = Objective(problem, spec, extra.get("restart_regularizers"))
     loop = _Loop(objective, spec, BestTracker(v.x))
     callback = extra.get("callback")
     rule = as_early_stop(extra.get("early_stop"))
@@ -327,6 +347,8 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
     kept = {k: v_ for k, v_ in extra.items() if k in ("lr", "local_steps", "local_batch_size", "num_samples")}
     if plateau is not None:
         kept.update(early_stop=dataclasses.asdict(rule), lr_drops_on_plateau=plateau.lr_drops)
+    if "restart_regularizers" in extra:
+        kept.update(restart_regularizers=extra["restart_regularizers"], restart_losses=loop.tracker.loss.tolist())
     result = InversionTrace(method=name, inputs=out.detach(), labels=labels_out, best_loss=best_loss,
                             history=loop.history, steps=done, seconds=time.perf_counter() - t_start,
                             seconds_per_step=median_step, options={**dataclasses.asdict(spec), **kept},
