@@ -196,6 +196,21 @@ def _signals(record: AttackMethod, options: Mapping[str, Any], label_source: str
     return out
 
 
+#: methods that return an engine trace although they have no spec of their own (they run ``ig`` themselves)
+SELF_TUNED = ("ig-auto", "ig-shadow")
+
+
+def _tuning_signal(trace: Any, k: int) -> list[str]:
+    """How a self-tuned method chose its TV weight, as a signal line (nothing for other methods)."""
+    options = getattr(trace, "options", {}) or {}
+    if "tv_shadow_psnr" in options:
+        return [f"shadow calibration: TV {options['tv_chosen']:g} reconstructed a simulated update of {k} public "
+                "images best"]
+    if "tv_criterion" in options:
+        return [f"self-tuned: TV {options['tv_chosen']:g} by the gradient match"]
+    return []
+
+
 def _bn_prior(method: str, update: ClientUpdate, model: nn.Module, k: int, data: DataSpec,
               call: Mapping[str, Any], options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The BatchNorm prior on the batch statistics the sent buffers reveal, added automatically when the model
@@ -267,9 +282,10 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
                     input_shape=data.input_shape, steps=plan.inversion_steps, mean=data.mean, std=data.std,
                     seed=plan.seed, num_samples=k)
         options, bn_signals = _bn_prior(method, update, model, k, data, call, options)
-        traced = record.spec is not None or record.kind == "generative" or method == "ig-auto"
+        traced = record.spec is not None or record.kind == "generative" or method in SELF_TUNED
         out = invert(method, **call, **options, **({"return_result": True} if traced else {}))
         x_hat, assigned = (out.inputs, out.labels) if traced else (out, call["labels"])
+        signals += _tuning_signal(out, k) if traced else []
         if assigned is not None and not traced:
             assigned = assigned.sort().values
         criterion, name = _criterion(update, model, grads, k, x_hat.detach(), assigned)

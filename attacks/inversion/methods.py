@@ -209,6 +209,16 @@ INVERSION_METHODS.register(inversion_record(
     "best (cosine, no prior term: a number the server has) wins; 5x ig's cost",
     run=_lazy("fedsim.attacks.inversion.autotune", "ig_auto"), needs=("client schedule",)))
 
+# shadow-calibrated ig (attacks/inversion/shadow.py): the TV weight chosen on an update the server simulates from
+# its public split at the client's schedule (the shadow truth is the server's own data, never the client's)
+INVERSION_METHODS.register(inversion_record(
+    "ig-shadow", "Geiping et al. (NeurIPS 2020), the TV weight calibrated on a shadow update (shadow training: "
+    "Shokri et al., IEEE S&P 2017)",
+    "simulate the client's update on K public images (its lr, local steps, batch size), run ig at every TV weight "
+    "of tv_grid= on it, attack the real update with the weight that reconstructed the shadow batch best (PSNR "
+    "against the server's own images); 6x ig's cost",
+    run=_lazy("fedsim.attacks.inversion.shadow", "ig_shadow"), needs=("public split", "client schedule")))
+
 
 def register_inversion_method(record: AttackMethod) -> AttackMethod:
     """Register an inversion (or generative) method defined anywhere; its name is then valid in

@@ -61,15 +61,21 @@ def label_method_names(cfg: ExperimentConfig) -> tuple[str, ...]:
     return tuple(m.strip() for m in cfg.attack.label_methods.split(",") if m.strip() and m.strip() != "none")
 
 
-def data_spec(cfg: ExperimentConfig):
-    """Public facts of the task; with a label method that needs it, the server's public labelled split (the
-    held-out half of the test split, ``fedsim.attacks.generative.aux_split``: never any client's data)."""
+def data_spec(cfg: ExperimentConfig, plan=None):
+    """Public facts of the task; with a label or inversion method that needs it (those of ``plan`` when given, else
+    the config's), the server's public labelled split (the held-out half of the test split,
+    ``fedsim.attacks.generative.aux_split``: never any client's data)."""
     from fedsim.attacks.generative import aux_split
+    from fedsim.attacks.inversion import INVERSION_METHODS
     from fedsim.attacks.labels import LABEL_METHODS
     from fedsim.attacks.pipeline import DataSpec
 
     ds = dataset(cfg)
-    public = aux_split(ds) if set(label_method_names(cfg)) & LABEL_METHODS.needing("public split") else None
+    labels = plan.label_methods if plan is not None else label_method_names(cfg)
+    inversion = plan.inversion if plan is not None else cfg.attack.inversion
+    needed = (set(labels) & LABEL_METHODS.needing("public split")
+              or inversion in INVERSION_METHODS.needing("public split"))
+    public = aux_split(ds) if needed else None
     return DataSpec(tuple(ds.input_shape), ds.num_classes, tuple(ds.mean), tuple(ds.std), public_aux=public)
 
 
@@ -106,8 +112,8 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     update = load_update(capture)
     if parse_faults(cfg.faults).crashes_attack(update.client_id, update.server_round):  # [faults] attack_crash
         raise RuntimeError(f"injected attack crash: round {update.server_round} client {update.client_id}")
-    spec = data_spec(cfg)
     plan = plan if plan is not None else plan_from_config(cfg)
+    spec = data_spec(cfg, plan)
     if plan.inversion is not None and "trained prior" in INVERSION_METHODS[plan.inversion].needs:
         import dataclasses
 
