@@ -109,3 +109,16 @@ def test_the_live_pipeline_gives_ig_shadow_the_public_split(tmp_path):
     assert any(line.startswith("shadow calibration: TV ") for line in inv.signals), inv.signals
     plain = data_spec(cfg.replace(**{"attack.inversion": "ig"}))
     assert plain.public_aux is None  # nothing loaded for methods that do not need it
+
+
+def test_a_fixed_tv_weight_with_a_self_tuned_method_is_a_config_error(tmp_path):
+    from fedsim.core.errors import ConfigError
+    from fedsim.evaluation.attacking import plan_from_config
+    from tests.runfolder import make_run
+
+    cfg, _ = make_run(tmp_path / "run", **{"attack.inversion": "ig-shadow", "attack.inversion_steps": 3})
+    for method in ("ig-shadow", "ig-auto", "analytic-fc"):
+        with pytest.raises(ConfigError, match=r"attack.inversion_tv: .* use -1, or one of .*\big\b"):
+            plan_from_config(cfg.replace(**{"attack.inversion": method, "attack.inversion_tv": 1.0}))
+    assert plan_from_config(cfg.replace(**{"attack.inversion": "ig", "attack.inversion_tv": 1.0})
+                            ).inversion_options == {"regularizers": {"tv": 1.0}}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.core.config import ExperimentConfig, from_flat
+from fedsim.core.errors import ConfigError
 from fedsim.evaluation.grids import save_comparison
 from fedsim.evaluation.scoring import padded, score
 from fedsim.evaluation.truth import truth_for
@@ -49,7 +50,11 @@ def plan_from_config(cfg: ExperimentConfig):
     inversion = None if a.inversion.strip().lower() in ("", "none") else a.inversion.strip()
     record = INVERSION_METHODS[inversion] if inversion is not None else None
     options = {}
-    if record is not None and a.inversion_tv >= 0:  # the TV weight is per model family: see attack.inversion_tv
+    if record is not None and a.inversion_tv >= 0 and record.spec is None:
+        fixed = sorted(n for n, r in INVERSION_METHODS.items() if r.spec is not None)
+        raise ConfigError(f"attack.inversion_tv: {inversion!r} sets no fixed TV weight (self-tuned or closed-form); "
+                          f"use -1, or one of {', '.join(fixed)}")
+    if record is not None and a.inversion_tv >= 0:  # a fixed TV weight overrides the method's own (-1: keep it)
         spec = record.spec
         options["regularizers"] = {**(dict(spec.regularizers) if spec else {}), "tv": a.inversion_tv}
     return AttackPlan(label_methods=methods, inversion=inversion, inversion_steps=a.inversion_steps,
