@@ -122,3 +122,23 @@ def test_a_fixed_tv_weight_with_a_self_tuned_method_is_a_config_error(tmp_path):
             plan_from_config(cfg.replace(**{"attack.inversion": method, "attack.inversion_tv": 1.0}))
     assert plan_from_config(cfg.replace(**{"attack.inversion": "ig", "attack.inversion_tv": 1.0})
                             ).inversion_options == {"regularizers": {"tv": 1.0}}
+
+
+def test_a_batched_grid_returns_every_restarts_best_iterate_and_both_grid_modes_pick_alike():
+    from fedsim.attacks.inversion.shadow import choose_tv
+
+    model = build_model("lenet5", SHAPE, 4, seed=1, activation="sigmoid")
+    x, y = _aux(2)
+    grads = [g.detach() for g in batch_gradient(model, x, y)]
+    grid = [0.0, 0.5, 1e4]
+    trace = invert("ig", model=model, gradients=grads, labels=y, input_shape=SHAPE, steps=30, seed=0,
+                   regularizers={"tv": 0.0}, restarts=3, shared_init=True,
+                   restart_regularizers=[{"tv": tv} for tv in grid], return_result=True)
+    every, losses = trace.options["restart_inputs"], trace.options["restart_losses"]
+    assert every.shape == (3, 2, *SHAPE) and len(losses) == 3
+    assert torch.equal(every[min(range(3), key=losses.__getitem__)], trace.inputs)
+    assert float(every.min()) >= 0.0 and float(every.max()) <= 1.0  # box-clamped like the returned iterate
+    picks = [choose_tv(model=model, aux=_aux(), labels=y, k=2, input_shape=SHAPE, steps=60, mean=(0.0,), std=(1.0,),
+                       seed=0, tv_grid=(0.0, 1e4), batched=b) for b in (True, False)]
+    assert picks[0][0] == picks[1][0] == 0.0
+    assert all(p[1][0.0] > p[1][1e4] + 3.0 for p in picks)

@@ -76,7 +76,8 @@ def _batched(*, tv_grid: Sequence[float], bn: dict, want_trace: bool, **kwargs: 
     chosen = min(criterion, key=lambda tv: (criterion[tv], tv))
     if not want_trace:
         return trace.inputs
-    options = {k: v for k, v in trace.options.items() if k not in ("restart_regularizers", "restart_losses")}
+    options = {k: v for k, v in trace.options.items()
+               if k not in ("restart_regularizers", "restart_losses", "restart_inputs")}
     return replace(trace, method="ig-auto", options={**options, "regularizers": {"tv": chosen, **bn},
                                                      "tv_chosen": chosen, "tv_criterion": criterion,
                                                      "batched": True})

@@ -87,7 +87,8 @@ EXTRA_OPTIONS = {
                   "fedsim.attacks.inversion.early_stop.EarlyStop fields (patience, rel_tol, min_steps) or None (off, "
                   "the default); step-decay runs jump to the next lr phase first",
     "restart_regularizers": "one regularizers dict per restart (len == restarts) replacing regularizers= for that "
-                            "restart: R settings optimised as one batch (ig-auto's batched=True: one TV weight each)",
+                            "restart: R settings optimised as one batch (ig-auto's batched=True: one TV weight each); "
+                            "the trace's options then hold restart_losses and restart_inputs (each restart's best)",
     "shared_init": "every restart starts from restart 0's initial point (with restart_regularizers: the R settings "
                    "then differ only in their regularisers, as R separate runs with one seed)",
 }
@@ -347,8 +348,12 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
     kept = {k: v_ for k, v_ in extra.items() if k in ("lr", "local_steps", "local_batch_size", "num_samples")}
     if plateau is not None:
         kept.update(early_stop=dataclasses.asdict(rule), lr_drops_on_plateau=plateau.lr_drops)
-    if "restart_regularizers" in extra:
-        kept.update(restart_regularizers=extra["restart_regularizers"], restart_losses=loop.tracker.loss.tolist())
+    if "restart_regularizers" in extra:  # one setting per restart: every restart's best iterate is a result
+        every = loop.tracker.x.detach()
+        if spec.box:
+            every = torch.maximum(torch.minimum(every, v.hi), v.lo)
+        kept.update(restart_regularizers=extra["restart_regularizers"], restart_losses=loop.tracker.loss.tolist(),
+                    restart_inputs=every.clone())
     result = InversionTrace(method=name, inputs=out.detach(), labels=labels_out, best_loss=best_loss,
                             history=loop.history, steps=done, seconds=time.perf_counter() - t_start,
                             seconds_per_step=median_step, options={**dataclasses.asdict(spec), **kept},
