@@ -14,6 +14,10 @@ PSNR of the cell; "time to X" is the first logged time at or above it.
 
     nice -n 10 .venv/bin/python benchmarks/quality_per_second.py [--cases all] [--seeds 3] [--steps 500]
                                                                   [--restarts 4] [--grid] [--json FILE]
+    nice -n 10 .venv/bin/python benchmarks/quality_per_second.py --auto [--cases ...] [--seeds 2] [--steps 300]
+
+``--auto`` measures ig-auto instead (5 TV weights): separate runs (today's default) vs ``batched=True`` (the grid
+as the restarts of one call), each with and without ``early_stop=True``.
 
 Cases: untrained zoo ConvNet (train mode), FedSGD batch-mean gradient, labels given (sorted); MNIST / CIFAR-10
 images of foolbox (image ``(7 seed + i) mod 20``).
@@ -65,8 +69,8 @@ def setup(case: Case, seed: int) -> dict:
                 mean=mean, std=std, gt=gt, true_labels=labels)
 
 
-def run(cell: dict, steps: int, seed: int, **options) -> dict:
-    """One ig call; PSNR of the best iterate every 10 steps at its attack time (scoring time subtracted)."""
+def run(cell: dict, steps: int, seed: int, method: str = "ig", **options) -> dict:
+    """One ig (or ig-auto) call; PSNR of the best iterate every 10 steps at its attack time (scoring time subtracted)."""
     curve, scoring = [], [0.0]
     t0 = time.perf_counter()
 
@@ -76,7 +80,7 @@ def run(cell: dict, steps: int, seed: int, **options) -> dict:
         curve.append((t - t0 - scoring[0], psnr))
         scoring[0] += time.perf_counter() - t
 
-    tr = invert("ig", model=cell["model"], gradients=cell["gradients"], labels=cell["labels"],
+    tr = invert(method, model=cell["model"], gradients=cell["gradients"], labels=cell["labels"],
                 input_shape=cell["input_shape"], steps=steps, mean=cell["mean"], std=cell["std"], seed=seed,
                 return_result=True, callback=callback, log_every=10, **options)
     seconds = time.perf_counter() - t0 - scoring[0]
@@ -128,6 +132,20 @@ def measure(case: Case, seed: int, steps: int, restarts: int, grid: bool) -> dic
     return row
 
 
+def measure_auto(case: Case, seed: int, steps: int) -> dict:
+    """ig-auto: separate runs vs one batched call, with and without early stopping (no curves: one pick)."""
+    cell = setup(case, seed)
+    row: dict = {"case": case.name, "seed": seed, "steps_budget": steps}
+    for name, opts in (("ig-auto separate", {}), ("ig-auto batched", {"batched": True}),
+                       ("ig-auto separate+early", {"early_stop": True}),
+                       ("ig-auto batched+early", {"batched": True, "early_stop": True})):
+        out = run(cell, steps, seed, method="ig-auto", **opts)
+        row[name] = dict(out, curve=[], time_to_target=None)
+    row["full"] = row["ig-auto separate"]
+    row["setup_seconds"] = setup_seconds(cell, steps)
+    return row
+
+
 def _fmt(values: list[float], digits: int = 2) -> str:
     if not values:
         return "-"
@@ -163,13 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--grid", action="store_true", help="also run the (patience, rel_tol) grid")
+    p.add_argument("--auto", action="store_true", help="measure ig-auto (separate vs batched) instead")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = list(CASES) if args.cases == "all" else args.cases.split(",")
     t0 = time.perf_counter()
-    rows = [measure(CASES[n], s, args.steps, args.restarts, args.grid) for n in names for s in range(args.seeds)]
+    if args.auto:
+        rows = [measure_auto(CASES[n], s, args.steps) for n in names for s in range(args.seeds)]
+    else:
+        rows = [measure(CASES[n], s, args.steps, args.restarts, args.grid) for n in names for s in range(args.seeds)]
     print(table(rows))
     print(f"\ntotal wall time {time.perf_counter() - t0:.0f} s, torch threads {args.threads}")
     if args.json:
