@@ -12,8 +12,10 @@ Cost: one ``ig`` run per grid weight (5x ``ig`` by default). ``batched=True`` op
 restarts of one engine call instead (one vmapped pass per step, the same initial point for every weight, each
 restart with its own TV weight; ``restart_regularizers``), picked by the same rule; the returned iterate then
 comes from the vmapped path, equal to separate ``ig`` runs up to float rounding, not bitwise
-(docs/benchmarks/quality_per_second.md measures when it is faster). The engine's set-up (model copy, targets,
-the prepared distance) is ~1 ms a call there, so separate runs lose nothing to repeated set-up.
+(for ig-shadow's grid, the same form, 1.3-1.6x faster than separate runs on CPU: docs/benchmarks/self_tuning.md;
+``benchmarks/quality_per_second.py --auto`` measures it for ig-auto, not yet run). The engine's set-up (model copy, targets,
+the prepared distance) is 1.3-1.5 ms a call (docs/benchmarks/quality_per_second.md), so separate runs lose
+nothing to repeated set-up.
 """
 
 from __future__ import annotations
