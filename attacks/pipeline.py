@@ -196,10 +196,6 @@ def _signals(record: AttackMethod, options: Mapping[str, Any], label_source: str
     return out
 
 
-#: methods that return an engine trace although they have no spec of their own (they run ``ig`` themselves)
-SELF_TUNED = ("ig-auto", "ig-shadow")
-
-
 def _tuning_signal(trace: Any, k: int) -> list[str]:
     """How a self-tuned method chose its TV weight, as a signal line (nothing for other methods)."""
     options = getattr(trace, "options", {}) or {}
@@ -282,7 +278,7 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
                     input_shape=data.input_shape, steps=plan.inversion_steps, mean=data.mean, std=data.std,
                     seed=plan.seed, num_samples=k)
         options, bn_signals = _bn_prior(method, update, model, k, data, call, options)
-        traced = record.spec is not None or record.kind == "generative" or method in SELF_TUNED
+        traced = record.traces
         out = invert(method, **call, **options, **({"return_result": True} if traced else {}))
         x_hat, assigned = (out.inputs, out.labels) if traced else (out, call["labels"])
         signals += _tuning_signal(out, k) if traced else []

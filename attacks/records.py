@@ -55,6 +55,9 @@ class AttackMethod:
     run: Callable[..., Any] = field(compare=False)
     needs: tuple[str, ...] = ()
     applies: Callable[[ClientUpdate], Optional[str]] = field(default=always, compare=False)
+    #: ``run`` takes ``return_result=True`` and then returns an ``InversionTrace`` (engine, generative and self-tuned
+    #: inversion methods); the pipeline reads the assigned labels and the tuning record from it
+    traces: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

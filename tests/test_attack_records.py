@@ -115,6 +115,8 @@ def test_every_record_has_a_kind_a_dated_paper_needs_and_applies():
     assert LABEL_METHODS.needing("public split") == {"aux-nnls", "rlu"}  # one shape for "needs the public split"
     assert INVERSION_METHODS.needing("trained prior") == {"ggl", "gias"}
     assert INVERSION_METHODS.needing("DP-SGD clip norm") == {"ig-dpsgd"}
+    # the pipeline reads a trace from every method but the closed form (and a user's plain tensor-returning run)
+    assert {n for n, r in INVERSION_METHODS.items() if not r.traces} == {"analytic-fc"}
 
 
 def test_a_record_without_a_year_or_of_the_wrong_kind_is_refused():

@@ -58,17 +58,19 @@ class EngineRun:
 
 def inversion_record(name: str, paper: str, summary: str, spec: InversionSpec | None = None,
                     run: Callable[..., Any] | None = None, kind: str = "inversion", needs: tuple[str, ...] = (),
-                    model_tv: bool = False, applies: Callable[[ClientUpdate], Optional[str]] | None = None
-                    ) -> AttackMethod:
+                    model_tv: bool = False, applies: Callable[[ClientUpdate], Optional[str]] | None = None,
+                    traces: bool = False) -> AttackMethod:
     """The ``AttackMethod`` record of an inversion method: an engine ``spec`` (an optimisation method, which
     also needs the client's schedule: FedAvg targets are built from it) or a ``run`` callable (a closed form,
-    or a generative method of ``kind="generative"``)."""
+    or a generative method of ``kind="generative"``). Engine and generative methods return a trace when asked
+    (``traces``); a ``run`` that does too says so with ``traces=True``."""
     if (spec is None) == (run is None):
         raise ValueError(f"{name}: give exactly one of spec= and run=")
     if spec is not None:
         run, needs = EngineRun(name, spec, model_tv), ("client schedule", *needs)
     extra = {"applies": applies} if applies is not None else {}
-    return AttackMethod(name, kind, paper, summary, run, needs=tuple(needs), **extra)
+    traces = traces or spec is not None or kind == "generative"
+    return AttackMethod(name, kind, paper, summary, run, needs=tuple(needs), traces=traces, **extra)
 
 
 def has_bn_statistics(update: ClientUpdate) -> Optional[str]:
@@ -207,7 +209,7 @@ INVERSION_METHODS.register(inversion_record(
     "ig-auto", "Geiping et al. (NeurIPS 2020), the TV weight chosen per update by its own gradient match",
     "ig at every TV weight of tv_grid= (0.02, 0.2, 0.5, 1, 2); the reconstruction whose gradient matches the update "
     "best (cosine, no prior term: a number the server has) wins; 5x ig's cost",
-    run=_lazy("fedsim.attacks.inversion.autotune", "ig_auto"), needs=("client schedule",)))
+    run=_lazy("fedsim.attacks.inversion.autotune", "ig_auto"), needs=("client schedule",), traces=True))
 
 # shadow-calibrated ig (attacks/inversion/shadow.py): the TV weight chosen on an update the server simulates from
 # its public split at the client's schedule (the shadow truth is the server's own data, never the client's)
@@ -217,7 +219,8 @@ INVERSION_METHODS.register(inversion_record(
     "simulate the client's update on K public images (its lr, local steps, batch size), run ig at every TV weight "
     "of tv_grid= on it, attack the real update with the weight that reconstructed the shadow batch best (PSNR "
     "against the server's own images); about 4x ig's cost (the grid as one batched call)",
-    run=_lazy("fedsim.attacks.inversion.shadow", "ig_shadow"), needs=("public split", "client schedule")))
+    run=_lazy("fedsim.attacks.inversion.shadow", "ig_shadow"), needs=("public split", "client schedule"),
+    traces=True))
 
 
 def register_inversion_method(record: AttackMethod) -> AttackMethod:
