@@ -30,7 +30,6 @@ from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.func import functional_call
 
@@ -38,7 +37,7 @@ from fedsim.attacks.inversion.autotune import TV_GRID
 from fedsim.attacks.inversion.core import InversionTrace
 from fedsim.attacks.inversion.problem import private_model
 from fedsim.core.errors import AttackNotApplicable
-from fedsim.core.metrics.images import psnr_matrix, to_pixels
+from fedsim.core.metrics.images import align, psnr_matrix, to_pixels
 
 #: options of the real run that describe the client's data, not the attack: never given to the shadow runs
 CLIENT_ONLY = ("bn_statistics", "callback", "log_every", "return_result", "weights_after", "updates")
@@ -98,10 +97,11 @@ def simulate_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, local
 
 
 def aligned_psnr(x_hat: torch.Tensor, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> float:
-    """Mean PSNR after the optimal one-to-one assignment (the shadow batch's order is lost as the client's is)."""
-    mat = psnr_matrix(to_pixels(x_hat, mean, std), to_pixels(x, mean, std)).numpy()
-    rows, cols = linear_sum_assignment(-mat)
-    return float(mat[rows, cols].mean())
+    """Mean PSNR after the optimal one-to-one assignment (``fedsim.core.metrics.images.align``: the shadow batch's
+    order is lost as the client's is)."""
+    rec, truth = to_pixels(x_hat, mean, std), to_pixels(x, mean, std)
+    perm, _ = align(rec, truth)
+    return float(psnr_matrix(rec[perm], truth).diagonal().mean())
 
 
 def choose_tv(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor | None, k: int,
