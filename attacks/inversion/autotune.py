@@ -64,15 +64,23 @@ def ig_auto(*, model, gradients=None, labels=None, input_shape: Sequence[int], s
                             "tv_criterion": {tv: t.best_loss for tv, t in traces.items()}})
 
 
+def tv_grid_as_restarts(grid: Sequence[float], bn: dict | None = None, **call: Any) -> InversionTrace:
+    """One ``ig`` call whose R restarts are the R weights of ``grid`` (one shared initial point, each restart with
+    its own TV weight, plus ``bn`` in every one); the trace's options hold ``restart_losses`` and ``restart_inputs``
+    in grid order. Shared by ``ig-auto``'s ``batched=True`` and ``ig-shadow``'s shadow grid."""
+    from fedsim.attacks.inversion import invert  # the registry module imports this one
+
+    bn = dict(bn or {})
+    return invert("ig", regularizers={"tv": float(grid[0]), **bn}, restarts=len(grid), shared_init=True,
+                  restart_regularizers=[{"tv": float(tv), **bn} for tv in grid], return_result=True, **call)
+
+
 def _batched(*, tv_grid: Sequence[float], bn: dict, want_trace: bool, **kwargs: Any) -> InversionTrace | torch.Tensor:
     """Every weight as one restart of a single ``ig`` call (shared initial point); the smallest matching loss wins."""
-    from fedsim.attacks.inversion import invert
-
     if "restarts" in kwargs or "restart_regularizers" in kwargs:
         raise ValueError("ig-auto batched=True uses one restart per TV weight; restarts= is not available")
     grid = [float(tv) for tv in tv_grid]
-    trace = invert("ig", regularizers={"tv": grid[0], **bn}, restarts=len(grid), shared_init=True,
-                   restart_regularizers=[{"tv": tv, **bn} for tv in grid], return_result=True, **kwargs)
+    trace = tv_grid_as_restarts(grid, bn, **kwargs)
     losses = trace.options["restart_losses"]
     criterion = {tv: loss for tv, loss in zip(grid, losses)}
     chosen = min(criterion, key=lambda tv: (criterion[tv], tv))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from fedsim.attacks.inversion.autotune import TV_GRID
+from fedsim.attacks.inversion.autotune import TV_GRID, tv_grid_as_restarts
 from fedsim.attacks.inversion.core import InversionTrace
 from fedsim.attacks.inversion.problem import private_model
 from fedsim.core.errors import AttackNotApplicable
@@ -124,9 +124,7 @@ def choose_tv(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], label
         call = dict(model=model, gradients=target, labels=ys, input_shape=input_shape, steps=steps, mean=mean,
                     std=std, seed=seed + 1000 * s, **schedule, **options)
         if batched:  # the grid as the restarts of one vmapped call, each with its weight, one shared start
-            trace = invert("ig", regularizers={"tv": grid[0]}, restarts=len(grid), shared_init=True,
-                           restart_regularizers=[{"tv": tv} for tv in grid], return_result=True, **call)
-            recs = list(trace.options["restart_inputs"])
+            recs = list(tv_grid_as_restarts(grid, **call).options["restart_inputs"])
         else:
             recs = [invert("ig", regularizers={"tv": tv}, **call).detach() for tv in grid]
         for tv, xh in zip(grid, recs):
