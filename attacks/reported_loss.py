@@ -18,11 +18,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad
 
-from fedsim.attacks.inversion.problem import private_model
+from fedsim.attacks.local_replay import LocalReplay
 from fedsim.core.defense_registry import in_force_from_record
 
 SIGNAL = "reported loss"  # the InversionResult.signals entry's prefix
@@ -43,43 +41,19 @@ def simulated_mean_loss(model: nn.Module, inputs: torch.Tensor, labels: torch.Te
                         local_batch_size: int | None = None, lr: float | None = None,
                         label_smoothing: float = 0.0) -> float:
     """The client's reported loss had (inputs, labels) been its data: the mean over ``local_steps`` SGD steps
-    (batches of ``local_batch_size`` in order, cycling) of the batch cross-entropy at that step's weights.
-    ``model`` holds W0 (and the sent buffers); it is not changed (a frozen copy; train-mode BatchNorm uses batch
-    statistics, as the client's training did). Runs on the model's device and dtype."""
-    copy_, _ = private_model(model, model.training)
-    p0 = next(copy_.parameters())
-    x = inputs.detach().to(device=p0.device, dtype=p0.dtype)
-    y = labels.detach().to(p0.device).long()
-    params = {n: p.detach() for n, p in copy_.named_parameters()}
-    buffers = {n: b.detach().clone() for n, b in copy_.named_buffers()}
-    batch = local_batch_size or len(x)
-    batches = max(1, -(-len(x) // batch))
-    if local_steps > 1 and (lr is None or lr <= 0):
-        raise ValueError("a FedAvg loss needs the client's lr")
-
-    def loss_fn(p, xb, yb):
-        return F.cross_entropy(functional_call(copy_, {**p, **buffers}, (xb,)), yb, label_smoothing=label_smoothing)
-
-    losses = []
-    with torch.enable_grad():
-        for t in range(max(1, local_steps)):
-            start = (t % batches) * batch
-            xb, yb = x[start:start + batch], y[start:start + batch]
-            if t == local_steps - 1 or local_steps <= 1:
-                with torch.no_grad():
-                    losses.append(float(loss_fn(params, xb, yb)))
-                break
-            g, loss = _grad_and_value(loss_fn, params, xb, yb)
-            losses.append(loss)
-            params = {n: params[n] - lr * g[n] for n in params}
+    (batches of ``local_batch_size`` in order, cycling) of the batch cross-entropy at that step's weights
+    (``fedsim.attacks.local_replay.LocalReplay``). ``model`` holds W0 (and the sent buffers); it is not changed."""
+    replay = LocalReplay(model, inputs, labels, local_steps=local_steps, lr=lr, local_batch_size=local_batch_size,
+                         label_smoothing=label_smoothing, what="a FedAvg loss")
+    params, losses = dict(replay.w0), []
+    for t in range(replay.steps - 1):  # the loss at each step's weights, then the step
+        g = replay.grad(params, t)
+        with torch.no_grad():
+            losses.append(float(replay.loss(params, t)))
+        params = replay.step(params, g)
+    with torch.no_grad():  # the last step's loss; its step changes nothing the client reported
+        losses.append(float(replay.loss(params, replay.steps - 1)))
     return sum(losses) / len(losses)
-
-
-def _grad_and_value(loss_fn, params, xb, yb):
-    g = grad(lambda p: loss_fn(p, xb, yb))(params)
-    with torch.no_grad():
-        value = float(loss_fn(params, xb, yb))
-    return {n: v.detach() for n, v in g.items()}, value
 
 
 def loss_consistency(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, reported_loss: float,

@@ -18,9 +18,9 @@ best weight. No client ground truth is read; the shadow truth is the server's ow
 ``shadow_steps`` (default: the attack's budget; a quarter of it biases the pick to strong priors, measured in
 docs/benchmarks/self_tuning.md) as one batched ``ig`` call, plus the real run.
 
-The engine is the project's own (``fedsim.attacks.inversion.core``); the client simulation is written here with
-``torch.func.functional_call`` because the schedule must be replayed on a frozen copy of W0 without touching the
-caller's model (breaching has no shadow calibration to reuse).
+The engine is the project's own (``fedsim.attacks.inversion.core``); the client's schedule is replayed by
+``fedsim.attacks.local_replay.LocalReplay``, which the reported-loss check shares (breaching has no shadow
+calibration to reuse).
 """
 
 from __future__ import annotations
@@ -29,13 +29,11 @@ from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from fedsim.attacks.inversion.autotune import TV_GRID, tv_grid_as_restarts
 from fedsim.attacks.inversion.core import InversionTrace
-from fedsim.attacks.inversion.problem import private_model
+from fedsim.attacks.local_replay import LocalReplay
 from fedsim.core.errors import AttackNotApplicable
 from fedsim.core.metrics.images import align, psnr_matrix, to_pixels
 
@@ -71,29 +69,15 @@ def simulate_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, local
     ``list(model.parameters())``: the batch-mean cross-entropy gradient at W0 (FedSGD, ``local_steps`` 1), else
     the fake gradient (W0 - WT) / (T lr) of T SGD steps over batches of ``local_batch_size`` in order, cycling.
     ``model`` is not changed; train-mode BatchNorm uses batch statistics as the client's training did."""
-    copy_, _ = private_model(model, model.training)
-    p0 = next(copy_.parameters())
-    x, y = x.detach().to(device=p0.device, dtype=p0.dtype), y.detach().to(p0.device).long()
-    names = [n for n, _ in copy_.named_parameters()]
-    w0 = {n: p.detach() for n, p in copy_.named_parameters()}
-    buffers = {n: b.detach().clone() for n, b in copy_.named_buffers()}
-    steps = max(1, int(local_steps))
-    if steps > 1 and (lr is None or lr <= 0):
-        raise ValueError("ig-shadow: a FedAvg shadow update needs the client's lr")
-    batch = int(local_batch_size or len(x))
-    batches = max(1, -(-len(x) // batch))
-    params = dict(w0)
-    for t in range(steps):
-        start = (t % batches) * batch
-        with torch.enable_grad():
-            live = {n: p.clone().requires_grad_(True) for n, p in params.items()}
-            loss = F.cross_entropy(functional_call(copy_, {**live, **buffers}, (x[start:start + batch],)),
-                                   y[start:start + batch])
-            grads = torch.autograd.grad(loss, [live[n] for n in names])
-        if steps == 1:
-            return [g.detach() for g in grads]
-        params = {n: (params[n] - lr * g).detach() for n, g in zip(names, grads)}
-    return [(w0[n] - params[n]) / (steps * lr) for n in names]
+    replay = LocalReplay(model, x, y, local_steps=local_steps, lr=lr, local_batch_size=local_batch_size,
+                         what="ig-shadow: a FedAvg shadow update")
+    if replay.steps == 1:
+        g = replay.grad(replay.w0, 0)
+        return [g[n] for n in replay.names]
+    params = dict(replay.w0)
+    for t in range(replay.steps):
+        params = replay.step(params, replay.grad(params, t))
+    return [(replay.w0[n] - params[n]) / (replay.steps * lr) for n in replay.names]
 
 
 def aligned_psnr(x_hat: torch.Tensor, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> float:
