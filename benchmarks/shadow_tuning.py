@@ -42,7 +42,7 @@ def _normalised(name: str):
     return (x - m) / s, y, classes, mean, std
 
 
-def cell(row: dict, aux_name: str, steps: int, fraction: float = 1.0) -> dict:
+def cell(row: dict, aux_name: str, steps: int, fraction: float = 1.0, extend: int = 0) -> dict:
     case = CASES[row["case"]]
     seed, k = int(row["seed"]), int(row["k"])
     xn, y, classes, mean, std = _normalised("cifar100")
@@ -73,12 +73,24 @@ def cell(row: dict, aux_name: str, steps: int, fraction: float = 1.0) -> dict:
                 "default": row["default_psnr"], "rule": by[row["rule"]]["psnr"], "rule_tv": float(row["rule"]),
                 "oracle": by[row["oracle"]]["psnr"], "oracle_tv": float(row["oracle"])}
     trace = invert("ig-shadow", model=model, gradients=target, labels=labels.sort().values, input_shape=(3, 32, 32),
-                   steps=steps, mean=mean, std=std, seed=seed, aux=aux, return_result=True, **schedule)
+                   steps=steps, mean=mean, std=std, seed=seed, aux=aux, return_result=True, extend_edges=extend,
+                   **schedule)
     seconds = time.perf_counter() - t0
-    psnr = image_metrics(trace.inputs.detach(), gt, mean, std, labels_hat=labels.sort().values,
-                         labels_true=labels)["psnr"]
+    score = lambda xh: image_metrics(xh.detach(), gt, mean, std, labels_hat=labels.sort().values,  # noqa: E731
+                                     labels_true=labels)["psnr"]
+    psnr = score(trace.inputs)
     by = row["tv"]
-    return {"case": row["case"], "seed": seed, "k": k, "aux": aux_name, "shadow_tv": trace.options["tv_chosen"],
+    # weights the edge extension tried beyond the JSON's grid: their real-run PSNR (ig, same seed and steps), so the
+    # oracle over every weight the rule could pick is known
+    beyond = {tv: score(invert("ig", model=model, gradients=target, labels=labels.sort().values,
+                               input_shape=(3, 32, 32), steps=steps, mean=mean, std=std, seed=seed,
+                               regularizers={"tv": tv}, **schedule))
+              for tv in trace.options["tv_shadow_psnr"] if str(float(tv)) not in by}
+    tried = {**{float(t): by[t]["psnr"] for t in by}, **beyond}
+    oracle_tried = max(tried, key=tried.get)
+    return {"case": row["case"], "seed": seed, "k": k, "aux": aux_name + (f", extend {extend}" if extend else ""),
+            "beyond_grid": beyond, "oracle_tried": tried[oracle_tried], "oracle_tried_tv": oracle_tried,
+            "shadow_tv": trace.options["tv_chosen"],
             "shadow_psnr_by_tv": trace.options["tv_shadow_psnr"], "psnr": psnr, "seconds": seconds,
             "json_psnr_at_pick": by[f"{float(trace.options['tv_chosen'])}"]["psnr"] if
             f"{float(trace.options['tv_chosen'])}" in by else None,
@@ -113,6 +125,13 @@ def table(runs: list[list[dict]]) -> str:
                      f"{statistics.mean(c['psnr'] - c['default'] for c in run):+.2f} dB; seconds per attack "
                      f"{statistics.mean(c['seconds'] for c in run):.0f} [{min(c['seconds'] for c in run):.0f}, "
                      f"{max(c['seconds'] for c in run):.0f}]")
+        if any(c.get("beyond_grid") for c in run):
+            e = [c["psnr"] - c["oracle_tried"] for c in run]
+            lines.append(f"aux {run[0]['aux']}: weights tried beyond the grid in "
+                         f"{sum(bool(c.get('beyond_grid')) for c in run)}/{len(run)} cells; shadow - oracle over every "
+                         f"weight tried mean {statistics.mean(e):+.2f} dB [{min(e):+.2f}, {max(e):+.2f}]; that "
+                         f"oracle's weight picked in {sum(c['shadow_tv'] == c['oracle_tried_tv'] for c in run)}"
+                         f"/{len(run)}; shadow - grid oracle mean {statistics.mean(d):+.2f} dB")
     return "\n".join(lines)
 
 
@@ -124,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--shadow-fraction", type=float, default=1.0,
                    help="< 1: the shadow grid at this share of the budget; only the pick is run (seconds = pick)")
+    p.add_argument("--extend", type=int, default=0,
+                   help="ig-shadow's extend_edges (0: the fixed grid, as the first measurements; 2: the default)")
     p.add_argument("--json", default=None)
     p.add_argument("--render", nargs="+", default=None)
     args = p.parse_args(argv)
@@ -136,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if r["case"] in args.cases.split(",")]
     out = []
     for row in rows:
-        out.append(cell(row, args.aux, args.steps, args.shadow_fraction))
+        out.append(cell(row, args.aux, args.steps, args.shadow_fraction, args.extend))
         c = out[-1]
         print(json.dumps({k: c[k] for k in ("case", "k", "seed", "shadow_tv", "psnr", "json_psnr_at_pick", "rule",
                                             "oracle", "seconds")}), flush=True)

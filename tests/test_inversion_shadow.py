@@ -142,3 +142,35 @@ def test_a_batched_grid_returns_every_restarts_best_iterate_and_both_grid_modes_
                        seed=0, tv_grid=(0.0, 1e4), batched=b) for b in (True, False)]
     assert picks[0][0] == picks[1][0] == 0.0
     assert all(p[1][0.0] > p[1][1e4] + 3.0 for p in picks)
+
+
+@pytest.mark.parametrize("best, extend, chosen, tried", [
+    (0.003, 0, 0.02, {0.02, 0.2, 2.0}),
+    (0.003, 1, 0.004, {0.004, 0.01, 0.02, 0.2, 2.0}),
+    (0.003, 2, 0.004, {0.0008, 0.002, 0.004, 0.01, 0.02, 0.2, 2.0}),  # 0.004 is inside after two: no third
+    (30.0, 5, 20.0, {0.02, 0.2, 2.0, 4.0, 10.0, 20.0, 50.0}),
+    (0.5, 2, 0.2, {0.02, 0.2, 2.0}),  # an inside pick widens nothing
+])
+def test_an_edge_pick_widens_the_grid_past_that_edge_until_the_pick_is_inside(monkeypatch, best, extend, chosen,
+                                                                              tried):
+    import math
+    from types import SimpleNamespace
+
+    from fedsim.attacks.inversion import shadow
+
+    calls = []
+
+    def fake_grid(weights, **call):  # each restart's "reconstruction" carries its weight; one call per batch
+        calls.append(list(weights))
+        return SimpleNamespace(options={"restart_inputs": [torch.full((1, *SHAPE), tv) for tv in weights]})
+
+    # the shadow PSNR peaks at `best` on a log scale: the weight nearest to it in log distance wins
+    monkeypatch.setattr(shadow, "tv_grid_as_restarts", fake_grid)
+    monkeypatch.setattr(shadow, "aligned_psnr", lambda xh, x, m, s: -abs(math.log(float(xh.mean()) / best)))
+    model = build_model("convnet", SHAPE, 4, seed=0, width=4)
+    pick, psnr = shadow.choose_tv(model=model, aux=_aux(), labels=torch.tensor([1]), k=1, input_shape=SHAPE, steps=1,
+                                  mean=(0.0,), std=(1.0,), seed=0, tv_grid=(0.02, 0.2, 2.0), extend_edges=extend)
+    assert pick == chosen and set(psnr) == tried
+    assert pick == max(psnr, key=psnr.get)
+    assert calls[0] == [0.02, 0.2, 2.0] and all(len(c) == 2 for c in calls[1:])  # each widening: one batched call
+    assert len(calls) - 1 <= extend
