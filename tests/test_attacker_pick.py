@@ -86,9 +86,10 @@ def test_run_report_headline_is_the_pick_and_the_oracle_is_an_upper_bound(tmp_pa
 
 def test_the_fixed_20_db_line_is_gone_and_identifiability_has_its_chance(monkeypatch):
     from fedsim.lab import plots
+    from fedsim.lab.plots import charts
 
     figs = []
-    monkeypatch.setattr(plots, "_png", lambda fig: figs.append(fig) or b"png")
+    monkeypatch.setattr(charts, "_png", lambda fig: figs.append(fig) or b"png")
     rows = [_row("ig", c, 12.0 + c, criterion=0.1, batch_size=b, ident_reid_acc=0.5, ident_reid_chance=0.02)
             for c, b in enumerate((1, 4))]
     assert plots.leakage_plot([], rows, "batch_size", "batch", "t") == b"png"
