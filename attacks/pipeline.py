@@ -37,6 +37,7 @@ from fedsim.attacks.inversion import INVERSION_METHODS, invert
 from fedsim.attacks.inversion.bn_buffers import auto_bn_options, statistics_from_update
 from fedsim.attacks.inversion.criterion import criterion_name, gradient_cosine_distance
 from fedsim.attacks.labels import LABEL_METHODS, restore_labels, samples_covered
+from fedsim.attacks.defense_view import shadow_defense_from_record
 from fedsim.attacks.records import AttackMethod
 from fedsim.attacks.reported_loss import consistency_signal, loss_settings, simulated_mean_loss
 from fedsim.core.defense_registry import in_force_from_record
@@ -135,6 +136,10 @@ def need_options(record: AttackMethod, update: ClientUpdate, k: int, data: DataS
         out.update(lr=update.lr, local_steps=update.local_steps, local_batch_size=min(update.batch_size, k))
     if "DP-SGD clip norm" in record.needs and "clip_norm" not in given:
         out["clip_norm"] = dp_sgd_clip_norm(update, record.name)
+    if "defense settings" in record.needs and "shadow_defense" not in given:
+        defense = shadow_defense_from_record(update.defenses)
+        if defense is not None:
+            out["shadow_defense"] = defense
     return out
 
 
@@ -193,6 +198,8 @@ def _signals(record: AttackMethod, options: Mapping[str, Any], label_source: str
         out.append("public split")
     if "clip_norm" in options:
         out.append("DP-SGD clip norm")
+    if options.get("shadow_defense") is not None:
+        out.append(f"defense settings: {options['shadow_defense'].describe()} (simulated on the shadow update)")
     return out
 
 
@@ -200,8 +207,10 @@ def _tuning_signal(trace: Any, k: int) -> list[str]:
     """How a self-tuned method chose its TV weight, as a signal line (nothing for other methods)."""
     options = getattr(trace, "options", {}) or {}
     if "tv_shadow_psnr" in options:
-        return [f"shadow calibration: TV {options['tv_chosen']:g} reconstructed a simulated update of {k} public "
-                "images best"]
+        defended = " (defended as the client's)" if "shadow_defense" in options else ""
+        masked = "; matched on the sent coordinates only" if options.get("distance") == "cosine-masked" else ""
+        return [f"shadow calibration: TV {options['tv_chosen']:g} reconstructed a simulated update{defended} of {k} "
+                f"public images best{masked}"]
     if "tv_criterion" in options:
         return [f"self-tuned: TV {options['tv_chosen']:g} by the gradient match"]
     return []

@@ -33,6 +33,8 @@ NEEDS: dict[str, str] = {
     "DP-SGD clip norm": "DP-SGD's per-example clipping norm (public: the server configured it), clip_norm=",
     "trained prior": "a generative prior trained on the public split (attack.prior_path / prior_autotrain)",
     "buffers": "the BatchNorm running statistics the server sent (the model's buffers before training)",
+    "defense settings": "the client-side update defenses in force (public: the server configured them), "
+                        "shadow_defense= (fedsim.attacks.defense_view; omitted when none is in force)",
 }
 
 YEAR = re.compile(r"\b(19|20)\d\d\b")

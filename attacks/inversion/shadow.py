@@ -100,14 +100,16 @@ EDGE_FACTORS: tuple[tuple[float, ...], tuple[float, ...]] = ((0.5, 0.2), (2.0, 5
 def choose_tv(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor | None, k: int,
               input_shape: Sequence[int], steps: int, mean, std, seed: int, tv_grid: Sequence[float],
               shadows: int = 1, schedule: Mapping[str, Any] | None = None, batched: bool = True,
-              extend_edges: int = 0, **options: Any) -> tuple[float, dict[float, float]]:
+              extend_edges: int = 0, defense: Any = None, **options: Any) -> tuple[float, dict[float, float]]:
     """(the weight with the best mean shadow PSNR, weight -> that PSNR) over ``shadows`` shadow batches.
     ``batched``: the grid weights as the restarts of one ``ig`` call (``restart_regularizers``, one vmapped pass per
     step from one shared initial point: 1.3-1.6x faster than separate runs on CPU, equal to them up to float
     rounding); ``False``: one ``ig`` run per weight. ``extend_edges`` = n: while the best weight is the smallest
     (largest) one tried, try ``EDGE_FACTORS`` times it below (above), at most n times: a pick on the grid's edge
     says the best weight may lie beyond it, and the shadow can tell (its truth is the server's own images). The
-    extra weights start from the same initial point (``shared_init``), so every weight is scored alike."""
+    extra weights start from the same initial point (``shared_init``), so every weight is scored alike.
+    ``defense`` (a ``fedsim.attacks.defense_view.ShadowDefense``): the client's update defenses, applied to each
+    shadow update with the server's own noise draws before the grid attacks it."""
     from fedsim.attacks.inversion import invert  # the registry module imports this one
 
     schedule = dict(schedule or {})
@@ -116,6 +118,11 @@ def choose_tv(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], label
     for s in range(max(1, int(shadows))):
         xs, ys = shadow_batch(aux, labels, k, seed + 1000 * s)
         target = simulate_update(model, xs, ys, **sim)
+        if defense is not None:
+            if "lr" not in sim:
+                raise ValueError("ig-shadow: simulating the client's defense needs its lr= (the update's scale)")
+            target = defense.on_fake_gradient(target, lr=sim["lr"], local_steps=int(sim.get("local_steps", 1)),
+                                              seed=60_000 + seed + 1000 * s)
         calls.append((xs, dict(model=model, gradients=target, labels=ys, input_shape=input_shape, steps=steps,
                                mean=mean, std=std, seed=seed + 1000 * s, **schedule, **options)))
     scores: dict[float, list[float]] = {}
@@ -150,11 +157,16 @@ def choose_tv(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], label
 def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int], steps: int = 1000, mean=(0.0,),
               std=(1.0,), seed: int = 0, aux: tuple[torch.Tensor, torch.Tensor] | None = None,
               tv_grid: Sequence[float] = TV_GRID, shadow_steps: int | None = None, shadows: int = 1,
-              batched: bool = True, extend_edges: int = EXTEND_EDGES, **options: Any) -> InversionTrace | torch.Tensor:
+              batched: bool = True, extend_edges: int = EXTEND_EDGES, shadow_defense: Any = None,
+              **options: Any) -> InversionTrace | torch.Tensor:
     """``ig`` on the real update at the TV weight that reconstructs a simulated shadow update best
     (:func:`choose_tv`). ``aux``: the public split in model space (images [N, C, H, W], labels [N]); the client's
-    schedule comes as ``lr=``, ``local_steps=``, ``local_batch_size=``. With ``return_result=True`` the trace's
-    ``options`` record ``tv_chosen`` and ``tv_shadow_psnr`` (weight -> mean PSNR on the shadow batches)."""
+    schedule comes as ``lr=``, ``local_steps=``, ``local_batch_size=``. ``shadow_defense``
+    (``fedsim.attacks.defense_view.ShadowDefense``, the pipeline's "defense settings"): the shadow update is defended
+    as the client's was, and a sparsified update is matched on its sent coordinates only (``distance=
+    "cosine-masked"``, ig-masked's, in the shadow and the real run) unless ``distance=`` is given. With
+    ``return_result=True`` the trace's ``options`` record ``tv_chosen`` and ``tv_shadow_psnr`` (weight -> mean PSNR
+    on the shadow batches), and ``shadow_defense`` (in words) when one was simulated."""
     from fedsim.attacks.inversion import invert
 
     if "regularizers" in options:
@@ -172,15 +184,19 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
     if k < 1:
         raise ValueError("ig-shadow needs labels= (or num_samples=) for the size of the shadow batch")
     schedule = {key: options.pop(key) for key in ("local_steps", "lr", "local_batch_size") if key in options}
+    if shadow_defense is not None and shadow_defense.sparsifies and "distance" not in options:
+        options["distance"] = "cosine-masked"  # ig-masked's distance: only the coordinates the client sent
     shared = {key: v for key, v in options.items() if key not in CLIENT_ONLY and key != "num_samples"}
     chosen, psnrs = choose_tv(model=model, aux=aux, labels=labels, k=k, input_shape=input_shape,
                               steps=int(shadow_steps or steps), mean=mean, std=std, seed=seed, tv_grid=tv_grid,
                               shadows=shadows, schedule=schedule, batched=batched, extend_edges=extend_edges,
-                              **shared)
+                              defense=shadow_defense, **shared)
     trace = invert("ig", model=model, gradients=gradients, labels=labels, input_shape=input_shape, steps=steps,
                    mean=mean, std=std, seed=seed, regularizers={"tv": chosen}, return_result=True, **schedule,
                    **options)
     if not want_trace:
         return trace.inputs
     return replace(trace, method="ig-shadow",
-                   options={**trace.options, "tv_chosen": chosen, "tv_shadow_psnr": psnrs})
+                   options={**trace.options, "tv_chosen": chosen, "tv_shadow_psnr": psnrs,
+                            **({"shadow_defense": shadow_defense.describe(),
+                                "distance": options.get("distance", "cosine")} if shadow_defense is not None else {})})
