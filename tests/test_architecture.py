@@ -13,94 +13,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-DYNAMIC_IMPORTS = ("import_module", "__import__")  # importlib.import_module("x"), __import__("x")
-
-
-#: top-level folder -> the import name it installs as (pyproject.toml ``[tool.setuptools] package-dir``)
-INSTALLED_AS = {"fedsim": "fedsim", "attacks": "fedsim.attacks", "clients": "fedsim.clients",
-                "server": "fedsim.server"}
-SHELL_FOLDERS = ("attacks", "clients", "server")
-
-
-def _dotted(path: Path, root: Path) -> list[str]:
-    parts = list(path.relative_to(root).with_suffix("").parts)
-    return INSTALLED_AS.get(parts[0], parts[0]).split(".") + parts[1:]
-
-
-def _package(path: Path, root: Path = ROOT) -> str:
-    """The package a file's relative imports resolve against (a package's own name for its ``__init__``)."""
-    return ".".join(_dotted(path, root)[:-1])
-
-
-def _module_name(path: Path, root: Path = ROOT) -> str:
-    parts = _dotted(path, root)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _resolve(node: ast.ImportFrom, path: Path, root: Path) -> str:
-    base = node.module or ""
-    if node.level:
-        pkg = _package(path, root).split(".")
-        base = ".".join(p for p in pkg[: len(pkg) - node.level + 1] + [base] if p)
-    return base
-
-
-def _dynamic(node: ast.AST) -> str | None:
-    """The string literal of ``importlib.import_module("x")`` / ``__import__("x")`` (None otherwise)."""
-    if not isinstance(node, ast.Call) or not node.args:
-        return None
-    func = node.func
-    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
-    arg = node.args[0]
-    if name in DYNAMIC_IMPORTS and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-        return arg.value
-    return None
-
-
-def _imports(path: Path, root: Path = ROOT) -> list[tuple[str, list[str]]]:
-    """Every import of a file, module level or inside a function, as (module, imported names).
-
-    Statements (absolute, relative resolved against its package) and ``importlib`` / ``__import__`` string
-    literals. Imports under ``if TYPE_CHECKING:`` are left out (they never run)."""
-    out: list[tuple[str, list[str]]] = []
-
-    def visit(nodes) -> None:
-        for node in nodes:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                visit(node.orelse)
-                continue
-            if isinstance(node, ast.Import):
-                out.extend((a.name, []) for a in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                out.append((_resolve(node, path, root), [a.name for a in node.names]))
-            elif (literal := _dynamic(node)) is not None:
-                out.append((literal, []))
-            visit(ast.iter_child_nodes(node))
-
-    visit(ast.parse(path.read_text()).body)
-    return out
-
-
-def _modules(path: Path, root: Path = ROOT) -> set[str]:
-    """Dotted names a file imports: each module, and ``module.name`` for each ``from module import name``."""
-    names: set[str] = set()
-    for module, imported in _imports(path, root):
-        names.add(module)
-        names.update(f"{module}.{n}" for n in imported)
-    return names
-
-
-def _files(spec: str, root: Path = ROOT) -> list[Path]:
-    if spec.endswith(".py"):  # a floor of one module (fedsim/api.py)
-        return [root / spec] if (root / spec).is_file() else []
-    return sorted((root / spec).rglob("*.py"))
-
-
-def _hits(name: str, forbidden: tuple[str, ...]) -> list[str]:
-    return [f for f in forbidden if name == f or name.startswith(f + ".")]
+from tests.import_graph import (  # noqa: F401  (the rules' parsing helpers)
+    DYNAMIC_IMPORTS, INSTALLED_AS, PACKAGES, ROOT, SHELL_FOLDERS, _dotted, _dynamic, _files, _hits, _imports,
+    _module_name, _modules, _package, _resolve, _tree)
 
 
 ABOVE_CORE = ("fedsim.attacks", "fedsim.evaluation", "fedsim.clients", "fedsim.server", "fedsim.lab", "fedsim.api")
@@ -182,9 +97,6 @@ def test_pyproject_packages_are_the_folders():
     assert apps == {"serverapp": "fedsim.server.app:app", "clientapp": "fedsim.clients.app:app"}
 
 
-PACKAGES = tuple(INSTALLED_AS)
-
-
 def _import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     """Project module -> the project modules it imports (``from a import b`` is an arrow to ``a.b`` when that is
     a module, else to the package ``a``). A module's parent packages are not arrows (Python runs them first)."""
@@ -252,74 +164,7 @@ def test_no_import_circles():
 
 #: ``fedsim.core.data`` names that hold or return the pool every client's partition is cut from (the train split):
 #: the loaders (``sources``: each returns the whole dataset, not through ``load_dataset``), their registry and
-#: the split helper. ``load_dataset`` / ``ImageDataset`` stay allowed: attacks take the public split (the test
-#: split: ``fedsim.attacks.generative.prior.aux_split``) from them, and never touch ``train_x`` / ``train_y`` (below).
-CLIENT_DATA = ("fedsim.core.data.sources", "fedsim.core.data.DATASETS", "fedsim.core.data.core.DATASETS",
-               "fedsim.core.data.core.stratified_split", "fedsim.core.data.core.register")
-#: attributes no attack may read: the train split of an ``ImageDataset`` (every client's data) and the audit
-#: store of a ``RunFolder`` (``audit``, ``audit_file``: ground truth)
-FORBIDDEN_ATTRIBUTES = ("train_x", "train_y", "audit", "audit_file")
-
-
-def _attack_data_offenders(root: Path = ROOT) -> list[str]:
-    offenders = []
-    for p in _files("attacks", root):
-        for name in sorted(_modules(p, root)):
-            if _hits(name, CLIENT_DATA):
-                offenders.append(f"{p.relative_to(root)} imports {name}")
-        for node in ast.walk(ast.parse(p.read_text())):
-            if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN_ATTRIBUTES:
-                offenders.append(f"{p.relative_to(root)}:{node.lineno} reads .{node.attr}")
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
-                    any(part == "audit" for part in node.value.replace("\\", "/").split("/")) and "/" in node.value:
-                offenders.append(f"{p.relative_to(root)}:{node.lineno} spells an audit-store path")
-    return offenders
-
-
-def test_attacks_see_no_client_data_and_no_audit_file():
-    """Attacks see what the server sees: no client split (``fedsim.core.experiment``, ``fedsim.core.partitions`` by the floor
-    rule; the ``fedsim.core.data`` loaders and a dataset's train split here) and no audit file (``fedsim.core.audit`` by the
-    floor rule; ``RunFolder.audit*`` and a path under ``audit/`` here)."""
-    offenders = _attack_data_offenders()
-    assert not offenders, offenders
-
-
-def _ground_truth_offenders(root: Path = ROOT) -> list[str]:
-    readers = ("fedsim.evaluation.truth", "read_ground_truth", "truth_for", "has_ground_truth")
-    offenders = []
-    for package in PACKAGES:
-        for p in (root / package).rglob("*.py"):
-            if p.is_relative_to(root / "fedsim" / "evaluation"):
-                continue
-            for name in _modules(p, root):
-                if any(name == r or name.endswith("." + r) or name.startswith(r + ".") for r in readers):
-                    offenders.append(f"{p.relative_to(root)} imports {name}")
-            if "audit_file(" in p.read_text() and p.name not in ("audit.py", "runfolder.py"):
-                offenders.append(f"{p.relative_to(root)} opens an audit file")
-    return offenders
-
-
-def test_only_the_evaluation_layer_reads_ground_truth():
-    """The audit store is written by clients (fedsim.core.audit has no reader) and read only in fedsim/evaluation."""
-    audit_src = (ROOT / "fedsim" / "core" / "audit.py").read_text()
-    assert "load_file" not in audit_src and "safe_open" not in audit_src
-    offenders = _ground_truth_offenders()
-    assert not offenders, offenders
-
-
 # --- probes: each rule fails on a violating module (a rule that cannot fail is no rule) ---------------------------
-
-def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
-    """A throwaway project under tmp_path: the given files plus an empty ``__init__.py`` in each package."""
-    for rel, text in files.items():
-        path = tmp_path / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        for parent in path.relative_to(tmp_path).parents:
-            if parent != Path(".") and not (tmp_path / parent / "__init__.py").exists():
-                (tmp_path / parent / "__init__.py").write_text("")
-    return tmp_path
-
 
 @pytest.mark.parametrize("floor,text", [
     ("fedsim/core", "import flwr\n"),
@@ -359,34 +204,6 @@ def test_probe_circle_rule_passes_a_chain_and_type_checking(tmp_path):
                             "fedsim/c.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                                            "    from fedsim.a import A\n"})
     assert _import_graph(root)["fedsim.a"] == {"fedsim.b"} and not _circles(_import_graph(root))
-
-
-@pytest.mark.parametrize("text", [
-    "from fedsim.core.data import sources\n",
-    "from fedsim.core.data.sources import load_mnist_subset\n",
-    "from fedsim.core.data.core import DATASETS, stratified_split\n",
-    "def f(ds):\n    return ds.train_x[:8]\n",
-    "def f(folder):\n    return folder.audit_file(1, 0)\n",
-    "def f(folder):\n    return folder.audit\n",
-    "from safetensors.torch import load_file\nx = load_file('runs/x/audit/round_0001/client_0000.safetensors')\n",
-])
-def test_probe_attack_data_rule_fails_on_a_violation(tmp_path, text):
-    assert _attack_data_offenders(_tree(tmp_path, {"attacks/probe.py": text}))
-
-
-def test_probe_attack_data_rule_allows_the_public_split(tmp_path):
-    root = _tree(tmp_path, {"attacks/probe.py": "from fedsim.core.data import ImageDataset, load_dataset\n"
-                                                "def f(ds):\n    return ds.test_x[0::2]\n"})
-    assert not _attack_data_offenders(root)
-
-
-@pytest.mark.parametrize("where,text", [
-    ("server/probe.py", "from fedsim.evaluation.truth import read_ground_truth\n"),
-    ("attacks/probe.py", "from fedsim.evaluation import truth_for\n"),
-    ("clients/probe.py", "def f(folder):\n    return folder.audit_file(1, 2)\n"),
-])
-def test_probe_ground_truth_rule_fails_on_a_violation(tmp_path, where, text):
-    assert _ground_truth_offenders(_tree(tmp_path, {where: text}))
 
 
 def test_every_python_file_of_the_project_parses():
