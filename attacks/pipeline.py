@@ -209,8 +209,9 @@ def _tuning_signal(trace: Any, k: int) -> list[str]:
     if "tv_shadow_psnr" in options:
         defended = " (defended as the client's)" if "shadow_defense" in options else ""
         masked = "; matched on the sent coordinates only" if options.get("distance") == "cosine-masked" else ""
-        return [f"shadow calibration: TV {options['tv_chosen']:g} reconstructed a simulated update{defended} of {k} "
-                f"public images best{masked}"]
+        step = f", step size {options['attack_lr_chosen']:g}" if "attack_lr_chosen" in options else ""
+        return [f"shadow calibration: TV {options['tv_chosen']:g}{step} reconstructed a simulated update{defended} of "
+                f"{k} public images best{masked}"]
     if "tv_criterion" in options:
         return [f"self-tuned: TV {options['tv_chosen']:g} by the gradient match"]
     return []

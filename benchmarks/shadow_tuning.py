@@ -42,7 +42,8 @@ def _normalised(name: str):
     return (x - m) / s, y, classes, mean, std
 
 
-def cell(row: dict, aux_name: str, steps: int, fraction: float = 1.0, extend: int = 0) -> dict:
+def cell(row: dict, aux_name: str, steps: int, fraction: float = 1.0, extend: int = 0,
+         lr_grid: tuple[float, ...] = (0.1,)) -> dict:
     case = CASES[row["case"]]
     seed, k = int(row["seed"]), int(row["k"])
     xn, y, classes, mean, std = _normalised("cifar100")
@@ -74,7 +75,7 @@ def cell(row: dict, aux_name: str, steps: int, fraction: float = 1.0, extend: in
                 "oracle": by[row["oracle"]]["psnr"], "oracle_tv": float(row["oracle"])}
     trace = invert("ig-shadow", model=model, gradients=target, labels=labels.sort().values, input_shape=(3, 32, 32),
                    steps=steps, mean=mean, std=std, seed=seed, aux=aux, return_result=True, extend_edges=extend,
-                   **schedule)
+                   lr_grid=lr_grid, **schedule)
     seconds = time.perf_counter() - t0
     score = lambda xh: image_metrics(xh.detach(), gt, mean, std, labels_hat=labels.sort().values,  # noqa: E731
                                      labels_true=labels)["psnr"]
@@ -82,13 +83,23 @@ def cell(row: dict, aux_name: str, steps: int, fraction: float = 1.0, extend: in
     by = row["tv"]
     # weights the edge extension tried beyond the JSON's grid: their real-run PSNR (ig, same seed and steps), so the
     # oracle over every weight the rule could pick is known
-    beyond = {tv: score(invert("ig", model=model, gradients=target, labels=labels.sort().values,
-                               input_shape=(3, 32, 32), steps=steps, mean=mean, std=std, seed=seed,
-                               regularizers={"tv": tv}, **schedule))
-              for tv in trace.options["tv_shadow_psnr"] if str(float(tv)) not in by}
+    run_ig = lambda tv, attack_lr=0.1: score(invert(  # noqa: E731
+        "ig", model=model, gradients=target, labels=labels.sort().values, input_shape=(3, 32, 32), steps=steps,
+        mean=mean, std=std, seed=seed, regularizers={"tv": tv}, attack_lr=attack_lr, **schedule))
+    chosen_lr = trace.options["attack_lr_chosen"]
+    if len(lr_grid) > 1:  # the step size is chosen too: every step size of the grid at the chosen TV, real runs
+        at_tv = {a: psnr if a == chosen_lr else run_ig(trace.options["tv_chosen"], a) for a in lr_grid}
+        best_lr = max(at_tv, key=at_tv.get)
+        extra = {"lr_chosen": chosen_lr, "psnr_by_lr_at_tv": at_tv, "lr_oracle_at_tv": best_lr}
+        beyond = {}
+    else:
+        extra = {}
+        beyond = {tv: run_ig(tv) for tv in trace.options["tv_shadow_psnr"] if str(float(tv)) not in by}
     tried = {**{float(t): by[t]["psnr"] for t in by}, **beyond}
     oracle_tried = max(tried, key=tried.get)
-    return {"case": row["case"], "seed": seed, "k": k, "aux": aux_name + (f", extend {extend}" if extend else ""),
+    return {**extra, "case": row["case"], "seed": seed, "k": k,
+            "aux": aux_name + (f", extend {extend}" if extend else "") + (
+                f", step sizes {'/'.join(f'{a:g}' for a in lr_grid)}" if len(lr_grid) > 1 else ""),
             "beyond_grid": beyond, "oracle_tried": tried[oracle_tried], "oracle_tried_tv": oracle_tried,
             "shadow_tv": trace.options["tv_chosen"],
             "shadow_psnr_by_tv": trace.options["tv_shadow_psnr"], "psnr": psnr, "seconds": seconds,
@@ -125,6 +136,17 @@ def table(runs: list[list[dict]]) -> str:
                      f"{statistics.mean(c['psnr'] - c['default'] for c in run):+.2f} dB; seconds per attack "
                      f"{statistics.mean(c['seconds'] for c in run):.0f} [{min(c['seconds'] for c in run):.0f}, "
                      f"{max(c['seconds'] for c in run):.0f}]")
+        if any("lr_chosen" in c for c in run):
+            g = [c["psnr_by_lr_at_tv"][str(c["lr_oracle_at_tv"])] if isinstance(next(iter(c["psnr_by_lr_at_tv"])), str)
+                 else c["psnr_by_lr_at_tv"][c["lr_oracle_at_tv"]] for c in run]
+            e = [c["psnr"] - b for c, b in zip(run, g)]
+            picks = {}
+            for c in run:
+                picks[c["lr_chosen"]] = picks.get(c["lr_chosen"], 0) + 1
+            lines.append(f"aux {run[0]['aux']}: step sizes picked " + ", ".join(
+                f"{a:g} in {n}" for a, n in sorted(picks.items())) + f"; shadow - best step size at the chosen TV "
+                f"mean {statistics.mean(e):+.2f} dB [{min(e):+.2f}, {max(e):+.2f}], that step size picked in "
+                f"{sum(float(c['lr_chosen']) == float(c['lr_oracle_at_tv']) for c in run)}/{len(run)}")
         if any(c.get("beyond_grid") for c in run):
             e = [c["psnr"] - c["oracle_tried"] for c in run]
             lines.append(f"aux {run[0]['aux']}: weights tried beyond the grid in "
@@ -145,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="< 1: the shadow grid at this share of the budget; only the pick is run (seconds = pick)")
     p.add_argument("--extend", type=int, default=0,
                    help="ig-shadow's extend_edges (0: the fixed grid, as the first measurements; 2: the default)")
+    p.add_argument("--lr-grid", default="0.1",
+                   help="ig-shadow's lr_grid, comma-separated (0.1: ig's step size only, as the first measurements)")
     p.add_argument("--json", default=None)
     p.add_argument("--render", nargs="+", default=None)
     args = p.parse_args(argv)
@@ -157,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if r["case"] in args.cases.split(",")]
     out = []
     for row in rows:
-        out.append(cell(row, args.aux, args.steps, args.shadow_fraction, args.extend))
+        out.append(cell(row, args.aux, args.steps, args.shadow_fraction, args.extend,
+                        tuple(float(a) for a in args.lr_grid.split(","))))
         c = out[-1]
         print(json.dumps({k: c[k] for k in ("case", "k", "seed", "shadow_tv", "psnr", "json_psnr_at_pick", "rule",
                                             "oracle", "seconds")}), flush=True)

@@ -72,9 +72,15 @@ def test_the_pick_is_the_best_shadow_psnr_and_the_real_run_is_ig_at_that_weight(
     psnr = trace.options["tv_shadow_psnr"]
     assert set(psnr) == set(grid) and trace.options["tv_chosen"] == max(psnr, key=psnr.get) == 0.0
     assert psnr[0.0] > psnr[1e4] + 3.0
+    by_lr = trace.options["lr_shadow_psnr"]
+    assert set(by_lr) == {0.1, 0.3, 1.0} and trace.options["attack_lr_chosen"] == max(by_lr, key=by_lr.get)
+    assert by_lr[trace.options["attack_lr_chosen"]] == psnr[0.0]  # the TV scores are those of the chosen step size
     alone = invert("ig", model=model, gradients=grads, labels=y, input_shape=SHAPE, steps=60, seed=0,
-                   regularizers={"tv": 0.0})
+                   regularizers={"tv": 0.0}, attack_lr=trace.options["attack_lr_chosen"])
     assert torch.equal(trace.inputs, alone)
+    fixed = ig_shadow(model=model, gradients=grads, labels=y, input_shape=SHAPE, steps=60, seed=0, aux=aux,
+                      tv_grid=grid, return_result=True, lr=0.1, local_steps=1, local_batch_size=1, attack_lr=0.05)
+    assert set(fixed.options["lr_shadow_psnr"]) == {0.05} and fixed.options["attack_lr_chosen"] == 0.05
     assert aligned_psnr(alone, victim, (0.0,), (1.0,)) > aligned_psnr(torch.full_like(victim, 0.5), victim,
                                                                        (0.0,), (1.0,))
 

@@ -91,6 +91,8 @@ def aligned_psnr(x_hat: torch.Tensor, x: torch.Tensor, mean: Sequence[float], st
     return float(psnr_matrix(rec[perm], truth).diagonal().mean())
 
 
+#: the attack step sizes ``ig_shadow`` tries by default (``ig``'s own 0.1 first; docs/benchmarks/self_tuning.md, "Step size")
+LR_GRID: tuple[float, ...] = (0.1, 0.3, 1.0)
 #: edge extensions ``ig_shadow`` allows by default (docs/benchmarks/self_tuning.md, "Edge extension")
 EXTEND_EDGES = 2
 #: how an edge pick widens the grid: below its floor by these factors of the floor, above its top by these of the top
@@ -158,7 +160,7 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
               std=(1.0,), seed: int = 0, aux: tuple[torch.Tensor, torch.Tensor] | None = None,
               tv_grid: Sequence[float] = TV_GRID, shadow_steps: int | None = None, shadows: int = 1,
               batched: bool = True, extend_edges: int = EXTEND_EDGES, shadow_defense: Any = None,
-              **options: Any) -> InversionTrace | torch.Tensor:
+              lr_grid: Sequence[float] = LR_GRID, **options: Any) -> InversionTrace | torch.Tensor:
     """``ig`` on the real update at the TV weight that reconstructs a simulated shadow update best
     (:func:`choose_tv`). ``aux``: the public split in model space (images [N, C, H, W], labels [N]); the client's
     schedule comes as ``lr=``, ``local_steps=``, ``local_batch_size=``. ``shadow_defense``
@@ -166,7 +168,11 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
     as the client's was, and a sparsified update is matched on its sent coordinates only (``distance=
     "cosine-masked"``, ig-masked's, in the shadow and the real run) unless ``distance=`` is given. With
     ``return_result=True`` the trace's ``options`` record ``tv_chosen`` and ``tv_shadow_psnr`` (weight -> mean PSNR
-    on the shadow batches), and ``shadow_defense`` (in words) when one was simulated."""
+    on the shadow batches), and ``shadow_defense`` (in words) when one was simulated.
+
+    ``lr_grid``: the attack's step sizes (``attack_lr``) tried on the shadow, each with the whole TV grid (and its
+    edge extension); the real run uses the best pair. A given ``attack_lr=`` fixes the step size (grid of one).
+    The trace then records ``attack_lr_chosen`` and ``lr_shadow_psnr`` (step size -> best shadow PSNR with it)."""
     from fedsim.attacks.inversion import invert
 
     if "regularizers" in options:
@@ -187,10 +193,21 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
     if shadow_defense is not None and shadow_defense.sparsifies and "distance" not in options:
         options["distance"] = "cosine-masked"  # ig-masked's distance: only the coordinates the client sent
     shared = {key: v for key, v in options.items() if key not in CLIENT_ONLY and key != "num_samples"}
-    chosen, psnrs = choose_tv(model=model, aux=aux, labels=labels, k=k, input_shape=input_shape,
-                              steps=int(shadow_steps or steps), mean=mean, std=std, seed=seed, tv_grid=tv_grid,
-                              shadows=shadows, schedule=schedule, batched=batched, extend_edges=extend_edges,
-                              defense=shadow_defense, **shared)
+    step_sizes = [float(options["attack_lr"])] if "attack_lr" in options else [float(a) for a in lr_grid]
+    if not step_sizes:
+        raise ValueError("ig-shadow: lr_grid is empty")
+    shared.pop("attack_lr", None)
+    per_lr: dict[float, tuple[float, dict[float, float]]] = {}
+    for attack_lr in dict.fromkeys(step_sizes):
+        per_lr[attack_lr] = choose_tv(model=model, aux=aux, labels=labels, k=k, input_shape=input_shape,
+                                      steps=int(shadow_steps or steps), mean=mean, std=std, seed=seed,
+                                      tv_grid=tv_grid, shadows=shadows, schedule=schedule, batched=batched,
+                                      extend_edges=extend_edges, defense=shadow_defense, attack_lr=attack_lr,
+                                      **shared)
+    best_of = {a: tv_psnr[tv] for a, (tv, tv_psnr) in per_lr.items()}
+    chosen_lr = max(best_of, key=lambda a: (best_of[a], -step_sizes.index(a)))  # a tie keeps the earlier step size
+    chosen, psnrs = per_lr[chosen_lr]
+    options["attack_lr"] = chosen_lr
     trace = invert("ig", model=model, gradients=gradients, labels=labels, input_shape=input_shape, steps=steps,
                    mean=mean, std=std, seed=seed, regularizers={"tv": chosen}, return_result=True, **schedule,
                    **options)
@@ -198,5 +215,6 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
         return trace.inputs
     return replace(trace, method="ig-shadow",
                    options={**trace.options, "tv_chosen": chosen, "tv_shadow_psnr": psnrs,
+                            "attack_lr_chosen": chosen_lr, "lr_shadow_psnr": best_of,
                             **({"shadow_defense": shadow_defense.describe(),
                                 "distance": options.get("distance", "cosine")} if shadow_defense is not None else {})})
