@@ -1,7 +1,7 @@
 """``ig-shadow`` on the peer benchmark's cases, beside fedsim ``ig`` and breaching's IG from the committed runs.
 
     nice -n 5 .venv/bin/python benchmarks/peers_shadow.py [--models cnn] [--batches 1,4,8,16] [--seeds 3]
-                                                         [--steps 300] [--json FILE]
+                                                         [--steps 300] [--breaching-steps 300] [--json FILE]
 
 Same cells as ``benchmarks/peers.py`` table (a) (untrained victim in train mode, FedSGD gradient of real CIFAR-10
 images of foolbox, labels given, the same seed and budget); the ``ig`` and breaching PSNRs are read from the
@@ -43,7 +43,9 @@ def committed(model: str) -> dict:
     return {(c["k"], c["seed"], c["steps"]): c for c in cells if c.get("source", c["labels"]) == "given"}
 
 
-def run(model_name: str, k: int, seed: int, steps: int, ref: dict) -> dict:
+def run(model_name: str, k: int, seed: int, steps: int, ref: dict, peer_steps: int | None = None) -> dict:
+    """One cell; breaching's PSNR is read at ``peer_steps`` (default ``steps``: equal budgets; twice ``steps``:
+    fedsim at half breaching's budget)."""
     model, grads, gt, y, mean, std = case(model_name, k, seed)
     labels = y.sort().values
     t0 = time.perf_counter()
@@ -55,21 +57,25 @@ def run(model_name: str, k: int, seed: int, steps: int, ref: dict) -> dict:
     plain = invert("ig", model=model, gradients=grads, labels=labels, input_shape=(3, 32, 32), steps=steps,
                    mean=mean, std=std, seed=seed).detach()
     ig_seconds = time.perf_counter() - t0
-    c = ref[(k, seed, steps)]
+    peer_steps = int(peer_steps or steps)
+    c = ref[(k, seed, peer_steps)]
     return {"model": model_name, "k": k, "seed": seed, "steps": steps, "tv": trace.options["tv_chosen"],
+            "attack_lr": trace.options.get("attack_lr_chosen", 0.1), "breaching_steps": peer_steps,
             "shadow": score(trace.inputs.detach(), gt, labels, y, mean, std), "ig": score(plain, gt, labels, y, mean, std),
-            "ig_committed": c["fedsim"], "breaching": c["breaching"], "seconds": seconds, "ig_seconds": ig_seconds}
+            "ig_committed": c["fedsim"] if peer_steps == steps else None, "breaching": c["breaching"],
+            "seconds": seconds, "ig_seconds": ig_seconds}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | batch | seeds | iters | fedsim `ig` (default TV; committed run) | fedsim `ig-shadow` (TV per seed) "
-             "| breaching IG (committed run) | "
+    lines = ["| model | batch | seeds | iters fedsim / breaching | fedsim `ig` (default TV; committed run) | fedsim "
+             "`ig-shadow` (TV, step size per seed) | breaching IG (committed run) | "
              "`ig-shadow` - breaching | `ig-shadow` - `ig` | seconds `ig-shadow` / `ig` |", "|" + "---|" * 10]
-    for key in dict.fromkeys((r["model"], r["k"], r["steps"]) for r in rows):
-        cells = [r for r in rows if (r["model"], r["k"], r["steps"]) == key]
+    for key in dict.fromkeys((r["model"], r["k"], r["steps"], r.get("breaching_steps", r["steps"])) for r in rows):
+        cells = [r for r in rows if (r["model"], r["k"], r["steps"], r.get("breaching_steps", r["steps"])) == key]
         m = lambda f: statistics.mean(c[f] for c in cells)  # noqa: E731
-        tvs = "/".join(f"{c['tv']:g}" for c in cells)
-        lines.append(f"| {key[0]} | {key[1]} | {len(cells)} | {key[2]} | {m('ig'):.2f}; {m('ig_committed'):.2f} | "
+        tvs = "/".join(f"{c['tv']:g}" + (f", {c['attack_lr']:g}" if "attack_lr" in c else "") for c in cells)
+        committed_ig = f"{m('ig_committed'):.2f}" if all(c["ig_committed"] is not None for c in cells) else "-"
+        lines.append(f"| {key[0]} | {key[1]} | {len(cells)} | {key[2]} / {key[3]} | {m('ig'):.2f}; {committed_ig} | "
                      f"{m('shadow'):.2f} ({tvs}) | "
                      f"{m('breaching'):.2f} | {m('shadow') - m('breaching'):+.2f} | {m('shadow') - m('ig'):+.2f} | "
                      f"{m('seconds'):.0f} / {m('ig_seconds'):.0f} |")
@@ -82,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", default="1,4,8,16")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--breaching-steps", type=int, default=None,
+                   help="read breaching's committed run at this budget (default --steps; 300 with --steps 150: "
+                        "fedsim at half breaching's budget)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None)
     p.add_argument("--render", default=None)
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = committed(model_name)
         for k in (int(b) for b in args.batches.split(",")):
             for seed in range(args.seeds):
-                rows.append(run(model_name, k, seed, args.steps, ref))
+                rows.append(run(model_name, k, seed, args.steps, ref, args.breaching_steps))
                 print(json.dumps(rows[-1]), flush=True)
                 if args.json:
                     Path(args.json).write_text(json.dumps(rows, indent=1))
