@@ -214,12 +214,13 @@ INVERSION_METHODS.register(inversion_record(
 # shadow-calibrated ig (attacks/inversion/shadow.py): the TV weight chosen on an update the server simulates from
 # its public split at the client's schedule (the shadow truth is the server's own data, never the client's)
 INVERSION_METHODS.register(inversion_record(
-    "ig-shadow", "Geiping et al. (NeurIPS 2020), the TV weight calibrated on a shadow update (shadow training: "
-    "Shokri et al., IEEE S&P 2017)",
-    "simulate the client's update on K public images (its lr, local steps, batch size), run ig at every TV weight "
-    "of tv_grid= on it (widened past an edge the shadow picks, extend_edges=; the client's update defenses "
-    "applied to the shadow update, a sparsified one matched on its sent coordinates), attack the real update with the "
-    "weight that reconstructed the shadow batch best (PSNR against the server's own images); about 4x ig's cost on small models, 9x on ResNet-18 (CPU)",
+    "ig-shadow", "Geiping et al. (NeurIPS 2020), the TV weight and step size calibrated on a shadow update "
+    "(shadow training: Shokri et al., IEEE S&P 2017)",
+    "simulate the client's update on K public images (its lr, local steps, batch size), run ig at every step size "
+    "of lr_grid= (0.1, 0.3, 1) and TV weight of tv_grid= on it (widened past an edge the shadow picks, "
+    "extend_edges=; the client's update defenses applied to the shadow update, a sparsified one matched on its "
+    "sent coordinates), attack the real update with the pair that reconstructed the shadow batch best (PSNR "
+    "against the server's own images); 11-22x one ig run on small models (CPU)",
     run=_lazy("fedsim.attacks.inversion.shadow", "ig_shadow"),
     needs=("public split", "client schedule", "defense settings"), traces=True))
 

@@ -1,6 +1,7 @@
 """Shadow-calibrated Inverting Gradients: the TV weight is chosen on an update the server simulates itself.
 
-``ig-auto`` picks the TV weight by the reconstruction's own gradient match. Where a weaker prior lets the dummy
+``ig-auto`` picks the TV weight by the reconstruction's own gradient match (``ig-shadow`` also picks the attack's step
+size, below). Where a weaker prior lets the dummy
 batch match the update *better* with *worse* images (FedAvg fake gradients, some ReLU CNNs on MNIST:
 docs/benchmarks/self_tuning.md, docs/benchmarks/defenses.md) that rule follows the match the wrong way. The shadow
 rule asks the question the attacker actually cares about, "which weight reconstructs images best on this model,
@@ -18,8 +19,9 @@ best weight. When the best weight is the grid's smallest (largest), the grid is 
 (``extend_edges``, twice by default: 0.02 -> 0.01, 0.004 -> 0.002, 0.0008) and the shadow scores the new weights
 too. No client ground truth is read; the shadow truth is the server's own data. Cost: the grid at
 ``shadow_steps`` (default: the attack's budget; a quarter of it biases the pick to strong priors, measured in
-docs/benchmarks/self_tuning.md) as one batched ``ig`` call, one more batched call of two weights per edge
-extension, plus the real run.
+docs/benchmarks/self_tuning.md) as one batched ``ig`` call per step size of ``lr_grid`` (three by default), one
+more batched call of two weights per edge extension, plus the real run: 11-22x one ``ig`` run on the SmallCNN
+peer cells (docs/benchmarks/peers.md (d)).
 
 The engine is the project's own (``fedsim.attacks.inversion.core``); the client's schedule is replayed by
 ``fedsim.attacks.local_replay.LocalReplay``, which the reported-loss check shares (breaching has no shadow
