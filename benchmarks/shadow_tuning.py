@@ -88,8 +88,8 @@ def cell(row: dict, aux_name: str, steps: int, fraction: float = 1.0, extend: in
         mean=mean, std=std, seed=seed, regularizers={"tv": tv}, attack_lr=attack_lr, **schedule))
     chosen_lr = trace.options["attack_lr_chosen"]
     if len(lr_grid) > 1:  # the step size is chosen too: every step size of the grid at the chosen TV, real runs
-        at_tv = {a: psnr if a == chosen_lr else run_ig(trace.options["tv_chosen"], a) for a in lr_grid}
-        best_lr = max(at_tv, key=at_tv.get)
+        at_tv = {str(a): psnr if a == chosen_lr else run_ig(trace.options["tv_chosen"], a) for a in lr_grid}
+        best_lr = float(max(at_tv, key=at_tv.get))  # keys are strings in memory as in the JSON
         extra = {"lr_chosen": chosen_lr, "psnr_by_lr_at_tv": at_tv, "lr_oracle_at_tv": best_lr}
         beyond = {}
     else:
@@ -137,8 +137,7 @@ def table(runs: list[list[dict]]) -> str:
                      f"{statistics.mean(c['seconds'] for c in run):.0f} [{min(c['seconds'] for c in run):.0f}, "
                      f"{max(c['seconds'] for c in run):.0f}]")
         if any("lr_chosen" in c for c in run):
-            g = [c["psnr_by_lr_at_tv"][str(c["lr_oracle_at_tv"])] if isinstance(next(iter(c["psnr_by_lr_at_tv"])), str)
-                 else c["psnr_by_lr_at_tv"][c["lr_oracle_at_tv"]] for c in run]
+            g = [c["psnr_by_lr_at_tv"][str(c["lr_oracle_at_tv"])] for c in run]
             e = [c["psnr"] - b for c, b in zip(run, g)]
             picks = {}
             for c in run:

@@ -101,24 +101,14 @@ EXTEND_EDGES = 2
 EDGE_FACTORS: tuple[tuple[float, ...], tuple[float, ...]] = ((0.5, 0.2), (2.0, 5.0))
 
 
-def choose_tv(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor | None, k: int,
-              input_shape: Sequence[int], steps: int, mean, std, seed: int, tv_grid: Sequence[float],
-              shadows: int = 1, schedule: Mapping[str, Any] | None = None, batched: bool = True,
-              extend_edges: int = 0, defense: Any = None, **options: Any) -> tuple[float, dict[float, float]]:
-    """(the weight with the best mean shadow PSNR, weight -> that PSNR) over ``shadows`` shadow batches.
-    ``batched``: the grid weights as the restarts of one ``ig`` call (``restart_regularizers``, one vmapped pass per
-    step from one shared initial point: 1.3-1.6x faster than separate runs on CPU, equal to them up to float
-    rounding); ``False``: one ``ig`` run per weight. ``extend_edges`` = n: while the best weight is the smallest
-    (largest) one tried, try ``EDGE_FACTORS`` times it below (above), at most n times: a pick on the grid's edge
-    says the best weight may lie beyond it, and the shadow can tell (its truth is the server's own images). The
-    extra weights start from the same initial point (``shared_init``), so every weight is scored alike.
-    ``defense`` (a ``fedsim.attacks.defense_view.ShadowDefense``): the client's update defenses, applied to each
-    shadow update with the server's own noise draws before the grid attacks it."""
-    from fedsim.attacks.inversion import invert  # the registry module imports this one
-
+def shadow_updates(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor | None, k: int,
+                   seed: int, shadows: int = 1, schedule: Mapping[str, Any] | None = None, defense: Any = None
+                   ) -> list[tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], int]]:
+    """(images, labels, simulated update, seed) of each of ``shadows`` shadow batches, defended by ``defense`` (a
+    ``fedsim.attacks.defense_view.ShadowDefense``) when given: what :func:`choose_tv` attacks."""
     schedule = dict(schedule or {})
     sim = {key: schedule[key] for key in ("local_steps", "lr", "local_batch_size") if key in schedule}
-    calls = []
+    out = []
     for s in range(max(1, int(shadows))):
         xs, ys = shadow_batch(aux, labels, k, seed + 1000 * s)
         target = simulate_update(model, xs, ys, **sim)
@@ -127,8 +117,33 @@ def choose_tv(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], label
                 raise ValueError("ig-shadow: simulating the client's defense needs its lr= (the update's scale)")
             target = defense.on_fake_gradient(target, lr=sim["lr"], local_steps=int(sim.get("local_steps", 1)),
                                               seed=60_000 + seed + 1000 * s)
-        calls.append((xs, dict(model=model, gradients=target, labels=ys, input_shape=input_shape, steps=steps,
-                               mean=mean, std=std, seed=seed + 1000 * s, **schedule, **options)))
+        out.append((xs, ys, target, seed + 1000 * s))
+    return out
+
+
+def choose_tv(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor | None, k: int,
+              input_shape: Sequence[int], steps: int, mean, std, seed: int, tv_grid: Sequence[float],
+              shadows: int = 1, schedule: Mapping[str, Any] | None = None, batched: bool = True,
+              extend_edges: int = 0, defense: Any = None, prepared: list | None = None, **options: Any
+              ) -> tuple[float, dict[float, float]]:
+    """(the weight with the best mean shadow PSNR, weight -> that PSNR) over ``shadows`` shadow batches.
+    ``batched``: the grid weights as the restarts of one ``ig`` call (``restart_regularizers``, one vmapped pass per
+    step from one shared initial point: 1.3-1.6x faster than separate runs on CPU, equal to them up to float
+    rounding); ``False``: one ``ig`` run per weight. ``extend_edges`` = n: while the best weight is the smallest
+    (largest) one tried, try ``EDGE_FACTORS`` times it below (above), at most n times: a pick on the grid's edge
+    says the best weight may lie beyond it, and the shadow can tell (its truth is the server's own images). The
+    extra weights start from the same initial point (``shared_init``), so every weight is scored alike.
+    ``defense`` (a ``fedsim.attacks.defense_view.ShadowDefense``): the client's update defenses, applied to each
+    shadow update with the server's own noise draws before the grid attacks it. ``prepared``: the
+    :func:`shadow_updates` of an earlier call with the same model, split, seed and schedule (reused, not redrawn)."""
+    from fedsim.attacks.inversion import invert  # the registry module imports this one
+
+    schedule = dict(schedule or {})
+    if prepared is None:
+        prepared = shadow_updates(model=model, aux=aux, labels=labels, k=k, seed=seed, shadows=shadows,
+                                  schedule=schedule, defense=defense)
+    calls = [(xs, dict(model=model, gradients=target, labels=ys, input_shape=input_shape, steps=steps, mean=mean,
+                       std=std, seed=seed_s, **schedule, **options)) for xs, ys, target, seed_s in prepared]
     scores: dict[float, list[float]] = {}
 
     def score(weights: list[float]) -> None:
@@ -200,11 +215,13 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
         raise ValueError("ig-shadow: lr_grid is empty")
     shared.pop("attack_lr", None)
     per_lr: dict[float, tuple[float, dict[float, float]]] = {}
+    prepared = shadow_updates(model=model, aux=aux, labels=labels, k=k, seed=seed, shadows=shadows,
+                              schedule=schedule, defense=shadow_defense)  # one set of shadow updates for every step size
     for attack_lr in dict.fromkeys(step_sizes):
         per_lr[attack_lr] = choose_tv(model=model, aux=aux, labels=labels, k=k, input_shape=input_shape,
                                       steps=int(shadow_steps or steps), mean=mean, std=std, seed=seed,
                                       tv_grid=tv_grid, shadows=shadows, schedule=schedule, batched=batched,
-                                      extend_edges=extend_edges, defense=shadow_defense, attack_lr=attack_lr,
+                                      extend_edges=extend_edges, prepared=prepared, attack_lr=attack_lr,
                                       **shared)
     best_of = {a: tv_psnr[tv] for a, (tv, tv_psnr) in per_lr.items()}
     chosen_lr = max(best_of, key=lambda a: (best_of[a], -step_sizes.index(a)))  # a tie keeps the earlier step size
