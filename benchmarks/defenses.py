@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 from fedsim.core.config import flatten, from_flat, read_toml  # noqa: E402
-from fedsim import experiment as E  # noqa: E402
+from fedsim.core import experiment as E  # noqa: E402
 from fedsim.core.defended_training import train_defended  # noqa: E402
 from fedsim.core.defenses import apply_update, clip_update, defend_weights, update_of  # noqa: E402
 from fedsim.core.training import evaluate  # noqa: E402
