@@ -89,6 +89,10 @@ EXTRA_OPTIONS = {
     "restart_regularizers": "one regularizers dict per restart (len == restarts) replacing regularizers= for that "
                             "restart: R settings optimised as one batch (ig-auto's batched=True: one TV weight each); "
                             "the trace's options then hold restart_losses and restart_inputs (each restart's best)",
+    "init_inputs": "a warm start: dummy inputs in model space, [K, C, H, W] (every restart) or [R, K, C, H, W], "
+                   "replacing the random initialisation (e.g. another method's reconstruction; "
+                   "benchmarks/objective_at_truth.py starts at the true images to measure where the objective itself "
+                   "leads)",
     "shared_init": "every restart starts from restart 0's initial point (with restart_regularizers: the R settings "
                    "then differ only in their regularisers, as R separate runs with one seed)",
 }
@@ -162,15 +166,30 @@ class Variables:
         return [self.x] + ([self.soft] if self.soft is not None else [])
 
 
+def _warm_start(init_inputs, restarts: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """``init_inputs`` as [R, K, C, H, W] (a [K, C, H, W] tensor repeated for every restart)."""
+    x = torch.as_tensor(init_inputs).detach()
+    if tuple(x.shape) == shape[1:]:
+        x = x.unsqueeze(0).expand(restarts, *shape[1:])
+    if tuple(x.shape) != (restarts,) + shape[1:]:
+        raise ValueError(f"init_inputs: shape {tuple(x.shape)} is neither {shape[1:]} (K, C, H, W) nor "
+                         f"{(restarts,) + shape[1:]} (R, K, C, H, W)")
+    return x
+
+
 def init_variables(problem: Problem, spec: InversionSpec, steps: int, seed: int,
-                   shared_init: bool = False) -> Variables:
+                   shared_init: bool = False, init_inputs=None) -> Variables:
     """Initialise stage. Random numbers come from a seeded CPU generator (same init on every device);
-    ``shared_init``: one draw (that of a single-restart run) repeated for every restart."""
+    ``shared_init``: one draw (that of a single-restart run) repeated for every restart; ``init_inputs``: a warm
+    start in model space instead of a draw."""
     gen = torch.Generator().manual_seed(int(seed))
     r = 1 if shared_init else spec.restarts
     shape = (r, problem.k) + problem.input_shape
     cast = dict(device=problem.device, dtype=problem.dtype)
-    x = _optim.init_dummy(spec.init, shape, problem.mean.cpu(), problem.std.cpu(), gen).to(**cast)
+    if init_inputs is not None:
+        x = _warm_start(init_inputs, spec.restarts, (spec.restarts, problem.k) + problem.input_shape).to(**cast)
+    else:
+        x = _optim.init_dummy(spec.init, shape, problem.mean.cpu(), problem.std.cpu(), gen).to(**cast)
     x = x.expand(spec.restarts, *shape[1:]).clone().requires_grad_(True)
     soft = None
     groups = [{"params": [x], "lr": spec.attack_lr}]
@@ -321,7 +340,7 @@ def run_gradient_matching(name: str, spec: InversionSpec, *, model: nn.Module, g
     spec, extra = resolve_spec(spec, options, steps)
     problem = build_problem(spec, model=model, gradients=gradients, labels=labels, input_shape=input_shape,
                             mean=mean, std=std, extra=extra)
-    v = init_variables(problem, spec, steps, seed, bool(extra.get("shared_init", False)))
+    v = init_variables(problem, spec, steps, seed, bool(extra.get("shared_init", False)), extra.get("init_inputs"))
     objective = Objective(problem, spec, extra.get("restart_regularizers"))
     loop = _Loop(objective, spec, BestTracker(v.x))
     callback = extra.get("callback")
