@@ -229,3 +229,37 @@ def test_dataset_and_device_errors_still_refused() -> None:
     with pytest.raises(ConfigError, match=r"^run\.device: 'tpu' is not one of"):
         load_config("configs/smoke.toml", {"run.device": "tpu"})
 
+
+
+def test_check_a_sweep_file_checks_every_federation(capsys: pytest.CaptureFixture[str]) -> None:
+    """``fedsim check`` on a sweep file (a ``[sweep]`` table; it used to fail with "unknown section 'sweep'")
+    preflights each (setting, seed) and sums the disk estimate over the federations."""
+    import json
+
+    from fedsim.lab.cli import main
+
+    assert main(["check", "configs/sweep_dp.toml", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["valid"] is True and doc["seeds"] == [0, 1, 2] and doc["federations"] == 4 * 3
+    assert [s["index"] for s in doc["settings"]] == [0, 1, 2, 3]
+    assert doc["settings"][0]["replay"] == ["ggl", "gias", "ig-dpsgd"]
+    assert doc["total_bytes"] == 3 * sum(s["disk_estimate_per_run"]["total_bytes"] for s in doc["settings"])
+    assert main(["check", "configs/sweep_dp.toml"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].startswith("sweep dp_sgd: 4 settings x 3 seeds (0, 1, 2) = 12 federations; preflight: ok")
+    assert len(text) == 1 + 4 + 1
+
+
+def test_check_a_sweep_names_the_setting_that_fails(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from fedsim.lab.cli import main
+
+    base = Path("configs/smoke.toml").resolve()
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'[sweep]\nname = "bad"\nbase = "{base}"\nparameters = ["attack.inversion"]\n'
+                     'values = [["ig"], ["nope"]]\nseeds = [0]\n')
+    assert main(["check", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedsim: config error: setting 1 (") and "attack.inversion: 'nope'" in err
+    assert err.count("\n") == 1

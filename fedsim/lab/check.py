@@ -178,3 +178,65 @@ def render(cfg: ExperimentConfig, disk: DiskEstimate, fmt: str) -> str:
     from fedsim.core.config import to_toml
 
     return f"{to_toml(cfg).rstrip()}\n\n# preflight: ok\n# {disk.line()}"
+
+
+@dataclass(frozen=True)
+class SweepCheck:
+    """A sweep file's check: every (setting, seed) federation passed the preflight; per setting its label,
+    replayed methods and the disk estimate of one run."""
+
+    name: str
+    seeds: tuple[int, ...]
+    settings: tuple[tuple[int, str, tuple[str, ...], DiskEstimate], ...]
+
+    @property
+    def federations(self) -> int:
+        return len(self.settings) * len(self.seeds)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(disk.total_bytes for *_, disk in self.settings) * len(self.seeds)
+
+
+def is_sweep_file(path: str | Path) -> bool:
+    """Whether the TOML file at ``path`` is a sweep (a ``[sweep]`` table) rather than one run's config."""
+    from fedsim.core.config import read_toml
+
+    return isinstance(read_toml(path).get("sweep"), dict)
+
+
+def check_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepCheck:
+    """Load a sweep file (``fedsim.lab.sweep.load_sweep``: its keys, settings, seeds and replayed methods) and run
+    the preflight of every federation it would start; the first failure raises its one-line ``FedsimError``
+    naming the setting."""
+    from fedsim.core.errors import FedsimError
+    from fedsim.lab.sweep.spec import load_sweep
+
+    sweep = load_sweep(path, overrides)
+    rows = []
+    for s in sweep.settings:
+        for seed in sweep.seeds:
+            cfg = sweep.config(s, seed)
+            try:
+                disk = check(cfg)
+            except FedsimError as exc:
+                raise type(exc)(f"setting {s.index} ({s.label}), seed {seed}: {exc}") from exc
+        rows.append((s.index, s.label, s.replay, disk))
+    return SweepCheck(sweep.name, sweep.seeds, tuple(rows))
+
+
+def render_sweep(result: SweepCheck, fmt: str) -> str:
+    """``fedsim check SWEEP``: the settings, replays and disk estimates as ``text`` or ``json``."""
+    if fmt == "json":
+        return json.dumps({"valid": True, "sweep": result.name, "seeds": list(result.seeds),
+                           "federations": result.federations, "preflight": "ok",
+                           "settings": [{"index": i, "label": label, "replay": list(replay),
+                                         "disk_estimate_per_run": disk.to_json()}
+                                        for i, label, replay, disk in result.settings],
+                           "total_bytes": result.total_bytes}, indent=2)
+    lines = [f"sweep {result.name}: {len(result.settings)} settings x {len(result.seeds)} seeds "
+             f"({', '.join(map(str, result.seeds))}) = {result.federations} federations; preflight: ok"]
+    for i, label, replay, disk in result.settings:
+        lines.append(f"  setting {i}: {label}; replayed: {', '.join(replay) or '-'}; per run {disk.line()}")
+    lines.append(f"expected disk use of the whole sweep (estimate): {_mb(result.total_bytes)}")
+    return "\n".join(lines)

@@ -6,7 +6,7 @@
     fedsim attack RUN_DIR [--set attack.key=value ...]
     fedsim report RUN_DIR
     fedsim sweep SWEEP.toml --out DIR [--parallel N] [--set section.key=value ...]
-    fedsim check CONFIG [--set section.key=value ...] [--format text|json]
+    fedsim check CONFIG_OR_SWEEP [--set section.key=value ...] [--format text|json]
     fedsim list [attacks|labels|inversion|datasets|models|defenses] [--format text|json]
     fedsim track RUN_DIR [--backend tensorboard|mlflow] [--to DIR_OR_URI]
     fedsim --version
@@ -149,13 +149,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    """Exit 0 with the resolved config when it can run, 2 with the one-line error otherwise (any ``FedsimError``)."""
+    """Exit 0 with the resolved config when it can run, 2 with the one-line error otherwise (any ``FedsimError``);
+    a sweep file (a ``[sweep]`` table) is checked setting by setting."""
     import json
 
     try:
-        cfg = load_config(args.config, parse_overrides(args.set or []))
-        from fedsim.lab.check import check, render
+        from fedsim.lab.check import check, check_sweep, is_sweep_file, render, render_sweep
 
+        if is_sweep_file(args.config):  # a sweep file: every federation it would start is checked
+            print(render_sweep(check_sweep(args.config, parse_overrides(args.set or [])), args.format))
+            return 0
+        cfg = load_config(args.config, parse_overrides(args.set or []))
         disk = check(cfg)
     except FedsimError as exc:
         label = "config error: " if isinstance(exc, ConfigError) else ""
@@ -257,7 +261,8 @@ def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     """``check``, ``list`` and ``track``: the commands that read a config, the registries or a finished run."""
     chk = sub.add_parser("check", help="validate a config without starting Flower: the resolved config, the "
                          "preflight result and the expected capture disk use; exit 0 valid, 2 invalid")
-    chk.add_argument("config", help="preset TOML, e.g. configs/smoke.toml")
+    chk.add_argument("config", help="preset TOML, e.g. configs/smoke.toml, or a sweep file (every federation it "
+                     "would start is checked), e.g. configs/sweep_dp.toml")
     chk.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     chk.add_argument("--format", choices=("text", "json"), default="text",
                      help="text: the resolved TOML; json: {valid, config, preflight, disk_estimate} or {valid, error}")
