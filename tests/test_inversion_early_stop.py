@@ -131,6 +131,12 @@ def test_shared_init_starts_every_restart_at_the_single_run_point():
               attack_lr=1e-12)  # ~no movement: the returned point is the start
     one = invert("ig", steps=1, **kw).inputs
     same = invert("ig", steps=1, restarts=3, shared_init=True, restart_regularizers=[{"tv": 1.0}] * 3, **kw)
-    assert torch.allclose(same.inputs, one, atol=1e-9) and len(set(same.options["restart_losses"])) == 1
+    losses = torch.tensor(same.options["restart_losses"], dtype=torch.float64)
+    # one start point: equal losses up to float32 rounding (a vmapped batch may round lanes differently: seen at
+    # 1.2e-7 relative on one CPU); different starts differ by far more than that
+    assert torch.allclose(same.inputs, one, atol=1e-9) and float((losses.max() - losses.min()) / losses.min()) < 1e-5
+    apart = invert("ig", steps=1, restarts=3, restart_regularizers=[{"tv": 1.0}] * 3, **kw)
+    spread = torch.tensor(apart.options["restart_losses"], dtype=torch.float64)
+    assert float((spread.max() - spread.min()) / spread.min()) > 1e-3
     with pytest.raises(ValueError, match="restart_regularizers"):
         invert("ig", steps=1, restarts=2, restart_regularizers=[{"tv": 1.0}], **kw)
