@@ -137,3 +137,17 @@ def test_prior_autotrain_passes_public_aux_split(tmp_path):
     opts = generative_options(cfg, tmp_path)
     assert opts["prior_path"] == str(tmp_path / "p.safetensors")
     assert torch.equal(opts["aux_images"], aux_split(load_dataset("digits"))[0])
+
+
+def test_shift_augmentation_translates_with_zero_fill():
+    """train_prior's default augmentation: every translation in [-1, 1]^2 once, content moved, border zero."""
+    from fedsim.attacks.generative.prior import shifted_copies
+
+    x = torch.zeros(2, 1, 5, 5)
+    x[0, 0, 2, 3] = 1.0
+    x[1, 0, 0, 0] = 1.0  # a corner pixel leaves the frame for the 5 shifts up or left
+    out = shifted_copies(x, 1)
+    assert out.shape == (18, 1, 5, 5) and torch.equal(out[:2], x) and torch.equal(shifted_copies(x, 0), x)
+    moved = {tuple(int(v) for v in img.nonzero()[0, 1:]) for img in out[2::2]}
+    assert moved == {(2 + dy, 3 + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)} - {(2, 3)}
+    assert float(out[3::2].sum()) == 3.0  # the corner survives only the shifts (0, 1), (1, 0), (1, 1)

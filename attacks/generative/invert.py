@@ -35,7 +35,8 @@ OPTIONS = {
     "prior": "an fedsim.attacks.generative.Prior object (overrides prior_path)",
     "aux_images": "public auxiliary images (pixel space) to train the prior when the file is missing",
     "latent_dim": "latent size when the prior is trained here (default 20)",
-    "prior_steps": "VAE training steps when the prior is trained here (default 3000)",
+    "prior_steps": "VAE training steps when the prior is trained here (default 6000, with 1-pixel shift "
+                   "augmentation: fedsim.attacks.generative.train_prior)",
     "distance": "gradient distance (fedsim.attacks.inversion.objectives.DISTANCES), default cosine",
     "layer_weights": "per-layer weights of the distance",
     "attack_lr": "Adam step size on z (default 0.1)",
@@ -61,7 +62,7 @@ def _setup(model, gradients, labels, input_shape, mean, std, options, seed):
     weights = _objectives.layer_weights(spec.layer_weights, len(problem.names))
     matcher = GradientMatcher(problem, spec.distance, weights, "gradient")
     prior = get_prior(options.get("prior_path"), prior=options.get("prior"), aux_images=options.get("aux_images"),
-                      latent_dim=int(options.get("latent_dim", 20)), steps=int(options.get("prior_steps", 3000)),
+                      latent_dim=int(options.get("latent_dim", 20)), steps=int(options.get("prior_steps", 6000)),
                       seed=seed)
     if tuple(prior.image_shape) != problem.input_shape:
         raise ValueError(f"prior generates {prior.image_shape} images but the model takes {problem.input_shape}")

@@ -109,12 +109,35 @@ def default_prior_path(root: str | Path, dataset: str, kind: str = "vae") -> Pat
     return Path(root) / "priors" / f"{dataset}_{kind}.safetensors"
 
 
+def shifted_copies(images: torch.Tensor, shift: int) -> torch.Tensor:
+    """``images`` [N, C, H, W] and their copies translated by every (dy, dx) in [-shift, shift]^2 (zero fill):
+    (2 shift + 1)^2 N images."""
+    if shift <= 0:
+        return images
+    h, w = images.shape[-2:]
+    out = [images]
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            if dy or dx:
+                moved = torch.zeros_like(images)
+                moved[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+                    images[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+                out.append(moved)
+    return torch.cat(out)
+
+
 def train_prior(dataset: str | None = None, *, images: torch.Tensor | None = None, kind: str = "vae",
-                latent_dim: int = 20, hidden: int = 256, steps: int = 3000, batch_size: int = 64, lr: float = 1e-3,
-                beta: float = 1.0, seed: int = 0, aux_part: str = "test-half", path: str | Path | None = None,
-                max_seconds: float | None = None) -> Prior:
+                latent_dim: int = 20, hidden: int = 256, steps: int = 6000, batch_size: int = 64, lr: float = 1e-3,
+                beta: float = 1.0, shift_augment: int = 1, seed: int = 0, aux_part: str = "test-half",
+                path: str | Path | None = None, max_seconds: float | None = None) -> Prior:
     """Train a VAE on public auxiliary images (``images`` pixel space [N, C, H, W], or ``dataset``'s aux split)
-    and optionally save it (safetensors) to ``path``. Deterministic for a given seed (single thread)."""
+    and optionally save it (safetensors) to ``path``. Deterministic for a given seed (single thread).
+
+    ``shift_augment``: also train on the images translated by up to that many pixels (standard augmentation;
+    the public split is small, 500 MNIST digits). Measured on the DP frontier's model
+    (``docs/benchmarks/defenses.md``, ``benchmarks/objective_at_truth.py``): 1 pixel and 6000 steps raise the
+    prior's capacity (PSNR of the truth projected onto the decoder) from 18.6 to 20.7 dB and ``gias`` by
+    0.6 dB on tuning and held-out victims alike; 0 and 3000 steps were the earlier default."""
     if kind not in KINDS:
         raise ValueError(f"prior kind {kind!r} is not one of {KINDS}")
     name = str(dataset) if dataset is not None else "custom"
@@ -124,7 +147,7 @@ def train_prior(dataset: str | None = None, *, images: torch.Tensor | None = Non
         images, _ = aux_split(dataset, aux_part)
     else:
         aux_part = "given"
-    images = images.float().clamp(0, 1)
+    images = shifted_copies(images.float().clamp(0, 1), int(shift_augment))
     shape = tuple(images.shape[1:])
     t0 = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
