@@ -135,9 +135,10 @@ def train_prior(dataset: str | None = None, *, images: torch.Tensor | None = Non
 
     ``shift_augment``: also train on the images translated by up to that many pixels (standard augmentation;
     the public split is small, 500 MNIST digits). Measured on the DP frontier's model
-    (``docs/benchmarks/defenses.md``, ``benchmarks/objective_at_truth.py``): 1 pixel and 6000 steps raise the
-    prior's capacity (PSNR of the truth projected onto the decoder) from 18.6 to 20.7 dB and ``gias`` by
-    0.6 dB on tuning and held-out victims alike; 0 and 3000 steps were the earlier default."""
+    (``docs/benchmarks/defenses.md``): 1 pixel and 6000 steps (the earlier default: 0 and 3000) raise the
+    prior's capacity (PSNR of the truth projected onto the decoder) from 18.5 to 20.3 dB and ``gias`` from 18.15
+    to 18.59 dB (``benchmarks/objective_at_truth.py``, 3 seeds), and the frontier's undefended point from 16.5 to
+    18.9 dB (``configs/sweep_dp.toml``, 9 updates)."""
     if kind not in KINDS:
         raise ValueError(f"prior kind {kind!r} is not one of {KINDS}")
     name = str(dataset) if dataset is not None else "custom"
