@@ -33,7 +33,7 @@ from fedsim.attacks.inversion.criterion import gradient_cosine_distance
 from fedsim.attacks.inversion.optim import init_dummy
 from fedsim.attacks.inversion.shadow import simulate_update
 from fedsim.core.data import load_dataset
-from fedsim.core.metrics.images import image_metrics
+from fedsim.core.metrics.images import image_metrics, psnr_matrix
 from fedsim.core.models.zoo import build_model
 
 K = 8
@@ -48,8 +48,7 @@ def projection_psnr(prior, pixels: torch.Tensor, steps: int = 800) -> float:
         (prior.decoder(z).view_as(pixels) - pixels).pow(2).sum().backward()
         opt.step()
     with torch.no_grad():
-        mse = (prior.decoder(z).view_as(pixels) - pixels).pow(2).flatten(1).mean(1)
-    return float((10 * torch.log10(1 / mse.clamp_min(1e-12))).mean())
+        return float(psnr_matrix(prior.decoder(z).view_as(pixels), pixels).diagonal().mean())
 
 
 def cell(data, seed: int, steps: int, tvs: list[float], prior) -> dict:

@@ -243,7 +243,8 @@ def test_check_a_sweep_file_checks_every_federation(capsys: pytest.CaptureFixtur
     assert doc["valid"] is True and doc["seeds"] == [0, 1, 2] and doc["federations"] == 4 * 3
     assert [s["index"] for s in doc["settings"]] == [0, 1, 2, 3]
     assert doc["settings"][0]["replay"] == ["ggl", "gias", "ig-dpsgd"]
-    assert doc["total_bytes"] == 3 * sum(s["disk_estimate_per_run"]["total_bytes"] for s in doc["settings"])
+    assert all(len(s["disk_estimates"]) == 3 for s in doc["settings"])  # one per seed: partitions follow it
+    assert doc["total_bytes"] == sum(d["total_bytes"] for s in doc["settings"] for d in s["disk_estimates"])
     assert main(["check", "configs/sweep_dp.toml"]) == 0
     text = capsys.readouterr().out.splitlines()
     assert text[0].startswith("sweep dp_sgd: 4 settings x 3 seeds (0, 1, 2) = 12 federations; preflight: ok")

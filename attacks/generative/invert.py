@@ -61,9 +61,11 @@ def _setup(model, gradients, labels, input_shape, mean, std, options, seed):
                             mean=mean, std=std, extra={})
     weights = _objectives.layer_weights(spec.layer_weights, len(problem.names))
     matcher = GradientMatcher(problem, spec.distance, weights, "gradient")
+    # only the training options given here: train_prior's defaults (latent 20, 6000 steps) are the one source
+    train = {key: int(options[name]) for name, key in (("latent_dim", "latent_dim"), ("prior_steps", "steps"))
+             if name in options}
     prior = get_prior(options.get("prior_path"), prior=options.get("prior"), aux_images=options.get("aux_images"),
-                      latent_dim=int(options.get("latent_dim", 20)), steps=int(options.get("prior_steps", 6000)),
-                      seed=seed)
+                      seed=seed, **train)
     if tuple(prior.image_shape) != problem.input_shape:
         raise ValueError(f"prior generates {prior.image_shape} images but the model takes {problem.input_shape}")
     decoder = copy.deepcopy(prior.decoder).to(device=problem.device, dtype=problem.dtype)

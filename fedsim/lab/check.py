@@ -181,21 +181,31 @@ def render(cfg: ExperimentConfig, disk: DiskEstimate, fmt: str) -> str:
 
 
 @dataclass(frozen=True)
+class SettingCheck:
+    """One sweep setting that passed the preflight for every seed: its label, replayed methods and the disk
+    estimate of each seed's run (partition sizes follow the seed)."""
+
+    index: int
+    label: str
+    replay: tuple[str, ...]
+    disks: tuple[DiskEstimate, ...]
+
+
+@dataclass(frozen=True)
 class SweepCheck:
-    """A sweep file's check: every (setting, seed) federation passed the preflight; per setting its label,
-    replayed methods and the disk estimate of one run."""
+    """A sweep file's check: every (setting, seed) federation passed the preflight."""
 
     name: str
     seeds: tuple[int, ...]
-    settings: tuple[tuple[int, str, tuple[str, ...], DiskEstimate], ...]
+    settings: tuple[SettingCheck, ...]
 
     @property
     def federations(self) -> int:
-        return len(self.settings) * len(self.seeds)
+        return sum(len(s.disks) for s in self.settings)
 
     @property
     def total_bytes(self) -> int:
-        return sum(disk.total_bytes for *_, disk in self.settings) * len(self.seeds)
+        return sum(disk.total_bytes for s in self.settings for disk in s.disks)
 
 
 def is_sweep_file(path: str | Path) -> bool:
@@ -215,13 +225,13 @@ def check_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sw
     sweep = load_sweep(path, overrides)
     rows = []
     for s in sweep.settings:
+        disks = []
         for seed in sweep.seeds:
-            cfg = sweep.config(s, seed)
             try:
-                disk = check(cfg)
+                disks.append(check(sweep.config(s, seed)))
             except FedsimError as exc:
                 raise type(exc)(f"setting {s.index} ({s.label}), seed {seed}: {exc}") from exc
-        rows.append((s.index, s.label, s.replay, disk))
+        rows.append(SettingCheck(s.index, s.label, s.replay, tuple(disks)))
     return SweepCheck(sweep.name, sweep.seeds, tuple(rows))
 
 
@@ -230,13 +240,14 @@ def render_sweep(result: SweepCheck, fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"valid": True, "sweep": result.name, "seeds": list(result.seeds),
                            "federations": result.federations, "preflight": "ok",
-                           "settings": [{"index": i, "label": label, "replay": list(replay),
-                                         "disk_estimate_per_run": disk.to_json()}
-                                        for i, label, replay, disk in result.settings],
+                           "settings": [{"index": s.index, "label": s.label, "replay": list(s.replay),
+                                         "disk_estimates": [d.to_json() for d in s.disks]}
+                                        for s in result.settings],
                            "total_bytes": result.total_bytes}, indent=2)
     lines = [f"sweep {result.name}: {len(result.settings)} settings x {len(result.seeds)} seeds "
              f"({', '.join(map(str, result.seeds))}) = {result.federations} federations; preflight: ok"]
-    for i, label, replay, disk in result.settings:
-        lines.append(f"  setting {i}: {label}; replayed: {', '.join(replay) or '-'}; per run {disk.line()}")
+    for s in result.settings:
+        lines.append(f"  setting {s.index}: {s.label}; replayed: {', '.join(s.replay) or '-'}; "
+                     f"seed {result.seeds[0]}'s run {s.disks[0].line()}")
     lines.append(f"expected disk use of the whole sweep (estimate): {_mb(result.total_bytes)}")
     return "\n".join(lines)
