@@ -14,7 +14,7 @@ projected onto the decoder (the best latent code by pixel error, Adam 800 steps)
 before its generator stage, for ``gias``.
 
     nice -n 5 .venv/bin/python benchmarks/objective_at_truth.py [--seeds 0 1 2] [--steps 400] [--tv 0.2 2.0]
-        [--prior-shift 1] [--prior-steps 6000]
+        [--prior-shift 1] [--prior-steps 6000] [--prior-arch mlp|conv] [--prior-hidden N]
 """
 
 from __future__ import annotations
@@ -85,15 +85,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--tv", type=float, nargs="+", default=[0.2, 2.0])
+    ap.add_argument("--tv", type=float, nargs="*", default=[0.2, 2.0], help="ig's TV weights (none: gias only)")
     ap.add_argument("--prior-shift", type=int, default=1, help="train_prior's shift_augment (0: the earlier prior)")
     ap.add_argument("--prior-steps", type=int, default=6000, help="train_prior's steps (3000: the earlier prior)")
+    ap.add_argument("--prior-arch", default="mlp", help="train_prior's decoder arch (mlp, conv)")
+    ap.add_argument("--prior-hidden", type=int, default=None, help="train_prior's hidden width (default per arch)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = load_dataset("mnist_subset")
     with tempfile.TemporaryDirectory() as tmp:
         prior = train_prior("mnist_subset", path=Path(tmp) / "vae.safetensors", shift_augment=args.prior_shift,
-                            steps=args.prior_steps)
+                            steps=args.prior_steps, arch=args.prior_arch, hidden=args.prior_hidden)
+        print(f"prior: {prior.settings}, trained in {prior.train_seconds:.0f} s")
     rows = [cell(data, s, args.steps, args.tv, prior) for s in args.seeds]
     print(f"`ig` {args.steps} iterations, seeds {' '.join(map(str, args.seeds))}; warm start at "
           f"{statistics.mean(r['start_psnr'] for r in rows):.1f} dB (truth + N(0, 0.1)); criterion at the truth "
@@ -107,7 +110,7 @@ def main() -> None:
     gm = lambda k: statistics.mean(r["gias"][k] for r in rows)  # noqa: E731
     per_seed = " / ".join(f"{r['gias']['psnr']:.1f}" for r in rows)
     per_proj = " / ".join(f"{r['gias']['projection_psnr']:.1f}" for r in rows)
-    print(f"| `gias` (random latent start; prior shift {args.prior_shift}, {args.prior_steps} steps) | "
+    print(f"| `gias` (random latent start; prior {args.prior_arch}, shift {args.prior_shift}, {args.prior_steps} steps) | "
           f"{gm('psnr'):.2f} ({per_seed}) | {gm('criterion'):.4f} | prior's capacity (truth projected): "
           f"{gm('projection_psnr'):.2f} ({per_proj}) | |")
 

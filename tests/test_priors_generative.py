@@ -151,3 +151,77 @@ def test_shift_augmentation_translates_with_zero_fill():
     moved = {tuple(int(v) for v in img.nonzero()[0, 1:]) for img in out[2::2]}
     assert moved == {(2 + dy, 3 + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)} - {(2, 3)}
     assert float(out[3::2].sum()) == 3.0  # the corner survives only the shifts (0, 1), (1, 0), (1, 1)
+
+
+def test_prior_file_records_its_settings_and_a_stale_one_is_retrained(tmp_path, caplog):
+    """A cached prior is reused only when it was trained with the settings asked for: another step count or an
+    old file without recorded settings is named stale and retrained (when public images allow it); without
+    images the file is the user's own and loads as it is."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from fedsim.attacks.generative import stale_reasons
+
+    x, _ = aux_split(load_dataset("digits"))
+    path = tmp_path / "priors" / "digits_vae.safetensors"
+    small = dict(latent_dim=4, hidden=16)
+    first = get_prior(path, aux_images=x, steps=5, **small)
+    assert first.settings["steps"] == 5 and stale_reasons(path, steps=5, **small) == []
+    assert stale_reasons(path, steps=7, **small) == ["steps: 5 != 7"]
+    assert stale_reasons(path, steps=5, latent_dim=4) == ["hidden: 16 != 256"]  # the default width of the mlp
+    with caplog.at_level("WARNING"):
+        again = get_prior(path, aux_images=x, steps=7, **small)
+    assert again.settings["steps"] == 7 and "steps: 5 != 7" in caplog.text
+    assert load_prior(path).settings["steps"] == 7  # the file was replaced
+    # a pre-settings (format 1) file: still loads, but is stale for a retraining caller
+    meta = {"kind": "vae", "latent_dim": "4", "hidden": "16", "image_shape": "1,8,8", "dataset": "digits",
+            "aux_part": "test-half", "format": "fedsim-prior-1"}
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(path)), str(old), metadata=meta)
+    assert load_prior(old).settings == {} and load_prior(old).decoder.arch == "mlp"
+    assert stale_reasons(old, steps=7, **small) == ["the file records no training settings (written before "
+                                                    "fedsim-prior-2)"]
+    assert get_prior(old, steps=99).settings == {}  # no images: used as given
+    assert get_prior(old, aux_images=x, steps=3, **small).settings["steps"] == 3
+    assert json.loads(__import__("safetensors").safe_open(str(old), "pt").metadata()["train"])["steps"] == 3
+    with pytest.raises(ValueError, match="unknown prior training options"):
+        stale_reasons(path, stepz=3)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 10, 10)])
+def test_conv_decoder_prior_generates_the_image_shape_and_round_trips(tmp_path, shape):
+    """arch="conv": the transposed-conv decoder covers sizes not divisible by 4 (cropped) and loads back equal."""
+    from fedsim.attacks.generative import train_prior
+
+    images = torch.rand(20, *shape)
+    prior = train_prior(images=images, arch="conv", hidden=8, latent_dim=3, steps=4,
+                        path=tmp_path / "conv.safetensors")
+    sample = prior.sample(3, seed=2)
+    assert sample.shape == (3,) + shape and 0 <= float(sample.min()) and float(sample.max()) <= 1
+    loaded = load_prior(tmp_path / "conv.safetensors")
+    assert loaded.decoder.arch == "conv" and loaded.settings["aux_part"] == "given"
+    assert torch.equal(loaded.sample(3, seed=2), sample)
+    with pytest.raises(ValueError, match="arch"):
+        train_prior(images=images, arch="gan", steps=1)
+
+
+def test_sweep_prior_is_retrained_when_stale_and_kept_when_current(tmp_path, monkeypatch):
+    """The sweep's shared prior (ensure_prior): a file with train_prior's current defaults is kept; one trained
+    with other settings is retrained before the replays."""
+    import fedsim.attacks.generative as generative
+    from fedsim.core.config import from_flat
+    from fedsim.lab.sweep.execute import ensure_prior
+    from tests.runfolder import TINY
+
+    path = tmp_path / "p.safetensors"
+    train_prior("digits", latent_dim=4, hidden=16, steps=5, path=path)
+    calls = []
+    monkeypatch.setattr(generative, "train_prior", lambda **kw: calls.append(kw))
+    cfg = from_flat({**TINY, "attack.inversion": "ggl", "attack.prior_autotrain": True, "attack.prior_path": str(path)})
+    ensure_prior(cfg)
+    assert calls == [{"dataset": "digits", "path": str(path)}]
+    calls.clear()
+    monkeypatch.setattr(generative, "stale_reasons", lambda p, **kw: [])  # as if trained with today's defaults
+    ensure_prior(cfg)
+    assert calls == []

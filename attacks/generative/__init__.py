@@ -9,9 +9,10 @@ See ``prior.py`` (what counts as public auxiliary data, the VAE, safetensors sto
 """
 
 from fedsim.attacks.generative.invert import OPTIONS, invert_generative, invert_ggl, invert_gias
-from fedsim.attacks.generative.prior import (AUX_PARTS, KINDS, TRAIN_HINT, Decoder, Prior, PriorMissing, aux_split,
-                                      default_prior_path, get_prior, load_prior, save_prior, train_prior)
+from fedsim.attacks.generative.prior import (ARCHS, AUX_PARTS, KINDS, TRAIN_HINT, TRAIN_KEYS, Decoder, Prior,
+                                             PriorMissing, aux_split, default_prior_path, get_prior, load_prior,
+                                             save_prior, stale_reasons, train_prior, train_settings)
 
-__all__ = ["OPTIONS", "invert_generative", "invert_ggl", "invert_gias", "AUX_PARTS", "KINDS", "TRAIN_HINT",
-           "Decoder", "Prior", "PriorMissing", "aux_split", "default_prior_path", "get_prior", "load_prior",
-           "save_prior", "train_prior"]
+__all__ = ["OPTIONS", "invert_generative", "invert_ggl", "invert_gias", "ARCHS", "AUX_PARTS", "KINDS", "TRAIN_HINT",
+           "TRAIN_KEYS", "Decoder", "Prior", "PriorMissing", "aux_split", "default_prior_path", "get_prior",
+           "load_prior", "save_prior", "stale_reasons", "train_prior", "train_settings"]

@@ -86,12 +86,13 @@ def data_spec(cfg: ExperimentConfig, plan=None):
 
 def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
     """ggl/gias options from [attack]: the prior file (default <run>/priors/<dataset>_vae.safetensors) and,
-    with attack.prior_autotrain, the public aux images to train it from when it is missing."""
+    with attack.prior_autotrain, the public aux images to train it from when it is missing or stale (trained with
+    other settings than train_prior's current ones: fedsim.attacks.generative.stale_reasons)."""
     from fedsim.attacks.generative import aux_split, default_prior_path
 
     path = Path(cfg.attack.prior_path) if cfg.attack.prior_path else default_prior_path(run_dir, cfg.data.dataset)
     options: dict[str, Any] = {"prior_path": str(path)}
-    if cfg.attack.prior_autotrain and not path.exists():
+    if cfg.attack.prior_autotrain:  # get_prior keeps a current file and retrains a missing or stale one
         options["aux_images"] = aux_split(dataset(cfg))[0]
     return options
 

@@ -167,11 +167,13 @@ def execute(sweep: Sweep, out: Path, runner: Runner, parallel: int, quiet: bool,
 
 
 def ensure_prior(base: ExperimentConfig) -> None:
-    """Train the generative prior once before parallel runs share it (``attack.prior_path``), when asked to."""
+    """Train the generative prior once before parallel runs share it (``attack.prior_path``), when asked to and
+    the file is missing or stale (trained with other settings than ``train_prior``'s current ones)."""
+    from fedsim.attacks.generative import stale_reasons, train_prior
+
     a = base.attack
-    if not (a.prior_path and a.prior_autotrain) or Path(a.prior_path).exists():
+    if not (a.prior_path and a.prior_autotrain) or (Path(a.prior_path).exists() and not stale_reasons(a.prior_path)):
         return
-    from fedsim.attacks.generative import train_prior
 
     Path(a.prior_path).parent.mkdir(parents=True, exist_ok=True)
     train_prior(dataset=base.data.dataset, path=a.prior_path)  # the public half of the test split
