@@ -14,12 +14,14 @@ projected onto the decoder (the best latent code by pixel error, Adam 800 steps)
 before its generator stage, for ``gias``.
 
     nice -n 5 .venv/bin/python benchmarks/objective_at_truth.py [--seeds 0 1 2] [--steps 400] [--tv 0.2 2.0]
-        [--prior-shift 1] [--prior-steps 6000] [--prior-arch mlp|conv] [--prior-hidden N]
+        [--prior-shift 1] [--prior-steps 6000] [--prior-arch mlp|conv] [--prior-hidden N] [--prior-path P]
+        [--gias '{}' '{"restarts": 16}' ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from fedsim.attacks.generative import train_prior
+from fedsim.attacks.generative import load_prior, stale_reasons, train_prior
 from fedsim.attacks.inversion import invert
 from fedsim.attacks.inversion.criterion import gradient_cosine_distance
 from fedsim.attacks.inversion.optim import init_dummy
@@ -51,7 +53,7 @@ def projection_psnr(prior, pixels: torch.Tensor, steps: int = 800) -> float:
         return float(psnr_matrix(prior.decoder(z).view_as(pixels), pixels).diagonal().mean())
 
 
-def cell(data, seed: int, steps: int, tvs: list[float], prior) -> dict:
+def cell(data, seed: int, steps: int, tvs: list[float], prior, variants: list[dict]) -> dict:
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(4321))
     idx = order[K * seed:K * seed + K]
     y = data.train_y[idx].clone()
@@ -74,10 +76,13 @@ def cell(data, seed: int, steps: int, tvs: list[float], prior) -> dict:
         warm = invert("ig", regularizers={"tv": tv * scale}, normalize_match=False, init_inputs=start, **common)
         row["tv"][str(tv)] = {"random_psnr": psnr(rand.inputs), "random_criterion": crit(rand.inputs),
                               "warm_psnr": psnr(warm.inputs), "warm_criterion": crit(warm.inputs)}
-    t0 = time.perf_counter()
-    g = invert("gias", prior=prior, **common)
-    row["gias"] = {"psnr": psnr(g.inputs), "criterion": crit(g.inputs), "seconds": time.perf_counter() - t0,
-                   "projection_psnr": projection_psnr(prior, data.train_x[idx][perm].float())}
+    row["projection_psnr"] = projection_psnr(prior, data.train_x[idx][perm].float())
+    row["gias"] = []
+    for opts in variants:
+        t0 = time.perf_counter()
+        g = invert("gias", prior=prior, **common, **opts)
+        row["gias"].append({"psnr": psnr(g.inputs), "criterion": crit(g.inputs),
+                            "seconds": time.perf_counter() - t0})
     return row
 
 
@@ -90,14 +95,25 @@ def main() -> None:
     ap.add_argument("--prior-steps", type=int, default=6000, help="train_prior's steps (3000: the earlier prior)")
     ap.add_argument("--prior-arch", default="mlp", help="train_prior's decoder arch (mlp, conv)")
     ap.add_argument("--prior-hidden", type=int, default=None, help="train_prior's hidden width (default per arch)")
+    ap.add_argument("--prior-path", type=Path, default=None,
+                    help="keep the trained prior here (reused when its recorded settings match)")
+    ap.add_argument("--gias", nargs="+", default=["{}"],
+                    help="gias option sets to compare, each a JSON object (e.g. '{\"restarts\": 16}')")
     args = ap.parse_args()
+    variants = [json.loads(v) for v in args.gias]
     torch.set_num_threads(1)
     data = load_dataset("mnist_subset")
+    settings = dict(shift_augment=args.prior_shift, steps=args.prior_steps, arch=args.prior_arch,
+                    hidden=args.prior_hidden)
     with tempfile.TemporaryDirectory() as tmp:
-        prior = train_prior("mnist_subset", path=Path(tmp) / "vae.safetensors", shift_augment=args.prior_shift,
-                            steps=args.prior_steps, arch=args.prior_arch, hidden=args.prior_hidden)
-        print(f"prior: {prior.settings}, trained in {prior.train_seconds:.0f} s")
-    rows = [cell(data, s, args.steps, args.tv, prior) for s in args.seeds]
+        path = args.prior_path or Path(tmp) / "vae.safetensors"
+        if path.exists() and not stale_reasons(path, **settings):
+            prior = load_prior(path)
+            print(f"prior: {prior.settings}, loaded from {path}")
+        else:
+            prior = train_prior("mnist_subset", path=path, **settings)
+            print(f"prior: {prior.settings}, trained in {prior.train_seconds:.0f} s")
+    rows = [cell(data, s, args.steps, args.tv, prior, variants) for s in args.seeds]
     print(f"`ig` {args.steps} iterations, seeds {' '.join(map(str, args.seeds))}; warm start at "
           f"{statistics.mean(r['start_psnr'] for r in rows):.1f} dB (truth + N(0, 0.1)); criterion at the truth "
           f"{max(r['truth_criterion'] for r in rows):.1e} at most\n")
@@ -107,12 +123,16 @@ def main() -> None:
         per = lambda k: " / ".join(f"{r['tv'][str(tv)][k]:.1f}" for r in rows)  # noqa: E731
         print(f"| {tv:g} | {m('random_psnr'):.2f} ({per('random_psnr')}) | {m('random_criterion'):.4f} | "
               f"{m('warm_psnr'):.2f} ({per('warm_psnr')}) | {m('warm_criterion'):.4f} |")
-    gm = lambda k: statistics.mean(r["gias"][k] for r in rows)  # noqa: E731
-    per_seed = " / ".join(f"{r['gias']['psnr']:.1f}" for r in rows)
-    per_proj = " / ".join(f"{r['gias']['projection_psnr']:.1f}" for r in rows)
-    print(f"| `gias` (random latent start; prior {args.prior_arch}, shift {args.prior_shift}, {args.prior_steps} steps) | "
-          f"{gm('psnr'):.2f} ({per_seed}) | {gm('criterion'):.4f} | prior's capacity (truth projected): "
-          f"{gm('projection_psnr'):.2f} ({per_proj}) | |")
+    proj = statistics.mean(r["projection_psnr"] for r in rows)
+    per_proj = " / ".join(f"{r['projection_psnr']:.1f}" for r in rows)
+    print(f"\nprior {args.prior_arch}, shift {args.prior_shift}, {args.prior_steps} steps: capacity (truth projected) "
+          f"{proj:.2f} dB ({per_proj})\n")
+    print("| `gias` options (random latent start) | PSNR | criterion | s / attack |\n|---|---|---|---|")
+    for i, opts in enumerate(variants):
+        gm = lambda k: statistics.mean(r["gias"][i][k] for r in rows)  # noqa: E731
+        per_seed = " / ".join(f"{r['gias'][i]['psnr']:.1f}" for r in rows)
+        print(f"| {json.dumps(opts) if opts else 'defaults'} | {gm('psnr'):.2f} ({per_seed}) | {gm('criterion'):.4f} "
+              f"| {gm('seconds'):.0f} |")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,20 @@ def test_optimising_z_lowers_matching_loss(setup, method):
     assert torch.equal(again, res.inputs)
 
 
+def test_combining_restarts_never_raises_the_matching_loss(setup):
+    ds, prior, path, model = setup
+    x = ds.normalize(ds.train_x[:3])
+    y = ds.train_y[:3]
+    g = batch_gradient(model, x, y)
+    kw = dict(model=model, gradients=g, labels=y, input_shape=ds.input_shape, steps=20, mean=ds.mean, std=ds.std,
+              seed=1, prior_path=path, restarts=3, return_result=True)
+    plain = invert("ggl", **kw)
+    comb = invert("ggl", combine=True, **kw)
+    assert comb.best_loss <= plain.best_loss + 1e-12
+    d = gradient_distance(batch_gradient(model, comb.inputs, comb.labels), g, "cosine")
+    assert float(d) == pytest.approx(comb.best_loss, rel=1e-3, abs=1e-9)
+
+
 def test_shape_mismatch_and_unknown_option(setup):
     ds, prior, path, model = setup
     g = batch_gradient(model, ds.normalize(ds.train_x[:1]), ds.train_y[:1])

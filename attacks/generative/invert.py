@@ -45,6 +45,8 @@ OPTIONS = {
     "restarts": "independent z initialisations optimised jointly; the best is kept (default 4)",
     "gias_fraction": "gias: fraction of steps spent on the generator weights after the z search (default 0.5)",
     "gias_lr": "gias: Adam step size on the generator weights (default 1e-4)",
+    "combine": "after the latent search, build the batch image by image from all restarts' codes, keeping a swap "
+               "when it lowers the matching loss (default False)",
     "return_result": "return an InversionTrace",
     # accepted for invert()/pipeline compatibility, ignored
     "num_samples": "ignored (K is len(labels))",
@@ -116,6 +118,29 @@ def _latent_search(obj: _Objective, z: torch.Tensor, dec_params, steps: int, lr:
     return tracker
 
 
+def _combine_restarts(obj: _Objective, z: torch.Tensor, dec_params) -> tuple[torch.Tensor, float]:
+    """Greedy per-image combination of the restarts (one coordinate pass): start from the restart with the lowest
+    matching loss and, slot by slot, take the code another restart found for that image when the whole batch's
+    matching loss falls. The server's own signal only; the R candidates of a slot are one batched evaluation.
+    Returns the combined codes [1, K, d] and their matching loss."""
+    z = z.detach()
+    with torch.enable_grad():
+        _, per, _ = obj(z, dec_params)
+    best = int(per.argmin())
+    cur, cur_loss = z[best:best + 1].clone(), float(per[best])
+    if z.shape[0] < 2:
+        return cur, cur_loss
+    for k in range(z.shape[1]):
+        cand = cur.repeat(z.shape[0], 1, 1)
+        cand[:, k] = z[:, k]
+        with torch.enable_grad():
+            _, per_c, _ = obj(cand, dec_params)
+        r = int(per_c.argmin())
+        if float(per_c[r]) < cur_loss:
+            cur, cur_loss = cand[r:r + 1].clone(), float(per_c[r])
+    return cur, cur_loss
+
+
 def _free_generator(obj: _Objective, z: torch.Tensor, dec_params, steps: int, lr: float, gias_lr: float,
                     tracker: BestTracker, offset: int, history) -> None:
     """GIAS stage: keep the best restart's z and optimise it together with the generator's weights."""
@@ -162,9 +187,19 @@ def invert_generative(mode: str, *, model, gradients=None, labels=None, input_sh
     history: list[tuple[int, float]] = []
     try:
         tracker = _latent_search(obj, z, dec_params, z_steps, lr, history)
+        g_best, best_loss, x_best = tracker.best()
+        z_best = z.detach()[g_best:g_best + 1].clone()
+        if options.get("combine", False):
+            z_comb, comb_loss = _combine_restarts(obj, z, dec_params)
+            with torch.enable_grad():
+                _, per_c, x_c = obj(z_comb, dec_params)
+            if comb_loss < best_loss:
+                z_best, x_best = z_comb, x_c.detach()[0]
+                tracker = BestTracker(x_c)
+                tracker.update(per_c, x_c)
+                g_best = 0
         if gias_steps:
-            g_best, _, x_best = tracker.best()
-            z_best = z.detach()[g_best:g_best + 1].clone().requires_grad_(True)
+            z_best = z_best.requires_grad_(True)
             stage2 = BestTracker(x_best.unsqueeze(0))
             stage2.update(tracker.loss[g_best:g_best + 1], x_best.unsqueeze(0))
             _free_generator(obj, z_best, dec_params, gias_steps, 0.1 * lr, float(options.get("gias_lr", 1e-4)),
