@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--tv", type=float, nargs="*", default=[0.2, 2.0], help="ig's TV weights (none: gias only)")
     ap.add_argument("--prior-shift", type=int, default=1, help="train_prior's shift_augment (0: the earlier prior)")
     ap.add_argument("--prior-steps", type=int, default=6000, help="train_prior's steps (3000: the earlier prior)")
-    ap.add_argument("--prior-arch", default="mlp", help="train_prior's decoder arch (mlp, conv)")
+    ap.add_argument("--prior-arch", default="conv", help="train_prior's decoder arch (mlp, conv)")
     ap.add_argument("--prior-hidden", type=int, default=None, help="train_prior's hidden width (default per arch)")
     ap.add_argument("--prior-path", type=Path, default=None,
                     help="keep the trained prior here (reused when its recorded settings match)")

@@ -179,11 +179,12 @@ def test_prior_file_records_its_settings_and_a_stale_one_is_retrained(tmp_path, 
 
     x, _ = aux_split(load_dataset("digits"))
     path = tmp_path / "priors" / "digits_vae.safetensors"
-    small = dict(latent_dim=4, hidden=16)
+    small = dict(latent_dim=4, hidden=16, arch="mlp")  # mlp: a format-1 file below has mlp weights
     first = get_prior(path, aux_images=x, steps=5, **small)
     assert first.settings["steps"] == 5 and stale_reasons(path, steps=5, **small) == []
     assert stale_reasons(path, steps=7, **small) == ["steps: 5 != 7"]
-    assert stale_reasons(path, steps=5, latent_dim=4) == ["hidden: 16 != 256"]  # the default width of the mlp
+    # the default decoder (conv) and its default width
+    assert stale_reasons(path, steps=5, latent_dim=4) == ["arch: 'mlp' != 'conv'", "hidden: 16 != 64"]
     with caplog.at_level("WARNING"):
         again = get_prior(path, aux_images=x, steps=7, **small)
     assert again.settings["steps"] == 7 and "steps: 5 != 7" in caplog.text
