@@ -36,7 +36,8 @@ def write_page(st: Any, sm: dict, total_min: float, rows_inv, semantic_rows, gui
         "`fedsim.attacks.generative.aux_split(ds, 'test-half')`). The other (odd) half is never used by any attack, so a",
         "central evaluation on it stays honest. Victims are client images from the train split.",
         "",
-        f"Server-side models: VAE prior (MLP decoder, latent 20) {fmt(sm['prior_s'], 1)} s "
+        f"Server-side models: VAE prior ({sm['prior'].decoder.arch} decoder, latent {sm['prior'].latent_dim}, "
+        f"{sm['prior'].settings.get('steps', '?')} steps) {fmt(sm['prior_s'], 1)} s "
         f"({'loaded from' if sm['reused'] else 'trained and saved to'} `{_shown(sm['prior_path'])}`, safetensors); "
         f"semantic classifier (small ConvNet) {fmt(sm['clf_s'], 1)} s, accuracy {fmt(sm['clf_acc'], 3)} on the other test half.",
         "",
