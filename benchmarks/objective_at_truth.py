@@ -15,7 +15,7 @@ before its generator stage, for ``gias``.
 
     nice -n 5 .venv/bin/python benchmarks/objective_at_truth.py [--seeds 0 1 2] [--steps 400] [--tv 0.2 2.0]
         [--prior-shift 1] [--prior-steps 6000] [--prior-arch mlp|conv] [--prior-hidden N] [--prior-path P]
-        [--gias '{}' '{"restarts": 16}' ...]
+        [--gias '{}' '{"restarts": 16}' ...] [--model lenet5 --model-options '{"activation": "sigmoid"}']
 """
 
 from __future__ import annotations
@@ -53,13 +53,15 @@ def projection_psnr(prior, pixels: torch.Tensor, steps: int = 800) -> float:
         return float(psnr_matrix(prior.decoder(z).view_as(pixels), pixels).diagonal().mean())
 
 
-def cell(data, seed: int, steps: int, tvs: list[float], prior, variants: list[dict]) -> dict:
+def cell(data, seed: int, steps: int, tvs: list[float], prior, variants: list[dict], model_name: str = "convnet",
+         model_options: dict | None = None) -> dict:
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(4321))
     idx = order[K * seed:K * seed + K]
     y = data.train_y[idx].clone()
     perm = y.argsort(stable=True)  # the attack's images are in label order; the warm start must be too
     x, y = data.normalize(data.train_x[idx])[perm], y[perm]
-    model = build_model("convnet", data.input_shape, data.num_classes, seed=seed, activation="relu", width=8).train()
+    opts = {"activation": "relu", "width": 8} if model_options is None else model_options
+    model = build_model(model_name, data.input_shape, data.num_classes, seed=seed, **opts).train()
     target = simulate_update(model, x, y, lr=0.1, local_steps=1, local_batch_size=K)
     common = dict(model=model, gradients=target, labels=y, input_shape=data.input_shape, steps=steps,
                   mean=data.mean, std=data.std, seed=seed, return_result=True)
@@ -99,7 +101,13 @@ def main() -> None:
                     help="keep the trained prior here (reused when its recorded settings match)")
     ap.add_argument("--gias", nargs="+", default=["{}"],
                     help="gias option sets to compare, each a JSON object (e.g. '{\"restarts\": 16}')")
+    ap.add_argument("--model", default="convnet", help="zoo model of the victims (default: the frontier's ConvNet)")
+    ap.add_argument("--model-options", default=None,
+                    help='its options as JSON (default for convnet: {"activation": "relu", "width": 8})')
     args = ap.parse_args()
+    model_options = json.loads(args.model_options) if args.model_options else None
+    if model_options is None and args.model != "convnet":
+        model_options = {}
     variants = [json.loads(v) for v in args.gias]
     torch.set_num_threads(1)
     data = load_dataset("mnist_subset")
@@ -113,7 +121,8 @@ def main() -> None:
         else:
             prior = train_prior("mnist_subset", path=path, **settings)
             print(f"prior: {prior.settings}, trained in {prior.train_seconds:.0f} s")
-    rows = [cell(data, s, args.steps, args.tv, prior, variants) for s in args.seeds]
+    rows = [cell(data, s, args.steps, args.tv, prior, variants, args.model, model_options) for s in args.seeds]
+    print(f"victim model: {args.model} {model_options or ''}")
     print(f"`ig` {args.steps} iterations, seeds {' '.join(map(str, args.seeds))}; warm start at "
           f"{statistics.mean(r['start_psnr'] for r in rows):.1f} dB (truth + N(0, 0.1)); criterion at the truth "
           f"{max(r['truth_criterion'] for r in rows):.1e} at most\n")
@@ -131,8 +140,9 @@ def main() -> None:
     for i, opts in enumerate(variants):
         gm = lambda k: statistics.mean(r["gias"][i][k] for r in rows)  # noqa: E731
         per_seed = " / ".join(f"{r['gias'][i]['psnr']:.1f}" for r in rows)
+        per_crit = " / ".join(f"{r['gias'][i]['criterion']:.2e}" for r in rows)
         print(f"| {json.dumps(opts) if opts else 'defaults'} | {gm('psnr'):.2f} ({per_seed}) | {gm('criterion'):.4f} "
-              f"| {gm('seconds'):.0f} |")
+              f"({per_crit}) | {gm('seconds'):.0f} |")
 
 
 if __name__ == "__main__":
