@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from fedsim.attacks.generative import load_prior, stale_reasons, train_prior
+from fedsim.attacks.generative import aux_split, get_prior
 from fedsim.attacks.inversion import invert
 from fedsim.attacks.inversion.criterion import gradient_cosine_distance
 from fedsim.attacks.inversion.optim import init_dummy
@@ -39,6 +39,7 @@ from fedsim.core.metrics.images import image_metrics, psnr_matrix
 from fedsim.core.models.zoo import build_model
 
 K = 8
+FRONTIER_MODEL_OPTIONS = {"activation": "relu", "width": 8}  # configs/defense_fedsgd.toml's ConvNet
 
 
 def projection_psnr(prior, pixels: torch.Tensor, steps: int = 800) -> float:
@@ -53,15 +54,14 @@ def projection_psnr(prior, pixels: torch.Tensor, steps: int = 800) -> float:
         return float(psnr_matrix(prior.decoder(z).view_as(pixels), pixels).diagonal().mean())
 
 
-def cell(data, seed: int, steps: int, tvs: list[float], prior, variants: list[dict], model_name: str = "convnet",
-         model_options: dict | None = None) -> dict:
+def cell(data, seed: int, steps: int, tvs: list[float], prior, variants: list[dict], model_name: str,
+         model_options: dict) -> dict:
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(4321))
     idx = order[K * seed:K * seed + K]
     y = data.train_y[idx].clone()
     perm = y.argsort(stable=True)  # the attack's images are in label order; the warm start must be too
     x, y = data.normalize(data.train_x[idx])[perm], y[perm]
-    opts = {"activation": "relu", "width": 8} if model_options is None else model_options
-    model = build_model(model_name, data.input_shape, data.num_classes, seed=seed, **opts).train()
+    model = build_model(model_name, data.input_shape, data.num_classes, seed=seed, **model_options).train()
     target = simulate_update(model, x, y, lr=0.1, local_steps=1, local_batch_size=K)
     common = dict(model=model, gradients=target, labels=y, input_shape=data.input_shape, steps=steps,
                   mean=data.mean, std=data.std, seed=seed, return_result=True)
@@ -105,22 +105,18 @@ def main() -> None:
     ap.add_argument("--model-options", default=None,
                     help='its options as JSON (default for convnet: {"activation": "relu", "width": 8})')
     args = ap.parse_args()
-    model_options = json.loads(args.model_options) if args.model_options else None
-    if model_options is None and args.model != "convnet":
-        model_options = {}
+    model_options = (json.loads(args.model_options) if args.model_options
+                     else FRONTIER_MODEL_OPTIONS if args.model == "convnet" else {})
     variants = [json.loads(v) for v in args.gias]
     torch.set_num_threads(1)
     data = load_dataset("mnist_subset")
     settings = dict(shift_augment=args.prior_shift, steps=args.prior_steps, arch=args.prior_arch,
                     hidden=args.prior_hidden)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.prior_path or Path(tmp) / "vae.safetensors"
-        if path.exists() and not stale_reasons(path, **settings):
-            prior = load_prior(path)
-            print(f"prior: {prior.settings}, loaded from {path}")
-        else:
-            prior = train_prior("mnist_subset", path=path, **settings)
-            print(f"prior: {prior.settings}, trained in {prior.train_seconds:.0f} s")
+    with tempfile.TemporaryDirectory() as tmp:  # get_prior keeps a current file and retrains a missing or stale one
+        prior = get_prior(args.prior_path or Path(tmp) / "vae.safetensors", aux_images=aux_split(data)[0],
+                          dataset="mnist_subset", **settings)
+        print(f"prior: {prior.settings}, " + (f"trained in {prior.train_seconds:.0f} s" if prior.train_seconds
+                                              else f"loaded from {args.prior_path}"))
     rows = [cell(data, s, args.steps, args.tv, prior, variants, args.model, model_options) for s in args.seeds]
     print(f"victim model: {args.model} {model_options or ''}")
     print(f"`ig` {args.steps} iterations, seeds {' '.join(map(str, args.seeds))}; warm start at "

@@ -97,8 +97,10 @@ class _Objective:
         return total, per.detach(), x
 
 
-def _latent_search(obj: _Objective, z: torch.Tensor, dec_params, steps: int, lr: float, history) -> BestTracker:
-    """GGL stage: Adam on z (all restarts at once), step decay at 1/2 and 3/4; best iterate per restart."""
+def _latent_search(obj: _Objective, z: torch.Tensor, dec_params, steps: int, lr: float,
+                   history) -> tuple[BestTracker, torch.Tensor]:
+    """GGL stage: Adam on z (all restarts at once), step decay at 1/2 and 3/4; best iterate per restart, and the
+    matching loss per restart of the final z."""
     opt = torch.optim.Adam([z], lr=lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(steps * f) for f in (0.5, 0.75)], gamma=0.3)
     tracker = None
@@ -115,30 +117,30 @@ def _latent_search(obj: _Objective, z: torch.Tensor, dec_params, steps: int, lr:
     with torch.enable_grad():
         _, per, x = obj(z, dec_params)
     tracker.update(per, x)
-    return tracker
+    return tracker, per
 
 
-def _combine_restarts(obj: _Objective, z: torch.Tensor, dec_params) -> tuple[torch.Tensor, float]:
+def _combine_restarts(obj: _Objective, z: torch.Tensor, per: torch.Tensor,
+                      dec_params) -> tuple[torch.Tensor, float, torch.Tensor | None]:
     """Greedy per-image combination of the restarts (one coordinate pass): start from the restart with the lowest
-    matching loss and, slot by slot, take the code another restart found for that image when the whole batch's
-    matching loss falls. The server's own signal only; the R candidates of a slot are one batched evaluation.
-    Returns the combined codes [1, K, d] and their matching loss."""
+    matching loss (``per``: the loss of each restart's final ``z``) and, slot by slot, take the code another
+    restart found for that image when the whole batch's matching loss falls. The server's own signal only; the R
+    candidates of a slot are one batched evaluation. Returns the combined codes [1, K, d], their matching loss and
+    their images [K, C, H, W] (None when no swap was taken: the codes are that restart's own)."""
     z = z.detach()
-    with torch.enable_grad():
-        _, per, _ = obj(z, dec_params)
     best = int(per.argmin())
-    cur, cur_loss = z[best:best + 1].clone(), float(per[best])
+    cur, cur_loss, cur_x = z[best:best + 1].clone(), float(per[best]), None
     if z.shape[0] < 2:
-        return cur, cur_loss
+        return cur, cur_loss, cur_x
     for k in range(z.shape[1]):
         cand = cur.repeat(z.shape[0], 1, 1)
         cand[:, k] = z[:, k]
         with torch.enable_grad():
-            _, per_c, _ = obj(cand, dec_params)
+            _, per_c, x_c = obj(cand, dec_params)
         r = int(per_c.argmin())
         if float(per_c[r]) < cur_loss:
-            cur, cur_loss = cand[r:r + 1].clone(), float(per_c[r])
-    return cur, cur_loss
+            cur, cur_loss, cur_x = cand[r:r + 1].clone(), float(per_c[r]), x_c.detach()[r]
+    return cur, cur_loss, cur_x
 
 
 def _free_generator(obj: _Objective, z: torch.Tensor, dec_params, steps: int, lr: float, gias_lr: float,
@@ -186,17 +188,15 @@ def invert_generative(mode: str, *, model, gradients=None, labels=None, input_sh
     z_steps = max(1, steps - gias_steps)
     history: list[tuple[int, float]] = []
     try:
-        tracker = _latent_search(obj, z, dec_params, z_steps, lr, history)
+        tracker, final_per = _latent_search(obj, z, dec_params, z_steps, lr, history)
         g_best, best_loss, x_best = tracker.best()
         z_best = z.detach()[g_best:g_best + 1].clone()
         if options.get("combine", False):
-            z_comb, comb_loss = _combine_restarts(obj, z, dec_params)
-            with torch.enable_grad():
-                _, per_c, x_c = obj(z_comb, dec_params)
-            if comb_loss < best_loss:
-                z_best, x_best = z_comb, x_c.detach()[0]
-                tracker = BestTracker(x_c)
-                tracker.update(per_c, x_c)
+            z_comb, comb_loss, x_comb = _combine_restarts(obj, z, final_per, dec_params)
+            if x_comb is not None and comb_loss < best_loss:
+                z_best, x_best = z_comb, x_comb
+                tracker = BestTracker(x_comb.unsqueeze(0))
+                tracker.update(torch.tensor([comb_loss]), x_comb.unsqueeze(0))
                 g_best = 0
         if gias_steps:
             z_best = z_best.requires_grad_(True)
