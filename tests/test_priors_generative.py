@@ -1,5 +1,7 @@
 """Generative prior (fedsim.attacks.generative): tiny 8x8 digits, a VAE trained for a few dozen steps."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -235,8 +237,104 @@ def test_sweep_prior_is_retrained_when_stale_and_kept_when_current(tmp_path, mon
     monkeypatch.setattr(generative, "train_prior", lambda **kw: calls.append(kw))
     cfg = from_flat({**TINY, "attack.inversion": "ggl", "attack.prior_autotrain": True, "attack.prior_path": str(path)})
     ensure_prior(cfg)
-    assert calls == [{"dataset": "digits", "path": str(path)}]
+    assert calls == [{"dataset": "digits", "path": path, "arch": "conv"}]
     calls.clear()
     monkeypatch.setattr(generative, "stale_reasons", lambda p, **kw: [])  # as if trained with today's defaults
     ensure_prior(cfg)
     assert calls == []
+
+
+def test_arch_prior_path_names_one_file_per_decoder():
+    from fedsim.attacks.generative import arch_prior_path
+
+    assert arch_prior_path("r/priors/digits_vae.safetensors", "conv") == Path("r/priors/digits_vae.safetensors")
+    assert arch_prior_path("r/priors/digits_vae.safetensors", "mlp") == Path("r/priors/digits_vae-mlp.safetensors")
+    with pytest.raises(ValueError, match="not one of"):
+        arch_prior_path("p.safetensors", "gan")
+
+
+@pytest.fixture(scope="module")
+def two_decoders(tmp_path_factory):
+    """A conv prior at the configured path and an MLP prior beside it (arch_prior_path)."""
+    from fedsim.attacks.generative import arch_prior_path
+
+    torch.set_num_threads(1)
+    ds = load_dataset("digits")
+    path = tmp_path_factory.mktemp("two") / "digits_vae.safetensors"
+    train_prior("digits", arch="conv", latent_dim=4, hidden=16, steps=20, path=path)
+    train_prior("digits", arch="mlp", latent_dim=4, hidden=16, steps=20, path=arch_prior_path(path, "mlp"))
+    model = build_model("lenet5", ds.input_shape, 10, seed=0)
+    x, y = ds.normalize(ds.train_x[:2]), ds.train_y[:2]
+    return ds, path, model, y, batch_gradient(model, x, y)
+
+
+def test_decoder_pick_keeps_the_lowest_criterion_and_equals_that_decoders_run(two_decoders):
+    """prior_archs: one run per decoder, the reconstruction of the lowest criterion (no ground truth) is returned,
+    bit-equal to the single-decoder run; the criteria are those the server computes of each reconstruction."""
+    from fedsim.attacks.generative import arch_prior_path
+    from fedsim.attacks.inversion.criterion import gradient_cosine_distance
+
+    ds, path, model, y, g = two_decoders
+    kw = dict(model=model, gradients=g, labels=y, input_shape=ds.input_shape, steps=12, mean=ds.mean, std=ds.std,
+              seed=0, restarts=2, return_result=True)
+    picked = invert("gias", prior_path=str(path), prior_archs="conv,mlp", **kw)
+    single = {arch: invert("gias", prior_path=str(arch_prior_path(path, arch)), prior_arch=arch, **kw)
+              for arch in ("conv", "mlp")}
+    crit = {a: gradient_cosine_distance(model, t.inputs, t.labels, g) for a, t in single.items()}
+    assert picked.options["prior_criteria"] == pytest.approx(crit, rel=1e-6)
+    assert picked.options["prior_arch_chosen"] == min(crit, key=crit.get)
+    assert torch.equal(picked.inputs, single[picked.options["prior_arch_chosen"]].inputs)
+    assert picked.seconds >= max(t.seconds for t in single.values()) * 0.5
+
+
+def test_decoder_pick_ties_below_the_float_floor_keep_the_first(two_decoders, monkeypatch):
+    import fedsim.attacks.generative.invert as gen
+
+    ds, path, model, y, g = two_decoders
+    kw = dict(model=model, gradients=g, labels=y, input_shape=ds.input_shape, steps=3, mean=ds.mean, std=ds.std,
+              seed=0, restarts=1, prior_path=str(path), return_result=True)
+    values = iter([3e-7, 1e-8])  # both round-off: a tie, the first listed stays
+    monkeypatch.setattr(gen, "gradient_cosine_distance", lambda *a, **k: next(values))
+    assert invert("ggl", prior_archs=("mlp", "conv"), **kw).options["prior_arch_chosen"] == "mlp"
+    values = iter([0.2, float("nan")])  # NaN never wins
+    assert invert("ggl", prior_archs="conv,mlp", **kw).options["prior_arch_chosen"] == "conv"
+    values = iter([0.2, 0.05])
+    assert invert("ggl", prior_archs="conv,mlp", **kw).options["prior_arch_chosen"] == "mlp"
+    with pytest.raises(ValueError, match="prior_archs"):
+        invert("ggl", prior_archs="conv,gan", **kw)
+
+
+def test_prior_archs_config_is_checked_before_work_and_each_file_required(tmp_path):
+    from fedsim.attacks.generative import arch_prior_path
+    from fedsim.core.config import from_flat
+    from fedsim.core.errors import ConfigError
+    from fedsim.evaluation.attacking import generative_options
+    from fedsim.evaluation.preconditions import check_attack_inputs
+    from tests.runfolder import TINY
+
+    path = tmp_path / "p.safetensors"
+    train_prior("digits", latent_dim=4, hidden=16, steps=2, path=path)
+    flat = {**TINY, "attack.inversion": "gias", "attack.prior_path": str(path), "attack.enabled": True}
+    with pytest.raises(ConfigError, match=r"attack.prior_archs: .*'gan'.*\('mlp', 'conv'\)"):
+        check_attack_inputs(from_flat({**flat, "attack.prior_archs": "conv,gan"}), tmp_path)
+    with pytest.raises(ConfigError, match="p-mlp.safetensors"):
+        check_attack_inputs(from_flat({**flat, "attack.prior_archs": "conv,mlp"}), tmp_path)
+    train_prior("digits", arch="mlp", latent_dim=4, hidden=16, steps=2, path=arch_prior_path(path, "mlp"))
+    cfg = from_flat({**flat, "attack.prior_archs": "conv,mlp"})
+    check_attack_inputs(cfg, tmp_path)
+    assert generative_options(cfg, tmp_path) == {"prior_path": str(path), "prior_archs": "conv,mlp"}
+    assert "prior_archs" not in generative_options(from_flat(flat), tmp_path)
+
+
+def test_sweep_trains_a_prior_per_decoder(tmp_path, monkeypatch):
+    import fedsim.attacks.generative as generative
+    from fedsim.core.config import from_flat
+    from fedsim.lab.sweep.execute import ensure_prior
+    from tests.runfolder import TINY
+
+    calls = []
+    monkeypatch.setattr(generative, "train_prior", lambda **kw: calls.append(kw))
+    path = tmp_path / "p.safetensors"
+    ensure_prior(from_flat({**TINY, "attack.inversion": "gias", "attack.prior_autotrain": True,
+                            "attack.prior_path": str(path), "attack.prior_archs": "conv,mlp"}))
+    assert [(c["arch"], c["path"]) for c in calls] == [("conv", path), ("mlp", tmp_path / "p-mlp.safetensors")]

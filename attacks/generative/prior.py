@@ -49,6 +49,8 @@ class PriorMissing(FileNotFoundError):
 
 
 ARCHS = ("mlp", "conv")
+#: train_prior's decoder (docs/benchmarks/defenses.md: conv since 2026-12-03)
+DEFAULT_ARCH = "conv"
 
 
 class Decoder(nn.Module):
@@ -150,6 +152,16 @@ def default_prior_path(root: str | Path, dataset: str, kind: str = "vae") -> Pat
     return Path(root) / "priors" / f"{dataset}_{kind}.safetensors"
 
 
+def arch_prior_path(path: str | Path, arch: str) -> Path:
+    """The file of the ``arch`` decoder's prior beside ``path``: ``path`` itself for :func:`train_prior`'s default
+    arch, else ``<stem>-<arch><suffix>`` (``mnist_subset_vae-mlp.safetensors``), so that one configured path names
+    a prior per decoder when an attack tries several (``prior_archs``)."""
+    if arch not in ARCHS:
+        raise ValueError(f"prior arch {arch!r} is not one of {ARCHS}")
+    path = Path(path)
+    return path if arch == DEFAULT_ARCH else path.with_name(f"{path.stem}-{arch}{path.suffix}")
+
+
 def shifted_copies(images: torch.Tensor, shift: int) -> torch.Tensor:
     """``images`` [N, C, H, W] and their copies translated by every (dy, dx) in [-shift, shift]^2 (zero fill):
     (2 shift + 1)^2 N images."""
@@ -188,7 +200,7 @@ def train_settings(**options) -> dict[str, Any]:
 
 
 def train_prior(dataset: str | None = None, *, images: torch.Tensor | None = None, kind: str = "vae",
-                arch: str = "conv", latent_dim: int = 20, hidden: int | None = None, steps: int = 6000,
+                arch: str = DEFAULT_ARCH, latent_dim: int = 20, hidden: int | None = None, steps: int = 6000,
                 batch_size: int = 64, lr: float = 1e-3, beta: float = 1.0, shift_augment: int = 1, seed: int = 0,
                 aux_part: str = "test-half", path: str | Path | None = None,
                 max_seconds: float | None = None) -> Prior:

@@ -103,6 +103,9 @@ class AttackSection:
                          "time) before it is scored as failed")
     prior_path: str = opt("", doc="generative prior (ggl/gias) safetensors file; '' = "
                           "<run>/priors/<dataset>_vae.safetensors")
+    prior_archs: str = opt("conv", doc="ggl/gias decoders, comma-separated (conv, mlp): with several the attack runs "
+                           "once per decoder's prior and keeps the lowest criterion (prior_path's file is conv's, "
+                           "<stem>-mlp beside it the MLP's)")
     prior_autotrain: bool = opt(False, doc="ggl/gias: train the prior on the public aux split (held-out half of "
                                 "the test split) when the file is missing")
     lpips_weights: str = opt("", doc="local LPIPS backbone weights (torchmetrics); '' = LPIPS reported as "

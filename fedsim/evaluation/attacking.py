@@ -88,10 +88,12 @@ def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, 
     """ggl/gias options from [attack]: the prior file (default <run>/priors/<dataset>_vae.safetensors) and,
     with attack.prior_autotrain, the public aux images to train it from when it is missing or stale (trained with
     other settings than train_prior's current ones: fedsim.attacks.generative.stale_reasons)."""
-    from fedsim.attacks.generative import aux_split, default_prior_path
+    from fedsim.attacks.generative import DEFAULT_ARCH, aux_split, default_prior_path
 
     path = Path(cfg.attack.prior_path) if cfg.attack.prior_path else default_prior_path(run_dir, cfg.data.dataset)
     options: dict[str, Any] = {"prior_path": str(path)}
+    if cfg.attack.prior_archs.replace(" ", "") != DEFAULT_ARCH:  # several decoders: the attack picks by criterion
+        options["prior_archs"] = cfg.attack.prior_archs
     if cfg.attack.prior_autotrain:  # get_prior keeps a current file and retrains a missing or stale one
         options["aux_images"] = aux_split(dataset(cfg))[0]
     return options

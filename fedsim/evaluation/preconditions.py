@@ -36,21 +36,32 @@ def check_attack_inputs(cfg: ExperimentConfig, run_dir: str | Path, files: bool 
 def _check_prior(cfg: ExperimentConfig, inversion: str | None, run_dir: Path) -> None:
     from fedsim.attacks.inversion import INVERSION_METHODS
 
-    if inversion is None or "trained prior" not in INVERSION_METHODS[inversion].needs or cfg.attack.prior_autotrain:
+    if inversion is None or "trained prior" not in INVERSION_METHODS[inversion].needs:
         return
-    from fedsim.attacks.generative import default_prior_path
+    from fedsim.attacks.generative import arch_prior_path, default_prior_path
+    from fedsim.attacks.generative.invert import parse_archs
 
+    try:
+        archs = parse_archs(cfg.attack.prior_archs)
+    except ValueError as err:
+        raise ConfigError(f"attack.prior_archs: {err}") from None
+    if cfg.attack.prior_autotrain:
+        return
     fix = ("set attack.prior_autotrain = true (trains it on the public aux split, the held-out half of the test "
            "split) or attack.prior_path to a trained prior file")
     if cfg.attack.prior_path:
-        if not Path(cfg.attack.prior_path).is_file():
-            raise ConfigError(f"attack.prior_path: {cfg.attack.prior_path!r} is not a file; attack.inversion = "
-                              f"{inversion!r} needs a trained prior: {fix}")
+        for arch in archs:
+            path = arch_prior_path(cfg.attack.prior_path, arch)
+            if not path.is_file():
+                what = "" if str(path) == cfg.attack.prior_path else f" (its {arch} decoder's file {str(path)!r})"
+                raise ConfigError(f"attack.prior_path: {cfg.attack.prior_path!r}{what} is not a file; "
+                                  f"attack.inversion = {inversion!r} needs a trained prior: {fix}")
         return
-    default = default_prior_path(run_dir, cfg.data.dataset)
-    if not default.is_file():
-        raise ConfigError(f"attack.inversion: {inversion!r} needs a trained generative prior and attack.prior_path "
-                          f"is empty (default {str(default)!r} does not exist); {fix}")
+    for arch in archs:
+        default = arch_prior_path(default_prior_path(run_dir, cfg.data.dataset), arch)
+        if not default.is_file():
+            raise ConfigError(f"attack.inversion: {inversion!r} needs a trained generative prior and "
+                              f"attack.prior_path is empty (default {str(default)!r} does not exist); {fix}")
 
 
 def _check_lpips(weights: str) -> None:

@@ -169,14 +169,18 @@ def execute(sweep: Sweep, out: Path, runner: Runner, parallel: int, quiet: bool,
 def ensure_prior(base: ExperimentConfig) -> None:
     """Train the generative prior once before parallel runs share it (``attack.prior_path``), when asked to and
     the file is missing or stale (trained with other settings than ``train_prior``'s current ones)."""
-    from fedsim.attacks.generative import stale_reasons, train_prior
+    from fedsim.attacks.generative import arch_prior_path, stale_reasons, train_prior
+    from fedsim.attacks.generative.invert import parse_archs
 
     a = base.attack
-    if not (a.prior_path and a.prior_autotrain) or (Path(a.prior_path).exists() and not stale_reasons(a.prior_path)):
+    if not (a.prior_path and a.prior_autotrain):
         return
-
-    Path(a.prior_path).parent.mkdir(parents=True, exist_ok=True)
-    train_prior(dataset=base.data.dataset, path=a.prior_path)  # the public half of the test split
+    for arch in parse_archs(a.prior_archs):  # one file per decoder the attacks try (attack.prior_archs)
+        path = arch_prior_path(a.prior_path, arch)
+        if path.exists() and not stale_reasons(path, arch=arch):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        train_prior(dataset=base.data.dataset, path=path, arch=arch)  # the public half of the test split
 
 
 def per_seed_rows(sweep: Sweep, runs: dict[tuple[int, int], Path]) -> dict[int, list[dict[str, Any]]]:
