@@ -204,7 +204,8 @@ def _signals(record: AttackMethod, options: Mapping[str, Any], label_source: str
 
 
 def _tuning_signal(trace: Any, k: int) -> list[str]:
-    """How a self-tuned method chose its TV weight, as a signal line (nothing for other methods)."""
+    """How a self-tuned method chose its TV weight (or a generative one its decoder), as a signal line (nothing
+    for other methods)."""
     options = getattr(trace, "options", {}) or {}
     if "tv_shadow_psnr" in options:
         defended = " (defended as the client's)" if "shadow_defense" in options else ""
@@ -214,6 +215,9 @@ def _tuning_signal(trace: Any, k: int) -> list[str]:
                 f"{k} public images best{masked}"]
     if "tv_criterion" in options:
         return [f"self-tuned: TV {options['tv_chosen']:g} by the gradient match"]
+    if "prior_arch_chosen" in options:
+        crit = ", ".join(f"{a} {v:.3g}" for a, v in options["prior_criteria"].items())
+        return [f"self-tuned: decoder {options['prior_arch_chosen']} by the criterion ({crit})"]
     return []
 
 
