@@ -245,9 +245,11 @@ def parse_archs(value: Any) -> tuple[str, ...]:
 def pick_decoder(mode: str, archs: Sequence[str], **kwargs: Any):
     """Run ``mode`` once per decoder's prior and keep the reconstruction the server would act on: the lowest
     criterion (:func:`fedsim.attacks.inversion.criterion.gradient_cosine_distance` of its simulated update against
-    the observed one; no ground truth). Why: the conv decoder wins on ReLU-family victims and the MLP on a sigmoid
-    LeNet-5 (docs/benchmarks/defenses.md), and the lower criterion named the better one on 5 of 6 held-out
-    updates where it was above its float floor."""
+    the observed one; no ground truth). Why one would: the conv decoder wins on ReLU-family victims and the MLP on
+    a sigmoid LeNet-5, and on held-out ConvNets the lower criterion named the better decoder on 5 of 6 updates.
+    Measured live it misleads: on the DP frontier's undefended point it picked the MLP decoder on 5 of 9 updates,
+    each time the worse image, 19.8 dB against the conv decoder's 20.5 (docs/benchmarks/defenses.md), so it is
+    opt-in and the default stays the conv decoder alone."""
     if kwargs.get("prior") is not None:
         raise ValueError(f"{mode}: prior_archs needs prior_path= (one file per decoder), not a prior= object")
     base = kwargs.get("prior_path")
