@@ -245,14 +245,16 @@ def _criterion(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor]
     """The no-ground-truth score of a reconstruction (``fedsim.attacks.inversion.criterion``); labels the attack
     assigned, else the model's own predictions on the reconstruction."""
     steps, batch = update.local_steps, min(update.batch_size, k)
-    name = criterion_name(steps, batch)
+    defense = shadow_defense_from_record(update.defenses)
+    sent_only = defense is not None and defense.sparsifies  # compare what the client sent, not the dropped zeros
+    name = criterion_name(steps, batch, sent_only)
     if labels is None or len(labels) != len(x_hat):
         with torch.no_grad():
             labels = copy.deepcopy(model).eval()(x_hat.to(next(model.parameters()))).argmax(-1)
         name += " (labels: model argmax)"
     try:
         return gradient_cosine_distance(model, x_hat, labels, grads, lr=update.lr, local_steps=steps,
-                                        local_batch_size=batch), name
+                                        local_batch_size=batch, sent_only=sent_only), name
     except Exception:  # noqa: BLE001 - a score that cannot be computed leaves the result without one
         return None, None
 

@@ -7,6 +7,10 @@ use the same distance as their objective). For a FedAvg update (T > 1) the recon
 client's T local SGD steps simulated on it (the unrolled target of Dimitrov et al., TMLR 2022;
 ``fedsim.attacks.inversion.fedavg.simulate_local_training``), which is what the observation really is; every
 method is scored that way, whatever objective it optimised. Lower is better; 0 is a perfect match.
+A sparsified update (top-k / random-k: the public defense settings say so) is compared on the coordinates the
+client sent only (``sent_only``, name suffix ``[sent]``): the dropped ones are zeros the client never computed, and
+a dense comparison favours reconstructions fitted to those zeros (plain ``ig`` over ``gias`` on every top-k update
+of the frontier, docs/benchmarks/defenses.md).
 """
 
 from __future__ import annotations
@@ -21,18 +25,19 @@ from fedsim.attacks.inversion import fedavg as _fedavg
 from fedsim.attacks.inversion.problem import private_model
 
 
-def criterion_name(local_steps: int, local_batch_size: int | None = None) -> str:
-    """``grad-cosine@W0`` (one step) or ``grad-cosine@unrolled(T=.., B=..)`` (FedAvg)."""
-    if local_steps <= 1:
-        return "grad-cosine@W0"
-    return f"grad-cosine@unrolled(T={local_steps}, B={local_batch_size})"
+def criterion_name(local_steps: int, local_batch_size: int | None = None, sent_only: bool = False) -> str:
+    """``grad-cosine@W0`` (one step) or ``grad-cosine@unrolled(T=.., B=..)`` (FedAvg); ``[sent]`` appended when
+    only the sent coordinates of a sparsified update are compared."""
+    name = "grad-cosine@W0" if local_steps <= 1 else f"grad-cosine@unrolled(T={local_steps}, B={local_batch_size})"
+    return name + ("[sent]" if sent_only else "")
 
 
 def gradient_cosine_distance(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
                              observed: Sequence[torch.Tensor], *, lr: float | None = None, local_steps: int = 1,
-                             local_batch_size: int | None = None) -> float:
+                             local_batch_size: int | None = None, sent_only: bool = False) -> float:
     """1 - cos between the reconstruction's (simulated) update and ``observed`` (aligned with
-    ``model.parameters()``), over all parameters flattened together. Runs on the model's device and dtype; the
+    ``model.parameters()``), over all parameters flattened together (``sent_only``: over the coordinates where
+    ``observed`` is non-zero, those a sparsified update sent). Runs on the model's device and dtype; the
     caller's model and its buffers are not changed (a frozen copy whose BatchNorm uses batch statistics in train
     mode, as the attack's own)."""
     copy_, _ = private_model(model, model.training)
@@ -55,5 +60,8 @@ def gradient_cosine_distance(model: nn.Module, inputs: torch.Tensor, labels: tor
             mine = list(torch.autograd.grad(loss, [leaves[n] for n in names]))
     a = torch.cat([g.detach().flatten() for g in mine])
     b = torch.cat([g.detach().to(**cast).flatten() for g in observed])
+    if sent_only:
+        sent = b != 0
+        a, b = a[sent], b[sent]
     cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(torch.finfo(a.dtype).tiny)
     return float(1.0 - cos)
