@@ -11,10 +11,10 @@ See ``prior.py`` (what counts as public auxiliary data, the VAE, safetensors sto
 from fedsim.attacks.generative.invert import OPTIONS, invert_generative, invert_ggl, invert_gias
 from fedsim.attacks.generative.prior import (ARCHS, AUX_PARTS, DEFAULT_ARCH, KINDS, TRAIN_HINT, TRAIN_KEYS, Decoder,
                                              Prior, PriorMissing, arch_prior_path, aux_split, default_prior_path,
-                                             get_prior, load_prior, save_prior, stale_reasons, train_prior,
-                                             train_settings)
+                                             get_prior, load_prior, parse_archs, save_prior, stale_reasons,
+                                             train_prior, train_settings)
 
 __all__ = ["OPTIONS", "invert_generative", "invert_ggl", "invert_gias", "ARCHS", "AUX_PARTS", "DEFAULT_ARCH",
            "KINDS", "TRAIN_HINT", "TRAIN_KEYS", "Decoder", "Prior", "PriorMissing", "arch_prior_path", "aux_split",
-           "default_prior_path", "get_prior", "load_prior", "save_prior", "stale_reasons", "train_prior",
+           "default_prior_path", "get_prior", "load_prior", "parse_archs", "save_prior", "stale_reasons", "train_prior",
            "train_settings"]

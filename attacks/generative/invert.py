@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import torch
 from torch.func import functional_call
 
-from fedsim.attacks.generative.prior import ARCHS, DEFAULT_ARCH, arch_prior_path, get_prior
+from fedsim.attacks.generative.prior import DEFAULT_ARCH, arch_prior_path, get_prior, parse_archs
 from fedsim.attacks.inversion import objectives as _objectives
 from fedsim.attacks.inversion.core import BestTracker, InversionTrace, InversionSpec
 from fedsim.attacks.inversion.criterion import gradient_cosine_distance
@@ -232,16 +232,6 @@ def invert_generative(mode: str, *, model, gradients=None, labels=None, input_sh
 CRITERION_FLOOR = 1e-6
 
 
-def parse_archs(value: Any) -> tuple[str, ...]:
-    """``prior_archs`` as a tuple of decoder names (a comma-separated string or a sequence), each checked."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    archs = tuple(dict.fromkeys(str(a).strip() for a in items if str(a).strip()))
-    bad = [a for a in archs if a not in ARCHS]
-    if bad or not archs:
-        raise ValueError(f"prior_archs: {bad or value!r} not in the decoders {ARCHS}")
-    return archs
-
-
 def pick_decoder(mode: str, archs: Sequence[str], **kwargs: Any):
     """Run ``mode`` once per decoder's prior and keep the reconstruction the server would act on: the lowest
     criterion (:func:`fedsim.attacks.inversion.criterion.gradient_cosine_distance` of its simulated update against
@@ -253,9 +243,8 @@ def pick_decoder(mode: str, archs: Sequence[str], **kwargs: Any):
     if kwargs.get("prior") is not None:
         raise ValueError(f"{mode}: prior_archs needs prior_path= (one file per decoder), not a prior= object")
     base = kwargs.get("prior_path")
-    schedule = {k: kwargs.get(k) for k in ("lr", "local_steps", "local_batch_size")}
-    steps_t = int(schedule["local_steps"] or 1)
-    lr = schedule["lr"] if steps_t > 1 else None
+    lr = kwargs.get("lr")
+    local_steps = int(kwargs.get("local_steps") or 1) if lr else 1  # without the client's lr: one step
     traces: dict[str, InversionTrace] = {}
     criteria: dict[str, float] = {}
     for arch in archs:
@@ -264,8 +253,7 @@ def pick_decoder(mode: str, archs: Sequence[str], **kwargs: Any):
         trace = invert_generative(mode, **one)
         traces[arch] = trace
         value = gradient_cosine_distance(kwargs["model"], trace.inputs, trace.labels, kwargs["gradients"], lr=lr,
-                                         local_steps=steps_t if lr else 1,
-                                         local_batch_size=schedule["local_batch_size"])
+                                         local_steps=local_steps, local_batch_size=kwargs.get("local_batch_size"))
         criteria[arch] = value if value == value else float("inf")  # NaN never wins
     chosen = min(archs, key=lambda a: (max(criteria[a], CRITERION_FLOOR), archs.index(a)))
     best = traces[chosen]

@@ -152,6 +152,16 @@ def default_prior_path(root: str | Path, dataset: str, kind: str = "vae") -> Pat
     return Path(root) / "priors" / f"{dataset}_{kind}.safetensors"
 
 
+def parse_archs(value: Any) -> tuple[str, ...]:
+    """``prior_archs`` as a tuple of decoder names (a comma-separated string or a sequence), each checked."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    archs = tuple(dict.fromkeys(str(a).strip() for a in items if str(a).strip()))
+    bad = [a for a in archs if a not in ARCHS]
+    if bad or not archs:
+        raise ValueError(f"prior_archs: {bad or value!r} not in the decoders {ARCHS}")
+    return archs
+
+
 def arch_prior_path(path: str | Path, arch: str) -> Path:
     """The file of the ``arch`` decoder's prior beside ``path``: ``path`` itself for :func:`train_prior`'s default
     arch, else ``<stem>-<arch><suffix>`` (``mnist_subset_vae-mlp.safetensors``), so that one configured path names

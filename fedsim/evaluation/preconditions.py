@@ -38,30 +38,27 @@ def _check_prior(cfg: ExperimentConfig, inversion: str | None, run_dir: Path) ->
 
     if inversion is None or "trained prior" not in INVERSION_METHODS[inversion].needs:
         return
-    from fedsim.attacks.generative import arch_prior_path, default_prior_path
-    from fedsim.attacks.generative.invert import parse_archs
+    from fedsim.attacks.generative import DEFAULT_ARCH, arch_prior_path, default_prior_path, parse_archs
 
     try:
         archs = parse_archs(cfg.attack.prior_archs)
     except ValueError as err:
-        raise ConfigError(f"attack.prior_archs: {err}") from None
+        raise ConfigError(f"attack.{err}") from None  # err names prior_archs and the valid decoders
     if cfg.attack.prior_autotrain:
         return
     fix = ("set attack.prior_autotrain = true (trains it on the public aux split, the held-out half of the test "
            "split) or attack.prior_path to a trained prior file")
-    if cfg.attack.prior_path:
-        for arch in archs:
-            path = arch_prior_path(cfg.attack.prior_path, arch)
-            if not path.is_file():
-                what = "" if str(path) == cfg.attack.prior_path else f" (its {arch} decoder's file {str(path)!r})"
-                raise ConfigError(f"attack.prior_path: {cfg.attack.prior_path!r}{what} is not a file; "
-                                  f"attack.inversion = {inversion!r} needs a trained prior: {fix}")
-        return
+    base = cfg.attack.prior_path or default_prior_path(run_dir, cfg.data.dataset)
     for arch in archs:
-        default = arch_prior_path(default_prior_path(run_dir, cfg.data.dataset), arch)
-        if not default.is_file():
-            raise ConfigError(f"attack.inversion: {inversion!r} needs a trained generative prior and "
-                              f"attack.prior_path is empty (default {str(default)!r} does not exist); {fix}")
+        path = arch_prior_path(base, arch)
+        if path.is_file():
+            continue
+        if cfg.attack.prior_path:
+            what = "" if arch == DEFAULT_ARCH else f" (its {arch} decoder's file {str(path)!r})"
+            raise ConfigError(f"attack.prior_path: {cfg.attack.prior_path!r}{what} is not a file; "
+                              f"attack.inversion = {inversion!r} needs a trained prior: {fix}")
+        raise ConfigError(f"attack.inversion: {inversion!r} needs a trained generative prior and "
+                          f"attack.prior_path is empty (default {str(path)!r} does not exist); {fix}")
 
 
 def _check_lpips(weights: str) -> None:

@@ -169,8 +169,7 @@ def execute(sweep: Sweep, out: Path, runner: Runner, parallel: int, quiet: bool,
 def ensure_prior(base: ExperimentConfig) -> None:
     """Train the generative prior once before parallel runs share it (``attack.prior_path``), when asked to and
     the file is missing or stale (trained with other settings than ``train_prior``'s current ones)."""
-    from fedsim.attacks.generative import arch_prior_path, stale_reasons, train_prior
-    from fedsim.attacks.generative.invert import parse_archs
+    from fedsim.attacks.generative import arch_prior_path, parse_archs, stale_reasons, train_prior
 
     a = base.attack
     if not (a.prior_path and a.prior_autotrain):
