@@ -14,7 +14,8 @@ from fedsim.core.config import ExperimentConfig, from_flat, to_toml
 from fedsim.core.defense_object import WORKFLOW, resolve
 from fedsim.core.capture_plan import capture_text  # capture.* = 'attacked': the attack selection
 from fedsim.evaluation.preconditions import check_attack_inputs
-from fedsim.core.experiment import HELDOUT, device, make_model, run_dir, test_data
+from fedsim.core.experiment import HELDOUT, device, make_model, test_data
+from fedsim.core.paths import run_dir
 from fedsim.core.rows import UtilityRow
 from fedsim.core.runfolder import RunFolder
 from fedsim.core.training import evaluate
@@ -69,7 +70,8 @@ def screen_for(cfg: ExperimentConfig, run_id: str, parameter_names: list[str]) -
                              max_claim=max_claim)
     bounds = Bounds(max_num_examples=v.max_num_examples, examples_ratio=v.examples_ratio, norm_ratio=v.norm_ratio,
                     max_update_norm=v.max_update_norm, history=v.history, max_weight_share=v.max_weight_share)
-    return ReplyScreen(parameter_names, settings, run_id, RunFolder(run_dir(cfg)), bounds)
+    return ReplyScreen(parameter_names, settings, run_id, RunFolder(run_dir(cfg)), bounds,
+                       num_clients=cfg.run.num_clients)  # partition ids in [0, run.num_clients)
 
 
 def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> ReplyGate:

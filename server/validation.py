@@ -20,6 +20,16 @@
   Claims of 50 and 5000 in a two-node round weigh 0.5 / 0.5 instead of 0.01 / 0.99. Every preset's cohort stays
   under 0.5 (``configs/fedavg_dirichlet.toml``: at most 0.45), so their runs do not change.
 
+- *client id*: the reply's ``partition-id`` names the client its update is captured, attacked and scored as, and
+  the client alone writes it, so it is checked against what the server knows (:meth:`ReplyScreen.check_ids`):
+  an integer in ``[0, run.num_clients)``; from a node the server sent a train message to this round (the
+  messages ``configure_train`` returned: the cohort it sampled); the partition that node answered as before
+  (learned at first sight: the node config that names it is the client's, never sent to the server), and not a
+  partition another node still connected answered as; and claimed by one reply of the round. A partition claimed
+  twice at first sight is rejected on both sides (the server cannot tell which node holds it). So no update is
+  aggregated twice, overwrites another client's capture or is scored against another client's ground truth. A
+  SuperNode that restarts under a new node id takes its partition along once its old id left the grid.
+
 The *lower* median (the smaller middle value) keeps one outlier out of its own reference with as few as two
 replies; the history across rounds covers a round where most replies are bad. ``ReplyGate`` is the outermost
 strategy of the stack: it drops error replies and rejected ones *before* Flower's DP wrappers see them (they
@@ -133,13 +143,18 @@ class ReplyScreen:
     """Validates replies of one federation against the weights sent and the bounds; remembers history."""
 
     def __init__(self, parameter_names: list[str], settings: TrainSettings, run_id: str,
-                 folder: RunFolder | None = None, bounds: Bounds = Bounds()) -> None:
+                 folder: RunFolder | None = None, bounds: Bounds = Bounds(), num_clients: int | None = None) -> None:
         self.parameter_names = list(parameter_names)
         self.settings = settings
         self.run_id = run_id
         self.folder = folder
         self.bounds = bounds
+        self.num_clients = num_clients  # run.num_clients: partition ids are in [0, num_clients) (None: unchecked)
         self.sent: dict[int, dict[str, torch.Tensor]] = {}
+        self.cohort: dict[int, frozenset[int]] = {}  # round -> node ids sent a train message (its latest round)
+        self.connected: dict[int, frozenset[int]] = {}  # round -> node ids on the grid then (when the grid says)
+        self.partition_of: dict[int, int] = {}  # node id -> the partition it answered as, at first sight
+        self.node_of: dict[int, int] = {}  # partition id -> the node that answered as it
         self._norms: deque[list[float]] = deque(maxlen=max(1, bounds.history))
         self._claims: deque[list[int]] = deque(maxlen=max(1, bounds.history))
         self._claimed: dict[tuple[int, int], int] = {}  # (round, client) -> claim, of replies whose weight was capped
@@ -147,6 +162,26 @@ class ReplyScreen:
     def remember_sent(self, server_round: int, arrays: ArrayRecord) -> None:
         state = arrays.to_torch_state_dict()
         self.sent = {server_round: {k: v.detach().clone() for k, v in state.items()}}
+
+    def remember_cohort(self, server_round: int, messages: Sequence[Message], grid: Any = None) -> None:
+        """The nodes sent a train message in ``server_round`` (``messages``' destinations) and the nodes on the
+        ``grid`` then. No message (a strategy that trains nobody, or a unit test that stubs ``configure_train``):
+        no cohort is known and only the partition checks apply (Flower sends nothing, so no reply comes back)."""
+        nodes = frozenset(int(m.metadata.dst_node_id) for m in messages)
+        self.cohort = {server_round: nodes} if nodes else {}
+        try:
+            self.connected = {server_round: frozenset(int(n) for n in grid.get_node_ids())}
+        except Exception:  # noqa: BLE001 - no grid (or a stub): a partition never moves to another node
+            self.connected = {}
+
+    def partition_id(self, meta: Mapping[str, Any]) -> int:
+        """The reply's ``partition-id``: an integer in ``[0, num_clients)``, else ``InvalidUpdateError``."""
+        value = meta[K.PARTITION_ID]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidUpdateError(f"{K.PARTITION_ID}={value!r} is not an integer")
+        if self.num_clients is not None and not 0 <= value < self.num_clients:
+            raise InvalidUpdateError(f"{K.PARTITION_ID}={value} outside [0, {self.num_clients}) (run.num_clients)")
+        return value
 
     # ---- one reply -------------------------------------------------------------------------------------
     def to_update(self, server_round: int, msg: Message) -> ClientUpdate:
@@ -175,7 +210,7 @@ class ReplyScreen:
                 raise InvalidUpdateError(f"metric {key!r} is {value}")
         params = set(self.parameter_names)
         s = self.settings
-        client = int(meta[K.PARTITION_ID])
+        client = self.partition_id(meta)
         num_examples = self._claimed.get((server_round, client), num_examples)  # the claim, not a capped weight
         return ClientUpdate(
             run_id=self.run_id, server_round=server_round, client_id=client,
@@ -222,6 +257,53 @@ class ReplyScreen:
         return sum(sent[n].numel() for n in self.parameter_names if n in sent)
 
     # ---- one round -------------------------------------------------------------------------------------
+    def id_problem(self, server_round: int, node: int, client: int) -> str | None:
+        """Why a reply from ``node`` cannot be client ``client`` in ``server_round`` (None: it can): see the module
+        docstring, *client id*."""
+        cohort = self.cohort.get(server_round)
+        if cohort is not None and node not in cohort:
+            return (f"node {node} was not sent a train message in round {server_round} (sampled: "
+                    f"{', '.join(map(str, sorted(cohort)))})")
+        known = self.partition_of.get(node)
+        if known is not None and known != client:
+            return f"node {node} answered as {K.PARTITION_ID} {known} before; it now claims {client}"
+        holder = self.node_of.get(client)
+        if holder is not None and holder != node and holder in self.connected.get(server_round, (holder,)):
+            return f"{K.PARTITION_ID} {client} is held by node {holder}; node {node} claims it"
+        return None
+
+    def check_ids(self, server_round: int, structured: list[tuple[Message, ClientUpdate]]
+                  ) -> list[tuple[Message, ClientUpdate]]:
+        """The replies whose client id holds (``id_problem``) and is claimed once this round; the others rejected.
+        The nodes of the kept ones are bound to their partitions (a partition moves with a new node id once the
+        node that held it left the grid)."""
+        kept: list[tuple[Message, ClientUpdate]] = []
+        for msg, update in structured:
+            reason = self.id_problem(server_round, msg.metadata.src_node_id, update.client_id)
+            if reason:
+                self.reject(server_round, msg, reason)
+            else:
+                kept.append((msg, update))
+        claims: dict[int, list[int]] = {}
+        for msg, update in kept:
+            claims.setdefault(update.client_id, []).append(msg.metadata.src_node_id)
+        unique = []
+        for msg, update in kept:
+            nodes = claims[update.client_id]
+            if len(nodes) > 1:
+                self.reject(server_round, msg, f"{K.PARTITION_ID} {update.client_id} claimed by {len(nodes)} replies "
+                            f"this round (nodes {', '.join(map(str, nodes))}): none of them is aggregated")
+                continue
+            node = msg.metadata.src_node_id
+            old = self.node_of.get(update.client_id)
+            if old is not None and old != node:
+                log.info("round %d: %s %d moves from node %s (left the grid) to node %s", server_round,
+                         K.PARTITION_ID, update.client_id, old, node)
+                self.partition_of.pop(old, None)
+            self.partition_of[node], self.node_of[update.client_id] = update.client_id, node
+            unique.append((msg, update))
+        return unique
+
     def screen(self, server_round: int, replies: list[Message]) -> list[tuple[Message, ClientUpdate]]:
         """The valid replies of a round (in client order) with their updates; every other one is logged."""
         structured: list[tuple[Message, ClientUpdate]] = []
@@ -234,6 +316,7 @@ class ReplyScreen:
                 structured.append((msg, self.to_update(server_round, msg)))
             except (InvalidUpdateError, KeyError, TypeError, ValueError) as exc:
                 self.reject(server_round, msg, str(exc))
+        structured = self.check_ids(server_round, structured)
         norms = [update_norm(u) for _, u in structured]
         claims = [u.num_examples for _, u in structured]
         valid = []
@@ -315,7 +398,9 @@ class ScreeningWrapper(StrategyWrapper):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         self.screen.remember_sent(server_round, arrays)
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self.screen.remember_cohort(server_round, messages, grid)  # the outermost wrapper's call sets it last
+        return messages
 
 
 class ReplyGate(ScreeningWrapper):
