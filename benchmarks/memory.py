@@ -6,6 +6,21 @@ to safetensors, FedAvg, central evaluation, metrics rows), without Flower's tran
 
 Prints one JSON object: RSS (MiB) after warm-up round 1, after rounds 10/25/50, and the slope of RSS over
 the second half of the rounds (MiB per round; ~0 means no growth). Results: docs/reliability.md.
+
+Per process, on a CIFAR-10-sized dataset (``--per-process``; results: docs/benchmarks.md)::
+
+    .venv/bin/python benchmarks/memory.py --per-process [--data-root /tmp/fedsim-cifar-like] [--src OLD_TREE]
+
+generates (once) 50,000 + 10,000 **random** uint8 3x32x32 images with random labels in torchvision's CIFAR-10
+layout (``cifar-10-batches-py``: pickled ``data_batch_1..5``, ``test_batch``, ``batches.meta``; random pixels,
+so torchvision's md5 check is bypassed in the measured processes and nothing here measures accuracy), then starts
+one fresh Python process per role and reports its resident memory (VmRSS, RssAnon: private, RssFile: file
+pages, shared with every process mapping the same cache) and the seconds from the start of the role's data calls
+until its tensors are ready: ``client`` (what a ClientApp calls: ``make_model`` + ``client_data`` of
+partition 0 of 20, Dirichlet(0.3)), ``attack`` (an attack worker: ``data_spec`` with a public-split method,
+the public half of the test split, plus one client's partition as identification's pool) and ``server``
+(``make_model`` + ``test_data``). ``--src OLD_TREE`` runs the roles against another checkout
+(``git archive <commit> | tar -x -C OLD_TREE``): the before figures.
 """
 
 from __future__ import annotations
@@ -100,15 +115,130 @@ def inprocess_federation(cfg: ExperimentConfig, out: Path, rounds: int | None = 
     return out
 
 
+CIFAR_SHAPE = (3, 32, 32)
+ROLES = ("client", "attack", "server")
+
+
+def generate_cifar_like(root: Path, n_train: int = 50_000, n_test: int = 10_000, seed: int = 0) -> Path:
+    """torchvision's CIFAR-10 layout under ``root/cifar-10-batches-py`` filled with RANDOM uint8 pixels and labels
+    (written once; the real files' sizes and pickle format, not their content)."""
+    import pickle
+
+    import numpy as np
+
+    folder = Path(root) / "cifar-10-batches-py"
+    if (folder / "test_batch").exists():
+        return Path(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    per = n_train // 5
+    batches = [(f"data_batch_{i + 1}", per) for i in range(5)] + [("test_batch", n_test)]
+    for name, n in batches:
+        data = rng.integers(0, 256, (n, int(np.prod(CIFAR_SHAPE))), dtype=np.uint8)  # rows: R, G, B planes
+        labels = rng.integers(0, 10, n).tolist()
+        with open(folder / name, "wb") as fh:
+            pickle.dump({"batch_label": name, "labels": labels, "data": data, "filenames": [""] * n}, fh)
+    with open(folder / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": [f"class{c}" for c in range(10)], "num_cases_per_batch": per}, fh)
+    return Path(root)
+
+
+def _proc_status() -> dict[str, float]:
+    keys = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name = line.split(":")[0]
+        if name in keys:
+            out[name] = round(int(line.split()[1]) / 1024, 1)
+    return out
+
+
+def role_worker(role: str, data_root: Path, clients: int) -> dict:
+    """One role's data calls in this (fresh) process; RSS after them. Random pixels: md5 check bypassed."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    tv_cifar.check_integrity = lambda *a, **k: True  # random pixels: not the real files' md5 (data and meta)
+    import flwr.clientapp  # noqa: F401  (the real processes import Flower too: part of the baseline)
+
+    from fedsim.core.config import from_flat
+    from fedsim.core import experiment as E
+
+    cfg = from_flat({"data.dataset": "cifar10", "data.data_dir": str(data_root), "data.partition": "dirichlet",
+                     "data.alpha": 0.3, "run.num_clients": clients, "model.name": "convnet", "run.seed": 0})
+    gc.collect()
+    base = _proc_status()
+    start = time.perf_counter()
+    rows = 0
+    if role == "client":
+        E.make_model(cfg)
+        x, y = E.client_data(cfg, 0, clients)
+        rows = len(y)
+    elif role == "attack":
+        from fedsim.evaluation.attacking import data_spec
+
+        spec = data_spec(cfg.replace(**{"attack.label_methods": "rlu"}))
+        E.make_model(cfg)
+        pool, _ = E.client_data(cfg, 0, clients)  # identification's pool: the attacked client's partition
+        rows = len(spec.public_aux[1]) + len(pool)
+    elif role == "server":
+        E.make_model(cfg)
+        x, y = E.test_data(cfg)
+        rows = len(y)
+    else:
+        raise ValueError(f"role: {role!r} is not one of {ROLES}")
+    seconds = time.perf_counter() - start
+    gc.collect()
+    return {"role": role, "rows": rows, "seconds": round(seconds, 2), "base_mib": base, "mib": _proc_status(),
+            "code": str(Path(E.__file__).resolve().parents[2])}
+
+
+def per_process(data_root: Path, clients: int, src: str | None, cache: Path) -> dict:
+    """Each role in a fresh process (the first call of a new code builds its cache: timed apart as ``build``)."""
+    import os
+    import subprocess
+    import sys
+
+    generate_cifar_like(data_root)
+    env = {**os.environ, "FEDSIM_DATA_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    if src:
+        env["PYTHONPATH"] = str(Path(src).resolve())
+
+    def run(role: str) -> dict:
+        out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", role, "--data-root",
+                              str(data_root), "--clients", str(clients)], env=env, capture_output=True, text=True,
+                             cwd=src or None, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    result = {"data_root": str(data_root), "random_pixels": True, "clients": clients, "src": src or str(ROOT)}
+    result["build"] = run("client")  # first process: builds the dataset cache where the code has one
+    result["roles"] = {role: run(role) for role in ROLES}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=50)
-    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=None, help="3 in-process; 20 with --per-process")
     parser.add_argument("--config", default=str(ROOT / "configs" / "smoke.toml"))
     parser.add_argument("--max-examples", type=int, default=200)
     parser.add_argument("--width", type=int, default=8, help="model.width (64: ~0.5 MiB per state dict)")
+    parser.add_argument("--per-process", action="store_true", help="RSS per ClientApp / attack worker / server "
+                        "process on a generated CIFAR-10-sized dataset (random pixels)")
+    parser.add_argument("--data-root", default="/tmp/fedsim-cifar-like", help="where the generated dataset lives")
+    parser.add_argument("--cache", default="", help="dataset cache folder (default: <data-root>/cache)")
+    parser.add_argument("--src", default="", help="another checkout to measure (the before figures)")
+    parser.add_argument("--worker", choices=ROLES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.worker:
+        print(json.dumps(role_worker(args.worker, Path(args.data_root), args.clients or 20)))
+        return
+    if args.per_process:
+        clients = args.clients or 20
+        cache = Path(args.cache) if args.cache else Path(args.data_root) / "cache"
+        print(json.dumps(per_process(Path(args.data_root), clients, args.src or None, cache), indent=1))
+        return
+    args.clients = args.clients or 3
     import logging
 
     logging.getLogger("flwr").setLevel(logging.WARNING)

@@ -136,10 +136,11 @@ class Prior:
 
 
 def aux_split(dataset, part: str = "test-half") -> tuple[torch.Tensor, torch.Tensor]:
-    """The server's public auxiliary data (pixel space [0, 1], labels): see the module docstring."""
-    from fedsim.core.data import ImageDataset, load_dataset
+    """The server's public auxiliary data (pixel space [0, 1], labels): see the module docstring. ``dataset``: an
+    ``ImageDataset``, the memory-mapped ``StoredDataset`` (only these test rows are read) or a dataset name."""
+    from fedsim.core.data import load_dataset
 
-    ds = dataset if isinstance(dataset, ImageDataset) else load_dataset(str(dataset))
+    ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     if part == "test-half":
         return ds.test_x[0::2].clone(), ds.test_y[0::2].clone()
     if part == "test":

