@@ -16,7 +16,7 @@ import importlib
 from importlib.metadata import entry_points
 
 from fedsim.core.errors import ConfigError
-from fedsim.core.objref import _add_project_folders
+from fedsim.core.objref import PYTHONPATH_HINT
 
 KEY, GROUP = "attack.plugins", "fedsim.attacks"
 _LOADED: set[str] = set()
@@ -44,11 +44,9 @@ def _import(name: str) -> None:
         raise ConfigError(f"{KEY}: {name!r} is not a module name (comma-separated 'package.module' names)")
     try:
         importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if name.startswith(exc.name or name) and _add_project_folders():
-            return _import(name)
-        raise ConfigError(f"{KEY}: cannot import {name!r} (no module named {exc.name!r}); install it or put its "
-                          "folder on PYTHONPATH (the ServerApp and the attack workers import it)") from None
+    except ModuleNotFoundError as exc:  # sys.path is never edited here (a config is code: see fedsim.core.objref)
+        raise ConfigError(f"{KEY}: cannot import {name!r} (no module named {exc.name!r}); {PYTHONPATH_HINT}"
+                          ) from None
     except ConfigError:
         raise
     except Exception as exc:  # the plugin itself raised (a name already registered, a bad record)

@@ -21,7 +21,8 @@ from fedsim.core.audit import write_ground_truth
 from fedsim.core.capture_plan import audited
 from fedsim.core.defended_training import train_defended
 from fedsim.core.dp_sgd import released_examples
-from fedsim.core.experiment import client_data, device, local_seed, make_model, run_dir
+from fedsim.core.experiment import client_data, device, local_seed, make_model
+from fedsim.core.paths import run_dir
 from fedsim.core.training import evaluate
 from fedsim.clients.message_config import config_of
 from fedsim.clients.mods import defense_mods

@@ -16,21 +16,16 @@ The floors (docs/architecture.md), one sub-package each, each importing only the
 shells ``fedsim.clients`` / ``fedsim.server`` (folders ``clients/``, ``server/``) -> the lab shell ``fedsim.lab``
 (CLI, sweeps, report) and this package's API (``fedsim.api``).
 
-The folders ``attacks/``, ``clients/``, ``server/`` sit beside this one (the project's fixed top level) and are
-installed *inside* this package (``pyproject.toml``: ``package-dir``), so a user's own ``attacks`` or ``server``
-package never collides with ours. Where they are still beside this folder (a source checkout, the tree a Flower
-FAB unpacks), the parent folder joins this package's ``__path__`` so that ``fedsim.attacks`` resolves to it: the
-same files under the same names as in an installed wheel (PEP 420-style path extension; nothing else changes).
+The folders ``attacks/``, ``clients/``, ``server/`` and ``configs/`` sit beside this one (the project's fixed top
+level) and are installed *inside* this package as ``fedsim.attacks``, ``fedsim.clients``, ``fedsim.server`` and
+``fedsim.presets`` (``pyproject.toml``: ``package-dir``), so a user's own ``attacks`` or ``server`` package never
+collides with ours. A wheel holds them under those names; an editable install (``pip install -e .``) maps the
+same names onto the checkout's folders (setuptools' editable finder). Nothing else finds them: this package's
+``__path__`` is its own folder only, and a Flower app run by fedsim carries no code (``fedsim.lab.flower_app``),
+so every process imports the one installed fedsim.
 """
 
-import os
 from typing import Any
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_SHELLS = ("attacks", "clients", "server")
-if not os.path.isdir(os.path.join(_HERE, "attacks")) and all(
-        os.path.isfile(os.path.join(os.path.dirname(_HERE), name, "__init__.py")) for name in _SHELLS):
-    __path__.append(os.path.dirname(_HERE))  # noqa: F821 (a package's __path__)
 
 __version__ = "0.1.0"
 

@@ -157,14 +157,17 @@ def _settings(rows: Sequence[Row]) -> list[dict[str, Any]]:
 
 
 def resolve_config(config: Config, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
-    """A config from a TOML path, an ``ExperimentConfig`` or a (nested or dotted) mapping, with dotted
-    ``overrides`` (``{"train.lr": 0.1, "model.options": {"hidden": 64}}``) applied and validated."""
+    """A config from a TOML path or a packaged preset's name (``"smoke"``: ``fedsim list presets``; an existing
+    path wins), an ``ExperimentConfig`` or a (nested or dotted) mapping, with dotted ``overrides``
+    (``{"train.lr": 0.1, "model.options": {"hidden": 64}}``) applied and validated."""
     overrides = dict(overrides or {})
     if isinstance(config, ExperimentConfig):
         return config.replace(**overrides) if overrides else config
     if isinstance(config, Mapping):
         return from_flat({**flatten(config), **overrides})
-    return load_config(config, overrides)
+    from fedsim.lab.presets import resolve
+
+    return load_config(resolve(config), overrides)
 
 
 def check_out(out: Path) -> None:
@@ -201,7 +204,8 @@ def check_overwrite(out: Path, overwrite: bool) -> None:
 
 def run(config: Config, out: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None,
         quiet: bool = True, report: bool = True, strict: bool = True, overwrite: bool = True) -> Run:
-    """Run one federation (Flower simulation engine) into ``out`` (default ``runs/<run.name>``).
+    """Run one federation (Flower simulation engine) into ``out`` (default ``run.out_dir``, else
+    ``runs/<run.name>`` in the current folder: ``fedsim.core.paths``).
 
     Config errors and the preflight (dataset, model shape, attack inputs) fail before Flower starts, with one
     line. ``report``: write ``report.html``; ``strict``: raise ``RoundsLost`` when a round aggregated nothing
@@ -210,7 +214,9 @@ def run(config: Config, out: str | Path | None = None, *, overrides: Mapping[str
     A user's ``module:attr`` must be importable in every process of the run
     (installed, or on ``PYTHONPATH``: the Flower processes inherit this process's environment)."""
     cfg = resolve_config(config, overrides)
-    folder = Path(out) if out else Path("runs") / cfg.run.name
+    from fedsim.core.paths import run_folder
+
+    folder = run_folder(cfg, out)
     check_out(folder)
     check_overwrite(folder, overwrite)
     from fedsim.lab.preflight import preflight
@@ -264,10 +270,12 @@ def sweep(spec_path: str | Path, out: str | Path, *, parallel: int = 1, override
     """Run every setting x seed of a sweep file into ``out`` (as ``fedsim sweep``: each setting preflighted
     before the first run starts); returns the summary rows."""
     from fedsim.lab.preflight import preflight
+    from fedsim.lab.presets import resolve
     from fedsim.lab.sweep import load_sweep, run_sweep
 
     if parallel < 1:
         raise ConfigError(f"parallel: {parallel} is below the minimum 1")
+    spec_path = resolve(spec_path)  # a path, or a packaged sweep's name (sweep_dp)
     spec = load_sweep(spec_path, dict(overrides or {}))
     for setting in spec.settings:
         preflight(spec.config(setting, spec.seeds[0]))

@@ -2,8 +2,11 @@
 
 A user's model factory (``model.name``) and data loader (``data.dataset``) are named this way. The module must
 be importable in **every** process of a run (the ``fedsim`` process, Flower's ServerApp, every ClientApp, the
-attack workers): installed in the environment, on ``PYTHONPATH`` (the lab runner passes its environment to the
-Flower processes, which pass it on), or a module in the folder ``fedsim`` is run from / the fedsim checkout.
+attack workers): installed in the environment, or on ``PYTHONPATH`` (the lab runner passes its environment to the
+Flower processes, which pass it on). fedsim never edits ``sys.path``: a module beside a config, or in the folder
+``fedsim`` runs in, is not imported unless ``PYTHONPATH`` names its folder. A config is code: every
+``module:attr`` it names (and every ``attack.plugins`` module) is imported when it is loaded; :func:`config_code`
+lists them (``fedsim check`` prints that list first).
 
 Options: ``[model.options]`` / ``[data.options]`` / ``[defense.custom.options]`` are tables of bool/int/float/str
 values (Flower's run-config types). Flower refuses a run-config key that ``pyproject.toml`` does not declare, so the
@@ -15,17 +18,20 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import re
-import sys
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from fedsim.core.errors import ConfigError
 
 OPTION_SECTIONS = ("model", "data", "defense.custom")
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_CHECKOUT = Path(__file__).resolve().parents[1]
+#: keys whose value may name code to import: ``module:attr`` references, or (``attack.plugins``) module names
+REF_KEYS = ("model.name", "data.dataset", "defense.custom.mods", "defense.custom.strategy_wrappers")
+PLUGINS_KEY = "attack.plugins"
+#: the one-line hint of every failed import
+PYTHONPATH_HINT = ("install it, or put its folder on PYTHONPATH (fedsim does not add the current folder; every "
+                   "process of the run imports it)")
 
 
 def is_ref(spec: object) -> bool:
@@ -56,24 +62,40 @@ def _import(key: str, spec: str, module_name: str) -> Any:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or module_name
-        if not module_name.startswith(missing) or not _add_project_folders():
-            raise ConfigError(f"{key}: cannot import {module_name!r} for {spec!r} (no module named {missing!r}); "
-                              "install it or put its folder on PYTHONPATH (every process of the run imports it)"
-                              ) from None
-        return _import(key, spec, module_name)
+        raise ConfigError(f"{key}: cannot import {module_name!r} for {spec!r} (no module named {missing!r}); "
+                          f"{PYTHONPATH_HINT}") from None
     except Exception as exc:  # the user's module itself raised at import
         raise ConfigError(f"{key}: importing {module_name!r} for {spec!r} raised {type(exc).__name__}: "
                           f"{_one_line(exc)}") from None
 
 
-def _add_project_folders() -> bool:
-    """Put the working folder and the fedsim checkout on ``sys.path`` (once); ``True`` when one was added."""
-    added = False
-    for folder in (os.getcwd(), str(_CHECKOUT)):
-        if folder not in sys.path:
-            sys.path.append(folder)
-            added = True
-    return added
+@dataclass(frozen=True)
+class CodeRef:
+    """Code a config makes fedsim import: the key, the value as written, the module imported."""
+
+    key: str
+    value: str
+    module: str
+
+    def line(self) -> str:
+        return f"{self.key} = {self.value!r} imports module {self.module!r}"
+
+
+def config_code(flat: Mapping[str, Any]) -> list[CodeRef]:
+    """The modules a flat config (``section.key`` -> value, before validation) will import when loaded and run:
+    every ``module:attr`` under :data:`REF_KEYS` (a comma-separated list for the custom defense keys) and every
+    ``attack.plugins`` module. Registered names (``convnet``, ``mnist_subset``) import nothing of the user's."""
+    refs = []
+    for key in REF_KEYS:
+        value = flat.get(key)
+        for item in (value.split(",") if isinstance(value, str) else ()):
+            if is_ref(item.strip()):
+                refs.append(CodeRef(key, item.strip(), item.strip().partition(":")[0]))
+    plugins = flat.get(PLUGINS_KEY)
+    for name in (plugins.split(",") if isinstance(plugins, str) else ()):
+        if name.strip():
+            refs.append(CodeRef(PLUGINS_KEY, name.strip(), name.strip()))
+    return refs
 
 
 def _one_line(exc: BaseException) -> str:

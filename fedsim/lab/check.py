@@ -169,11 +169,59 @@ def check(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> DiskEstim
     return estimate(cfg)
 
 
-def render(cfg: ExperimentConfig, disk: DiskEstimate, fmt: str) -> str:
-    """The resolved config, ``preflight: ok`` and the disk estimate as ``text`` (TOML) or ``json``."""
+def config_flats(path: str | Path, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The flat configs a file describes, read as TOML only (nothing imported): one for a run's config; for a
+    sweep file its base with the file's sections, then each setting's overrides on top."""
+    from fedsim.core.config import flatten, read_toml
+
+    nested = read_toml(path)
+    spec = nested.pop("sweep", None)
+    if not isinstance(spec, dict):
+        return [{**flatten(nested), **(overrides or {})}]
+    from fedsim.lab.sweep.spec import base_file
+
+    base = flatten(read_toml(base_file(Path(path), spec["base"]), "sweep base")) if spec.get("base") else {}
+    flat = {**base, **flatten(nested), **(overrides or {})}
+    flats = [flat]
+    settings = spec.get("settings")
+    for table in settings if isinstance(settings, list) else ():
+        if isinstance(table, dict) and isinstance(table.get("set"), dict):
+            flats.append({**flat, **flatten(table["set"])})
+    params = spec.get("parameters", [spec["parameter"]] if "parameter" in spec else [])
+    for values in spec.get("values", []) if isinstance(params, list) else ():
+        row = values if "parameters" in spec and isinstance(values, list) else [values]
+        flats.append({**flat, **dict(zip(params, row))})
+    return flats
+
+
+def code_lines(path: str | Path, overrides: dict[str, Any] | None = None) -> list[str]:
+    """What ``fedsim check`` says first, before anything is imported: the code this config (or sweep file) makes
+    every process of a run import (``fedsim.core.objref.config_code``: ``module:attr`` factories, custom defense
+    mods and wrappers, ``attack.plugins``) and the attack plugins installed in this environment (entry points
+    of the ``fedsim.attacks`` group, imported by every run)."""
+    from importlib.metadata import entry_points
+
+    from fedsim.core.objref import config_code
+
+    refs = list(dict.fromkeys(ref for flat in config_flats(path, overrides) for ref in config_code(flat)))
+    installed = sorted(f"{ep.name} = {ep.value!r}" for ep in entry_points(group="fedsim.attacks"))
+    if refs:
+        lines = [f"code: this config imports {len(refs)} module reference{'s' if len(refs) > 1 else ''} when it is "
+                 "loaded and in every process of its run (a config is code: run only configs you trust):"]
+        lines += [f"  {ref.line()}" for ref in refs]
+    else:
+        lines = ["code: this config names no module of its own (fedsim's registered names only)"]
+    lines.append("installed attack plugins (entry points 'fedsim.attacks', imported by every run): "
+                 + (", ".join(installed) if installed else "none"))
+    return lines
+
+
+def render(cfg: ExperimentConfig, disk: DiskEstimate, fmt: str, code: list[str] | None = None) -> str:
+    """The resolved config, ``preflight: ok`` and the disk estimate as ``text`` (TOML) or ``json`` (with
+    ``code``: the lines of :func:`code_lines`, which the text form prints first)."""
     if fmt == "json":
-        doc: dict[str, Any] = {"valid": True, "config": cfg.to_nested(), "preflight": "ok",
-                               "disk_estimate": disk.to_json()}
+        doc: dict[str, Any] = {"valid": True, "code": list(code or []), "config": cfg.to_nested(),
+                               "preflight": "ok", "disk_estimate": disk.to_json()}
         return json.dumps(doc, indent=2)
     from fedsim.core.config import to_toml
 
@@ -235,10 +283,10 @@ def check_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sw
     return SweepCheck(sweep.name, sweep.seeds, tuple(rows))
 
 
-def render_sweep(result: SweepCheck, fmt: str) -> str:
+def render_sweep(result: SweepCheck, fmt: str, code: list[str] | None = None) -> str:
     """``fedsim check SWEEP``: the settings, replays and disk estimates as ``text`` or ``json``."""
     if fmt == "json":
-        return json.dumps({"valid": True, "sweep": result.name, "seeds": list(result.seeds),
+        return json.dumps({"valid": True, "code": list(code or []), "sweep": result.name, "seeds": list(result.seeds),
                            "federations": result.federations, "preflight": "ok",
                            "settings": [{"index": s.index, "label": s.label, "replay": list(s.replay),
                                          "disk_estimates": [d.to_json() for d in s.disks]}

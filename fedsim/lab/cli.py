@@ -1,13 +1,14 @@
 """The ``fedsim`` command line.
 
-    fedsim run CONFIG --out DIR [--set section.key=value ...] [--quiet] [--overwrite]
+    fedsim run CONFIG_OR_PRESET [--out DIR] [--set section.key=value ...] [--quiet] [--overwrite]
     fedsim deploy-local CONFIG --nodes N --out DIR [--set section.key=value ...] [--overwrite]
     fedsim demo [--out DIR]               (replaces its own previous run)
     fedsim attack RUN_DIR [--set attack.key=value ...]
     fedsim report RUN_DIR
     fedsim sweep SWEEP.toml --out DIR [--parallel N] [--set section.key=value ...]
     fedsim check CONFIG_OR_SWEEP [--set section.key=value ...] [--format text|json]
-    fedsim list [attacks|labels|inversion|datasets|models|defenses] [--format text|json]
+    fedsim list [attacks|labels|inversion|datasets|models|defenses|presets] [--format text|json]
+    fedsim init DIR [--force]             (copies the packaged presets into DIR for editing)
     fedsim track RUN_DIR [--backend tensorboard|mlflow] [--to DIR_OR_URI]
     fedsim --version
 """
@@ -27,7 +28,14 @@ from fedsim.api import check_complete, check_out, check_overwrite, run as api_ru
 from fedsim.core.runfolder import RunFolder
 
 LIST_KINDS = ("attacks", "labels", "inversion", "datasets", "models", "defenses")  # = fedsim.lab.catalog.KINDS
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.toml"
+DEMO_PRESET = "demo"  # the packaged preset fedsim demo runs (fedsim.lab.presets)
+
+
+def _config_path(spec: str) -> str:
+    """A config argument as a file: an existing path, else a packaged preset's name (``fedsim.lab.presets``)."""
+    from fedsim.lab.presets import resolve
+
+    return str(resolve(spec))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -46,13 +54,14 @@ def _cmd_deploy_local(args: argparse.Namespace) -> int:
     if "run.num_clients" in overrides and str(overrides["run.num_clients"]) != str(args.nodes):
         raise ConfigError(f"run.num_clients: --set {overrides['run.num_clients']} contradicts --nodes {args.nodes} "
                           "(--nodes decides the federation size)")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(_config_path(args.config), overrides)
     cfg = cfg.replace(**{"run.num_clients": args.nodes,  # --nodes decides the federation size
                          "train.min_train_nodes": min(cfg.train.min_train_nodes, args.nodes)})
+    from fedsim.core.paths import run_folder
     from fedsim.lab.deploy import deploy_local
     from fedsim.lab.preflight import preflight
 
-    out = Path(args.out) if args.out else Path("runs") / f"{cfg.run.name}-deploy"
+    out = run_folder(cfg, args.out, suffix="-deploy")
     check_out(out)
     check_overwrite(out, args.overwrite)
     preflight(cfg, out)
@@ -76,7 +85,9 @@ def _print_summary(run: Path, report: Path) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    args.config = str(DEMO_CONFIG)
+    from fedsim.lab.presets import find
+
+    args.config = str(find(DEMO_PRESET))  # the packaged file, even where ./demo exists
     args.set = args.set or []
     args.overwrite = True  # by design: the demo re-runs into its own folder (`make demo` twice); see README
     return _cmd_run(args)
@@ -122,6 +133,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.parallel < 1:
         raise ConfigError(f"--parallel: {args.parallel} is below the minimum 1")
+    args.sweep = _config_path(args.sweep)
     sweep = load_sweep(args.sweep, parse_overrides(args.set or []))  # sweep-file errors come before torch
     from fedsim.lab.sweep.layout import select
 
@@ -153,11 +165,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     a sweep file (a ``[sweep]`` table) is checked setting by setting."""
     import json
 
+    code: list[str] = []
     try:
-        from fedsim.lab.check import check, check_sweep, is_sweep_file, render, render_sweep
+        from fedsim.lab.check import check, check_sweep, code_lines, is_sweep_file, render, render_sweep
 
+        args.config = _config_path(args.config)
+        code = code_lines(args.config, parse_overrides(args.set or []))  # said before anything is imported
+        if args.format == "text":
+            print("\n".join(f"# {line}" for line in code), flush=True)
         if is_sweep_file(args.config):  # a sweep file: every federation it would start is checked
-            print(render_sweep(check_sweep(args.config, parse_overrides(args.set or [])), args.format))
+            print(render_sweep(check_sweep(args.config, parse_overrides(args.set or [])), args.format, code))
             return 0
         cfg = load_config(args.config, parse_overrides(args.set or []))
         disk = check(cfg)
@@ -165,23 +182,38 @@ def _cmd_check(args: argparse.Namespace) -> int:
         label = "config error: " if isinstance(exc, ConfigError) else ""
         print(f"fedsim: {label}{exc}", file=sys.stderr)
         if args.format == "json":
-            print(json.dumps({"valid": False, "error": str(exc), "error_type": type(exc).__name__}))
+            print(json.dumps({"valid": False, "error": str(exc), "error_type": type(exc).__name__, "code": code}))
         return 2
-    print(render(cfg, disk, args.format))
+    print(render(cfg, disk, args.format, code))
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     """The registries, after the plugins a run would load: the ``fedsim.attacks`` entry points of installed
     packages, the ``attack.plugins`` of ``--config`` and the modules of ``--plugins``."""
+    if args.what == "presets":
+        from fedsim.lab.presets import render as render_presets
+
+        print(render_presets(args.format))
+        return 0
     from fedsim.attacks.plugins import load_plugins
     from fedsim.lab.catalog import render
 
     modules = [args.plugins] if args.plugins else []
     if args.config:
-        modules.append(load_config(args.config).attack.plugins)
+        modules.append(load_config(_config_path(args.config)).attack.plugins)
     load_plugins(",".join(modules))
     print(render(args.what, args.format))
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    """Copy the packaged presets into ``args.dir`` (refuses to overwrite a preset file there without --force)."""
+    from fedsim.lab.presets import copy_out
+
+    written = copy_out(args.dir, force=args.force)
+    example = next((p for p in written if p.stem == "smoke"), written[0])
+    print(f"{len(written)} presets copied to {Path(args.dir)}; edit one and run it: fedsim run {example}")
     return 0
 
 
@@ -203,15 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the installed fedsim version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a simulated federation (Flower simulation engine, Ray backend)")
-    run.add_argument("config", help="preset TOML, e.g. configs/smoke.toml")
-    run.add_argument("--out", help="run folder (default runs/<run.name>)")
+    run.add_argument("config", help="a config TOML, or a packaged preset's name, e.g. smoke (fedsim list presets)")
+    run.add_argument("--out", help="run folder (default run.out_dir, else runs/<run.name> in the current folder)")
     run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     run.add_argument("--quiet", action="store_true", help="no progress bar (CI)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the previous run in the run folder (without it such a folder is refused)")
     run.set_defaults(func=_cmd_run)
     dep = sub.add_parser("deploy-local", help="run as a real deployment: SuperLink + N SuperNodes on 127.0.0.1")
-    dep.add_argument("config", help="preset TOML, e.g. configs/smoke.toml (run.num_clients is set by --nodes)")
+    dep.add_argument("config", help="a config TOML or a preset's name, e.g. smoke (run.num_clients is set by --nodes)")
     dep.add_argument("--nodes", type=int, required=True, help="SuperNodes to start (sets run.num_clients)")
     dep.add_argument("--out", help="run folder (default runs/<run.name>-deploy)")
     dep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
@@ -219,10 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("--overwrite", action="store_true",
                      help="replace the previous run in the run folder (without it such a folder is refused)")
     dep.set_defaults(func=_cmd_deploy_local)
-    demo = sub.add_parser("demo", help="run configs/demo.toml (replaces the previous demo run in --out)")
+    demo = sub.add_parser("demo", help="run the packaged demo preset (replaces the previous demo run in --out)")
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     demo.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                      help="override a value of configs/demo.toml (repeatable)")
+                      help="override a value of the demo preset (repeatable)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar (CI)")
     demo.set_defaults(func=_cmd_demo)
     attack = sub.add_parser("attack", help="re-run attacks on the captures of a finished run")
@@ -235,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack.set_defaults(func=_cmd_attack)
     sweep = sub.add_parser("sweep", help="one federation per defense setting and seed of a sweep file "
                            "(fedsim/lab/sweep/)")
-    sweep.add_argument("sweep", help="sweep TOML, e.g. configs/sweep_dp.toml")
+    sweep.add_argument("sweep", help="sweep TOML or a packaged sweep's name, e.g. sweep_dp")
     sweep.add_argument("--out", required=True, help="folder for sweep.jsonl, plots, sweep.html, run folders")
     sweep.add_argument("--parallel", type=int, default=1, help="federations at once (default 1)")
     sweep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override the base config")
@@ -259,24 +291,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     """``check``, ``list`` and ``track``: the commands that read a config, the registries or a finished run."""
-    chk = sub.add_parser("check", help="validate a config without starting Flower: the resolved config, the "
-                         "preflight result and the expected capture disk use; exit 0 valid, 2 invalid")
-    chk.add_argument("config", help="preset TOML, e.g. configs/smoke.toml, or a sweep file (every federation it "
-                     "would start is checked), e.g. configs/sweep_dp.toml")
+    chk = sub.add_parser("check", help="validate a config without starting Flower: the code it imports, the "
+                         "resolved config, the preflight result and the expected capture disk use; exit 0 valid, "
+                         "2 invalid")
+    chk.add_argument("config", help="a config TOML or a preset's name, e.g. smoke, or a sweep file (every "
+                     "federation it would start is checked), e.g. sweep_dp")
     chk.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     chk.add_argument("--format", choices=("text", "json"), default="text",
                      help="text: the resolved TOML; json: {valid, config, preflight, disk_estimate} or {valid, error}")
     chk.set_defaults(func=_cmd_check)
     listing = sub.add_parser("list", help="attacks, label methods, inversion methods, datasets, models and "
-                             "defense tables, each with its one-line summary and paper")
-    listing.add_argument("what", nargs="?", default="all", choices=("all", *LIST_KINDS),
-                         help="what to list (default all; attacks = labels + inversion)")
+                             "defense tables, each with its one-line summary and paper; or the packaged presets")
+    listing.add_argument("what", nargs="?", default="all", choices=("all", *LIST_KINDS, "presets"),
+                         help="what to list (default all; attacks = labels + inversion; presets: the configs "
+                         "fedsim ships, by name)")
     listing.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     listing.add_argument("--plugins", default="", metavar="MODULES",
                          help="also import these attack plugin modules first (comma-separated, as attack.plugins)")
     listing.add_argument("--config", default=None, metavar="CONFIG",
                          help="also load the attack.plugins of this config first")
     listing.set_defaults(func=_cmd_list)
+    init = sub.add_parser("init", help="copy the packaged presets into a folder, to edit and run them")
+    init.add_argument("dir", help="folder to copy the presets into (created)")
+    init.add_argument("--force", action="store_true", help="overwrite preset files already in the folder")
+    init.set_defaults(func=_cmd_init)
     track = sub.add_parser("track", help="export a finished run's utility and attack scalars and reconstruction "
                            "grids to TensorBoard or MLflow (the optional 'tracking' extra)")
     track.add_argument("run_dir", help="a finished run folder (metrics.jsonl), e.g. runs/demo")

@@ -3,7 +3,9 @@
 No ``flwr`` import: Flower is driven through its own console scripts, as a user would, so ``fedsim`` stays
 importable without the Flower stack. Every process started here runs in its own session and is stopped by
 process group (also on failure or Ctrl-C). ``FLWR_HOME`` lives inside the run folder and runtime dependency
-installation is disabled.
+installation is disabled. The app ``flwr run`` submits is the code-free folder of ``fedsim.lab.flower_app``: every
+Flower process imports the installed fedsim, and nothing is added to their ``PYTHONPATH`` (the user's own entries
+are passed on, made absolute, since the processes start in ``FLWR_HOME``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -36,7 +36,11 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
     env["RAY_DEDUP_LOGS"] = "0"
-    env["PYTHONPATH"] = str(PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    user_path = [str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if user_path:  # the user's own entries only (their module:attr and plugins), absolute
+        env["PYTHONPATH"] = os.pathsep.join(user_path)
+    else:
+        env.pop("PYTHONPATH", None)
     return env
 
 
@@ -163,9 +167,10 @@ def start_supernodes(superlink: str, num_nodes: int, flwr_home: Path, log_dir: P
     return started
 
 
-def flwr_run(flwr_home: Path, run_config: Path, log_path: Path, federation_config: str | None = None,
-             app_dir: Path = PROJECT_ROOT) -> subprocess.Popen:
-    """Start ``flwr run APP fedsim --run-config FILE --stream`` (returns the process; caller waits)."""
+def flwr_run(flwr_home: Path, run_config: Path, log_path: Path, app_dir: Path,
+             federation_config: str | None = None) -> subprocess.Popen:
+    """Start ``flwr run APP fedsim --run-config FILE --stream`` (returns the process; caller waits); ``app_dir``:
+    the folder of ``fedsim.lab.flower_app.write_app``."""
     cmd = ["flwr", "run", str(app_dir), "fedsim", "--run-config", str(run_config), "--stream"]
     if federation_config:
         cmd += ["--federation-config", federation_config]

@@ -7,10 +7,11 @@ group; nothing else is matched (the old ``pkill -f`` pattern also matched make's
 the run's: ``flwr run --stream`` itself exits 0 even when the simulation raised, so the run folder decides — no
 ``DONE`` means the run failed (exit 1), lost rounds exit 3 (``RoundsLost``), each with one line.
 
-The run folder (``run.out_dir``, else ``runs/<run.name>`` under the project root) is prepared here as for
-``fedsim run`` (owned: a folder without fedsim's mark is refused, exit 2) and the resolved config, with the
-absolute ``run.out_dir``, is what ``flwr run`` submits: Flower runs the ServerApp from its installed copy of the
-app under ``FLWR_HOME/apps/``, and the server and the clients must still write one folder.
+The run folder (``run.out_dir``, else ``runs/<run.name>``, anchored as ``fedsim.core.paths`` says: ``$FEDSIM_ROOT``
+or the current folder) is prepared here as for ``fedsim run`` (owned: a folder without fedsim's mark is refused,
+exit 2) and the resolved config, with the absolute ``run.out_dir``, is what ``flwr run`` submits: the server and
+the clients write one folder whatever their working directory. The app is the code-free folder of
+``fedsim.lab.flower_app`` (in ``FLWR_HOME``), so this works the same for a pip-installed fedsim and a checkout.
 
     python -m fedsim.lab.flwr_native CONFIG NODES [FLWR_HOME] [--set SECTION.KEY=VALUE ...]
 """
@@ -26,9 +27,11 @@ from pathlib import Path
 
 from fedsim.core.config import load_config, parse_overrides
 from fedsim.core.errors import FedsimError
-from fedsim.core.experiment import run_dir
+from fedsim.core.paths import flwr_home_default, run_dir
 from fedsim.lab.cli import check_complete
-from fedsim.lab.flower_runtime import PROJECT_ROOT, flower_env
+from fedsim.lab.flower_app import write_app
+from fedsim.lab.flower_runtime import flower_env
+from fedsim.lab.presets import resolve as resolve_preset
 from fedsim.lab.preflight import preflight
 from fedsim.lab.runner import prepare_run_dir
 from fedsim.core.runfolder import RunFolder
@@ -81,7 +84,7 @@ def _parse(args: list[str]) -> tuple[str, int, Path, list[str]] | None:
             rest.append(a)
     if len(rest) not in (2, 3) or not rest[1].isdigit():
         return None
-    home = Path(rest[2] if len(rest) == 3 else PROJECT_ROOT / "runs" / ".flwr").resolve()
+    home = Path(rest[2] if len(rest) == 3 else flwr_home_default()).resolve()
     return rest[0], int(rest[1]), home, sets
 
 
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config, nodes, flwr_home, sets = parsed
     try:
-        cfg = load_config(config, parse_overrides(sets))
+        cfg = load_config(resolve_preset(config), parse_overrides(sets))
         preflight(cfg)
         # one absolute run folder for the ServerApp (run from Flower's installed copy of the app) and the
         # ClientApps: prepared (owned, cleared) here, and submitted in the resolved config.toml's run.out_dir
@@ -104,10 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     flwr_home.mkdir(parents=True, exist_ok=True)
     env = flower_env(flwr_home)
     flwr = str(Path(sys.executable).parent / "flwr")
+    app = write_app(flwr_home / "fedsim-app")  # a pyproject.toml only: the apps import the installed fedsim
     try:
         rc = subprocess.call([flwr, "run", ".", "--run-config", str(folder.config),
                               "--federation-config", f"num-supernodes={nodes}", "--stream"],
-                             env=env, cwd=PROJECT_ROOT)
+                             env=env, cwd=app)
     finally:
         stop_pids(superlink_pids(flwr_home))
     if rc == 0 and not folder.done.exists():

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from fedsim.core.config import ExperimentConfig
 from fedsim.evaluation.preconditions import check_attack_inputs
-from fedsim.core.experiment import check_model, run_dir as default_run_dir
+from fedsim.core.experiment import check_model
+from fedsim.core.paths import run_dir as default_run_dir
 
 
 def preflight(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> None:

@@ -58,8 +58,11 @@ def _progress(out: Path, proc: subprocess.Popen, cfg: ExperimentConfig, quiet: b
 def follow_run(cfg: ExperimentConfig, out: Path, flwr_home: Path, procs: list[subprocess.Popen],
                federation: str | None = None, quiet: bool = False) -> None:
     """Submit the app with ``flwr run --stream`` to the SuperLink of ``flwr_home`` and follow it to the end."""
+    from fedsim.lab.flower_app import write_app
+
     folder = RunFolder(out)
-    proc = flwr_run(flwr_home, folder.config, folder.flower_log, federation)
+    app = write_app(flwr_home / "fedsim-app")  # a pyproject.toml only: the processes import the installed fedsim
+    proc = flwr_run(flwr_home, folder.config, folder.flower_log, app, federation)
     procs.append(proc)
     try:
         _progress(out, proc, cfg, quiet)

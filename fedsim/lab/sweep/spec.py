@@ -102,18 +102,28 @@ def _settings(path: Path, spec: dict, base: ExperimentConfig) -> tuple[tuple[Set
     return tuple(out), params
 
 
+def base_file(path: Path, base: str) -> Path:
+    """A sweep's ``base``: relative to the sweep file, else to the current folder, else a packaged preset's name
+    (``fedsim.lab.presets``); as given when none exists (``read_toml`` then says it does not)."""
+    from fedsim.lab.presets import find
+
+    for candidate in ((path.parent / base).resolve(), Path(base).resolve()):
+        if candidate.exists():
+            return candidate
+    return find(base) or Path(base).resolve()
+
+
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
-    path = Path(path)
+    from fedsim.lab.presets import resolve
+
+    path = resolve(path)  # a path, or a packaged sweep's name (sweep_dp)
     nested = read_toml(path, "sweep file")
     spec = nested.pop("sweep", None)
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: needs a [sweep] section with parameter(s) and values, or [[sweep.settings]]")
     flat: dict[str, Any] = {}
     if spec.get("base"):
-        base_path = (path.parent / spec["base"]).resolve()
-        if not base_path.exists():
-            base_path = Path(spec["base"]).resolve()
-        flat.update(flatten(read_toml(base_path, "sweep base")))
+        flat.update(flatten(read_toml(base_file(path, spec["base"]), "sweep base")))
     flat.update(flatten(nested))
     flat.update(overrides or {})
     base = from_flat(flat)
