@@ -116,6 +116,9 @@ class AttackSection:
 
 
 @dataclass(frozen=True)
+    oracle_prior: bool = opt(False, doc="also run the ORACLE-PRIOR attack on each attacked FedSGD update (Hayes et "
+                             "al. 2023's prior-aware attacker; reads ground truth: the client's partition and batch; "
+                             "fedsim.evaluation.prior_aware), to set measured success beside the DP bound")
 class ValidationSection:
     """Plausibility bounds of the server's reply screen (server/validation.py, docs/reliability.md)."""
 

@@ -157,7 +157,31 @@ class InversionRow(AttackRow):
     ident_class_chance: float | None = None
     ident_reid_acc: float | None = None  # nearest neighbour in the client's pool is the source image
     ident_reid_chance: float | None = None
+    reid_bound: float | None = None  # DP bound on any re-identification at ident_reid_chance (fedsim.evaluation.bounds)
+    bound_mechanism: str | None = None  # the mechanism the bound is of (sigma, q, steps, sensitivity, relation)
     image: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OraclePriorRow(AttackRow):
+    """ORACLE-PRIOR attack on one update (``fedsim.evaluation.prior_aware``, Hayes et al. 2023's prior-aware
+    attacker): it knows the candidate set and every other training example (ground truth), so it is a measure of
+    the DP bound's tightness, never an attack a server could run. ``hits`` of ``targets`` re-identified among
+    ``candidates`` (chance ``kappa``); ``bound``: 1 - f(kappa) of the mechanism in ``bound_mechanism``."""
+
+    KIND: ClassVar[str] = "oracle_prior"
+    targets: int | None = None
+    hits: int | None = None
+    success: float | None = None
+    kappa: float | None = None
+    candidates: int | None = None
+    in_batch: int | None = None
+    sample_rate: float | None = None
+    noise_multiplier: float | None = None
+    noise_measured: float | None = None  # ||release - known batch gradients|| / (C sqrt(d)): sigma when they match
+    bound: float | None = None
+    bound_mechanism: str | None = None
+    oracle: str | None = None  # what ground truth it reads
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,7 +264,8 @@ class CaptureErrorRow(Row):
 
 
 ROW_TYPES: dict[str, type[Row]] = {cls.KIND: cls for cls in (
-    UtilityRow, LabelRow, InversionRow, AttackErrorRow, SkippedRow, PrivacyRow, LostRoundRow, CaptureErrorRow)}
+    UtilityRow, LabelRow, InversionRow, OraclePriorRow, AttackErrorRow, SkippedRow, PrivacyRow, LostRoundRow,
+    CaptureErrorRow)}
 METRIC_KINDS = tuple(ROW_TYPES)
 
 

@@ -132,7 +132,39 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     truth = truth_for(run_dir, update)
     lpips = cfg.attack.lpips_weights or None
     ident = _identify(cfg, update, run_dir) if truth is not None and plan.inversion is not None else None
-    return [score_row(res, update, truth, spec, run_dir, lpips, ident) for res in results]
+    rows = [score_row(res, update, truth, spec, run_dir, lpips, ident) for res in results]
+    rows = [_with_bound(r, cfg, update) for r in rows]
+    if cfg.attack.oracle_prior:
+        rows.append(_oracle_prior(cfg, update, truth, run_dir))
+    return rows
+
+
+def _with_bound(row: Row, cfg: ExperimentConfig, update: ClientUpdate) -> Row:
+    """An inversion row with the DP reconstruction bound at its re-identification chance
+    (``fedsim.evaluation.bounds``); the row unchanged without a DP mechanism, or if the bound fails (logged)."""
+    if not isinstance(row, InversionRow) or row.ident_reid_chance is None:
+        return row
+    from fedsim.evaluation.bounds import with_reid_bound
+
+    try:
+        return with_reid_bound(row, cfg, update)
+    except Exception as exc:  # noqa: BLE001 - the bound is an extra score, not a reason to lose the row
+        log.warning("reconstruction bound not computed (round %s, client %s): %s: %s", update.server_round,
+                    update.client_id, type(exc).__name__, exc)
+        return row
+
+
+def _oracle_prior(cfg: ExperimentConfig, update: ClientUpdate, truth: GroundTruth | None, run_dir: Path) -> Row:
+    """The ORACLE-PRIOR attack's row (``attack.oracle_prior``; ``fedsim.evaluation.prior_aware``), an
+    ``attack_error`` row when it fails."""
+    from fedsim.evaluation.prior_aware import ORACLE, oracle_prior_row
+
+    try:
+        return oracle_prior_row(cfg, update, truth, run_dir)
+    except Exception as exc:  # noqa: BLE001 - one failed analysis must not lose the attack's rows
+        log.warning("oracle-prior attack failed (round %s, client %s): %s: %s", update.server_round,
+                    update.client_id, type(exc).__name__, exc)
+        return attack_error_row(update.server_round, update.client_id, exc, method=ORACLE)
 
 
 def _identify(cfg: ExperimentConfig, update: ClientUpdate, run_dir: Path):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence, TypeVar
 
 from fedsim.core.rows import (ROW_TYPES, AttackErrorRow, AttackRow, CaptureErrorRow, InversionRow, LabelRow, LostRoundRow,
-                         PrivacyRow, RejectionRow, Row, SkippedRow, UtilityRow, row_from_json)
+                         OraclePriorRow, PrivacyRow, RejectionRow, Row, SkippedRow, UtilityRow, row_from_json)
 from fedsim.core.runfolder import RunFolder, read_objects
 
 R = TypeVar("R", bound=Row)
@@ -36,6 +36,7 @@ class RunData:
     lost_rounds: list[LostRoundRow] = field(default_factory=list)
     rejections: list[RejectionRow] = field(default_factory=list)
     capture_errors: list[CaptureErrorRow] = field(default_factory=list)
+    oracle_prior: list[OraclePriorRow] = field(default_factory=list)  # ORACLE-PRIOR attack (fedsim.evaluation)
     unknown_kinds: Counter = field(default_factory=Counter)
     malformed: Counter = field(default_factory=Counter)
     bad_lines: dict[str, int] = field(default_factory=dict)
@@ -105,7 +106,7 @@ def _read_metrics(data: RunData, folder: RunFolder) -> None:
     buckets: dict[type, list] = {UtilityRow: data.utility, LabelRow: data.labels, InversionRow: data.inversions,
                                  PrivacyRow: data.privacy, AttackErrorRow: data.attack_errors,
                                  SkippedRow: data.skipped, LostRoundRow: data.lost_rounds,
-                                 CaptureErrorRow: data.capture_errors}
+                                 CaptureErrorRow: data.capture_errors, OraclePriorRow: data.oracle_prior}
     positions: dict[int, int] = {}
     attacks: list[tuple[int, AttackRow]] = []
     for i, obj in enumerate(objects):
@@ -119,12 +120,13 @@ def _read_metrics(data: RunData, folder: RunFolder) -> None:
             data.malformed[kind] += 1
             continue
         positions[id(row)] = i
-        if isinstance(row, AttackRow):
+        if isinstance(row, AttackRow) and not isinstance(row, OraclePriorRow):
             attacks.append((i, row))
         buckets[type(row)].append(row)
     data.attack_errors, n_err = _errors_still_standing(data.attack_errors, attacks, positions)
     data.labels, n_lab = latest(data.labels)
     data.inversions, n_inv = latest(data.inversions)
+    data.oracle_prior, _ = latest(data.oracle_prior)
     data.superseded = n_lab + n_inv + n_err
 
 

@@ -57,7 +57,10 @@ def privacy(data: RunData) -> str:
                  f'<td class="n">{_release(p)}</td></tr>'
                  for p in sorted(data.privacy, key=lambda p: integer(p.round) or 0)[:MAX_LIST_ROWS]]
     settings = "; ".join(dp_settings(data))
+    from fedsim.lab.report.bound import bound_html
+
     return ((f'<p class="muted">Configured: {e(settings)}</p>' if settings else "")
+            + bound_html(data)
             + _weakened(data.privacy)
             + table(["mechanism", "accountant", "δ", "ε spent (max)", "last round", "rows"], summary,
                     [False, False, True, True, True, True])

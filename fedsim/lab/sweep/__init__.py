@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.lab.sweep.execute import Runner, default_runner, execute, per_seed_rows
-from fedsim.lab.sweep.figures import plot_epsilon, plot_frontier, plot_settings
+from fedsim.lab.sweep.figures import plot_bound, plot_epsilon, plot_frontier, plot_settings
 from fedsim.lab.sweep.page import write_html
 from fedsim.lab.sweep.progress import Progress, RichProgress, SweepEvent
 from fedsim.lab.sweep.spec import Setting, Sweep, describe, load_sweep
@@ -125,10 +125,15 @@ def write_figures_and_page(rows: list[dict[str, Any]], name: str, out: Path,
     (out / "sweep_epsilon.png").unlink(missing_ok=True)  # a DP plot of an earlier summary would outlive its rows
     figures = [plot_settings(rows, name, out / "sweep_settings.png", reference),
                plot_epsilon(rows, name, out / "sweep_epsilon.png"),
-               plot_frontier(rows, name, out / "sweep_frontier.png", reference)]
+               plot_frontier(rows, name, out / "sweep_frontier.png", reference),
+               plot_bound(rows, name, out / "sweep_bound.png")]
     return write_html(rows, name, out, [f for f in figures if f is not None])
 
+    from fedsim.lab.sweep.bound import check_rows
+
+    check_rows(rows)  # a measured rate above its DP bound beyond its interval: BoundViolation, exit 1 (outputs kept)
 
 __all__ = ["SOURCE", "Progress", "RichProgress", "Setting", "Sweep", "SweepEvent", "aggregate", "describe",
            "is_sweep_folder", "load_sweep", "point_label", "read_sweep", "run_sweep", "summarize_folder",
            "summarize", "t_interval", "write_outputs"]
+    (out / "sweep_bound.png").unlink(missing_ok=True)

@@ -206,3 +206,35 @@ def plot_frontier(rows: list[dict], title: str, path: Path, reference: dict[str,
                      "top-left is best)", fontsize=10)
         _save(plt, fig, path)
     return path
+
+
+def plot_bound(rows: list[dict], title: str, path: Path) -> Path | None:
+    """Measured re-identification (pipeline: left; ORACLE-PRIOR: right) with 95 % Clopper-Pearson intervals
+    beside the DP bound 1 - f(kappa) and the chance level, one category per setting; None when no point has a
+    measured rate (``fedsim.lab.sweep.bound``)."""
+    if not any(r.get("bound_reid") or r.get("bound_oracle") for r in rows):
+        return None
+    plt, rc = _plt()
+    xs = list(range(len(rows)))
+    with plt.rc_context(rc):
+        fig, axes = plt.subplots(1, 2, figsize=(11.6, 3.9), sharey=True)
+        for ax, key, name in ((axes[0], "bound_reid", "pipeline re-identification (attacker's pick)"),
+                              (axes[1], "bound_oracle", "ORACLE-PRIOR attack (ground truth)")):
+            pts = [(x, r[key]) for x, r in zip(xs, rows) if r.get(key)]
+            if pts:
+                px = [x for x, _ in pts]
+                rate = [b["rate"] for _, b in pts]
+                err = [[b["rate"] - b["ci"][0] for _, b in pts], [b["ci"][1] - b["rate"] for _, b in pts]]
+                ax.errorbar(px, rate, yerr=err, fmt="o", capsize=4, color="C0", label="measured (95% CP)")
+                bx = [x for x, b in pts if b.get("bound") is not None]
+                ax.plot(bx, [b["bound"] for _, b in pts if b.get("bound") is not None], "v--", color="C3",
+                        label="DP bound 1 - f(κ), any attack")
+                ax.plot(px, [b["kappa"] for _, b in pts], ":", color="grey", label="chance κ")
+            ax.set_xticks(xs, [point_label(r).replace(", eps", "\neps") for r in rows], fontsize=7)
+            ax.set_title(name, fontsize=9)
+            ax.set_ylim(-0.02, 1.02)
+            ax.legend(loc="upper right", fontsize=7)
+        axes[0].set_ylabel("share of targets re-identified")
+        fig.suptitle(f"{title}: measured re-identification vs the DP bound", fontsize=10)
+        _save(plt, fig, path)
+    return path

@@ -127,6 +127,9 @@ def summarize(run: Path, cfg: ExperimentConfig, delta: float = 1e-5) -> dict[str
         "failed_attacks": sum(1 for r in folder.rows(LabelRow) + folder.rows(InversionRow) if not r.ok),
     }
     out.update(_epsilon(folder, cfg, delta))
+    from fedsim.lab.sweep.bound import run_tallies  # the DP bound beside measured re-identification
+
+    out.update(run_tallies(run, [p.row for p in attacker_picks(inv, _configured(cfg, "inversion"))]))
     return out
 
 
@@ -207,6 +210,9 @@ def aggregate(per_seed: list[dict]) -> dict[str, Any]:
         row["epsilon_source"] = next(s["epsilon_source"] for s in per_seed if s["epsilon_source"])
     else:
         row.update(epsilon=None, delta=None, accountant=None, dp_mechanism=None, epsilon_source=None)
+    from fedsim.lab.sweep.bound import aggregate_bounds
+
+    aggregate_bounds(row, per_seed)  # pooled re-identification (pipeline, ORACLE-PRIOR) with CP intervals, bound
     row["attacked_updates"] = sum(s["attacked_updates"] for s in per_seed)
     row["lost_rounds"] = sum(s["lost_rounds"] for s in per_seed)
     return row
