@@ -79,16 +79,16 @@ def assign_by_counts(probs: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     of log-probabilities (Hungarian assignment over count-expanded class slots)."""
     from scipy.optimize import linear_sum_assignment
 
-    counts = torch.as_tensor(counts).long().cpu().clamp_min(0)
-    probs = probs.detach().cpu()
+    probs = probs.detach()
+    counts = torch.as_tensor(counts, device=probs.device).long().clamp_min(0)
     n = probs.shape[0]
     if int(counts.sum()) != n:
         raise ValueError(f"counts sum to {int(counts.sum())} but there are {n} images")
-    slots = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    cost = -torch.log(probs.double().clamp_min(1e-12))[:, slots].numpy()
+    slots = torch.repeat_interleave(torch.arange(len(counts), device=probs.device), counts)
+    cost = -torch.log(probs.double().clamp_min(1e-12))[:, slots].cpu().numpy()  # the host crossing for scipy
     rows, cols = linear_sum_assignment(cost)
-    out = torch.empty(n, dtype=torch.long)
-    out[torch.as_tensor(rows)] = slots[torch.as_tensor(cols)]
+    out = torch.empty(n, dtype=torch.long, device=probs.device)
+    out[torch.as_tensor(rows, device=probs.device)] = slots[torch.as_tensor(cols, device=probs.device)]
     return out
 
 
@@ -112,7 +112,8 @@ def candidate_labelings(probs: torch.Tensor, counts: torch.Tensor | None = None,
     most probable first. Deduplicated; at most ``max_candidates``."""
     cands: list[torch.Tensor] = []
     if counts is not None:
-        cands.append(torch.repeat_interleave(torch.arange(len(counts)), torch.as_tensor(counts).long()))
+        counts = torch.as_tensor(counts, device=probs.device).long()
+        cands.append(torch.repeat_interleave(torch.arange(len(counts), device=probs.device), counts))
     base = probs.argmax(-1)
     cands.append(base.sort().values)
     order = probs.argsort(-1, descending=True)[:, 1:top]

@@ -256,7 +256,7 @@ def train_prior(dataset: str | None = None, *, images: torch.Tensor | None = Non
             idx = torch.randint(0, n, (min(batch_size, n),), generator=gen)
             x = images[idx]
             mu, logvar = enc(x)
-            z = mu + torch.randn(mu.shape, generator=gen) * (0.5 * logvar).exp()
+            z = mu + torch.randn(mu.shape, generator=gen, dtype=mu.dtype).to(mu.device) * (0.5 * logvar).exp()
             logits = dec.logits(z)
             rec = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
             kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum() / len(x)

@@ -18,7 +18,6 @@ little to rank the weights (:data:`BN_MIN_FIT`). Nothing here reads ground truth
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -57,18 +56,22 @@ def _bn_modules(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._Batch
 
 def per_channel_counts(model: nn.Module, input_shape: Sequence[int], batch_size: int) -> list[int]:
     """Values each BN layer averages per channel for a batch of ``batch_size``: B times its input's spatial size
-    (one forward of a zero image through an eval-mode copy; the caller's model is not touched)."""
-    probe = copy.deepcopy(model).eval()
+    (one forward of a zero image in eval mode, which leaves every buffer as it was; the modes are restored after,
+    so the caller's model is not changed, and no copy of it is made)."""
+    modes = [(m, m.training) for m in model.modules()]
     sizes: list[int] = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: sizes.append(int(inp[0][0, 0].numel())))
-             for _, m in _bn_modules(probe)]
+             for _, m in _bn_modules(model)]
     try:
-        p = next(probe.parameters())
+        p = next(model.parameters())
+        model.eval()
         with torch.no_grad():
-            probe(torch.zeros((1, *input_shape), dtype=p.dtype, device=p.device))
+            model(torch.zeros((1, *input_shape), dtype=p.dtype, device=p.device))
     finally:
         for h in hooks:
             h.remove()
+        for m, training in modes:
+            m.training = training
     return [batch_size * s for s in sizes]
 
 

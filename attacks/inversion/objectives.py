@@ -20,6 +20,7 @@ fake-gradient form (W0 - WT) / (T * lr) (Geng et al. Sec. 3.5), whether the dumm
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -81,7 +82,7 @@ def _scheme_linear(n: int) -> list[float]:
 
 
 def _scheme_exp(n: int) -> list[float]:
-    return [float(torch.exp(torch.tensor(-i / max(n - 1, 1) * 2.0))) for i in range(n)]
+    return [math.exp(-i / max(n - 1, 1) * 2.0) for i in range(n)]
 
 
 LAYER_WEIGHTS: dict[str, Callable[[int], list[float]]] = {

@@ -53,9 +53,9 @@ def shadow_batch(aux: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor | 
     x, y = aux
     if len(x) < k:
         raise AttackNotApplicable(f"ig-shadow needs {k} public images, the public split has {len(x)}")
-    g = torch.Generator().manual_seed(50_000 + int(seed))
-    order = torch.randperm(len(x), generator=g)
-    free = torch.ones(len(x), dtype=torch.bool)
+    g = torch.Generator().manual_seed(50_000 + int(seed))  # a CPU draw: the same batch on every device
+    order = torch.randperm(len(x), generator=g).to(y.device)
+    free = torch.ones(len(x), dtype=torch.bool, device=y.device)
     picked: list[int] = []
     wanted = [] if labels is None else [int(c) for c in labels.reshape(-1).tolist()]
     for c in wanted[:k]:
@@ -64,7 +64,7 @@ def shadow_batch(aux: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor | 
             picked.append(int(hits[0]))
             free[hits[0]] = False
     rest = order[free[order]][: k - len(picked)]
-    idx = torch.tensor(picked + rest.tolist(), dtype=torch.long)
+    idx = torch.tensor(picked + rest.tolist(), dtype=torch.long, device=y.device)
     return x[idx], y[idx].long()
 
 
@@ -88,7 +88,8 @@ def simulate_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, local
 def aligned_psnr(x_hat: torch.Tensor, x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> float:
     """Mean PSNR after the optimal one-to-one assignment (``fedsim.core.metrics.images.align``: the shadow batch's
     order is lost as the client's is)."""
-    rec, truth = to_pixels(x_hat, mean, std), to_pixels(x, mean, std)
+    rec = to_pixels(x_hat, mean, std)
+    truth = to_pixels(x.to(rec.device), mean, std)
     perm, _ = align(rec, truth)
     return float(psnr_matrix(rec[perm], truth).diagonal().mean())
 
@@ -111,6 +112,8 @@ def shadow_updates(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], 
     out = []
     for s in range(max(1, int(shadows))):
         xs, ys = shadow_batch(aux, labels, k, seed + 1000 * s)
+        p = next(model.parameters())
+        xs, ys = xs.to(p), ys.to(p.device)  # the public split's images, on the model's device and dtype
         target = simulate_update(model, xs, ys, **sim)
         if defense is not None:
             if "lr" not in sim:

@@ -67,7 +67,8 @@ def public_aux(options: dict, num_classes: int, max_aux: int) -> tuple[torch.Ten
 
 def _forward(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, chunk: int
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier inputs [N, m] and logits [N, C] (float64, CPU) at ``params``; buffers left untouched."""
+    """Classifier inputs [N, m] and logits [N, C] (float64, on the model's device) at ``params``; buffers left
+    untouched."""
     fc = classifier_layer(model)
     cap: dict[str, torch.Tensor] = {}
 
@@ -81,8 +82,8 @@ def _forward(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor,
             for s in range(0, len(x), chunk):
                 xb = x[s:s + chunk]
                 functional_call(model, params, (xb,))
-                feats.append(cap["e"].reshape(len(xb), -1).double().cpu())
-                logits.append(cap["z"].double().cpu())
+                feats.append(cap["e"].reshape(len(xb), -1).double())
+                logits.append(cap["z"].double())
     finally:
         handle.remove()
     return torch.cat(feats), torch.cat(logits)
@@ -94,13 +95,13 @@ class PublicView:
 
     def __init__(self, model: nn.Module, path: list[dict[str, torch.Tensor]], x: torch.Tensor, y: torch.Tensor,
                  chunk: int, with_bias: bool) -> None:
-        self.y, self.r, self.e = y.cpu(), [], []
+        self.y, self.r, self.e = y.to(x.device), [], []
         for params in path:
             e, z = _forward(model, params, x, chunk)
             if with_bias:
-                e = torch.cat([e, torch.ones(len(e), 1, dtype=e.dtype)], dim=1)
+                e = torch.cat([e, torch.ones(len(e), 1, dtype=e.dtype, device=e.device)], dim=1)
             r = torch.softmax(z, dim=-1)
-            r[torch.arange(len(self.y)), self.y] -= 1.0
+            r[torch.arange(len(self.y), device=r.device), self.y] -= 1.0
             self.r.append(r)
             self.e.append(e)
 
@@ -111,8 +112,9 @@ class PublicView:
     def class_statistics(self, idx: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(means [C, C, m(+1)]: mean per-sample gradient of each class among ``idx``; pooled variance)."""
         width = self.e[0].shape[1]
-        means = torch.zeros(num_classes, num_classes, width, dtype=torch.float64)
-        var = torch.zeros(num_classes, width, dtype=torch.float64)
+        like = dict(dtype=torch.float64, device=self.e[0].device)
+        means = torch.zeros(num_classes, num_classes, width, **like)
+        var = torch.zeros(num_classes, width, **like)
         present = 0
         for c in range(num_classes):
             sel = idx[self.y[idx] == c]
@@ -165,15 +167,17 @@ def solve_counts(gram: torch.Tensor, h: torch.Tensor, k: int, shrink: float = 0.
     """
     c = len(h)
     s = float(torch.diagonal(gram).mean()) / k
-    gram = gram + shrink * s * torch.eye(c, dtype=gram.dtype)
+    like = dict(dtype=gram.dtype, device=gram.device)
+    gram = gram + shrink * s * torch.eye(c, **like)
     h = h + shrink * s * (k / c)
     ridge = 1e-10 * float(torch.diagonal(gram).mean()) + 1e-300
-    lower = torch.linalg.cholesky(gram + ridge * torch.eye(c, dtype=gram.dtype))
+    lower = torch.linalg.cholesky(gram + ridge * torch.eye(c, **like))
     weight = 10.0 * math.sqrt(float(torch.diagonal(gram).max()))
-    a = torch.cat([lower.T, weight * torch.ones(1, c, dtype=gram.dtype)])
+    a = torch.cat([lower.T, weight * torch.ones(1, c, **like)])
     b = torch.cat([torch.linalg.solve_triangular(lower, h[:, None], upper=False)[:, 0],
-                   torch.tensor([weight * k], dtype=gram.dtype)])
-    real = torch.from_numpy(np.asarray(nnls(a.numpy(), b.numpy(), maxiter=50 * c)[0])).double()
+                   torch.full((1,), weight * k, **like)])
+    # the host crossing for scipy's NNLS (a (C+1) x C system), and back
+    real = torch.from_numpy(np.asarray(nnls(a.cpu().numpy(), b.cpu().numpy(), maxiter=50 * c)[0])).to(**like)
     return local_search(gram, h, round_to_total(real, k)), real
 
 
@@ -207,7 +211,8 @@ def calibrate_shrink(view: PublicView, k: int, num_classes: int, grid: Sequence[
     design = Design(*view.class_statistics(half_a, num_classes))
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)  # the Dirichlet draw: torch's Dirichlet.sample takes no generator
-    sample_h = torch.zeros(len(view.y), num_classes, dtype=torch.float64)
+    dev = view.y.device
+    sample_h = torch.zeros(len(view.y), num_classes, dtype=torch.float64, device=dev)
     sample_h[half_b] = design.per_sample_h(view, half_b)
     by_class = [half_b[view.y[half_b] == c] for c in range(num_classes)]
     avail = torch.tensor([len(b) > 0 for b in by_class], dtype=torch.float64)
@@ -217,9 +222,10 @@ def calibrate_shrink(view: PublicView, k: int, num_classes: int, grid: Sequence[
             torch.ones(num_classes, dtype=torch.float64)
         props = props * avail
         labels = torch.multinomial(props / props.sum(), k, replacement=True, generator=gen)
-        idx = torch.cat([by_class[c][torch.randint(0, len(by_class[c]), (int((labels == c).sum()),), generator=gen)]
+        idx = torch.cat([by_class[c][torch.randint(0, len(by_class[c]), (int((labels == c).sum()),),
+                                                   generator=gen).to(dev)]
                          for c in range(num_classes) if (labels == c).any()])
-        true = torch.bincount(labels, minlength=num_classes)
+        true = torch.bincount(labels, minlength=num_classes).to(dev)
         h = sample_h[idx].sum(dim=0)
         for lam in grid:
             scores[lam] += float((solve_counts(design.gram, h, k, lam)[0] == true).double().mean()) / trials
@@ -246,7 +252,7 @@ def restore_aux_nnls(model: nn.Module, gradients, num_samples: int, lr: float | 
     if shrink == "auto":
         shrink, scores = calibrate_shrink(view, k, num_classes, shrink_grid, calibration_trials, calibration_alpha,
                                           seed)
-    design = Design(*view.class_statistics(torch.arange(len(view.y)), num_classes))
+    design = Design(*view.class_statistics(torch.arange(len(view.y), device=view.y.device), num_classes))
     observed = gw if gb is None else torch.cat([gw, gb[:, None]], dim=1)
     counts, real = solve_counts(design.gram, design.h(k * observed), k, float(shrink))
     return LabelRestoration(method="aux-nnls", counts=counts, labels=counts_to_labels(counts),

@@ -10,7 +10,8 @@ Conventions (all methods):
   over ``T * B`` sample visits; K = ``local_steps * batch_size`` (see :func:`samples_covered`, which uses
   ``local_epochs * num_examples`` when the steps are full epochs over the client's data). Counts then
   refer to visits: divide by ``local_epochs`` for per-example counts of a client that saw its data E times.
-* All arithmetic on gradients is float64.
+* All arithmetic on gradients is float64, on the gradients' device (a tensor a method creates takes
+  ``device=`` from its inputs; solvers that need numpy cross to the host with ``.cpu()`` at the call).
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ def last_layer(model: nn.Module, gradients: Sequence[torch.Tensor]) -> tuple[nn.
     if len(gradients) != len(params):
         raise ValueError(f"gradients has {len(gradients)} tensors but the model has {len(params)} parameters")
     fc = classifier_layer(model)
-    gw = gradients[_param_index(model, fc.weight)].detach().double().cpu()
+    gw = gradients[_param_index(model, fc.weight)].detach().double()
     if gw.shape != fc.weight.shape:
         raise ValueError(f"classifier weight gradient has shape {tuple(gw.shape)}, expected {tuple(fc.weight.shape)}")
     gb = None
     if fc.bias is not None:
-        gb = gradients[_param_index(model, fc.bias)].detach().double().cpu()
+        gb = gradients[_param_index(model, fc.bias)].detach().double().to(gw.device)
     return fc, gw, gb
 
 
@@ -79,7 +80,7 @@ def samples_covered(local_steps: int, batch_size: int, num_examples: int, local_
 def counts_to_labels(counts: torch.Tensor) -> torch.Tensor:
     """Expanded sorted label list from per-class counts."""
     counts = counts.clamp_min(0).long()
-    return torch.repeat_interleave(torch.arange(len(counts)), counts)
+    return torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
 
 
 def round_to_total(values: torch.Tensor, total: int) -> torch.Tensor:
@@ -161,15 +162,16 @@ def infer_input_shape(model: nn.Module, options: dict) -> tuple[int, ...]:
 
 
 def dummy_inputs(model: nn.Module, n: int, options: dict) -> torch.Tensor:
-    """Dummy inputs: ``dummy_inputs`` option, else N(0, 1) (or U(0,1) with ``dummy="uniform"``) in model space."""
+    """Dummy inputs: ``dummy_inputs`` option, else N(0, 1) (or U(0,1) with ``dummy="uniform"``) in model space,
+    on the model's device in its dtype (drawn by a seeded CPU generator, so the same on every device)."""
+    p = next(model.parameters())
     if options.get("dummy_inputs") is not None:
-        return options["dummy_inputs"]
+        return torch.as_tensor(options["dummy_inputs"]).to(device=p.device, dtype=p.dtype)
     shape = infer_input_shape(model, options)
     gen = torch.Generator().manual_seed(int(options.get("seed", 0)))
-    dtype = next(model.parameters()).dtype
     if options.get("dummy", "normal") == "uniform":
-        return torch.rand((n, *shape), generator=gen, dtype=dtype)
-    return torch.randn((n, *shape), generator=gen, dtype=dtype)
+        return torch.rand((n, *shape), generator=gen, dtype=p.dtype).to(p.device)
+    return torch.randn((n, *shape), generator=gen, dtype=p.dtype).to(p.device)
 
 
 def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,10 +194,10 @@ def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
 
 def softmax_of_embeddings(fc: nn.Linear, emb: torch.Tensor) -> torch.Tensor:
     """Rows: softmax(W e + b) for each embedding row e (float64)."""
-    w = fc.weight.detach().double().cpu()
-    z = emb @ w.T
+    w = fc.weight.detach().to(emb.device, torch.float64)
+    z = emb.double() @ w.T
     if fc.bias is not None:
-        z = z + fc.bias.detach().double().cpu()
+        z = z + fc.bias.detach().to(emb.device, torch.float64)
     return torch.softmax(z, dim=-1)
 
 

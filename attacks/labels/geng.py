@@ -38,7 +38,7 @@ def _result(method: str, real: torch.Tensor, k: int, p_bar: torch.Tensor, source
             ) -> LabelRestoration:
     counts = round_to_total(real, k)
     return LabelRestoration(method=method, counts=counts, labels=counts_to_labels(counts),
-                            probabilities=p_bar.float(),
+                            probabilities=p_bar,
                             extras={"real_counts": real, "source": source, "o_bar": o_bar})
 
 

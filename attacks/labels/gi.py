@@ -28,7 +28,7 @@ def restore_gi(model: nn.Module, gradients, num_samples: int, **options) -> Labe
     row_min = _row_min(model, gradients)
     c = len(row_min)
     chosen = torch.argsort(row_min)[: min(k, c)]
-    present = torch.zeros(c, dtype=torch.bool)
+    present = torch.zeros(c, dtype=torch.bool, device=row_min.device)
     present[chosen] = True
     counts = fill_presence(present, -row_min, k)  # K <= C: exactly one each (Yin's assumption)
     return LabelRestoration(method="gi", counts=counts, labels=counts_to_labels(counts), presence_only=k > c,

@@ -22,7 +22,7 @@ def restore_idlg(model: nn.Module, gradients, num_samples: int, **options) -> La
     _, gw, _ = last_layer(model, gradients)
     rowsum = gw.sum(dim=1)
     if k == 1:
-        counts = torch.zeros(len(rowsum), dtype=torch.long)
+        counts = torch.zeros(len(rowsum), dtype=torch.long, device=rowsum.device)
         counts[int(torch.argmin(rowsum))] = 1
         presence_only = False
         present = counts > 0

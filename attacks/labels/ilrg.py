@@ -46,15 +46,15 @@ def solve_counts(probs: torch.Tensor, gb: torch.Tensor, k: int, columns: torch.T
 
     ``columns``: indices of the classes allowed to be present (others fixed to 0).
     """
-    c = len(gb)
-    a = probs.T - torch.eye(c, dtype=torch.float64)  # a[i, j] = P[j, i] - delta_ij
-    a = torch.cat([a, torch.ones(1, c, dtype=torch.float64)])
-    rhs = torch.cat([k * gb, torch.tensor([float(k)], dtype=torch.float64)])
-    idx = torch.arange(c) if columns is None else columns
+    c, like = len(gb), dict(dtype=torch.float64, device=gb.device)
+    a = probs.T - torch.eye(c, **like)  # a[i, j] = P[j, i] - delta_ij
+    a = torch.cat([a, torch.ones(1, c, **like)])
+    rhs = torch.cat([k * gb, torch.full((1,), float(k), **like)])
+    idx = torch.arange(c, device=gb.device) if columns is None else columns.to(gb.device)
     # minimum-norm least squares = the Moore-Penrose solution pinv(A) @ rhs; "gelsy" (rank-revealing QR)
     # is ~20x faster than an SVD-based pinv at C = 1000
     sol = torch.linalg.lstsq(a[:, idx], rhs[:, None], driver="gelsy").solution[:, 0]
-    real = torch.zeros(c, dtype=torch.float64)
+    real = torch.zeros(c, **like)
     real[idx] = sol
     return real
 
@@ -75,7 +75,7 @@ def _ilrg(method: str, model: nn.Module, gradients, num_samples: int, columns=No
     real = solve_counts(probs, gb, k, columns)
     counts = filter_and_round(real, k)
     return LabelRestoration(method=method, counts=counts, labels=counts_to_labels(counts),
-                            embeddings=emb.float(), probabilities=probs.float(),
+                            embeddings=emb, probabilities=probs,
                             extras={"real_counts": real, **(extras or {})})
 
 

@@ -29,7 +29,7 @@ def greedy_stages(g: torch.Tensor, impact: torch.Tensor | float, num_samples: in
                   offset: torch.Tensor | float = 0.0) -> list[int]:
     """LLG's two stages on row sums ``g`` with per-class (or scalar) ``impact`` (< 0) and ``offset``."""
     g = g.double().clone()
-    impact_t = torch.as_tensor(impact, dtype=torch.float64).expand_as(g).clone()
+    impact_t = torch.as_tensor(impact, dtype=torch.float64, device=g.device).expand_as(g).clone()
     labels: list[int] = []
     negatives = [i for i in torch.argsort(g).tolist() if g[i] < 0][:num_samples]  # most negative first
     for idx in negatives:  # stage 1
@@ -43,9 +43,10 @@ def greedy_stages(g: torch.Tensor, impact: torch.Tensor | float, num_samples: in
     return labels
 
 
-def _result(method: str, labels: list[int], num_classes: int, extras: dict) -> LabelRestoration:
-    counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=num_classes)
-    return LabelRestoration(method=method, counts=counts, labels=torch.sort(torch.tensor(labels)).values.long(),
+def _result(method: str, labels: list[int], num_classes: int, extras: dict, device: torch.device) -> LabelRestoration:
+    picked = torch.tensor(labels, dtype=torch.long, device=device)
+    counts = torch.bincount(picked, minlength=num_classes)
+    return LabelRestoration(method=method, counts=counts, labels=torch.sort(picked).values,
                             extras=extras)
 
 
@@ -58,7 +59,7 @@ def restore_llg(model: nn.Module, gradients, num_samples: int, **options) -> Lab
     if impact >= 0:  # no negative row at all: fall back to the smallest row sum
         impact = -float(g.abs().max() / k) or -1.0
     labels = greedy_stages(g, impact, k)
-    return _result("llg", labels, len(g), {"impact": impact, "row_sums": g})
+    return _result("llg", labels, len(g), {"impact": impact, "row_sums": g}, g.device)
 
 
 def restore_llg_plus(model: nn.Module, gradients, num_samples: int, **options) -> LabelRestoration:
@@ -75,4 +76,4 @@ def restore_llg_plus(model: nn.Module, gradients, num_samples: int, **options) -
                                   "'llg' or 'ilrg'")
     offset = (p * o[:, None]).mean(dim=0)
     labels = greedy_stages(g, impact, k, offset=offset)
-    return _result("llg+", labels, len(g), {"impact": impact, "offset": offset, "row_sums": g})
+    return _result("llg+", labels, len(g), {"impact": impact, "offset": offset, "row_sums": g}, g.device)

@@ -36,8 +36,8 @@ def restore_rlg(model: nn.Module, gradients, num_samples: int, rank_tol: float =
     u, s, _ = torch.linalg.svd(gw, full_matrices=False)
     rank = int((s > rank_tol * s[0]).sum()) if float(s[0]) > 0 else 0
     rank = max(1, min(rank, k))
-    q = u[:, :rank].numpy()
-    present = torch.tensor([_separable(q, c) for c in range(q.shape[0])], dtype=torch.bool)
+    q = u[:, :rank].cpu().numpy()  # the host crossing for scipy's linear programs
+    present = torch.tensor([_separable(q, c) for c in range(q.shape[0])], dtype=torch.bool, device=gw.device)
     counts = fill_presence(present, -gw.sum(dim=1), k)
     return LabelRestoration(method="rlg", counts=counts, labels=counts_to_labels(counts),
                             presence_only=int(present.sum()) != k,

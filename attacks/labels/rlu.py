@@ -64,13 +64,13 @@ class ErroneousView:
     """The public samples' classifier inputs and logits at one set of weights, and their erroneous statistics."""
 
     def __init__(self, logits: torch.Tensor, y: torch.Tensor, num_classes: int, feats: torch.Tensor | None = None):
-        self.z, self.y, self.c = logits, y.cpu(), num_classes
+        self.z, self.y, self.c = logits, y.to(logits.device), num_classes
         self.present = torch.stack([(self.y == c).any() for c in range(num_classes)])
         self.feat_sq = None if feats is None else float((feats ** 2).sum(1).mean()) + 1.0
 
     def _class_means(self, values: torch.Tensor) -> torch.Tensor:
         """[C, C]: row c = mean of ``values`` over the public samples of class c (absent classes: zeros)."""
-        out = torch.zeros(self.c, values.shape[1], dtype=torch.float64)
+        out = torch.zeros(self.c, values.shape[1], dtype=torch.float64, device=values.device)
         for c in range(self.c):
             if self.present[c]:
                 out[c] = values[self.y == c].mean(0)
@@ -106,7 +106,7 @@ def counts_from_bias(conf: torch.Tensor, gb: torch.Tensor, k: int) -> torch.Tens
 def simulate(view: ErroneousView, counts: torch.Tensor, kind: str, steps: int, batch: int, lr: float,
              feat_sq: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean erroneous confidence over steps 0..T-1, simulated erroneous logits after T steps)."""
-    shift = torch.zeros(view.c, dtype=torch.float64)
+    shift = torch.zeros(view.c, dtype=torch.float64, device=view.z.device)
     per_step = counts.double() / steps
     confs = []
     for _ in range(steps):

@@ -90,8 +90,8 @@ def restore_soft(model: nn.Module, gradients, num_samples: int, kind: str = "smo
         raise ValueError(f"soft: kind {kind!r} is not one of ['mixup', 'smoothing']")
     k = check_num_samples(num_samples)
     fc, gw, gb = last_layer(model, gradients)
-    w = fc.weight.detach().double().cpu()
-    b = fc.bias.detach().double().cpu() if fc.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    w = fc.weight.detach().to(gw.device, torch.float64)
+    b = fc.bias.detach().to(gw.device, torch.float64) if fc.bias is not None else torch.zeros_like(w[:, 0])
     if k > 1:
         return _batch(model, gradients, k, gb, smoothing, kind, **options)
     r = int(torch.argmax(gw.norm(dim=1)))
@@ -107,12 +107,12 @@ def restore_soft(model: nn.Module, gradients, num_samples: int, kind: str = "smo
     y = _pseudo_label(lam, w, b, v, c)
     emb = lam * v
     probs = torch.softmax(w @ emb + b, dim=0)
-    counts = torch.zeros(len(y), dtype=torch.long)
+    counts = torch.zeros(len(y), dtype=torch.long, device=y.device)
     counts[int(torch.argmax(y))] = 1
     extras = {"lambda_r": lam, "how": how, "sum_residual": float(y.sum() - 1.0),
               "variance_loss": variance_loss(y, kind), **_summary(y, kind)}
     return LabelRestoration(method="soft", counts=counts, labels=counts_to_labels(counts),
-                            soft_labels=y[None].float(), embeddings=emb[None].float(), probabilities=probs.float(),
+                            soft_labels=y[None], embeddings=emb[None], probabilities=probs,
                             extras=extras)
 
 
@@ -129,6 +129,6 @@ def _batch(model, gradients, k: int, gb, smoothing: float | None, kind: str, **o
     real = k * (y_bar - eps / c) / (1.0 - eps)
     counts = round_to_total(real, k)
     return LabelRestoration(method="soft", counts=counts, labels=counts_to_labels(counts),
-                            soft_labels=y_bar[None].float(), probabilities=ref.extras["mean_probability"].float(),
+                            soft_labels=y_bar[None], probabilities=ref.extras["mean_probability"],
                             extras={"smoothing": eps, "real_counts": real, "sum_residual": float(y_bar.sum() - 1.0),
                                     "how": "batch"})

@@ -56,7 +56,7 @@ def gradient_features(gradients: Sequence[torch.Tensor], proj_dim: int = 0, seed
     if proj_dim:
         rest = torch.cat([g.reshape(n, -1) for g in grads[:-2]], dim=1).float()
         gen = torch.Generator().manual_seed(seed)
-        proj = (torch.randn(rest.shape[1], proj_dim, generator=gen) / math.sqrt(proj_dim)).to(rest.device)
+        proj = torch.randn(rest.shape[1], proj_dim, generator=gen).to(rest.device) / math.sqrt(proj_dim)
         pr = rest @ proj
         parts.append(pr / pr.norm(dim=1, keepdim=True).clamp_min(1e-12) * math.sqrt(proj_dim))
     out = torch.cat(parts, dim=1)

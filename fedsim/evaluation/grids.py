@@ -37,7 +37,7 @@ def save_rows(rows: Sequence[torch.Tensor], path: str | Path, mean=(0.0,), std=(
                 spine.set_visible(False)
             if j >= row.shape[0]:
                 continue
-            img = row[j].permute(1, 2, 0).numpy()
+            img = row[j].permute(1, 2, 0).cpu().numpy()  # image saving: the host copy of the pixels
             if img.shape[-1] == 1:
                 ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             else:

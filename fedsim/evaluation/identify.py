@@ -113,33 +113,33 @@ class Identify:
 
 
 def predict(classifier: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    """Class predictions of pixel-space images (run on the classifier's device, answered on the CPU)."""
+    """Class predictions of pixel-space images (run on the classifier's device, answered on the images' device)."""
     p = next(classifier.parameters())
     with torch.no_grad():
-        return classifier(pixels.to(p.device, p.dtype)).argmax(1).cpu()
+        return classifier(pixels.to(p.device, p.dtype)).argmax(1).to(pixels.device)
 
 
 def class_identifiability(classifier: nn.Module, aligned: torch.Tensor, y_true: torch.Tensor
                           ) -> tuple[float, float]:
     """(share of aligned pixel-space reconstructions classified as their source's label, majority-class share
     of the batch)."""
-    y = torch.as_tensor(y_true).view(-1).cpu().long()
+    y = torch.as_tensor(y_true, device=aligned.device).view(-1).long()
     acc = float((predict(classifier, aligned) == y).float().mean())
     return acc, float(torch.bincount(y).max()) / len(y)
 
 
 def reid_pool(x_true: torch.Tensor, pool: torch.Tensor, cap: int = MAX_POOL, seed: int = 0) -> torch.Tensor:
     """The true batch (pixel space) first, then up to ``cap - K`` other images of ``pool`` (those equal to a
-    true image left out; a seeded subsample when more), all on the CPU in float64."""
-    x_true = x_true.detach().cpu().double().flatten(1)
-    pool = pool.detach().cpu().double().flatten(1)
+    true image left out; a seeded subsample when more), all on ``x_true``'s device in float64."""
+    x_true = x_true.detach().double().flatten(1)
+    pool = pool.detach().to(x_true.device, torch.float64).flatten(1)
     if len(pool):
         near = torch.cdist(pool, x_true).min(1).values
         pool = pool[near > 1e-3]  # a copy of a true image (float round-off aside) is that image
     room = max(0, cap - len(x_true))
     if len(pool) > room:
-        g = torch.Generator().manual_seed(seed)
-        pool = pool[torch.randperm(len(pool), generator=g)[:room]]
+        g = torch.Generator().manual_seed(seed)  # a CPU draw: the same subsample on every device
+        pool = pool[torch.randperm(len(pool), generator=g).to(pool.device)[:room]]
     return torch.cat([x_true, pool])
 
 
@@ -147,9 +147,9 @@ def reidentification(aligned: torch.Tensor, x_true: torch.Tensor, pool: torch.Te
                      seed: int = 0) -> tuple[float, float, int]:
     """(share of aligned reconstructions whose nearest pool image is their own source, 1 / pool size, pool
     size); every tensor pixel space, reconstruction ``j`` aligned to true image ``j``."""
-    candidates = reid_pool(x_true, pool, cap, seed)
-    nearest = torch.cdist(aligned.detach().cpu().double().flatten(1), candidates).argmin(1)
-    hits = nearest == torch.arange(len(aligned))
+    candidates = reid_pool(x_true.to(aligned.device), pool, cap, seed)
+    nearest = torch.cdist(aligned.detach().double().flatten(1), candidates).argmin(1)
+    hits = nearest == torch.arange(len(aligned), device=nearest.device)
     return float(hits.float().mean()), 1.0 / len(candidates), len(candidates)
 
 
@@ -158,7 +158,7 @@ def identify_scores(reconstruction: torch.Tensor, permutation: Sequence[int], x_
     """The ``ident_*`` scores of one reconstruction (model space, padded to at least the true batch) aligned by
     ``permutation`` (``rec[permutation[j]]`` stands for true image ``j``)."""
     aligned = to_pixels(reconstruction[list(permutation)], mean, std)
-    truth = to_pixels(x_true, mean, std)
+    truth = to_pixels(x_true.to(aligned.device), mean, std)  # scored where the reconstruction is
     out: dict[str, Any] = {}
     if ident.classifier is not None:
         out["ident_class_acc"], out["ident_class_chance"] = class_identifiability(ident.classifier, aligned, y_true)

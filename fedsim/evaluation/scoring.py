@@ -62,7 +62,10 @@ def _(result: LabelResult, truth: GroundTruth, num_classes: int, mean, std, lpip
 def _(result: InversionResult, truth: GroundTruth, num_classes: int, mean, std, lpips_weights: str | None
       ) -> dict[str, Any]:
     x_true, y_true = truth.unique_samples()
-    rec, labels_hat = padded(result.reconstruction, result.labels, len(x_true))
+    labels = result.labels
+    if labels is not None and len(labels) != len(result.reconstruction):
+        labels = None  # one image per class row (analytic-fc), not one per restored label: matched by PSNR alone
+    rec, labels_hat = padded(result.reconstruction, labels, len(x_true))
     m = image_metrics(rec, x_true, mean, std, labels_hat=labels_hat, labels_true=y_true,
                       lpips=True, lpips_weights=lpips_weights)  # LPIPS only from local weights
     out = {k: v for k, v in m.items() if isinstance(v, (int, float, list, str, bool))}

@@ -8,7 +8,9 @@ different labels get a prohibitive cost, so a label mistake still yields a compl
 label is unique on both sides are thereby aligned directly, as in Geng et al.
 
 All inputs are in the model's normalised space; they are denormalised with ``mean``/``std`` and clamped to
-[0, 1] before scoring. PSNR uses MAX = 1. SSIM is torchmetrics' ``structural_similarity_index_measure``
+[0, 1] before scoring. Scores are computed on the reconstruction's device (the ground truth is moved there);
+the one host crossing is :func:`host_array` (a K x K score matrix or a label list for scipy's solver), and
+the numbers reach the host as Python floats for the row. PSNR uses MAX = 1. SSIM is torchmetrics' ``structural_similarity_index_measure``
 (Gaussian window 11, sigma 1.5), with the window shrunk to fit images smaller than 11 pixels (8x8 digits).
 The permutation-agnostic SSIM (Malcewicz et al., slides "Semantic Label Reconstruction") is the best mean SSIM
 over all one-to-one assignments, again solved exactly with the Hungarian algorithm.
@@ -33,13 +35,18 @@ from scipy.optimize import linear_sum_assignment
 _MISMATCH_COST = 1e6
 
 
+def host_array(t: torch.Tensor) -> np.ndarray:
+    """The metrics' one host crossing: a small tensor (score matrix, labels) as numpy, for scipy's solver."""
+    return t.detach().cpu().numpy()
+
+
 def to_pixels(x: torch.Tensor, mean: Sequence[float] | float, std: Sequence[float] | float) -> torch.Tensor:
-    """Model space -> pixel space [0, 1] (clamped), float64, shape [K, C, H, W]."""
+    """Model space -> pixel space [0, 1] (clamped), float64, shape [K, C, H, W], on ``x``'s device."""
     x = x.detach().to(torch.float64)
     if x.dim() == 3:
         x = x.unsqueeze(0)
-    m = torch.as_tensor(mean, dtype=torch.float64).view(-1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float64).view(-1, 1, 1)
+    m = torch.as_tensor(mean, dtype=torch.float64, device=x.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float64, device=x.device).view(-1, 1, 1)
     return (x * s + m).clamp(0.0, 1.0)
 
 
@@ -80,12 +87,11 @@ def align(rec: torch.Tensor, gt: torch.Tensor, labels_hat=None, labels_true=None
     """
     if rec.shape[1:] != gt.shape[1:] or len(rec) < len(gt):
         raise ValueError(f"reconstruction {tuple(rec.shape)} cannot be matched to ground truth {tuple(gt.shape)}")
-    score = psnr_matrix(rec, gt).numpy()
-    cost = -score
+    cost = -host_array(psnr_matrix(rec, gt.to(rec.device)))
     label_aware = labels_hat is not None and labels_true is not None
     if label_aware:
-        lh = torch.as_tensor(labels_hat).view(-1).numpy()
-        lt = torch.as_tensor(labels_true).view(-1).numpy()
+        lh = host_array(torch.as_tensor(labels_hat).view(-1))
+        lt = host_array(torch.as_tensor(labels_true).view(-1))
         if len(lh) != rec.shape[0] or len(lt) != gt.shape[0]:
             raise ValueError("labels_hat / labels_true must have one label per image")
         cost = cost + _MISMATCH_COST * (lh[:, None] != lt[None, :])
@@ -98,7 +104,7 @@ def align(rec: torch.Tensor, gt: torch.Tensor, labels_hat=None, labels_true=None
 
 def permutation_agnostic_ssim(rec: torch.Tensor, gt: torch.Tensor) -> float:
     """max over one-to-one assignments of the mean SSIM (slides 004: SSIM_SMART = max_m mean SSIM)."""
-    mat = ssim_matrix(rec, gt).numpy()
+    mat = host_array(ssim_matrix(rec, gt.to(rec.device)))
     rows, cols = linear_sum_assignment(-mat)
     return float(mat[rows, cols].mean())
 
@@ -165,7 +171,7 @@ def image_metrics(reconstruction: torch.Tensor, ground_truth: torch.Tensor, mean
     ``lpips_note``. ``lpips=True`` without weights only records why LPIPS is missing.
     """
     rec = to_pixels(reconstruction, mean, std)
-    gt = to_pixels(ground_truth, mean, std)
+    gt = to_pixels(ground_truth.to(rec.device), mean, std)  # scored where the reconstruction is
     perm, label_aware = align(rec, gt, labels_hat, labels_true)
     aligned = rec[perm]
     mse = (aligned - gt).pow(2).flatten(1).mean(-1)
@@ -183,7 +189,7 @@ def image_metrics(reconstruction: torch.Tensor, ground_truth: torch.Tensor, mean
     }
     if label_aware:
         lh = torch.as_tensor(labels_hat).view(-1)[perm]
-        out["label_matches"] = int((lh == torch.as_tensor(labels_true).view(-1)).sum())
+        out["label_matches"] = int((lh == torch.as_tensor(labels_true, device=lh.device).view(-1)).sum())
     available, note = lpips_available(lpips_weights)
     out["lpips"] = None
     out["lpips_note"] = note

@@ -66,14 +66,14 @@ def cossim(true_probs: torch.Tensor, pred_probs: torch.Tensor, present: torch.Te
 def label_metrics(true_labels: torch.Tensor, restored: LabelRestoration, num_classes: int,
                   true_probabilities: torch.Tensor | None = None) -> dict[str, float]:
     """LeAcc, LnAcc, instance accuracy (and CosSim when probabilities are available on both sides)."""
-    true = true_counts(true_labels, num_classes)
     pred = torch.as_tensor(restored.counts).long().flatten()
+    true = true_counts(true_labels, num_classes).to(pred.device)  # scored where the restoration is
     if len(pred) != num_classes:
         raise ValueError(f"restored counts have length {len(pred)}, expected num_classes={num_classes}")
     out = {"label_leacc": leacc(true, pred), "label_lnacc": lnacc(true, pred), "label_instacc": instacc(true, pred),
-           "label_hist_tv": hist_tv(true, pred), "label_hist_tv_even": hist_tv(true, torch.ones(num_classes))}
+           "label_hist_tv": hist_tv(true, pred), "label_hist_tv_even": hist_tv(true, torch.ones_like(pred))}
     if restored.probabilities is not None and true_probabilities is not None:
-        probs = torch.as_tensor(restored.probabilities)
-        tp = torch.as_tensor(true_probabilities)
+        probs = torch.as_tensor(restored.probabilities).double()
+        tp = torch.as_tensor(true_probabilities, device=probs.device).double()
         out["label_cossim"] = cossim(tp, probs, true > 0 if tp.ndim == 2 and len(tp) == num_classes else None)
     return out
