@@ -144,12 +144,19 @@ def generate_cifar_like(root: Path, n_train: int = 50_000, n_test: int = 10_000,
 
 
 def _proc_status() -> dict[str, float]:
-    keys = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
+    """MiB: VmRSS = RssAnon (private) + RssFile (file pages: shared libraries, and the store's memory map, which
+    every process mapping it shares); Pss splits shared pages among their users; VmHWM: peak RSS."""
     out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name = line.split(":")[0]
-        if name in keys:
-            out[name] = round(int(line.split()[1]) / 1024, 1)
+    for path, keys in (("/proc/self/status", ("VmRSS", "RssAnon", "RssFile", "VmHWM")),
+                       ("/proc/self/smaps_rollup", ("Pss", "Pss_Anon", "Pss_File"))):
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            name = line.split(":")[0]
+            if name in keys:
+                out[name] = round(int(line.split()[1]) / 1024, 1)
     return out
 
 
@@ -168,27 +175,26 @@ def role_worker(role: str, data_root: Path, clients: int) -> dict:
     gc.collect()
     base = _proc_status()
     start = time.perf_counter()
-    rows = 0
+    E.make_model(cfg)  # the first call opens (or loads) the dataset: its shape and classes
+    model_seconds = time.perf_counter() - start
     if role == "client":
-        E.make_model(cfg)
         x, y = E.client_data(cfg, 0, clients)
         rows = len(y)
     elif role == "attack":
         from fedsim.evaluation.attacking import data_spec
 
         spec = data_spec(cfg.replace(**{"attack.label_methods": "rlu"}))
-        E.make_model(cfg)
         pool, _ = E.client_data(cfg, 0, clients)  # identification's pool: the attacked client's partition
         rows = len(spec.public_aux[1]) + len(pool)
     elif role == "server":
-        E.make_model(cfg)
         x, y = E.test_data(cfg)
         rows = len(y)
     else:
         raise ValueError(f"role: {role!r} is not one of {ROLES}")
     seconds = time.perf_counter() - start
     gc.collect()
-    return {"role": role, "rows": rows, "seconds": round(seconds, 2), "base_mib": base, "mib": _proc_status(),
+    return {"role": role, "rows": rows, "seconds": round(seconds, 2), "model_seconds": round(model_seconds, 2),
+            "base_mib": base, "mib": _proc_status(),
             "code": str(Path(E.__file__).resolve().parents[2])}
 
 
