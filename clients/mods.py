@@ -49,6 +49,9 @@ def update_defense_mod(msg: Message, ctxt: Context, call_next) -> Message:
 
 
 def _local_dp(p: Any) -> list:
+    """Flower's calibration (``sensitivity = clip_norm``): noise std ``C sqrt(2 ln(1.25 / delta)) / epsilon``.
+    Its relation is replace-one (sensitivity 2 C); the privacy rows account that noise at 2 C
+    (``fedsim.core.accounting.local_dp_epsilon``), so ``epsilon`` here sets the noise, not the epsilon reported."""
     return [LocalDpMod(clipping_norm=p.clip_norm, sensitivity=p.clip_norm, epsilon=p.epsilon, delta=p.delta)]
 
 

@@ -1,111 +1,142 @@
-"""Central DP as it ran: one sampled-client count, equal weights, and the epsilon of the noise really added.
+"""Central DP as it runs: FedAvg's fixed-size cohort, a fixed denominator, replace-one accounting.
 
-Flower's fixed-clipping wrappers (``DifferentialPrivacy{Server,Client}SideFixedClipping``, McMahan et al., "Learning
-Differentially Private Recurrent Language Models", ICLR 2018) add Gaussian noise of std ``z C / m`` to FedAvg's
-output, ``m`` being the ``num_sampled_clients`` they were built with. That is the Gaussian mechanism of noise
-multiplier ``z`` (client level, add/remove one client) only when the output is the *unweighted* mean of exactly
-``m`` clipped updates. Two things made fedsim's release differ from that:
+**The release.** Round ``t`` samples a cohort of ``m`` of the ``N`` clients without replacement (Flower's FedAvg,
+``m = max(int(N f), min_train_nodes)``, :func:`fedsim.core.defense_config.sampled_clients`), clips every reply's
+update to ``C`` and releases::
 
-* FedAvg weights replies by their claimed ``num-examples``; the sensitivity of a weighted mean to one client is
-  ``C w_max / sum(w)``, not ``C / m``. Here FedAvg is built with ``weighted_by_key = UNIT_WEIGHT`` and
-  :class:`CentralDpRelease` stamps weight 1 on every reply before Flower's wrapper sees it (what Flower's own
-  accounted path requires: ``_validate_uniform_weights``). The server stamps it, so a client cannot claim more.
-* Fewer replies than ``m`` (dropouts, rejections, a reply the wrappers broke) leave the noise calibrated for ``m``
-  on a mean over ``n < m`` clients: the effective noise multiplier of that release is ``z n / m``.
-  :class:`CentralDpRelease` counts the replies FedAvg really averaged (those the curious strategy accepted) and
-  composes each round's release at its own effective multiplier.
+    W_t + sum_{accepted i} clip_C(u_i) / m  +  N(0, (z C / m)^2)
 
-``m`` is FedAvg's own sampling rule, :func:`fedsim.core.defense_config.sampled_clients` (``max(int(N f), min_train)``),
-the one count that FedAvg, the wrapper and the accountant share. Accounting is Flower's ``RdpAccountant``
-(``flwr.supercore.privacy_accounting``, Google's ``dp-accounting`` RDP, no amplification by sampling: the server
-knows whom it sampled); ``tests/test_trust_central_dp.py`` checks it against fedsim's Opacus figure and against
-the noise measured from the captures. We do not pass the accountant to Flower's wrapper: with one it drops every
-round whose reply count differs from ``m`` (``validate_replies(strict=True)``), where fedsim keeps the round and
-accounts for the weaker noise.
+A reply that drops, errs or is rejected contributes zero: it lowers the signal, never the denominator ``m``.
+
+**Why the fixed denominator.** FedAvg divides by the number ``n`` of replies it got. With that denominator one
+client added or removed moves the mean by up to ``2 C / n`` (``n`` moves with it), so the old accounting at
+``C / n`` (add/remove, Flower's assumption too) understated epsilon (issue 35, defect 1). With ``m`` fixed by the
+server before any reply is seen, the sum of at most ``m`` vectors of norm <= C changes by at most ``2 C / m``
+when one client's data is replaced by any other (replace-one).
+
+**Why this relation and not McMahan et al.'s.** DP-FedAvg (McMahan et al., ICLR 2018) samples clients by Poisson
+sampling and divides by the expected cohort ``qN`` (add/remove, ``C / (qN)``). fedsim keeps Flower's FedAvg
+sampling (a fixed-size sample without replacement, the ``train.fraction_train`` / ``min_train_nodes`` that the
+captures, attacks, faults and SecAgg+ already share) and accounts what that sampling gives: replace-one, where
+amplification by sampling without replacement is proven (Wang, Balle & Kasiviswanathan, AISTATS 2019;
+``dp_accounting.SampledWithoutReplacementDpEvent``, which ``dp_accounting``'s RDP accountant accepts only
+under replace-one). One relation, no choice to get wrong. The amplification assumes the cohort is not
+published: epsilon is about the released model to anyone but the server (central DP never protects against the
+server, which sees the individual updates).
+
+**What is Flower's, what is ours.** Flower's ``DifferentialPrivacy{Server,Client}SideFixedClipping`` (built with
+``num_sampled_clients = m``) is kept for clipping (server side; client side its ``fixedclipping_mod``) and for
+the noise ``N(0, (z C / m)^2)`` it adds after aggregation. It cannot release the fixed-denominator estimator:
+it noises whatever its inner strategy returns, and FedAvg returns the mean over ``n`` replies. So
+:class:`FixedDenominator`, inside Flower's wrapper, turns FedAvg's equal-weight mean over the ``n`` accepted
+replies into ``W_t + (n / m) (mean - W_t) = W_t + sum / m`` (exact for the clipped replies Flower's wrapper hands
+it). The accountant is ours too (``fedsim.core.accounting.central_dp_releases_epsilon``, Google's
+``dp_accounting`` RDP): Flower's wrapper accountant has no sampling without replacement, and it would drop
+every round whose reply count differs from ``m`` (``validate_replies(strict=True)``), which this estimator
+does not need. Equal weights: FedAvg is built with ``weighted_by_key = UNIT_WEIGHT`` and
+:class:`CentralDpRelease` stamps weight 1 on every reply (a client cannot claim more).
+
+Not covered by this epsilon: the server's reply screen (``server/validation.py``) rejects a reply whose norm or
+claim is far above the lower median of *other* clients' recent ones, so in principle one client's data can
+change whether another's reply is summed; the guarantee above assumes rejections depend on the reply alone
+(docs/details.md, "DP relations").
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Callable, Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
-from flwr.supercore.privacy_accounting import (GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig,
-                                               SamplingMethod)
-from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
 from fedsim.core import messages as K
-from fedsim.core.rows import PrivacyRow
+from fedsim.core.accounting import central_dp_releases_epsilon, relation_of
+from fedsim.core.rows import PRIVACY_FORMAT, PrivacyRow
 from fedsim.core.runfolder import RunFolder
 from fedsim.server.wrapping import StrategyWrapper
 
 log = logging.getLogger("fedsim.server")
 
-ACCOUNTANT = "flwr-rdp"  # Flower's RdpAccountant (dp-accounting), no amplification
-
-
-def effective_noise_multiplier(noise_multiplier: float, aggregated: int, calibrated_for: int) -> float:
-    """Noise std ``z C / m`` on an equal-weight mean of ``n`` clipped updates (sensitivity ``C / n``): ``z n / m``."""
-    if aggregated <= 0 or calibrated_for <= 0:
-        raise ValueError(f"aggregated={aggregated} and calibrated_for={calibrated_for} must be positive")
-    return noise_multiplier * aggregated / calibrated_for
+ACCOUNTANT = "dp-accounting-rdp"  # Google's dp_accounting RDP, sampling without replacement, replace-one
 
 
 class CentralDpAccount:
-    """Flower's RDP accountant over the releases as they ran (one Gaussian event per aggregated round)."""
+    """The releases so far, each a Gaussian of multiplier ``z / 2`` on a cohort of ``sampled`` of
+    ``population`` clients (replace-one); epsilon at ``delta`` by ``dp_accounting``."""
 
     def __init__(self, population: int, delta: float) -> None:
         self.delta = delta
         self.population = population
-        self.releases = 0
-        self.noiseless = False  # a zero-noise release: no privacy from then on
-        self._acc = RdpAccountant(PrivacyConfig(target_delta=delta, population_size=population,
-                                                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-                                                sampling_method=SamplingMethod.NO_AMPLIFICATION))
+        self.releases: list[tuple[float, int, int]] = []
 
-    def compose(self, noise_multiplier: float, aggregated: int) -> float:
-        """Add one release of effective multiplier ``noise_multiplier`` over ``aggregated`` clients; epsilon so far."""
-        self.releases += 1
-        if noise_multiplier <= 0:
-            self.noiseless = True
-        else:
-            self._acc.compose(GaussianPrivacyEvent(noise_multiplier=noise_multiplier,
-                                                   sample_size=min(aggregated, self.population),
-                                                   population_size=self.population))
+    def compose(self, noise_multiplier: float, sampled: int) -> float:
+        """Add one release of multiplier ``noise_multiplier`` (std / sensitivity) over a cohort of ``sampled``;
+        epsilon so far."""
+        self.releases.append((noise_multiplier, min(sampled, self.population), self.population))
         return self.epsilon()
 
     def epsilon(self) -> float:
-        if self.noiseless:
-            return math.inf
-        return float(self._acc.get_epsilon(self.delta)) if self._acc.num_releases else 0.0
+        return central_dp_releases_epsilon(self.releases, self.delta)
+
+
+class FixedDenominator(StrategyWrapper):
+    """Inside Flower's DP wrapper: FedAvg's equal-weight mean over the ``n`` accepted replies becomes
+    ``W + sum / m`` (``m = denominator``), so a dropped or rejected reply lowers the signal, not the denominator."""
+
+    def __init__(self, inner: Strategy, *, denominator: int, aggregated: Callable[[], int]) -> None:
+        super().__init__(inner)
+        self.denominator = denominator
+        self.aggregated = aggregated
+        self.sent: ArrayRecord | None = None
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self.sent = arrays
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = self.inner.aggregate_train(server_round, replies)
+        if arrays is None or self.sent is None:
+            return arrays, metrics
+        scale = self.aggregated() / self.denominator
+        out = {}
+        for name, arr in arrays.items():
+            mean, sent = arr.numpy(), self.sent[name].numpy()
+            if mean.dtype.kind == "f":  # what Flower's wrapper clips and noises; integer buffers pass through
+                mean = (sent + scale * (mean - sent)).astype(mean.dtype)
+            out[name] = Array(mean)
+        return ArrayRecord(out), metrics
 
 
 class CentralDpRelease(StrategyWrapper):
-    """Outermost part of central DP: stamps equal weights, checks the sample, writes the privacy row per release.
+    """Outermost part of central DP: stamps equal weights, writes the privacy row of each release.
 
     ``aggregated()`` returns how many replies the inner FedAvg really averaged in the round just aggregated (the
     curious strategy's accepted updates)."""
 
-    def __init__(self, inner: Strategy, *, noise_multiplier: float, calibrated_for: int, population: int,
-                 delta: float, folder: RunFolder, aggregated: Callable[[], int]) -> None:
+    def __init__(self, inner: Strategy, *, noise_multiplier: float, clip_norm: float, calibrated_for: int,
+                 population: int, delta: float, folder: RunFolder, aggregated: Callable[[], int]) -> None:
         super().__init__(inner)
         self.noise_multiplier = noise_multiplier
         self.calibrated_for = calibrated_for
+        self.relation = relation_of("central_dp", clip_norm, calibrated_for)
         self.account = CentralDpAccount(population, delta)
         self.folder = folder
         self.aggregated = aggregated
+        self.sampled = calibrated_for
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        self.sampled = len(messages) or self.calibrated_for
         if messages and len(messages) != self.calibrated_for:
-            log.warning("round %d: central DP noise is calibrated for %d sampled clients but %d were sampled "
-                        "(connected SuperNodes differ from run.num_clients); the privacy row accounts for it",
-                        server_round, self.calibrated_for, len(messages))
+            log.warning("round %d: central DP divides by %d sampled clients but %d were sampled (connected "
+                        "SuperNodes differ from run.num_clients); the privacy row accounts a cohort of %d",
+                        server_round, self.calibrated_for, len(messages), len(messages))
         return messages
 
     def aggregate_train(self, server_round: int,
@@ -117,13 +148,15 @@ class CentralDpRelease(StrategyWrapper):
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         if arrays is not None:
             n = self.aggregated()
-            z = effective_noise_multiplier(self.noise_multiplier, n, self.calibrated_for)
-            eps = self.account.compose(z, n)
+            z = self.noise_multiplier / 2  # std z C / m over sensitivity 2 C / m (replace-one)
+            eps = self.account.compose(z, max(self.sampled, self.calibrated_for))
             if n != self.calibrated_for:
-                log.warning("round %d: central DP averaged %d of the %d clients its noise was calibrated for: "
-                            "effective noise multiplier %.4g (configured %.4g)", server_round, n,
-                            self.calibrated_for, z, self.noise_multiplier)
+                log.info("round %d: central DP summed %d of the %d sampled replies (the denominator stays %d: "
+                         "less signal, same noise)", server_round, n, self.calibrated_for, self.calibrated_for)
+            r = self.relation
             self.folder.append(PrivacyRow(round=server_round, epsilon=eps, delta=self.account.delta,
                                           accountant=ACCOUNTANT, mechanism="central_dp", time=time.time(),
-                                          noise_multiplier=z, clients=n, sampled=self.calibrated_for))
+                                          noise_multiplier=z, clients=n, sampled=self.calibrated_for,
+                                          format=PRIVACY_FORMAT, unit=r.unit, relation=r.relation,
+                                          sensitivity=r.sensitivity))
         return arrays, metrics

@@ -2,7 +2,8 @@
 
 Wrapping order (outermost first)::
 
-    DifferentialPrivacy{Server,Client}SideFixedClipping  ->  DefenseTap  ->  CuriousStrategy  ->  FedAvg
+    CentralDpRelease -> DifferentialPrivacy{Server,Client}SideFixedClipping -> FixedDenominator
+      ->  DefenseTap  ->  CuriousStrategy  ->  FedAvg
 
 Flower's central-DP wrapper (``[defense.central_dp]``) is outermost so that it clips every reply (server-side
 clipping) *before* the curious strategy captures it and adds its Gaussian noise *after* FedAvg averaged: the
@@ -25,14 +26,15 @@ from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
                                      DifferentialPrivacyServerSideFixedClipping, Strategy)
 
 from fedsim.core import defense_registry, messages as K
+from fedsim.core.accounting import relation_of
 from fedsim.core.config import ExperimentConfig
 from fedsim.core.defense_config import CentralDp, sampled_clients
 from fedsim.core.defense_custom import OPTIONS_KEY
 from fedsim.core.objref import options_of
 from fedsim.core.defense_object import STRATEGY, resolve
-from fedsim.core.rows import PrivacyRow
+from fedsim.core.rows import PRIVACY_FORMAT, PrivacyRow
 from fedsim.core.runfolder import RunFolder
-from fedsim.server.central_dp import CentralDpRelease
+from fedsim.server.central_dp import CentralDpRelease, FixedDenominator
 from fedsim.server.strategy import CuriousStrategy
 from fedsim.server.wrapping import StrategyWrapper
 
@@ -50,8 +52,28 @@ def privacy_row(cfg: ExperimentConfig, server_round: int, epsilons: list[float])
     """The round's DP-SGD privacy row (largest epsilon any client reported), or None."""
     if not epsilons:
         return None
-    return PrivacyRow(round=server_round, epsilon=max(epsilons), delta=cfg.defense.dp_sgd.delta,
-                      accountant="opacus-rdp", mechanism="dp_sgd", time=time.time())
+    d = cfg.defense.dp_sgd
+    r = relation_of("dp_sgd", d.max_grad_norm)
+    return PrivacyRow(round=server_round, epsilon=max(epsilons), delta=d.delta, accountant="opacus-rdp",
+                      mechanism="dp_sgd", time=time.time(), noise_multiplier=d.noise_multiplier,
+                      format=PRIVACY_FORMAT, unit=r.unit, relation=r.relation, sensitivity=r.sensitivity)
+
+
+def server_privacy_rows(cfg: ExperimentConfig, server_round: int, released: int) -> list[PrivacyRow]:
+    """The rows of every defense whose rows the server writes (``privacy_rows = "server"``: local DP), its
+    ``spent()`` over the ``released`` rounds aggregated so far (a lost round releases nothing); the Message-API
+    stack (:class:`DefenseTap`) and SecAgg+ (``server/secagg.py``) both write them."""
+    rows = []
+    for d, t in defense_registry.active(cfg.defense):
+        if d.privacy_rows != "server":  # "clients": privacy_row above; "wrapper": CentralDpRelease, as run
+            continue
+        for spent in d.spent(cfg, t, released, PRIVACY_DELTA, None):
+            r = spent.relation
+            rows.append(PrivacyRow(round=server_round, epsilon=spent.epsilon, delta=spent.delta,
+                                   accountant=spent.accountant, mechanism=spent.mechanism, time=time.time(),
+                                   **({} if r is None else dict(format=PRIVACY_FORMAT, unit=r.unit,
+                                                                relation=r.relation, sensitivity=r.sensitivity))))
+    return rows
 
 
 class DefenseTap(StrategyWrapper):
@@ -76,13 +98,8 @@ class DefenseTap(StrategyWrapper):
             self.folder.append(row)
         if arrays is not None:
             self.released += 1
-            for d, t in defense_registry.active(self.cfg.defense):
-                if d.privacy_rows != "server":  # "clients": the row above; "wrapper": CentralDpRelease, as run
-                    continue
-                for spent in d.spent(self.cfg, t, self.released, PRIVACY_DELTA, None):
-                    self.folder.append(PrivacyRow(round=server_round, epsilon=spent.epsilon, delta=spent.delta,
-                                                  accountant=spent.accountant, mechanism=spent.mechanism,
-                                                  time=time.time()))
+            for row in server_privacy_rows(self.cfg, server_round, self.released):
+                self.folder.append(row)
         return arrays, metrics
 
 
@@ -94,16 +111,16 @@ def weighting_key(cfg: ExperimentConfig) -> str:
 
 def central_dp_wrapper(strategy: Strategy, cfg: ExperimentConfig, d: CentralDp, *, curious: CuriousStrategy,
                        folder: RunFolder) -> Strategy:
-    """``CentralDpRelease -> Flower fixed-clipping wrapper -> strategy``; the wrapper is calibrated for FedAvg's own
-    sample size (``sampled_clients``), the count the accountant uses too."""
+    """``CentralDpRelease -> Flower fixed-clipping wrapper -> FixedDenominator -> strategy``; the wrapper's noise
+    and the estimator's denominator are FedAvg's own sample size (``sampled_clients``), the accountant's cohort."""
     wrapper = (DifferentialPrivacyServerSideFixedClipping if d.clipping == "server"
                else DifferentialPrivacyClientSideFixedClipping)
     m = sampled_clients(cfg)
-    strategy = wrapper(strategy, noise_multiplier=d.noise_multiplier, clipping_norm=d.clip_norm,
-                       num_sampled_clients=m)
-    return CentralDpRelease(strategy, noise_multiplier=d.noise_multiplier, calibrated_for=m,
-                            population=cfg.run.num_clients, delta=PRIVACY_DELTA, folder=folder,
-                            aggregated=lambda: len(curious.accepted))
+    accepted = lambda: len(curious.accepted)  # noqa: E731 - the replies FedAvg averaged this round
+    strategy = wrapper(FixedDenominator(strategy, denominator=m, aggregated=accepted),
+                       noise_multiplier=d.noise_multiplier, clipping_norm=d.clip_norm, num_sampled_clients=m)
+    return CentralDpRelease(strategy, noise_multiplier=d.noise_multiplier, clip_norm=d.clip_norm, calibrated_for=m,
+                            population=cfg.run.num_clients, delta=PRIVACY_DELTA, folder=folder, aggregated=accepted)
 
 
 #: strategy-wrapper appliers by name (``Applier(STRATEGY, name)``): ``(strategy, cfg, table, *, curious, folder)

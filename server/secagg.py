@@ -46,7 +46,7 @@ from fedsim.core.experiment import make_model
 from fedsim.core.rows import CaptureErrorRow, LostRoundRow
 from fedsim.core.runfolder import RunFolder
 from fedsim.core.types import ClientUpdate
-from fedsim.server.defense_wiring import AGGREGATE_CLIENT, known_defenses, privacy_row
+from fedsim.server.defense_wiring import AGGREGATE_CLIENT, known_defenses, privacy_row, server_privacy_rows
 from fedsim.server.sinks import deliver
 
 log = logging.getLogger("fedsim.server")
@@ -66,6 +66,7 @@ class SecAggCuriousStrategy(LegacyStrategy):
         self.vector_names = K.secagg_vector_names(self.initial)
         self.sent: dict[str, torch.Tensor] = {}
         self.aggregated_round = 0
+        self.released = 0  # rounds aggregated (local DP's rows compose over them)
 
     def _state(self, parameters: Parameters) -> dict[str, torch.Tensor]:
         arrays = parameters_to_ndarrays(parameters)
@@ -102,6 +103,9 @@ class SecAggCuriousStrategy(LegacyStrategy):
             deliver(update, self.sinks, self.folder)  # a failing sink is a capture_error row
         row = privacy_row(self.cfg, server_round, [float(m[K.EPSILON]) for m in metrics if K.EPSILON in m])
         if row is not None:
+            self.folder.append(row)
+        self.released += 1
+        for row in server_privacy_rows(self.cfg, server_round, self.released):  # local DP inside each client
             self.folder.append(row)
         log.info("round %d: SecAgg+ aggregate of %d clients (%d failed)", server_round, len(results), len(failures))
         return ndarrays_to_parameters([agg[n].numpy() for n in self.initial]), {}

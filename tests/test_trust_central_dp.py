@@ -1,10 +1,11 @@
-"""Central DP reports the privacy of the noise really added (issue 21, defect 1).
+"""Central DP reports the privacy of the noise really added (issue 21, defect 1; issue 35, defect 1).
 
-The released aggregate under Flower's fixed-clipping wrapper is ``mean(clipped replies) + N(0, (z C / m)^2)``.
-These tests measure that noise from what the server released (mocked stack) and from the captures of a real
-Flower simulation (unequal Dirichlet partitions, partial sampling, a dropout), and check that the equal-weight
-mean is what was released, that the privacy row names the effective multiplier ``z n / m``, and that the
-reported epsilon is at least the epsilon of the measured noise.
+The released aggregate is ``W + sum(clipped deltas) / m + N(0, (z C / m)^2)`` (Flower's fixed-clipping wrapper
+for clipping and noise, fedsim's fixed denominator m: ``fedsim.server.central_dp``). These tests measure that
+noise from what the server released (mocked stack) and from the captures of a real Flower simulation (unequal
+Dirichlet partitions, partial sampling, a dropout), and check that equal weights are what was released, that
+the privacy row names the multiplier ``z / 2`` (replace-one, sensitivity ``2 C / m``) and that the reported
+epsilon is the epsilon of the measured noise (tests/test_dp_relations.py recomputes it with dp_accounting).
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import pytest
 import torch
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim.core.accounting import composed_gaussian_epsilon, gaussian_epsilon
+from fedsim.core.accounting import central_dp_epsilon, central_dp_releases_epsilon
 from fedsim.core.config import ExperimentConfig
 from fedsim.core.defense_config import sampled_clients
 from fedsim.core.models import build_model
 from fedsim.core.rows import PrivacyRow
 from fedsim.core.runfolder import RunFolder
-from fedsim.server.central_dp import CentralDpAccount, effective_noise_multiplier
+from fedsim.server.central_dp import CentralDpAccount
 from fedsim.server.defense_wiring import weighting_key, wrap_strategy
 from fedsim.server.strategy import CuriousStrategy
 from fedsim.server.validation import ReplyGate, ReplyScreen, TrainSettings
@@ -67,6 +68,7 @@ def test_one_sampled_count_feeds_fedavg_the_wrapper_and_the_accountant(tmp_path)
     gate, *_ = _gate(tmp_path, cfg)
     release = gate.inner
     assert release.calibrated_for == 3 and release.inner.num_sampled_clients == 3
+    assert release.inner.strategy.denominator == 3 and release.relation.sensitivity == pytest.approx(2 / 3)
 
 
 def test_unequal_claims_are_averaged_with_equal_weights(tmp_path):
@@ -88,10 +90,11 @@ def test_unequal_claims_are_averaged_with_equal_weights(tmp_path):
 
 def test_the_noise_measured_in_the_release_is_the_noise_the_row_accounts_for(tmp_path):
     """Round 1: 3 replies (the full sample), round 2: one dropout (2 of 3). The noise is measured as the release
-    minus the equal-weight mean of the clipped replies; its multiplier matches the row's effective one and the
-    reported epsilon is at least the epsilon of the measured noise."""
-    z, clip = 0.8, 0.5
+    minus ``W + sum(clipped deltas) / m``; over the sensitivity ``2 C / m`` it is the row's multiplier ``z / 2``
+    in both rounds (a dropout lowers the signal, not the noise)."""
+    z, clip, m = 0.8, 0.5, 3
     gate, sent, names, captured, folder = _gate(tmp_path, _cfg(z, clip))
+    w0 = _flat(sent, names)
     measured = []
     for rnd, replies in ((1, [_reply(_honest(sent, s, scale=0.05), {"num-examples": 10 + 90 * s}, s)
                               for s in range(3)]),
@@ -100,28 +103,27 @@ def test_the_noise_measured_in_the_release_is_the_noise_the_row_accounts_for(tmp
         captured.clear()
         _configure(gate, sent, rnd)
         arrays, _ = gate.aggregate_train(rnd, replies)
-        noise = _flat(arrays.to_torch_state_dict(), names) - torch.stack(
-            [_flat(u.weights_after, names) for u in captured]).mean(0)
-        n = len(captured)
-        measured.append(float(noise.std()) / (clip / n))
+        noise = _flat(arrays.to_torch_state_dict(), names) - w0 - sum(
+            _flat(u.weights_after, names) - w0 for u in captured) / m
+        measured.append(float(noise.std()) / (2 * clip / m))
     rows = folder.rows(PrivacyRow)
     assert [(r.round, r.clients, r.sampled) for r in rows] == [(1, 3, 3), (2, 2, 3)]
-    assert rows[0].noise_multiplier == pytest.approx(z) and rows[1].noise_multiplier == pytest.approx(z * 2 / 3)
     tol = 4 / math.sqrt(2 * 9098)  # relative sampling error of a std over 9098 coordinates, 4 sigma
     for row, z_measured in zip(rows, measured):
-        assert row.noise_multiplier == pytest.approx(z_measured, rel=tol)
-    assert rows[1].epsilon >= composed_gaussian_epsilon([m * (1 + tol) for m in measured], 1e-5)
-    assert rows[1].epsilon > gaussian_epsilon(z, 2, 1e-5)  # the dropout weakened round 2: more than configured
+        assert row.noise_multiplier == pytest.approx(z / 2) == pytest.approx(z_measured, rel=tol)
+    assert rows[1].epsilon == pytest.approx(central_dp_epsilon(z, 2, 1e-5, 3, 5))
 
 
-def test_flowers_accountant_agrees_with_opacus_on_releases_of_different_noise():
+def test_the_accountant_composes_releases_under_replace_one():
     account = CentralDpAccount(population=10, delta=1e-5)
-    zs = [1.0, 1.0, 2 / 3, 0.5, 1.0]
+    zs = [0.5, 0.5, 1 / 3, 0.25, 0.5]
     for z in zs:
         eps = account.compose(z, 3)
-    assert eps == pytest.approx(composed_gaussian_epsilon(zs, 1e-5), rel=1e-3)
-    assert composed_gaussian_epsilon([1.0] * 5, 1e-5) == pytest.approx(gaussian_epsilon(1.0, 5, 1e-5))
-    assert effective_noise_multiplier(1.0, 2, 4) == 0.5
+    assert eps == pytest.approx(central_dp_releases_epsilon([(z, 3, 10) for z in zs], 1e-5))
+    assert central_dp_epsilon(1.0, 5, 1e-5, 3, 10) == pytest.approx(
+        central_dp_releases_epsilon([(0.5, 3, 10)] * 5, 1e-5))
+    # sampling 3 of 10 without replacement amplifies; all 10 of 10 is the plain Gaussian at z / 2
+    assert central_dp_epsilon(1.0, 5, 1e-5, 3, 10) < central_dp_epsilon(1.0, 5, 1e-5, 10, 10)
     assert account.compose(0.0, 3) == math.inf
 
 
@@ -149,17 +151,19 @@ def test_a_real_federation_reports_at_least_the_epsilon_of_the_noise_in_its_capt
     updates = [load_update(p) for p in iter_captures(out)]
     names = updates[0].parameter_names
     rows = {r.round: r for r in RunFolder(out).rows(PrivacyRow) if r.mechanism == "central_dp"}
-    measured = []
+    measured, m = [], 3
     for rnd in (1, 2):
         mine = [u for u in updates if u.server_round == rnd]
         later = next(u for u in updates if u.server_round == rnd + 1)
-        assert rows[rnd].clients == len(mine) and rows[rnd].sampled == 3
-        noise = _flat(later.weights_before, names) - torch.stack([_flat(u.weights_after, names) for u in mine]).mean(0)
-        measured.append(float(noise.std()) / (clip / len(mine)))
+        assert rows[rnd].clients == len(mine) and rows[rnd].sampled == m
+        w0 = _flat(mine[0].weights_before, names)
+        noise = _flat(later.weights_before, names) - w0 - sum(_flat(u.weights_after, names) - w0 for u in mine) / m
+        measured.append(float(noise.std()) / (2 * clip / m))  # replace-one, fixed denominator m
     tol = 4 / math.sqrt(2 * len(noise))
     for rnd, z_measured in zip((1, 2), measured):
         assert rows[rnd].noise_multiplier == pytest.approx(z_measured, rel=tol)
-    assert rows[2].epsilon >= composed_gaussian_epsilon([m * (1 + tol) for m in measured], 1e-5)
+    assert rows[2].epsilon == pytest.approx(central_dp_releases_epsilon([(zm, m, 5) for zm in measured], 1e-5),
+                                            rel=0.05)
 
 
 def test_the_report_names_a_weakened_release(tmp_path):

@@ -39,6 +39,12 @@ class DpSgdDefense(Defense):
     def check(self, cfg: Any, config_error: type[Exception]) -> None:
         from fedsim.core.dp_sgd import check_dp_sgd_model
 
+        mix = cfg.defense.training.mixup_alpha
+        if mix > 0:  # defenses.mixup_step_loss: record i enters its own and perm^-1(i)'s clipped gradient
+            raise config_error(
+                f"defense.training.mixup_alpha: {mix:g} cannot be combined with defense.dp_sgd.enabled: mixup puts "
+                "each record into two clipped per-example gradients (sensitivity 2 C, epsilon accounts C); set "
+                "mixup_alpha = 0 (label_smoothing is fine)")
         check_dp_sgd_model(cfg, config_error)  # Opacus' ModuleValidator: BatchNorm refused before Flower starts
 
     def spent(self, cfg: Any, t: DpSgd, rounds: int, delta: float, client_examples: int | None) -> list[Spent]:
@@ -49,7 +55,8 @@ class DpSgdDefense(Defense):
         tr = cfg.train
         q, steps = dp_sgd_steps(client_examples, tr.algorithm, tr.batch_size, tr.local_epochs, tr.max_local_steps)
         return [Spent("dp_sgd", accounting.dp_sgd_epsilon(t.noise_multiplier, q, steps * rounds, t.delta), t.delta,
-                      releases=steps * rounds, note="record-level, per client")]
+                      releases=steps * rounds, note="record-level, per client",
+                      relation=accounting.relation_of("dp_sgd", t.max_grad_norm))]
 
 
 class CentralDpDefense(Defense):
@@ -69,8 +76,13 @@ class CentralDpDefense(Defense):
         return server + ((Applier(CLIENT_MOD, "fixedclipping", 30),) if t.clipping == "client" else ())
 
     def spent(self, cfg: Any, t: CentralDp, rounds: int, delta: float, client_examples: int | None) -> list[Spent]:
-        return [Spent("central_dp", accounting.central_dp_epsilon(t.noise_multiplier, rounds, delta), delta,
-                      releases=rounds, note="client-level, add/remove one client")]
+        from fedsim.core.defense_config import sampled_clients
+
+        m, n = sampled_clients(cfg), cfg.run.num_clients
+        return [Spent("central_dp", accounting.central_dp_epsilon(t.noise_multiplier, rounds, delta, min(m, n), n),
+                      delta, accountant="dp-accounting-rdp", releases=rounds,
+                      note=f"client-level, replace-one, cohort {m} of {n} without replacement, denominator {m}",
+                      relation=accounting.relation_of("central_dp", t.clip_norm, m))]
 
 
 class LocalDpDefense(Defense):
@@ -85,10 +97,11 @@ class LocalDpDefense(Defense):
         return (Applier(CLIENT_MOD, "local_dp", 20),)
 
     def spent(self, cfg: Any, t: LocalDp, rounds: int, delta: float, client_examples: int | None) -> list[Spent]:
-        basic = accounting.local_dp_basic(t.epsilon, t.delta, rounds)
         return [Spent("local_dp", accounting.local_dp_epsilon(t.epsilon, t.delta, rounds, delta), delta,
                       releases=rounds,
-                      note=f"RDP composition; basic composition: eps {basic[0]:g}, delta {basic[1]:g}")]
+                      note="RDP composition at sensitivity 2 C (replace-one); the mod's own (epsilon, delta) "
+                           "per release assumes C and is not claimed",
+                      relation=accounting.relation_of("local_dp", t.clip_norm))]
 
 
 class UpdateDefenseDefense(Defense):

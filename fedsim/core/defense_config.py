@@ -50,8 +50,9 @@ class LocalDp:
     """``[defense.local_dp]``: Flower's ``LocalDpMod`` (clip + Gaussian noise on each client's update)."""
 
     enabled: bool = opt(False, doc="run Flower's LocalDpMod on every ClientApp")
-    clip_norm: float = opt(1.0, minimum=1e-12, doc="LocalDpMod clipping norm (= its sensitivity)")
-    epsilon: float = opt(10.0, minimum=1e-12, doc="LocalDpMod epsilon (per release)")
+    clip_norm: float = opt(1.0, minimum=1e-12, doc="LocalDpMod clipping norm C (replace-one sensitivity 2 C)")
+    epsilon: float = opt(10.0, minimum=1e-12, doc="LocalDpMod's calibration: noise std C sqrt(2 ln(1.25/delta)) / "
+                         "epsilon (Flower's, at sensitivity C); the privacy rows account it at 2 C")
     delta: float = opt(1e-5, minimum=1e-12, maximum=1.0, doc="LocalDpMod delta")
 
 

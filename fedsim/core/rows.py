@@ -211,7 +211,12 @@ class SkippedRow(Row):
 
 @dataclass(frozen=True, kw_only=True)
 class PrivacyRow(Row):
-    """The privacy spent so far by a DP mechanism, from its accountant."""
+    """The privacy spent so far by a DP mechanism, from its accountant.
+
+    ``format`` 2 (:data:`PRIVACY_FORMAT`) rows state what epsilon is about: ``unit`` (``example`` / ``client``),
+    ``relation`` (``add-remove`` / ``replace-one``) and ``sensitivity`` (L2, in the units of the noised vector).
+    A row without ``format`` is format 1 (before issue 35): its relation was never stated (central and local DP
+    were accounted at ``C`` where their relation needs ``2 C``); readers say so instead of guessing."""
 
     KIND: ClassVar[str] = "privacy"
     round: int
@@ -220,9 +225,16 @@ class PrivacyRow(Row):
     accountant: str
     mechanism: str | None = None
     time: float | None = None
-    noise_multiplier: float | None = None  # central DP: the release's effective multiplier (z * clients / sampled)
-    clients: int | None = None             # central DP: replies averaged in the release
-    sampled: int | None = None             # central DP: clients the noise was calibrated for
+    noise_multiplier: float | None = None  # std / sensitivity of the release accounted (central DP: per release)
+    clients: int | None = None             # central DP: replies summed in the release
+    sampled: int | None = None             # central DP: the fixed denominator m (FedAvg's cohort size)
+    format: int | None = None              # PRIVACY_FORMAT; None = format 1 (no unit / relation / sensitivity)
+    unit: str | None = None                # "example" | "client": whose data the guarantee protects
+    relation: str | None = None            # "add-remove" | "replace-one": the neighbouring datasets
+    sensitivity: float | None = None       # L2 sensitivity of the noised vector under ``relation``
+
+
+PRIVACY_FORMAT = 2  # PrivacyRow.format of rows that state unit, relation and sensitivity
 
 
 @dataclass(frozen=True, kw_only=True)

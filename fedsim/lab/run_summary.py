@@ -81,11 +81,19 @@ def inversion_lines(rows: Sequence[InversionRow]) -> list[str]:
 
 
 def privacy_line(rows: Sequence[PrivacyRow]) -> str | None:
+    """The largest epsilon spent (the report's and the sweep's figure): a round's DP-SGD row holds the largest
+    epsilon of the clients that took part in it, so under partial participation the last round's row can be
+    below what an earlier client spent (issue 35, defect 4). Several mechanisms: the largest of each."""
     if not rows:
         return None
-    last = max(rows, key=lambda r: r.round)
-    eps = max(r.epsilon for r in rows if r.round == last.round)
-    return f"privacy spent: epsilon {eps:.2f} at delta {last.delta:.0e} ({last.accountant}) after round {last.round}"
+    last = max(r.round for r in rows)
+    parts = []
+    for mech in dict.fromkeys(r.mechanism for r in rows):
+        mine = [r for r in rows if r.mechanism == mech]
+        top = max(mine, key=lambda r: r.epsilon)
+        parts.append(f"{(mech + ' ') if len(set(r.mechanism for r in rows)) > 1 else ''}epsilon {top.epsilon:.2f} "
+                     f"at delta {top.delta:.0e} ({top.accountant})")
+    return f"privacy spent (max): {'; '.join(parts)} after round {last}"
 
 
 def summary_lines(run: Path, report: Path | None) -> list[str]:
