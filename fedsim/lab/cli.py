@@ -324,6 +324,9 @@ def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
                        help="TensorBoard log folder or MLflow tracking URI (default: tracking.dir / tracking.uri, "
                        "else <run>/tensorboard or file:<run>/mlruns)")
     track.set_defaults(func=_cmd_track)
+    from fedsim.lab.data_get import add_parser as add_data_parser  # `fedsim data get` (no torch at parse time)
+
+    add_data_parser(sub)
 
 
 def _terminate(signum, frame) -> None:  # noqa: ARG001
