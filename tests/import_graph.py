@@ -15,7 +15,7 @@ DYNAMIC_IMPORTS = ("import_module", "__import__")  # importlib.import_module("x"
 
 #: top-level folder -> the import name it installs as (pyproject.toml ``[tool.setuptools] package-dir``)
 INSTALLED_AS = {"fedsim": "fedsim", "attacks": "fedsim.attacks", "clients": "fedsim.clients",
-                "server": "fedsim.server"}
+                "server": "fedsim.server", "configs": "fedsim.presets"}  # configs/: the presets, package data
 SHELL_FOLDERS = ("attacks", "clients", "server")
 
 

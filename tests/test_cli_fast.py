@@ -185,8 +185,9 @@ def test_check_preflight_error_exits_2(capsys: pytest.CaptureFixture[str]) -> No
 
     assert main(["check", "configs/smoke.toml", "--set", "attack.inversion=nope"]) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.startswith("fedsim: config error: attack.inversion: 'nope'")
-    assert captured.err.count("\n") == 1
+    assert captured.out.startswith("# code: this config names no module of its own")  # said first (a config is code)
+    assert all(line.startswith("# ") for line in captured.out.splitlines())
+    assert captured.err.startswith("fedsim: config error: attack.inversion: 'nope'") and captured.err.count("\n") == 1
 
 
 def _arguments(parser, path: str = "fedsim"):
@@ -246,7 +247,7 @@ def test_check_a_sweep_file_checks_every_federation(capsys: pytest.CaptureFixtur
     assert all(len(s["disk_estimates"]) == 3 for s in doc["settings"])  # one per seed: partitions follow it
     assert doc["total_bytes"] == sum(d["total_bytes"] for s in doc["settings"] for d in s["disk_estimates"])
     assert main(["check", "configs/sweep_dp.toml"]) == 0
-    text = capsys.readouterr().out.splitlines()
+    text = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("# ")]  # the code lines
     assert text[0].startswith("sweep dp_sgd: 4 settings x 3 seeds (0, 1, 2) = 12 federations; preflight: ok")
     assert len(text) == 1 + 4 + 1
 

@@ -9,7 +9,6 @@ write one absolute folder.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -160,26 +159,20 @@ def test_the_server_keeps_a_folder_the_runner_prepared(tmp_path):
     _unchanged(user, before)
 
 
-def test_run_dir_is_the_checkout_even_from_flowers_copy_of_the_app(tmp_path):
-    """Flower imports the ServerApp from its installed copy (``FLWR_HOME/apps/<app>/``); relative run folders
-    must still resolve to the checkout the environment has installed, where the ClientApps write."""
-    from fedsim.core.experiment import _installed_checkout
-
-    if _installed_checkout() != ROOT:
-        pytest.skip("this environment's editable fedsim install is not this checkout")
-    app = tmp_path / "apps" / "fedsim.fedsim.0.1.0.abcd"
-    shutil.copytree(ROOT / "fedsim", app / "fedsim", ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import fedsim.core.experiment as e; "
-            "from fedsim.core.config import from_flat; assert e.__file__.startswith(sys.argv[1]), e.__file__; "
-            "print(e.run_dir(from_flat({'run.name': 'smoke'})))")
+def test_a_relative_run_dir_is_anchored_at_fedsim_root_or_the_cwd_never_the_package(tmp_path):
+    """A process handed a relative ``run.out_dir`` (a config submitted by a bare ``flwr run``) anchors it at
+    ``$FEDSIM_ROOT``, else at its working folder (``fedsim.core.paths``): never at the package's own folder
+    (before: ``fedsim/runs/`` without an editable install) nor at Flower's copy of the app."""
+    code = ("import fedsim.core.paths as p; from fedsim.core.config import from_flat; "
+            "print(p.run_dir(from_flat({'run.name': 'smoke'})))")
     env = {k: v for k, v in os.environ.items() if k not in ("FEDSIM_ROOT", "PYTHONPATH")}
-    got = subprocess.run([sys.executable, "-c", code, str(app)], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=120)
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120)
     assert got.returncode == 0, got.stderr[-2000:]
-    assert Path(got.stdout.strip()) == ROOT / "runs" / "smoke"
+    assert Path(got.stdout.strip()) == tmp_path / "runs" / "smoke"
     env["FEDSIM_ROOT"] = str(tmp_path / "elsewhere")
-    got = subprocess.run([sys.executable, "-c", code, str(app)], capture_output=True, text=True, env=env,
-                         cwd=tmp_path, timeout=120)
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120)
     assert Path(got.stdout.strip()) == tmp_path / "elsewhere" / "runs" / "smoke", got.stderr[-2000:]
 
 

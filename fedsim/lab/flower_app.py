@@ -26,10 +26,15 @@ FILE = "pyproject.toml"
 def app_document() -> dict[str, Any]:
     """The app's ``pyproject.toml`` as a mapping: ``[project]`` (name, version), ``[tool.flwr.app]`` (publisher,
     components, the config declarations with ``ExperimentConfig``'s defaults)."""
-    from fedsim import __version__
+    from importlib.metadata import PackageNotFoundError, version
+
     from fedsim.core.config import ExperimentConfig
 
-    return {"project": {"name": "fedsim", "version": __version__,
+    try:
+        installed = version("fedsim")  # the installed distribution's (importing fedsim's __init__ would loop)
+    except PackageNotFoundError:
+        installed = "0.0.0"
+    return {"project": {"name": "fedsim", "version": installed,
                         "description": "fedsim's Flower app: the installed fedsim package's ServerApp and ClientApp",
                         "license": "Apache-2.0"},
             "tool": {"flwr": {"app": {"publisher": PUBLISHER, "components": dict(COMPONENTS),
