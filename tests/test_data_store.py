@@ -177,3 +177,15 @@ def test_missing_cifar10_names_the_fetch_command(cache, tmp_path):
             store.open_dataset("cifar10", data_dir)
         assert "\n" not in str(err.value)
     assert not any(p.is_dir() for p in cache.iterdir())  # nothing half-written for a dataset that is not there
+
+
+def test_key_follows_the_source_files_not_the_cache_under_data_dir(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    (data / "cifar-10-batches-py").mkdir(parents=True)
+    (data / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"1")
+    monkeypatch.setenv(store.CACHE_ENV, str(data / "cache"))
+    key = store.dataset_key("cifar10", data, 0, {})
+    (data / "cache" / "cifar10-x").mkdir(parents=True)  # the store writing under data_dir changes nothing
+    assert store.dataset_key("cifar10", data, 0, {}) == key
+    (data / "cifar-10-batches-py" / "data_batch_2").write_bytes(b"2")  # a source file added: a new key
+    assert store.dataset_key("cifar10", data, 0, {}) != key

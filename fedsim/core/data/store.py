@@ -14,9 +14,10 @@ pyarrow (~100 MB) is not a fedsim dependency.
 **Layout.** ``<cache>/<dataset>-<key>/{train_x,train_y,test_x,test_y}.npy`` and ``meta.json`` (name, classes,
 mean, std, divisor, format). ``<cache>``: ``$FEDSIM_DATA_CACHE``, else ``$XDG_CACHE_HOME/fedsim/datasets``, else
 ``~/.cache/fedsim/datasets``. ``<key>``: sha256 of the format version, the dataset name, ``data_dir`` (resolved),
-``image_size``, ``data.options`` and a cheap fingerprint of the source (size and mtime of ``data_dir`` and the
-entries two levels down; a user loader's module file): files added, removed or renamed there make a new folder.
-An image edited in place under an unchanged name is not seen: delete the cache folder.
+``image_size``, ``data.options`` and a cheap fingerprint of the source (names, file sizes and mtimes of the
+entries of ``data_dir`` two levels down, hidden ones and the cache itself left out; a user loader's module file):
+files added, removed or renamed there make a new folder. A change deeper down that leaves those unchanged (an
+image edited in place in ``folder``'s ``train/<class>/``) is not seen: delete the cache folder.
 
 **Pixels.** Sources with integer pixels (``sources``: every registered dataset) store their uint8 arrays as they
 are (``RawDataset``); any other ``ImageDataset`` (``folder``, a user's loader, ``data.image_size`` resizing) is
@@ -146,11 +147,11 @@ def _fingerprint(name: str, data_dir: Path | None) -> str:
     stats = []
     if data_dir and Path(data_dir).exists():
         root = Path(data_dir)
-        entries = [root] + _children(root)
-        entries += [g for c in entries[1:] if c.is_dir() for g in _children(c)]
-        for p in entries:
+        entries = _children(root)
+        entries += [g for c in entries if c.is_dir() for g in _children(c)]
+        for p in entries:  # not the folders' own mtimes at the top: the cache may live under data_dir
             st = p.stat()
-            stats.append(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}")
+            stats.append(f"{p.relative_to(root)}:{st.st_size if p.is_file() else 0}:{st.st_mtime_ns}")
     if ":" in name:  # a user's package.module:loader: its module file
         import importlib.util
 
@@ -165,8 +166,11 @@ def _fingerprint(name: str, data_dir: Path | None) -> str:
 
 
 def _children(folder: Path) -> list[Path]:
+    """Entries of ``folder`` that describe the source: not hidden ones, not the store's own folder."""
+    cache = cache_root().resolve()
     try:
-        return sorted(folder.iterdir())
+        return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.resolve() != cache
+                      and cache not in p.resolve().parents)
     except OSError:
         return []
 
