@@ -131,3 +131,25 @@ def test_every_inversion_method_attacks_and_scores_in_float64(method):
     assert "score_error" not in scores, scores["score_error"]
     assert 0.0 < scores["psnr"] < 200.0 and -1.0 <= scores["ssim"] <= 1.0
     assert 0.0 <= scores["ident_class_acc"] <= 1.0 and 0.0 <= scores["ident_reid_acc"] <= 1.0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("method", ["ig-shadow", "ig", "gradinversion"])
+def test_attack_and_score_on_cuda(method):
+    """The live path on a GPU: the capture (host tensors) attacked with a cuda model by the dummy-forward label
+    methods and an inversion, then scored (PSNR, SSIM, identifiability) without a score_error."""
+    update, truth = _capture()
+    labels = ("ilrg", "geng", "geng-bias", "llg+", "aux-nnls")
+    plan = AttackPlan(label_methods=labels, inversion=method, inversion_steps=5, seed=0)
+    results = attack_update(update, lambda: _model().float().cuda(), plan, _spec())
+    assert all(r.ok for r in results), [(r.method, r.error) for r in results if not r.ok]
+    classifier = PublicClassifier(SHAPE[0], CLASSES)
+    for res in results:
+        scores = score(res, truth, CLASSES, MEAN, STD, ident=Identify(classifier, _public()[0]))
+        assert "score_error" not in scores, (res.method, scores["score_error"])
+        if isinstance(res, InversionResult):
+            assert res.reconstruction.is_cuda
+            assert 0.0 < scores["psnr"] < 200.0 and scores["ident_reid_chance"] > 0.0
+        else:
+            assert res.restoration.labels.is_cuda and 0.0 <= scores["label_leacc"] <= 1.0

@@ -10,7 +10,8 @@ Conventions (all methods):
   over ``T * B`` sample visits; K = ``local_steps * batch_size`` (see :func:`samples_covered`, which uses
   ``local_epochs * num_examples`` when the steps are full epochs over the client's data). Counts then
   refer to visits: divide by ``local_epochs`` for per-example counts of a client that saw its data E times.
-* All arithmetic on gradients is float64, on the gradients' device (a tensor a method creates takes
+* All arithmetic on gradients is float64 (embeddings / probabilities are returned in the model's dtype), on the
+  gradients' device (a tensor a method creates takes
   ``device=`` from its inputs; solvers that need numpy cross to the host with ``.cpu()`` at the call).
 """
 

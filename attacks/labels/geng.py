@@ -34,11 +34,11 @@ def _dummy_statistics(model: nn.Module, k: int, options: dict) -> tuple[torch.Te
     return torch.softmax(z, dim=-1).mean(dim=0), float(e.sum(dim=1).mean())
 
 
-def _result(method: str, real: torch.Tensor, k: int, p_bar: torch.Tensor, source: str, o_bar: float
-            ) -> LabelRestoration:
+def _result(method: str, real: torch.Tensor, k: int, p_bar: torch.Tensor, source: str, o_bar: float,
+            dtype: torch.dtype) -> LabelRestoration:
     counts = round_to_total(real, k)
     return LabelRestoration(method=method, counts=counts, labels=counts_to_labels(counts),
-                            probabilities=p_bar,
+                            probabilities=p_bar.to(dtype),
                             extras={"real_counts": real, "source": source, "o_bar": o_bar})
 
 
@@ -50,7 +50,8 @@ def restore_geng(model: nn.Module, gradients, num_samples: int, **options) -> La
     if o_bar <= 0:
         raise AttackNotApplicable("geng (eq. 16) needs a positive classifier input sum (ReLU-like); use "
                                   "'geng-bias' (classifier with a bias) or 'llg' instead")
-    return _result("geng", k * p_bar - k * gw.sum(dim=1) / o_bar, k, p_bar, "weight", o_bar)
+    return _result("geng", k * p_bar - k * gw.sum(dim=1) / o_bar, k, p_bar, "weight", o_bar,
+                   next(model.parameters()).dtype)
 
 
 def restore_geng_bias(model: nn.Module, gradients, num_samples: int, **options) -> LabelRestoration:
@@ -59,4 +60,4 @@ def restore_geng_bias(model: nn.Module, gradients, num_samples: int, **options) 
     _, _, gb = last_layer(model, gradients)
     gb = require_bias(gb, "geng-bias", "geng")
     p_bar, o_bar = _dummy_statistics(model, k, options)
-    return _result("geng-bias", k * (p_bar - gb), k, p_bar, "bias", o_bar)
+    return _result("geng-bias", k * (p_bar - gb), k, p_bar, "bias", o_bar, next(model.parameters()).dtype)

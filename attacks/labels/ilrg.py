@@ -75,7 +75,7 @@ def _ilrg(method: str, model: nn.Module, gradients, num_samples: int, columns=No
     real = solve_counts(probs, gb, k, columns)
     counts = filter_and_round(real, k)
     return LabelRestoration(method=method, counts=counts, labels=counts_to_labels(counts),
-                            embeddings=emb, probabilities=probs,
+                            embeddings=emb.to(fc.weight.dtype), probabilities=probs.to(fc.weight.dtype),
                             extras={"real_counts": real, **(extras or {})})
 
 

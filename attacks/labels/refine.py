@@ -42,5 +42,5 @@ def restore_ilrg_refine(model: nn.Module, gradients, num_samples: int, iters: in
     emb = (p_bar[:, None] * e_bar[None] - gw) / share
     probs = softmax_of_embeddings(fc, emb)
     return LabelRestoration(method="ilrg-refine", counts=counts, labels=counts_to_labels(counts),
-                            embeddings=emb, probabilities=probs,
+                            embeddings=emb.to(fc.weight.dtype), probabilities=probs.to(fc.weight.dtype),
                             extras={"real_counts": real, "mean_embedding": e_bar, "mean_probability": p_bar})

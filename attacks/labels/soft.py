@@ -112,7 +112,8 @@ def restore_soft(model: nn.Module, gradients, num_samples: int, kind: str = "smo
     extras = {"lambda_r": lam, "how": how, "sum_residual": float(y.sum() - 1.0),
               "variance_loss": variance_loss(y, kind), **_summary(y, kind)}
     return LabelRestoration(method="soft", counts=counts, labels=counts_to_labels(counts),
-                            soft_labels=y[None], embeddings=emb[None], probabilities=probs,
+                            soft_labels=y[None].to(fc.weight.dtype), embeddings=emb[None].to(fc.weight.dtype),
+                            probabilities=probs.to(fc.weight.dtype),
                             extras=extras)
 
 
@@ -129,6 +130,7 @@ def _batch(model, gradients, k: int, gb, smoothing: float | None, kind: str, **o
     real = k * (y_bar - eps / c) / (1.0 - eps)
     counts = round_to_total(real, k)
     return LabelRestoration(method="soft", counts=counts, labels=counts_to_labels(counts),
-                            soft_labels=y_bar[None], probabilities=ref.extras["mean_probability"],
+                            soft_labels=y_bar[None].to(ref.probabilities.dtype),
+                            probabilities=ref.extras["mean_probability"].to(ref.probabilities.dtype),
                             extras={"smoothing": eps, "real_counts": real, "sum_residual": float(y_bar.sum() - 1.0),
                                     "how": "batch"})
