@@ -180,7 +180,7 @@ def open_dataset(name: str, data_dir: str | Path | None = None, *, image_size: i
     """The stored dataset for these settings: opened when its folder exists, else loaded once (``load_dataset``,
     or the source's raw uint8 arrays), written atomically and opened. Loader errors (``DatasetUnavailable`` with
     how to get the files, ``ConfigError``) pass through unchanged."""
-    path = Path(data_dir) if data_dir else None
+    path = Path(data_dir).expanduser() if data_dir else None
     options = dict(options or {})
     folder = cache_root() / dataset_key(name, path, image_size, options)
     if not _complete(folder):
