@@ -206,3 +206,23 @@ def test_secagg_with_local_dp_writes_the_local_dp_row(tmp_path):
     _stated(row, "client", "replace-one", 2.0)
     from fedsim.core.accounting import local_dp_epsilon
     assert row.round == 1 and row.epsilon == pytest.approx(local_dp_epsilon(1000.0, 1e-5, 1, 1e-5))
+
+
+# ---- the report states each mechanism's relation in one line -------------------------------------------------
+def test_report_states_one_relation_line_per_mechanism_and_reads_format_1_rows(tmp_path):
+    import json
+
+    from fedsim.core.runfolder import RunFolder
+    from fedsim.lab.report import write_report
+    from fedsim.server.defense_wiring import privacy_row
+
+    cfg = ExperimentConfig().replace(**{"defense.dp_sgd.enabled": True, "defense.dp_sgd.max_grad_norm": 0.5})
+    folder = RunFolder(tmp_path)
+    folder.append(privacy_row(cfg, 1, [1.92]))
+    folder.append(PrivacyRow(round=1, epsilon=3.0, delta=1e-5, accountant="flwr-rdp", mechanism="central_dp",
+                             noise_multiplier=0.3, clients=3, sampled=3))  # an old (format 1) row
+    old = json.loads(folder.metrics.read_text().splitlines()[-1])
+    assert "format" not in old and PrivacyRow.from_json(old).relation is None  # old rows still load
+    page = write_report(tmp_path).read_text(encoding="utf-8")
+    assert "dp_sgd: example-level, add-remove, sensitivity 0.5 (C); ε 1.92 at δ 1e-05 (opacus-rdp)" in page
+    assert "central_dp: neighbouring relation not recorded (format 1 rows" in page

@@ -33,6 +33,25 @@ def dp_on(data: RunData) -> bool:
         "off", "", None, False)
 
 
+#: how each built-in mechanism's sensitivity is written beside its number
+SENSITIVITY_FORMULA = {"dp_sgd": "C", "central_dp": "2 C / m", "local_dp": "2 C"}
+
+
+def relation_line(mechanism: str, rows: list[PrivacyRow]) -> str:
+    """One plain-text line per mechanism: whose data, which neighbours, the sensitivity, the largest epsilon.
+    ``central_dp: client-level, replace-one, sensitivity 0.333 (2 C / m); ε 12.4 at δ 1e-05 (dp-accounting-rdp)``.
+    Rows of format 1 (no ``relation``) say that the relation was not recorded."""
+    eps = [x for x in (eps_value(p.epsilon) for p in rows) if x is not None]
+    last = max(rows, key=lambda p: integer(p.round) or 0)
+    spent = f"ε {fmt_eps(max(eps) if eps else None, '.3g')} at δ {fmt(last.delta, '.0e')} ({last.accountant})"
+    if last.relation is None:
+        return (f"{mechanism}: neighbouring relation not recorded (format 1 rows, written before fedsim stated "
+                f"it; central and local DP were then accounted at C where their relation needs 2 C); {spent}")
+    formula = SENSITIVITY_FORMULA.get(mechanism)
+    return (f"{mechanism}: {last.unit}-level, {last.relation}, sensitivity {fmt(last.sensitivity, '.3g')}"
+            f"{f' ({formula})' if formula else ''}; {spent}")
+
+
 def _setting_key(p: PrivacyRow) -> tuple[str, str, str]:
     return str(p.mechanism or "dp"), str(p.accountant), fmt(p.delta, ".0e")
 
@@ -59,14 +78,19 @@ def privacy(data: RunData) -> str:
     settings = "; ".join(dp_settings(data))
     from fedsim.lab.report.bound import bound_html
 
+    by_mech: dict[str, list[PrivacyRow]] = defaultdict(list)
+    for p in data.privacy:
+        by_mech[str(p.mechanism or "dp")].append(p)
+    relations = "".join(f'<p class="relation">{e(relation_line(m, rows))}</p>' for m, rows in by_mech.items())
     return ((f'<p class="muted">Configured: {e(settings)}</p>' if settings else "")
+            + relations
             + bound_html(data)
             + _weakened(data.privacy)
             + table(["mechanism", "accountant", "δ", "ε spent (max)", "last round", "rows"], summary,
                     [False, False, True, True, True, True])
             + figure(plots.epsilon_plot(data.privacy), "epsilon spent after each round", narrow=True)
             + '<details><summary>ε per round (table)</summary>'
-            + table(["round", "mechanism", "ε", "δ", "accountant", "release (z as run, clients / calibrated)"],
+            + table(["round", "mechanism", "ε", "δ", "accountant", "release (z accounted, replies / denominator m)"],
                     per_round, [True, False, True, True, False, True])
             + "</details>")
 
@@ -79,8 +103,10 @@ def _release(p: PrivacyRow) -> str:
 
 
 def _weakened(rows: list[PrivacyRow]) -> str:
-    """A warning when central DP averaged fewer clients than its noise was calibrated for (weaker noise)."""
-    short = [p for p in rows if p.clients is not None and p.sampled and p.clients < p.sampled]
+    """A warning when central DP averaged fewer clients than its noise was calibrated for (weaker noise): rows
+    of format 1 only (a mean over the replies received). Since format 2 the denominator is fixed to m, so a
+    dropped reply lowers the signal, not the noise."""
+    short = [p for p in rows if p.clients is not None and p.sampled and p.clients < p.sampled and p.relation is None]
     if not short:
         return ""
     worst = min(short, key=lambda p: p.noise_multiplier if p.noise_multiplier is not None else 0.0)
