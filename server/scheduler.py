@@ -1,7 +1,8 @@
 """Attack scheduling off the federation's critical path.
 
 Each accepted update's capture file is submitted to a pool of worker processes (``attack.workers``; 0 runs
-inline). At most ``attack.queue_size`` attacks are pending; when the queue is full, ``attack.queue_policy``
+inline), or with ``attack.backend = "ray"`` to the Ray the federation runs in, as one task per attacked update
+holding ``attack.num_cpus`` / ``attack.num_gpus`` (:class:`RayJob`; Ray places it on any node of the cluster). At most ``attack.queue_size`` attacks are pending; when the queue is full, ``attack.queue_policy``
 says whether the round waits for the oldest one (``wait``, back-pressure) or the update is not attacked
 (``drop``, logged as a ``skipped`` row). ``close()`` waits for outstanding attacks (each at most
 ``attack.timeout`` seconds, then scored as failed) before the run ends. Rows are appended by this process only.
@@ -16,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError as FutureTimeout
 from pathlib import Path
+from typing import Iterator
 
 from fedsim.core.captures import CaptureStore
 from fedsim.core.config import ExperimentConfig, parse_selection
@@ -57,12 +59,13 @@ class AttackScheduler:
         self.pending: deque[Pending] = deque()
         self.pool = None
         self.stuck = False  # a timed-out attack still occupies a worker
-        if cfg.attack.workers > 0:
+        self.ray = cfg.attack.backend == "ray"
+        if cfg.attack.workers > 0 and not self.ray:
             self.pool = ProcessPoolExecutor(max_workers=cfg.attack.workers,
                                             mp_context=multiprocessing.get_context("spawn"))
 
     def __repr__(self) -> str:
-        return f"AttackScheduler(workers={self.cfg.attack.workers})"
+        return f"AttackScheduler(backend={self.cfg.attack.backend}, workers={self.cfg.attack.workers})"
 
     def selected(self, update: ClientUpdate) -> bool:
         budget = self.cfg.attack.max_attacks
@@ -86,7 +89,7 @@ class AttackScheduler:
         if not path.exists():
             self.store.save(update)  # an attacked update is always captured
         self.submitted += 1
-        if self.pool is None:
+        if self.pool is None and not self.ray:
             self._write(ident, self._run_inline(path))
             return
         while len(self.pending) >= self.cfg.attack.queue_size:
@@ -95,9 +98,12 @@ class AttackScheduler:
                 self.folder.append(SkippedRow(**ident, reason="attack queue full"))
                 return
             self._finish(self.pending.popleft())
-        self.pending.append(Pending(self.pool.submit(attack_and_score, str(path), self.flat, str(self.run_dir),
-                                                     self.plan),
-                                    ident))
+        args = (str(path), self.flat, str(self.run_dir), self.plan)
+        if self.ray:
+            job = RayJob.submit(args, self.cfg.attack.num_cpus, self.cfg.attack.num_gpus)
+        else:
+            job = self.pool.submit(attack_and_score, *args)
+        self.pending.append(Pending(job, ident))
         self._collect_done()
 
     def _run_inline(self, path: Path) -> list[Row] | str:
@@ -126,6 +132,7 @@ class AttackScheduler:
             self.stuck = not future.cancel()
             rows = f"timed out after {self.cfg.attack.timeout}s"
         except Exception as exc:  # noqa: BLE001 - a crashed worker fails its attack, not the run
+            exc = getattr(exc, "cause", None) or exc  # a Ray task's own exception, as the process pool reports it
             rows = f"{type(exc).__name__}: {exc}"
         self._write(ident, rows)
 
@@ -153,3 +160,96 @@ class AttackScheduler:
                 for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
                     proc.terminate()
             self.pool.shutdown(wait=not self.stuck, cancel_futures=True)
+
+
+def _attack_stream(capture: str, flat: dict, run_dir: str, plan) -> Iterator[object]:
+    """The Ray task of one attack: a first item when a worker starts it (``attack.timeout`` counts from there, as
+    with the process pool), then the rows."""
+    yield "started"
+    yield attack_and_score(capture, flat, run_dir, plan)
+
+
+def ray_connection():
+    """The Ray this process is connected to: the federation's (Flower's simulation backend initialised it in the
+    ServerApp's process), else ``RAY_ADDRESS``'s cluster, else a local Ray (a deployment's ServerApp)."""
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS") or None
+        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    return ray
+
+
+class RayJob:
+    """One attack as a Ray task, with the part of ``concurrent.futures.Future`` the scheduler uses: ``running()``
+    (its first streamed item arrived: a worker started it), ``done()``, ``result(timeout)`` (raises
+    ``TimeoutError`` like a future; a task's exception as raised in the task, ``RayTaskError.cause``), and
+    ``cancel()`` (force-kills the worker of a timed-out attack; always False: the worker was busy)."""
+
+    def __init__(self, gen) -> None:
+        self.gen = gen
+        self.started = False
+        self.rows_ref = None
+
+    @classmethod
+    def submit(cls, args: tuple, num_cpus: float, num_gpus: float) -> "RayJob":
+        ray = ray_connection()
+        task = ray.remote(_attack_stream).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)
+        return cls(task.remote(*args))
+
+    def _advance(self, timeout: float) -> bool:
+        """Take the next streamed item when it is ready within ``timeout`` s; True once the rows' ref is known."""
+        import ray
+
+        while self.rows_ref is None:
+            ready, _ = ray.wait([self.gen], timeout=timeout)
+            if not ready:
+                return False
+            ref = next(self.gen)
+            if self.started:
+                self.rows_ref = ref
+            else:
+                self.started = True
+                ray.get(ref)  # "started" (raises here if the task failed before its first yield)
+        return True
+
+    def running(self) -> bool:
+        try:
+            self._advance(0)
+        except Exception:  # noqa: BLE001 - a failed task is done; result() raises its error
+            return True
+        return self.started
+
+    def done(self) -> bool:
+        import ray
+
+        try:
+            if not self._advance(0):
+                return False
+        except Exception:  # noqa: BLE001
+            return True
+        return bool(ray.wait([self.rows_ref], timeout=0)[0])
+
+    def result(self, timeout: float | None = None):
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._advance(timeout):
+            raise FutureTimeout()
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return ray.get(self.rows_ref, timeout=left)
+        except GetTimeoutError:
+            raise FutureTimeout() from None
+
+    def cancel(self) -> bool:
+        import ray
+
+        try:
+            ray.cancel(self.gen, force=True)
+        except Exception as exc:  # noqa: BLE001 - the task may have ended meanwhile
+            log.debug("cancel of a Ray attack task: %s", exc)
+        return False

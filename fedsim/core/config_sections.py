@@ -101,6 +101,12 @@ class AttackSection:
     queue_policy: str = opt("wait", choices=("wait", "drop"), doc="when the queue is full")
     timeout: float = opt(600.0, minimum=1.0, doc="seconds an attack may run (from when a worker starts it, not queue "
                          "time) before it is scored as failed")
+    backend: str = opt("local", choices=("local", "ray"), doc="where attacks run: 'local' (attack.workers processes "
+                       "on the server's machine) or 'ray' (each attacked update a Ray task with attack.num_cpus / "
+                       "attack.num_gpus, on the Ray the federation runs in: fedsim sweep --ray's cluster)")
+    num_cpus: float = opt(0.0, minimum=0.0, doc="attack.backend = 'ray': CPUs each attack task holds (0: Flower's "
+                          "client actors hold every CPU of their Ray for the whole run)")
+    num_gpus: float = opt(0.0, minimum=0.0, doc="attack.backend = 'ray': GPU share each attack task holds (e.g. 0.5)")
     prior_path: str = opt("", doc="generative prior (ggl/gias) safetensors file; '' = "
                           "<run>/priors/<dataset>_vae.safetensors")
     prior_archs: str = opt("conv", doc="ggl/gias decoders, comma-separated (conv, mlp): with several the attack runs "

@@ -134,7 +134,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.parallel < 1:
         raise ConfigError(f"--parallel: {args.parallel} is below the minimum 1")
     args.sweep = _config_path(args.sweep)
-    sweep = load_sweep(args.sweep, parse_overrides(args.set or []))  # sweep-file errors come before torch
+    sweep = load_sweep(args.sweep, parse_overrides(args.set or []), args.ray)  # sweep-file errors before torch
     from fedsim.lab.sweep.layout import select
 
     only = select(sweep, args.only) if args.only else None
@@ -151,7 +151,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     with (nullcontext() if args.quiet or args.summarize_only else RichProgress()) as progress:
         rows = run_sweep(args.sweep, args.out, parallel=args.parallel, overrides=parse_overrides(args.set or []),
-                         quiet=True, progress=progress, only=only, existing_only=args.summarize_only)
+                         quiet=True, progress=progress, only=only, existing_only=args.summarize_only, ray=args.ray)
     for r in rows if not args.quiet else ():
         print(f"{point_label(r)}: acc={r.get('test_accuracy')} {r.get('label_best')} lnacc={r.get('label_lnacc')} "
               f"attacker's pick {r.get('inversion_best')} psnr={r.get('psnr')} reid={r.get('ident_reid_acc')} "
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep", help="sweep TOML or a packaged sweep's name, e.g. sweep_dp")
     sweep.add_argument("--out", required=True, help="folder for sweep.jsonl, plots, sweep.html, run folders")
     sweep.add_argument("--parallel", type=int, default=1, help="federations at once (default 1)")
+    sweep.add_argument("--ray", metavar="auto|HOST:PORT", help="run each federation as a Ray task on this cluster "
+                       "(--out on storage every node sees; [sweep.ray] in the sweep file: the task's resources; "
+                       "docs/deployment.md)")
     sweep.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override the base config")
     sweep.add_argument("--quiet", action="store_true",
                        help="no progress display (run k of N, setting, seed, round, ETA) and no summary lines")

@@ -36,6 +36,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
     env["RAY_DEDUP_LOGS"] = "0"
+    # Flower's ray.init() has no address: without RAY_ADDRESS it would join a `ray start` cluster found on this
+    # machine; "local" starts the federation's own Ray. A sweep's Ray task sets it (fedsim.lab.sweep.ray_pool).
+    env.setdefault("RAY_ADDRESS", "local")
     user_path = [str(Path(p).resolve()) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if user_path:  # the user's own entries only (their module:attr and plugins), absolute
         env["PYTHONPATH"] = os.pathsep.join(user_path)

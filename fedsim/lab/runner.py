@@ -6,6 +6,7 @@ progress bar per round (read from ``metrics.jsonl``) and stops every process it 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -106,6 +107,8 @@ def run_federation(cfg: ExperimentConfig, out: Path, quiet: bool = False) -> Pat
     federation = f"num-supernodes={cfg.run.num_clients} client-resources-num-cpus=1"
     if device(cfg).type == "cuda":  # a GPU share per simulated client (Flower's client resources)
         federation += f" client-resources-num-gpus={gpu_share(cfg.run.num_clients)}"
+    if os.environ.get("FEDSIM_RAY_INIT_ARGS"):  # a sweep's Ray task: Flower's Ray within the task's resources
+        federation += " " + os.environ["FEDSIM_RAY_INIT_ARGS"]
     with local_superlink(flwr_home, folder.logs) as (_, procs):
         follow_run(cfg, out, flwr_home, procs, federation, quiet)
     ensure_done(out, "federation")

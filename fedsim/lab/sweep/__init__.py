@@ -37,23 +37,27 @@ from fedsim.lab.sweep.page import write_html
 from fedsim.lab.sweep.progress import Progress, RichProgress, SweepEvent
 from fedsim.lab.sweep.spec import Setting, Sweep, describe, load_sweep
 from fedsim.lab.sweep.summary import aggregate, point_label, summarize, t_interval
-from fedsim.core.errors import RunFolderError
+from fedsim.core.errors import FedsimError, RunFolderError
 from fedsim.core.rows import decode_nonfinite, encode_nonfinite
 
 
 def run_sweep(path: str | Path, out: str | Path, *, parallel: int = 1, runner: Runner | None = None,
               overrides: dict[str, Any] | None = None, quiet: bool = True, reports: bool = True,
               existing_only: bool = False, only: set[int] | None = None,
-              progress: Progress | None = None) -> list[dict[str, Any]]:
+              progress: Progress | None = None, ray: str | None = None) -> list[dict[str, Any]]:
     """Run (or reuse, see :mod:`~.execute`) every setting x seed of the sweep file; returns the sweep rows.
     ``existing_only``: run nothing, summarise the finished runs (settings without one are left out); ``only``:
     run these setting indices only (the others are summarised from finished runs, if any); ``progress``: called
-    with every :class:`~fedsim.lab.sweep.progress.SweepEvent` (run k of N, setting, seed, round, ETA)."""
-    sweep = load_sweep(path, overrides)
+    with every :class:`~fedsim.lab.sweep.progress.SweepEvent` (run k of N, setting, seed, round, ETA); ``ray``: run
+    the federations as Ray tasks on the cluster at this address (``auto`` or HOST:PORT; or the file's ``[sweep]
+    ray``: :mod:`~.ray_pool`). Federations that did not finish: the others' rows are written, then
+    :class:`SweepIncomplete` names them (a rerun runs only those)."""
+    sweep = load_sweep(path, overrides, ray)
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    failed: list[str] = []
     runs = execute(sweep, out, runner or default_runner, parallel, quiet, reports=reports,
-                   existing_only=existing_only, only=only, progress=progress)
+                   existing_only=existing_only, only=only, progress=progress, failed=failed)
     if only is not None:  # the other settings from the runs they already have
         runs = {**execute(sweep, out, runner or default_runner, 1, quiet, reports=False, existing_only=True),
                 **runs}
@@ -62,7 +66,15 @@ def run_sweep(path: str | Path, out: str | Path, *, parallel: int = 1, runner: R
     source = {"sweep_file": str(Path(path).resolve()), "overrides": overrides or {}, "name": sweep.name,
               "reference": sweep.reference}
     (out / SOURCE).write_text(json.dumps(source, indent=1, default=str) + "\n", encoding="utf-8")
-    return write_outputs(sweep, out, per_seed_rows(sweep, runs))
+    rows = write_outputs(sweep, out, per_seed_rows(sweep, runs))
+    if failed:
+        raise SweepIncomplete(f"{len(failed)} federation(s) of sweep {sweep.name} did not finish: {'; '.join(failed)}"
+                              f"; the finished ones are in {out / 'sweep.jsonl'}; the same command runs only these")
+    return rows
+
+
+class SweepIncomplete(FedsimError):
+    """Some federations of a sweep did not finish (failed, or lost with a cluster node); the message names them."""
 
 
 #: how the sweep in a folder was run (sweep file, --set overrides): ``fedsim report DIR`` summarises it again
@@ -116,6 +128,9 @@ def write_outputs(sweep: Sweep, out: Path, per_seed: dict[int, list[dict[str, An
         for row in rows:
             fh.write(json.dumps(encode_nonfinite(row), allow_nan=False) + "\n")
     write_figures_and_page(rows, sweep.name, out, sweep.reference)
+    from fedsim.lab.sweep.bound import check_rows
+
+    check_rows(rows)  # a measured rate above its DP bound beyond its interval: BoundViolation, exit 1 (outputs kept)
     return rows
 
 
@@ -123,17 +138,14 @@ def write_figures_and_page(rows: list[dict[str, Any]], name: str, out: Path,
                            reference: dict[str, float] | None = None) -> Path:
     """The plots and ``sweep.html`` of the sweep rows; returns the page's path."""
     (out / "sweep_epsilon.png").unlink(missing_ok=True)  # a DP plot of an earlier summary would outlive its rows
+    (out / "sweep_bound.png").unlink(missing_ok=True)
     figures = [plot_settings(rows, name, out / "sweep_settings.png", reference),
                plot_epsilon(rows, name, out / "sweep_epsilon.png"),
                plot_frontier(rows, name, out / "sweep_frontier.png", reference),
                plot_bound(rows, name, out / "sweep_bound.png")]
     return write_html(rows, name, out, [f for f in figures if f is not None])
 
-    from fedsim.lab.sweep.bound import check_rows
 
-    check_rows(rows)  # a measured rate above its DP bound beyond its interval: BoundViolation, exit 1 (outputs kept)
-
-__all__ = ["SOURCE", "Progress", "RichProgress", "Setting", "Sweep", "SweepEvent", "aggregate", "describe",
+__all__ = ["SOURCE", "Progress", "RichProgress", "Setting", "Sweep", "SweepEvent", "SweepIncomplete", "aggregate", "describe",
            "is_sweep_folder", "load_sweep", "point_label", "read_sweep", "run_sweep", "summarize_folder",
            "summarize", "t_interval", "write_outputs"]
-    (out / "sweep_bound.png").unlink(missing_ok=True)

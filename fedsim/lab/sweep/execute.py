@@ -4,6 +4,11 @@ Cache: a run folder ``DIR/<setting>/seed_S`` (:mod:`~.layout`; or, from an older
 whose ``DONE`` file exists (the ServerApp writes it last) and whose ``config.toml`` resolves to the same configuration is not run again; replayed attacks already recorded in its
 ``metrics.jsonl`` are not replayed again. Re-running a sweep after a crash or with one more seed therefore only
 runs what is missing. Delete a folder (or change its config) to run it again.
+
+Where federations run: a local thread pool (``--parallel N``), or with ``Sweep.ray`` (``fedsim sweep --ray``) one
+Ray task each on a cluster (:mod:`~.ray_pool`): only the runner changes, so the cache, resume, progress, ``--only``,
+replays and reports are the same code. A federation that did not finish (failed after its retries, or lost with its
+node) is listed in ``failed``; ``run_sweep`` writes the others' rows and then raises :class:`SweepIncomplete`.
 """
 
 from __future__ import annotations
@@ -100,12 +105,17 @@ def write_run_report(run: Path) -> None:
 
 def _run_with_retry(runner: Runner, cfg: ExperimentConfig, run: Path, quiet: bool, retries: int) -> Path | None:
     """A federation that fails (e.g. Ray's node start timing out on an overloaded machine) is run again up to
-    ``retries`` times; then it is left out of the summary with a warning, and the other runs go on."""
+    ``retries`` times; then it is left out of the summary with a warning, and the other runs go on. One lost with
+    its cluster node (``FederationLost``) is not retried: the node may be going down; a rerun of the sweep runs it."""
     from fedsim.core.errors import FederationFailed
+    from fedsim.lab.sweep.ray_pool import FederationLost
 
     for attempt in range(retries + 1):
         try:
             return Path(runner(cfg, run, quiet))
+        except FederationLost as exc:
+            log.error("run %s lost: %s", run, str(exc).splitlines()[0])
+            return None
         except FederationFailed as exc:
             log.warning("run %s failed (attempt %d of %d): %s", run, attempt + 1, retries + 1,
                         str(exc).splitlines()[0])
@@ -114,19 +124,42 @@ def _run_with_retry(runner: Runner, cfg: ExperimentConfig, run: Path, quiet: boo
 
 def execute(sweep: Sweep, out: Path, runner: Runner, parallel: int, quiet: bool,
             reports: bool = True, existing_only: bool = False, retries: int = 2,
-            only: set[int] | None = None, progress: Progress | None = None) -> dict[tuple[int, int], Path]:
+            only: set[int] | None = None, progress: Progress | None = None,
+            failed: list[str] | None = None) -> dict[tuple[int, int], Path]:
     """Run every (setting, seed) not cached; returns their run folders. ``existing_only``: run nothing, use the
     finished (cached) runs only (a partial sweep's summary). ``progress``: called with a
-    :class:`~fedsim.lab.sweep.progress.SweepEvent` per step of every job (start, rounds, done / cached / ...)."""
+    :class:`~fedsim.lab.sweep.progress.SweepEvent` per step of every job (start, rounds, done / cached / ...).
+    ``failed``: gets one line per federation that did not finish. With ``sweep.ray`` the federations not cached run
+    as Ray tasks (``parallel`` is then the cluster's: every job is submitted, Ray places them)."""
     jobs = [(s, seed) for seed in sweep.seeds for s in sweep.settings  # seed-major: whole seeds finish first
             if only is None or s.index in only]
+    folders = setting_folders(sweep)
+    pool = None
+    if sweep.ray is not None and not existing_only and any(
+            not cached(sweep.config(s, seed), locate(sweep.config(s, seed), out, folders, s, seed))
+            for s, seed in jobs):
+        from fedsim.lab.sweep.ray_pool import RayPool
+
+        a = sweep.base.attack
+        pool = RayPool.connect(sweep.ray, out, a.num_gpus if a.enabled and a.backend == "ray" else 0.0)
+        runner, parallel = pool.wrap(runner), max(1, len(jobs))
+    try:
+        return _execute(sweep, out, runner, parallel, quiet, reports, existing_only, retries, jobs, folders,
+                        progress, failed, pool.capacity if pool is not None else parallel)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _execute(sweep: Sweep, out: Path, runner: Runner, parallel: int, quiet: bool, reports: bool,
+             existing_only: bool, retries: int, jobs: list[tuple[Setting, int]], folders: dict[int, str],
+             progress: Progress | None, failed: list[str] | None, capacity: int) -> dict[tuple[int, int], Path]:
     prior_needed = any(m in ("ggl", "gias") for s in sweep.settings for m in s.replay)
     # the shared generative prior trains while the first federations run; replays wait for it
     prior = threading.Thread(target=ensure_prior, args=(sweep.base,), daemon=True)
     if prior_needed and not existing_only:
         prior.start()
-    tracker = Tracker(len(jobs), parallel, progress)
-    folders = setting_folders(sweep)
+    tracker = Tracker(len(jobs), capacity, progress)
 
     def one(k: int, job: tuple[Setting, int]) -> Path | None:
         setting, seed = job
@@ -145,6 +178,8 @@ def execute(sweep: Sweep, out: Path, runner: Runner, parallel: int, quiet: bool,
             with RoundWatcher(tracker, ev, run):
                 done = _run_with_retry(runner, cfg, run, quiet, retries)
             if done is None:
+                if failed is not None:
+                    failed.append(f"{setting.label!r} seed {seed} ({run})")
                 tracker.emit(replace(ev, kind="failed", seconds=time.monotonic() - t0))
                 return None
             run, kind = done, "done"

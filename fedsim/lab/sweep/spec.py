@@ -16,7 +16,10 @@ Or one table per setting (a cross-defense comparison; ``family`` groups points i
     replay = ["ggl"]                      # extra inversion methods replayed on the captures (fedsim attack)
     label = "DP-SGD sigma 0.5"            # optional: default from the keys (describe)
 
-``[sweep] replay = [...]`` applies to every setting; ``[sweep] reference = { label_lnacc = 0.35, psnr = 10.0 }``
+``[sweep] ray = "auto"`` (or a ``[sweep.ray]`` table: ``address``, ``num_cpus``, ``num_gpus``, ``memory_gb``,
+``simulation``; ``fedsim sweep --ray`` overrides the address) runs each federation as a Ray task on a cluster
+(:mod:`~.ray_pool`). ``[sweep] replay = [...]`` applies to every setting;
+``[sweep] reference = { label_lnacc = 0.35, psnr = 10.0 }``
 draws chance levels on the frontier. Any other section of the sweep file overrides the base.
 """
 
@@ -28,6 +31,7 @@ from typing import Any
 
 from fedsim.core.config import ConfigError, ExperimentConfig, flatten, from_flat, read_toml
 from fedsim.core import defense_registry
+from fedsim.lab.sweep.ray_pool import RaySpec, ray_spec
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Sweep:
     delta: float = 1e-5  # delta at which central and local DP epsilon is reported
     parameters: tuple[str, ...] = field(default=())
     reference: dict[str, float] = field(default_factory=dict)  # chance levels drawn on the frontier (label_lnacc, psnr)
+    ray: RaySpec | None = None  # federations as Ray tasks on a cluster (ray_pool); None: the local thread pool
 
     def config(self, setting: Setting, seed: int) -> ExperimentConfig:
         return self.base.replace(**setting.overrides, **{"run.seed": seed,
@@ -113,7 +118,9 @@ def base_file(path: Path, base: str) -> Path:
     return find(base) or Path(base).resolve()
 
 
-def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
+def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, ray: str | None = None) -> Sweep:
+    """The sweep file (or a packaged sweep's name) with ``overrides`` (``--set``) on its base; ``ray``: ``--ray``'s
+    address (wins over the file's ``[sweep] ray``)."""
     from fedsim.lab.presets import resolve
 
     path = resolve(path)  # a path, or a packaged sweep's name (sweep_dp)
@@ -138,4 +145,5 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
             plan_from_config(base.replace(**s.overrides, **{"attack.inversion": method}))
     return Sweep(spec.get("name", path.stem), base, settings, spec.get("label", ", ".join(params) or "defense"),
                  seeds, float(spec.get("delta", 1e-5)), params,
-                 {k: float(v) for k, v in dict(spec.get("reference", {})).items()})
+                 {k: float(v) for k, v in dict(spec.get("reference", {})).items()},
+                 ray_spec(spec.get("ray"), str(path), ray))

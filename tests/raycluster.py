@@ -1,0 +1,106 @@
+"""A multi-node Ray cluster on this machine for tests and benchmarks: a head without CPUs and N worker nodes of one
+CPU each, all on 127.0.0.1 (``ray.cluster_utils.Cluster``, every node's processes children of this process).
+
+Ray maps 127.0.0.1 to the machine's other address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+(``ray._private.services.get_node_ip_address``), which also makes ``ray start`` refuse worker nodes; hence
+``Cluster`` with that variable set here (the nodes and the ``fedsim sweep`` subprocesses inherit it). ``Cluster``
+also writes ``/tmp/ray/ray_current_cluster``, which a plain ``ray.init()`` elsewhere on the machine would join:
+that write is switched off. Stopped by :meth:`stop` (every node's processes, by PID)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+# the last two: node start-up waits long enough on a 2-core machine under load (the agents start slowly)
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_agent_register_timeout_ms": "180000", "RAY_raylet_start_wait_time_s": "180"}
+
+
+def descendants(pid: int) -> list[int]:
+    """Live processes below ``pid`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def live(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+class LoopbackCluster:
+    def __init__(self, workers: int = 2) -> None:
+        os.environ.update(LOOPBACK_ENV)
+        import ray._private.ray_constants as constants
+        import ray._private.utils
+        from ray.cluster_utils import Cluster
+
+        constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
+        ray._private.utils.write_ray_address = lambda *a, **k: None  # no /tmp/ray/ray_current_cluster
+        self.temp = tempfile.mkdtemp(prefix="fedsim-ray-", dir="/tmp")  # short: Ray's unix sockets live below it
+        t0 = time.monotonic()
+        self.cluster = Cluster(initialize_head=True, connect=False, shutdown_at_exit=True, head_node_args={
+            "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False, "temp_dir": self.temp})
+        self.workers = [self.add_worker() for _ in range(workers)]
+        self.cluster.wait_for_nodes()
+        self.start_s = time.monotonic() - t0
+        self.address = self.cluster.address
+
+    def add_worker(self):
+        return self.cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", wait=False)
+
+    def node_pids(self, node) -> list[int]:
+        roots = [p.process.pid for procs in node.all_processes.values() for p in procs]
+        return roots + [d for r in roots for d in descendants(r)]
+
+    def kill_worker(self, node) -> list[int]:
+        """The node's machine dies: every process of it (raylet, its workers and what they started, e.g. a
+        federation's SuperLink) gets SIGKILL, then the node is removed. Returns the PIDs killed."""
+        pids = self.node_pids(node)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.cluster.remove_node(node, allow_graceful=False)
+        self.workers.remove(node)
+        return pids
+
+    def all_pids(self) -> list[int]:
+        nodes = [self.cluster.head_node, *self.cluster.worker_nodes]
+        return [pid for n in nodes if n is not None for pid in self.node_pids(n)]
+
+    def stop(self) -> list[int]:
+        """Stop every node; returns the PIDs of this cluster still alive afterwards (should be none)."""
+        pids = self.all_pids()
+        self.cluster.shutdown()
+        deadline = time.monotonic() + 20
+        while live(pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in live(pids):
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        return live(pids)
