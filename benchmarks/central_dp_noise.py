@@ -1,7 +1,9 @@
 """Measure the central-DP noise a run really added, from its captures, beside what its privacy rows report.
 
-For each round r that has captures in round r + 1: noise = (global model sent in round r + 1) - (equal-weight mean
-of the clipped replies captured in round r); measured z = std(noise) / (C / n). Gives the server's own view (it
+For each round r that has captures in round r + 1: noise = (global model sent in round r + 1) - (W_r + sum of the
+clipped deltas captured in round r / m), m the fixed denominator (FedAvg's cohort, ``fedsim.server.central_dp``);
+measured z = std(noise) / (2 C / m), the replace-one sensitivity; epsilon of the measured multipliers by
+``dp_accounting`` (sampling m of N without replacement, replace-one). Gives the server's own view (it
 holds exactly these tensors), so it needs server-side clipping (the captures hold the clipped replies) and every
 update of consecutive rounds captured: run with ``capture.rounds=all capture.clients=all`` (the default captures
 only what the attack selects).
@@ -16,9 +18,10 @@ import sys
 
 import torch
 
-from fedsim.core.accounting import composed_gaussian_epsilon
+from fedsim.core.accounting import central_dp_releases_epsilon
 from fedsim.core.captures import iter_captures, load_update
 from fedsim.core.config import load_config
+from fedsim.core.defense_config import sampled_clients
 from fedsim.core.rows import PrivacyRow
 from fedsim.core.runfolder import RunFolder
 
@@ -37,19 +40,22 @@ def main(argv: list[str] | None = None) -> int:
     names = updates[0].parameter_names
     flat = lambda s: torch.cat([s[n].double().flatten() for n in names])  # noqa: E731
     rows = {r.round: r for r in RunFolder(args.run).rows(PrivacyRow) if r.mechanism == "central_dp"}
-    measured: list[float] = []
-    print("| round | clients averaged / calibrated | z in the row | z measured | epsilon reported | "
+    m, population = sampled_clients(cfg), cfg.run.num_clients
+    measured: list[tuple[float, int, int]] = []
+    print(f"sensitivity 2 C / m = {2 * clip / m:.4g} (replace-one, C = {clip:g}, m = {m} of N = {population})")
+    print("| round | replies summed / m | z in the row | z measured | epsilon reported | "
           "epsilon of the measured noise |\n|---|---|---|---|---|---|")
     for rnd in sorted({u.server_round for u in updates}):
         mine = [u for u in updates if u.server_round == rnd]
         later = [u for u in updates if u.server_round == rnd + 1]
         if not later or rnd not in rows:
             continue
-        noise = flat(later[0].weights_before) - torch.stack([flat(u.weights_after) for u in mine]).mean(0)
-        measured.append(float(noise.std()) / (clip / len(mine)))
+        w0 = flat(mine[0].weights_before)
+        noise = flat(later[0].weights_before) - w0 - sum(flat(u.weights_after) - w0 for u in mine) / m
+        measured.append((float(noise.std()) / (2 * clip / m), m, population))
         r = rows[rnd]
-        print(f"| {rnd} | {len(mine)} / {r.sampled} | {r.noise_multiplier:.3f} | {measured[-1]:.3f} | "
-              f"{r.epsilon:.1f} | {composed_gaussian_epsilon(measured, r.delta):.1f} |")
+        print(f"| {rnd} | {len(mine)} / {r.sampled} | {r.noise_multiplier:.3f} | {measured[-1][0]:.3f} | "
+              f"{r.epsilon:.1f} | {central_dp_releases_epsilon(measured, r.delta):.1f} |")
     return 0
 
 
