@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issues 24, 33): run it on a machine with a CUDA GPU, from the repository root, with the
-# project's venv built (`make venv`). At most ~10 minutes in all (each step has its own timeout); results under
+# project's venv built (`make venv`). At most 10 minutes in all (the steps' timeouts sum to 600 s); results under
 # ${OUT:-runs/gpu_check}.
 #   bash benchmarks/gpu_check.sh
 # 1. the card (nvidia-smi and torch.cuda.get_device_name), 2. the CUDA tests (pytest -m cuda: the attack-and-score
@@ -34,12 +34,12 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run one step, keep going, remember a
 step card 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee '$OUT/card.csv' \
     && $PY -c 'import torch; assert torch.cuda.is_available(), \"torch sees no CUDA device\"; \
 print(\"torch\", torch.__version__, \"on\", torch.cuda.get_device_name(0))' | tee -a '$OUT/card.csv'"
-step cuda_tests 180 bash -c "set -o pipefail; $PY -m pytest -q -m cuda tests 2>&1 | tail -15 | tee '$OUT/cuda_tests.txt'"
-step peer_cell 120 $PY benchmarks/gpu_check.py --device cuda --json "$OUT/peer_cell.json"
-step live_federation 240 bash -c "set -o pipefail; $FEDSIM run configs/demo.toml --out '$OUT/demo_cuda' --overwrite \
+step cuda_tests 150 bash -c "set -o pipefail; $PY -m pytest -q -m cuda tests 2>&1 | tail -15 | tee '$OUT/cuda_tests.txt'"
+step peer_cell 90 $PY benchmarks/gpu_check.py --device cuda --json "$OUT/peer_cell.json"
+step live_federation 300 bash -c "set -o pipefail; $FEDSIM run configs/demo.toml --out '$OUT/demo_cuda' --overwrite \
     --quiet --set run.device=cuda --set run.num_rounds=1 --set attack.rounds=1 --set attack.inversion_steps=200 \
     2>&1 | tail -8 | tee '$OUT/live_federation.txt'"
-step live_rows_scored 60 bash -c "set -o pipefail; $PY benchmarks/check_run_rows.py '$OUT/demo_cuda' 2>&1 \
+step live_rows_scored 30 bash -c "set -o pipefail; $PY benchmarks/check_run_rows.py '$OUT/demo_cuda' 2>&1 \
     | tee -a '$OUT/live_federation.txt'"
 
 if (( ${#failed[@]} )); then
