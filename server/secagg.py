@@ -120,7 +120,13 @@ class SecAggCuriousStrategy(LegacyStrategy):
         t = self.cfg.train
         total = sum(counts)
         params = set(self.param_names)
-        cohort = sorted(int(m[K.PARTITION_ID]) for m in metrics)
+        ids = [m[K.PARTITION_ID] for m in metrics]
+        n = self.cfg.run.num_clients  # the truth it is scored against merges these partitions' audit files
+        if len(set(ids)) != len(ids) or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n
+                                            for c in ids):
+            raise ValueError(f"the cohort's {K.PARTITION_ID}s {ids} repeat or are not integers in [0, {n}) "
+                             "(run.num_clients): the secure aggregate cannot be attributed to its clients")
+        cohort = sorted(ids)
         steps = aggregate_local_steps(t.algorithm, counts, t.batch_size, t.local_epochs, t.max_local_steps)
         return ClientUpdate(
             run_id=self.run_id, server_round=server_round, client_id=AGGREGATE_CLIENT, algorithm=t.algorithm,

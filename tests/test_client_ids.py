@@ -149,3 +149,23 @@ def test_a_partition_moves_to_a_new_node_only_when_its_node_left(tmp_path):
     captured.clear()
     _round(gate, sent, 3, [(100, 0), (101, 1), (202, 2)], connected=(100, 101, 202))
     assert [u.client_id for u in captured] == [0, 1, 2] and not _rejections(folder, 3)
+
+
+@pytest.mark.parametrize("pids,ok", [((2, 0), True), ((1, 1), False), ((0, 3), False), ((0, 1.0), False), ((0, "1"), False)])
+def test_a_secure_aggregate_is_attributed_only_to_a_cohort_of_distinct_partitions(tmp_path, pids, ok):
+    """Under SecAgg+ the server cannot drop one reply from the secure sum; a cohort whose cleartext partition ids
+    repeat or fall outside the federation is not captured (a capture_error row, via ``aggregate_fit``), so it is
+    never scored against a merged truth that counts one client twice."""
+    from fedsim.core.config import from_flat
+    from fedsim.server.secagg import SecAggCuriousStrategy
+    from tests.runfolder import TINY
+
+    cfg = from_flat({**TINY, "run.out_dir": str(tmp_path)})
+    strategy = SecAggCuriousStrategy(cfg, "r", [], RunFolder(tmp_path), {}, lambda *a: None)
+    strategy.sent = {k: v.clone() for k, v in strategy.initial.items()}
+    metrics = [{K.PARTITION_ID: p, K.NUM_EXAMPLES: 4} for p in pids]
+    if ok:
+        assert strategy.aggregate_update(1, dict(strategy.sent), metrics, [4, 4]).cohort == tuple(sorted(pids))
+    else:
+        with pytest.raises(ValueError, match="cannot be attributed"):
+            strategy.aggregate_update(1, dict(strategy.sent), metrics, [4, 4])
