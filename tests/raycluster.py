@@ -51,6 +51,15 @@ def live(pids: list[int]) -> list[int]:
     return alive
 
 
+def agent_ports() -> dict[str, int]:
+    """Fixed ports for a node's agents: with port 0 the raylet waits for the agents to write their port files and
+    aborts after ~15 s, which a loaded 2-core machine misses."""
+    from fedsim.lab.flower_runtime import free_port
+
+    return {k: free_port() for k in ("metrics_agent_port", "metrics_export_port", "dashboard_agent_listen_port",
+                                     "runtime_env_agent_port")}
+
+
 class LoopbackCluster:
     def __init__(self, workers: int = 2) -> None:
         os.environ.update(LOOPBACK_ENV)
@@ -62,15 +71,33 @@ class LoopbackCluster:
         ray._private.utils.write_ray_address = lambda *a, **k: None  # no /tmp/ray/ray_current_cluster
         self.temp = tempfile.mkdtemp(prefix="fedsim-ray-", dir="/tmp")  # short: Ray's unix sockets live below it
         t0 = time.monotonic()
-        self.cluster = Cluster(initialize_head=True, connect=False, shutdown_at_exit=True, head_node_args={
-            "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False, "temp_dir": self.temp})
+        self.cluster = Cluster(initialize_head=False, connect=False, shutdown_at_exit=True)
+        self._add(num_cpus=0, include_dashboard=False, temp_dir=self.temp)  # the head
         self.workers = [self.add_worker() for _ in range(workers)]
         self.cluster.wait_for_nodes()
         self.start_s = time.monotonic() - t0
         self.address = self.cluster.address
 
     def add_worker(self):
-        return self.cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", wait=False)
+        return self._add(num_cpus=1)
+
+    def _add(self, tries: int = 4, **args):
+        """Start a node; a raylet that gave up waiting for its slow agents (a loaded machine) is cleaned up (the
+        processes this attempt started, by PID) and started again."""
+        for attempt in range(tries):
+            before = set(descendants(os.getpid()))
+            try:
+                return self.cluster.add_node(node_ip_address="127.0.0.1", **agent_ports(), **args)
+            except Exception:  # noqa: BLE001 - Ray raises a bare Exception on a node start-up timeout
+                if attempt == tries - 1:
+                    raise
+                for pid in set(descendants(os.getpid())) - before:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                if self.cluster.head_node is not None and args.get("temp_dir"):
+                    self.cluster.head_node = None
 
     def node_pids(self, node) -> list[int]:
         roots = [p.process.pid for procs in node.all_processes.values() for p in procs]

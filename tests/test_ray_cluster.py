@@ -66,10 +66,11 @@ def _strip(value):
 def test_ray_spec_from_the_sweep_file_and_the_cli():
     assert ray_spec(None, "f") is None
     assert ray_spec("auto", "f") == RaySpec("auto")
-    spec = ray_spec({"num_gpus": 0.5, "memory_gb": 4, "simulation": "cluster"}, "f", "10.0.0.1:6379")
+    spec = ray_spec({"num_gpus": 0.5, "memory_gb": 4}, "f", "10.0.0.1:6379")
     assert spec == RaySpec("10.0.0.1:6379", 1.0, 0.5, 4.0, "cluster")
     assert spec.task_options()["num_cpus"] == 0.0  # a joined federation's task holds no CPU (Flower's pool does)
-    assert RaySpec(num_cpus=2, num_gpus=0.5).federation_env("x")["FEDSIM_RAY_INIT_ARGS"] == \
+    assert spec.federation_env("10.0.0.1:6379") == {"RAY_ADDRESS": "10.0.0.1:6379", "FEDSIM_RAY_INIT_ARGS": ""}
+    assert RaySpec(num_cpus=2, num_gpus=0.5, simulation="node").federation_env("x")["FEDSIM_RAY_INIT_ARGS"] == \
         "init-args-num-cpus=2 init-args-num-gpus=1"
     for bad, says in (({"num_gpu": 1}, "'num_gpu' is not a key"), ({"num_cpus": -1}, "num_cpus"),
                       ({"simulation": "cloud"}, "simulation"), (3, "ray must be an address")):

@@ -16,14 +16,14 @@ before any work: a probe file written here must be read back by a task pinned to
 
 How the federation's Flower simulation uses Ray (``simulation``):
 
-- ``node`` (default): a Ray of its own on the task's node, bounded by the task's resources through Flower's
-  backend init arguments (``init-args-num-cpus`` / ``init-args-num-gpus`` of ``flwr run --federation-config``), so
-  concurrent federations never wait for each other's clients.
-- ``cluster``: the simulation joins this cluster (``RAY_ADDRESS``: Flower 1.41's ``RayBackend.init_ray`` calls
-  ``ray.init`` with no address, which reads it; its federation config has no address field), so one federation's
-  clients and attacks spread over every node. Flower sizes a federation's actor pool to every CPU of the cluster
-  (``pool_size_from_resources``), so two such federations at once could each wait forever for actors the other
-  holds: these federations run one at a time and their task holds no CPU.
+- ``cluster`` (default): the simulation joins this cluster (``RAY_ADDRESS``: Flower 1.41's ``RayBackend.init_ray``
+  calls ``ray.init`` with no address, which reads it; its federation config has no address field), so one
+  federation's clients and attacks spread over every node and no federation starts a Ray of its own. Flower sizes a
+  federation's actor pool to every CPU of the cluster (``pool_size_from_resources``), so two such federations at
+  once could each wait forever for actors the other holds: they run one at a time and their task holds no CPU.
+- ``node``: a Ray of its own on the task's node, bounded by the task's resources through Flower's backend init
+  arguments (``init-args-num-cpus`` / ``init-args-num-gpus`` of ``flwr run --federation-config``), so federations
+  run side by side, as many as the cluster has room for, and never wait for each other's clients.
 
 A task that fails in the federation raises its own error (``FederationFailed``: retried as with the local pool);
 a task whose node or worker died raises :class:`FederationLost`, not retried: the sweep ends non-zero naming it and
@@ -64,7 +64,7 @@ class RaySpec:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     memory_gb: float = 0.0
-    simulation: str = "node"
+    simulation: str = "cluster"
 
     def task_options(self) -> dict[str, Any]:
         cpus = 0.0 if self.simulation == "cluster" else self.num_cpus
@@ -105,14 +105,14 @@ def ray_spec(value: Any, where: str, address: str | None = None) -> RaySpec | No
         if key in table and (isinstance(table[key], bool) or not isinstance(table[key], (int, float))
                              or table[key] < 0):
             raise ConfigError(f"{where}: [sweep.ray] {key} = {table[key]!r}: must be a number >= 0")
-    if table.get("simulation", "node") not in SIMULATION:
+    if table.get("simulation", "cluster") not in SIMULATION:
         raise ConfigError(f"{where}: [sweep.ray] simulation = {table['simulation']!r}: valid: {', '.join(SIMULATION)}")
     addr = str(table.get("address") or "auto")
     if addr != "auto" and not _host_port(addr):
         raise ConfigError(f"--ray {addr!r}: not 'auto' nor HOST:PORT (the head's address, as `ray start --head` "
                           "printed it)")
     return RaySpec(addr, float(table.get("num_cpus", 1.0)), float(table.get("num_gpus", 0.0)),
-                   float(table.get("memory_gb", 0.0)), str(table.get("simulation", "node")))
+                   float(table.get("memory_gb", 0.0)), str(table.get("simulation", "cluster")))
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -120,11 +120,17 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return (host, int(port)) if host and port.isdigit() else None
 
 
+#: what a Ray worker's environment says about its own raylet and job; a federation's processes start without it
+WORKER_ENV = ("RAY_RAYLET_PID", "RAY_JOB_ID", "RAY_CLIENT_MODE", "RAY_LD_PRELOAD_ON_WORKERS")
+
+
 def _run_on_node(runner: Callable, cfg: Any, out: str, quiet: bool, env: dict[str, str]) -> dict[str, Any]:
     """The Ray task: the federation on this node, with ``env`` set for Flower's processes."""
     import ray
 
-    saved = {k: os.environ.get(k) for k in env}
+    saved = {k: os.environ.get(k) for k in (*env, *WORKER_ENV)}
+    for k in WORKER_ENV:
+        os.environ.pop(k, None)
     os.environ.update(env)
     t0 = time.monotonic()
     try:
