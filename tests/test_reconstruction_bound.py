@@ -30,7 +30,7 @@ def test_replace_one_sensitivity_two_is_mu_two_over_sigma():
 
 def test_bound_falls_with_noise_and_reaches_chance():
     kappa = 1 / 32
-    bounds = [reconstruction_bound(Mechanism(s, sample_rate=0.25, steps=3), kappa) for s in (0.3, 0.6, 1, 2, 4, 8)]
+    bounds = [reconstruction_bound(Mechanism(s, sample_rate=0.25, steps=2), kappa) for s in (0.6, 1, 2, 4, 8)]
     assert all(a > b for a, b in zip(bounds, bounds[1:]))
     assert reconstruction_bound(Mechanism(math.inf, sample_rate=0.25), kappa) == kappa
     assert reconstruction_bound(Mechanism(1e3), kappa) == pytest.approx(kappa, abs=1e-3)
@@ -121,12 +121,12 @@ def _tiny(sigma: float, seed: int, n: int = 16, k: int = 16, q_all: bool = True)
     return res
 
 
+@pytest.mark.slow  # ~0.1 s warm; the first torch.func call of a session imports torch._dynamo (20 s under load)
 def test_oracle_reaches_everything_without_noise_and_chance_with_huge_noise():
     clean = _tiny(0.0, seed=1)
     assert clean.hits.float().mean() == 1.0 and clean.noise_measured < 1e-4
-    hidden = torch.cat([_tiny(1e4, seed=s).hits for s in range(8)]).float().mean()  # 128 targets, kappa 1/16
-    assert hidden < 0.2  # chance 0.0625; P(>= 0.2 | chance) < 1e-5
-    noisy = _tiny(1e4, seed=3)
+    noisy = _tiny(1e4, seed=3, n=128)  # 128 targets, kappa 1/16
+    assert noisy.hits.float().mean() < 0.2  # chance 0.0625; P(>= 0.2 | chance) < 1e-5
     assert noisy.noise_measured == pytest.approx(1e4, rel=0.2)
 
 

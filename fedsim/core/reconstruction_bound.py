@@ -67,8 +67,9 @@ class Mechanism:
             raise ValueError(f"noise_multiplier {self.noise_multiplier} >= 0 and sensitivity {self.sensitivity} > 0")
 
     def describe(self) -> str:
-        q = f", q {self.sample_rate:.3g}" if self.sample_rate < 1 else ""
-        return (f"Gaussian sigma {self.noise_multiplier:g}{q}, {self.steps} step(s), sensitivity "
+        q = f", q {self.sample_rate:.3g}" if self.sample_rate < 1 and self.in_batch_steps < self.steps else ""
+        cond = f" ({self.in_batch_steps} with the target in the batch: no sampling)" if self.in_batch_steps else ""
+        return (f"Gaussian sigma {self.noise_multiplier:g}{q}, {self.steps} step(s){cond}, sensitivity "
                 f"{self.sensitivity:g} C ({self.relation})")
 
 

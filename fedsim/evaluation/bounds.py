@@ -65,4 +65,4 @@ def with_reid_bound(row: Any, cfg: Any, update: Any) -> Any:
     if mech is None:
         return row
     return dataclasses.replace(row, reid_bound=reconstruction_bound(mech, float(kappa)),
-                               bound_mechanism=mech.describe() + "; conditioned on the target in the batch")
+                               bound_mechanism=mech.describe())

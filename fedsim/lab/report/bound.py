@@ -47,5 +47,8 @@ def bound_html(data: RunData) -> str:
                     f' <span class="muted">({e(mech)})</span></li>' for m, mech in lines)
     return ("<p>What ε means here: no attack that must single out its target among candidates (chance κ) "
             "succeeds more often than the bound 1 - f(κ), f the mechanism's trade-off curve (Hayes et al. 2023; "
-            "Kulynych et al. 2025). Measured, pooled over attacked updates, 95% Clopper-Pearson:</p>"
+            "Kulynych et al. 2025). Measured, pooled over attacked updates, 95% Clopper-Pearson (the pipeline "
+            "scores the attacked batch's examples, so its bound assumes the target was in the batch; ORACLE-PRIOR "
+            "is Hayes et al.'s prior-aware attacker, which reads ground truth — the candidates, the other training "
+            "examples and the batch — a measure of how tight the bound is, not an attack a server can run):</p>"
             f"<ul>{items}</ul>")
