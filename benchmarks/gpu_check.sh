@@ -31,7 +31,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run one step, keep going, remember a
     fi
 }
 
-step card 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee '$OUT/card.csv' \
+step card 30 bash -c "set -o pipefail; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee '$OUT/card.csv' \
     && $PY -c 'import torch; assert torch.cuda.is_available(), \"torch sees no CUDA device\"; \
 print(\"torch\", torch.__version__, \"on\", torch.cuda.get_device_name(0))' | tee -a '$OUT/card.csv'"
 step cuda_tests 150 bash -c "set -o pipefail; $PY -m pytest -q -m cuda tests 2>&1 | tail -15 | tee '$OUT/cuda_tests.txt'"

@@ -62,5 +62,8 @@ def test_gpu_check_script_refuses_unscored_runs_and_scores_on_the_device():
     sh = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
     assert "set -euo pipefail" in sh and "check_run_rows.py" in sh and "run.device=cuda" in sh
     assert "-m cuda" in sh and "nvidia-smi" in sh
+    # a step piped through tee must fail when its command fails, not when tee does
+    assert all('bash -c "set -o pipefail;' in line for line in sh.splitlines()
+               if line.startswith("step ") and "bash -c" in line)
     py = (ROOT / "benchmarks" / "gpu_check.py").read_text()
     assert "x.cpu()" not in py  # the reconstruction is scored where it is (issue 33: it was moved first)
