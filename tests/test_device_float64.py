@@ -33,6 +33,8 @@ LR = 0.1
 #: the victim each method is built for (the rest: a small CNN with train-mode BatchNorm, buffers sent, batch 2)
 SETUPS: dict[str, tuple[str, int]] = {
     "analytic-fc": ("fcn3", K),  # a leading fully connected layer
+    "spear": ("fcn3", K),  # a leading fully connected layer followed by ReLU
+    "spear++": ("fcn3", K),
     "idlg": ("convnet", 1),  # iDLG's label rule: batch size 1
     "ig-dpsgd": ("convnet-nobn", K),  # per-example clipping: no BatchNorm (DP-SGD clients use none)
 }

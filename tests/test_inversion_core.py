@@ -41,6 +41,10 @@ def _registry_case(name):
         model = _mlp(torch.float64)
         x = torch.rand(1, 1, 4, 4, dtype=torch.float64, generator=gen)
         return model, x, dict(gradients=batch_gradient(model, x, torch.tensor([2])))
+    if name in ("spear", "spear++"):  # a first linear layer followed by ReLU, batch 2 (exact recovery)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 200), nn.ReLU(), nn.Linear(200, 5)).to(torch.float64)
+        x = torch.rand(2, 1, 4, 4, dtype=torch.float64, generator=gen)
+        return model, x, dict(gradients=batch_gradient(model, x, torch.tensor([2, 4])))
     if name == "gradinversion":  # needs BatchNorm; a smooth activation pins the batch down
         torch.manual_seed(0)
         model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Sigmoid(), nn.Flatten(),

@@ -13,6 +13,8 @@
 | ``ig-masked`` | Inverting Gradients adapted to sparsified updates (top-k / random-k) | cosine on the sent (non-zero) coordinates | TV | as ``ig`` | given |
 | ``ig-dpsgd`` | Inverting Gradients adapted to DP-SGD (Abadi et al. 2016 clipping; defense-aware attacker of Balunović et al., ICLR 2022) | cosine to the mean of per-example dummy gradients clipped to the known C | TV | as ``ig`` | given |
 | ``analytic-fc`` | Phong et al. 2018; Geiping et al. 2020 (biased first FC layer) | closed form | - | - | - |
+| ``spear`` | Dimitrov et al., "SPEAR: Exact Gradient Inversion of Batches in FL", NeurIPS 2024 (first FC + ReLU) | exact: low rank + ReLU sparsity | - | sampling | - |
+| ``spear++`` | Bakarsky et al., "SPEAR++", 2025 (sparsely-used dictionary learning) | exact: as spear | - | l1 (ER-SpUD) | - |
 | ``ggl`` | Li et al., "Generative Gradient Leakage", CVPR 2022 (attacks/generative) | cosine | generator (VAE on public aux data) | Adam on z, restarts | given |
 | ``gias`` | Jeon et al., "Gradient Inversion with Generative Image Prior", NeurIPS 2021 | cosine | generator, then its weights freed | Adam on z, then z + weights | given |
 
@@ -28,6 +30,7 @@ from typing import Any, Callable, Optional
 from torch import nn
 
 from fedsim.attacks.inversion.analytic import analytic_fc
+from fedsim.attacks.inversion.spear import spear, spear_pp
 from fedsim.attacks.inversion.core import InversionSpec, run_gradient_matching
 from fedsim.attacks.records import AttackMethod, Registry
 from fedsim.core.types import ClientUpdate
@@ -182,6 +185,19 @@ INVERSION_METHODS = Registry("attack.inversion", ("inversion", "generative"), ch
         "analytic-fc", "Phong et al. 2018; Geiping et al. 2020 (a biased first fully connected layer leaks x)",
         "closed form x = grad_W[i] / grad_b[i] (least squares over active rows); exact for batch 1",
         run=analytic_fc),
+    inversion_record(
+        "spear", "Dimitrov, Baader, Mueller, Vechev: SPEAR: Exact Gradient Inversion of Batches in Federated "
+        "Learning (NeurIPS 2024)",
+        "whole batch exactly from a first nn.Linear + ReLU: rank-B factorisation of grad_W, sampled (B-1)-row null "
+        "vectors filtered by ReLU sparsity, greedy selection by ReLU-pattern agreement, scale from grad_b; "
+        "exponential in B (attacks/inversion/spear.py)",
+        run=spear, traces=True),
+    inversion_record(
+        "spear++", "Bakarsky, Dimitrov, Baader, Vechev: SPEAR++: Scaling Gradient Inversion via Sparsely-Used "
+        "Dictionary Learning (arXiv 2025)",
+        "spear with the sampling replaced by ER-SpUD l1 problems min ||L q||_1 s.t. l_j^T q = 1 (ADMM or HiGHS), "
+        "rounding and hard-threshold refinement (attacks/inversion/spear.py)",
+        run=spear_pp, traces=True),
 ])
 
 

@@ -315,18 +315,22 @@ def _linprog_l1(L: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.stack(out, 1), dtype=L.dtype, device=L.device)
 
 
-def refine_zeros(U: torch.Tensor, p: torch.Tensor, zero_share: float, rounds: int = 20) -> torch.Tensor:
-    """Hard-thresholding refinement (ours): the ``zero_share`` smallest entries of |U p| are taken as the zero
-    set and p re-solved as the null vector of U there, ``rounds`` times. A true direction has about half its
-    entries at zero, a mix of two about a quarter, so with a share above 1/4 the fixed points are true ones."""
-    k = max(U.shape[1], int(zero_share * U.shape[0]))
-    for _ in range(rounds):
-        v = (U @ p).abs()
-        kth = v.kthvalue(k, dim=0, keepdim=True).values
-        mask = (v <= kth).to(U.dtype)
-        gram = torch.einsum("mk,ma,mb->kab", mask, U, U)
-        p = torch.linalg.eigh(gram)[1][:, :, 0].T
-    return p
+def refine_zeros(U: torch.Tensor, p: torch.Tensor, zero_share: float, rounds: int = 10) -> torch.Tensor:
+    """Hard-thresholding refinement (ours): the k smallest entries of |U p| are taken as the zero set and p re-solved
+    as the null vector of U there, ``rounds`` times, for k = B-1 (the sampled set of spear, here chosen by the
+    l1 solution), 2B and ``zero_share`` of the rows. Returns the candidates of every k side by side (B x 3K)."""
+    b, m = U.shape[1], U.shape[0]
+    out = []
+    for k in sorted({max(1, b - 1), min(m - 1, 2 * b), max(b, int(zero_share * m))}):
+        q = p
+        for _ in range(rounds if k >= b else 1):
+            v = (U @ q).abs()
+            kth = v.kthvalue(min(k, m), dim=0, keepdim=True).values
+            mask = (v <= kth).to(U.dtype)
+            gram = torch.einsum("mk,ma,mb->kab", mask, U, U)
+            q = torch.linalg.eigh(gram)[1][:, :, 0].T
+        out.append(q)
+    return torch.cat(out, 1)
 
 
 def dictionary_directions(lr: LowRank, g_b, weight, bias, *, tau: float, solver: str, per_round: int,

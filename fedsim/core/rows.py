@@ -146,6 +146,7 @@ class InversionRow(AttackRow):
     psnr_per_image: list[float] | None = None
     ssim_per_image: list[float] | None = None
     psnr_chance: float | None = None  # PSNR of the constant dataset-mean image vs the true batch (a blind guess)
+    exact_fraction: float | None = None  # share of the batch with max-abs pixel error < 1e-3 (metrics.exact)
     label_matches: int | None = None
     lpips: float | None = None
     lpips_note: str | None = None

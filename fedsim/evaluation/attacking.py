@@ -27,7 +27,7 @@ LABEL_SCORES = ("label_leacc", "label_lnacc", "label_instacc", "label_cossim", "
                 "true_counts", "score_error")
 INVERSION_SCORES = ("psnr", "ssim", "ssim_perm_agnostic", "psnr_per_image", "ssim_per_image", "label_matches",
                     "lpips", "lpips_note", "unreconstructed", "score_error", "psnr_chance", "ident_class_acc",
-                    "ident_class_chance", "ident_reid_acc", "ident_reid_chance")
+                    "ident_class_chance", "ident_reid_acc", "ident_reid_chance", "exact_fraction")
 
 log = logging.getLogger("fedsim.attacks")
 

@@ -1,7 +1,8 @@
 """Scoring: the only place where attack output meets ground truth (the audit channel).
 
 Label rows: LeAcc / LnAcc / instance accuracy (``fedsim.core.metrics.labels``); inversion rows: PSNR / SSIM after
-optimal label-aware alignment (``fedsim.core.metrics.images``) and, given an ``Identify``, identifiability with
+optimal label-aware alignment (``fedsim.core.metrics.images``), the exact share on the same alignment
+(``fedsim.core.metrics.exact``) and, given an ``Identify``, identifiability with
 its chance levels on the same alignment (``fedsim.evaluation.identify``). The ground truth of a FedAvg update is
 every sample the client visited in the round (each once).
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from fedsim.core.metrics.exact import exact_fraction
 from fedsim.core.metrics.images import image_metrics, to_pixels
 from fedsim.core.metrics.labels import label_metrics
 from fedsim.core.types import AttackResult, GroundTruth, InversionResult, LabelResult
@@ -71,6 +73,7 @@ def _(result: InversionResult, truth: GroundTruth, num_classes: int, mean, std, 
     out = {k: v for k, v in m.items() if isinstance(v, (int, float, list, str, bool))}
     out["unreconstructed"] = max(0, len(x_true) - len(result.reconstruction))
     out["psnr_chance"] = chance_psnr(x_true, mean, std)
+    out["exact_fraction"] = exact_fraction(rec, x_true, mean, std, m["permutation"])  # max-abs pixel error < 1e-3
     return out
 
 
