@@ -123,21 +123,25 @@ def _torchvision(name: str, cls_name: str, num_classes: int, norm, data_dir: Pat
 
 @register_raw("mnist")
 def load_mnist(data_dir: Path | None = None) -> RawDataset:
+    """MNIST (60k/10k) from torchvision's files in data.data_dir; fetch once: `fedsim data get mnist --to DIR`."""
     return _torchvision("mnist", "MNIST", 10, MNIST_NORM, data_dir)
 
 
 @register_raw("fashion_mnist_torchvision")
 def load_fashion_torchvision(data_dir: Path | None = None) -> RawDataset:
+    """Fashion-MNIST (60k/10k) from torchvision's FashionMNIST files in data.data_dir."""
     return _torchvision("fashion_mnist_torchvision", "FashionMNIST", 10, FASHION_NORM, data_dir)
 
 
 @register_raw("cifar10")
 def load_cifar10(data_dir: Path | None = None) -> RawDataset:
+    """CIFAR-10 (50k/10k) from torchvision's files in data.data_dir; fetch once: `fedsim data get cifar10 --to DIR`."""
     return _torchvision("cifar10", "CIFAR10", 10, CIFAR10_NORM, data_dir)
 
 
 @register_raw("cifar100")
 def load_cifar100(data_dir: Path | None = None) -> RawDataset:
+    """CIFAR-100 (50k/10k) from torchvision's files in data.data_dir; fetch: `fedsim data get cifar100 --to DIR`."""
     return _torchvision("cifar100", "CIFAR100", 100, CIFAR100_NORM, data_dir)
 
 
