@@ -57,13 +57,15 @@ def _stated(row: PrivacyRow, unit: str, relation: str, sensitivity: float) -> No
 
 
 # ---- central DP: fixed-size cohort of m, fixed denominator m, replace-one ----------------------------------
-def test_central_dp_epsilon_recomputed_from_the_released_aggregates(tmp_path):
+@pytest.mark.parametrize("clipping", ["server", "client"])
+def test_central_dp_epsilon_recomputed_from_the_released_aggregates(tmp_path, clipping):
     """5 clients, fraction 0.7: FedAvg samples m = 3 without replacement. Round 1: 3 replies; round 2: 2 replies
     and a dropout. The release must be ``sum(clipped deltas) / m + N(0, (z C / m)^2)`` (a dropped reply lowers the
     signal, never the denominator), sensitivity 2 C / m under replace-one, amplified by sampling without
     replacement (dp_accounting ``SampledWithoutReplacementDpEvent``)."""
-    z, clip, m, population = 0.8, 0.5, 3, 5
-    gate, sent, names, captured, folder = _gate(tmp_path, _cfg(z, clip))
+    z, clip, m, population = 0.8, 0.5, 3, 5  # "client": the replies below stand for fixedclipping_mod's output
+    gate, sent, names, captured, folder = _gate(tmp_path, _cfg(z, clip).replace(
+        **{"defense.central_dp.clipping": clipping}))
     w0 = _flat(sent, names)
     measured = []
     for rnd, replies in ((1, [_reply(_honest(sent, s, scale=0.05), {"num-examples": 10 + 90 * s}, s)
@@ -83,7 +85,8 @@ def test_central_dp_epsilon_recomputed_from_the_released_aggregates(tmp_path):
         _stated(row, "client", "replace-one", 2 * clip / m)
     recomputed = _rdp_epsilon([dp_accounting.SampledWithoutReplacementDpEvent(
         population, m, dp_accounting.GaussianDpEvent(zm)) for zm in measured], rows[-1].delta, NeighborRel.REPLACE_ONE)
-    _show("central DP (z 0.8, C 0.5, m 3 of 5, 2 rounds, one dropout)", rows[-1], recomputed)
+    _show(f"central DP ({clipping}-side clipping, z 0.8, C 0.5, m 3 of 5, 2 rounds, one dropout)", rows[-1],
+          recomputed)
     assert rows[-1].epsilon == pytest.approx(recomputed, rel=REL)
 
 
