@@ -116,15 +116,15 @@ class AttackSection:
                                 "the test split) when the file is missing")
     lpips_weights: str = opt("", doc="local LPIPS backbone weights (torchmetrics); '' = LPIPS reported as "
                              "unavailable (never downloaded)")
+    oracle_prior: bool = opt(False, doc="also run the ORACLE-PRIOR attack on each attacked FedSGD update (Hayes et "
+                             "al. 2023's prior-aware attacker; reads ground truth: the client's partition and batch; "
+                             "fedsim.evaluation.prior_aware), to set measured success beside the DP bound")
     plugins: str = opt("", doc="comma-separated modules imported before any method name is looked up (they call "
                        "register_label_method / register_inversion_method); installed packages' 'fedsim.attacks' "
                        "entry points are loaded too (fedsim.attacks.plugins)")
 
 
 @dataclass(frozen=True)
-    oracle_prior: bool = opt(False, doc="also run the ORACLE-PRIOR attack on each attacked FedSGD update (Hayes et "
-                             "al. 2023's prior-aware attacker; reads ground truth: the client's partition and batch; "
-                             "fedsim.evaluation.prior_aware), to set measured success beside the DP bound")
 class ValidationSection:
     """Plausibility bounds of the server's reply screen (server/validation.py, docs/reliability.md)."""
 
