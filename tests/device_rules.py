@@ -1,4 +1,5 @@
-"""A static device rule over the attack, metric and evaluation code (issue 33, "device discipline, checked on CPU").
+"""A static device rule over the attack, metric, evaluation and report code (issue 33, "device discipline, checked on
+CPU").
 
 Two findings, from an AST walk (no import of the code checked):
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCOPE = ("attacks", "fedsim/core/metrics", "fedsim/evaluation")
+SCOPE = ("attacks", "fedsim/core/metrics", "fedsim/evaluation", "fedsim/lab/report")
 FACTORIES = frozenset({"zeros", "ones", "empty", "full", "rand", "randn", "randint", "randperm", "arange", "eye",
                        "linspace", "tensor"})
 

@@ -1,6 +1,7 @@
 """Device discipline, checked on CPU (issue 33, check c): a static rule (``tests/device_rules.py``) over ``attacks/``,
-``fedsim/core/metrics/`` and ``fedsim/evaluation/``: no ``.numpy()`` without ``.cpu()`` before it, no tensor factory
-without ``device=`` outside the allow-list (each entry with its reason), and the rule itself flags a probe."""
+``fedsim/core/metrics/``, ``fedsim/evaluation/`` and ``fedsim/lab/report/``: no ``.numpy()`` without ``.cpu()``
+before it, no tensor factory without ``device=`` outside the allow-list (each entry with its reason), and the rule
+itself flags a probe."""
 
 from __future__ import annotations
 
