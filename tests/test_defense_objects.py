@@ -285,13 +285,17 @@ def test_report_configured_line_lists_only_the_dp_mechanisms_in_force(tmp_path):
 
 def test_sweep_labels_of_every_builtin_part_are_unchanged():
     """Known answer: the label the pre-object ``describe`` gave for this combination (same words, same order)."""
+    import dataclasses
+
     from fedsim.lab.sweep.spec import describe
 
     cfg = ExperimentConfig().replace(**{
         "defense.dp_sgd.enabled": True, "defense.dp_sgd.noise_multiplier": 0.5, "defense.local_dp.enabled": True,
         "defense.update.topk_ratio": 0.01, "defense.update.randk_ratio": 0.2, "defense.update.clip_norm": 2.0,
-        "defense.update.noise_std": 0.1, "defense.update.quant_bits": 4, "defense.training.label_smoothing": 0.1,
-        "defense.training.mixup_alpha": 0.4})
+        "defense.update.noise_std": 0.1, "defense.update.quant_bits": 4, "defense.training.label_smoothing": 0.1})
+    # DP-SGD + mixup is refused at load (issue 35); built past the checks, its label is still the same words
+    training = dataclasses.replace(cfg.defense.training, mixup_alpha=0.4)
+    cfg = dataclasses.replace(cfg, defense=dataclasses.replace(cfg.defense, training=training))
     assert describe(cfg) == (
         "DP-SGD sigma 0.5, clip 1 + local DP eps 10/round, clip 1 + top-k 1% + random-k 20% + update clip 2 + "
         "update noise 0.1 + 4-bit quantization + label smoothing 0.1 + mixup 0.4",
