@@ -66,22 +66,6 @@ def gaussian_epsilon(noise_multiplier: float, releases: int, delta: float, sampl
     return float(acc.get_epsilon(delta))
 
 
-def composed_gaussian_epsilon(noise_multipliers: list[float], delta: float) -> float:
-    """Epsilon at ``delta`` of Gaussian releases with different noise multipliers (one per release), by Opacus'
-    RDP accountant: central DP as it ran, each round at its effective multiplier (``fedsim.server.central_dp``)."""
-    if not noise_multipliers:
-        return 0.0
-    if min(noise_multipliers) <= 0:
-        return math.inf
-    from collections import Counter
-
-    from opacus.accountants import RDPAccountant
-
-    acc = RDPAccountant()
-    acc.history = [(float(z), 1.0, int(n)) for z, n in Counter(noise_multipliers).items()]
-    return float(acc.get_epsilon(delta))
-
-
 def dp_sgd_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
     """DP-SGD (Opacus, Poisson sampling): ``steps`` local steps over all rounds at rate ``q = B / n``."""
     return gaussian_epsilon(noise_multiplier, steps, delta, sample_rate)
