@@ -96,7 +96,8 @@ def privacy(data: RunData) -> str:
 
 
 def _release(p: PrivacyRow) -> str:
-    """Central DP: the release's effective noise multiplier and how many clients it averaged."""
+    """Central DP: the release's accounted noise multiplier (format 2: ``z / 2`` on ``2 C / m``; format 1: the
+    effective ``z n / m``) and how many replies it summed out of the denominator ``m``."""
     if p.noise_multiplier is None:
         return ""
     return e(f"z {fmt(p.noise_multiplier, '.3g')}, {p.clients} / {p.sampled}")
