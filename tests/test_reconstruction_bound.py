@@ -136,3 +136,14 @@ def test_oracle_without_noise_meets_the_sampling_bound():
     res = _tiny(0.0, seed=2, q_all=False)
     in_b = res.in_batch
     assert res.hits.sum() >= in_b
+
+
+def test_each_target_gets_its_own_decoys():
+    """Per-target decoy subsets (the live attack's draw) pick among the target and exactly its K - 1 decoys."""
+    from fedsim.evaluation.prior_aware import prior_aware_guess
+
+    g = torch.Generator().manual_seed(0)
+    t, d = torch.randn(4, 5, generator=g), torch.randn(10, 5, generator=g)
+    inb = torch.tensor([True, False, True, False])
+    res = prior_aware_guess(t, d, t[inb].sum(0), inb, None, subsets=torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]]))
+    assert res.candidates == 3 and res.hits[0] and res.hits[2]

@@ -11,8 +11,9 @@ The game, per update and per target (Hayes et al., Sec. 3; adapted to fedsim's F
 * the client's partition ``P`` (n examples) is the training set; each ``j`` in ``P`` is a target in turn and the
   others ``D- = P \\ {j}`` are known to the attacker, *including which of them the step's Poisson sample drew*
   (a stronger attacker than the paper's; the guarantee still holds: each example's inclusion is independent);
-* the candidate set is ``j`` plus ``K - 1`` decoys: test-split images (never trained on), the same ones for every
-  target; kappa = 1 / K. Under the assumption that the test split and the partition are draws from the same
+* the candidate set is ``j`` plus ``n - 1`` decoys: test-split images (never trained on), drawn for each target on
+  its own from a pool of ``max(1024, 8 n)`` (so that the targets' outcomes are nearly independent trials);
+  kappa = 1 / n. Under the assumption that the test split and the partition are draws from the same
   distribution, ``j`` is exchangeable with the decoys, so the success rate over targets is the game's success
   with the target drawn uniformly from the candidates (the ReRo game that the bound covers);
 * the release: with DP-SGD (Opacus, one step, Poisson rate q, noise multiplier sigma, clip C) the update is
@@ -45,6 +46,7 @@ ORACLE = "oracle-prior"
 LABEL = "ORACLE-PRIOR (knows the candidate set, the other training examples and the batch)"
 MAX_TARGETS = 2000  # the partition is capped like the re-identification pool (fedsim.evaluation.identify)
 CHUNK = 256  # per-example gradients at a time (memory)
+DECOY_POOL = 1024  # test images the decoys are drawn from (at least 8 per target), each target its own n - 1
 
 
 def per_example_gradients(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, clip: float | None
@@ -95,17 +97,22 @@ class OracleResult:
 
 
 def prior_aware_guess(targets: torch.Tensor, decoys: torch.Tensor, released: torch.Tensor, in_batch: torch.Tensor,
-                      clip: float | None, seed: int = 0) -> OracleResult:
+                      clip: float | None, seed: int = 0, subsets: torch.Tensor | None = None) -> OracleResult:
     """The prior-aware attack on one step's release. ``targets`` [n, d]: the training set's (clipped) gradients;
-    ``decoys`` [K-1, d]: the decoy candidates' gradients; ``released`` [d]: the summed release;
-    ``in_batch`` [n] bool: which training examples the step drew (known to the attacker for every example but the
-    target). For target ``j`` the candidates are ``j`` and the decoys; returns whether it picked ``j``."""
-    g = torch.cat([targets, decoys]).double()
-    t = targets.double()
+    ``decoys`` [P, d]: the decoy pool's gradients; ``released`` [d]: the summed release; ``in_batch`` [n] bool:
+    which training examples the step drew (known to the attacker for every example but the target);
+    ``subsets`` [n, K-1]: the decoys (pool indices) of each target, every decoy when None. For target ``j`` the
+    candidates are ``j`` and its decoys; returns whether it picked ``j``. Each target's own decoy draw keeps the
+    targets' outcomes (nearly) independent, as the Clopper-Pearson interval of their pooled rate assumes; a
+    shared decoy set would make every target outside the batch compete with the same best decoy."""
+    t, dg = targets.double(), decoys.double()
     e = released.double() - t[in_batch].sum(0)  # the release minus every batch member: noise (+ round-off)
-    base = g @ e - 0.5 * (g * g).sum(1)  # score of each candidate against the residual of a target outside B
-    own = base[:len(t)] + in_batch.double() * (t * t).sum(1)  # candidate j for target j
-    cross = base[len(t):].unsqueeze(0) + in_batch.double().unsqueeze(1) * (t @ g[len(t):].T)  # [n, K-1]
+    base_t = t @ e - 0.5 * (t * t).sum(1)  # score of each candidate against the residual of a target outside B
+    base_d = dg @ e - 0.5 * (dg * dg).sum(1)
+    own = base_t + in_batch.double() * (t * t).sum(1)  # candidate j for target j
+    cross = base_d.unsqueeze(0) + in_batch.double().unsqueeze(1) * (t @ dg.T)  # [n, P]
+    if subsets is not None:
+        cross = cross.gather(1, subsets.to(cross.device))
     scores = torch.cat([own.unsqueeze(1), cross], 1)  # column 0: the target itself
     top = scores.max(1, keepdim=True).values
     tol = 1e-9 * top.abs().clamp(min=1.0)
@@ -114,7 +121,7 @@ def prior_aware_guess(targets: torch.Tensor, decoys: torch.Tensor, released: tor
     pick = (torch.rand(scores.shape, generator=gen, dtype=torch.float64).to(scores.device) * ties).argmax(1)
     d = released.numel()
     noise = (float(e.norm()) / (clip * math.sqrt(d))) if clip else None
-    return OracleResult(hits=(pick == 0).cpu(), in_batch=int(in_batch.sum()), candidates=1 + len(decoys),
+    return OracleResult(hits=(pick == 0).cpu(), in_batch=int(in_batch.sum()), candidates=scores.shape[1],
                         noise_measured=noise)
 
 
@@ -162,14 +169,18 @@ def oracle_prior_row(cfg, update, truth, run_dir: str | Path):
     else:  # FedSGD without DP-SGD: the mean over the batch it drew
         scale, clip = float(len(truth.inputs[0])), None
     in_batch = membership(x, truth.inputs[0])
-    test_x, test_y = test_data(cfg)  # never trained on: the decoy candidates
+    test_x, test_y = test_data(cfg)  # never trained on: the decoy pool
     gen = torch.Generator().manual_seed(int(cfg.run.seed) * 100003 + update.server_round * 1009 + update.client_id)
-    idx = torch.randperm(len(test_x), generator=gen)[:max(0, n - 1)]
-    decoys_x, decoys_y = test_x[idx], torch.as_tensor(test_y)[idx]
+    pool = torch.randperm(len(test_x), generator=gen)[:min(len(test_x), max(DECOY_POOL, 8 * n))]
+    if len(pool) < n - 1:
+        raise ValueError(f"oracle-prior: {len(pool)} test images, fewer than the {n - 1} decoys a target needs")
+    decoys_x, decoys_y = test_x[pool], torch.as_tensor(test_y)[pool]
+    subsets = torch.stack([torch.randperm(len(pool), generator=gen)[:n - 1] for _ in range(n)])  # per target
     g_t = per_example_gradients(model, x, y, clip)
     g_d = per_example_gradients(model, decoys_x, decoys_y, clip)
     s = released_sum(model, update.weights_before, update.weights_after, update.lr, scale)
-    res = prior_aware_guess(g_t, g_d, s, in_batch.to(g_t.device), clip, seed=update.server_round * 7919 + n)
+    res = prior_aware_guess(g_t, g_d, s, in_batch.to(g_t.device), clip, seed=update.server_round * 7919 + n,
+                            subsets=subsets)
     hits = int(res.hits.sum())
     kappa = 1.0 / res.candidates
     mech = mechanism_of(cfg, update, n)

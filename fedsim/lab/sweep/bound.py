@@ -55,8 +55,9 @@ def run_tallies(run: Path, picks: list[InversionRow]) -> dict[str, Any]:
         if acc is None or not n:
             continue
         reid.append((round(acc * n), n, finite_float(r.reid_bound), chance))
+    latest = {(r.round, r.client): r for r in RunFolder(run).rows(OraclePriorRow)}  # a replay supersedes
     oracle = [(int(r.hits), int(r.targets), finite_float(r.bound), finite_float(r.kappa))
-              for r in RunFolder(run).rows(OraclePriorRow) if r.ok and r.targets]
+              for r in latest.values() if r.ok and r.targets]
     return {"bound_reid": _tally(reid), "bound_oracle": _tally(oracle)}
 
 
