@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import platform
+import shlex
 import time
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps({"command": "python benchmarks/spear.py " + " ".join(argv or []),
+                out.write_text(json.dumps({"command": "python benchmarks/spear.py " + shlex.join(argv or []),
                                            "machine": f"{platform.machine()} CPU, torch {torch.__version__}, "
                                                       "1 thread", "rows": rows}, indent=1))
     return 0
