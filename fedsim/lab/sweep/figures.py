@@ -230,7 +230,7 @@ def plot_bound(rows: list[dict], title: str, path: Path) -> Path | None:
                 ax.plot(bx, [b["bound"] for _, b in pts if b.get("bound") is not None], "v--", color="C3",
                         label="DP bound 1 - f(κ), any attack")
                 ax.plot(px, [b["kappa"] for _, b in pts], ":", color="grey", label="chance κ")
-            ax.set_xticks(xs, [point_label(r).replace(", eps", "\neps") for r in rows], fontsize=7)
+            ax.set_xticks(xs, [point_label(r).replace("DP-SGD ", "").replace(", ", "\n") for r in rows], fontsize=7)
             ax.set_title(name, fontsize=9)
             ax.set_ylim(-0.02, 1.02)
             ax.legend(loc="upper right", fontsize=7)
