@@ -111,21 +111,25 @@ def test_presets_are_the_configs_folder_by_name(tmp_path, monkeypatch):
     assert presets.resolve("smoke") == Path("smoke")  # an existing path wins
     with pytest.raises(ConfigError) as err:
         presets.resolve("smokee")
-    assert "not a preset name; presets: defense_fedsgd, demo" in str(err.value) and "\n" not in str(err.value)
+    assert f"not a preset name; presets: {', '.join(files)} (fedsim list presets)" in str(err.value)
+    assert "\n" not in str(err.value)
     assert presets.find("../configs/smoke") is None
 
 
 def test_cli_list_presets_run_names_and_sweeps_resolve(tmp_path, monkeypatch, capsys):
+    from fedsim.lab import presets
+    from fedsim.lab.check import config_flats
     from fedsim.lab.cli import main
-    from fedsim.lab.sweep import load_sweep
+    from fedsim.lab.sweep.spec import base_file
 
     monkeypatch.chdir(tmp_path)
     assert main(["list", "presets"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[0] for ln in lines[1:]] == sorted(p.stem for p in (ROOT / "configs").glob("*.toml"))
     assert main(["check", "nosuch-preset"]) == 2 and "fedsim list presets" in capsys.readouterr().err
-    sweep = load_sweep("sweep_dp_mini")  # its base = "smoke.toml", beside it in the package
-    assert sweep.base.run.name == "smoke" and len(sweep.settings) >= 2
+    flats = config_flats(presets.resolve("sweep_dp_mini"))  # its base = "smoke.toml", beside it in the package
+    assert flats[0]["run.name"] == "smoke" and len(flats) >= 3  # the base, then one per setting
+    assert base_file(presets.resolve("sweep_dp_mini"), "smoke.toml") == presets.resolve("smoke")
 
 
 def test_init_copies_the_presets_and_refuses_to_overwrite(tmp_path, capsys):
