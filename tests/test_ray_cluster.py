@@ -129,7 +129,7 @@ def test_sweep_on_the_cluster_equals_the_local_sweep(cluster, tmp_path):
     assert len(a) == len(b) == 2 and all(r["seeds_run"] == 2 for r in b)
     assert _strip(a) == _strip(b)
     tasks = [json.loads(line) for line in (tmp_path / "ray" / "ray_tasks.jsonl").read_text().splitlines()]
-    assert len(tasks) == 4 and len({t["node_id"] for t in tasks}) == 2  # both worker nodes ran federations
+    assert len(tasks) == 4 and len({t["node_id"] for t in tasks}) >= 2  # federations ran on more than one node
     assert all(t["driver_s"] >= t["task_s"] for t in tasks)
     assert (tmp_path / "ray" / "sweep.html").is_file()
     again = _sweep([str(sweep), "--out", str(tmp_path / "ray"), "--ray", cluster.address])
