@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fedsim.core.config import ConfigError
-from fedsim.core.errors import FederationFailed
+from fedsim.core.errors import FederationFailed, FedsimError
 
 SIMULATION = ("node", "cluster")
 KEYS = ("address", "num_cpus", "num_gpus", "memory_gb", "simulation")
@@ -249,7 +249,12 @@ class RayPool:
                 info = ray.get(task.remote(runner, cfg, str(out), quiet, env))
             except RayTaskError as exc:  # the federation's own error, as the local pool would see it
                 cause = getattr(exc, "cause", None)
-                raise cause if isinstance(cause, Exception) else FederationFailed(str(exc).splitlines()[0]) from None
+                if isinstance(cause, FedsimError):
+                    raise cause from None
+                # anything else (a SuperLink killed with its machine: "process exited with code -9") loses this
+                # federation only, never the sweep
+                what = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+                raise FederationLost(f"{out}: {what.splitlines()[0][:300]}") from None
             except RayError as exc:
                 raise FederationLost(f"{out}: its Ray task was lost ({type(exc).__name__}: "
                                      f"{str(exc).splitlines()[0][:200]})") from None
