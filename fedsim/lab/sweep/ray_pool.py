@@ -174,8 +174,12 @@ class RayPool:
                                   "start one with `ray start --head` (docs/deployment.md)") from None
         import ray
 
+        import warnings
+
         try:
-            ray.init(address=spec.address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            with warnings.catch_warnings():  # Ray's FutureWarning about GPU env vars: not the user's business here
+                warnings.simplefilter("ignore", FutureWarning)
+                ray.init(address=spec.address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(f"--ray {spec.address}: cannot join the cluster: {str(exc).splitlines()[0]}") from None
         try:
