@@ -147,3 +147,51 @@ def test_each_target_gets_its_own_decoys():
     inb = torch.tensor([True, False, True, False])
     res = prior_aware_guess(t, d, t[inb].sum(0), inb, None, subsets=torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]]))
     assert res.candidates == 3 and res.hits[0] and res.hits[2]
+
+
+@pytest.mark.parametrize("z, rounds", [(0.8, 1), (2.0, 4)])
+def test_central_dp_bound_is_mu_gdp_two_sqrt_rounds_over_z(z, rounds):
+    """Central DP releases sum / m + N(0, (z C/m)^2), replace-one at 2 C/m: in units of C/m a Gaussian of std z on
+    sensitivity 2, mu = 2 / z per release, mu = 2 sqrt(rounds) / z without sampling credit (the client in every
+    cohort). A mechanism built at sensitivity C/m (add/remove's) would give mu = 1 / z and fail the lower side."""
+    from fedsim.evaluation.bounds import central_dp_mechanism
+
+    mech = central_dp_mechanism(z, rounds)
+    want = gdp_bound(2 * math.sqrt(rounds) / z, 1 / 64)
+    assert want - 1e-9 <= reconstruction_bound(mech, 1 / 64) <= want + 2e-3
+
+
+def test_central_dp_bound_agrees_with_the_accountant():
+    """The bound's mechanism, read as an epsilon (its PLD at delta), is the accountant's release: at or under
+    ``central_dp_epsilon`` with every client sampled (RDP at multiplier z / 2, looser than the PLD), within 10 %
+    of it (a factor-2 sensitivity error moves it by 2.3x), and at or above the accountant's amplified epsilon
+    (the bound takes no sampling credit)."""
+    from fedsim.core.accounting import central_dp_epsilon
+    from fedsim.core.reconstruction_bound import _pld
+    from fedsim.evaluation.bounds import central_dp_mechanism
+
+    z, rounds, delta = 2.0, 4, 1e-5
+    pld_eps = _pld(central_dp_mechanism(z, rounds)).get_epsilon_for_delta(delta)
+    rdp_eps = central_dp_epsilon(z, rounds, delta)  # cohort 1 of 1: no amplification
+    assert 0.9 * rdp_eps <= pld_eps <= rdp_eps
+    assert central_dp_epsilon(z, rounds, delta, sampled=3, population=10) <= pld_eps
+
+
+def test_central_dp_reply_row_says_the_reply_is_unprotected_and_gives_the_release_bound():
+    """The curious server attacks the clipped, un-noised reply: bound 1 on the row, the release's bound in words."""
+    from types import SimpleNamespace
+
+    from fedsim.core.rows import InversionRow
+    from fedsim.evaluation.bounds import central_dp_mechanism, with_reid_bound
+
+    update = SimpleNamespace(server_round=3, cohort=(), defenses={
+        "defense.central_dp.clipping": "server", "defense.central_dp.noise_multiplier": 2.0,
+        "defense.central_dp.clip_norm": 0.5})
+    row = InversionRow(round=3, client=0, method="ig", ok=True, ident_reid_chance=1 / 64)
+    out = with_reid_bound(row, None, update)
+    release = reconstruction_bound(central_dp_mechanism(2.0, 3), 1 / 64)
+    assert out.reid_bound == 1.0
+    assert f"{release:.3g}" in out.bound_mechanism and "no sampling credit" in out.bound_mechanism
+    assert release < 0.5  # the release is protected; the reply is not
+    off = SimpleNamespace(server_round=3, cohort=(), defenses={"defense.central_dp.clipping": "off"})
+    assert with_reid_bound(row, None, off).reid_bound is None

@@ -10,8 +10,20 @@ config, as ``fedsim.core.defense_builtin`` accounts it) as a :class:`fedsim.core
   ``z = sqrt(2 ln(1.25 / delta)) / epsilon``; one example changes the clipped update by up to 2C (replace-one),
   so sensitivity 2 in units of C, one release per round, no sampling.
 
-Central DP (client level, Flower's wrapper) is not covered here: its effective multiplier moves with the replies a
-round averaged and its relation is being restated (issue 35); its rows carry no bound yet.
+* central DP (``fedsim.server.central_dp``): the server releases ``W + sum(clipped deltas) / m + N(0, (z C/m)^2)``;
+  client level (one example's re-identification is implied: replace-one changes the client's whole data),
+  replace-one, sensitivity ``2 C / m``, noise ``z C / m``: in units of ``C / m`` a Gaussian of std ``z`` on
+  sensitivity 2, so ``mu = 2 / z`` per release, the accountant's multiplier ``z / 2``
+  (``fedsim.core.accounting.central_dp_epsilon``). Assumption: the attacked client is in the cohort of the attacked
+  round (as the DP-SGD bound assumes the target in the batch) and, further, in every earlier round's cohort: no
+  sampling credit at all, so the bound is ``mu = 2 sqrt(rounds) / z`` and never below the truth. Why not the
+  accountant's amplification for the earlier rounds: ``dp_accounting``'s PLD has no sampling-without-replacement
+  event, and its REPLACE_ONE ``sampling_prob`` is Poisson's (an unsampled round sits at distance ``C / m`` from
+  each neighbour), while in a fixed-size cohort the client's seat goes to another client, up to ``2 C / m`` away;
+  the RDP accountant's amplified epsilon is lower than this bound's (an f-DP curve without the credit).
+  **What the bound covers:** the released model. The curious server attacks the clipped, *un-noised* reply
+  (Flower's wrapper adds the noise to the aggregate), which no noise protects: a central-DP inversion row carries
+  ``reid_bound = 1`` and the release's bound in ``bound_mechanism`` (:func:`central_dp_note`).
 
 The pipeline's re-identification scores only the examples that were in the attacked step's batch, so its bound is
 conditioned on inclusion: the attacked round's steps count without sampling (``in_batch_steps``); the
@@ -49,6 +61,27 @@ def mechanism_of(cfg: Any, update: Any, client_examples: int | None = None, in_b
     return None
 
 
+def central_dp_mechanism(noise_multiplier: float, rounds: int) -> Mechanism:
+    """The central-DP release's mechanism after ``rounds`` releases, in units of ``C / m``: Gaussian std ``z``,
+    sensitivity 2 (replace-one, ``2 C / m``), the attacked client in every cohort (no sampling credit): ``mu = 2
+    sqrt(rounds) / z``, never below what the accountant's ``z / 2`` with amplification allows."""
+    rounds = max(1, int(rounds))
+    return Mechanism(float(noise_multiplier), steps=rounds, sensitivity=2.0, relation="replace-one")
+
+
+def central_dp_on(update: Any) -> bool:
+    return str(update.defenses.get("defense.central_dp.clipping", "off")) != "off"
+
+
+def central_dp_note(update: Any, kappa: float) -> str:
+    """``bound_mechanism`` of a central-DP reply: why its bound is 1, and the released model's bound."""
+    rnd = max(1, int(update.server_round))
+    mech = central_dp_mechanism(float(update.defenses.get("defense.central_dp.noise_multiplier", 1.0)), rnd)
+    return (f"central DP: the attacked reply is clipped, not noised (bound 1); the released model's bound "
+            f"{reconstruction_bound(mech, kappa):.3g} (client level, replace-one, sensitivity 2 C/m, noise "
+            f"{mech.noise_multiplier:g} C/m, {rnd} release(s), the client in every cohort: no sampling credit)")
+
+
 def _partition_size(cfg: Any, update: Any) -> int:
     from fedsim.core.experiment import client_indices
 
@@ -63,6 +96,8 @@ def with_reid_bound(row: Any, cfg: Any, update: Any) -> Any:
         return row
     mech = mechanism_of(cfg, update, in_batch=True)
     if mech is None:
+        if central_dp_on(update) and not getattr(update, "cohort", None):
+            return dataclasses.replace(row, reid_bound=1.0, bound_mechanism=central_dp_note(update, float(kappa)))
         return row
     return dataclasses.replace(row, reid_bound=reconstruction_bound(mech, float(kappa)),
                                bound_mechanism=mech.describe())
