@@ -28,6 +28,7 @@ def _exact(rec, gt, mean, std) -> float:
     return exact_fraction(rec, gt, mean, std, perm)
 
 
+@pytest.mark.slow
 def test_spear_recovers_fcn_batches_exactly(mnist):
     """fcn3 (784 -> 1000 ReLU -> 10), FedSGD gradient of real MNIST images: the whole batch at b = 2, 4, 8."""
     x, y, mean, std = mnist
