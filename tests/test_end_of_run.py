@@ -136,3 +136,42 @@ def test_the_python_api_keeps_replacing_by_default(tmp_path: Path, stub_federati
     fedsim.run(SMOKE, out=out, report=False)  # a notebook cell run twice
     with pytest.raises(fedsim.api.RunFolderError, match="--overwrite"):
         fedsim.run(SMOKE, out=out, report=False, overwrite=False)
+
+
+def _plant_reid(folder: Path, hits_of_8: int, bound: float = 0.2, updates: int = 10) -> None:
+    """Inversion rows of DP-SGD updates: each update's pick re-identified ``hits_of_8`` of its 8 images, beside the
+    row's DP bound ``bound`` (chance 1 / 64)."""
+    rf = RunFolder(folder)
+    for u in range(updates):
+        rf.append(InversionRow(round=1 + u, client=0, method="ig", ok=True, psnr=12.0, num_images=8,
+                               ident_reid_acc=hits_of_8 / 8, ident_reid_chance=1 / 64, reid_bound=bound,
+                               bound_mechanism="Gaussian sigma 1, 1 step(s), sensitivity 1 C (add/remove)"))
+
+
+def test_a_run_reidentifying_above_its_dp_bound_fails_in_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    """80 of 80 re-identified (95 % CP low 95.5 %) against a bound of 20 %: a calibration bug, exit 1, one line;
+    20 of 80 (25 % [16, 36 %]) against 20 % is within its interval and passes."""
+    import fedsim.lab.preflight
+    import fedsim.lab.runner
+    from fedsim.core.reconstruction_bound import BoundViolation
+    from fedsim.lab.run_summary import check_bounds
+
+    hits = {"n": 8}
+
+    def fake(cfg, out, quiet=False):
+        _, folder = fedsim.lab.runner.prepare_run_dir(cfg, Path(out))
+        _write_run(folder, rounds=2)
+        _plant_reid(folder, hits["n"])
+        return folder
+
+    monkeypatch.setattr(fedsim.lab.runner, "run_federation", fake)
+    monkeypatch.setattr(fedsim.lab.preflight, "preflight", lambda cfg, run_dir=None: None)
+    assert cli.main(["run", str(SMOKE), "--out", str(tmp_path / "bad"), "--quiet"]) == BoundViolation.exit_code == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fedsim:")]
+    assert len(err) == 1 and "re-identified 100 % of 80" in err[0] and "above the DP bound 20 %" in err[0]
+    assert "calibration bug" in err[0]
+    hits["n"] = 2
+    assert cli.main(["run", str(SMOKE), "--out", str(tmp_path / "ok"), "--quiet"]) == 0
+    check_bounds(tmp_path / "ok")  # no raise: 25 % [16, 36 %] straddles the 20 % bound
+    with pytest.raises(BoundViolation):
+        check_bounds(tmp_path / "bad")

@@ -78,10 +78,13 @@ def _after_run(run: Path, quiet: bool) -> None:
 
 
 def _print_summary(run: Path, report: Path) -> None:
-    """A few lines: utility, attacked updates, leakage per method beside chance, where the report is."""
-    from fedsim.lab.run_summary import summary_lines
+    """A few lines: utility, attacked updates, leakage per method beside chance, where the report is; then a
+    re-identification rate above its DP bound beyond its interval raises ``BoundViolation`` (exit 1, one line:
+    a calibration bug; the folder and report are kept)."""
+    from fedsim.lab.run_summary import check_bounds, summary_lines
 
     print("\n".join(summary_lines(run, report)))
+    check_bounds(run)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -96,6 +96,34 @@ def privacy_line(rows: Sequence[PrivacyRow]) -> str | None:
     return f"privacy spent (max): {'; '.join(parts)} after round {last}"
 
 
+def check_bounds(run: Path) -> None:
+    """Raise ``BoundViolation`` (one line; ``fedsim run`` exits 1) when the run's measured re-identification lies
+    above its DP bound beyond its 95 % Clopper-Pearson interval: a calibration bug. The run is pooled as the sweep
+    pools one seed (``fedsim.lab.sweep.bound``: the attacker's pick per update, the ORACLE-PRIOR rows, each target
+    a trial, the trial-weighted mean of the rows' bounds, which holds for the pooled rate whatever mechanisms the
+    rows were released under)."""
+    from fedsim.core.reconstruction_bound import check_measured
+    from fedsim.lab.pick import attacker_picks
+    from fedsim.lab.sweep.bound import aggregate_bounds, measured_of, run_tallies
+
+    folder = RunFolder(run)
+    inv = list({(r.method, r.round, r.client): r for r in folder.rows(InversionRow) if r.ok}.values())
+    point: dict = {}
+    aggregate_bounds(point, [run_tallies(Path(run), [p.row for p in attacker_picks(inv, _configured(folder))])])
+    check_measured(measured_of(point), where=f"run {run}")
+
+
+def _configured(folder: RunFolder) -> str | None:
+    """``attack.inversion`` of the run's resolved config (the pick's order), None without one."""
+    import tomllib
+
+    try:
+        value = tomllib.loads(folder.config.read_text()).get("attack", {}).get("inversion")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def summary_lines(run: Path, report: Path | None) -> list[str]:
     """The end-of-run summary, one string per line (each at most ``WIDTH`` columns but for long paths)."""
     folder = RunFolder(run)
