@@ -6,22 +6,17 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 
-@dataclass(frozen=True)
-class ImageDataset:
-    """Images as float32 in [0, 1] with shape [N, C, H, W], labels as int64; normalisation constants."""
+class Normalised:
+    """What every dataset form offers beside its arrays (``ImageDataset``, the store's ``StoredDataset``): the
+    input shape and the normalisation, from ``train_x`` and ``mean`` / ``std``."""
 
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
+    train_x: Any
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
@@ -36,6 +31,20 @@ class ImageDataset:
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Model input space -> pixel space."""
         return denormalize(x, self.mean, self.std)
+
+
+@dataclass(frozen=True)
+class ImageDataset(Normalised):
+    """Images as float32 in [0, 1] with shape [N, C, H, W], labels as int64; normalisation constants."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -47,7 +47,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from fedsim.core.data.core import RAW, ImageDataset, RawDataset, denormalize, normalize, to_float
+from fedsim.core.data.core import RAW, ImageDataset, Normalised, RawDataset, to_float
 
 FORMAT = "fedsim-npy-1"
 CACHE_ENV = "FEDSIM_DATA_CACHE"
@@ -91,7 +91,7 @@ class Rows:
 
 
 @dataclass(frozen=True)
-class StoredDataset:
+class StoredDataset(Normalised):
     """A dataset in the store: what an ``ImageDataset`` offers, read on demand. ``train_x`` / ``test_x`` are
     :class:`Rows` (index them for float32 images of just those rows), ``train_y`` / ``test_y`` int64 tensors."""
 
@@ -120,18 +120,6 @@ class StoredDataset:
     @cached_property
     def test_y(self) -> torch.Tensor:
         return torch.from_numpy(np.array(self._map("test_y"), dtype=np.int64))
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Pixel space [0, 1] -> model input space."""
-        return normalize(x, self.mean, self.std)
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Model input space -> pixel space."""
-        return denormalize(x, self.mean, self.std)
 
 
 def dataset_key(name: str, data_dir: Path | None, image_size: int, options: dict) -> str:

@@ -14,25 +14,17 @@ from typing import Sequence
 
 import torch
 
+from fedsim.core.metrics.images import to_pixels
+
 EXACT_TOL = 1e-3
-
-
-def _pixels(x: torch.Tensor, mean, std) -> torch.Tensor:
-    """Model space -> pixel space [0, 1], float64, on the input's device."""
-    x = x.detach().to(torch.float64)
-    if x.dim() == 3:
-        x = x.unsqueeze(0)
-    m = torch.as_tensor(mean, dtype=torch.float64, device=x.device).view(-1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float64, device=x.device).view(-1, 1, 1)
-    return (x * s + m).clamp(0.0, 1.0)
 
 
 def max_abs_errors(reconstruction: torch.Tensor, ground_truth: torch.Tensor, mean, std,
                    permutation: Sequence[int]) -> torch.Tensor:
     """Per ground-truth image, the max-abs pixel error of the reconstruction aligned to it (``permutation[j]`` is
     the reconstruction matched to ground-truth image j)."""
-    gt = _pixels(ground_truth, mean, std)
-    rec = _pixels(reconstruction.to(gt.device), mean, std)
+    gt = to_pixels(ground_truth, mean, std)
+    rec = to_pixels(reconstruction.to(gt.device), mean, std)
     if len(permutation) != len(gt):
         raise ValueError(f"permutation has {len(permutation)} entries for {len(gt)} ground-truth images")
     idx = torch.as_tensor(list(permutation), dtype=torch.long, device=rec.device)
