@@ -43,8 +43,6 @@ import functools
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 ACCOUNTANT = "opacus-rdp"
 
 
@@ -92,6 +90,7 @@ def central_dp_releases_epsilon(releases: list[tuple[float, int, int]], delta: f
         raise ValueError(f"delta {delta} outside (0, 1)")
     from collections import Counter
 
+    import numpy as np  # here, not at import: the CLI's help and config errors load this module without numpy
     from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 
     total, orders = None, None
