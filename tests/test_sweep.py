@@ -100,6 +100,9 @@ def test_cache_skips_finished_runs_of_the_same_config(tmp_path):
     run_sweep(sweep, tmp_path / "out", runner=real_config_runner, reports=False,
               overrides={"train.lr": 0.05})
     assert len(calls) == 8  # a different config is a miss
+    run_sweep(sweep, tmp_path / "out", runner=real_config_runner, reports=False,
+              overrides={"train.lr": 0.05, "attack.backend": "ray", "attack.num_cpus": 1.0})
+    assert len(calls) == 8  # where the attacks ran is not what they compute: still a hit
     wider = _sweep_file(tmp_path, 'parameter = "defense.update.topk_ratio"\nvalues = [0.0, 0.1]\nseeds = [0, 1, 2]')
     rows = run_sweep(wider, tmp_path / "out", runner=real_config_runner, reports=False, existing_only=True,
                      overrides={"train.lr": 0.05})  # the folders now hold the lr 0.05 runs

@@ -51,8 +51,14 @@ def locate(cfg: ExperimentConfig, out: Path, folders: dict[int, str], setting: S
     return run
 
 
+#: keys that say where a federation's attacks run, not what they compute (tests/test_ray_cluster.py: the rows of
+#: attacks as Ray tasks equal the process pool's): a run finished with another value is the same run
+WHERE_IT_RAN = ("attack.backend", "attack.num_cpus", "attack.num_gpus")
+
+
 def cached(cfg: ExperimentConfig, run: Path) -> bool:
-    """True when ``run`` holds a finished federation of exactly ``cfg`` (run.out_dir aside)."""
+    """True when ``run`` holds a finished federation of exactly ``cfg`` (run.out_dir and :data:`WHERE_IT_RAN`
+    aside)."""
     folder = RunFolder(run)
     if not (folder.done.exists() and folder.config.exists()):
         return False
@@ -60,8 +66,8 @@ def cached(cfg: ExperimentConfig, run: Path) -> bool:
         done = load_config(folder.config)
     except Exception:  # noqa: BLE001 - an unreadable or outdated config is a cache miss, not an error
         return False
-    want = cfg.replace(**{"run.out_dir": str(run.resolve())}).to_flat()
-    have = done.replace(**{"run.out_dir": str(run.resolve())}).to_flat()
+    want, have = ({k: v for k, v in c.replace(**{"run.out_dir": str(run.resolve())}).to_flat().items()
+                   if k not in WHERE_IT_RAN} for c in (cfg, done))
     return want == have
 
 
