@@ -29,10 +29,10 @@ from flwr.app import ArrayRecord, RecordDict
 
 from fedsim.core.config import ConfigError, ExperimentConfig
 from fedsim.core.rows import PrivacyRow
-from tests.test_faults import _error_reply, _honest, _reply
+from tests.test_faults import _honest, _reply
 from tests.test_secagg import _serverapp_identity  # noqa: F401 - autouse: the ServerApp ids SecAgg+ needs
 from tests.test_trust import _configure
-from tests.test_trust_central_dp import _cfg, _flat, _gate
+from tests.test_trust_central_dp import _cfg, _flat, _gate, _released_noise
 
 REL = 0.05  # epsilon tolerance; the std of ~9,000 noise coordinates is measured to ~1 %
 NeighborRel = dp_accounting.NeighboringRelation
@@ -66,17 +66,8 @@ def test_central_dp_epsilon_recomputed_from_the_released_aggregates(tmp_path, cl
     z, clip, m, population = 0.8, 0.5, 3, 5  # "client": the replies below stand for fixedclipping_mod's output
     gate, sent, names, captured, folder = _gate(tmp_path, _cfg(z, clip).replace(
         **{"defense.central_dp.clipping": clipping}))
-    w0 = _flat(sent, names)
     measured = []
-    for rnd, replies in ((1, [_reply(_honest(sent, s, scale=0.05), {"num-examples": 10 + 90 * s}, s)
-                              for s in range(3)]),
-                         (2, [_reply(_honest(sent, 10 + s, scale=0.05), {"num-examples": 10 + 90 * s}, s)
-                              for s in range(2)] + [_error_reply(2)])):
-        captured.clear()
-        _configure(gate, sent, rnd)
-        arrays, _ = gate.aggregate_train(rnd, replies)
-        clean = w0 + sum(_flat(u.weights_after, names) - w0 for u in captured) / m
-        noise = _flat(arrays.to_torch_state_dict(), names) - clean
+    for noise in _released_noise(gate, sent, names, captured, m):
         assert abs(float(noise.mean())) < 4 * float(noise.std()) / math.sqrt(len(noise))  # pure noise, no signal
         measured.append(float(noise.std()) / (2 * clip / m))  # sensitivity from the relation
     rows = [r for r in folder.rows(PrivacyRow) if r.mechanism == "central_dp"]

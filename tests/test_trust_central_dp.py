@@ -61,6 +61,21 @@ def _cfg(z: float, clip: float) -> ExperimentConfig:
                                          "run.num_clients": 5, "train.fraction_train": 0.7,
                                          "train.min_train_nodes": 2})
 
+def _released_noise(gate, sent: dict, names: list[str], captured: list, m: int):
+    """Two rounds through ``gate`` (round 1: 3 honest replies; round 2: 2 and a dropout); yields each release minus
+    ``W + sum(clipped deltas) / m`` (the captured replies are the clipped ones): the noise the server added."""
+    w0 = _flat(sent, names)
+    for rnd, replies in ((1, [_reply(_honest(sent, s, scale=0.05), {"num-examples": 10 + 90 * s}, s)
+                              for s in range(3)]),
+                         (2, [_reply(_honest(sent, 10 + s, scale=0.05), {"num-examples": 10 + 90 * s}, s)
+                              for s in range(2)] + [_error_reply(2)])):
+        captured.clear()
+        _configure(gate, sent, rnd)
+        arrays, _ = gate.aggregate_train(rnd, replies)
+        yield _flat(arrays.to_torch_state_dict(), names) - w0 - sum(
+            _flat(u.weights_after, names) - w0 for u in captured) / m
+
+
 
 def test_one_sampled_count_feeds_fedavg_the_wrapper_and_the_accountant(tmp_path):
     cfg = _cfg(0.5, 1.0)
@@ -94,18 +109,7 @@ def test_the_noise_measured_in_the_release_is_the_noise_the_row_accounts_for(tmp
     in both rounds (a dropout lowers the signal, not the noise)."""
     z, clip, m = 0.8, 0.5, 3
     gate, sent, names, captured, folder = _gate(tmp_path, _cfg(z, clip))
-    w0 = _flat(sent, names)
-    measured = []
-    for rnd, replies in ((1, [_reply(_honest(sent, s, scale=0.05), {"num-examples": 10 + 90 * s}, s)
-                              for s in range(3)]),
-                         (2, [_reply(_honest(sent, 10 + s, scale=0.05), {"num-examples": 10 + 90 * s}, s)
-                              for s in range(2)] + [_error_reply(2)])):
-        captured.clear()
-        _configure(gate, sent, rnd)
-        arrays, _ = gate.aggregate_train(rnd, replies)
-        noise = _flat(arrays.to_torch_state_dict(), names) - w0 - sum(
-            _flat(u.weights_after, names) - w0 for u in captured) / m
-        measured.append(float(noise.std()) / (2 * clip / m))
+    measured = [float(noise.std()) / (2 * clip / m) for noise in _released_noise(gate, sent, names, captured, m)]
     rows = folder.rows(PrivacyRow)
     assert [(r.round, r.clients, r.sampled) for r in rows] == [(1, 3, 3), (2, 2, 3)]
     tol = 4 / math.sqrt(2 * 9098)  # relative sampling error of a std over 9098 coordinates, 4 sigma

@@ -237,6 +237,11 @@ def greedy_select(lr: LowRank, pool: Pool, g_b: torch.Tensor, weight: torch.Tens
     return Selection(pool.q[:, chosen], x, float(per.min()))
 
 
+def _keep_better(best: Selection | None, sel: Selection | None) -> Selection | None:
+    """The selection with the higher match (the earlier one on a tie)."""
+    return sel if sel is not None and (best is None or sel.match > best.match) else best
+
+
 def _done(sel: Selection | None, noise: float, target: float) -> bool:
     return sel is not None and (sel.match >= 1.0 - 1e-12 or (noise > 0 and sel.match >= target))
 
@@ -270,9 +275,7 @@ def spear_directions(lr: LowRank, g_b, weight, bias, *, tau: float, max_samples:
         pool.add(lr, q[:, zeros >= min_zeros], min_zeros)
         if pool.q.shape[1] >= lr.L.shape[1] and pool.q.shape[1] != size:
             size = pool.q.shape[1]
-            sel = greedy_select(lr, pool, g_b, weight, bias)
-            if sel is not None and (best is None or sel.match > best.match):
-                best = sel
+            best = _keep_better(best, greedy_select(lr, pool, g_b, weight, bias))
             if _done(best, lr.noise, match_target):
                 break
     return best, drawn
@@ -363,9 +366,7 @@ def dictionary_directions(lr: LowRank, g_b, weight, bias, *, tau: float, solver:
         solved += rows.numel()
         pool.add(lr, torch.linalg.solve_triangular(tri, p, upper=True), min_zeros)  # q with L q = U p
         if pool.q.shape[1] >= b:
-            sel = greedy_select(lr, pool, g_b, weight, bias)
-            if sel is not None and (best is None or sel.match > best.match):
-                best = sel
+            best = _keep_better(best, greedy_select(lr, pool, g_b, weight, bias))
             if _done(best, lr.noise, match_target):
                 break
     return best, solved
