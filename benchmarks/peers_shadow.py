@@ -29,7 +29,7 @@ from peers import case, score  # noqa: E402  (the peer benchmark's own cells and
 from fedsim.attacks.inversion import invert  # noqa: E402
 from fedsim.core.data.victims import load_victims  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent.parent / "docs/benchmarks"
+DOCS = Path(__file__).resolve().parent / "results"
 
 
 def public_split(mean, std) -> tuple[torch.Tensor, torch.Tensor]:

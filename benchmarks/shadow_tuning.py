@@ -33,7 +33,7 @@ from fedsim.attacks.inversion.shadow import choose_tv  # noqa: E402
 from fedsim.core.data.victims import load_victims  # noqa: E402
 from fedsim.core.metrics.images import image_metrics  # noqa: E402
 
-SELF_TUNING = Path(__file__).resolve().parent.parent / "docs/benchmarks/self_tuning.json"
+SELF_TUNING = Path(__file__).resolve().parent.parent / "benchmarks/results/self_tuning.json"
 
 
 def _normalised(name: str):
