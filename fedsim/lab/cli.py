@@ -97,10 +97,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_attack(args: argparse.Namespace) -> int:
+    """Replay, then end as ``fedsim run`` ends: report.html rewritten and the summary (replayed methods marked),
+    also when some attacks failed (their rows are in; the one-line error and exit code follow)."""
     from fedsim.api import attack
+    from fedsim.core.errors import AttackError, DataError
 
-    attack(Path(args.run_dir), overrides=parse_overrides(args.set or []), quiet=args.quiet, report=False)
+    run = Path(args.run_dir)
+    try:
+        attack(run, overrides=parse_overrides(args.set or []), quiet=args.quiet, report=False)
+    except (AttackError, DataError):  # raised after every other capture was attacked
+        _after_replay(run)
+        raise
+    _after_replay(run)
     return 0
+
+
+def _after_replay(run: Path) -> None:
+    from fedsim.lab.report import write_report
+
+    _print_summary(run, write_report(run))
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
@@ -132,7 +147,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from fedsim.lab.sweep import load_sweep, point_label, run_sweep
+    from fedsim.lab.sweep import load_sweep, run_sweep
 
     if args.parallel < 1:
         raise ConfigError(f"--parallel: {args.parallel} is below the minimum 1")
@@ -155,10 +170,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     with (nullcontext() if args.quiet or args.summarize_only else RichProgress()) as progress:
         rows = run_sweep(args.sweep, args.out, parallel=args.parallel, overrides=parse_overrides(args.set or []),
                          quiet=True, progress=progress, only=only, existing_only=args.summarize_only, ray=args.ray)
+    from fedsim.lab.terminal import sweep_line
+
     for r in rows if not args.quiet else ():
-        print(f"{point_label(r)}: acc={r.get('test_accuracy')} {r.get('label_best')} lnacc={r.get('label_lnacc')} "
-              f"attacker's pick {r.get('inversion_best')} psnr={r.get('psnr')} reid={r.get('ident_reid_acc')} "
-              f"(chance {r.get('ident_reid_chance')}; oracle psnr={r.get('psnr_oracle')}) ({r.get('seeds_run')} seeds)")
+        print(sweep_line(r))  # numbers rounded (fedsim.lab.terminal)
     print(f"results: {Path(args.out) / 'sweep.jsonl'}, {Path(args.out) / 'sweep.html'}")
     return 0
 

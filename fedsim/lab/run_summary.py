@@ -24,12 +24,21 @@ def _f(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _methods(rows: Sequence[LabelRow | InversionRow]) -> list[str]:
-    seen: list[str] = []
+def _methods(rows: Sequence[LabelRow | InversionRow]) -> list[tuple[str, bool]]:
+    """(method, replayed) in order of appearance: a method ``fedsim attack`` replayed is its own line."""
+    seen: list[tuple[str, bool]] = []
     for r in rows:
-        if r.method not in seen:
-            seen.append(r.method)
+        if (key := (r.method, bool(r.replay))) not in seen:
+            seen.append(key)
     return seen
+
+
+def _name(key: tuple[str, bool]) -> str:
+    return f"{key[0]} (replayed)" if key[1] else key[0]
+
+
+def _of(rows: Sequence[LabelRow | InversionRow], key: tuple[str, bool]) -> list:
+    return [r for r in rows if (r.method, bool(r.replay)) == key and r.ok]
 
 
 def utility_line(rows: Sequence[UtilityRow]) -> str | None:
@@ -60,9 +69,9 @@ def label_lines(rows: Sequence[LabelRow]) -> list[str]:
 
     out = []
     for m in _methods(rows):
-        good = [r for r in rows if r.method == m and r.ok]
+        good = _of(rows, m)
         chance = label_chance(good) or {}
-        out.append(f"  {m:<12} LnAcc {_f(_mean([r.label_lnacc for r in good]))} "
+        out.append(f"  {_name(m):<12} LnAcc {_f(_mean([r.label_lnacc for r in good]))} "
                    f"(chance {_f(chance.get('label_lnacc'))}), labels recovered "
                    f"{_f(_mean([r.label_instacc for r in good]))} (chance {_f(chance.get('label_instacc'))}), "
                    f"{len(good)} ran")
@@ -73,11 +82,22 @@ def inversion_lines(rows: Sequence[InversionRow]) -> list[str]:
     """Per method: mean PSNR beside the blind guess (the dataset-mean image), and SSIM."""
     out = []
     for m in _methods(rows):
-        good = [r for r in rows if r.method == m and r.ok]
-        out.append(f"  {m:<12} PSNR {_f(_mean([r.psnr for r in good]), '.1f')} dB "
+        good = _of(rows, m)
+        out.append(f"  {_name(m):<12} PSNR {_f(_mean([r.psnr for r in good]), '.1f')} dB "
                    f"(chance {_f(_mean([r.psnr_chance for r in good]), '.1f')} dB), "
                    f"SSIM {_f(_mean([r.ssim for r in good]))}, {len(good)} ran")
     return ["image reconstruction (mean over attacked updates):", *out] if out else []
+
+
+def replayed_line(rows: Sequence[object]) -> str | None:
+    """``replayed (fedsim attack): 6 updates, ig, ilrg; 1 failed``, None when nothing was replayed."""
+    mine = [r for r in rows if isinstance(r, (LabelRow, InversionRow, AttackErrorRow)) and getattr(r, "replay", None)]
+    if not mine:
+        return None
+    methods = ", ".join(dict.fromkeys(r.method for r in mine if r.method))
+    failed = sum(isinstance(r, AttackErrorRow) or not r.ok for r in mine)
+    return (f"replayed (fedsim attack): {len({(r.round, r.client) for r in mine})} updates, {methods or '-'}"
+            + (f"; {failed} failed" if failed else ""))
 
 
 def privacy_line(rows: Sequence[PrivacyRow]) -> str | None:
@@ -129,11 +149,12 @@ def summary_lines(run: Path, report: Path | None) -> list[str]:
     folder = RunFolder(run)
     rows = folder.rows()
     live = [r for r in rows if not getattr(r, "replay", None)]
-    labels = [r for r in live if isinstance(r, LabelRow)]
-    inversions = [r for r in live if isinstance(r, InversionRow)]
+    labels = [r for r in rows if isinstance(r, LabelRow)]  # live, then replayed methods marked (replayed)
+    inversions = [r for r in rows if isinstance(r, InversionRow)]
     errors = [r for r in live if isinstance(r, AttackErrorRow)]
     lines = [utility_line([r for r in rows if isinstance(r, UtilityRow)]),
-             attacked_line(labels, inversions, errors), *label_lines(labels), *inversion_lines(inversions),
+             attacked_line([r for r in labels if not r.replay], [r for r in inversions if not r.replay], errors),
+             replayed_line(rows), *label_lines(labels), *inversion_lines(inversions),
              privacy_line([r for r in rows if isinstance(r, PrivacyRow)]),
              f"results: {run}"]
     if report is not None:

@@ -41,19 +41,30 @@ def _progress(out: Path, proc: subprocess.Popen, cfg: ExperimentConfig, quiet: b
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from fedsim.lab.attack_queue import queue_of_config
+
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn()) as bar:
         task = bar.add_task("rounds", total=cfg.run.num_rounds, status="starting Flower...")
-        while proc.poll() is None:
-            rows = [r for r in folder.rows(UtilityRow) if r.round > 0]
+        attacks = None  # the attack queue's bar (fedsim.lab.attack_queue), once an attack is selected
+        while True:
+            running = proc.poll() is None
+            every = folder.rows()
+            rows = [r for r in every if isinstance(r, UtilityRow) and r.round > 0]
             if rows:
                 last = rows[-1]
+                trained = last.round >= cfg.run.num_rounds
                 bar.update(task, completed=last.round,
-                           status=f"test acc {last.test_accuracy:.3f}  loss {last.test_loss:.3f}")
+                           status=f"test acc {last.test_accuracy:.3f}  loss {last.test_loss:.3f}"
+                           + ("  (training done)" if trained and running else ""))
+            queue = queue_of_config(folder, every, cfg)
+            if queue is not None:
+                if attacks is None:
+                    attacks = bar.add_task("attacks", total=queue.total, status="")
+                bar.update(attacks, completed=queue.done, total=queue.total, status=queue.text())
+            if not running:
+                break
             time.sleep(0.5)
-        rows = [r for r in folder.rows(UtilityRow) if r.round > 0]
-        if rows:
-            bar.update(task, completed=rows[-1].round)
 
 
 def follow_run(cfg: ExperimentConfig, out: Path, flwr_home: Path, procs: list[subprocess.Popen],
