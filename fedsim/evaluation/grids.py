@@ -1,13 +1,28 @@
-"""Image grids as PNG: ground truth above reconstruction (or any list of rows), matplotlib with the Agg backend."""
+"""Image grids as PNG: ground truth above reconstruction (or any list of rows), matplotlib with the Agg backend.
+
+A comparison grid shows at most ``MAX_GRID_IMAGES`` images of an update, wrapped ``GRID_COLUMNS`` to a band (a
+truth row above its reconstruction row), so that each stays legible in the report (64 images in one strip were
+8 pixels wide); a larger batch's every image goes to the full grid beside it (:func:`full_grid_of`), which the
+report links to.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from fedsim.core.metrics.images import to_pixels
+MAX_GRID_IMAGES = 16  #: images of one update in the grid the report shows
+GRID_COLUMNS = 8  #: images per band (a truth row above its reconstruction row)
+
+
+def full_grid_of(image: str | Path) -> Path:
+    """The full grid saved beside a capped one: ``images/r0001_c0000_ig.png`` -> ``images/r0001_c0000_ig_full.png``
+    (relative stays relative)."""
+    image = Path(image)
+    return image.with_name(f"{image.stem}_full{image.suffix}")
 
 
 def save_rows(rows: Sequence[torch.Tensor], path: str | Path, mean=(0.0,), std=(1.0,),
@@ -18,6 +33,8 @@ def save_rows(rows: Sequence[torch.Tensor], path: str | Path, mean=(0.0,), std=(
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
+    from fedsim.core.metrics.images import to_pixels
 
     rows = [to_pixels(r, mean, std) for r in rows]
     n_rows = len(rows)
@@ -59,10 +76,29 @@ def save_rows(rows: Sequence[torch.Tensor], path: str | Path, mean=(0.0,), std=(
 def save_comparison(ground_truth: torch.Tensor, reconstruction: torch.Tensor, path: str | Path, mean=(0.0,),
                     std=(1.0,), permutation: Sequence[int] | None = None, title: str | None = None,
                     psnr_per_image: Sequence[float] | None = None) -> Path:
-    """Ground-truth row above the reconstruction row; ``permutation`` (from image_metrics) aligns the latter."""
+    """Ground-truth rows above the reconstruction rows (``GRID_COLUMNS`` images to a band); ``permutation`` (from
+    image_metrics) aligns the latter. At most ``MAX_GRID_IMAGES`` images (the batch's first) in ``path``; a larger
+    batch's every image also in :func:`full_grid_of` ``(path)``. Returns ``path``."""
     rec = reconstruction if permutation is None else reconstruction[list(permutation)]
-    captions = None
-    if psnr_per_image is not None:
-        captions = [[], [f"{v:.1f} dB" for v in psnr_per_image]]
-    return save_rows([ground_truth, rec], path, mean, std, row_labels=["truth", "recon"], title=title,
-                     captions=captions)
+    psnr_per_image = None if psnr_per_image is None else [float(v) for v in psnr_per_image]
+    n = len(ground_truth)
+    if n > MAX_GRID_IMAGES:
+        _bands(ground_truth, rec, full_grid_of(path), mean, std, f"{title} (all {n} images)" if title
+               else f"all {n} images", psnr_per_image)
+        shown = f"the first {MAX_GRID_IMAGES} of {n} images (all in {full_grid_of(path).name})"
+        title = f"{title}: {shown}" if title else shown
+    k = min(n, MAX_GRID_IMAGES)
+    return _bands(ground_truth[:k], rec[:k], path, mean, std, title,
+                  None if psnr_per_image is None else psnr_per_image[:k])
+
+
+def _bands(truth: torch.Tensor, rec: torch.Tensor, path: str | Path, mean, std, title: str | None,
+           psnr_per_image: Sequence[float] | None) -> Path:
+    rows, labels, captions = [], [], []
+    for start in range(0, max(len(truth), 1), GRID_COLUMNS):
+        cut = slice(start, start + GRID_COLUMNS)
+        rows += [truth[cut], rec[cut]]
+        labels += ["truth", "recon"]
+        captions += [[], [f"{v:.1f} dB" for v in psnr_per_image[cut]] if psnr_per_image is not None else []]
+    return save_rows(rows, path, mean, std, row_labels=labels, title=title,
+                     captions=captions if psnr_per_image is not None else None)

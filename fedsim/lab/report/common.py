@@ -146,9 +146,12 @@ def figure(png: bytes | None, alt: str, narrow: bool = False) -> str:
     return f'<div class="{cls}"><img alt="{e(alt)}" src="{data_uri(png)}"></div>'
 
 
-def stat(label: str, value: str, sub: str, cls: str = "") -> str:
+def stat(label: str, value: str, sub: str, cls: str = "", verdict: str = "") -> str:
+    """A headline card; ``verdict``: its distance from chance in words (:mod:`fedsim.lab.report.verdict`), shown
+    under the number in the card's colour."""
+    words = f'<div class="verdict {cls}">{e(verdict)}</div>' if verdict else ""
     return (f'<div class="stat {cls}"><div class="label">{e(label)}</div><div class="value">{e(value)}</div>'
-            f'<div class="sub">{e(sub)}</div></div>')
+            f'{words}<div class="sub">{e(sub)}</div></div>')
 
 
 def table(head: Sequence[str], rows: Iterable[str], numeric: Sequence[bool] = ()) -> str:

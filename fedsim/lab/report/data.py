@@ -50,6 +50,17 @@ class RunData:
         return [*self.labels, *self.inversions]
 
     @property
+    def capped(self) -> list[RejectionRow]:
+        """Replies aggregated with a lowered FedAvg weight (``action = "capped"``): in rejections.jsonl, but not
+        rejected."""
+        return [r for r in self.rejections if r.action == "capped"]
+
+    @property
+    def refused(self) -> list[RejectionRow]:
+        """Replies the server refused to aggregate (every rejection row that is not a cap)."""
+        return [r for r in self.rejections if r.action != "capped"]
+
+    @property
     def failed(self) -> list[AttackRow]:
         """Attack rows that ran but did not succeed (``ok`` is not true)."""
         return [r for r in self.attacks if r.ok is not True]
@@ -151,7 +162,8 @@ def _count_files(data: RunData, folder: RunFolder) -> None:
             pass
     if folder.images.is_dir():
         try:
-            data.num_images = sum(1 for f in folder.images.glob("*.png") if f.is_file())
+            data.num_images = sum(1 for f in folder.images.glob("*.png")
+                                  if f.is_file() and not f.stem.endswith("_full"))  # a full grid: the same images
         except OSError:
             pass
 

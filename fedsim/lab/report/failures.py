@@ -1,6 +1,6 @@
 """Failures: lost rounds, attacks that crashed or timed out, attacks that ran but could not be scored, skipped
-attacks, updates that could not be captured, rejected (or weight-capped) client replies, and what the reader had
-to skip."""
+attacks, updates that could not be captured, rejected client replies, weight-capped ones (apart: they were
+aggregated), and what the reader had to skip."""
 
 from __future__ import annotations
 
@@ -67,15 +67,23 @@ def _skipped(data: RunData) -> str:
                     "not failures.", ["round", "client", "method", "reason"], [True, True, False, False], rows)
 
 
+def _replies(rows) -> list[str]:
+    return [f'<tr><td class="n">{or_q(r.round)}</td><td class="n">{or_q(r.node)}</td>'
+            f'<td class="n">{or_q(r.client)}</td><td class="err">{short(r.reason)}</td></tr>'
+            for r in rows[:MAX_LIST_ROWS]]
+
+
 def _rejections(data: RunData) -> str:
-    rows = [f'<tr><td class="n">{or_q(r.round)}</td><td class="n">{or_q(r.node)}</td>'
-            f'<td class="n">{or_q(r.client)}</td><td>{e(r.action or "rejected")}</td>'
-            f'<td class="err">{short(r.reason)}</td></tr>'
-            for r in data.rejections[:MAX_LIST_ROWS]]
-    return _listing("Rejected client replies", data.rejections, "Malformed replies the server refused to "
-                    "aggregate (and did not attack); <code>capped</code>: a reply aggregated with its FedAvg weight "
-                    "lowered to <code>validation.max_weight_share</code> of the round.",
-                    ["round", "node", "client", "action", "reason"], [True, True, True, False, False], rows)
+    """Refused replies and capped ones, apart: a reply capped by the screen was aggregated (with a lowered
+    weight), not rejected."""
+    head, numeric = ["round", "node", "client", "reason"], [True, True, True, False]
+    out = _listing("Rejected client replies", data.refused, "Malformed or implausible replies the server refused "
+                   "to aggregate (and did not attack).", head, numeric, _replies(data.refused))
+    if data.capped:
+        out += _listing("Capped client replies", data.capped, "Replies aggregated with their FedAvg weight lowered "
+                        "to <code>validation.max_weight_share</code> of the round: accepted (and attacked), not "
+                        "rejected.", head, numeric, _replies(data.capped))
+    return out
 
 
 def _capture_errors(data: RunData) -> str:

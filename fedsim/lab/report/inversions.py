@@ -6,7 +6,8 @@ recovered exactly (``exact_fraction``, fedsim.core.metrics.exact), whatever the 
 from __future__ import annotations
 
 from fedsim.lab.report.chance import ident_words
-from fedsim.lab.report.common import (MAX_GRIDS, cfg, e, embed_image, fmt, methods_in_order, num, ok, or_q,
+from fedsim.evaluation.grids import MAX_GRID_IMAGES, full_grid_of
+from fedsim.lab.report.common import (MAX_GRIDS, cfg, e, embed_image, fmt, integer, methods_in_order, num, ok, or_q,
                                       ranked_inversions, setting)
 from fedsim.lab.pick import attacker_picks
 from fedsim.lab.report.data import RunData
@@ -20,12 +21,33 @@ def grid_figure(data: RunData, r: InversionRow, rank: int | None = None, picked:
     img = (f'<img alt="reconstruction round {e(r.round)} client {e(r.client)}" src="{uri}">' if uri
            else f'<div class="placeholder">image not found: {e(r.image or "none")}</div>')
     badge = f'<span class="rank">#{rank}</span>' if rank is not None else ""
+    img += full_grid_link(data, r)
     mark = " · <i>attacker's pick</i>" if picked else ""
     if num(getattr(r, "exact_fraction", None)) is not None:
         mark += f" · exact {fmt(r.exact_fraction, '.0%')}"
     return (f'<figure>{img}<figcaption>{badge}<b>PSNR {fmt(r.psnr, ".1f")} dB · SSIM {fmt(r.ssim, ".2f")}</b> · '
             f'round {or_q(r.round)}, client {or_q(r.client)}, {or_q(r.method)}{mark}<br>{e(ident_words([r]))}<br>'
             f'{e(setting(r))}</figcaption></figure>')
+
+
+def full_grid_link(data: RunData, r: InversionRow) -> str:
+    """A link to the update's every image (:func:`fedsim.evaluation.grids.full_grid_of`, saved beside the grid
+    of the first ``MAX_GRID_IMAGES``), or "" when the batch fitted in one grid. A relative link inside the run
+    folder: it loads nothing, and works while report.html stays beside images/."""
+    if not isinstance(r.image, str) or not r.image:
+        return ""
+    full = full_grid_of(r.image)
+    try:
+        root = data.run_dir.resolve()
+        path = (data.run_dir / full).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            return ""
+    except (OSError, ValueError):
+        return ""
+    n = integer(getattr(r, "num_images", None))
+    of = f" of {n}" if n is not None else ""
+    return (f'<div class="grid-more">{MAX_GRID_IMAGES}{of} images shown · '
+            f'<a href="{e(full.as_posix())}">the full grid{f" ({n} images)" if n is not None else ""}</a></div>')
 
 
 EXACT_METHODS = ("spear", "spear++", "analytic-fc")

@@ -48,9 +48,9 @@ SECTIONS = (
      "server's reconstruction, matched image by image."),
     ("privacy", "Privacy", "Privacy spent (differential privacy)", privacy,
      "ε reported by each DP mechanism's accountant (lower = stronger guarantee), with its δ."),
-    ("problems", "Failures", "Failures, skips, rejections and lost rounds", failures,
+    ("problems", "Failures", "Failures, skips, rejected and capped replies, lost rounds", failures,
      "Attacks that crashed, timed out or were skipped, updates that could not be captured, client replies the "
-     "server rejected or weight-capped, and rounds that aggregated nothing."),
+     "server rejected, replies it aggregated with a capped weight, and rounds that aggregated nothing."),
 )
 
 
@@ -67,7 +67,7 @@ def _footer(data: RunData) -> str:
     files = (f"{data.num_captures} captured updates, {data.num_images} images, {len(data.utility)} utility rows, "
              f"{len(data.labels)} label rows, {len(data.inversions)} inversion rows, {len(data.privacy)} privacy "
              f"rows, {len(data.attack_errors)} attack errors, {len(data.skipped)} skipped, "
-             f"{len(data.lost_rounds)} lost rounds, {len(data.rejections)} rejections, "
+             f"{len(data.lost_rounds)} lost rounds, {len(data.refused)} rejected and {len(data.capped)} capped replies, "
              f"{len(data.capture_errors)} capture errors")
     return (f'<footer>Generated {now} by <code>fedsim report</code> from <code>{e(data.run_dir)}</code>: '
             f'{e(files)}. Self-contained: no network access needed to view this file.</footer>')

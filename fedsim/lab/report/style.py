@@ -51,7 +51,18 @@ p.story { font-size: 17px; max-width: 62em; margin: 4px 0 12px; }
 .stat .value { font-size: 30px; font-weight: 700; line-height:1.15; font-variant-numeric: tabular-nums; }
 .stat .sub { font-size: 13.5px; color: var(--muted); }
 .stat.alarm .value { color: var(--red); }
+.stat.alarm { border-left: 4px solid var(--red); }
+.stat.warn .value { color: var(--amber); }
+.stat.warn { border-left: 4px solid var(--amber); }
+.stat.chance { border-left: 4px solid #cbd2d9; }
 .stat.good .value { color: var(--green); }
+.verdict { display:inline-block; font-size: 12.5px; font-weight: 600; border-radius: 5px; padding: 0 6px;
+  margin: 2px 0 4px; background:#eef2f7; color: var(--muted); }
+.verdict.warn { background:#fef3c7; color:#78350f; }
+.verdict.alarm { background:#fee2e2; color:#7f1d1d; }
+.grid-more { font-size: 13px; }
+table.fit td, table.fit th { white-space: normal; }
+table.fit .ci { display:block; font-size: 12px; color: var(--muted); font-weight: 400; }
 .best { display:grid; grid-template-columns: minmax(0, 1.3fr) minmax(0, 1fr); gap: 18px; align-items:center; }
 .best img { display:block; max-width:100%; max-height:300px; width:auto; height:auto; margin:0 auto;
   image-rendering: pixelated; border:1px solid var(--line); border-radius:6px; }

@@ -5,14 +5,16 @@ the best by ground truth only as a labelled "oracle best" upper bound)."""
 from __future__ import annotations
 
 import json
+import math
 
 from fedsim.core import defense_registry
 from fedsim.lab.report.common import (cfg, e, embed_image, eps_value, fmt, fmt_eps, integer, mean, methods_in_order,
                                       num, ok, pct, setting, stat)
-from fedsim.lab.report.chance import ident_words, identifiability, label_chance, psnr_chance
+from fedsim.lab.report.chance import ident_words, identifiability, label_chance, psnr_chance, share
 from fedsim.lab.pick import (BY_CRITERION, ORACLE, acted_label, attacker_picks, most_trusted, oracle_picks,
                                     rule_of)
 from fedsim.lab.report.data import RunData
+from fedsim.lab.report.verdict import SCALE, Verdict, psnr_verdict, share_verdict
 
 
 def banners(data: RunData) -> str:
@@ -179,12 +181,13 @@ def _attack_stats(data: RunData) -> list[str]:
         sub = (f"{len(good)} of {len(rows)} attacks ran · counts exact {pct(mean(r.label_lnacc for r in good))}"
                f" · class presence {pct(mean(r.label_leacc for r in good))}")
         chance = label_chance(good)
+        verdict = share_verdict(inst, chance["label_instacc"] if chance else None)
         if chance:
             sub += (f" · random guess: {pct(chance['label_instacc'])} (counts {pct(chance['label_lnacc'])}, "
                     f"presence {pct(chance['label_leacc'])})")
         if m == acted and len(methods) > 1:
             sub += f" · the method the server acts on ({why})"
-        stats.append(stat(f"labels recovered · {m}", pct(inst), sub, "alarm" if (inst or 0) >= 0.5 else ""))
+        stats.append(stat(f"labels recovered · {m}", pct(inst), sub, verdict.cls, verdict.words))
     stats += _inversion_stats(data)
     return stats
 
@@ -208,14 +211,17 @@ def _inversion_stats(data: RunData) -> list[str]:
     oracle = mean(r.psnr for r in oracle_picks(data.inversions))
     if len(methods) > 1 and oracle is not None:
         sub += f" · {ORACLE}: {oracle:.1f} dB"
+    verdict = image_verdict(chosen)
     stats.append(stat("images rebuilt · attacker's pick", "–" if psnr is None else f"{psnr:.1f} dB", sub,
-                      "alarm" if alarming(chosen) else ""))
+                      verdict.cls, verdict.words))
     for m in methods if len(methods) > 1 else []:
         good = [r for r in data.inversions if str(r.method) == m and ok(r)]
         rows = [r for r in data.inversions if str(r.method) == m]
         value = mean(r.psnr for r in good)
+        verdict = image_verdict(good)
         stats.append(stat(f"images rebuilt · {m}", "–" if value is None else f"{value:.1f} dB",
-                          f"mean PSNR · {ident_words(good)} · {len(good)} of {len(rows)} ran{_blind(good)}", ""))
+                          f"mean PSNR · {ident_words(good)} · {len(good)} of {len(rows)} ran{_blind(good)}",
+                          verdict.cls, verdict.words))
     return stats
 
 
@@ -225,15 +231,42 @@ def _blind(rows) -> str:
             else " · blind-guess PSNR not recorded (rows written before psnr_chance)")
 
 
-#: a headline is an alarm when the attacker's pick re-identifies at least this share of the batch
-ALARM_REID = 0.5
+def image_verdict(rows) -> Verdict:
+    """The reconstructions' distance from chance: their PSNR over the blind guess's; rows written before
+    ``psnr_chance``: their re-identification against its chance level."""
+    verdict = psnr_verdict(mean(r.psnr for r in rows), psnr_chance(rows))
+    if verdict.times is None:
+        ident = identifiability(rows)
+        reid = share_verdict(ident["ident_reid_acc"], ident["ident_reid_chance"])
+        if reid.times is not None:
+            return Verdict(reid.times, reid.cls, f"re-identified {reid.words}")
+    return verdict
 
 
-def alarming(rows) -> bool:
-    """At least half the reconstructions re-identify their source (and that is above chance)."""
-    ident = identifiability(rows)
-    reid, chance = ident["ident_reid_acc"], ident["ident_reid_chance"] or 0.0
-    return reid is not None and reid >= ALARM_REID and reid > chance
+#: the candidates of the (epsilon, delta) scale when the run records no re-identification chance
+SCALE_CANDIDATES = 100
+
+
+def epsilon_meaning(data: RunData, epsilon: float, delta) -> str:
+    """What the epsilon bounds, in words. With the run's reconstruction-bound rows (``reid_bound``, the f-DP bound
+    1 - f(kappa) of :mod:`fedsim.core.reconstruction_bound`): that bound at the run's chance level. Otherwise the
+    (epsilon, delta) scale of Balle, Cherubin & Hayes 2022 (reconstruction robustness): no attack that must pick
+    its target among n candidates succeeds with probability above e^epsilon / n + delta."""
+    from fedsim.lab.report.bound import measured
+
+    if math.isinf(epsilon):
+        return "no guarantee: a mechanism without noise"
+    lines = measured(data)
+    if lines:
+        m = lines[0][0]
+        return (f"any reconstruction attack succeeds with probability ≤ {m.bound:.0%} (chance {share(m.kappa)}; "
+                f"the f-DP bound of its mechanism, see privacy)")
+    kappa = identifiability([r for r in data.inversions if ok(r)])["ident_reid_chance"]
+    n = round(1 / kappa) if kappa else SCALE_CANDIDATES
+    d = num(delta) or 0.0
+    bound = min(1.0, math.exp(min(epsilon, 700.0)) / n + d)
+    return (f"scale: an attack that must pick its target among {n} candidates succeeds with probability "
+            f"≤ {bound:.1%} (e^ε / {n} + δ; Balle et al. 2022)")
 
 
 def _privacy_stat(data: RunData) -> str:
@@ -242,7 +275,8 @@ def _privacy_stat(data: RunData) -> str:
         return ""
     last = max(data.privacy, key=lambda p: (integer(p.round) or 0))
     return stat("privacy spent (ε)", fmt_eps(max(eps), ".2f"),
-                f"δ = {fmt(last.delta, '.0e')} · {last.accountant} · see privacy", "")
+                f"{epsilon_meaning(data, max(eps), last.delta)} · δ = {fmt(last.delta, '.0e')} · {last.accountant} "
+                f"· see privacy", "")
 
 
 def headline(data: RunData) -> str:
@@ -252,10 +286,13 @@ def headline(data: RunData) -> str:
                           f"over {data.capture_rounds} round{'s' if data.capture_rounds != 1 else ''}"))
     if data.attacks or data.attack_errors or data.rejections or data.lost_rounds:
         failed = len(data.failed) + len(data.attack_errors)
-        stats.append(stat("failed attacks · rejected replies · lost rounds",
-                          f"{failed} · {len(data.rejections)} · {len(data.lost_rounds)}", "see the last section",
+        capped = len(data.capped)
+        stats.append(stat("failed attacks · rejected · capped replies · lost rounds",
+                          f"{failed} · {len(data.rejections) - capped} · {capped} · {len(data.lost_rounds)}",
+                          "rejected: refused, not aggregated; capped: aggregated with its weight lowered to "
+                          "validation.max_weight_share · see the last section",
                           "alarm" if data.lost_rounds else ""))
-    out = f'<div class="stats">{"".join(stats)}</div>' if stats else ""
+    out = f'<div class="stats">{"".join(stats)}</div>{SCALE}' if stats else ""
     best = picked_reconstruction(data)
     if best:
         out += f"<h3>The attacker's pick</h3>{best}"
@@ -270,12 +307,15 @@ def picked_reconstruction(data: RunData) -> str:
     if p is None:
         return ""
     r, uri = p.row, embed_image(data.run_dir, p.row.image)
+    verdict = image_verdict([r])
+    words = f'<div class="verdict {verdict.cls}">{e(verdict.words)}</div>' if verdict.words else ""
     why = (f"the lowest {e(r.criterion_name or 'criterion')} ({fmt(r.criterion, '.3g')}) of every update's pick"
            if p.rule == BY_CRITERION else "the first attacked update (no criterion recorded, first configured method)")
     return (f'<div class="card best"><img alt="the attacker\'s pick" src="{uri}"><div>'
-            f'<div class="stat{" alarm" if alarming([r]) else ""}" style="border:0;padding:0">'
+            f'<div class="stat {verdict.cls}" style="border:0;padding:0">'
             f'<div class="label">PSNR · SSIM</div>'
-            f'<div class="value">{fmt(r.psnr, ".1f")} dB · {fmt(r.ssim, ".2f")}</div></div>'
+            f'<div class="value">{fmt(r.psnr, ".1f")} dB · {fmt(r.ssim, ".2f")}</div>'
+            f'{words}</div>'
             f'<p>{e(ident_words([r]))}</p>'
             f'<p>Round {e(r.round)}, client {e(r.client)}, method <b>{e(r.method)}</b>, picked by {why}: '
             f'<b>top row</b> the client\'s real images, <b>bottom row</b> what the server rebuilt from the captured '

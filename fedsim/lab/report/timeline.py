@@ -141,8 +141,12 @@ def story(data: RunData, rounds: list[int]) -> str:
     return f'<p class="story">{" ".join(parts)}</p>'
 
 
-def timeline(data: RunData) -> str:
+def timeline(data: RunData) -> str | None:
+    """The section, or None (no section) for a run of one round: it has no training to draw leakage across."""
     rounds = attacked_rounds(data)
+    total = integer(cfg(data, "run", "num_rounds"))
+    if len(rounds) < 2 and (total or max((integer(u.round) or 0 for u in data.utility), default=0)) <= 1:
+        return None
     if len(rounds) < 2:
         return ('<p class="muted">Attacks ran in fewer than two rounds, so there is no timeline. Attack a fixed '
                 'sample of clients in several rounds (<code>attack.rounds = "1,10,20"</code>, '

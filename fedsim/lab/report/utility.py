@@ -14,18 +14,16 @@ def utility(data: RunData) -> str:
 
 
 def leakage(data: RunData) -> str | None:
-    """Leakage against batch size and local steps (and round, when only one round was attacked); None (no
-    section) when the run varies none of them but several rounds: the timeline section covers that."""
+    """Leakage against batch size and local steps; None (no section) when the run varies neither (leakage by
+    round is the timeline's, drawn only when several rounds were attacked: one round is a single point)."""
     lab = [r for r in data.labels if ok(r)]
     inv = [r for r in data.inversions if ok(r)]
     if not lab and not inv:
         return '<p class="muted">No successful attacks to plot.</p>'
     both = [*lab, *inv]
-    if plots.varies(both, "round") and not (plots.varies(both, "batch_size") or plots.varies(both, "local_steps")):
+    if not (plots.varies(both, "batch_size") or plots.varies(both, "local_steps")):
         return None
     out = []
-    if not plots.varies(both, "round"):  # several rounds: the timeline section plots leakage by round
-        out.append(figure(plots.leakage_plot(lab, inv, "round", "round", "Leakage by round"), "leakage by round"))
     if plots.varies(both, "batch_size"):
         out.append(figure(plots.leakage_plot(lab, inv, "batch_size", "client batch size",
                                              "Leakage vs batch size (more images per update)"),

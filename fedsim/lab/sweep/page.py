@@ -91,7 +91,56 @@ def _links(row: dict, out: Path) -> str:
     return " ".join(links)
 
 
+def _ci_below(row: dict, key: str, digits: int = 3, unit: str = "") -> str:
+    """The mean, its interval on a line of its own (a narrow cell)."""
+    ci = row.get(f"{key}_ci")
+    text = _num(row.get(key), digits) + (unit if row.get(key) is not None else "")
+    return text + (f'<span class="ci">[{_num(ci[0], digits)}, {_num(ci[1], digits)}]</span>' if ci else "")
+
+
+def epsilon_cell(row: dict) -> str:
+    """Epsilon with its meaning: the DP bound on any re-identification at the point's chance level where the runs
+    recorded it (``bound_reid``, :mod:`fedsim.lab.sweep.bound`), else its delta."""
+    eps = row.get("epsilon")
+    if eps is None:
+        return '- <span class="ci">no DP</span>'
+    if not math.isfinite(eps):
+        return 'inf <span class="ci">no noise: no guarantee</span>'
+    bound = row.get("bound_reid") or row.get("bound_oracle") or {}
+    if bound.get("bound") is not None:
+        return (f'{_num(eps, 2)} <span class="ci">any attack ≤ {bound["bound"]:.0%} (chance '
+                f'{bound.get("kappa") or 0:.1%})</span>')
+    return f'{_num(eps, 2)} <span class="ci">δ {_num(row.get("delta"), 7)}</span>'
+
+
+#: the columns that decide a setting, shown first and without scrolling; the rest behind a toggle
+FIRST = ("setting", "test accuracy", "labels (acted on)", "attacker's pick · PSNR", "re-identified", "epsilon")
+
+
+def _first_table(rows: list[dict]) -> str:
+    from fedsim.lab.report.common import table
+
+    body = []
+    for r in rows:
+        labels = (f'{fmt_ci(r, "label_lnacc")} <span class="ci">LnAcc, {_num(r.get("label_best"))}</span>'
+                  if r.get("label_lnacc") is not None else "-")
+        psnr = _ci_below(r, "psnr", 1, " dB")
+        reid = ("-" if r.get("ident_reid_acc") is None else
+                f'{_num(r.get("ident_reid_acc"), 2)} <span class="ci">chance {_num(r.get("ident_reid_chance"))}'
+                f'</span>')
+        cells = (html.escape(str(r.get("label", point_label(r)))), _ci_below(r, "test_accuracy"), labels,
+                 f"{picked(r)} · {psnr}", reid, epsilon_cell(r))
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return table(FIRST, body).replace("<table>", '<table class="fit">', 1)
+
+
 def _table(rows: list[dict], out: Path) -> str:
+    """The deciding columns (``FIRST``), then every column behind a toggle."""
+    return (_first_table(rows) + '<details><summary>every column (intervals, oracle upper bounds, the DP bound, '
+            'links to each run\'s report)</summary>' + _full_table(rows, out) + "</details>")
+
+
+def _full_table(rows: list[dict], out: Path) -> str:
     from fedsim.lab.report.common import table
 
     head = ("setting", "test accuracy", "held-out half", "label attack (acted on)", "LnAcc", "LeAcc",
