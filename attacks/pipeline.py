@@ -120,12 +120,13 @@ def _public_split(data: DataSpec) -> dict[str, Any]:
 
 
 def need_options(record: AttackMethod, update: ClientUpdate, k: int, data: DataSpec,
-                 given: Mapping[str, Any]) -> dict[str, Any]:
+                 given: Mapping[str, Any], calibration_cache: Any = None) -> dict[str, Any]:
     """The options that supply ``record.needs`` from the update and the task (``fedsim.attacks.records.NEEDS``); the
     client schedule overrides ``given``, the public split and the clip norm only fill what ``given`` lacks.
     Raises ``AttackNotApplicable`` when the method does not apply (``record.applies``) or the update cannot
     supply a need (DP-SGD clip norm of an update trained without DP-SGD). "trained prior" comes with the plan's
-    options (``fedsim.evaluation.attacking``); "buffers" with the server-view model."""
+    options (``fedsim.evaluation.attacking``); "buffers" with the server-view model; "calibration cache" is the
+    runner's ``calibration_cache`` when it keeps one."""
     reason = record.applies(update)
     if reason is not None:
         raise AttackNotApplicable(f"{record.name}: {reason}")
@@ -140,6 +141,8 @@ def need_options(record: AttackMethod, update: ClientUpdate, k: int, data: DataS
         defense = shadow_defense_from_record(update.defenses)
         if defense is not None:
             out["shadow_defense"] = defense
+    if "calibration cache" in record.needs and calibration_cache is not None and "calibration_cache" not in given:
+        out["calibration_cache"] = calibration_cache
     return out
 
 
@@ -150,12 +153,15 @@ def _label_options(method: str, update: ClientUpdate, k: int, plan: AttackPlan, 
 
 
 def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], plan: AttackPlan,
-                  data: DataSpec, k_estimate: int | None = None) -> list[AttackResult]:
+                  data: DataSpec, k_estimate: int | None = None, calibration_cache: Any = None
+                  ) -> list[AttackResult]:
     """Run the plan on one update; an exception in one attack becomes a failed ``AttackResult``.
 
     K (sample visits the fake gradient averages) comes from the reported example count
     (``samples_covered``) unless ``k_estimate`` is given (e.g. the expected batch of a DP-SGD client whose
     realised count is not released); label results then carry ``k_source="estimate"``.
+    ``calibration_cache``: the runner's ``fedsim.attacks.inversion.calibration.CalibrationCache``, shared by the
+    updates it attacks (``ig-shadow`` calibrates once per round's model and schedule); None: each calibrates alone.
     """
     results: list[AttackResult] = []
     start = time.perf_counter()
@@ -184,7 +190,7 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
         if first_labels is None and not res.presence_only:
             first_labels = (method, res.labels)
     if plan.inversion:
-        results.append(_invert(update, model, grads, k, first_labels, plan, data))
+        results.append(_invert(update, model, grads, k, first_labels, plan, data, calibration_cache))
     return results
 
 
@@ -211,8 +217,10 @@ def _tuning_signal(trace: Any, k: int) -> list[str]:
         defended = " (defended as the client's)" if "shadow_defense" in options else ""
         masked = "; matched on the sent coordinates only" if options.get("distance") == "cosine-masked" else ""
         step = f", step size {options['attack_lr_chosen']:g}" if "attack_lr_chosen" in options else ""
+        shared = {True: " (the calibration of this model and schedule, reused)",
+                  False: " (calibrated here for this model and schedule)"}.get(options.get("calibration_reused"), "")
         return [f"shadow calibration: TV {options['tv_chosen']:g}{step} reconstructed a simulated update{defended} of "
-                f"{k} public images best{masked}"]
+                f"{k} public images best{masked}{shared}"]
     if "tv_criterion" in options:
         return [f"self-tuned: TV {options['tv_chosen']:g} by the gradient match"]
     if "prior_arch_chosen" in options:
@@ -278,7 +286,8 @@ def _reported_loss_signal(update: ClientUpdate, model: nn.Module, k: int, x_hat:
 
 
 def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k: int,
-            labels: tuple[str, torch.Tensor] | None, plan: AttackPlan, data: DataSpec) -> InversionResult:
+            labels: tuple[str, torch.Tensor] | None, plan: AttackPlan, data: DataSpec,
+            calibration_cache: Any = None) -> InversionResult:
     start = time.perf_counter()
     method = plan.inversion
     try:
@@ -287,7 +296,7 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
                                       f"{plan.max_inversion_images}")
         record = INVERSION_METHODS[method]
         options = dict(plan.inversion_options)
-        options.update(need_options(record, update, k, data, options))
+        options.update(need_options(record, update, k, data, options, calibration_cache))
         label_source = labels[0] if labels else "none"
         signals = _signals(record, options, label_source)
         call = dict(model=model, gradients=grads, labels=labels[1] if labels else None,

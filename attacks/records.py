@@ -35,6 +35,8 @@ NEEDS: dict[str, str] = {
     "buffers": "the BatchNorm running statistics the server sent (the model's buffers before training)",
     "defense settings": "the client-side update defenses in force (public: the server configured them), "
                         "shadow_defense= (fedsim.attacks.defense_view; omitted when none is in force)",
+    "calibration cache": "the attack runner's cache of calibrations made from public data and the model "
+                         "(fedsim.attacks.inversion.calibration), calibration_cache=; omitted when it keeps none",
 }
 
 YEAR = re.compile(r"\b(19|20)\d\d\b")

@@ -94,7 +94,8 @@ def test_ig_shadow_without_a_public_split_does_not_apply_and_refuses_a_fixed_wei
     with pytest.raises(ValueError, match="chooses the TV weight"):
         ig_shadow(model=model, gradients=grads, labels=y, input_shape=SHAPE, steps=2, aux=_aux(),
                   regularizers={"tv": 1.0})
-    assert set(INVERSION_METHODS["ig-shadow"].needs) == {"public split", "client schedule", "defense settings"}
+    assert set(INVERSION_METHODS["ig-shadow"].needs) == {"public split", "client schedule", "defense settings",
+                                                         "calibration cache"}
 
 
 def test_the_live_pipeline_gives_ig_shadow_the_public_split(tmp_path):

@@ -238,7 +238,7 @@ INVERSION_METHODS.register(inversion_record(
     "sent coordinates), attack the real update with the pair that reconstructed the shadow batch best (PSNR "
     "against the server's own images); 11-22x one ig run on small models (CPU)",
     run=_lazy("fedsim.attacks.inversion.shadow", "ig_shadow"),
-    needs=("public split", "client schedule", "defense settings"), traces=True))
+    needs=("public split", "client schedule", "defense settings", "calibration cache"), traces=True))
 
 
 def register_inversion_method(record: AttackMethod) -> AttackMethod:

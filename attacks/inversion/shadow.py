@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from fedsim.attacks.inversion.autotune import TV_GRID, tv_grid_as_restarts
+from fedsim.attacks.inversion.calibration import Calibration, CalibrationCache, calibration_key
 from fedsim.attacks.inversion.core import InversionTrace
 from fedsim.attacks.local_replay import LocalReplay
 from fedsim.core.errors import AttackNotApplicable
@@ -180,7 +181,8 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
               std=(1.0,), seed: int = 0, aux: tuple[torch.Tensor, torch.Tensor] | None = None,
               tv_grid: Sequence[float] = TV_GRID, shadow_steps: int | None = None, shadows: int = 1,
               batched: bool = True, extend_edges: int = EXTEND_EDGES, shadow_defense: Any = None,
-              lr_grid: Sequence[float] = LR_GRID, **options: Any) -> InversionTrace | torch.Tensor:
+              lr_grid: Sequence[float] = LR_GRID, calibration_cache: CalibrationCache | None = None,
+              **options: Any) -> InversionTrace | torch.Tensor:
     """``ig`` on the real update at the TV weight that reconstructs a simulated shadow update best
     (:func:`choose_tv`). ``aux``: the public split in model space (images [N, C, H, W], labels [N]); the client's
     schedule comes as ``lr=``, ``local_steps=``, ``local_batch_size=``. ``shadow_defense``
@@ -192,7 +194,12 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
 
     ``lr_grid``: the attack's step sizes (``attack_lr``) tried on the shadow, each with the whole TV grid (and its
     edge extension); the real run uses the best pair. A given ``attack_lr=`` fixes the step size (grid of one).
-    The trace then records ``attack_lr_chosen`` and ``lr_shadow_psnr`` (step size -> best shadow PSNR with it)."""
+    The trace then records ``attack_lr_chosen`` and ``lr_shadow_psnr`` (step size -> best shadow PSNR with it).
+
+    ``calibration_cache`` (``fedsim.attacks.inversion.calibration.CalibrationCache``, the attack runner's): the
+    calibration is looked up by (model state, K, schedule, defense, settings) and computed only on a miss, on a
+    shadow batch drawn without the restored labels (a function of the key alone, so every attacked update of a
+    round shares it); the trace then records ``calibration_reused``."""
     from fedsim.attacks.inversion import invert
 
     if "regularizers" in options:
@@ -217,18 +224,38 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
     if not step_sizes:
         raise ValueError("ig-shadow: lr_grid is empty")
     shared.pop("attack_lr", None)
-    per_lr: dict[float, tuple[float, dict[float, float]]] = {}
-    prepared = shadow_updates(model=model, aux=aux, labels=labels, k=k, seed=seed, shadows=shadows,
-                              schedule=schedule, defense=shadow_defense)  # one set of shadow updates for every step size
-    for attack_lr in dict.fromkeys(step_sizes):
-        per_lr[attack_lr] = choose_tv(model=model, aux=aux, labels=labels, k=k, input_shape=input_shape,
-                                      steps=int(shadow_steps or steps), mean=mean, std=std, seed=seed,
-                                      tv_grid=tv_grid, shadows=shadows, schedule=schedule, batched=batched,
-                                      extend_edges=extend_edges, prepared=prepared, attack_lr=attack_lr,
-                                      **shared)
-    best_of = {a: tv_psnr[tv] for a, (tv, tv_psnr) in per_lr.items()}
-    chosen_lr = max(best_of, key=lambda a: (best_of[a], -step_sizes.index(a)))  # a tie keeps the earlier step size
-    chosen, psnrs = per_lr[chosen_lr]
+
+    def calibrate(shadow_labels: torch.Tensor | None) -> Calibration:
+        per_lr: dict[float, tuple[float, dict[float, float]]] = {}
+        prepared = shadow_updates(model=model, aux=aux, labels=shadow_labels, k=k, seed=seed, shadows=shadows,
+                                  schedule=schedule, defense=shadow_defense)  # one set for every step size
+        for attack_lr in dict.fromkeys(step_sizes):
+            per_lr[attack_lr] = choose_tv(model=model, aux=aux, labels=shadow_labels, k=k, input_shape=input_shape,
+                                          steps=int(shadow_steps or steps), mean=mean, std=std, seed=seed,
+                                          tv_grid=tv_grid, shadows=shadows, schedule=schedule, batched=batched,
+                                          extend_edges=extend_edges, prepared=prepared, attack_lr=attack_lr,
+                                          **shared)
+        best_of = {a: tv_psnr[tv] for a, (tv, tv_psnr) in per_lr.items()}
+        chosen_lr = max(best_of, key=lambda a: (best_of[a], -step_sizes.index(a)))  # a tie keeps the earlier one
+        return Calibration(tv=per_lr[chosen_lr][0], attack_lr=chosen_lr, tv_psnr=per_lr[chosen_lr][1],
+                           lr_psnr=best_of)
+
+    reused = None
+    key = None
+    if calibration_cache is not None:
+        try:
+            key = calibration_key(model, k=k, input_shape=tuple(input_shape), steps=int(shadow_steps or steps),
+                                  mean=tuple(mean), std=tuple(std), seed=seed, aux=aux, tv_grid=tuple(tv_grid),
+                                  lr_grid=tuple(step_sizes), shadows=shadows, batched=batched,
+                                  extend_edges=extend_edges, schedule=schedule, defense=shadow_defense,
+                                  shared=shared)
+        except TypeError:  # a setting the key cannot describe: calibrate this update on its own
+            key = None
+    if key is None:
+        cal = calibrate(labels)
+    else:
+        cal, reused = calibration_cache.get_or_compute(key, lambda: calibrate(None))
+    chosen, psnrs, chosen_lr, best_of = cal.tv, dict(cal.tv_psnr), cal.attack_lr, dict(cal.lr_psnr)
     options["attack_lr"] = chosen_lr
     trace = invert("ig", model=model, gradients=gradients, labels=labels, input_shape=input_shape, steps=steps,
                    mean=mean, std=std, seed=seed, regularizers={"tv": chosen}, return_result=True, **schedule,
@@ -238,5 +265,6 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
     return replace(trace, method="ig-shadow",
                    options={**trace.options, "tv_chosen": chosen, "tv_shadow_psnr": psnrs,
                             "attack_lr_chosen": chosen_lr, "lr_shadow_psnr": best_of,
+                            **({} if reused is None else {"calibration_reused": reused}),
                             **({"shadow_defense": shadow_defense.describe(),
                                 "distance": options.get("distance", "cosine")} if shadow_defense is not None else {})})
