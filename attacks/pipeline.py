@@ -306,6 +306,7 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
         traced = record.traces
         out = invert(method, **call, **options, **({"return_result": True} if traced else {}))
         x_hat, assigned = (out.inputs, out.labels) if traced else (out, call["labels"])
+        put_on_images = assigned  # the labels on the images, in their order (None: the method put none on them)
         signals += _tuning_signal(out, k) if traced else []
         if assigned is not None and not traced:
             assigned = assigned.sort().values
@@ -313,7 +314,9 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
         signals += _reported_loss_signal(update, model, k, x_hat.detach(), assigned)
     except Exception as exc:  # noqa: BLE001
         return _failure(update, InversionResult, str(method), exc, start)
+    # the labels the method put on its images, in their order (None when it assigned none: spear's batch comes in
+    # its own order, and the label method's labels would pair the wrong images in the label-aware alignment)
     return InversionResult(update.client_id, update.server_round, method, ok=True,
-                           labels=labels[1] if labels else None, reconstruction=x_hat.detach(),
+                           labels=put_on_images, reconstruction=x_hat.detach(),
                            seconds=time.perf_counter() - start, steps=plan.inversion_steps, label_source=label_source,
                            signals=tuple(signals + bn_signals), criterion=criterion, criterion_name=name)

@@ -1,9 +1,11 @@
-"""The run config of the message in hand, parsed once per message.
+"""The run config of the message in hand, rehydrated once per process and run config.
 
 ``ClientApp(mods=[defense_mods])`` is built before the run config is known, so the config comes with each
-message (``context.run_config``). The outermost mod (``fedsim.clients.mods.defense_mods``) parses it once per TRAIN
-message (:func:`parse`); every inner mod, ``train()`` and ``evaluate_local()`` ask :func:`config_of`, which
-returns that parse while the run config is the same (a message of another run config is parsed again).
+message (``context.run_config``). The outermost mod (``fedsim.clients.mods.defense_mods``) asks :func:`parse` with
+the fingerprint the ServerApp stamped in the train config (``fedsim.core.messages.RESOLVED``): a run config with
+that fingerprint is rebuilt without the full check (the server checked it: ``fedsim.core.resolved``); without it
+(a SecAgg+ stage) it is checked, once. Every inner mod, ``train()`` and ``evaluate_local()`` ask :func:`config_of`,
+which returns that config while the run config is the same (a message of another run config is parsed again).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 
 from flwr.app import Context
 
-from fedsim.core.config import ExperimentConfig, from_flat
+from fedsim.core.config import ExperimentConfig
+from fedsim.core.resolved import rehydrate
 from fedsim.core.experiment import make_model
 
 _SLOT: dict[str, Any] = {}  # "key": the run config's items, "cfg": its ExperimentConfig
@@ -23,10 +26,14 @@ def _key(ctxt: Context) -> tuple:
     return tuple(sorted(ctxt.run_config.items()))  # Flower's run-config values are scalars (hashable)
 
 
-def parse(ctxt: Context) -> ExperimentConfig:
-    """Parse ``ctxt.run_config`` (once per message, in the outermost mod) and keep it for the rest of it."""
-    cfg = from_flat(ctxt.run_config)
-    _SLOT["key"], _SLOT["cfg"] = _key(ctxt), cfg
+def parse(ctxt: Context, vouched: str | None = None) -> ExperimentConfig:
+    """The config of ``ctxt.run_config``: the one kept when this process saw it already, else rebuilt (checked in
+    full unless ``vouched`` is its fingerprint) and kept for the messages after."""
+    key = _key(ctxt)
+    if _SLOT.get("key") == key:
+        return _SLOT["cfg"]
+    cfg = rehydrate(ctxt.run_config, vouched)
+    _SLOT["key"], _SLOT["cfg"] = key, cfg
     return cfg
 
 

@@ -79,7 +79,9 @@ def defense_mods(msg: Message, ctxt: Context, call_next) -> Message:
     """Run the configured mods (outermost first) around the ClientApp's train function."""
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, ctxt)
-    chain = mod_chain(parse(ctxt).defense)  # the one parse of this message's run config
+    conf = msg.content.config_records.get(K.CONFIG) if msg.has_content() else None
+    vouched = conf.get(K.RESOLVED) if conf is not None else None  # the server checked this config
+    chain = mod_chain(parse(ctxt, vouched).defense)  # kept per process and run config
 
     def run(i: int, m: Message, c: Context) -> Message:
         if i == len(chain):

@@ -222,8 +222,8 @@ def run(config: Config, out: str | Path | None = None, *, overrides: Mapping[str
     from fedsim.lab.preflight import preflight
     from fedsim.lab.runner import run_federation
 
-    preflight(cfg, folder)
-    result = Run(run_federation(cfg, folder, quiet=quiet))
+    plan = preflight(cfg, folder)
+    result = Run(run_federation(cfg, folder, quiet=quiet, plan=plan))
     if report:
         result.write_report()
     if strict:

@@ -10,10 +10,11 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from fedsim.core import defense_registry, messages as K
-from fedsim.core.config import ExperimentConfig, from_flat, to_toml
+from fedsim.core.config import ExperimentConfig, to_toml
+from fedsim.core.resolved import fingerprint
 from fedsim.core.defense_object import WORKFLOW, resolve
 from fedsim.core.capture_plan import capture_text  # capture.* = 'attacked': the attack selection
-from fedsim.evaluation.preconditions import check_attack_inputs
+from fedsim.evaluation.resolution import for_server
 from fedsim.core.experiment import HELDOUT, device, make_model, test_data
 from fedsim.core.paths import run_dir
 from fedsim.core.rows import UtilityRow
@@ -41,9 +42,12 @@ def workflow_for(cfg: ExperimentConfig):
 
 
 def train_config(cfg: ExperimentConfig) -> ConfigRecord:
+    """What a client trains with, and the fingerprint of the checked config (``fedsim.core.resolved``): a client
+    whose run config has it takes it as checked."""
     t = cfg.train
     return ConfigRecord({K.ALGORITHM: t.algorithm, K.LR: t.lr, K.LOCAL_EPOCHS: t.local_epochs,
-                         K.BATCH_SIZE: t.batch_size, K.MAX_LOCAL_STEPS: t.max_local_steps, K.SEED: cfg.run.seed})
+                         K.BATCH_SIZE: t.batch_size, K.MAX_LOCAL_STEPS: t.max_local_steps, K.SEED: cfg.run.seed,
+                         K.RESOLVED: fingerprint(cfg)})
 
 
 def central_evaluation(cfg: ExperimentConfig, folder: RunFolder):
@@ -88,22 +92,25 @@ def build_strategy(cfg: ExperimentConfig, run_id: str, sinks) -> ReplyGate:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    cfg = from_flat(context.run_config)
+    # the run as the lab resolved it (resolved.json: no check, no plan built); under a bare `flwr run .` checked
+    # and resolved here, as fedsim's preflight would: a typo fails before round 1
+    resolved = for_server(context.run_config)
+    cfg = resolved.config
     out = run_dir(cfg)  # absolute: the one folder of the ServerApp and every ClientApp (fedsim.core.experiment)
-    check_attack_inputs(cfg, out)  # as fedsim's preflight: under a bare `flwr run .` a typo fails before round 1
     folder = RunFolder(out)
     # owned: the lab entry points prepared (marked) it already; a new or empty folder (bare `flwr run .`) is
     # marked here, before any client writes (clients write audit/ only when a train message reaches them);
     # a non-empty folder without the mark raises RunFolderError, nothing touched
     folder.claim()
     folder.config.write_text(to_toml(cfg))
+    resolved.save(folder.resolved)
     nodes = list(grid.get_node_ids())
     if nodes and len(nodes) != cfg.run.num_clients:
         log.warning("run.num_clients=%d but %d SuperNodes are connected", cfg.run.num_clients, len(nodes))
     sinks = []
     if cfg.capture.enabled:
         sinks.append(CaptureWriter(out, capture_text(cfg, "rounds"), capture_text(cfg, "clients")))
-    hook = build_attack_hook(cfg, out)
+    hook = build_attack_hook(cfg, out, resolved)
     if hook is not None:
         sinks.append(hook)
     strategy = build_strategy(cfg, str(context.run_id), sinks)

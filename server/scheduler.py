@@ -22,6 +22,8 @@ from typing import Iterator
 from fedsim.core.captures import CaptureStore
 from fedsim.core.config import ExperimentConfig, parse_selection
 from fedsim.evaluation.attacking import attack_and_score, attack_error_row, plan_from_config
+from fedsim.core.resolved import ResolvedRun
+from fedsim.evaluation.resolution import attack_plan
 from fedsim.core.rows import InversionRow, LabelRow, Row, SkippedRow
 from fedsim.core.runfolder import RunFolder
 from fedsim.core.types import ClientUpdate
@@ -46,7 +48,9 @@ class Pending:
 class AttackScheduler:
     """Sink: ``__call__(update)`` schedules the attack; ``close()`` drains the queue."""
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: ExperimentConfig, run_dir: Path, resolved: ResolvedRun | None = None) -> None:
+        """``resolved``: the run as loaded (``fedsim.core.resolved``): its plan, data spec and fingerprint go to
+        every attack, which then neither re-plans nor re-checks the config; without it the plan is built here."""
         self.cfg = cfg
         self.flat = cfg.to_flat()
         self.run_dir = Path(run_dir)
@@ -54,7 +58,10 @@ class AttackScheduler:
         self.rounds = parse_selection("attack.rounds", cfg.attack.rounds)
         self.clients = parse_selection("attack.clients", cfg.attack.clients)
         self.store = CaptureStore(self.run_dir)  # the round's global model once, then the client file
-        self.plan = plan_from_config(cfg)  # built once (names checked at ServerApp start); the workers take it
+        # built once, at load (the lab's preflight, or the ServerApp's own check); the workers take it
+        self.plan = attack_plan(resolved) if resolved is not None else plan_from_config(cfg)
+        self.vouched = resolved.fingerprint if resolved is not None else None
+        self.data = dict(resolved.data) if resolved is not None else None
         self.submitted = 0
         self.pending: deque[Pending] = deque()
         self.pool = None
@@ -98,7 +105,7 @@ class AttackScheduler:
                 self.folder.append(SkippedRow(**ident, reason="attack queue full"))
                 return
             self._finish(self.pending.popleft())
-        args = (str(path), self.flat, str(self.run_dir), self.plan)
+        args = (str(path), self.flat, str(self.run_dir), self.plan, self.vouched, self.data)
         if self.ray:
             job = RayJob.submit(args, self.cfg.attack.num_cpus, self.cfg.attack.num_gpus)
         else:
@@ -108,7 +115,7 @@ class AttackScheduler:
 
     def _run_inline(self, path: Path) -> list[Row] | str:
         try:
-            return attack_and_score(path, self.flat, self.run_dir, self.plan)
+            return attack_and_score(path, self.flat, self.run_dir, self.plan, self.vouched, self.data)
         except Exception as exc:  # noqa: BLE001
             return f"{type(exc).__name__}: {exc}"
 
@@ -162,11 +169,11 @@ class AttackScheduler:
             self.pool.shutdown(wait=not self.stuck, cancel_futures=True)
 
 
-def _attack_stream(capture: str, flat: dict, run_dir: str, plan) -> Iterator[object]:
-    """The Ray task of one attack: a first item when a worker starts it (``attack.timeout`` counts from there, as
-    with the process pool), then the rows."""
+def _attack_stream(*args) -> Iterator[object]:
+    """The Ray task of one attack (``attack_and_score``'s arguments): a first item when a worker starts it
+    (``attack.timeout`` counts from there, as with the process pool), then the rows."""
     yield "started"
-    yield attack_and_score(capture, flat, run_dir, plan)
+    yield attack_and_score(*args)
 
 
 def ray_connection():

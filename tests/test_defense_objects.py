@@ -197,14 +197,25 @@ def _train_message(cfg: ExperimentConfig, pid: int) -> tuple[Message, Context]:
     return msg, ctx
 
 
-def test_client_app_parses_the_run_config_once_per_train_message(tmp_path, monkeypatch):
+def test_client_app_checks_the_run_config_at_most_once_per_process(tmp_path, monkeypatch):
+    """A train message stamped by the server (``fedsim.core.resolved``) is not checked again; an unstamped one is
+    checked once, and the config kept for the messages after (before issue 34: one full check per message)."""
+    import fedsim.clients.message_config as mc
+    from fedsim.core.resolved import fingerprint
+
     cfg = _cfg(tmp_path, **{"defense.update.topk_ratio": 0.5})  # update_defense_mod reads the config too
     messages = [_train_message(cfg, pid) for pid in (0, 1)]
+    assert all(m.content[K.CONFIG][K.RESOLVED] == fingerprint(cfg) for m, _ in messages)
     calls = _count_parses(monkeypatch)
     for msg, ctx in messages:
         reply = client_app.app(msg, ctx)
         assert not reply.has_error()
-    assert calls[0] == len(messages)
+    assert calls[0] == 0  # the server vouched for it
+    mc._SLOT.clear()  # a fresh process, unstamped messages (a SecAgg+ stage carries its config inside)
+    for msg, ctx in messages:
+        del msg.content[K.CONFIG][K.RESOLVED]
+        assert not client_app.app(msg, ctx).has_error()
+    assert calls[0] == 1
 
 
 def test_secagg_client_parses_once_per_message_and_builds_no_model_per_message(tmp_path, monkeypatch):
@@ -223,8 +234,9 @@ def test_secagg_client_parses_once_per_message_and_builds_no_model_per_message(t
     mc.state_names.cache_clear()
     _, _, grid, captured = run_loopback_secagg(tmp_path)
     assert captured and len(grid.received) >= 4 * 3  # four SecAgg+ stages, three or four clients
-    # one parse for the test's config (ExperimentConfig().replace), then one per TRAIN message a client handled
-    assert calls[0] == 1 + len(grid.received)
+    # one check for the test's config (ExperimentConfig().replace), then one for the client process (the SecAgg+
+    # stages carry no fingerprint; the config is kept for the messages after; before issue 34: one per message)
+    assert calls[0] == 1 + 1
     assert models[0] == 1
 
 

@@ -101,8 +101,12 @@ def _validate(key: str, value: Scalar, f: dataclasses.Field) -> None:
         raise ConfigError(f"{key}: {value!r} is above the maximum {meta['max']}")
 
 
-def from_flat(flat: Mapping[str, Any]) -> ExperimentConfig:
-    """Build and validate a config from dotted keys; unknown keys fail with the list of valid ones."""
+def from_flat(flat: Mapping[str, Any], check: bool = True) -> ExperimentConfig:
+    """Build and validate a config from dotted keys; unknown keys fail with the list of valid ones.
+
+    ``check=False`` coerces and validates each key but skips the cross-section checks (module:attr imports,
+    Opacus, faults, the device): for a config already checked where the run was loaded
+    (``fedsim.core.resolved.rehydrate``, which says when that may be skipped)."""
     per_section: dict[str, dict[str, Scalar]] = {s: {} for s in SECTIONS}
     for key, value in fold_options(flat).items():  # [model.options] / [data.options] -> one JSON string each
         section, _, name = key.partition(".")
@@ -115,8 +119,14 @@ def from_flat(flat: Mapping[str, Any]) -> ExperimentConfig:
         _validate(key, coerced, by_name[name])
         per_section[section][name] = coerced
     cfg = ExperimentConfig(**{s: _build(_section(s), values) for s, values in per_section.items()})
-    _check_cross_section(cfg)
+    if check:
+        _check_cross_section(cfg)
     return cfg
+
+
+def check_config(cfg: ExperimentConfig) -> None:
+    """The full check of a config (the cross-section checks :func:`from_flat` runs unless ``check=False``)."""
+    _check_cross_section(cfg)
 
 
 def _section(name: str) -> type:

@@ -20,6 +20,7 @@ LOCAL_EPOCHS = "local-epochs"
 BATCH_SIZE = "batch-size"
 MAX_LOCAL_STEPS = "max-local-steps"
 SEED = "seed"
+RESOLVED = "resolved"              # the fingerprint of the run config the server checked (fedsim.core.resolved)
 
 # ---- reply metrics and identifiers (client -> server) ----------------------------------------------------
 NUM_EXAMPLES = "num-examples"      # FedAvg's weighting key; what a client releases (see fedsim.core.dp_sgd)

@@ -3,6 +3,7 @@
 Layout (see docs/architecture.md)::
 
     config.toml                 resolved configuration
+    resolved.json               the run resolved at load: fingerprint, attack plan, defenses, data spec
     metrics.jsonl               typed rows (fedsim.core.rows): utility, label, inversion, privacy, attack_error,
                                 skipped, lost_round
     rejections.jsonl            rejected client replies (RejectionRow)
@@ -35,7 +36,7 @@ from fedsim.core.rows import RejectionRow, Row, row_from_json
 
 #: What ``fedsim run`` removes from a reused run folder before starting (everything a run writes).
 RUN_ARTIFACTS = ("captures", "audit", "images", "metrics.jsonl", "rejections.jsonl", "report.html", "DONE",
-                 "logs", "tensorboard", "mlruns", "mlartifacts")
+                 "resolved.json", "logs", "tensorboard", "mlruns", "mlartifacts")
 
 #: The file that marks a folder as a fedsim run folder (written when fedsim creates or takes the folder).
 MARK = ".fedsim-run"
@@ -70,6 +71,11 @@ class RunFolder:
     @property
     def config(self) -> Path:
         return self.root / "config.toml"
+
+    @property
+    def resolved(self) -> Path:
+        """The run resolved at load (``fedsim.core.resolved.ResolvedRun``): what every process rehydrates."""
+        return self.root / "resolved.json"
 
     @property
     def metrics(self) -> Path:

@@ -11,14 +11,15 @@ import logging
 from dataclasses import dataclass
 from functools import singledispatch
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from fedsim.core.config import ExperimentConfig, from_flat
+from fedsim.core.config import ExperimentConfig
 from fedsim.core.errors import ConfigError
 from fedsim.evaluation.grids import save_comparison
 from fedsim.evaluation.scoring import padded, score
 from fedsim.evaluation.truth import truth_for
 from fedsim.core.experiment import dataset, device, make_model
+from fedsim.core.resolved import rehydrate
 from fedsim.core.runfolder import RunFolder
 from fedsim.core.rows import AttackErrorRow, InversionRow, LabelRow, Row, SkippedRow
 from fedsim.core.types import AttackResult, ClientUpdate, GroundTruth, InversionResult, LabelResult
@@ -84,6 +85,26 @@ def data_spec(cfg: ExperimentConfig, plan=None):
     return DataSpec(tuple(ds.input_shape), ds.num_classes, tuple(ds.mean), tuple(ds.std), public_aux=public)
 
 
+def data_spec_of(cfg: ExperimentConfig, facts: Mapping[str, Any]):
+    """The ``DataSpec`` of a resolution's data facts (``fedsim.evaluation.resolution``: shape, classes,
+    normalisation, whether a method needs the public split, which is then loaded here)."""
+    from fedsim.attacks.generative import aux_split
+    from fedsim.attacks.pipeline import DataSpec
+
+    public = aux_split(dataset(cfg)) if facts["public_split"] else None
+    return DataSpec(tuple(facts["input_shape"]), facts["num_classes"], tuple(facts["mean"]), tuple(facts["std"]),
+                    public_aux=public)
+
+
+def needs_public_split(plan) -> bool:
+    """Whether a method of ``plan`` needs the server's public labelled split."""
+    from fedsim.attacks.inversion import INVERSION_METHODS
+    from fedsim.attacks.labels import LABEL_METHODS
+
+    return bool(set(plan.label_methods) & LABEL_METHODS.needing("public split")
+                or plan.inversion in INVERSION_METHODS.needing("public split"))
+
+
 def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
     """ggl/gias options from [attack]: the prior file (default <run>/priors/<dataset>_vae.safetensors) and,
     with attack.prior_autotrain, the public aux images to train it from when it is missing or stale (trained with
@@ -100,10 +121,12 @@ def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, 
 
 
 def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: str | Path,
-                     plan=None) -> list[Row]:
+                     plan=None, vouched: str | None = None, data: Mapping[str, Any] | None = None) -> list[Row]:
     """All rows for one captured update. Never raises for an attack failure (rows say ``ok: false``);
     a capture that cannot be read raises ``CaptureError`` naming the file. ``plan``: the run's
-    ``AttackPlan`` as its caller built it once (the scheduler, replay); built from the config when omitted."""
+    ``AttackPlan`` as its caller built it once (the scheduler, replay); built from the config when omitted.
+    ``vouched``: the fingerprint of the checked config (``fedsim.core.resolved``; the config is checked again
+    without it); ``data``: the resolution's data facts (``fedsim.evaluation.resolution``)."""
     import torch
 
     from fedsim.attacks.inversion import INVERSION_METHODS
@@ -114,14 +137,14 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     from fedsim.attacks.plugins import load_plugins
 
     torch.set_num_threads(1)
-    cfg = from_flat(flat_config)
+    cfg = rehydrate(flat_config, vouched)
     load_plugins(cfg.attack.plugins)  # a spawned worker imports the plugins before the plan's names are used
     run_dir = Path(run_dir)
     update = load_update(capture)
     if parse_faults(cfg.faults).crashes_attack(update.client_id, update.server_round):  # [faults] attack_crash
         raise RuntimeError(f"injected attack crash: round {update.server_round} client {update.client_id}")
     plan = plan if plan is not None else plan_from_config(cfg)
-    spec = data_spec(cfg, plan)
+    spec = data_spec_of(cfg, data) if data is not None else data_spec(cfg, plan)
     if plan.inversion is not None and "trained prior" in INVERSION_METHODS[plan.inversion].needs:
         import dataclasses
 

@@ -64,8 +64,8 @@ def _cmd_deploy_local(args: argparse.Namespace) -> int:
     out = run_folder(cfg, args.out, suffix="-deploy")
     check_out(out)
     check_overwrite(out, args.overwrite)
-    preflight(cfg, out)
-    run = deploy_local(cfg, args.nodes, out, quiet=args.quiet)
+    plan = preflight(cfg, out)
+    run = deploy_local(cfg, args.nodes, out, quiet=args.quiet, plan=plan)
     _after_run(run, args.quiet)
     return 0
 

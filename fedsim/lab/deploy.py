@@ -33,8 +33,9 @@ def _wait_nodes(log_path: Path, procs, n: int, timeout: float) -> None:
 
 
 def deploy_local(cfg: ExperimentConfig, nodes: int, out: Path, quiet: bool = False,
-                 connect_timeout: float = 90.0) -> Path:
-    """Run ``cfg`` on a local SuperLink + ``nodes`` SuperNodes into ``out``; returns the run folder."""
+                 connect_timeout: float = 90.0, plan=None) -> Path:
+    """Run ``cfg`` on a local SuperLink + ``nodes`` SuperNodes into ``out``; returns the run folder. ``plan``: the
+    attack plan the preflight built (else built when the run is resolved)."""
     if nodes < 1:
         raise ConfigError(f"--nodes: {nodes} is below the minimum 1")
     if cfg.run.num_clients != nodes:
@@ -42,7 +43,7 @@ def deploy_local(cfg: ExperimentConfig, nodes: int, out: Path, quiet: bool = Fal
                           f"(add --set run.num_clients={nodes})")
     if cfg.train.min_train_nodes > nodes:
         raise ConfigError(f"train.min_train_nodes: {cfg.train.min_train_nodes} exceeds --nodes {nodes}")
-    cfg, out = prepare_run_dir(cfg, out)
+    cfg, out = prepare_run_dir(cfg, out, plan)
     logs = RunFolder(out).logs
     flwr_home = RunFolder(out).flwr_home
     with local_superlink(flwr_home, logs, simulation=False) as (address, procs):

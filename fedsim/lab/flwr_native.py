@@ -96,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     config, nodes, flwr_home, sets = parsed
     try:
         cfg = load_config(resolve_preset(config), parse_overrides(sets))
-        preflight(cfg)
+        plan = preflight(cfg)
         # one absolute run folder for the ServerApp (run from Flower's installed copy of the app) and the
         # ClientApps: prepared (owned, cleared) here, and submitted in the resolved config.toml's run.out_dir
-        cfg, out = prepare_run_dir(cfg, run_dir(cfg))
+        cfg, out = prepare_run_dir(cfg, run_dir(cfg), plan)
     except FedsimError as exc:
         print(f"fedsim: {exc}", file=sys.stderr)
         return exc.exit_code

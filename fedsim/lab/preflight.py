@@ -18,11 +18,13 @@ from fedsim.core.experiment import check_model
 from fedsim.core.paths import run_dir as default_run_dir
 
 
-def preflight(cfg: ExperimentConfig, run_dir: str | Path | None = None) -> None:
+def preflight(cfg: ExperimentConfig, run_dir: str | Path | None = None):
     """Raise a ``FedsimError`` (one line) when ``cfg`` cannot run on this machine; ``run_dir`` is where the run
-    will write (default: the folder the config names), where ggl/gias look for their prior by default."""
-    check_attack_inputs(cfg, Path(run_dir) if run_dir is not None else default_run_dir(cfg))
+    will write (default: the folder the config names), where ggl/gias look for their prior by default. Returns
+    the attack plan it checked (``AttackPlan``), for the run's resolution (``fedsim.lab.runner.prepare_run_dir``)."""
+    plan = check_attack_inputs(cfg, Path(run_dir) if run_dir is not None else default_run_dir(cfg))
     check_model(cfg)  # loads the dataset, builds the model once, checks its output shape (model.name)
     from fedsim.lab.tracking import check_backend
 
     check_backend(cfg)  # [tracking]: the backend's library is installed
+    return plan

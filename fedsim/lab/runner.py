@@ -6,6 +6,7 @@ progress bar per round (read from ``metrics.jsonl``) and stops every process it 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import time
@@ -21,16 +22,23 @@ from fedsim.core.runfolder import RunFolder
 from fedsim.core.errors import FederationFailed  # noqa: E402,F401  (re-exported)
 
 
-def prepare_run_dir(cfg: ExperimentConfig, out: Path) -> tuple[ExperimentConfig, Path]:
-    """Absolute run folder (old artifacts removed) and the resolved config written to ``config.toml``.
+def prepare_run_dir(cfg: ExperimentConfig, out: Path, plan=None) -> tuple[ExperimentConfig, Path]:
+    """Absolute run folder (old artifacts removed), the resolved config written to ``config.toml`` and the run
+    resolved once (``resolved.json``: fingerprint, attack plan, defenses, data spec; ``plan``: the preflight's,
+    else built here), which the ServerApp, ClientApps and attack workers rehydrate without checking again.
 
     The folder must be new, empty or marked as a fedsim run folder (``RunFolder.prepare``); anything else is
     refused with ``RunFolderError`` (exit 2) before Flower starts, nothing touched. ``run.out_dir`` becomes the
     absolute folder, so the ServerApp and every ClientApp write into this one folder."""
+    from fedsim.evaluation.resolution import resolve_run
+
     out = out.expanduser().resolve()
-    RunFolder(out).prepare()
-    cfg = cfg.replace(**{"run.out_dir": str(out)})
-    RunFolder(out).config.write_text(to_toml(cfg))
+    folder = RunFolder(out)
+    folder.prepare()
+    # a plain string key: no cross-section check depends on it, so the checked config stays checked
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(out)))
+    folder.config.write_text(to_toml(cfg))
+    resolve_run(cfg, out, plan).save(folder.resolved)
     return cfg, out
 
 
@@ -108,9 +116,10 @@ def gpu_share(num_clients: int) -> float:
     return round(max(0.1, min(1.0, 1.0 / max(1, num_clients))), 3)
 
 
-def run_federation(cfg: ExperimentConfig, out: Path, quiet: bool = False) -> Path:
-    """Run the federation described by ``cfg`` into ``out``; returns the run folder."""
-    cfg, out = prepare_run_dir(cfg, out)
+def run_federation(cfg: ExperimentConfig, out: Path, quiet: bool = False, plan=None) -> Path:
+    """Run the federation described by ``cfg`` into ``out``; returns the run folder. ``plan``: the attack plan
+    the preflight built (else built when the run is resolved)."""
+    cfg, out = prepare_run_dir(cfg, out, plan)
     if not quiet:
         print_disk_estimate(cfg)
     folder = RunFolder(out)
