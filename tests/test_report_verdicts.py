@@ -86,7 +86,7 @@ def test_card_colour_follows_the_distance_from_chance(tmp_path):
 
 
 def test_verdict_scale_known_answers():
-    from fedsim.lab.report.verdict import psnr_verdict, share_verdict
+    from fedsim.lab.report.verdict import psnr_verdict, share_verdict, stronger
 
     assert share_verdict(0.8, 0.73).cls == "chance"
     assert share_verdict(0.3, 0.1).cls == "warn" and share_verdict(0.3, 0.1).words == "3.0x chance"
@@ -95,6 +95,9 @@ def test_verdict_scale_known_answers():
     assert share_verdict(None, 0.1).cls == "" and share_verdict(0.5, None).cls == ""
     assert psnr_verdict(11.0, 10.0).cls == "chance"  # 1.26x less squared error
     assert psnr_verdict(14.0, 10.0).cls == "warn" and psnr_verdict(17.5, 10.0).cls == "alarm"
+    # a blurry reconstruction that still gives its source away: the card takes the farther of the two
+    both = stronger(psnr_verdict(11.7, 10.0), share_verdict(0.3, 0.02))
+    assert both.cls == "alarm" and both.words.startswith("at chance (+1.7 dB") and "15x chance" in both.words
 
 
 def _grid_figures(monkeypatch) -> list:

@@ -1,12 +1,15 @@
 """``fedsim report RUN_DIR``: one self-contained ``RUN_DIR/report.html`` for a run folder.
 
 The page inlines everything (CSS, PNG figures and reconstruction grids as base64 data URIs); it loads no fonts,
-scripts or images from anywhere, so it can be mailed or archived as one file. One module per section:
+scripts or images from anywhere, so it can be mailed or archived as one file. The one exception it links (and does
+not load): a batch of more than 16 images shows its first 16 and links its full grid, ``images/*_full.png``,
+which works while the page stays in its run folder. One module per section:
 
 ============  ==================================================================================
 data          reads the run folder (RunFolder + typed rows), defensively
 common        escaping, formatting of untrusted values, image embedding, markup helpers
 summary       banners (lost rounds), configuration, how to read, headline numbers, best reconstruction
+verdict       each headline number's distance from chance (at chance / n x chance), the scale stated on the page
 utility       utility per round; leakage vs round / batch size / local steps
 timeline      leakage across training: accuracy beside leakage, per-round table, best per stage
 labels        label restoration per client and round

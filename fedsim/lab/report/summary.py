@@ -14,7 +14,8 @@ from fedsim.lab.report.chance import ident_words, identifiability, label_chance,
 from fedsim.lab.pick import (BY_CRITERION, ORACLE, acted_label, attacker_picks, most_trusted, oracle_picks,
                                     rule_of)
 from fedsim.lab.report.data import RunData
-from fedsim.lab.report.verdict import SCALE, Verdict, psnr_verdict, share_verdict
+from fedsim.lab.report.inversions import full_grid_link
+from fedsim.lab.report.verdict import SCALE, Verdict, psnr_verdict, share_verdict, stronger
 
 
 def banners(data: RunData) -> str:
@@ -232,15 +233,13 @@ def _blind(rows) -> str:
 
 
 def image_verdict(rows) -> Verdict:
-    """The reconstructions' distance from chance: their PSNR over the blind guess's; rows written before
-    ``psnr_chance``: their re-identification against its chance level."""
-    verdict = psnr_verdict(mean(r.psnr for r in rows), psnr_chance(rows))
-    if verdict.times is None:
-        ident = identifiability(rows)
-        reid = share_verdict(ident["ident_reid_acc"], ident["ident_reid_chance"])
-        if reid.times is not None:
-            return Verdict(reid.times, reid.cls, f"re-identified {reid.words}")
-    return verdict
+    """The reconstructions' distance from chance: the farther of their PSNR over the blind guess's and their
+    re-identification against its chance level (:func:`fedsim.lab.report.verdict.stronger`)."""
+    ident = identifiability(rows)
+    reid = share_verdict(ident["ident_reid_acc"], ident["ident_reid_chance"])
+    if reid.times is not None:
+        reid = Verdict(reid.times, reid.cls, f"re-identified {reid.words}")
+    return stronger(psnr_verdict(mean(r.psnr for r in rows), psnr_chance(rows)), reid)
 
 
 #: the candidates of the (epsilon, delta) scale when the run records no re-identification chance
@@ -316,7 +315,7 @@ def picked_reconstruction(data: RunData) -> str:
             f'<div class="label">PSNR · SSIM</div>'
             f'<div class="value">{fmt(r.psnr, ".1f")} dB · {fmt(r.ssim, ".2f")}</div>'
             f'{words}</div>'
-            f'<p>{e(ident_words([r]))}</p>'
+            f'<p>{e(ident_words([r]))}</p>{full_grid_link(data, r)}'
             f'<p>Round {e(r.round)}, client {e(r.client)}, method <b>{e(r.method)}</b>, picked by {why}: '
             f'<b>top row</b> the client\'s real images, <b>bottom row</b> what the server rebuilt from the captured '
             f'update alone.</p><p class="muted">{e(setting(r))}</p></div></div>')

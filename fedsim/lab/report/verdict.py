@@ -29,7 +29,8 @@ SCALE = ('<p class="legend scale"><b>Colours</b>: each leakage number against it
          'attack\'s ((1 - chance) / (1 - value)), so a high chance level (a random guess of 20 labels of 10 '
          'classes gets ~74 %) '
          'hides no leak; for PSNR it is the squared error of the blind guess (the dataset-mean image) over the '
-         'reconstruction\'s, 10^(dB/10): 1.8 dB and 7.0 dB above the blind guess.</p>')
+         'reconstruction\'s, 10^(dB/10): 1.8 dB and 7.0 dB above the blind guess. An image card takes the farther '
+         'of its PSNR and its re-identification.</p>')
 
 
 @dataclass(frozen=True)
@@ -77,5 +78,20 @@ def psnr_verdict(psnr, blind) -> Verdict:
     gain = p - b
     times = 10 ** (gain / 10)
     cls = level(times)
-    words = f"{gain:+.1f} dB over the blind guess ({_x(times)} less squared error)"
-    return Verdict(times, cls, f"at chance ({words})" if cls == "chance" else words)
+    if cls == "chance":
+        where = f"+{gain:.1f} dB over" if gain >= 0 else f"{-gain:.1f} dB below"
+        return Verdict(times, cls, f"at chance ({where} the blind guess)")
+    return Verdict(times, cls, f"+{gain:.1f} dB over the blind guess ({_x(times)} less squared error)")
+
+
+_RANK = {"": 0, "chance": 1, "warn": 2, "alarm": 3}
+
+
+def stronger(*verdicts: Verdict) -> Verdict:
+    """One card's verdict from several of its numbers: the class of the farthest from chance, every known one's
+    words (an image card's PSNR and re-identification: a blurry reconstruction can still give its source away)."""
+    known = [v for v in verdicts if v.times is not None]
+    if not known:
+        return next((v for v in verdicts if v.words), Verdict(None, "", ""))
+    top = max(known, key=lambda v: (_RANK[v.cls], v.times))
+    return Verdict(top.times, top.cls, " · ".join(v.words for v in known))

@@ -122,8 +122,8 @@ def _first_table(rows: list[dict]) -> str:
 
     body = []
     for r in rows:
-        labels = (f'{fmt_ci(r, "label_lnacc")} <span class="ci">LnAcc, {_num(r.get("label_best"))}</span>'
-                  if r.get("label_lnacc") is not None else "-")
+        labels = (f'{_ci_below(r, "label_lnacc")}<span class="ci">LnAcc (counts exact), '
+                  f'{_num(r.get("label_best"))}</span>' if r.get("label_lnacc") is not None else "-")
         psnr = _ci_below(r, "psnr", 1, " dB")
         reid = ("-" if r.get("ident_reid_acc") is None else
                 f'{_num(r.get("ident_reid_acc"), 2)} <span class="ci">chance {_num(r.get("ident_reid_chance"))}'
