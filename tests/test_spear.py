@@ -142,3 +142,27 @@ def test_spear_rows_score_exact_through_the_pipeline(mnist):
     assert inv.ok, inv.error
     row = score(inv, GroundTruth(1, 0, (xb,), (yb,)), 10, mean, std)
     assert row["exact_fraction"] == 1.0, row["exact_fraction"]
+
+
+def test_sweep_point_carries_the_exact_ceiling():
+    """A sweep point's exact-recovery ceiling (fedsim.lab.sweep.summary): per update the best exact method's share,
+    whole updates counted over seeds, and the line the sweep page and terminal print; absent without exact rows."""
+    from fedsim.core.rows import InversionRow
+    from fedsim.lab.sweep.summary import aggregate, ceiling_line, exact_recovery
+
+    seed0 = [InversionRow(round=1, client=0, method="spear", ok=True, exact_fraction=1.0),
+             InversionRow(round=1, client=1, method="spear", ok=True, exact_fraction=0.25),
+             InversionRow(round=1, client=1, method="spear++", ok=True, exact_fraction=0.5),
+             InversionRow(round=1, client=1, method="ig", ok=True, exact_fraction=1.0)]  # not an exact method
+    seed1 = [InversionRow(round=1, client=0, method="spear", ok=True, exact_fraction=1.0)]
+    a, b = exact_recovery(seed0), exact_recovery(seed1)
+    assert (a["updates"], a["whole"], a["fraction"]) == (2, 1, 0.75)
+    assert exact_recovery([InversionRow(round=1, client=0, method="ig", ok=True, exact_fraction=1.0)]) is None
+    base = {"test_accuracy": 0.9, "label_methods": {}, "inversion_methods": {}, "epsilon": None, "delta": None,
+            "accountant": None, "dp_mechanism": None, "epsilon_source": None, "attacked_updates": 2,
+            "lost_rounds": 0}
+    row = aggregate([{**base, "exact_recovery": a}, {**base, "exact_recovery": b}])
+    assert (row["exact_updates"], row["exact_whole"]) == (3, 2)
+    assert ceiling_line(row) == ("exact-recovery ceiling (spear, spear++): 2 of 3 attacked updates recovered exactly; "
+                                 "mean exact share 88%")
+    assert ceiling_line(aggregate([base])) is None

@@ -44,7 +44,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "test_accuracy": (0.0, 1.0), "heldout_accuracy": (0.0, 1.0), "label_lnacc": (0.0, 1.0),
     "label_leacc": (0.0, 1.0), "ssim": (-1.0, 1.0), "psnr": (0.0, math.inf), "label_lnacc_oracle": (0.0, 1.0),
     "psnr_oracle": (0.0, math.inf), "ident_class_acc": (0.0, 1.0), "ident_class_chance": (0.0, 1.0),
-    "ident_reid_acc": (0.0, 1.0), "ident_reid_chance": (0.0, 1.0), "ident_reid_acc_oracle": (0.0, 1.0)}
+    "ident_reid_acc": (0.0, 1.0), "ident_reid_chance": (0.0, 1.0), "ident_reid_acc_oracle": (0.0, 1.0),
+    "exact_fraction": (0.0, 1.0)}
 
 #: the scores of the attacker's pick a sweep point reports (mean over updates per run, interval over seeds)
 PICK_SCORES = ("psnr", "ssim", "ident_class_acc", "ident_class_chance", "ident_reid_acc", "ident_reid_chance")
@@ -123,6 +124,7 @@ def summarize(run: Path, cfg: ExperimentConfig, delta: float = 1e-5) -> dict[str
         "inversion_methods": inversion_methods,
         "inversion_pick": inversion_pick(run, cfg, inv),
         "inversion_oracle": inversion_oracle(inv),
+        "exact_recovery": exact_recovery(inv),
         "attacked_updates": len({(r.round, r.client) for r in labels}),
         "failed_attacks": sum(1 for r in folder.rows(LabelRow) + folder.rows(InversionRow) if not r.ok),
     }
@@ -169,6 +171,25 @@ def inversion_oracle(inv: list[InversionRow]) -> dict[str, Any]:
             for same in _by_update(inv).values()]
     return {"psnr": _mean(r.psnr for r in rows), "ssim": _mean(r.ssim for r in rows),
             "ident_reid_acc": _mean(reid), "n": len(rows)}
+
+
+def exact_recovery(inv: list[InversionRow]) -> dict[str, Any] | None:
+    """The exact-recovery ceiling of a run (issue 36; the report's line, ``fedsim.lab.report.inversions``): of the
+    updates an exact attack (spear, spear++, analytic-fc) was scored on, how many it recovered whole (every image
+    to max-abs pixel error < 1e-3) and the mean exact share per update (best exact method per update). None when
+    no exact attack was scored."""
+    from fedsim.lab.report.inversions import EXACT_METHODS
+
+    best: dict[tuple, float] = {}
+    for r in inv:
+        f = finite_float(getattr(r, "exact_fraction", None))
+        if r.method in EXACT_METHODS and f is not None:
+            best[(r.round, r.client)] = max(best.get((r.round, r.client), 0.0), f)
+    if not best:
+        return None
+    return {"updates": len(best), "whole": sum(1 for f in best.values() if f >= 1.0),
+            "fraction": _mean(best.values()),
+            "methods": sorted({str(r.method) for r in inv if r.method in EXACT_METHODS})}
 
 
 def _by_update(inv: list[InversionRow]) -> dict[tuple, list[InversionRow]]:
@@ -255,6 +276,13 @@ def _inversions(row: dict[str, Any], per_seed: list[dict]) -> None:
     _put(row, "ident_reid_acc_oracle", [o.get("ident_reid_acc") for o in oracles])
     row["psnr_by_method"] = {m: _mean(s["inversion_methods"].get(m, {}).get("psnr") for s in per_seed)
                              for m in dict.fromkeys(m for s in per_seed for m in s["inversion_methods"])}
+    exact = [s.get("exact_recovery") for s in per_seed]
+    if any(exact):
+        known = [x for x in exact if x]
+        row["exact_updates"] = sum(x["updates"] for x in known)
+        row["exact_whole"] = sum(x["whole"] for x in known)
+        _put(row, "exact_fraction", [x["fraction"] if x else None for x in exact])
+        row["exact_methods"] = sorted({m for x in known for m in x["methods"]})
     # the attacker's pick at the first attacked update (by place) of the first seed that has an image
     row["best_image"] = next((p["image"] for p in picks if p.get("image")), None)
 
@@ -282,3 +310,16 @@ def point_label(row: dict) -> str:
         return row["label"]
     text = "inf" if not math.isfinite(eps) else (f"{eps:.3g}" if eps < 1000 else f"{eps:.2e}")
     return f"{row['label']}, eps {text}"
+
+
+def ceiling_line(row: dict) -> str | None:
+    """A sweep point's exact-recovery ceiling in words (the sweep page and the terminal): "spear recovered 3 of 3
+    attacked updates exactly" (every image to max-abs pixel error < 1e-3), or None when no exact attack was
+    scored at this point. Where it is whole, no prior-based attack can do better on these updates."""
+    n = row.get("exact_updates")
+    if not n:
+        return None
+    whole, methods = int(row.get("exact_whole") or 0), ", ".join(row.get("exact_methods") or ())
+    frac = finite_float(row.get("exact_fraction"))
+    part = f"; mean exact share {frac:.0%}" if frac is not None and whole < n else ""
+    return f"exact-recovery ceiling ({methods}): {whole} of {n} attacked updates recovered exactly{part}"
