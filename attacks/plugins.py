@@ -16,6 +16,7 @@ import importlib
 from importlib.metadata import entry_points
 
 from fedsim.core.errors import ConfigError
+from fedsim.core.lists import comma_list
 from fedsim.core.objref import PYTHONPATH_HINT
 
 KEY, GROUP = "attack.plugins", "fedsim.attacks"
@@ -23,8 +24,8 @@ _LOADED: set[str] = set()
 
 
 def plugin_names(text: str) -> list[str]:
-    """The module names of ``attack.plugins`` (comma-separated, blanks left out)."""
-    return [n.strip() for n in text.split(",") if n.strip()]
+    """The module names of ``attack.plugins`` (a list or comma-separated, blanks left out)."""
+    return list(comma_list(text))
 
 
 def load_plugins(text: str = "") -> list[str]:

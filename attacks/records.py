@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
 from fedsim.core.errors import ConfigError
+from fedsim.core.suggest import did_you_mean
 from fedsim.core.types import ClientUpdate
 
 KINDS = ("label", "inversion", "generative")
@@ -111,7 +112,8 @@ class Registry(dict):
 
     def __missing__(self, name: str) -> AttackMethod:
         """The one check of a method name: unknown -> one-line ``ConfigError`` naming the key and the choices."""
-        raise ConfigError(f"{self.key}: {name!r} is not one of {', '.join([*self.choices, *sorted(self)])}")
+        valid = [*self.choices, *sorted(self)]
+        raise ConfigError(f"{self.key}: {name!r} is not one of {', '.join(valid)}{did_you_mean(name, valid)}")
 
     def needing(self, need: str) -> set[str]:
         """Names of the methods that declare ``need``."""

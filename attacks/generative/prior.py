@@ -33,6 +33,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from fedsim.core.lists import comma_list
+
 log = logging.getLogger(__name__)
 
 KINDS = ("vae",)
@@ -155,8 +157,7 @@ def default_prior_path(root: str | Path, dataset: str, kind: str = "vae") -> Pat
 
 def parse_archs(value: Any) -> tuple[str, ...]:
     """``prior_archs`` as a tuple of decoder names (a comma-separated string or a sequence), each checked."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    archs = tuple(dict.fromkeys(str(a).strip() for a in items if str(a).strip()))
+    archs = tuple(dict.fromkeys(comma_list(value)))
     bad = [a for a in archs if a not in ARCHS]
     if bad or not archs:
         raise ValueError(f"prior_archs: {bad or value!r} not in the decoders {ARCHS}")

@@ -22,6 +22,8 @@ from fedsim.core.defense_config import DefenseSection, renamed_key_error  # (one
 from fedsim.core.defense_registry import check_defenses, section_class  # (registered defenses)
 from fedsim.core.config_checks import ATTACKED, check_federation, parse_selection
 from fedsim.core.objref import fold_options, is_ref, override_value  # (module:attr, [model.options])
+from fedsim.core.lists import list_value  # a list key: a TOML array or a comma-separated string
+from fedsim.core.suggest import did_you_mean, nearby_paths, one_key_per_set  # "did you mean"
 
 
 SECTIONS: dict[str, type] = {
@@ -66,6 +68,8 @@ class ExperimentConfig:
 
 
 def _coerce(key: str, value: Any, f: dataclasses.Field) -> Scalar:
+    if f.metadata.get("list"):  # an array is kept as its comma-separated string (Flower's run config: scalars)
+        value = list_value(key, value)
     expected = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[f.type]
     if expected is bool:
         if isinstance(value, bool):
@@ -94,7 +98,8 @@ def _validate(key: str, value: Scalar, f: dataclasses.Field) -> None:
     meta = f.metadata
     if meta.get("choices") and value not in meta["choices"] and not (meta.get("refs") and is_ref(value)):
         more = " or a 'package.module:attr'" if meta.get("refs") else ""
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}{more}")
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}{more}"
+                          f"{did_you_mean(value, meta['choices'])}")
     if meta.get("min") is not None and value < meta["min"]:
         raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}")
     if meta.get("max") is not None and value > meta["max"]:
@@ -111,7 +116,8 @@ def from_flat(flat: Mapping[str, Any], check: bool = True) -> ExperimentConfig:
     for key, value in fold_options(flat).items():  # [model.options] / [data.options] -> one JSON string each
         section, _, name = key.partition(".")
         if section not in SECTIONS:
-            raise ConfigError(f"{key}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
+            raise ConfigError(f"{key}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}"
+                              f"{did_you_mean(key, [f'{s}.{name}' for s in SECTIONS])}")
         by_name = _leaf_fields(_section(section))
         if name not in by_name:
             raise ConfigError(renamed_key_error(key) or _unknown_key(key, section, by_name))
@@ -142,7 +148,8 @@ def _unknown_key(key: str, section: str, by_name: Mapping[str, Any]) -> str:
     if head and any(n.startswith(head + ".") for n in names):
         table = f"{section}.{head}"
         names = [n[len(head) + 1:] for n in names if n.startswith(head + ".")]
-    return f"{key}: unknown key; valid keys in [{table}]: {', '.join(names)}"
+    return (f"{key}: unknown key; valid keys in [{table}]: {', '.join(names)}"
+            f"{did_you_mean(key, [f'{section}.{n}' for n in by_name])}")
 
 
 def _table(f: dataclasses.Field) -> type | None:
@@ -235,7 +242,7 @@ def read_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist{did_you_mean(path, nearby_paths(path))}") from None
     except (OSError, UnicodeDecodeError) as exc:  # unreadable, not text
         raise ConfigError(f"{what} {path} cannot be read ({type(exc).__name__}: {exc})") from None
     except tomllib.TOMLDecodeError as exc:
@@ -256,6 +263,9 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected section.key=value")
+        hint = one_key_per_set(item)  # --set "a=1 b=2" (Flower's --run-config habit)
+        if hint:
+            raise ConfigError(hint)
         out[key.strip()] = override_value(key.strip(), value.strip().strip('"'))
     return out
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedsim.core.errors import ConfigError
+from fedsim.core.lists import comma_list
 
 #: client id of a secure aggregate in captures and rows (``fedsim.server.defense_wiring.AGGREGATE_CLIENT``; a test
 #: keeps the two equal: the core cannot import the server)
@@ -34,7 +35,7 @@ def parse_selection(key: str, text: str) -> frozenset[int] | None:
     if text.strip().lower() == "all":
         return None
     try:
-        return frozenset(int(t) for t in text.split(",") if t.strip())
+        return frozenset(int(t) for t in comma_list(text))
     except ValueError:
         more = " (or 'attacked': the attack selection)" if key.startswith("capture.") else ""
         raise ConfigError(f"{key}: expected 'all' or comma-separated integers{more}, got {text!r}") from None

@@ -11,10 +11,11 @@ Scalar = bool | int | float | str
 
 
 def opt(default: Scalar, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
-        maximum: float | None = None, doc: str = "", refs: bool = False) -> Any:
-    """A config field with validation metadata; ``refs``: a ``package.module:attr`` passes besides ``choices``."""
+        maximum: float | None = None, doc: str = "", refs: bool = False, listed: bool = False) -> Any:
+    """A config field with validation metadata; ``refs``: a ``package.module:attr`` passes besides ``choices``;
+    ``listed``: a list key, a TOML array or a comma-separated string (``fedsim.core.lists``)."""
     return field(default=default, metadata={"choices": choices, "min": minimum, "max": maximum, "doc": doc,
-                                            "refs": refs})
+                                            "refs": refs, "list": listed})
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,16 @@ class TrainSection:
 class CaptureSection:
     enabled: bool = opt(True, doc="store the selected intercepted updates under captures/ (the global model once "
                         "per round, one file per client update)")
-    rounds: str = opt("attacked", doc="'attacked' (the rounds attack.rounds selects: what an attack or a replay "
-                      "can use), 'all' or comma-separated round numbers")
-    clients: str = opt("attacked", doc="'attacked' (the clients attack.clients selects), 'all' or comma-separated "
+    rounds: str = opt("attacked", listed=True, doc="'attacked' (the rounds attack.rounds selects: what an attack or "
+                      "a replay can use), 'all' or round numbers")
+    clients: str = opt("attacked", listed=True, doc="'attacked' (the clients attack.clients selects), 'all' or "
                        "client ids")
 
 
 @dataclass(frozen=True)
 class AttackSection:
     enabled: bool = opt(False, doc="run attacks on captured updates")
-    label_methods: str = opt("ilrg", doc="comma-separated names in fedsim.attacks.labels.LABEL_METHODS")
+    label_methods: str = opt("ilrg", listed=True, doc="names in fedsim.attacks.labels.LABEL_METHODS")
     inversion: str = opt("none", doc="a name in fedsim.attacks.inversion.INVERSION_METHODS, or 'none'")
     inversion_steps: int = opt(200, minimum=1, doc="optimiser steps of the inversion")
     inversion_tv: float = opt(-1.0, minimum=-1.0, doc="total-variation weight of the inversion (-1 = the method's "
@@ -93,8 +94,8 @@ class AttackSection:
                               "activation is smooth, e.g. a sigmoid LeNet; fedsim.attacks.inversion.methods.ig_tv_for, "
                               "docs/benchmarks/peers.md)")
     max_inversion_images: int = opt(16, minimum=1, doc="skip inversion of updates covering more samples")
-    rounds: str = opt("all", doc="'all' or comma-separated round numbers to attack")
-    clients: str = opt("all", doc="'all' or comma-separated client ids to attack")
+    rounds: str = opt("all", listed=True, doc="'all' or round numbers to attack")
+    clients: str = opt("all", listed=True, doc="'all' or client ids to attack")
     max_attacks: int = opt(0, minimum=0, doc="budget of attacked updates per run (0 = no limit)")
     workers: int = opt(1, minimum=0, doc="attack worker processes (0 = inline, blocking)")
     queue_size: int = opt(8, minimum=1, doc="bounded queue of pending attacks")
@@ -109,7 +110,7 @@ class AttackSection:
     num_gpus: float = opt(0.0, minimum=0.0, doc="attack.backend = 'ray': GPU share each attack task holds (e.g. 0.5)")
     prior_path: str = opt("", doc="generative prior (ggl/gias) safetensors file; '' = "
                           "<run>/priors/<dataset>_vae.safetensors")
-    prior_archs: str = opt("conv", doc="ggl/gias decoders, comma-separated (conv, mlp): with several the attack runs "
+    prior_archs: str = opt("conv", listed=True, doc="ggl/gias decoders (conv, mlp): with several the attack runs "
                            "once per decoder's prior and keeps the lowest criterion (prior_path's file is conv's, "
                            "<stem>-mlp beside it the MLP's)")
     prior_autotrain: bool = opt(False, doc="ggl/gias: train the prior on the public aux split (held-out half of "
@@ -119,7 +120,7 @@ class AttackSection:
     oracle_prior: bool = opt(False, doc="also run the ORACLE-PRIOR attack on each attacked FedSGD update (Hayes et "
                              "al. 2023's prior-aware attacker; reads ground truth: the client's partition and batch; "
                              "fedsim.evaluation.prior_aware), to set measured success beside the DP bound")
-    plugins: str = opt("", doc="comma-separated modules imported before any method name is looked up (they call "
+    plugins: str = opt("", listed=True, doc="modules imported before any method name is looked up (they call "
                        "register_label_method / register_inversion_method); installed packages' 'fedsim.attacks' "
                        "entry points are loaded too (fedsim.attacks.plugins)")
 
@@ -146,12 +147,12 @@ class FaultsSection:
     """Fault injection (off by default): see clients/faults.py and docs/reliability.md."""
 
     enabled: bool = opt(False, doc="inject the faults below")
-    corrupt: str = opt("", doc="comma-separated client:kind[:round] with kind in nan, inf, shape, dtype, "
+    corrupt: str = opt("", listed=True, doc="client:kind[:round] with kind in nan, inf, shape, dtype, "
                                "missing_key, extra_key, num_examples, huge_norm")
-    dropout: str = opt("", doc="comma-separated client[:round] whose ClientApp raises")
-    straggle: str = opt("", doc="comma-separated client[:round] that sleep before replying")
+    dropout: str = opt("", listed=True, doc="client[:round] entries whose ClientApp raises")
+    straggle: str = opt("", listed=True, doc="client[:round] entries that sleep before replying")
     straggle_seconds: float = opt(2.0, minimum=0.0, doc="how long a straggler sleeps")
-    attack_crash: str = opt("", doc="comma-separated client[:round] whose attack raises")
+    attack_crash: str = opt("", listed=True, doc="client[:round] entries whose attack raises")
     huge_norm_factor: float = opt(1e6, minimum=1.0, doc="huge_norm: update scaled by this factor")
 
 

@@ -28,9 +28,10 @@ from typing import Any
 
 
 def opt(default: Any, *, choices: tuple[str, ...] | None = None, minimum: float | None = None,
-        maximum: float | None = None, doc: str = "") -> Any:
+        maximum: float | None = None, doc: str = "", listed: bool = False) -> Any:
     """A config field with validation metadata (same metadata as ``fedsim.core.config.opt``)."""
-    return field(default=default, metadata={"choices": choices, "min": minimum, "max": maximum, "doc": doc})
+    return field(default=default, metadata={"choices": choices, "min": minimum, "max": maximum, "doc": doc,
+                                            "list": listed})
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,12 @@ class TrainingDefense:
 @dataclass(frozen=True)
 class CustomDefense:
     """``[defense.custom]``: your own Flower client mods and server strategy wrappers (``fedsim.core.defense_custom``).
-    Flower's run-config values are scalars, so each list is one comma-separated string."""
+    Flower's run-config values are scalars, so each list (a TOML array or a comma-separated string) is kept as one
+    comma-separated string (``fedsim.core.lists``)."""
 
-    mods: str = opt("", doc="comma-separated 'package.module:attr' Flower client mods (msg, ctxt, call_next) -> "
+    mods: str = opt("", listed=True, doc="'package.module:attr' Flower client mods (msg, ctxt, call_next) -> "
                     "Message, run innermost (right around train(), inside fedsim's update defenses), in order")
-    strategy_wrappers: str = opt("", doc="comma-separated 'package.module:attr' callables (strategy) -> Strategy "
+    strategy_wrappers: str = opt("", listed=True, doc="'package.module:attr' callables (strategy) -> Strategy "
                                  "(Message API), wrapped around the curious server's stack, first innermost")
     options: str = opt("", doc="[defense.custom.options]: the mods' options (bool/int/float/str; carried as one "
                        "JSON string); a mod reads them with fedsim.core.defense_custom.options(ctxt)")

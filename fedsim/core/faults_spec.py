@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fedsim.core.errors import ConfigError
+from fedsim.core.lists import comma_list
+from fedsim.core.suggest import did_you_mean
 
 CORRUPT_KINDS = ("nan", "inf", "shape", "dtype", "missing_key", "extra_key", "num_examples", "huge_norm")
 
@@ -25,7 +27,7 @@ def _int(key: str, text: str, entry: str) -> int:
 
 
 def _entries(text: str) -> list[str]:
-    return [e.strip() for e in text.split(",") if e.strip()]
+    return list(comma_list(text))
 
 
 def _ids(key: str, text: str) -> dict[int, frozenset[int] | None]:
@@ -88,7 +90,8 @@ def parse_faults(section) -> FaultPlan:
         client = _int("faults.corrupt", parts[0], entry)
         kind = parts[1].strip()
         if kind not in CORRUPT_KINDS:
-            raise ConfigError(f"faults.corrupt: {kind!r} is not one of {', '.join(CORRUPT_KINDS)}")
+            raise ConfigError(f"faults.corrupt: {kind!r} is not one of {', '.join(CORRUPT_KINDS)}"
+                              f"{did_you_mean(kind, CORRUPT_KINDS)}")
         rnd = _int("faults.corrupt", parts[2], entry) if len(parts) == 3 else None
         corrupt.append((client, kind, rnd))
     return FaultPlan(enabled=section.enabled, corrupt=tuple(corrupt),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from fedsim.core.errors import ConfigError
+from fedsim.core.lists import array_text, comma_list
 
 OPTION_SECTIONS = ("model", "data", "defense.custom")
 _REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -88,13 +89,12 @@ def config_code(flat: Mapping[str, Any]) -> list[CodeRef]:
     refs = []
     for key in REF_KEYS:
         value = flat.get(key)
-        for item in (value.split(",") if isinstance(value, str) else ()):
-            if is_ref(item.strip()):
-                refs.append(CodeRef(key, item.strip(), item.strip().partition(":")[0]))
+        for item in comma_list(array_text(value) if isinstance(value, str) else value):
+            if is_ref(item):
+                refs.append(CodeRef(key, item, item.partition(":")[0]))
     plugins = flat.get(PLUGINS_KEY)
-    for name in (plugins.split(",") if isinstance(plugins, str) else ()):
-        if name.strip():
-            refs.append(CodeRef(PLUGINS_KEY, name.strip(), name.strip()))
+    for name in comma_list(array_text(plugins) if isinstance(plugins, str) else plugins):
+        refs.append(CodeRef(PLUGINS_KEY, name, name))
     return refs
 
 

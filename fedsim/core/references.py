@@ -8,6 +8,7 @@ from typing import Any
 
 from fedsim.core.errors import ConfigError
 from fedsim.core.objref import is_ref, load_object
+from fedsim.core.suggest import did_you_mean
 
 
 def check_references(cfg: Any) -> None:
@@ -21,7 +22,7 @@ def check_references(cfg: Any) -> None:
         load_object("data.dataset", name)
     elif name not in DATASETS:
         raise ConfigError(f"data.dataset: {name!r} is not one of {', '.join(sorted(DATASETS))} "
-                          "or a 'package.module:loader'")
+                          f"or a 'package.module:loader'{did_you_mean(name, DATASETS)}")
     elif name == "folder" and not cfg.data.data_dir:
         raise ConfigError("data.data_dir: data.dataset = 'folder' needs the folder of the class-per-subfolder "
                           "image tree (data_dir/<class>/<image>)")

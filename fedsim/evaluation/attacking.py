@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from fedsim.core.config import ExperimentConfig
 from fedsim.core.errors import ConfigError
+from fedsim.core.lists import comma_list
 from fedsim.evaluation.grids import save_comparison
 from fedsim.evaluation.scoring import padded, score
 from fedsim.evaluation.truth import truth_for
@@ -63,8 +64,8 @@ def plan_from_config(cfg: ExperimentConfig):
 
 
 def label_method_names(cfg: ExperimentConfig) -> tuple[str, ...]:
-    """The names in ``attack.label_methods`` (comma-separated; ``none`` and blanks left out)."""
-    return tuple(m.strip() for m in cfg.attack.label_methods.split(",") if m.strip() and m.strip() != "none")
+    """The names in ``attack.label_methods`` (a list or comma-separated; ``none`` and blanks left out)."""
+    return tuple(m for m in comma_list(cfg.attack.label_methods) if m != "none")
 
 
 def data_spec(cfg: ExperimentConfig, plan=None):

@@ -248,7 +248,9 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedsim", description="Privacy leakage testbed for federated learning")
+    from fedsim.lab.cli_parser import SuggestingParser  # argparse's, with "did you mean" on an invalid choice
+
+    parser = SuggestingParser(prog="fedsim", description="Privacy leakage testbed for federated learning")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
                         help="print the installed fedsim version and exit")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -27,8 +27,10 @@ attack registries; do not edit by hand. tests/test_config_doc.py fails when this
 
 Every key below is a dotted key: `[train] lr = 0.1` in a preset, `--set train.lr=0.1` on the command line,
 `{"train.lr": 0.1}` in the Python API. A value outside its choices or bounds, and an unknown key, fail at load in
-one line naming the key (`fedsim check CONFIG` shows the resolved config without starting Flower). Lists are
-comma-separated strings (`attack.label_methods = "ilrg,aux-nnls"`).
+one line naming the key (`fedsim check CONFIG` shows the resolved config without starting Flower), with the close
+names when there are some ("did you mean"). A key of type `list` takes a TOML array or one comma-separated string
+(`attack.label_methods = ["ilrg", "aux-nnls"]` or `"ilrg,aux-nnls"`; `--set attack.label_methods=ilrg,aux-nnls`),
+kept as that string (Flower's run config holds no arrays).
 """
 
 
@@ -86,7 +88,7 @@ def key_rows() -> list[tuple[str, str, str, str, str, str]]:
             doc = f.metadata.get("doc", "")
             if not doc:
                 missing.append(key)
-            type_name = f.type if isinstance(f.type, str) else f.type.__name__
+            type_name = "list" if f.metadata.get("list") else f.type if isinstance(f.type, str) else f.type.__name__
             rows.append((section, key, type_name, _default(f.default), _bounds(dict(f.metadata)), doc))
     if missing:
         raise MissingDoc(f"schema fields without a doc: {', '.join(missing)} (add doc= to their opt())")

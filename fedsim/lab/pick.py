@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from fedsim.core.lists import comma_list
 from fedsim.core.rows import finite_float
 
 BY_CRITERION = "lowest criterion"
@@ -44,9 +45,7 @@ def by_update(rows: Iterable[Any]) -> dict[tuple[Any, Any], list[Any]]:
 
 
 def _order(configured: Sequence[str] | str | None) -> list[str]:
-    if isinstance(configured, str):
-        return [m.strip() for m in configured.split(",") if m.strip()]
-    return list(configured or [])
+    return list(comma_list(configured))
 
 
 def pick_one(rows: Sequence[Any], configured: Sequence[str] | str | None = None) -> Pick | None:

@@ -81,8 +81,11 @@ def resolve(spec: str | Path) -> Path:
     found = find(str(spec))
     if found is not None:
         return found
+    from fedsim.core.suggest import did_you_mean, nearby_paths
+
+    close = did_you_mean(spec, [*nearby_paths(path), *names()])  # a file beside the one meant, or a preset
     raise ConfigError(f"config file {spec} does not exist and is not a preset name; presets: {', '.join(names())} "
-                      "(fedsim list presets)")
+                      f"(fedsim list presets){close}")
 
 
 def render(fmt: str = "text") -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from fedsim.lab.report.data import RunData
+from fedsim.core.lists import comma_list
 from fedsim.core.rows import finite_float as num
 
 MAX_GRIDS = 24
@@ -125,8 +126,8 @@ def methods_in_order(rows: Sequence[Any], configured: Any) -> list[str]:
     """Methods of ``rows``: first those named in the config (in its order), then the others as they appear."""
     seen = [str(r.method) for r in rows if getattr(r, "method", None) is not None]
     order: list[str] = []
-    if isinstance(configured, str):
-        order = [m.strip() for m in configured.split(",") if m.strip()]
+    if isinstance(configured, (str, list, tuple)):
+        order = list(comma_list(configured))
     out = [m for m in order if m in seen]
     for m in seen:
         if m not in out:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fedsim.core.config import ExperimentConfig, load_config
+from fedsim.core.lists import comma_list
 from fedsim.lab.sweep.layout import legacy_folder, run_folder, setting_folders
 from fedsim.lab.sweep.progress import Progress, RoundWatcher, SweepEvent, Tracker
 from fedsim.lab.sweep.spec import Setting, Sweep
@@ -89,7 +90,7 @@ def replay(run: Path, cfg: ExperimentConfig, methods: tuple[str, ...]) -> None:
     if not RunFolder(run).capture_list():
         log.warning("%s: no captures to replay %s on", run, ", ".join(methods))
         return
-    first_label = next((m.strip() for m in cfg.attack.label_methods.split(",") if m.strip()), "ilrg")
+    first_label = next(iter(comma_list(cfg.attack.label_methods)), "ilrg")
     for method in methods:
         if method in replayed(run, cfg):
             continue

@@ -40,7 +40,10 @@ def select(sweep: Sweep, names: Iterable[str]) -> set[int]:
                 if key == str(s.index) or key.lower() in (s.label.lower(), folders[s.index].lower())}
         if not hits:
             choices = "; ".join(f"{s.index} = {s.label} ({folders[s.index]})" for s in sweep.settings)
-            raise ConfigError(f"--only: no setting {key!r} in sweep {sweep.name}; valid: {choices}")
+            from fedsim.core.suggest import did_you_mean
+
+            close = did_you_mean(key, [n for s in sweep.settings for n in (s.label, folders[s.index])])
+            raise ConfigError(f"--only: no setting {key!r} in sweep {sweep.name}; valid: {choices}{close}")
         chosen |= hits
     return chosen
 

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from fedsim.core.defense_registry import in_force, spent_for_config
 from fedsim.core.config import ExperimentConfig
+from fedsim.core.lists import comma_list
 from fedsim.core.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow, finite_float
 from fedsim.core.runfolder import RunFolder
 from fedsim.lab.pick import FALLBACK, acted_label, attacker_picks, oracle_picks, rule_of
@@ -136,8 +137,7 @@ def summarize(run: Path, cfg: ExperimentConfig, delta: float = 1e-5) -> dict[str
 
 
 def _configured(cfg: ExperimentConfig, key: str) -> list[str]:
-    value = str(getattr(cfg.attack, key, "") or "")
-    return [m.strip() for m in value.split(",") if m.strip() and m.strip().lower() != "none"]
+    return [m for m in comma_list(getattr(cfg.attack, key, "")) if m.lower() != "none"]
 
 
 def acted_label_method(cfg: ExperimentConfig, inv: list[InversionRow], label_methods: dict) -> dict[str, Any]:
