@@ -155,3 +155,15 @@ def test_attack_and_score_on_cuda(method):
             assert 0.0 < scores["psnr"] < 200.0 and scores["ident_reid_chance"] > 0.0
         else:
             assert res.restoration.labels.is_cuda and 0.0 <= scores["label_leacc"] <= 1.0
+
+
+def test_ground_truth_unique_samples_in_float64_keep_first_visits():
+    """GroundTruth.unique_samples deduplicates on the tensors' own device and dtype (it used ``.numpy()`` per
+    sample: a CUDA ground truth failed there), each sample once in the order of its first visit."""
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(3, 1, 2, 2, generator=g, dtype=torch.float64), torch.randn(2, 1, 2, 2, generator=g,
+                                                                                   dtype=torch.float64)
+    steps = (a[:2], torch.cat([a[2:], a[:1], b]), torch.cat([b, a[1:2]]))
+    labels = (torch.tensor([0, 1]), torch.tensor([2, 0, 3, 4]), torch.tensor([3, 4, 1]))
+    x, y = GroundTruth(1, 0, steps, labels).unique_samples()
+    assert x.dtype == torch.float64 and torch.equal(x, torch.cat([a, b])) and y.tolist() == [0, 1, 2, 3, 4]

@@ -124,17 +124,15 @@ class GroundTruth:
         return torch.cat(list(self.labels))
 
     def unique_samples(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs/labels of the first epoch's steps (each sample once), as FedAvg inversion targets."""
-        seen: set[bytes] = set()
-        xs, ys = [], []
-        for x_step, y_step in zip(self.inputs, self.labels):
-            for x, y in zip(x_step, y_step):
-                key = x.numpy().tobytes()
-                if key not in seen:
-                    seen.add(key)
-                    xs.append(x)
-                    ys.append(y)
-        return torch.stack(xs), torch.stack(ys)
+        """Inputs/labels of the first epoch's steps (each sample once, in order of first visit), as FedAvg
+        inversion targets. Deduplicated on the tensors' own device (no copy to the host per sample)."""
+        x, y = self.all_inputs, self.all_labels
+        n = x.shape[0]
+        distinct, group = torch.unique(x.reshape(n, -1), dim=0, return_inverse=True)
+        first = torch.full((distinct.shape[0],), n, dtype=torch.long, device=x.device)
+        first = first.scatter_reduce(0, group, torch.arange(n, device=x.device), reduce="amin")
+        keep = first.sort().values
+        return x[keep], y[keep]
 
 
 @dataclass(frozen=True)
