@@ -133,3 +133,14 @@ def test_set_with_several_pairs_in_one_value_says_pass_several_flags():
     assert str(err.value) == ("--set 'train.lr=0.1 run.num_rounds=2': one key=value per --set; pass several: "
                               "--set train.lr=0.1 --set run.num_rounds=2")
     assert parse_overrides(["data.data_dir=/data/my images"]) == {"data.data_dir": "/data/my images"}
+
+
+def test_set_pairs_left_without_their_flag(capsys):
+    """``--set train.lr=0.1 run.num_rounds=2`` unquoted: argparse's "unrecognized arguments" names the flag."""
+    from fedsim.lab.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", "smoke", "--set", "train.lr=0.1", "run.num_rounds=2"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2
+    assert err.endswith("unrecognized arguments: run.num_rounds=2; one key=value per --set: --set run.num_rounds=2")
