@@ -5,9 +5,9 @@ they travel in every capture's ``defenses`` record. A server that calibrates its
 (``ig-shadow``: ``fedsim.attacks.inversion.shadow``) should calibrate on a shadow defended as the client's update
 was: a sparsified or noised update wants another prior weight than a clean one. :class:`ShadowDefense` replays the
 defenses that act on the reply a client sends, in the order the client's mods apply them (``update_defense_mod``
-at position 40 first, then Flower's ``LocalDpMod`` at 20: ``fedsim.core.defense_object.Applier``), with the
+at position 40 first, then Flower's ``LocalDpMod`` at 20: ``fedsim.core.defense.base.Applier``), with the
 server's own noise draws (the client's are unknown). The mechanisms are the project's pure functions
-(``fedsim.core.defenses``) and Flower's LocalDpMod rule (clip the update to C, add N(0, (C z)^2),
+(``fedsim.core.defense.update``) and Flower's LocalDpMod rule (clip the update to C, add N(0, (C z)^2),
 z = ``fedsim.core.accounting.local_dp_noise_multiplier``); Flower's own mod cannot run here (no ``flwr`` in
 ``attacks/``). Not simulated: DP-SGD (per-example clipping and noise inside training), central DP (noise on the
 aggregate, not on the update the server intercepts) and SecAgg+ (no individual update to attack).
@@ -21,9 +21,10 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from fedsim.core.accounting import local_dp_noise_multiplier
-from fedsim.core.defense_config import LocalDp, UpdateDefense
-from fedsim.core.defense_registry import in_force_from_record
-from fedsim.core.defenses import add_gaussian_noise, clip_update, defend_update
+from fedsim.core.defense.local_dp import LocalDp
+from fedsim.core.defense.update import UpdateDefense
+from fedsim.core.defense.base import DefenseRecord
+from fedsim.core.defense.update import add_gaussian_noise, clip_update, defend_update
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class ShadowDefense:
 
 def shadow_defense_from_record(defenses: Mapping[str, Any]) -> ShadowDefense | None:
     """The update defenses a capture's ``defenses`` record has in force, or ``None`` when there are none."""
-    in_force = in_force_from_record(defenses)
+    in_force = DefenseRecord.of(defenses).in_force
     update, local_dp = in_force.get("update"), in_force.get("local_dp")
     if update is None and local_dp is None:
         return None

@@ -5,7 +5,7 @@ hyper-parameters it configured and the example count the client reported. No gro
 elsewhere (``fedsim.evaluation.scoring``) and a test proves the output is identical whether ground truth exists or not.
 
 K (samples the fake gradient averages) is estimated from what the client released: ``min(B, n)`` under FedSGD,
-``n`` under FedAvg (``fedsim.core.dp_sgd.released_examples``). Under DP-SGD's Poisson sampling that is the *expected*
+``n`` under FedAvg (``fedsim.core.defense.dp_sgd.released_examples``). Under DP-SGD's Poisson sampling that is the *expected*
 number of sample visits; the realised one is private and never leaves the client.
 
 Steps: fake gradient (Geng et al.) -> every configured label restoration method -> inversion with the labels
@@ -40,7 +40,6 @@ from fedsim.attacks.labels import LABEL_METHODS, restore_labels, samples_covered
 from fedsim.attacks.defense_view import shadow_defense_from_record
 from fedsim.attacks.records import AttackMethod
 from fedsim.attacks.reported_loss import consistency_signal, loss_settings, simulated_mean_loss
-from fedsim.core.defense_registry import in_force_from_record
 from fedsim.core.errors import AttackNotApplicable
 from fedsim.core.types import AttackResult, ClientUpdate, InversionResult, LabelResult
 
@@ -102,7 +101,7 @@ def dp_sgd_clip_norm(update: ClientUpdate, method: str) -> float:
     """DP-SGD's per-example clipping norm as the server configured it (public in the threat model: the
     ``[defense]`` settings travel in ``update.defenses``, read back by the defense objects);
     ``AttackNotApplicable`` when DP-SGD was off."""
-    dp_sgd = in_force_from_record(update.defenses).get("dp_sgd")
+    dp_sgd = update.defenses.in_force.get("dp_sgd")
     if dp_sgd is None:
         raise AttackNotApplicable(f"{method} models DP-SGD's per-example clipping; this update was not trained "
                                   "with DP-SGD (defense.dp_sgd.enabled is off)")

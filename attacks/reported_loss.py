@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from fedsim.attacks.local_replay import LocalReplay
-from fedsim.core.defense_registry import in_force_from_record
+from fedsim.core.defense.base import DefenseRecord
 
 SIGNAL = "reported loss"  # the InversionResult.signals entry's prefix
 
@@ -29,7 +29,7 @@ SIGNAL = "reported loss"  # the InversionResult.signals entry's prefix
 def loss_settings(defenses: Mapping[str, Any]) -> float | None:
     """The label smoothing the client's loss used (0.0 without ``[defense.training]``), or ``None`` when the loss
     cannot be reproduced (mixup)."""
-    training = in_force_from_record(dict(defenses or {})).get("training")
+    training = DefenseRecord.of(defenses).in_force.get("training")
     if training is None:
         return 0.0
     if training.mixup_alpha > 0:

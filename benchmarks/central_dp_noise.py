@@ -21,7 +21,7 @@ import torch
 from fedsim.core.accounting import central_dp_releases_epsilon
 from fedsim.core.captures import iter_captures, load_update
 from fedsim.core.config import load_config
-from fedsim.core.defense_config import sampled_clients
+from fedsim.core.defense.base import sampled_clients
 from fedsim.core.rows import PrivacyRow
 from fedsim.core.runfolder import RunFolder
 

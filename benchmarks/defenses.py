@@ -12,7 +12,7 @@ train only on the train split, so no attack ever reads the validation images.
 
 The tuner is an in-process replica of the federation (no Flower, no Ray): the same seeded model, the same client
 partitions and FedSGD batches (``fedsim.core.experiment``), the same local training incl. Opacus DP-SGD
-(``fedsim.core.defended_training.train_defended``), the same update defenses (``fedsim.core.defenses.defend_weights``),
+(``fedsim.core.defense.registry.train_defended``), the same update defenses (``fedsim.core.defense.update.defend_weights``),
 FedAvg's equal-weight mean (every FedSGD client reports min(B, n) examples), and Flower's Gaussian mechanisms as
 Flower computes them: central DP (server-side fixed clipping) clips each update to C and adds N(0, (z C / m)^2) to
 the mean of m updates; LocalDpMod clips to C and adds N(0, (C sqrt(2 ln(1.25/delta)) / epsilon)^2) per release.
@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from fedsim.core.config import flatten, from_flat, read_toml  # noqa: E402
 from fedsim.core import experiment as E  # noqa: E402
-from fedsim.core.defended_training import train_defended  # noqa: E402
-from fedsim.core.defenses import apply_update, clip_update, defend_weights, update_of  # noqa: E402
+from fedsim.core.defense.registry import train_defended  # noqa: E402
+from fedsim.core.defense.update import apply_update, clip_update, defend_weights, update_of  # noqa: E402
 from fedsim.core.training import evaluate  # noqa: E402
 
 # setting family -> (config overrides, grid of extra tuned keys); train.lr is always tuned

@@ -31,7 +31,7 @@ from fedsim.attacks.inversion import invert
 from fedsim.attacks.inversion.autotune import TV_GRID
 from fedsim.attacks.inversion.shadow import EXTEND_EDGES, choose_tv, simulate_update
 from fedsim.core.data import load_dataset
-from fedsim.core.defense_config import UpdateDefense
+from fedsim.core.defense.update import UpdateDefense
 from fedsim.core.metrics.images import image_metrics
 from fedsim.core.models.zoo import build_model
 

@@ -6,7 +6,7 @@ average) and a ConfigRecord of identifiers (kept out of the averaged MetricRecor
 the audit folder (only for the updates that are captured, so scored: ``fedsim.core.capture_plan.audited``), never
 into the reply. ``train_loss`` (the mean loss on the private batches) is sent only when
 no DP mechanism and no SecAgg+ is on (:func:`releases_train_loss`): no epsilon covers it. Defenses: training
-hooks here (``fedsim.core.defended_training``), everything that acts on messages in the one list of mods
+hooks here (``fedsim.core.defense.registry.train_defended``), everything that acts on messages in the one list of mods
 (``fedsim.clients.mods``). Message keys: ``fedsim.core.messages``.
 """
 
@@ -16,11 +16,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedsim.core import defense_registry, messages as K
+from fedsim.core import messages as K
+from fedsim.core.defense import registry as defense_registry
 from fedsim.core.audit import write_ground_truth
 from fedsim.core.capture_plan import audited
-from fedsim.core.defended_training import train_defended
-from fedsim.core.dp_sgd import released_examples
+from fedsim.core.defense.dp_sgd import released_examples
 from fedsim.core.experiment import client_data, device, local_seed, make_model
 from fedsim.core.paths import run_dir
 from fedsim.core.training import evaluate
@@ -58,7 +58,8 @@ def train(msg: Message, context: Context) -> Message:
     x, y = client_data(cfg, pid, num_parts)
     seed = local_seed(int(conf[K.SEED]), server_round, pid)
     torch.manual_seed(seed)
-    result, privacy = train_defended(  # training hooks of [defense] (DP-SGD, smoothing/mixup); off = plain SGD
+    # the training hooks of the defenses in force (DP-SGD, smoothing/mixup), resolved and called; off = plain SGD
+    result, privacy = defense_registry.train_defended(
         cfg.defense, model, x, y, algorithm=algorithm, lr=float(conf[K.LR]), epochs=int(conf[K.LOCAL_EPOCHS]),
         batch_size=int(conf[K.BATCH_SIZE]), seed=seed, server_round=server_round, client_id=pid,
         max_steps=int(conf[K.MAX_LOCAL_STEPS]))

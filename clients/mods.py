@@ -2,17 +2,17 @@
 
 ``ClientApp(mods=[defense_mods])`` is built at import time, before the run config is known, so
 :func:`defense_mods` parses the run config once per TRAIN message (``fedsim.clients.message_config``), asks the registry
-of defenses which client-mod appliers are in force (``fedsim.core.defense_registry.appliers``) and runs them by their
+of defenses which client-mod appliers are in force (``fedsim.core.defense.registry.appliers``) and runs them by their
 ``Applier.position``, outermost first::
 
     10 secaggplus_mod (Flower, [defense.secagg])  ->  fit_contract_mod (legacy FitIns/FitRes <-> our train message)
       ->  20 LocalDpMod (Flower, [defense.local_dp])  ->  30 fixedclipping_mod (Flower, [defense.central_dp]
       "client")  ->  40 update_defense_mod ([defense.update])  ->  50 a registered defense's mod
-      ->  60 your [defense.custom] mods, in the order written (``fedsim.core.defense_custom``: why innermost)  ->  train()
+      ->  60 your [defense.custom] mods, in the order written (``fedsim.core.defense.custom``: why innermost)  ->  train()
 
 An applier's name is a key of :data:`CLIENT_MODS` (a factory: table -> mods) or ``"module:attr"``, a Flower mod
 imported as it is (a registered defense's own mod; it reads its table with ``config_of(ctxt).defense.<table>``).
-The training hooks ([defense.dp_sgd], [defense.training]) run inside train() (``fedsim.core.defended_training``).
+The training hooks ([defense.dp_sgd], [defense.training]) run inside train() (``fedsim.core.defense.registry.train_defended``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from flwr.app import ArrayRecord, Context, Message
 from flwr.app.message_type import MessageType
 from flwr.clientapp.mod import LocalDpMod, fixedclipping_mod
 
-from fedsim.core import defense_registry, messages as K
-from fedsim.core.defense_object import CLIENT_MOD, resolve
-from fedsim.core.defenses import defend_weights
+from fedsim.core import messages as K
+from fedsim.core.defense import registry as defense_registry
+from fedsim.core.defense.base import CLIENT_MOD, resolve
+from fedsim.core.defense.update import defend_weights
 from fedsim.core.experiment import local_seed
 from fedsim.clients.message_config import config_of, parse
 from fedsim.clients.secagg import fit_contract_mod, secaggplus_mod

@@ -30,7 +30,7 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.compat.common import recorddict_compat as compat
 
 from fedsim.core import messages as K
-from fedsim.core.defense_config import secagg_plan
+from fedsim.core.defense.secagg import secagg_plan
 from fedsim.clients.message_config import config_of, state_names
 
 __all__ = ["CLEARTEXT_KEYS", "fit_contract_mod", "secaggplus_mod"]

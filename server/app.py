@@ -9,10 +9,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from fedsim.core import defense_registry, messages as K
+from fedsim.core import messages as K
+from fedsim.core.defense import registry as defense_registry
 from fedsim.core.config import ExperimentConfig, to_toml
 from fedsim.core.resolved import fingerprint
-from fedsim.core.defense_object import WORKFLOW, resolve
+from fedsim.core.defense.base import WORKFLOW, resolve
 from fedsim.core.capture_plan import capture_text  # capture.* = 'attacked': the attack selection
 from fedsim.evaluation.resolution import for_server
 from fedsim.core.experiment import HELDOUT, device, make_model, test_data

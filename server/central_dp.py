@@ -1,7 +1,7 @@
 """Central DP as it runs: FedAvg's fixed-size cohort, a fixed denominator, replace-one accounting.
 
 **The release.** Round ``t`` samples a cohort of ``m`` of the ``N`` clients without replacement (Flower's FedAvg,
-``m = max(int(N f), min_train_nodes)``, :func:`fedsim.core.defense_config.sampled_clients`), clips every reply's
+``m = max(int(N f), min_train_nodes)``, :func:`fedsim.core.defense.base.sampled_clients`), clips every reply's
 update to ``C`` and releases::
 
     W_t + sum_{accepted i} clip_C(u_i) / m  +  N(0, (z C / m)^2)

@@ -9,37 +9,33 @@ Flower's central-DP wrapper (``[defense.central_dp]``) is outermost so that it c
 clipping) *before* the curious strategy captures it and adds its Gaussian noise *after* FedAvg averaged: the
 curious server sees clipped individual updates (what server-side clipping really exposes to the code after the
 clipping step; with client-side clipping the ``fixedclipping_mod`` already clipped them) and only the released
-aggregate is noised. ``DefenseTap`` sits between them and writes each round's privacy rows to ``metrics.jsonl``:
-the epsilon DP-SGD clients report, and the epsilon of local DP over the rounds aggregated so far (central DP's rows
-come from ``fedsim.server.central_dp.CentralDpRelease``, outermost, per release as it ran). Secure aggregation does not use this stack: Flower's SecAgg+
-workflow drives a legacy strategy (``server/secagg.py``).
+aggregate is noised. ``DefenseTap`` sits between them and writes each round's privacy rows to ``metrics.jsonl``,
+asking each defense in force (``Defense.privacy_rows``): the epsilon DP-SGD clients report, and the epsilon of
+local DP over the rounds aggregated so far (central DP's rows come from ``fedsim.server.central_dp.CentralDpRelease``,
+outermost, per release as it ran). Secure aggregation does not use this stack: Flower's SecAgg+ workflow drives a
+legacy strategy (``server/secagg.py``), which asks the same method.
 """
 
 from __future__ import annotations
 
 import inspect
-import time
 from typing import Any, Iterable
 
 from flwr.app import Message
 from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping,
                                      DifferentialPrivacyServerSideFixedClipping, Strategy)
 
-from fedsim.core import defense_registry, messages as K
-from fedsim.core.accounting import relation_of
+from fedsim.core import messages as K
 from fedsim.core.config import ExperimentConfig
-from fedsim.core.defense_config import CentralDp, sampled_clients
-from fedsim.core.defense_custom import OPTIONS_KEY
+from fedsim.core.defense import registry as defense_registry
+from fedsim.core.defense.base import PRIVACY_DELTA, STRATEGY, RoundRelease, resolve, sampled_clients
+from fedsim.core.defense.central_dp import CentralDp
+from fedsim.core.defense.custom import OPTIONS_KEY
 from fedsim.core.objref import options_of
-from fedsim.core.defense_object import STRATEGY, resolve
-from fedsim.core.rows import PRIVACY_FORMAT, PrivacyRow
 from fedsim.core.runfolder import RunFolder
 from fedsim.server.central_dp import CentralDpRelease, FixedDenominator
 from fedsim.server.strategy import CuriousStrategy
 from fedsim.server.wrapping import StrategyWrapper
-
-PRIVACY_DELTA = 1e-5  # delta at which central / local DP epsilon is reported (local DP: the mod's own delta)
-AGGREGATE_CLIENT = 9999  # client id of a secure aggregate in captures and rows (its cohort in ClientUpdate.cohort)
 
 
 def known_defenses(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -48,38 +44,10 @@ def known_defenses(cfg: ExperimentConfig) -> dict[str, Any]:
     return defense_registry.record(cfg.defense)
 
 
-def privacy_row(cfg: ExperimentConfig, server_round: int, epsilons: list[float]) -> PrivacyRow | None:
-    """The round's DP-SGD privacy row (largest epsilon any client reported), or None."""
-    if not epsilons:
-        return None
-    d = cfg.defense.dp_sgd
-    r = relation_of("dp_sgd", d.max_grad_norm)
-    return PrivacyRow(round=server_round, epsilon=max(epsilons), delta=d.delta, accountant="opacus-rdp",
-                      mechanism="dp_sgd", time=time.time(), noise_multiplier=d.noise_multiplier,
-                      format=PRIVACY_FORMAT, unit=r.unit, relation=r.relation, sensitivity=r.sensitivity)
-
-
-def server_privacy_rows(cfg: ExperimentConfig, server_round: int, released: int) -> list[PrivacyRow]:
-    """The rows of every defense whose rows the server writes (``privacy_rows = "server"``: local DP), its
-    ``spent()`` over the ``released`` rounds aggregated so far (a lost round releases nothing); the Message-API
-    stack (:class:`DefenseTap`) and SecAgg+ (``server/secagg.py``) both write them."""
-    rows = []
-    for d, t in defense_registry.active(cfg.defense):
-        if d.privacy_rows != "server":  # "clients": privacy_row above; "wrapper": CentralDpRelease, as run
-            continue
-        for spent in d.spent(cfg, t, released, PRIVACY_DELTA, None):
-            r = spent.relation
-            rows.append(PrivacyRow(round=server_round, epsilon=spent.epsilon, delta=spent.delta,
-                                   accountant=spent.accountant, mechanism=spent.mechanism, time=time.time(),
-                                   **({} if r is None else dict(format=PRIVACY_FORMAT, unit=r.unit,
-                                                                relation=r.relation, sensitivity=r.sensitivity))))
-    return rows
-
-
 class DefenseTap(StrategyWrapper):
-    """Writes the privacy rows: epsilon as DP-SGD clients report it (Opacus; ``privacy_rows = "clients"``), and
-    the ``spent()`` of every defense whose rows the server writes (``privacy_rows = "server"``: local DP) over the
-    rounds actually aggregated (a lost round releases nothing)."""
+    """Writes the privacy rows of the defenses in force (``Defense.privacy_rows``, as the SecAgg+ stack does):
+    epsilon as DP-SGD clients report it (Opacus), and what local DP spent over the rounds actually aggregated (a
+    lost round releases nothing); central DP's rows come from ``CentralDpRelease``, as run."""
 
     def __init__(self, curious: CuriousStrategy, cfg: ExperimentConfig, folder: RunFolder) -> None:
         super().__init__(curious)
@@ -93,13 +61,10 @@ class DefenseTap(StrategyWrapper):
         eps = [float(m.content[K.METRICS][K.EPSILON]) for m in replies
                if not m.has_error() and K.METRICS in m.content and K.EPSILON in m.content[K.METRICS]]
         arrays, metrics = self.curious.aggregate_train(server_round, replies)
-        row = privacy_row(self.cfg, server_round, eps)
-        if row is not None:
+        self.released += arrays is not None
+        rnd = RoundRelease(server_round, self.released, aggregated=arrays is not None, client_epsilons=tuple(eps))
+        for row in defense_registry.privacy_rows(self.cfg, rnd):
             self.folder.append(row)
-        if arrays is not None:
-            self.released += 1
-            for row in server_privacy_rows(self.cfg, server_round, self.released):
-                self.folder.append(row)
         return arrays, metrics
 
 
@@ -126,7 +91,7 @@ def central_dp_wrapper(strategy: Strategy, cfg: ExperimentConfig, d: CentralDp, 
 #: strategy-wrapper appliers by name (``Applier(STRATEGY, name)``): ``(strategy, cfg, table, *, curious, folder)
 #: -> Strategy``; a ``"module:attr"`` name is imported instead and called as a plain Message-API wrapper,
 #: ``wrapper(strategy) -> Strategy``, or ``wrapper(strategy, options=...)`` when it takes an ``options`` parameter
-#: (``[defense.custom] strategy_wrappers`` and ``.options``, ``fedsim.core.defense_custom``)
+#: (``[defense.custom] strategy_wrappers`` and ``.options``, ``fedsim.core.defense.custom``)
 STRATEGY_WRAPPERS = {"central_dp": central_dp_wrapper}
 
 

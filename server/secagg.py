@@ -40,13 +40,15 @@ from flwr.serverapp import Grid
 
 from fedsim.core import messages as K
 from fedsim.core.config import ExperimentConfig
-from fedsim.core.defense_config import secagg_plan
-from fedsim.core.dp_sgd import dp_sgd_steps
+from fedsim.core.defense import registry as defense_registry
+from fedsim.core.defense.base import RoundRelease
+from fedsim.core.defense.secagg import AGGREGATE_CLIENT, secagg_plan
+from fedsim.core.defense.dp_sgd import dp_sgd_steps
 from fedsim.core.experiment import make_model
 from fedsim.core.rows import CaptureErrorRow, LostRoundRow
 from fedsim.core.runfolder import RunFolder
 from fedsim.core.types import ClientUpdate
-from fedsim.server.defense_wiring import AGGREGATE_CLIENT, known_defenses, privacy_row, server_privacy_rows
+from fedsim.server.defense_wiring import known_defenses
 from fedsim.server.sinks import deliver
 
 log = logging.getLogger("fedsim.server")
@@ -101,11 +103,10 @@ class SecAggCuriousStrategy(LegacyStrategy):
                                                error=f"{type(exc).__name__}: {exc}"[:500]))
         else:
             deliver(update, self.sinks, self.folder)  # a failing sink is a capture_error row
-        row = privacy_row(self.cfg, server_round, [float(m[K.EPSILON]) for m in metrics if K.EPSILON in m])
-        if row is not None:
-            self.folder.append(row)
         self.released += 1
-        for row in server_privacy_rows(self.cfg, server_round, self.released):  # local DP inside each client
+        eps = tuple(float(m[K.EPSILON]) for m in metrics if K.EPSILON in m)
+        rnd = RoundRelease(server_round, self.released, aggregated=True, client_epsilons=eps)
+        for row in defense_registry.privacy_rows(self.cfg, rnd):  # DP-SGD's epsilon, local DP inside each client
             self.folder.append(row)
         log.info("round %d: SecAgg+ aggregate of %d clients (%d failed)", server_round, len(results), len(failures))
         return ndarrays_to_parameters([agg[n].numpy() for n in self.initial]), {}
@@ -155,7 +156,7 @@ def aggregate_local_steps(algorithm: str, counts: list[int], batch_size: int, ep
     No client sends its local steps under SecAgg+ (nothing per client travels in the clear beyond what
     ``clients/secagg.py`` lists); a client's steps are a function of its claim: FedSGD one, FedAvg
     ``epochs * ceil(n / B)`` capped by ``train.max_local_steps`` (``fedsim.core.training.step_batches``; DP-SGD takes
-    the same count, ``fedsim.core.dp_sgd.dp_sgd_steps``). The aggregate is the ``n``-weighted mean of the clients' deltas
+    the same count, ``fedsim.core.defense.dp_sgd.dp_sgd_steps``). The aggregate is the ``n``-weighted mean of the clients' deltas
     and a delta is about ``lr * steps * g``, so the fake gradient ``delta / (steps * lr)`` is consistent with the
     cohort's mean gradient for the ``n``-weighted mean of the steps (rounded, at least one); with unequal steps no
     single value is exact. (The cohort's *max*, used before, understated the gradient.)

@@ -54,7 +54,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedsim.core import messages as K
-from fedsim.core.defense_registry import in_force_from_record
+from fedsim.core.defense.registry import in_force_from_record
 from fedsim.core.rows import LostRoundRow, RejectionRow
 from fedsim.core.runfolder import RunFolder
 from fedsim.core.types import ClientUpdate, InvalidUpdateError

@@ -6,7 +6,7 @@ import pytest
 
 from fedsim.core.accounting import (central_dp_epsilon, dp_sgd_epsilon, gaussian_epsilon, local_dp_basic,
                                local_dp_epsilon, local_dp_noise_multiplier)
-from fedsim.core.defense_registry import spent_for_config
+from fedsim.core.defense.registry import spent_for_config
 
 
 def _gaussian_rdp_epsilon(z: float, releases: int, delta: float) -> float:
@@ -70,7 +70,7 @@ def test_spent_for_config_names_every_dp_mechanism():
                                         "train.algorithm": "fedsgd", "train.batch_size": 8})
     spent = {s.mechanism: s for s in spent_for_config(cfg, 15, client_examples=1333)}
     assert set(spent) == {"dp_sgd", "central_dp", "local_dp"}
-    from fedsim.core.defense_config import sampled_clients
+    from fedsim.core.defense.base import sampled_clients
 
     m, n = sampled_clients(cfg), cfg.run.num_clients
     assert spent["central_dp"].epsilon == pytest.approx(central_dp_epsilon(1.0, 15, 1e-5, m, n))

@@ -25,7 +25,7 @@ import json
 import os
 
 from flwr.app import ArrayRecord
-from fedsim.core.defense_custom import options
+from fedsim.core.defense.custom import options
 from fedsim.server.wrapping import StrategyWrapper
 
 
@@ -169,7 +169,7 @@ def test_entry_points_of_installed_packages_are_loaded(user_pkg, monkeypatch):
 
 
 def test_custom_defense_table_options_record_label_and_report_line(user_pkg, tmp_path):
-    from fedsim.core import defense_registry
+    from fedsim.core.defense import registry as defense_registry
     from fedsim.lab.sweep.spec import describe
 
     preset = tmp_path / "custom.toml"
@@ -358,7 +358,7 @@ def test_fedsim_list_shows_a_plugin_method_once_its_plugin_is_named(user_pkg, ca
 
 def test_a_strategy_wrapper_that_takes_options_gets_the_custom_table():
     """``wrapper(strategy, options=...)`` receives ``[defense.custom.options]``; ``wrapper(strategy)`` nothing."""
-    from fedsim.core.defense_config import CustomDefense
+    from fedsim.core.defense.custom import CustomDefense
     from fedsim.server.defense_wiring import custom_options
 
     table = CustomDefense(strategy_wrappers="m:w", options='{"drop": 2, "mode": "trim"}')

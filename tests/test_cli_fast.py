@@ -92,7 +92,7 @@ def test_list_json_holds_every_registered_name(capsys: pytest.CaptureFixture[str
     from fedsim.attacks.labels.registry import LABEL_METHODS
     from fedsim.core.config import ModelSection
     from fedsim.core.data import DATASETS
-    from fedsim.core.defense_config import DefenseSection
+    from fedsim.core.defense.registry import DefenseSection
     from fedsim.core.models.zoo import MODELS
 
     got = {k: [e["name"] for e in v] for k, v in _listed(capsys).items()}

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from fedsim.core.config import ExperimentConfig
-from fedsim.core.defense_config import DefenseSection
+from fedsim.core.defense.registry import DefenseSection
 from fedsim.lab import config_doc
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,11 +20,12 @@ from safetensors.torch import load_file, save_file
 
 import fedsim.clients.app as client_app
 from fedsim.clients.message_config import config_of
-from fedsim.core import defense_registry, messages as K
+from fedsim.core import messages as K
+from fedsim.core.defense import registry as defense_registry
 from fedsim.core.captures import capture_path, iter_captures, load_update, save_update
 from fedsim.core.config import ConfigError, ExperimentConfig, to_toml
-from fedsim.core.defense_config import opt
-from fedsim.core.defense_object import CLIENT_MOD, Applier, Defense
+from fedsim.core.defense.base import opt
+from fedsim.core.defense.base import CLIENT_MOD, Applier, Defense
 from fedsim.core.types import ClientUpdate
 
 NODES = [1101, 2202, 3303]

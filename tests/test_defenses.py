@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from fedsim.core import defenses as D
-from fedsim.core.defense_config import DefenseSection, TrainingDefense
+from fedsim.core.defense import update as D
+from fedsim.core.defense.registry import DefenseSection
+from fedsim.core.defense.training import TrainingDefense
 from fedsim.core.models import build_model
 
 
@@ -66,7 +67,7 @@ def test_randk_keeps_exactly_k_and_quantization_uses_few_levels():
 
 
 def test_defaults_leave_training_bit_identical():
-    from fedsim.core.defended_training import train_defended
+    from fedsim.core.defense.registry import train_defended
     from fedsim.core.training import train_locally
 
     x = torch.randn(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -81,7 +82,7 @@ def test_defaults_leave_training_bit_identical():
 
 
 def test_label_smoothing_and_mixup_change_the_update():
-    from fedsim.core.defended_training import train_defended
+    from fedsim.core.defense.registry import train_defended
 
     x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(8) % 3
@@ -99,7 +100,7 @@ def test_label_smoothing_and_mixup_change_the_update():
 def test_opacus_epsilon_matches_its_rdp_accountant():
     from opacus.accountants import RDPAccountant
 
-    from fedsim.core.dp_sgd import dp_sgd_train
+    from fedsim.core.defense.dp_sgd import dp_sgd_train
 
     x = torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(40) % 3
@@ -122,7 +123,7 @@ def test_opacus_epsilon_matches_its_rdp_accountant():
 
 def test_update_defenses_pipeline_is_seeded_and_ordered():
     u = _update()
-    d = D.UpdateDefenses(clip_norm=1.0, noise_std=0.01, topk_ratio=0.2)
+    d = D.UpdateDefense(clip_norm=1.0, noise_std=0.01, topk_ratio=0.2)
     a = D.defend_update(u, d, torch.Generator().manual_seed(5))
     b = D.defend_update(u, d, torch.Generator().manual_seed(5))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -132,7 +133,7 @@ def test_update_defenses_pipeline_is_seeded_and_ordered():
 
 def test_dp_sgd_client_releases_no_realised_batch_size():
     """Poisson batches vary with the seed; what the client releases (num-examples) does not (issue 14.2)."""
-    from fedsim.core.dp_sgd import dp_sgd_train, released_examples
+    from fedsim.core.defense.dp_sgd import dp_sgd_train, released_examples
 
     x = torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y = torch.arange(40) % 3

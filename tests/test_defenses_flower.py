@@ -16,7 +16,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedsim.clients.mods import defense_mods
 from fedsim.core.runfolder import RunFolder
 from fedsim.core.config import ExperimentConfig
-from fedsim.core.defenses import global_norm
+from fedsim.core.defense.update import global_norm
 from fedsim.core.models import build_model
 from fedsim.server.defense_wiring import DefenseTap, known_defenses, wrap_strategy
 from fedsim.server.strategy import CuriousStrategy, TrainSettings
@@ -140,7 +140,7 @@ def test_central_dp_wrapper_is_outermost_and_captures_are_clipped(tmp_path):
 def test_privacy_rows_carry_epsilon(tmp_path):
     import json
 
-    cfg = ExperimentConfig()
+    cfg = ExperimentConfig().replace(**{"defense.dp_sgd.enabled": True})  # DP-SGD's object writes the row
     sent = _model().state_dict()
     captured = []
     tap = DefenseTap(_curious(cfg, sent, captured), cfg, RunFolder(tmp_path))

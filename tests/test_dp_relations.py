@@ -88,7 +88,7 @@ def test_local_dp_epsilon_recomputed_from_the_noised_replies(tmp_path):
     account that noise at sensitivity 2 C (replace-one: a client's update goes from one clipped vector to
     another), over the rounds aggregated."""
     from fedsim.clients.mods import CLIENT_MODS
-    from fedsim.core.defense_config import LocalDp
+    from fedsim.core.defense.local_dp import LocalDp
 
     clip, eps_cfg, delta = 0.5, 10.0, 1e-5
     [mod] = CLIENT_MODS["local_dp"](LocalDp(enabled=True, clip_norm=clip, epsilon=eps_cfg, delta=delta))
@@ -132,9 +132,10 @@ def test_dp_sgd_epsilon_recomputed_from_the_noised_step():
     noise measured, divided by C (add/remove one example) and accounted as a Poisson-subsampled Gaussian; the
     client's reported epsilon and the server's row must equal it."""
     from fedsim.core import messages as K
-    from fedsim.core.dp_sgd import dp_sgd_train
+    from fedsim.core.defense.dp_sgd import dp_sgd_train
     from fedsim.core.models import build_model
-    from fedsim.server.defense_wiring import privacy_row
+    from fedsim.core.defense.base import RoundRelease
+    from fedsim.core.defense.dp_sgd import DP_SGD
 
     n, batch, lr, sigma, clip = 32, 8, 0.1, 2.0, 0.05
     g = torch.Generator().manual_seed(3)
@@ -161,7 +162,7 @@ def test_dp_sgd_epsilon_recomputed_from_the_noised_step():
     assert privacy[K.EPSILON] == pytest.approx(recomputed, rel=REL)
     cfg = ExperimentConfig().replace(**{"defense.dp_sgd.enabled": True, "defense.dp_sgd.max_grad_norm": clip,
                                         "defense.dp_sgd.noise_multiplier": sigma})
-    row = privacy_row(cfg, 1, [privacy[K.EPSILON]])
+    [row] = DP_SGD.privacy_rows(cfg, cfg.defense.dp_sgd, RoundRelease(1, 1, True, (privacy[K.EPSILON],)))
     _stated(row, "example", "add-remove", clip)
     assert row.epsilon == pytest.approx(recomputed, rel=REL)
 
@@ -218,11 +219,13 @@ def test_report_states_one_relation_line_per_mechanism_and_reads_format_1_rows(t
 
     from fedsim.core.runfolder import RunFolder
     from fedsim.lab.report import write_report
-    from fedsim.server.defense_wiring import privacy_row
+    from fedsim.core.defense.base import RoundRelease
+    from fedsim.core.defense.dp_sgd import DP_SGD
 
     cfg = ExperimentConfig().replace(**{"defense.dp_sgd.enabled": True, "defense.dp_sgd.max_grad_norm": 0.5})
     folder = RunFolder(tmp_path)
-    folder.append(privacy_row(cfg, 1, [1.92]))
+    [row] = DP_SGD.privacy_rows(cfg, cfg.defense.dp_sgd, RoundRelease(1, 1, True, (1.92,)))
+    folder.append(row)
     folder.append(PrivacyRow(round=1, epsilon=3.0, delta=1e-5, accountant="flwr-rdp", mechanism="central_dp",
                              noise_multiplier=0.3, clients=3, sampled=3))  # an old (format 1) row
     old = json.loads(folder.metrics.read_text().splitlines()[-1])

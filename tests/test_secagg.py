@@ -22,7 +22,7 @@ from fedsim.core.experiment import make_model
 from fedsim.core.rows import LostRoundRow
 from fedsim.core.runfolder import RunFolder
 from fedsim.server.app import central_evaluation, train_config
-from fedsim.server.defense_wiring import AGGREGATE_CLIENT
+from fedsim.core.defense.secagg import AGGREGATE_CLIENT
 from fedsim.server.secagg import run_secagg
 
 NODE_IDS = [1101, 2202, 3303, 4404]  # random-looking node ids; partition ids are 0..3

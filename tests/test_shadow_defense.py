@@ -13,8 +13,9 @@ import torch
 
 from fedsim.attacks.defense_view import ShadowDefense, shadow_defense_from_record
 from fedsim.core.accounting import local_dp_noise_multiplier
-from fedsim.core.defense_config import LocalDp, UpdateDefense
-from fedsim.core.defenses import global_norm, topk_sparsify
+from fedsim.core.defense.local_dp import LocalDp
+from fedsim.core.defense.update import UpdateDefense
+from fedsim.core.defense.update import global_norm, topk_sparsify
 
 pytestmark = pytest.mark.usefixtures("one_thread", "seeded")
 

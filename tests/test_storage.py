@@ -12,7 +12,7 @@ from safetensors import safe_open
 from fedsim.core.capture_plan import audited, capture_selection, captured
 from fedsim.core.captures import CaptureStore, load_update, save_update
 from fedsim.core.config import from_flat
-from fedsim.core.config_checks import AGGREGATE_CLIENT
+from fedsim.core.defense.secagg import AGGREGATE_CLIENT
 from fedsim.core.errors import CaptureError, ConfigError
 from fedsim.core.runfolder import RunFolder
 from fedsim.core.types import ClientUpdate

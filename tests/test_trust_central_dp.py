@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedsim.core.accounting import central_dp_epsilon, central_dp_releases_epsilon
 from fedsim.core.config import ExperimentConfig
-from fedsim.core.defense_config import sampled_clients
+from fedsim.core.defense.base import sampled_clients
 from fedsim.core.models import build_model
 from fedsim.core.rows import PrivacyRow
 from fedsim.core.runfolder import RunFolder

@@ -91,10 +91,8 @@ def test_a_selection_of_nothing_or_a_federation_that_never_starts_fails_at_load(
 def test_what_the_selection_checks_let_through():
     """Known answers: ids 0..n-1 and rounds 1..R pass; under SecAgg+ the aggregate id passes; an attacked round
     outside capture.rounds passes (the scheduler captures every update it attacks: server/scheduler.py)."""
-    from fedsim.core.config_checks import AGGREGATE_CLIENT
-    from fedsim.server.defense_wiring import AGGREGATE_CLIENT as SERVER_AGGREGATE
+    from fedsim.core.defense.secagg import AGGREGATE_CLIENT
 
-    assert AGGREGATE_CLIENT == SERVER_AGGREGATE
     ExperimentConfig().replace(**{"run.num_clients": 3, "run.num_rounds": 2, "train.min_train_nodes": 3,
                                   "attack.clients": "0,2", "attack.rounds": "2", "capture.rounds": "1"})
     ExperimentConfig().replace(**{"run.num_clients": 4, "train.min_train_nodes": 4, "defense.secagg.enabled": True,
@@ -161,7 +159,7 @@ def _secagg(**extra):
 
 
 def test_secagg_threshold_must_exceed_half_the_shares():
-    from fedsim.core.defense_config import safe_threshold, secagg_plan
+    from fedsim.core.defense.secagg import safe_threshold, secagg_plan
 
     message = _refused("defense.secagg.reconstruction_threshold", **_secagg(**{
         "defense.secagg.reconstruction_threshold": 2}))

@@ -199,7 +199,7 @@ def _cleartext_keys(reply: Message) -> set[str]:
 
 def test_secagg_reply_cleartext_holds_only_the_listed_keys(tmp_path, serverapp_identity):
     from fedsim.clients.secagg import CLEARTEXT_KEYS
-    from fedsim.server.defense_wiring import AGGREGATE_CLIENT
+    from fedsim.core.defense.secagg import AGGREGATE_CLIENT
     from tests.test_secagg import run_loopback_secagg
 
     cfg, folder, grid, captured = run_loopback_secagg(tmp_path)

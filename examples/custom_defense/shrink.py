@@ -8,7 +8,7 @@ it returns is what the server (and the curious attacker) receives, after any of 
 import torch
 from flwr.app import ArrayRecord
 
-from fedsim.core.defense_custom import options
+from fedsim.core.defense.custom import options
 
 
 def shrink_mod(msg, ctxt, call_next):

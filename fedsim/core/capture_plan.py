@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedsim.core.config_checks import AGGREGATE_CLIENT, ATTACKED, parse_selection
+from fedsim.core.config_checks import ATTACKED, parse_selection
+from fedsim.core.defense.secagg import AGGREGATE_CLIENT
 
 Selection = frozenset[int] | None  # None: all
 

@@ -18,8 +18,8 @@ from fedsim.core.config_sections import (  # noqa: F401  (the tables' fields; re
     AttackSection, CaptureSection, DataSection, FaultsSection, ModelSection, RunSection, Scalar, TrackingSection,
     TrainSection, ValidationSection, opt)
 from fedsim.core.errors import ConfigError  # noqa: F401  (re-exported: `from fedsim.core.config import ConfigError`)
-from fedsim.core.defense_config import DefenseSection, renamed_key_error  # (one table each)
-from fedsim.core.defense_registry import check_defenses, section_class  # (registered defenses)
+from fedsim.core.defense.registry import DefenseSection, renamed_key_error  # (one table each)
+from fedsim.core.defense.registry import check_defenses, section_class  # (registered defenses)
 from fedsim.core.config_checks import ATTACKED, check_federation, parse_selection
 from fedsim.core.objref import fold_options, is_ref, override_value  # (module:attr, [model.options])
 from fedsim.core.lists import list_value  # a list key: a TOML array or a comma-separated string
@@ -136,7 +136,7 @@ def check_config(cfg: ExperimentConfig) -> None:
 
 
 def _section(name: str) -> type:
-    """A section's dataclass; ``[defense]`` has one table per registered defense (``fedsim.core.defense_registry``)."""
+    """A section's dataclass; ``[defense]`` has one table per registered defense (``fedsim.core.defense.registry``)."""
     return section_class() if name == "defense" else SECTIONS[name]
 
 

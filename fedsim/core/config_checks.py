@@ -18,12 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedsim.core.defense.secagg import AGGREGATE_CLIENT  # the secure aggregate's client id
 from fedsim.core.errors import ConfigError
 from fedsim.core.lists import comma_list
-
-#: client id of a secure aggregate in captures and rows (``fedsim.server.defense_wiring.AGGREGATE_CLIENT``; a test
-#: keeps the two equal: the core cannot import the server)
-AGGREGATE_CLIENT = 9999
 
 #: ``capture.rounds`` / ``capture.clients`` value: the rounds / clients the attack selection names
 #: (``fedsim.core.capture_plan``); such a capture key is checked as its ``attack.*`` key
@@ -48,7 +45,7 @@ def check_federation(cfg: Any) -> None:
         raise ConfigError(
             f"train.min_train_nodes: {cfg.train.min_train_nodes} is above run.num_clients = {n}; Flower would wait "
             f"forever for SuperNodes that never connect (valid: 1 .. {n})")
-    from fedsim.core.defense_registry import aggregate_only
+    from fedsim.core.defense.registry import aggregate_only
 
     secagg = aggregate_only(cfg.defense)  # SecAgg+: the server sees only the aggregate
     for key, text in (("capture.clients", cfg.capture.clients), ("attack.clients", cfg.attack.clients)):

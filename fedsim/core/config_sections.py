@@ -1,6 +1,6 @@
 """The config sections' fields: one frozen dataclass per TOML table, each field with its default, valid choices or
 range and a one-line doc (``opt``). ``fedsim.core.config`` assembles them into :class:`ExperimentConfig` and
-validates input against this metadata; the ``[defense]`` table is ``fedsim.core.defense_config``'s."""
+validates input against this metadata; the ``[defense]`` table is ``fedsim.core.defense``' modules'."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ SEED = "seed"
 RESOLVED = "resolved"              # the fingerprint of the run config the server checked (fedsim.core.resolved)
 
 # ---- reply metrics and identifiers (client -> server) ----------------------------------------------------
-NUM_EXAMPLES = "num-examples"      # FedAvg's weighting key; what a client releases (see fedsim.core.dp_sgd)
+NUM_EXAMPLES = "num-examples"      # FedAvg's weighting key; what a client releases (see fedsim.core.defense.dp_sgd)
 UNIT_WEIGHT = "unit-weight"        # server-stamped weight 1 of every reply under central DP (equal-weight FedAvg)
 TRAIN_LOSS = "train_loss"
 PARTITION_ID = "partition-id"      # also the node-config key of a SuperNode

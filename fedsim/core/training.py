@@ -50,7 +50,7 @@ def step_batches(num_examples: int, algorithm: str, batch_size: int, epochs: int
 
 def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float, step_loss=None) -> float:
     """One plain SGD step on the mean cross-entropy of the batch (or ``step_loss(model, x, y)``, e.g. label
-    smoothing or mixup from ``fedsim.core.defenses``); returns the loss."""
+    smoothing or mixup from ``fedsim.core.defense.training``); returns the loss."""
     model.zero_grad(set_to_none=True)
     loss = nn.functional.cross_entropy(model(x), y) if step_loss is None else step_loss(model, x, y)
     loss.backward()

@@ -1,8 +1,8 @@
 """Records that flow through fedsim (frozen dataclasses).
 
 ``ClientUpdate`` is what the curious server sees of one client in one round (or of a secure aggregate: its
-``cohort``; every defense setting in ``defenses``, written by the defense objects, typed by
-``fedsim.core.defense_registry.in_force_from_record``); ``GroundTruth`` is what the
+``cohort``; every defense setting in ``defenses``, a ``fedsim.core.defense.base.DefenseRecord`` written and read
+back by the defense objects); ``GroundTruth`` is what the
 client really trained on (written only by the simulation's audit channel, read only by scoring);
 ``LabelRestoration`` and ``AttackResult`` are what the attacks produce.
 """
@@ -18,6 +18,7 @@ import torch
 ALGORITHMS = ("fedsgd", "fedavg")
 
 
+from fedsim.core.defense.base import DefenseRecord  # noqa: E402
 from fedsim.core.errors import InvalidUpdateError  # noqa: E402,F401  (re-exported)
 
 
@@ -64,7 +65,7 @@ class ClientUpdate:
     num_examples: int
     buffers_after: Mapping[str, torch.Tensor] = field(default_factory=dict)
     buffers_before: Mapping[str, torch.Tensor] = field(default_factory=dict)
-    defenses: Mapping[str, Any] = field(default_factory=dict)  # every defense setting by config key (Defense.record)
+    defenses: DefenseRecord = field(default_factory=DefenseRecord)  # every defense setting (Defense.record)
     cohort: tuple[int, ...] = ()  # a secure aggregate: the partition ids it sums (client_id is the aggregate's)
     reported_loss: float | None = None  # the reply's train_loss, when the client released one
 
@@ -75,6 +76,7 @@ class ClientUpdate:
                 raise InvalidUpdateError(f"reported_loss must be a finite non-negative number, got {loss!r}")
             object.__setattr__(self, "reported_loss", float(loss))
         object.__setattr__(self, "cohort", tuple(int(c) for c in self.cohort))
+        object.__setattr__(self, "defenses", DefenseRecord.of(self.defenses))  # a plain mapping becomes typed
         if any(c < 0 for c in self.cohort):
             raise InvalidUpdateError(f"cohort {self.cohort}: partition ids are non-negative")
         if self.algorithm not in ALGORITHMS:

@@ -1,10 +1,10 @@
 """The DP mechanism an attacked update was released under, and the reconstruction bound beside its scores.
 
 For each attacked update the mechanism in force (from the update's recorded defense settings and the run's
-config, as ``fedsim.core.defense_builtin`` accounts it) as a :class:`fedsim.core.reconstruction_bound.Mechanism`:
+config, as ``fedsim.core.defense`` accounts it) as a :class:`fedsim.core.reconstruction_bound.Mechanism`:
 
 * DP-SGD (Opacus): example level, add/remove one example, sensitivity C (noise multiplier in units of C), Poisson
-  rate ``q = B / n`` (``fedsim.core.dp_sgd.dp_sgd_steps``), ``steps per round x round`` compositions (the client
+  rate ``q = B / n`` (``fedsim.core.defense.dp_sgd.dp_sgd_steps``), ``steps per round x round`` compositions (the client
   assumed to have taken part in every round so far, as its epsilon does);
 * local DP (Flower's LocalDpMod): the client's update clipped to C with noise ``z C``,
   ``z = sqrt(2 ln(1.25 / delta)) / epsilon``; one example changes the clipped update by up to 2C (replace-one),
@@ -36,6 +36,7 @@ import dataclasses
 import math
 from typing import Any
 
+from fedsim.core.defense.base import DefenseRecord
 from fedsim.core.reconstruction_bound import Mechanism, reconstruction_bound
 
 
@@ -43,20 +44,21 @@ def mechanism_of(cfg: Any, update: Any, client_examples: int | None = None, in_b
                  ) -> Mechanism | None:
     """The DP mechanism the update (and the client's earlier releases) ran under, None without one in force.
     ``in_batch``: the attacked round's steps accounted without sampling (a score of the batch's examples)."""
-    d = update.defenses
+    forced = DefenseRecord.of(update.defenses).in_force  # the recorded tables, typed
     rnd = max(1, int(update.server_round))
-    if d.get("defense.dp_sgd.enabled"):
-        from fedsim.core.dp_sgd import dp_sgd_steps
+    if "dp_sgd" in forced:
+        from fedsim.core.defense.dp_sgd import dp_sgd_steps
 
         n = client_examples or _partition_size(cfg, update)
         tr = cfg.train
         q, steps = dp_sgd_steps(n, update.algorithm, tr.batch_size, tr.local_epochs, tr.max_local_steps)
-        return Mechanism(float(d.get("defense.dp_sgd.noise_multiplier", 0.0)), sample_rate=q, steps=steps * rnd,
+        return Mechanism(float(forced["dp_sgd"].noise_multiplier), sample_rate=q, steps=steps * rnd,
                          in_batch_steps=steps if in_batch else 0)
-    if d.get("defense.local_dp.enabled"):
+    if "local_dp" in forced:
         from fedsim.core.accounting import local_dp_noise_multiplier
 
-        z = local_dp_noise_multiplier(float(d["defense.local_dp.epsilon"]), float(d["defense.local_dp.delta"]))
+        ldp = forced["local_dp"]
+        z = local_dp_noise_multiplier(float(ldp.epsilon), float(ldp.delta))
         return Mechanism(z, steps=rnd, sensitivity=2.0, relation="replace-one")
     return None
 
@@ -70,13 +72,14 @@ def central_dp_mechanism(noise_multiplier: float, rounds: int) -> Mechanism:
 
 
 def central_dp_on(update: Any) -> bool:
-    return str(update.defenses.get("defense.central_dp.clipping", "off")) != "off"
+    return "central_dp" in DefenseRecord.of(update.defenses).in_force
 
 
 def central_dp_note(update: Any, kappa: float) -> str:
     """``bound_mechanism`` of a central-DP reply: why its bound is 1, and the released model's bound."""
     rnd = max(1, int(update.server_round))
-    mech = central_dp_mechanism(float(update.defenses.get("defense.central_dp.noise_multiplier", 1.0)), rnd)
+    central = DefenseRecord.of(update.defenses).table("central_dp")
+    mech = central_dp_mechanism(float(central.noise_multiplier if central is not None else 1.0), rnd)
     return (f"central DP: the attacked reply is clipped, not noised (bound 1); the released model's bound "
             f"{reconstruction_bound(mech, kappa):.3g} (client level, replace-one, sensitivity 2 C/m, noise "
             f"{mech.noise_multiplier:g} C/m, {rnd} release(s), the client in every cohort: no sampling credit)")

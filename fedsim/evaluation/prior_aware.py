@@ -42,6 +42,8 @@ from typing import Any, Mapping
 
 import torch
 
+from fedsim.core.defense.base import DefenseRecord
+
 ORACLE = "oracle-prior"
 LABEL = "ORACLE-PRIOR (knows the candidate set, the other training examples and the batch)"
 MAX_TARGETS = 2000  # the partition is capped like the re-identification pool (fedsim.evaluation.identify)
@@ -134,10 +136,9 @@ def membership(pool: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
 
 
 def dp_sgd_setting(defenses: Mapping[str, Any]) -> tuple[float, float] | None:
-    """(noise multiplier, clip norm) of the update's DP-SGD, None when DP-SGD was off."""
-    if not defenses.get("defense.dp_sgd.enabled"):
-        return None
-    return float(defenses.get("defense.dp_sgd.noise_multiplier", 0.0)), float(defenses["defense.dp_sgd.max_grad_norm"])
+    """(noise multiplier, clip norm) of the update's DP-SGD (its recorded ``defenses``), None when DP-SGD was off."""
+    dp = DefenseRecord.of(defenses).in_force.get("dp_sgd")
+    return None if dp is None else (float(dp.noise_multiplier), float(dp.max_grad_norm))
 
 
 def oracle_prior_row(cfg, update, truth, run_dir: str | Path):
@@ -145,7 +146,7 @@ def oracle_prior_row(cfg, update, truth, run_dir: str | Path):
     a skipped row when the update is not a single step or has no truth."""
     import time
 
-    from fedsim.core.dp_sgd import dp_sgd_steps
+    from fedsim.core.defense.dp_sgd import dp_sgd_steps
     from fedsim.core.experiment import client_data, make_model, test_data
     from fedsim.core.rows import OraclePriorRow, SkippedRow
     from fedsim.evaluation.bounds import mechanism_of

@@ -2,7 +2,7 @@
 without an edit): label restoration methods (``fedsim.attacks.labels.registry``) and inversion methods including the
 generative ones (``fedsim.attacks.inversion``), each from its ``fedsim.attacks.records.AttackMethod`` record (name, kind,
 paper, summary, needs), datasets (``fedsim.core.data.DATASETS``), models (``fedsim.core.models.zoo``) and
-the ``[defense.*]`` tables (``fedsim.core.defense_config``). Importing the attack registries imports torch; only
+the ``[defense.*]`` tables (``fedsim.core.defense``, one module each). Importing the attack registries imports torch; only
 ``fedsim list`` pays for it.
 """
 
@@ -71,7 +71,7 @@ def model_entries() -> list[Entry]:
 
 
 def defense_entries() -> list[Entry]:
-    from fedsim.core.defense_registry import section_class  # the built-in tables and any registered defense's
+    from fedsim.core.defense.registry import section_class  # the built-in tables and any registered defense's
 
     out = []
     for f in dataclasses.fields(section_class()):

@@ -20,7 +20,7 @@ from typing import Any
 
 from fedsim.core.capture_plan import audited, captured
 from fedsim.core.config import ExperimentConfig
-from fedsim.core.config_checks import AGGREGATE_CLIENT
+from fedsim.core.defense.secagg import AGGREGATE_CLIENT
 
 #: bytes of a capture's JSON metadata beyond its defense settings (scalars, parameter order): measured ~0.3-1 kB
 _META_BASE = 400
@@ -80,7 +80,7 @@ def _sampled(cfg: ExperimentConfig) -> int:
 
 
 def _secagg(cfg: ExperimentConfig) -> bool:
-    from fedsim.core.defense_registry import aggregate_only
+    from fedsim.core.defense.registry import aggregate_only
 
     return aggregate_only(cfg.defense)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from fedsim.core import defense_registry
+from fedsim.core.defense import registry as defense_registry
 from fedsim.lab import plots
 from fedsim.lab.report.common import (MAX_LIST_ROWS, defense_items, e, eps_value, figure, fmt, fmt_eps, integer,
                                       table)
@@ -14,7 +14,7 @@ from fedsim.core.rows import PrivacyRow
 
 
 def dp_settings(data: RunData) -> list[str]:
-    """The DP mechanisms in force, each asked to its defense object (``fedsim.core.defense_registry.configured``);
+    """The DP mechanisms in force, each asked to its defense object (``fedsim.core.defense.registry.configured``);
     the old flat ``[defense]``: its ``dp`` keys."""
     defense = data.config.get("defense")
     if not isinstance(defense, dict):

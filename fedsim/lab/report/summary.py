@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 
-from fedsim.core import defense_registry
+from fedsim.core.defense import registry as defense_registry
 from fedsim.lab.report.common import (cfg, e, embed_image, eps_value, fmt, fmt_eps, integer, mean, methods_in_order,
                                       num, ok, pct, setting, stat)
 from fedsim.lab.report.chance import ident_words, identifiability, label_chance, psnr_chance, share
@@ -90,7 +90,7 @@ def config_table(data: RunData) -> str:
 
 def active_defense(data: RunData) -> str | None:
     """The defenses in force with their settings as written ("none" when all are off): each ``[defense.*]`` table
-    is asked to its defense object (``fedsim.core.defense_registry.configured``); the old flat ``[defense]`` of run
+    is asked to its defense object (``fedsim.core.defense.registry.configured``); the old flat ``[defense]`` of run
     folders written before the tables is listed as it is."""
     defense = data.config.get("defense")
     if not isinstance(defense, dict) or not defense:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.core.config import ConfigError, ExperimentConfig, flatten, from_flat, read_toml
-from fedsim.core import defense_registry
+from fedsim.core.defense import registry as defense_registry
 from fedsim.lab.sweep.ray_pool import RaySpec, ray_spec
 
 
@@ -62,7 +62,7 @@ class Sweep:
 
 def describe(cfg: ExperimentConfig) -> tuple[str, str]:
     """(label in words, family) of the defenses in force in ``cfg``: "DP-SGD sigma 0.5", "top-k 1%", ... (each
-    defense describes itself: ``fedsim.core.defense_registry.describe``)."""
+    defense describes itself: ``fedsim.core.defense.registry.describe``)."""
     return defense_registry.describe(cfg.defense)
 
 

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from fedsim.core.defense_registry import in_force, spent_for_config
+from fedsim.core.defense.registry import in_force, spent_for_config
 from fedsim.core.config import ExperimentConfig
 from fedsim.core.lists import comma_list
 from fedsim.core.rows import InversionRow, LabelRow, LostRoundRow, PrivacyRow, UtilityRow, finite_float

@@ -3,7 +3,7 @@
     [defense.custom]
     mods = "mylab.defenses:shrink_mod"            # comma-separated 'package.module:attr' Flower client mods
     strategy_wrappers = "mylab.defenses:wrap"      # comma-separated callables (strategy) -> Strategy
-    [defense.custom.options]                       # read by the mods: fedsim.core.defense_custom.options(ctxt)
+    [defense.custom.options]                       # read by the mods: fedsim.core.defense.custom.options(ctxt)
     factor = 0.5
 
 **Where the mods run.** Innermost in the ClientApp's mod chain (``Applier`` position 60), right around
@@ -33,19 +33,35 @@ and attack row's ``defenses``; the report and sweep labels name the mods' attrib
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Mapping
 
-from fedsim.core.defense_config import CustomDefense
-from fedsim.core.defense_object import CLIENT_MOD, STRATEGY, Applier, Defense
+from fedsim.core.defense.base import CLIENT_MOD, STRATEGY, Applier, Defense, opt
+from fedsim.core.lists import comma_list
 from fedsim.core.objref import load_object, options_of
+
+
+@dataclass(frozen=True)
+class CustomDefense:
+    """``[defense.custom]``: your own Flower client mods and server strategy wrappers (this module).
+    Flower's run-config values are scalars, so each list (a TOML array or a comma-separated string) is kept as one
+    comma-separated string (``fedsim.core.lists``)."""
+
+    mods: str = opt("", listed=True, doc="'package.module:attr' Flower client mods (msg, ctxt, call_next) -> "
+                    "Message, run innermost (right around train(), inside fedsim's update defenses), in order")
+    strategy_wrappers: str = opt("", listed=True, doc="'package.module:attr' callables (strategy) -> Strategy "
+                                 "(Message API), wrapped around the curious server's stack, first innermost")
+    options: str = opt("", doc="[defense.custom.options]: the mods' options (bool/int/float/str; carried as one "
+                       "JSON string); a mod reads them with fedsim.core.defense.custom.options(ctxt)")
+
 
 MOD_POSITION, WRAPPER_POSITION = 60, 45
 MODS_KEY, WRAPPERS_KEY, OPTIONS_KEY = "defense.custom.mods", "defense.custom.strategy_wrappers", "defense.custom.options"
 
 
 def names(text: str) -> list[str]:
-    """The ``module:attr`` names of a comma-separated key, blanks left out."""
-    return [n.strip() for n in text.split(",") if n.strip()]
+    """The ``module:attr`` names of a list key (a list or comma-separated), blanks left out."""
+    return list(comma_list(text))
 
 
 def options(ctxt_or_run_config: Any) -> dict[str, bool | int | float | str]:
@@ -57,7 +73,7 @@ def options(ctxt_or_run_config: Any) -> dict[str, bool | int | float | str]:
 
 class CustomDefenseDefense(Defense):
     """``[defense.custom]``: on when it names a mod or a wrapper; its appliers are the names themselves
-    (``module:attr``, imported by the Flower shells with ``fedsim.core.defense_object.resolve``)."""
+    (``module:attr``, imported by the Flower shells with ``fedsim.core.defense.base.resolve``)."""
 
     table, schema = "custom", CustomDefense
 
