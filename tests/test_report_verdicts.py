@@ -162,8 +162,10 @@ def test_epsilon_card_states_its_meaning(tmp_path):
     assert "any reconstruction attack succeeds with probability ≤ 14%" in card
     folder = _folder(tmp_path, "no-bound")  # no bound rows: the (epsilon, delta) scale, e^eps kappa + delta
     folder.append(PrivacyRow(round=1, epsilon=2.0, delta=1e-5, accountant="rdp", mechanism="dp_sgd"))
-    card = _cards(write_report(folder.root).read_text(encoding="utf-8"))["privacy spent (ε)"]
+    page = write_report(folder.root).read_text(encoding="utf-8")
+    card = _cards(page)["privacy spent (ε)"]
     assert "among 100 candidates" in card and "≤ 7.4%" in card  # e^2 / 100 + 1e-5
+    assert "What ε 2 means: scale: an attack" in page.split('id="privacy"')[1]  # and in the privacy section
 
 
 def test_capped_replies_are_called_capped_not_rejected(tmp_path):

@@ -4,13 +4,18 @@ One line per measured rate, pooled over the run's attacked updates (``fedsim.lab
 sweep point): the pipeline's re-identification of its inversions (rows with ``reid_bound``) and the ORACLE-PRIOR
 attack (``oracle_prior`` rows, ground truth), each with its 95 % Clopper-Pearson interval and the bound
 1 - f(kappa) of the mechanism (Hayes et al. 2023; Kulynych et al. 2025), e.g. "re-identified 0 % [0, 3 %] of 120,
-bound 14 % (chance 1.6 %)".
+bound 14 % (chance 1.6 %)". Without such rows (or beside them, on the headline card), :func:`epsilon_meaning` puts
+epsilon in words: the bound of those rows, else the (epsilon, delta) scale e^epsilon kappa + delta (Balle, Cherubin
+& Hayes 2022).
 """
 
 from __future__ import annotations
 
+import math
+
 from fedsim.core.reconstruction_bound import Measured
-from fedsim.lab.report.common import e
+from fedsim.lab.report.chance import identifiability, share
+from fedsim.lab.report.common import e, num, ok
 from fedsim.lab.report.data import RunData
 
 
@@ -52,3 +57,28 @@ def bound_html(data: RunData) -> str:
             "is Hayes et al.'s prior-aware attacker, which reads ground truth — the candidates, the other training "
             "examples and the batch — a measure of how tight the bound is, not an attack a server can run):</p>"
             f"<ul>{items}</ul>")
+
+
+#: the candidates of the (epsilon, delta) scale when the run records no re-identification chance
+SCALE_CANDIDATES = 100
+
+
+def epsilon_meaning(data: RunData, epsilon: float, delta) -> str:
+    """What the epsilon bounds, in words. With the run's reconstruction-bound rows (``reid_bound``, the f-DP bound
+    1 - f(kappa) of :mod:`fedsim.core.reconstruction_bound`): that bound at the run's chance level. Otherwise the
+    (epsilon, delta) scale of Balle, Cherubin & Hayes 2022 ("Reconstructing training data with informed
+    adversaries": (epsilon, delta)-DP implies reconstruction robustness e^epsilon kappa + delta): no attack that
+    must pick its target among n = 1 / kappa candidates succeeds with probability above e^epsilon / n + delta."""
+    if math.isinf(epsilon):
+        return "no guarantee: a mechanism without noise"
+    lines = measured(data)
+    if lines:
+        m = lines[0][0]
+        return (f"any reconstruction attack succeeds with probability ≤ {m.bound:.0%} (chance {share(m.kappa)}; "
+                f"the f-DP bound of its mechanism, see privacy)")
+    kappa = identifiability([r for r in data.inversions if ok(r)])["ident_reid_chance"]
+    n = round(1 / kappa) if kappa else SCALE_CANDIDATES
+    d = num(delta) or 0.0
+    bound = min(1.0, math.exp(min(epsilon, 700.0)) / n + d)
+    return (f"scale: an attack that must pick its target among {n} candidates succeeds with probability "
+            f"≤ {bound:.1%} (e^ε / {n} + δ; Balle et al. 2022)")

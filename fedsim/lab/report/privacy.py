@@ -82,9 +82,17 @@ def privacy(data: RunData) -> str:
     for p in data.privacy:
         by_mech[str(p.mechanism or "dp")].append(p)
     relations = "".join(f'<p class="relation">{e(relation_line(m, rows))}</p>' for m, rows in by_mech.items())
+    eps_all = [x for x in (eps_value(p.epsilon) for p in data.privacy) if x is not None]
+    scale = ""
+    if eps_all and not bound_html(data):  # no bound rows: epsilon's (epsilon, delta) scale in one line
+        from fedsim.lab.report.bound import epsilon_meaning
+
+        last = max(data.privacy, key=lambda p: integer(p.round) or 0)
+        scale = (f'<p class="relation">What ε {fmt_eps(max(eps_all), ".3g")} means: '
+                 f'{e(epsilon_meaning(data, max(eps_all), last.delta))}</p>')
     return ((f'<p class="muted">Configured: {e(settings)}</p>' if settings else "")
             + relations
-            + bound_html(data)
+            + bound_html(data) + scale
             + _weakened(data.privacy)
             + table(["mechanism", "accountant", "δ", "ε spent (max)", "last round", "rows"], summary,
                     [False, False, True, True, True, True])

@@ -5,14 +5,14 @@ the best by ground truth only as a labelled "oracle best" upper bound)."""
 from __future__ import annotations
 
 import json
-import math
 
 from fedsim.core.defense import registry as defense_registry
 from fedsim.lab.report.common import (cfg, e, embed_image, eps_value, fmt, fmt_eps, integer, mean, methods_in_order,
                                       num, ok, pct, setting, stat)
-from fedsim.lab.report.chance import ident_words, identifiability, label_chance, psnr_chance, share
+from fedsim.lab.report.chance import ident_words, identifiability, label_chance, psnr_chance
 from fedsim.lab.pick import (BY_CRITERION, ORACLE, acted_label, attacker_picks, most_trusted, oracle_picks,
                                     rule_of)
+from fedsim.lab.report.bound import epsilon_meaning
 from fedsim.lab.report.data import RunData
 from fedsim.lab.report.inversions import full_grid_link
 from fedsim.lab.report.verdict import SCALE, Verdict, psnr_verdict, share_verdict, stronger
@@ -240,32 +240,6 @@ def image_verdict(rows) -> Verdict:
     if reid.times is not None:
         reid = Verdict(reid.times, reid.cls, f"re-identified {reid.words}")
     return stronger(psnr_verdict(mean(r.psnr for r in rows), psnr_chance(rows)), reid)
-
-
-#: the candidates of the (epsilon, delta) scale when the run records no re-identification chance
-SCALE_CANDIDATES = 100
-
-
-def epsilon_meaning(data: RunData, epsilon: float, delta) -> str:
-    """What the epsilon bounds, in words. With the run's reconstruction-bound rows (``reid_bound``, the f-DP bound
-    1 - f(kappa) of :mod:`fedsim.core.reconstruction_bound`): that bound at the run's chance level. Otherwise the
-    (epsilon, delta) scale of Balle, Cherubin & Hayes 2022 (reconstruction robustness): no attack that must pick
-    its target among n candidates succeeds with probability above e^epsilon / n + delta."""
-    from fedsim.lab.report.bound import measured
-
-    if math.isinf(epsilon):
-        return "no guarantee: a mechanism without noise"
-    lines = measured(data)
-    if lines:
-        m = lines[0][0]
-        return (f"any reconstruction attack succeeds with probability ≤ {m.bound:.0%} (chance {share(m.kappa)}; "
-                f"the f-DP bound of its mechanism, see privacy)")
-    kappa = identifiability([r for r in data.inversions if ok(r)])["ident_reid_chance"]
-    n = round(1 / kappa) if kappa else SCALE_CANDIDATES
-    d = num(delta) or 0.0
-    bound = min(1.0, math.exp(min(epsilon, 700.0)) / n + d)
-    return (f"scale: an attack that must pick its target among {n} candidates succeeds with probability "
-            f"≤ {bound:.1%} (e^ε / {n} + δ; Balle et al. 2022)")
 
 
 def _privacy_stat(data: RunData) -> str:
