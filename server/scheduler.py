@@ -6,6 +6,13 @@ holding ``attack.num_cpus`` / ``attack.num_gpus`` (:class:`RayJob`; Ray places i
 says whether the round waits for the oldest one (``wait``, back-pressure) or the update is not attacked
 (``drop``, logged as a ``skipped`` row). ``close()`` waits for outstanding attacks (each at most
 ``attack.timeout`` seconds, then scored as failed) before the run ends. Rows are appended by this process only.
+
+The worker processes are ``attack.workers`` lanes (:class:`RoundLanes`, one process each): the attacked updates of
+one round go to one lane, whose worker keeps a ``CalibrationCache`` (``fedsim.attacks.inversion.calibration``), so
+``ig-shadow`` calibrates once per round's model and schedule; attacks run inline share the scheduler's own cache.
+Across lanes (and on Ray, where each task starts without one) nothing is shared: a round split over two workers
+would calibrate twice, never wrongly. A lane's worker holds one queued attack beside the running one (the pool's
+extra queued call), whose ``attack.timeout`` then counts from its queueing, as the pool's did before.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Iterator
 
 from fedsim.core.captures import CaptureStore
 from fedsim.core.config import ExperimentConfig, parse_selection
+from fedsim.attacks.inversion.calibration import CalibrationCache
 from fedsim.evaluation.attacking import attack_and_score, attack_error_row, plan_from_config
 from fedsim.core.resolved import ResolvedRun
 from fedsim.evaluation.resolution import attack_plan
@@ -67,9 +75,9 @@ class AttackScheduler:
         self.pool = None
         self.stuck = False  # a timed-out attack still occupies a worker
         self.ray = cfg.attack.backend == "ray"
+        self.calibrations = CalibrationCache()  # the inline attacks' (attack.workers = 0); each lane has its own
         if cfg.attack.workers > 0 and not self.ray:
-            self.pool = ProcessPoolExecutor(max_workers=cfg.attack.workers,
-                                            mp_context=multiprocessing.get_context("spawn"))
+            self.pool = RoundLanes(cfg.attack.workers)
 
     def __repr__(self) -> str:
         return f"AttackScheduler(backend={self.cfg.attack.backend}, workers={self.cfg.attack.workers})"
@@ -109,15 +117,22 @@ class AttackScheduler:
         if self.ray:
             job = RayJob.submit(args, self.cfg.attack.num_cpus, self.cfg.attack.num_gpus)
         else:
-            job = self.pool.submit(attack_and_score, *args)
+            job = self._submit_local(update.server_round, args)
         self.pending.append(Pending(job, ident))
         self._collect_done()
 
     def _run_inline(self, path: Path) -> list[Row] | str:
         try:
-            return attack_and_score(path, self.flat, self.run_dir, self.plan, self.vouched, self.data)
+            return attack_and_score(path, self.flat, self.run_dir, self.plan, self.vouched, self.data,
+                                    calibration_cache=self.calibrations)
         except Exception as exc:  # noqa: BLE001
             return f"{type(exc).__name__}: {exc}"
+
+    def _submit_local(self, server_round: int, args: tuple) -> Future:
+        """One attack on the local workers: a round's lane (:class:`RoundLanes`), or any executor put in its place."""
+        if isinstance(self.pool, RoundLanes):
+            return self.pool.submit(server_round, _attack_in_worker, *args)
+        return self.pool.submit(_attack_in_worker, *args)
 
     def _collect_done(self) -> None:
         for job in self.pending:
@@ -174,6 +189,62 @@ def _attack_stream(*args) -> Iterator[object]:
     (``attack.timeout`` counts from there, as with the process pool), then the rows."""
     yield "started"
     yield attack_and_score(*args)
+
+
+class _WorkerRunner:
+    """The attack runner of one lane's worker process: what it keeps between the attacks it runs."""
+
+    def __init__(self) -> None:
+        self.calibrations = CalibrationCache()
+
+
+_runner: _WorkerRunner | None = None  # a lane's worker process: set by the pool's initializer; None elsewhere
+
+
+def _start_worker() -> None:
+    """The lane pool's initializer: this worker process's runner (a fresh cache for each run's pool)."""
+    global _runner
+    _runner = _WorkerRunner()
+
+
+def _attack_in_worker(*args):
+    """``attack_and_score(*args)`` with this worker's calibration cache (none outside a lane's worker)."""
+    return attack_and_score(*args, calibration_cache=_runner.calibrations if _runner is not None else None)
+
+
+class RoundLanes:
+    """``attack.workers`` one-process pools ("lanes"); every attacked update of a round goes to the lane its first
+    one took (the lane with the fewest unfinished attacks then), so the worker that calibrated ``ig-shadow`` on the
+    round's model serves the round's other updates from its cache. Offers what the scheduler uses of a
+    ``ProcessPoolExecutor``: ``submit`` (with the round first), ``_processes``, ``shutdown``."""
+
+    def __init__(self, workers: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.lanes = [ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_start_worker)
+                      for _ in range(workers)]
+        self.futures: list[list[Future]] = [[] for _ in self.lanes]
+        self.round_lane: dict[int, int] = {}
+
+    def lane(self, server_round: int) -> int:
+        if server_round not in self.round_lane:
+            busy = [sum(not f.done() for f in fs) for fs in self.futures]
+            self.round_lane = {server_round: busy.index(min(busy)),  # earlier rounds' lanes are not needed again
+                               **{r: i for r, i in self.round_lane.items() if r > server_round - 2}}
+        return self.round_lane[server_round]
+
+    def submit(self, server_round: int, fn, *args) -> Future:
+        i = self.lane(server_round)
+        future = self.lanes[i].submit(fn, *args)
+        self.futures[i] = [f for f in self.futures[i] if not f.done()] + [future]
+        return future
+
+    @property
+    def _processes(self) -> dict:
+        return {pid: proc for lane in self.lanes for pid, proc in (getattr(lane, "_processes", None) or {}).items()}
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        for lane in self.lanes:
+            lane.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 def ray_connection():

@@ -140,7 +140,7 @@ def test_attack_timeout_counts_from_start_not_queue_time(tmp_path, monkeypatch):
 
     cfg, run = make_run(tmp_path / "run", **{"attack.timeout": 1.8, "attack.queue_size": 8})
 
-    def slow_attack(path, flat, run_dir, plan=None):
+    def slow_attack(path, flat, run_dir, plan=None, *more, **kw):
         time.sleep(1.0)
         return []
 

@@ -135,3 +135,66 @@ def test_ig_shadow_takes_the_cache_from_the_pipeline():
     assert need_options(INVERSION_METHODS["ig-shadow"], update, 2, data, {}, cache)["calibration_cache"] is cache
     assert "calibration_cache" not in need_options(INVERSION_METHODS["ig"], update, 2, data, {}, cache)
     assert "calibration_cache" not in need_options(INVERSION_METHODS["ig-shadow"], update, 2, data, {}, None)
+
+
+SHADOW_RUN = {"attack.inversion": "ig-shadow", "attack.inversion_steps": 2, "attack.label_methods": "ilrg"}
+
+
+def _calibrations(rows) -> list[str]:
+    """'computed' / 'reused' per inversion row, from its shadow-calibration signal."""
+    out = []
+    for r in rows:
+        line = next((s for s in (getattr(r, "signals", None) or []) if s.startswith("shadow calibration")), "")
+        out.append("reused" if "reused" in line else "computed" if "calibrated here" in line else line)
+    return out
+
+
+@pytest.mark.slow
+def test_a_replay_calibrates_once_per_round(tmp_path):
+    """`fedsim attack` on one round of three clients: the replay's cache serves clients 1 and 2."""
+    from fedsim.core.rows import InversionRow
+    from fedsim.core.runfolder import RunFolder
+    from fedsim.lab.replay import replay_attacks
+    from tests.runfolder import make_run
+
+    _, run = make_run(tmp_path / "run")
+    assert replay_attacks(run, SHADOW_RUN, quiet=True) == 3
+    rows = sorted(RunFolder(run).rows(InversionRow), key=lambda r: r.client)
+    assert [r.ok for r in rows] == [True] * 3
+    assert _calibrations(rows) == ["computed", "reused", "reused"]
+
+
+def test_lanes_keep_a_round_together_and_spread_rounds():
+    """A round's updates go to the lane its first took; a new round takes the lane with fewer unfinished attacks."""
+    from concurrent.futures import Future
+
+    from fedsim.server.scheduler import RoundLanes
+
+    lanes = RoundLanes(2)  # no process starts before a submit
+    try:
+        assert lanes.lane(1) == 0
+        lanes.futures[0] = [Future(), Future()]  # round 1's two attacks, unfinished
+        assert lanes.lane(1) == 0 and lanes.lane(2) == 1
+        lanes.futures[1] = [Future() for _ in range(3)]
+        assert lanes.lane(3) == 0 and lanes.lane(2) == 1
+    finally:
+        lanes.shutdown()
+
+
+@pytest.mark.slow
+def test_the_live_scheduler_workers_calibrate_once_per_round(tmp_path):
+    """attack.workers = 2 (spawned lane processes): the three updates of a round share one worker's calibration."""
+    from fedsim.core.captures import load_update
+    from fedsim.core.rows import InversionRow
+    from fedsim.core.runfolder import RunFolder
+    from fedsim.server.scheduler import AttackScheduler
+    from tests.runfolder import make_run
+
+    cfg, run = make_run(tmp_path / "run", **SHADOW_RUN, **{"attack.workers": 2})
+    scheduler = AttackScheduler(cfg, run)
+    for path in sorted((run / "captures").rglob("client_*.safetensors")):
+        scheduler(load_update(path))
+    scheduler.close()
+    rows = sorted(RunFolder(run).rows(InversionRow), key=lambda r: r.client)
+    assert [r.ok for r in rows] == [True] * 3
+    assert _calibrations(rows) == ["computed", "reused", "reused"]

@@ -122,7 +122,8 @@ def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, 
 
 
 def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: str | Path,
-                     plan=None, vouched: str | None = None, data: Mapping[str, Any] | None = None) -> list[Row]:
+                     plan=None, vouched: str | None = None, data: Mapping[str, Any] | None = None, *,
+                     calibration_cache=None) -> list[Row]:
     """All rows for one captured update. Never raises for an attack failure (rows say ``ok: false``);
     a capture that cannot be read raises ``CaptureError`` naming the file. ``plan``: the run's
     ``AttackPlan`` as its caller built it once (the scheduler, replay); built from the config when omitted.
@@ -152,7 +153,9 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
         plan = dataclasses.replace(plan, inversion_options={**plan.inversion_options,
                                                             **generative_options(cfg, run_dir)})
     dev = device(cfg)
-    results = attack_update(update, lambda: make_model(cfg).to(dev), plan, spec)
+    # calibration_cache: the attack runner's (replay, the scheduler inline or its worker process), shared by the
+    # updates it attacks: ig-shadow calibrates once per round's model and schedule (fedsim.attacks.inversion.calibration)
+    results = attack_update(update, lambda: make_model(cfg).to(dev), plan, spec, calibration_cache=calibration_cache)
     truth = truth_for(run_dir, update)
     lpips = cfg.attack.lpips_weights or None
     ident = _identify(cfg, update, run_dir) if truth is not None and plan.inversion is not None else None

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fedsim.attacks.inversion.calibration import CalibrationCache
 from fedsim.core.config import ExperimentConfig, load_config, parse_selection
 from fedsim.core.errors import AttackError, CaptureError, ConfigError, DataError, RunFolderError
 from fedsim.evaluation.attacking import attack_and_score, attack_error_row, plan_from_config
@@ -40,10 +41,11 @@ def replay_attacks(run_dir: Path, overrides: dict[str, Any], quiet: bool = False
         done = replay_done(folder).get(plan.inversion, set())
         todo = [cap for cap in todo if (cap.round, cap.client) not in done]
     flat = cfg.to_flat()
+    calibrations = CalibrationCache()  # this replay's: the captures of one round share ig-shadow's calibration
     attacked, unreadable, failed = 0, 0, 0
     for cap in todo:
         try:
-            rows: list[Row] = attack_and_score(cap.path, flat, run_dir, plan)
+            rows: list[Row] = attack_and_score(cap.path, flat, run_dir, plan, calibration_cache=calibrations)
         except CaptureError as exc:
             print(f"fedsim: skipped {exc}", file=sys.stderr)
             unreadable += 1
