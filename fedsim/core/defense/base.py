@@ -195,60 +195,52 @@ class Defense:
         return f"<defense [defense.{self.table}]>"
 
 
-class DefensesInForce(Mapping[str, Any]):
-    """The defenses in force, read-only: table name -> its config record, in registry order."""
+class _ReadOnly(Mapping[str, Any]):
+    """A read-only mapping over a copy of ``items``."""
 
-    def __init__(self, tables: Mapping[str, Any]) -> None:
-        self._tables = dict(tables)
+    def __init__(self, items: Mapping[str, Any] | None = None) -> None:
+        self._items = dict(items or {})
 
-    def __getitem__(self, table: str) -> Any:
-        return self._tables[table]
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._tables)
+        return iter(self._items)
 
     def __len__(self) -> int:
-        return len(self._tables)
+        return len(self._items)
+
+
+class DefensesInForce(_ReadOnly):
+    """The defenses in force, read-only: table name -> its config record, in registry order."""
 
     def __repr__(self) -> str:
-        return f"DefensesInForce({', '.join(self._tables) or 'none'})"
+        return f"DefensesInForce({', '.join(self._items) or 'none'})"
 
 
-class DefenseRecord(Mapping[str, Any]):
+class DefenseRecord(_ReadOnly):
     """``ClientUpdate.defenses``: every defense setting the server knows. As a mapping it is the record as
     captures and rows store it (config key -> value, ``Defense.record``); typed, :meth:`table` /
     :attr:`in_force` give each defense's config record (its schema dataclass), read back by the defense objects."""
-
-    def __init__(self, flat: Mapping[str, Any] | None = None) -> None:
-        self._flat = dict(flat or {})
 
     @classmethod
     def of(cls, value: Mapping[str, Any] | None) -> DefenseRecord:
         return value if isinstance(value, DefenseRecord) else cls(value)
 
-    def __getitem__(self, key: str) -> Any:
-        return self._flat[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._flat)
-
-    def __len__(self) -> int:
-        return len(self._flat)
-
     def __repr__(self) -> str:
-        return f"DefenseRecord({self._flat!r})"
+        return f"DefenseRecord({self._items!r})"
 
     def table(self, name: str) -> Any | None:
         """``[defense.<name>]`` as recorded (its schema dataclass, on or off), None when absent or unregistered."""
         d = REGISTERED.get(name)
-        return None if d is None else d.from_record(self._flat)
+        return None if d is None else d.from_record(self._items)
 
     @property
     def in_force(self) -> DefensesInForce:
         """The recorded defenses that are on, by table (registry order)."""
         tables = {}
         for d in REGISTERED.values():
-            t = d.from_record(self._flat)
+            t = d.from_record(self._items)
             if t is not None and d.on(t):
                 tables[d.table] = t
         return DefensesInForce(tables)
