@@ -127,17 +127,19 @@ def test_list_text_names_every_entry(capsys: pytest.CaptureFixture[str]) -> None
     assert lines[0] == "defenses:" and [ln.split()[0] for ln in lines[1:]] == names
 
 
-def test_check_valid_config_prints_the_resolved_toml(capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_valid_config_prints_the_resolved_toml_with_full(capsys: pytest.CaptureFixture[str]) -> None:
+    """The verdict first, the estimates, and the resolved TOML only behind --full (issue 34)."""
     import tomllib
 
     from fedsim.core.config import load_config
     from fedsim.lab.cli import main
 
-    assert main(["check", "configs/smoke.toml", "--set", "train.lr=0.2"]) == 0
+    assert main(["check", "configs/smoke.toml", "--set", "train.lr=0.2", "--full"]) == 0
     out = capsys.readouterr().out
+    assert out.splitlines()[0] == "valid: configs/smoke.toml can run (preflight ok)"
     expected = load_config("configs/smoke.toml", {"train.lr": "0.2"}).to_nested()
-    assert tomllib.loads(out) == expected  # the '# preflight' lines are TOML comments
-    assert "# preflight: ok" in out and "(estimate)" in out
+    assert tomllib.loads(out.split("# resolved config:\n", 1)[1]) == expected
+    assert "expected disk use (estimate)" in out and "time (estimate" in out
 
 
 def test_check_json_and_disk_estimate(capsys: pytest.CaptureFixture[str]) -> None:
@@ -185,8 +187,10 @@ def test_check_preflight_error_exits_2(capsys: pytest.CaptureFixture[str]) -> No
 
     assert main(["check", "configs/smoke.toml", "--set", "attack.inversion=nope"]) == 2
     captured = capsys.readouterr()
-    assert captured.out.startswith("# code: this config names no module of its own")  # said first (a config is code)
-    assert all(line.startswith("# ") for line in captured.out.splitlines())
+    verdict, *rest = captured.out.splitlines()
+    assert verdict.startswith("invalid: configs/smoke.toml")  # the verdict first (issue 34)
+    assert rest[0].startswith("# code: this config names no module of its own")  # then the code it imports
+    assert all(line.startswith("# ") for line in rest)
     assert captured.err.startswith("fedsim: config error: attack.inversion: 'nope'") and captured.err.count("\n") == 1
 
 
@@ -248,8 +252,10 @@ def test_check_a_sweep_file_checks_every_federation(capsys: pytest.CaptureFixtur
     assert doc["total_bytes"] == sum(d["total_bytes"] for s in doc["settings"] for d in s["disk_estimates"])
     assert main(["check", "configs/sweep_dp.toml"]) == 0
     text = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("# ")]  # the code lines
-    assert text[0].startswith("sweep dp_sgd: 4 settings x 3 seeds (0, 1, 2) = 12 federations; preflight: ok")
-    assert len(text) == 1 + 4 + 1
+    assert text[0] == "valid: configs/sweep_dp.toml can run: 12 runs, every one preflighted"
+    assert text[1].startswith("sweep dp_sgd: 4 settings x 3 seeds (0, 1, 2) = 12 federations; preflight: ok")
+    assert text[-1].startswith("time (estimate") and "12 runs at --parallel 1" in text[-1]
+    assert len(text) == 1 + 1 + 4 + 1 + 1
 
 
 def test_check_a_sweep_names_the_setting_that_fails(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

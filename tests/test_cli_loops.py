@@ -120,3 +120,44 @@ def test_sweep_lines_print_rounded_numbers() -> None:
     line = sweep_line(row)
     assert "acc=0.926 " in line and "chance 0.00075;" in line and "psnr=14.8 " in line, line
     assert "0.92633" not in line and "0.000750000" not in line
+
+
+# ---- fedsim check: the verdict first, the TOML behind --full ----------------------------------------------------
+def test_check_says_valid_first_then_what_runs_and_no_toml_without_full(capsys) -> None:
+    from fedsim.lab import cli
+
+    assert cli.main(["check", "configs/smoke.toml", "--set", "train.lr=0.2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "valid: configs/smoke.toml can run (preflight ok)"
+    assert lines[1] == "runs: 3 clients x 2 rounds of fedavg (3 trained per round); attacked updates: 6 (rounds 1, 2)"
+    assert lines[2] == "methods: labels ilrg, ilrg-refine, gi; inversion ig (60 steps, up to 16 images)"
+    assert lines[3].startswith("time (estimate, a simple model") and "about " in lines[3]
+    assert lines[4].startswith("expected disk use (estimate)")
+    assert "  train.lr = 0.2 (default 0.05)" in lines and "  run.num_rounds = 2 (default 3)" in lines
+    assert not any(line.startswith("[") for line in lines)  # no TOML table: the resolved config is behind --full
+    assert lines[-1] == "the full resolved config: fedsim check configs/smoke.toml --full"
+
+
+def test_check_says_invalid_first(capsys) -> None:
+    from fedsim.lab import cli
+
+    assert cli.main(["check", "configs/smoke.toml", "--set", "train.lr=-1"]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "invalid: configs/smoke.toml (exit 2; the error below)"
+    assert err == "fedsim: config error: train.lr: -1.0 is below the minimum 1e-12\n"
+
+
+def test_the_attack_queue_model_known_answers() -> None:
+    """Attacks submitted at the end of their round, first come first served: one worker runs them one after the
+    other, two at once; the run ends with training or with the last attack."""
+    from fedsim.core.config import from_flat
+    from fedsim.lab.check_plan import START_S, attacked_per_round, queue_end
+
+    assert queue_end([(10.0, 5.0), (10.0, 5.0)], 1) == 20.0
+    assert queue_end([(10.0, 5.0), (10.0, 5.0)], 2) == 15.0
+    assert queue_end([(0.0, 5.0), (100.0, 5.0)], 1) == 105.0
+    cfg = from_flat({"run.num_rounds": 4, "run.num_clients": 10, "train.fraction_train": 0.5,
+                     "train.min_train_nodes": 2, "attack.enabled": True, "attack.rounds": "2,4",
+                     "attack.clients": "0,1,2,3", "attack.max_attacks": 3})
+    assert attacked_per_round(cfg) == [0.0, 2.0, 0.0, 1.0]  # 4 selected x 5/10 sampled, capped at 3 in all
+    assert START_S > 0

@@ -76,7 +76,8 @@ def test_check_says_what_a_config_imports_and_imports_nothing_from_the_cwd(tmp_p
     assert str(tmp_path) not in sys.path and "" not in sys.path
     assert main(["check", str(cfg)]) == 2
     out, err = capsys.readouterr()
-    assert out.splitlines()[0].startswith("# code: this config imports 1 module reference")
+    assert out.splitlines()[0].startswith("invalid: ")  # the verdict first, then the code it would import
+    assert out.splitlines()[1].startswith("# code: this config imports 1 module reference")
     assert "model.name = 'planted_q7:net' imports module 'planted_q7'" in out
     assert "cannot import 'planted_q7'" in err and "PYTHONPATH" in err and err.count("\n") == 1
     assert not marker.exists() and "planted_q7" not in sys.modules

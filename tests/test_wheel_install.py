@@ -88,8 +88,8 @@ def test_the_wheel_in_a_fresh_venv_runs_a_preset_from_an_empty_folder(tmp_path):
 
     checked = fedsim("check", "demo")
     assert checked.returncode == 0, checked.stderr[-2000:]
-    assert checked.stdout.startswith("# code: this config names no module of its own") and "# preflight: ok" in \
-        checked.stdout
+    assert checked.stdout.startswith("valid: demo can run (preflight ok)") and \
+        "# code: this config names no module of its own" in checked.stdout
 
     ran_at = time.monotonic()
     run = fedsim("run", "smoke", "--quiet", "--set", "run.num_rounds=1", "--set", "data.max_examples_per_client=16",

@@ -179,31 +179,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    """Exit 0 with the resolved config when it can run, 2 with the one-line error otherwise (any ``FedsimError``);
-    a sweep file (a ``[sweep]`` table) is checked setting by setting."""
-    import json
+    """The verdict first, then what will run with its time and disk estimates (``fedsim.lab.check_output``); exit
+    0 when it can run, 2 with the one-line error otherwise (any ``FedsimError``); a sweep file (a ``[sweep]``
+    table) is checked setting by setting."""
+    from fedsim.lab.check_output import check_command
 
-    code: list[str] = []
-    try:
-        from fedsim.lab.check import check, check_sweep, code_lines, is_sweep_file, render, render_sweep
-
-        args.config = _config_path(args.config)
-        code = code_lines(args.config, parse_overrides(args.set or []))  # said before anything is imported
-        if args.format == "text":
-            print("\n".join(f"# {line}" for line in code), flush=True)
-        if is_sweep_file(args.config):  # a sweep file: every federation it would start is checked
-            print(render_sweep(check_sweep(args.config, parse_overrides(args.set or [])), args.format, code))
-            return 0
-        cfg = load_config(args.config, parse_overrides(args.set or []))
-        disk = check(cfg)
-    except FedsimError as exc:
-        label = "config error: " if isinstance(exc, ConfigError) else ""
-        print(f"fedsim: {label}{exc}", file=sys.stderr)
-        if args.format == "json":
-            print(json.dumps({"valid": False, "error": str(exc), "error_type": type(exc).__name__, "code": code}))
-        return 2
-    print(render(cfg, disk, args.format, code))
-    return 0
+    return check_command(args.config, args.set or [], args.format, args.full)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -314,14 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_inspection_commands(sub: argparse._SubParsersAction) -> None:
     """``check``, ``list`` and ``track``: the commands that read a config, the registries or a finished run."""
-    chk = sub.add_parser("check", help="validate a config without starting Flower: the code it imports, the "
-                         "resolved config, the preflight result and the expected capture disk use; exit 0 valid, "
-                         "2 invalid")
+    chk = sub.add_parser("check", help="validate a config without starting Flower: valid/invalid first, then "
+                         "what will run (clients x rounds, attacked updates, methods), estimated time and disk, the "
+                         "keys set away from the defaults, the code it imports; exit 0 valid, 2 invalid")
     chk.add_argument("config", help="a config TOML or a preset's name, e.g. smoke, or a sweep file (every "
                      "federation it would start is checked), e.g. sweep_dp")
     chk.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     chk.add_argument("--format", choices=("text", "json"), default="text",
-                     help="text: the resolved TOML; json: {valid, config, preflight, disk_estimate} or {valid, error}")
+                     help="text: the verdict, what will run, time and disk estimates, the keys set away from the "
+                     "defaults; json: {valid, config, preflight, disk_estimate, time_estimate} or {valid, error}")
+    chk.add_argument("--full", action="store_true", help="text: also print the full resolved config (TOML)")
     chk.set_defaults(func=_cmd_check)
     listing = sub.add_parser("list", help="attacks, label methods, inversion methods, datasets, models and "
                              "defense tables, each with its one-line summary and paper; or the packaged presets")

@@ -96,7 +96,8 @@ def replayed_line(rows: Sequence[object]) -> str | None:
         return None
     methods = ", ".join(dict.fromkeys(r.method for r in mine if r.method))
     failed = sum(isinstance(r, AttackErrorRow) or not r.ok for r in mine)
-    return (f"replayed (fedsim attack): {len({(r.round, r.client) for r in mine})} updates, {methods or '-'}"
+    updates = len({(r.round, r.client) for r in mine})
+    return (f"replayed (fedsim attack): {updates} update{'' if updates == 1 else 's'}, {methods or '-'}"
             + (f"; {failed} failed" if failed else ""))
 
 
