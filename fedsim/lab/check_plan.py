@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedsim.core.config import ExperimentConfig
+from fedsim.core.lists import comma_list
 
 START_S = 40.0  # seconds; each constant's source is in the module docstring
 ROUND_CLIENT_S = 0.6
@@ -85,10 +86,8 @@ def _n(x: float) -> str:
 
 
 def _names(value: Any) -> list[str]:
-    """A method list as the config holds it: a comma-separated string or a list."""
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value or "").split(",") if v.strip() and v.strip().lower() != "none"]
+    """A method list as the config holds it: a comma-separated string or a list (``none`` left out)."""
+    return [v for v in comma_list(value) if v.lower() != "none"]
 
 
 def label_methods(cfg: ExperimentConfig) -> list[str]:
