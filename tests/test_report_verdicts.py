@@ -212,3 +212,17 @@ def test_grid_cap_edges(tmp_path, monkeypatch, n):
     saved = _grid_figures(monkeypatch)
     save_comparison(torch.rand(n, 1, 8, 8), torch.rand(n, 1, 8, 8), tmp_path / "g.png")
     assert sorted(c for _, c in saved) == ([2 * n] if n <= 16 else [32, 2 * n])
+
+
+def test_sweep_strip_links_the_full_grid(tmp_path):
+    from fedsim.evaluation.grids import full_grid_of
+    from fedsim.lab.sweep.strips import strip_html
+
+    folder = _folder(tmp_path, "point/seed_0")
+    image = folder.image(1, 0, "ig")
+    (folder.root / image).parent.mkdir(parents=True)
+    for f in (image, full_grid_of(image)):
+        (folder.root / f).write_bytes(b"\x89PNG\r\n\x1a\n")
+    folder.append(InversionRow(round=1, client=0, method="ig", ok=True, psnr=12.0, num_images=64, image=str(image)))
+    html_ = strip_html({"index": 0, "label": "no defense", "runs": [{"run": str(folder.root), "seed": 0}]}, tmp_path)
+    assert 'href="point/seed_0/images/r0001_c0000_ig_full.png"' in html_

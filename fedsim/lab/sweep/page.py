@@ -182,7 +182,7 @@ def write_html(rows: list[dict], title: str, out: Path, figures: list[Path]) -> 
             img = f'<div class="figure"><img alt="{e(f.name)}" src="{data_uri(f.read_bytes())}"></div>'
             parts.append(section(f.stem, len(parts) + 1, FIGURE_TITLES.get(f.name, f.stem), img))
     parts.append(section("reconstructions", len(parts) + 1, "Reconstructions per setting",
-                         "".join(strip_html(r) for r in rows),
+                         "".join(strip_html(r, out) for r in rows),
                          "The first attacked update of each setting (its first seed), as every inversion method "
                          "rebuilt it, the attacker's pick (lowest criterion) first: top row the client's real "
                          "images, bottom row the reconstruction. The update is picked by its place in the run, not "

@@ -31,8 +31,23 @@ def first_update(run: Path, configured: str | None = None) -> list[InversionRow]
     return sorted(picked, key=lambda r: (r is not choice.row, str(r.method)))
 
 
-def strip_html(row: dict[str, Any]) -> str:
-    """One setting's strip (a placeholder when no run of it has a reconstruction image)."""
+def full_link(run: Path, r: InversionRow, out: Path | None) -> str:
+    """A link from the sweep page in ``out`` to the update's full grid (a batch over 16 images), or ""."""
+    import os
+
+    from fedsim.evaluation.grids import full_grid_of
+    from fedsim.lab.report.common import e
+
+    full = Path(run) / full_grid_of(str(r.image))
+    if out is None or not full.is_file():
+        return ""
+    rel = os.path.relpath(full, out)
+    return f' · <a href="{e(Path(rel).as_posix())}">full grid</a>'
+
+
+def strip_html(row: dict[str, Any], out: Path | None = None) -> str:
+    """One setting's strip (a placeholder when no run of it has a reconstruction image); ``out``: the sweep
+    page's folder, for links to full grids."""
     from fedsim.lab.report.common import e, embed_image, fmt
     from fedsim.lab.sweep.summary import point_label
 
@@ -52,7 +67,8 @@ def strip_html(row: dict[str, Any]) -> str:
                    else f'<div class="placeholder">image not found: {e(r.image)}</div>')
             badge = f' · <i>attacker\'s pick ({e(choice.rule)})</i>' if r is choice.row else ""
             figs.append(f'<figure>{img}<figcaption><b>{e(r.method)}</b>{badge} · PSNR {fmt(r.psnr, ".1f")} dB · '
-                        f'SSIM {fmt(r.ssim, ".2f")}{ident_text(r)}</figcaption></figure>')
+                        f'SSIM {fmt(r.ssim, ".2f")}{ident_text(r)}{full_link(Path(run["run"]), r, out)}'
+                        f'</figcaption></figure>')
         break
     body = (f'<div class="gallery">{"".join(figs)}</div>' if figs
             else '<div class="placeholder">no reconstruction image in this setting\'s runs</div>')
