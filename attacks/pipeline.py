@@ -33,12 +33,12 @@ import torch
 from torch import nn
 
 from fedsim.attacks.gradients import fake_gradient
-from fedsim.attacks.inversion import INVERSION_METHODS, invert
+from fedsim.attacks.inversion import INVERSION_METHODS
 from fedsim.attacks.inversion.bn_buffers import auto_bn_options, statistics_from_update
 from fedsim.attacks.inversion.criterion import criterion_name, gradient_cosine_distance
 from fedsim.attacks.labels import LABEL_METHODS, restore_labels, samples_covered
 from fedsim.attacks.defense_view import shadow_defense_from_record
-from fedsim.attacks.records import AttackMethod
+from fedsim.attacks.records import AttackMethod, Need
 from fedsim.attacks.reported_loss import consistency_signal, loss_settings, simulated_mean_loss
 from fedsim.core.errors import AttackNotApplicable
 from fedsim.core.types import AttackResult, ClientUpdate, InversionResult, LabelResult
@@ -130,17 +130,17 @@ def need_options(record: AttackMethod, update: ClientUpdate, k: int, data: DataS
     if reason is not None:
         raise AttackNotApplicable(f"{record.name}: {reason}")
     out: dict[str, Any] = {}
-    if "public split" in record.needs and "aux" not in given:
+    if Need.PUBLIC_SPLIT in record.needs and "aux" not in given:
         out.update(_public_split(data))
-    if "client schedule" in record.needs:
+    if Need.CLIENT_SCHEDULE in record.needs:
         out.update(lr=update.lr, local_steps=update.local_steps, local_batch_size=min(update.batch_size, k))
-    if "DP-SGD clip norm" in record.needs and "clip_norm" not in given:
+    if Need.DP_SGD_CLIP_NORM in record.needs and "clip_norm" not in given:
         out["clip_norm"] = dp_sgd_clip_norm(update, record.name)
-    if "defense settings" in record.needs and "shadow_defense" not in given:
+    if Need.DEFENSE_SETTINGS in record.needs and "shadow_defense" not in given:
         defense = shadow_defense_from_record(update.defenses)
         if defense is not None:
             out["shadow_defense"] = defense
-    if "calibration cache" in record.needs and calibration_cache is not None and "calibration_cache" not in given:
+    if Need.CALIBRATION_CACHE in record.needs and calibration_cache is not None and "calibration_cache" not in given:
         out["calibration_cache"] = calibration_cache
     return out
 
@@ -194,12 +194,13 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
 
 
 def _signals(record: AttackMethod, options: Mapping[str, Any], label_source: str) -> list[str]:
-    """What the server saw that this inversion uses besides the fake gradient (``InversionResult.signals``)."""
+    """What the server saw that this inversion uses besides the fake gradient (``InversionResult.signals``): what
+    its options carry, and what the record says the method always uses (``AttackMethod.signals``)."""
     out = [f"labels: {label_source}"] if label_source != "none" else []
     spec = record.spec
     if spec is not None and options.get("target", spec.target) == "unrolled":
         out.append("client schedule")  # the simulated local SGD steps (lr, T, B)
-    if "aux" in options or record.kind == "generative":
+    if "aux" in options or "public split" in record.signals:
         out.append("public split")
     if "clip_norm" in options:
         out.append("DP-SGD clip norm")
@@ -208,27 +209,7 @@ def _signals(record: AttackMethod, options: Mapping[str, Any], label_source: str
     return out
 
 
-def _tuning_signal(trace: Any, k: int) -> list[str]:
-    """How a self-tuned method chose its TV weight (or a generative one its decoder), as a signal line (nothing
-    for other methods)."""
-    options = getattr(trace, "options", {}) or {}
-    if "tv_shadow_psnr" in options:
-        defended = " (defended as the client's)" if "shadow_defense" in options else ""
-        masked = "; matched on the sent coordinates only" if options.get("distance") == "cosine-masked" else ""
-        step = f", step size {options['attack_lr_chosen']:g}" if "attack_lr_chosen" in options else ""
-        shared = {True: " (the calibration of this model and schedule, reused)",
-                  False: " (calibrated here for this model and schedule)"}.get(options.get("calibration_reused"), "")
-        return [f"shadow calibration: TV {options['tv_chosen']:g}{step} reconstructed a simulated update{defended} of "
-                f"{k} public images best{masked}{shared}"]
-    if "tv_criterion" in options:
-        return [f"self-tuned: TV {options['tv_chosen']:g} by the gradient match"]
-    if "prior_arch_chosen" in options:
-        crit = ", ".join(f"{a} {v:.3g}" for a, v in options["prior_criteria"].items())
-        return [f"self-tuned: decoder {options['prior_arch_chosen']} by the criterion ({crit})"]
-    return []
-
-
-def _bn_prior(method: str, update: ClientUpdate, model: nn.Module, k: int, data: DataSpec,
+def _bn_prior(record: AttackMethod, update: ClientUpdate, model: nn.Module, k: int, data: DataSpec,
               call: Mapping[str, Any], options: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The BatchNorm prior on the batch statistics the sent buffers reveal, added automatically when the model
     has train-mode BatchNorm and the update carries its buffers (``fedsim.attacks.inversion.bn_buffers``);
@@ -240,9 +221,9 @@ def _bn_prior(method: str, update: ClientUpdate, model: nn.Module, k: int, data:
     except AttackNotApplicable as exc:  # buffers that cannot be solved: the attack runs without the prior
         _log.info("client %s round %s: %s", update.client_id, update.server_round, exc)
         buffers = None
-    added = auto_bn_options(method, model, call, options, buffers) if buffers is not None else None
+    added = auto_bn_options(record.name, model, call, options, buffers) if buffers is not None else None
     if added is None:
-        used = "buffers" in INVERSION_METHODS[method].needs
+        used = Need.BUFFERS in record.needs
         return options, (["bn running statistics (sent)"] if used else [])
     return added.options, (["bn-buffers"] if added.weight else []) + [added.line]
 
@@ -301,12 +282,12 @@ def _invert(update: ClientUpdate, model: nn.Module, grads: list[torch.Tensor], k
         call = dict(model=model, gradients=grads, labels=labels[1] if labels else None,
                     input_shape=data.input_shape, steps=plan.inversion_steps, mean=data.mean, std=data.std,
                     seed=plan.seed, num_samples=k)
-        options, bn_signals = _bn_prior(method, update, model, k, data, call, options)
+        options, bn_signals = _bn_prior(record, update, model, k, data, call, options)
         traced = record.traces
-        out = invert(method, **call, **options, **({"return_result": True} if traced else {}))
+        out = record(**call, **options, **({"return_result": True} if traced else {}))
         x_hat, assigned = (out.inputs, out.labels) if traced else (out, call["labels"])
         put_on_images = assigned  # the labels on the images, in their order (None: the method put none on them)
-        signals += _tuning_signal(out, k) if traced else []
+        signals += record.trace_signals(out, k) if traced and record.trace_signals else []  # how it tuned itself
         if assigned is not None and not traced:
             assigned = assigned.sort().values
         criterion, name = _criterion(update, model, grads, k, x_hat.detach(), assigned)

@@ -285,9 +285,9 @@ def test_decoder_pick_keeps_the_lowest_criterion_and_equals_that_decoders_run(tw
     assert picked.options["prior_arch_chosen"] == min(crit, key=crit.get)
     assert torch.equal(picked.inputs, single[picked.options["prior_arch_chosen"]].inputs)
     assert picked.seconds >= max(t.seconds for t in single.values()) * 0.5
-    from fedsim.attacks.pipeline import _tuning_signal  # the row's signal names the pick
+    from fedsim.attacks.inversion import INVERSION_METHODS  # the row's signal names the pick (read by the record)
 
-    assert _tuning_signal(picked, 2) == [f"self-tuned: decoder {picked.options['prior_arch_chosen']} by the criterion "
+    assert INVERSION_METHODS["gias"].trace_signals(picked, 2) == [f"self-tuned: decoder {picked.options['prior_arch_chosen']} by the criterion "
                                          f"(conv {crit['conv']:.3g}, mlp {crit['mlp']:.3g})"]
 
 

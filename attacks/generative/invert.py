@@ -29,8 +29,10 @@ from fedsim.attacks.inversion import objectives as _objectives
 from fedsim.attacks.inversion.core import BestTracker, InversionTrace, InversionSpec
 from fedsim.attacks.inversion.criterion import gradient_cosine_distance
 from fedsim.attacks.inversion.matching import GradientMatcher
+from fedsim.attacks.inversion.methods import INVERSION_METHODS, inversion_record
 from fedsim.attacks.inversion.problem import build_problem
 from fedsim.attacks.inversion.regularizers import RegularizerContext, total_variation
+from fedsim.attacks.records import Need
 
 OPTIONS = {
     "prior_path": "safetensors file of the prior (fedsim.attacks.generative.train_prior); reused when present",
@@ -280,3 +282,27 @@ def invert_ggl(**kwargs):
 
 def invert_gias(**kwargs):
     return _dispatch("gias", kwargs)
+
+
+def decoder_signals(trace: Any, k: int) -> list[str]:
+    """A generative method's trace, read live: the decoder its criterion picked (``prior_archs``)."""
+    options = getattr(trace, "options", {}) or {}
+    if "prior_arch_chosen" not in options:
+        return []
+    crit = ", ".join(f"{a} {v:.3g}" for a, v in options["prior_criteria"].items())
+    return [f"self-tuned: decoder {options['prior_arch_chosen']} by the criterion ({crit})"]
+
+
+# generative-prior methods: options prior_path=, latent_dim=, ... (OPTIONS); the prior is trained on the public
+# split, so every reconstruction uses it (signal "public split")
+INVERSION_METHODS.register(inversion_record(
+    "ggl", "Li et al.: Auditing Privacy Defenses in FL via Generative Gradient Leakage (CVPR 2022)",
+    "optimise the latent code of a generator (VAE decoder trained by the server on public aux data, "
+    "prior_path=) to match the gradient (cosine), Adam with restarts, labels given",
+    run=invert_ggl, kind="generative", needs=(Need.TRAINED_PRIOR,), signals=("public split",),
+    trace_signals=decoder_signals))
+INVERSION_METHODS.register(inversion_record(
+    "gias", "Jeon et al.: Gradient Inversion with Generative Image Prior (NeurIPS 2021)",
+    "ggl's latent search, then the generator's weights are optimised too (gias_fraction of the steps)",
+    run=invert_gias, kind="generative", needs=(Need.TRAINED_PRIOR,), signals=("public split",),
+    trace_signals=decoder_signals))

@@ -46,19 +46,17 @@ from typing import Any
 import torch
 
 from fedsim.attacks.inversion.core import EXTRA_OPTIONS, InversionTrace, InversionSpec
-from fedsim.attacks.inversion.methods import INVERSION_METHODS, EngineRun, inversion_record, register_inversion_method
+from fedsim.attacks.inversion.methods import (INVERSION_METHODS, EngineRun, inversion_record, invert,
+                                              register_inversion_method)
 from fedsim.attacks.inversion.objectives import DISTANCES
 from fedsim.attacks.inversion.optim import INITS, OPTIMIZERS
 from fedsim.attacks.inversion.regularizers import REGULARIZERS
 
 
-def invert(method: str, *, model, gradients=None, labels=None, input_shape, steps: int = 1000,
-           mean=(0.0,), std=(1.0,), seed: int = 0, **options: Any) -> torch.Tensor | InversionTrace:
-    """Run a registered inversion method; returns the reconstruction [K, C, H, W] in model space (an unknown
-    name: the registry's one-line ``ConfigError``)."""
-    return INVERSION_METHODS[method](model=model, gradients=gradients, labels=labels, input_shape=input_shape,
-                                     steps=steps, mean=mean, std=std, seed=seed, **options)
-
-
 __all__ = ["invert", "INVERSION_METHODS", "EngineRun", "inversion_record", "register_inversion_method",
            "InversionSpec", "InversionTrace", "DISTANCES", "REGULARIZERS", "INITS", "OPTIMIZERS", "EXTRA_OPTIONS"]
+
+# the methods built on others register their own records (no module of this package imports them back): the
+# generative ggl / gias, ig-auto, ig-shadow
+import fedsim.attacks.generative.invert  # noqa: E402,F401
+from fedsim.attacks.inversion import autotune as _autotune, shadow as _shadow  # noqa: E402,F401

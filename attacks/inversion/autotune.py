@@ -26,6 +26,8 @@ from typing import Any, Sequence
 import torch
 
 from fedsim.attacks.inversion.core import InversionTrace
+from fedsim.attacks.inversion.methods import INVERSION_METHODS, inversion_record, invert
+from fedsim.attacks.records import Need
 
 #: TV weights tried per update (relative to the initial cosine distance, as ``ig``'s own weight)
 TV_GRID: tuple[float, ...] = (0.02, 0.2, 0.5, 1.0, 2.0)
@@ -38,8 +40,6 @@ def ig_auto(*, model, gradients=None, labels=None, input_shape: Sequence[int], s
     ``return_result=True`` the trace's ``options`` record ``tv_chosen`` and ``tv_criterion`` (weight -> distance).
     ``bn_weight`` > 0 adds the BatchNorm prior at that fixed weight to every run (with ``bn_statistics=``: the
     client's batch statistics, ``fedsim.attacks.inversion.bn_buffers``)."""
-    from fedsim.attacks.inversion import invert  # the registry module imports this one
-
     if "regularizers" in options:
         raise ValueError("ig-auto chooses the TV weight itself; use 'ig' for a fixed regularizers= (or tv_grid=)")
     if not tv_grid:
@@ -68,8 +68,6 @@ def tv_grid_as_restarts(grid: Sequence[float], bn: dict | None = None, **call: A
     """One ``ig`` call whose R restarts are the R weights of ``grid`` (one shared initial point, each restart with
     its own TV weight, plus ``bn`` in every one); the trace's options hold ``restart_losses`` and ``restart_inputs``
     in grid order. Shared by ``ig-auto``'s ``batched=True`` and ``ig-shadow``'s shadow grid."""
-    from fedsim.attacks.inversion import invert  # the registry module imports this one
-
     bn = dict(bn or {})
     return invert("ig", regularizers={"tv": float(grid[0]), **bn}, restarts=len(grid), shared_init=True,
                   restart_regularizers=[{"tv": float(tv), **bn} for tv in grid], return_result=True, **call)
@@ -91,3 +89,19 @@ def _batched(*, tv_grid: Sequence[float], bn: dict, want_trace: bool, **kwargs: 
     return replace(trace, method="ig-auto", options={**options, "regularizers": {"tv": chosen, **bn},
                                                      "tv_chosen": chosen, "tv_criterion": criterion,
                                                      "batched": True})
+
+
+def tuning_signals(trace: Any, k: int) -> list[str]:
+    """``ig-auto``'s trace, read live: the TV weight its gradient match chose."""
+    options = getattr(trace, "options", {}) or {}
+    if "tv_criterion" not in options:
+        return []
+    return [f"self-tuned: TV {options['tv_chosen']:g} by the gradient match"]
+
+
+# self-tuned ig: the TV weight chosen per update by the gradient match, no ground truth
+INVERSION_METHODS.register(inversion_record(
+    "ig-auto", "Geiping et al. (NeurIPS 2020), the TV weight chosen per update by its own gradient match",
+    "ig at every TV weight of tv_grid= (0.02, 0.2, 0.5, 1, 2); the reconstruction whose gradient matches the update "
+    "best (cosine, no prior term: a number the server has) wins; 5x ig's cost",
+    run=ig_auto, needs=(Need.CLIENT_SCHEDULE,), traces=True, trace_signals=tuning_signals))

@@ -62,18 +62,21 @@ class EngineRun:
 def inversion_record(name: str, paper: str, summary: str, spec: InversionSpec | None = None,
                     run: Callable[..., Any] | None = None, kind: str = "inversion", needs: tuple[str, ...] = (),
                     model_tv: bool = False, applies: Callable[[ClientUpdate], Optional[str]] | None = None,
-                    traces: bool = False) -> AttackMethod:
+                    traces: bool = False, signals: tuple[str, ...] = (),
+                    trace_signals: Callable[[Any, int], list[str]] | None = None) -> AttackMethod:
     """The ``AttackMethod`` record of an inversion method: an engine ``spec`` (an optimisation method, which
     also needs the client's schedule: FedAvg targets are built from it) or a ``run`` callable (a closed form,
     or a generative method of ``kind="generative"``). Engine and generative methods return a trace when asked
-    (``traces``); a ``run`` that does too says so with ``traces=True``."""
+    (``traces``); a ``run`` that does too says so with ``traces=True``. ``signals`` / ``trace_signals``: what it
+    reports (``AttackMethod``)."""
     if (spec is None) == (run is None):
         raise ValueError(f"{name}: give exactly one of spec= and run=")
     if spec is not None:
         run, needs = EngineRun(name, spec, model_tv), ("client schedule", *needs)
     extra = {"applies": applies} if applies is not None else {}
     traces = traces or spec is not None or kind == "generative"
-    return AttackMethod(name, kind, paper, summary, run, needs=tuple(needs), traces=traces, **extra)
+    return AttackMethod(name, kind, paper, summary, run, needs=tuple(needs), traces=traces, signals=tuple(signals),
+                        trace_signals=trace_signals, **extra)
 
 
 def has_bn_statistics(update: ClientUpdate) -> Optional[str]:
@@ -201,44 +204,17 @@ INVERSION_METHODS = Registry("attack.inversion", ("inversion", "generative"), ch
 ])
 
 
-def _lazy(module: str, attr: str) -> Callable[..., Any]:
-    """Import on first call: fedsim.attacks.generative imports this package (no import cycle at load time)."""
-    def run(**kwargs):
-        import importlib
-
-        return getattr(importlib.import_module(module), attr)(**kwargs)
-    return run
+# The methods built on other methods register their records where they are defined, so this module imports none
+# of them: ig-auto (fedsim.attacks.inversion.autotune), ig-shadow (fedsim.attacks.inversion.shadow), ggl and gias
+# (fedsim.attacks.generative.invert); the package fedsim.attacks.inversion imports those modules after this one.
 
 
-# generative-prior methods (attacks/generative): options prior_path=, latent_dim=, ... (fedsim.attacks.generative.OPTIONS)
-INVERSION_METHODS.register(inversion_record(
-    "ggl", "Li et al.: Auditing Privacy Defenses in FL via Generative Gradient Leakage (CVPR 2022)",
-    "optimise the latent code of a generator (VAE decoder trained by the server on public aux data, "
-    "prior_path=) to match the gradient (cosine), Adam with restarts, labels given",
-    run=_lazy("fedsim.attacks.generative.invert", "invert_ggl"), kind="generative", needs=("trained prior",)))
-INVERSION_METHODS.register(inversion_record(
-    "gias", "Jeon et al.: Gradient Inversion with Generative Image Prior (NeurIPS 2021)",
-    "ggl's latent search, then the generator's weights are optimised too (gias_fraction of the steps)",
-    run=_lazy("fedsim.attacks.generative.invert", "invert_gias"), kind="generative", needs=("trained prior",)))
-# self-tuned ig (attacks/inversion/autotune.py): the TV weight chosen per update by the gradient match, no ground truth
-INVERSION_METHODS.register(inversion_record(
-    "ig-auto", "Geiping et al. (NeurIPS 2020), the TV weight chosen per update by its own gradient match",
-    "ig at every TV weight of tv_grid= (0.02, 0.2, 0.5, 1, 2); the reconstruction whose gradient matches the update "
-    "best (cosine, no prior term: a number the server has) wins; 5x ig's cost",
-    run=_lazy("fedsim.attacks.inversion.autotune", "ig_auto"), needs=("client schedule",), traces=True))
-
-# shadow-calibrated ig (attacks/inversion/shadow.py): the TV weight chosen on an update the server simulates from
-# its public split at the client's schedule (the shadow truth is the server's own data, never the client's)
-INVERSION_METHODS.register(inversion_record(
-    "ig-shadow", "Geiping et al. (NeurIPS 2020), the TV weight and step size calibrated on a shadow update "
-    "(shadow training: Shokri et al., IEEE S&P 2017)",
-    "simulate the client's update on K public images (its lr, local steps, batch size), run ig at every step size "
-    "of lr_grid= (0.1, 0.3, 1) and TV weight of tv_grid= on it (widened past an edge the shadow picks, "
-    "extend_edges=; the client's update defenses applied to the shadow update, a sparsified one matched on its "
-    "sent coordinates), attack the real update with the pair that reconstructed the shadow batch best (PSNR "
-    "against the server's own images); 11-22x one ig run on small models (CPU)",
-    run=_lazy("fedsim.attacks.inversion.shadow", "ig_shadow"),
-    needs=("public split", "client schedule", "defense settings", "calibration cache"), traces=True))
+def invert(method: str, *, model, gradients=None, labels=None, input_shape, steps: int = 1000,
+           mean=(0.0,), std=(1.0,), seed: int = 0, **options: Any) -> Any:
+    """Run a registered inversion method; returns the reconstruction [K, C, H, W] in model space, or its
+    ``InversionTrace`` with ``return_result=True`` (an unknown name: the registry's one-line ``ConfigError``)."""
+    return INVERSION_METHODS[method](model=model, gradients=gradients, labels=labels, input_shape=input_shape,
+                                     steps=steps, mean=mean, std=std, seed=seed, **options)
 
 
 def register_inversion_method(record: AttackMethod) -> AttackMethod:

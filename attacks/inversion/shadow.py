@@ -39,6 +39,8 @@ from torch import nn
 from fedsim.attacks.inversion.autotune import TV_GRID, tv_grid_as_restarts
 from fedsim.attacks.inversion.calibration import Calibration, CalibrationCache, calibration_key
 from fedsim.attacks.inversion.core import InversionTrace
+from fedsim.attacks.inversion.methods import INVERSION_METHODS, inversion_record, invert
+from fedsim.attacks.records import Need
 from fedsim.attacks.local_replay import LocalReplay
 from fedsim.core.errors import AttackNotApplicable
 from fedsim.core.metrics.images import align, psnr_matrix, to_pixels
@@ -140,8 +142,6 @@ def choose_tv(*, model: nn.Module, aux: tuple[torch.Tensor, torch.Tensor], label
     ``defense`` (a ``fedsim.attacks.defense_view.ShadowDefense``): the client's update defenses, applied to each
     shadow update with the server's own noise draws before the grid attacks it. ``prepared``: the
     :func:`shadow_updates` of an earlier call with the same model, split, seed and schedule (reused, not redrawn)."""
-    from fedsim.attacks.inversion import invert  # the registry module imports this one
-
     schedule = dict(schedule or {})
     if prepared is None:
         prepared = shadow_updates(model=model, aux=aux, labels=labels, k=k, seed=seed, shadows=shadows,
@@ -200,8 +200,6 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
     calibration is looked up by (model state, K, schedule, defense, settings) and computed only on a miss, on a
     shadow batch drawn without the restored labels (a function of the key alone, so every attacked update of a
     round shares it); the trace then records ``calibration_reused``."""
-    from fedsim.attacks.inversion import invert
-
     if "regularizers" in options:
         raise ValueError("ig-shadow chooses the TV weight itself; use 'ig' for a fixed regularizers=")
     if not tv_grid:
@@ -268,3 +266,32 @@ def ig_shadow(*, model, gradients=None, labels=None, input_shape: Sequence[int],
                             **({} if reused is None else {"calibration_reused": reused}),
                             **({"shadow_defense": shadow_defense.describe(),
                                 "distance": options.get("distance", "cosine")} if shadow_defense is not None else {})})
+
+
+def calibration_signals(trace: Any, k: int) -> list[str]:
+    """``ig-shadow``'s trace, read live: the TV weight and step size its shadow calibration chose."""
+    options = getattr(trace, "options", {}) or {}
+    if "tv_shadow_psnr" not in options:
+        return []
+    defended = " (defended as the client's)" if "shadow_defense" in options else ""
+    masked = "; matched on the sent coordinates only" if options.get("distance") == "cosine-masked" else ""
+    step = f", step size {options['attack_lr_chosen']:g}" if "attack_lr_chosen" in options else ""
+    shared = {True: " (the calibration of this model and schedule, reused)",
+              False: " (calibrated here for this model and schedule)"}.get(options.get("calibration_reused"), "")
+    return [f"shadow calibration: TV {options['tv_chosen']:g}{step} reconstructed a simulated update{defended} of "
+            f"{k} public images best{masked}{shared}"]
+
+
+# shadow-calibrated ig: the TV weight chosen on an update the server simulates from its public split at the
+# client's schedule (the shadow truth is the server's own data, never the client's)
+INVERSION_METHODS.register(inversion_record(
+    "ig-shadow", "Geiping et al. (NeurIPS 2020), the TV weight and step size calibrated on a shadow update "
+    "(shadow training: Shokri et al., IEEE S&P 2017)",
+    "simulate the client's update on K public images (its lr, local steps, batch size), run ig at every step size "
+    "of lr_grid= (0.1, 0.3, 1) and TV weight of tv_grid= on it (widened past an edge the shadow picks, "
+    "extend_edges=; the client's update defenses applied to the shadow update, a sparsified one matched on its "
+    "sent coordinates), attack the real update with the pair that reconstructed the shadow batch best (PSNR "
+    "against the server's own images); 11-22x one ig run on small models (CPU)",
+    run=ig_shadow,
+    needs=(Need.PUBLIC_SPLIT, Need.CLIENT_SCHEDULE, Need.DEFENSE_SETTINGS, Need.CALIBRATION_CACHE), traces=True,
+    trace_signals=calibration_signals))

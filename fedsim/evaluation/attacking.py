@@ -73,16 +73,12 @@ def data_spec(cfg: ExperimentConfig, plan=None):
     the config's), the server's public labelled split (the held-out half of the test split,
     ``fedsim.attacks.generative.aux_split``: never any client's data)."""
     from fedsim.attacks.generative import aux_split
-    from fedsim.attacks.inversion import INVERSION_METHODS
-    from fedsim.attacks.labels import LABEL_METHODS
     from fedsim.attacks.pipeline import DataSpec
 
     ds = dataset(cfg)
     labels = plan.label_methods if plan is not None else label_method_names(cfg)
     inversion = plan.inversion if plan is not None else cfg.attack.inversion
-    needed = (set(labels) & LABEL_METHODS.needing("public split")
-              or inversion in INVERSION_METHODS.needing("public split"))
-    public = aux_split(ds) if needed else None
+    public = aux_split(ds) if _needs_public_split(labels, inversion) else None
     return DataSpec(tuple(ds.input_shape), ds.num_classes, tuple(ds.mean), tuple(ds.std), public_aux=public)
 
 
@@ -99,11 +95,16 @@ def data_spec_of(cfg: ExperimentConfig, facts: Mapping[str, Any]):
 
 def needs_public_split(plan) -> bool:
     """Whether a method of ``plan`` needs the server's public labelled split."""
+    return _needs_public_split(plan.label_methods, plan.inversion)
+
+
+def _needs_public_split(labels, inversion) -> bool:
     from fedsim.attacks.inversion import INVERSION_METHODS
     from fedsim.attacks.labels import LABEL_METHODS
+    from fedsim.attacks.records import Need
 
-    return bool(set(plan.label_methods) & LABEL_METHODS.needing("public split")
-                or plan.inversion in INVERSION_METHODS.needing("public split"))
+    return bool(set(labels) & LABEL_METHODS.needing(Need.PUBLIC_SPLIT)
+                or inversion in INVERSION_METHODS.needing(Need.PUBLIC_SPLIT))
 
 
 def generative_options(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -132,6 +133,7 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
     import torch
 
     from fedsim.attacks.inversion import INVERSION_METHODS
+    from fedsim.attacks.records import Need
     from fedsim.attacks.pipeline import attack_update
     from fedsim.core.captures import load_update
     from fedsim.core.faults_spec import parse_faults
@@ -147,7 +149,7 @@ def attack_and_score(capture: str | Path, flat_config: dict[str, Any], run_dir: 
         raise RuntimeError(f"injected attack crash: round {update.server_round} client {update.client_id}")
     plan = plan if plan is not None else plan_from_config(cfg)
     spec = data_spec_of(cfg, data) if data is not None else data_spec(cfg, plan)
-    if plan.inversion is not None and "trained prior" in INVERSION_METHODS[plan.inversion].needs:
+    if plan.inversion is not None and Need.TRAINED_PRIOR in INVERSION_METHODS[plan.inversion].needs:
         import dataclasses
 
         plan = dataclasses.replace(plan, inversion_options={**plan.inversion_options,

@@ -35,8 +35,9 @@ def check_attack_inputs(cfg: ExperimentConfig, run_dir: str | Path, files: bool 
 
 def _check_prior(cfg: ExperimentConfig, inversion: str | None, run_dir: Path) -> None:
     from fedsim.attacks.inversion import INVERSION_METHODS
+    from fedsim.attacks.records import Need
 
-    if inversion is None or "trained prior" not in INVERSION_METHODS[inversion].needs:
+    if inversion is None or Need.TRAINED_PRIOR not in INVERSION_METHODS[inversion].needs:
         return
     from fedsim.attacks.generative import DEFAULT_ARCH, arch_prior_path, default_prior_path, parse_archs
 
