@@ -26,7 +26,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not deployment"
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/federation.py
+	$(BIN)/python -m benchmarks.federation
 
 clean:
 	rm -rf runs .pytest_cache

@@ -2,7 +2,7 @@
 does the server-side rule (probe runs, the strongest prior within 25% of the best gradient match) pick its weight
 as well as an oracle would?
 
-    nice -n 10 python benchmarks/bn_buffers.py [--steps 200] [--seeds 0 1] [--out docs/benchmarks/bn_buffers.md]
+    nice -n 10 .venv/bin/python -m benchmarks.bn_buffers [--steps 200] [--seeds 0 1] [--out docs/benchmarks/bn_buffers.md]
 
 Victims: real CIFAR-10 test images from the foolbox wheel (8 per case, a different 8 per seed); an untrained
 ConvNet with BatchNorm (width 16) in train mode; the client trains 1 step (FedSGD) or 4 steps on its batch of 8
@@ -18,7 +18,6 @@ the mean over images after the optimal assignment.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks import harness as h
 from fedsim.attacks.gradients import fake_gradient
 from fedsim.attacks.inversion import INVERSION_METHODS, invert
 from fedsim.attacks.inversion.bn_buffers import BN_GRID, _engine_options, auto_bn_options, statistics_from_update
@@ -149,9 +149,7 @@ def render(cases: list[dict], args, seconds: float) -> str:
     return "\n".join([
         "# BatchNorm statistics from the sent buffers (issue 24)", "",
         "Command (2-core CPU, no GPU, torch 1 thread):", "",
-        f"    nice -n 10 python benchmarks/bn_buffers.py --steps {args.steps} --seeds "
-        f"{' '.join(map(str, args.seeds))} --local-steps {' '.join(map(str, args.local_steps))} --model {args.model}"
-        + (" --append" if args.append else ""), "",
+        f"    nice -n 10 {args.command}", "",
         f"Model: {args.model}; total {seconds:.0f} s.", "",
         *([] if args.append else [__doc__.split(chr(10) * 2)[2].strip(), ""]),
         f"`ig`, {args.steps} iterations, PSNR (dB) per weight of the grid {tuple(grid)}:", "", *rows, "",
@@ -162,15 +160,12 @@ def render(cases: list[dict], args, seconds: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser = h.parser(__doc__, steps=200, seed_list=[0, 1], threads=1, out=None)
     parser.add_argument("--local-steps", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--model", choices=("convnet", "resnet18"), default="convnet")
-    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--append", action="store_true", help="append the tables to --out (a second model)")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    args = h.parse(parser)
+    args.out = Path(args.out) if args.out not in (None, "None") else None
     t0 = time.perf_counter()
     cases = [run_case(t, seed, args.steps, BN_GRID, args.model) for t in args.local_steps for seed in args.seeds]
     page = render(cases, args, time.perf_counter() - t0)

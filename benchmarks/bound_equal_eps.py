@@ -12,21 +12,20 @@ candidates' clipped gradients ``g_c`` orthonormal with norm C = 1; the attack is
 (setting, kappa) with 95 % Clopper-Pearson intervals. The measurement is a simulation of the release model, not a
 federation (``configs/sweep_bound.toml`` measures fedsim's own DP-SGD updates).
 
-    python benchmarks/bound_equal_eps.py --out docs/benchmarks
+    .venv/bin/python -m benchmarks.bound_equal_eps --out benchmarks/results
 
 writes ``bound_equal_eps.png`` and ``bound_equal_eps.json`` and prints the table.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import harness
 from fedsim.core.reconstruction_bound import Mechanism, clopper_pearson, reconstruction_bound
 
 SETTINGS = ((1.0, 1), (0.1, 100), (0.01, 1000))  # (q, steps): one full-batch release ... many small-batch steps
@@ -75,12 +74,11 @@ def simulate(sigma: float, q: float, steps: int, candidates: int, trials: int, s
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = harness.parser(__doc__, out=harness.RESULTS)
     ap.add_argument("--epsilon", type=float, default=8.0)
     ap.add_argument("--delta", type=float, default=1e-5)
     ap.add_argument("--trials", type=int, default=1000)
-    ap.add_argument("--out", default="docs/benchmarks")
-    args = ap.parse_args()
+    args = harness.parse(ap)
     t0 = time.perf_counter()
     rows = []
     for i, (q, steps) in enumerate(SETTINGS):
@@ -98,9 +96,8 @@ def main() -> None:
     seconds = time.perf_counter() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"epsilon": args.epsilon, "delta": args.delta, "trials": args.trials, "seconds": round(seconds, 1),
-            "command": "python benchmarks/bound_equal_eps.py --out docs/benchmarks"}
-    (out / "bound_equal_eps.json").write_text(json.dumps({**meta, "settings": rows}, indent=1) + "\n")
+    harness.write_json(out / "bound_equal_eps.json", rows, args.command, epsilon=args.epsilon, delta=args.delta,
+                 trials=args.trials, seconds=round(seconds, 1))
     _figure(rows, args, out / "bound_equal_eps.png")
     print(f"| q | steps | sigma | epsilon | " + " | ".join(f"bound at kappa 1/{round(1 / k)}" for k in KAPPAS)
           + " | " + " | ".join(f"measured at 1/{round(1 / k)} [95% CP]" for k in MEASURE_KAPPAS) + " |")

@@ -7,15 +7,14 @@ setting (the model does not depend on sigma), with ``--releases`` fresh Poisson 
 noises per sigma. The rate is set beside the DP bound of the game (sampling kept) and of the same release with the
 target known to be in the batch.
 
-    python benchmarks/bound_oracle_mc.py 100
+    .venv/bin/python -m benchmarks.bound_oracle_mc 100
 """
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
+from benchmarks import harness as h
 from fedsim.core.experiment import client_data, make_model, test_data
 from fedsim.core.reconstruction_bound import Mechanism, clopper_pearson, reconstruction_bound
 from fedsim.evaluation.prior_aware import per_example_gradients, prior_aware_guess
@@ -49,4 +48,6 @@ def main(releases: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100)
+    p = h.parser(__doc__)
+    p.add_argument("releases", type=int, nargs="?", default=100, help="fresh releases per sigma (default 100)")
+    main(h.parse(p).releases)

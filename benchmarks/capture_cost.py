@@ -1,6 +1,6 @@
 """Benchmark: the curious server's per-update capture cost, measured in-process (no Ray noise).
 
-    .venv/bin/python benchmarks/capture_cost.py [--repeats 200]
+    .venv/bin/python -m benchmarks.capture_cost [--repeats 200]
 
 Builds the ``ClientUpdate`` of one FedAvg client of the benchmark federation (ConvNet width 16, MNIST subset),
 then times, side by side and interleaved, (a) what capture adds on the server: ``CaptureWriter``, one
@@ -11,7 +11,6 @@ adds per update relative to the client's own work.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -19,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
+from benchmarks import harness as h
 from fedsim.core.config import load_config  # noqa: E402
 from fedsim.core.experiment import client_data, local_seed, make_model  # noqa: E402
 from fedsim.core.training import train_locally  # noqa: E402
@@ -29,12 +27,10 @@ from fedsim.server.sinks import CaptureWriter  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=100)
+    parser = h.parser(__doc__, repeats=100, threads=1)
     parser.add_argument("--clients", type=int, default=10)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    cfg = load_config(ROOT / "configs" / "smoke.toml", {"run.num_clients": args.clients, "model.width": 16,
+    args = h.parse(parser)
+    cfg = load_config(h.ROOT / "configs" / "smoke.toml", {"run.num_clients": args.clients, "model.width": 16,
                                                          "data.alpha": 0.5, "data.max_examples_per_client": 0,
                                                          "train.batch_size": 32, "train.lr": 0.05})
     x, y = client_data(cfg, 0, args.clients)

@@ -8,16 +8,16 @@ holds exactly these tensors), so it needs server-side clipping (the captures hol
 update of consecutive rounds captured: run with ``capture.rounds=all capture.clients=all`` (the default captures
 only what the attack selects).
 
-    .venv/bin/python benchmarks/central_dp_noise.py runs/cdp      # docs/reliability.md, "Central DP under faults"
+    .venv/bin/python -m benchmarks.central_dp_noise runs/cdp      # docs/reliability.md, "Central DP under faults"
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
+from benchmarks import harness as h
 from fedsim.core.accounting import central_dp_releases_epsilon
 from fedsim.core.captures import iter_captures, load_update
 from fedsim.core.config import load_config
@@ -27,9 +27,9 @@ from fedsim.core.runfolder import RunFolder
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = h.parser(__doc__)
     ap.add_argument("run", help="a run folder of a central-DP run with server-side clipping and captures")
-    args = ap.parse_args(argv)
+    args = h.parse(ap, argv)
     cfg = load_config(f"{args.run}/config.toml")
     if cfg.defense.central_dp.clipping != "server":
         ap.error(f"{args.run}: defense.central_dp.clipping is {cfg.defense.central_dp.clipping!r}, not 'server'")

@@ -1,7 +1,7 @@
 """Refuse a run whose attack rows are not fully scored: the check ``benchmarks/gpu_check.sh`` applies to its live
 CUDA federation (issue 33), usable on any run folder.
 
-    .venv/bin/python benchmarks/check_run_rows.py RUN_DIR [--no-identifiability]
+    .venv/bin/python -m benchmarks.check_run_rows RUN_DIR [--no-identifiability]
 
 Exit 0 when the run has at least one inversion row and every inversion row is ``ok`` with PSNR, SSIM and
 identifiability (``ident_class_acc``, ``ident_reid_acc``), and no row carries a ``score_error`` or is an
@@ -12,11 +12,11 @@ cannot tell a scored run from a broken one: this reads the rows.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Iterable
 
+from benchmarks import harness as h
 from fedsim.core.rows import AttackErrorRow, AttackRow, InversionRow, Row
 from fedsim.core.runfolder import RunFolder
 
@@ -53,10 +53,10 @@ def offending_rows(rows: Iterable[Row], identifiability: bool = True) -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = h.parser(__doc__)
     p.add_argument("run_dir")
     p.add_argument("--no-identifiability", action="store_true", help="require PSNR and SSIM only")
-    args = p.parse_args(argv)
+    args = h.parse(p, argv)
     folder = RunFolder(Path(args.run_dir))
     if not folder.metrics.is_file():
         print(f"check_run_rows: {folder.metrics} does not exist", file=sys.stderr)

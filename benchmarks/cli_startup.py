@@ -1,6 +1,6 @@
 """Benchmark: how long the ``fedsim`` CLI takes to answer, timed as whole processes.
 
-    .venv/bin/python benchmarks/cli_startup.py [--runs 5] [--root DIR]
+    .venv/bin/python -m benchmarks.cli_startup [--runs 5] [--root DIR]
 
 Times, interleaved and after one warm-up each, ``fedsim --help`` and a bad-config error
 (``fedsim run configs/smoke.toml --set train.lr=-1``, exit 2) as ``python -m fedsim.lab.cli ...`` subprocesses,
@@ -11,7 +11,6 @@ there), e.g. one exported from an older commit with ``git archive`` for a before
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -20,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import ROOT, parse, parser
 
 CASES: dict[str, tuple[list[str], int]] = {
     "fedsim --help": (["--help"], 0),
@@ -41,10 +40,10 @@ def time_once(argv: list[str], expected: int, root: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="counted runs of each command (default 5)")
-    parser.add_argument("--root", type=Path, default=ROOT, help="project checkout to time (default this one)")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--runs", type=int, default=5, help="counted runs of each command (default 5)")
+    p.add_argument("--root", type=Path, default=ROOT, help="project checkout to time (default this one)")
+    args = parse(p)
     root = args.root.resolve()
     for argv, expected in CASES.values():  # warm-up: page cache, .pyc files
         time_once(argv, expected, root)

@@ -1,6 +1,6 @@
 """One peer cell on a device: fedsim ``ig`` (and breaching's IG when installed) on the held-out small CNN, batch 8.
 
-    .venv/bin/python benchmarks/gpu_check.py --device cuda [--steps 300] [--json FILE]
+    .venv/bin/python -m benchmarks.gpu_check --device cuda [--steps 300] [--json FILE]
 
 Prints the card's name, PSNR and seconds per iteration of each attacker on the device, and fedsim's on the CPU for
 the ratio. The reconstruction is scored on the device it was made on. Part of ``benchmarks/gpu_check.sh`` (the prepared check for a machine with a GPU).
@@ -8,14 +8,14 @@ the ratio. The reconstruction is scored on the device it was made on. Part of ``
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
 
-import peers  # benchmarks/ is the script's own folder
+from benchmarks import harness as h
+from benchmarks import peers
 from fedsim.attacks.inversion import invert
 
 
@@ -41,12 +41,9 @@ def fedsim_cell(device: torch.device, k: int, steps: int, seed: int = 0) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
-    p.add_argument("--steps", type=int, default=300)
+    p = h.parser(__doc__, device="cuda", steps=300, json=None)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
+    args = h.parse(p, argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch.cuda.is_available() is False on this machine")

