@@ -130,7 +130,7 @@ def test_check_says_valid_first_then_what_runs_and_no_toml_without_full(capsys) 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "valid: configs/smoke.toml can run (preflight ok)"
     assert lines[1] == "runs: 3 clients x 2 rounds of fedavg (3 trained per round); attacked updates: 6 (rounds 1, 2)"
-    assert lines[2] == "methods: labels ilrg, ilrg-refine, gi; inversion ig (60 steps, up to 16 images)"
+    assert lines[2] == "methods: labels ilrg, ilrg-refine, gi; inversion ig (60 steps on 64 images)"  # FedAvg: 64
     assert lines[3].startswith("time (estimate, a simple model") and "about " in lines[3]
     assert lines[4].startswith("expected disk use (estimate)")
     assert "  train.lr = 0.2 (default 0.05)" in lines and "  run.num_rounds = 2 (default 3)" in lines
@@ -161,3 +161,15 @@ def test_the_attack_queue_model_known_answers() -> None:
                      "attack.clients": "0,1,2,3", "attack.max_attacks": 3})
     assert attacked_per_round(cfg) == [0.0, 2.0, 0.0, 1.0]  # 4 selected x 5/10 sampled, capped at 3 in all
     assert START_S > 0
+
+
+def test_an_inversion_that_cannot_apply_is_said_and_costs_nothing() -> None:
+    """FedAvg updates of 64 examples with attack.max_inversion_images = 16: the pipeline refuses them (not
+    applicable), so the estimate prices no inversion and the methods line says why."""
+    from fedsim.core.config import load_config
+    from fedsim.lab.check_plan import LABEL_S, DEFAULT_LABEL_S, attack_seconds, methods_line
+
+    cfg = load_config("configs/smoke.toml", {"attack.max_inversion_images": "16"})
+    assert "not applicable" in methods_line(cfg)
+    labels = sum(LABEL_S.get(m, DEFAULT_LABEL_S) for m in ("ilrg", "ilrg-refine", "gi"))
+    assert attack_seconds(cfg, 1.0) == (labels, ())

@@ -74,6 +74,8 @@ class TimeEstimate:
 def duration(seconds: float) -> str:
     """``45 s``, ``3 min 20 s``, ``2 h 05 min``."""
     s = int(round(seconds))
+    if seconds < 0.5:
+        return "under 1 s"
     if s < 60:
         return f"{s} s"
     if s < 3600:
@@ -154,11 +156,22 @@ def _samples_per_round(cfg: ExperimentConfig) -> float:
 
 
 def _inversion_images(cfg: ExperimentConfig) -> int:
-    """Images an inversion reconstructs per update: the update's batch (FedSGD) or examples, capped by
-    ``attack.max_inversion_images``."""
-    batch = cfg.train.batch_size
+    """Images an inversion reconstructs per update: the examples the update covers (a FedSGD batch; under FedAvg
+    every example the client trained on, its partition or ``train.max_local_steps`` batches), for the median
+    client. More than ``attack.max_inversion_images`` and the inversion does not apply: 0."""
+    from statistics import median
+
+    from fedsim.core.experiment import client_indices
+
+    n = cfg.run.num_clients
+    size = int(median(len(client_indices(cfg, c, n)) for c in range(n)))
+    b = cfg.train.batch_size
+    if cfg.train.algorithm == "fedsgd":
+        covered = min(b, size)
+    else:
+        covered = min(size, cfg.train.max_local_steps * b) if cfg.train.max_local_steps else size
     cap = cfg.attack.max_inversion_images
-    return min(batch, cap) if cap else batch
+    return covered if not cap or covered <= cap else 0
 
 
 def attack_seconds(cfg: ExperimentConfig, ratio: float) -> tuple[float, tuple[str, ...]]:
@@ -220,9 +233,11 @@ def methods_line(cfg: ExperimentConfig) -> str:
     if not cfg.attack.enabled:
         return "methods: none (attack.enabled = false; fedsim attack RUN replays attacks on the captures later)"
     inv = inversion_method(cfg)
-    return (f"methods: labels {', '.join(label_methods(cfg)) or 'none'}; inversion "
-            + (f"{inv} ({cfg.attack.inversion_steps} steps, up to {_inversion_images(cfg)} images)" if inv
-               else "none"))
+    images = _inversion_images(cfg) if inv else 0
+    what = (f"{inv} ({cfg.attack.inversion_steps} steps on {images} images)" if images else
+            f"{inv} (not applicable: an update covers more examples than attack.max_inversion_images = "
+            f"{cfg.attack.max_inversion_images})" if inv else "none")
+    return f"methods: labels {', '.join(label_methods(cfg)) or 'none'}; inversion {what}"
 
 
 def _toml_value(value: Any) -> str:

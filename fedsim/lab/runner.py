@@ -55,6 +55,7 @@ def _progress(out: Path, proc: subprocess.Popen, cfg: ExperimentConfig, quiet: b
                   TextColumn("{task.fields[status]}"), TimeElapsedColumn()) as bar:
         task = bar.add_task("rounds", total=cfg.run.num_rounds, status="starting Flower...")
         attacks = None  # the attack queue's bar (fedsim.lab.attack_queue), once an attack is selected
+        polls = 0  # the queue lists captures/: read every 4th poll
         while True:
             running = proc.poll() is None
             every = folder.rows()
@@ -65,7 +66,8 @@ def _progress(out: Path, proc: subprocess.Popen, cfg: ExperimentConfig, quiet: b
                 bar.update(task, completed=last.round,
                            status=f"test acc {last.test_accuracy:.3f}  loss {last.test_loss:.3f}"
                            + ("  (training done)" if trained and running else ""))
-            queue = queue_of_config(folder, every, cfg)
+            polls += 1
+            queue = queue_of_config(folder, every, cfg) if polls % 4 == 1 or not running else None  # every 2 s
             if queue is not None:
                 if attacks is None:
                     attacks = bar.add_task("attacks", total=queue.total, status="")
