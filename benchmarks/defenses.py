@@ -1,10 +1,10 @@
 """Learning-rate (and clip-norm) selection for the defense sweeps, on a validation split the attacks never see;
 and the markdown table of a finished sweep (docs/benchmarks/defenses.md).
 
-    .venv/bin/python benchmarks/defenses.py tune --families none,topk_0.1 --out T.json   # grid per family
-    .venv/bin/python benchmarks/defenses.py tune --families dp_sgd_1 --pairs 0.1:1.0,0.03:1.0 --out T.json
-    .venv/bin/python benchmarks/defenses.py table runs/sweep_frontier/sweep.jsonl
-    .venv/bin/python benchmarks/defenses.py heldout runs/sweep_frontier    # held-out-half accuracy of old runs
+    .venv/bin/python -m benchmarks.defenses tune --families none,topk_0.1 --out T.json   # grid per family
+    .venv/bin/python -m benchmarks.defenses tune --families dp_sgd_1 --pairs 0.1:1.0,0.03:1.0 --out T.json
+    .venv/bin/python -m benchmarks.defenses table runs/sweep_frontier/sweep.jsonl
+    .venv/bin/python -m benchmarks.defenses heldout runs/sweep_frontier    # held-out-half accuracy of old runs
 
 Validation split: the ODD-indexed half of the dataset's test split (``test_x[1::2]``). The curious server's public
 auxiliary split is the EVEN-indexed half (``fedsim.attacks.generative.aux_split``, ``aux_part="test-half"``), and clients
@@ -21,7 +21,6 @@ Score: mean validation accuracy over the last 10 rounds (less noisy than the las
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -31,13 +30,12 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from fedsim.core.config import flatten, from_flat, read_toml  # noqa: E402
-from fedsim.core import experiment as E  # noqa: E402
-from fedsim.core.defense.registry import train_defended  # noqa: E402
-from fedsim.core.defense.update import apply_update, clip_update, defend_weights, update_of  # noqa: E402
-from fedsim.core.training import evaluate  # noqa: E402
+from benchmarks import harness as h
+from fedsim.core.config import flatten, from_flat, read_toml
+from fedsim.core import experiment as E
+from fedsim.core.defense.registry import train_defended
+from fedsim.core.defense.update import apply_update, clip_update, defend_weights, update_of
+from fedsim.core.training import evaluate
 
 # setting family -> (config overrides, grid of extra tuned keys); train.lr is always tuned
 LRS = (0.03, 0.1, 0.3, 1.0)
@@ -199,10 +197,10 @@ def heldout(sweep_dir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = h.parser(__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("tune", help="pick train.lr (and the clip norm of DP kinds) per setting family")
-    t.add_argument("--base", default=str(ROOT / "configs" / "defense_fedsgd.toml"))
+    t.add_argument("--base", default=str(h.ROOT / "configs" / "defense_fedsgd.toml"))
     t.add_argument("--families", default=",".join(GRIDS), help=f"comma-separated of {', '.join(GRIDS)}")
     t.add_argument("--rounds", type=int, default=0, help="rounds (default: the base's run.num_rounds)")
     t.add_argument("--out", default="", help="JSON file (updated in place, one entry per family)")
@@ -213,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     tb.add_argument("jsonl")
     ho = sub.add_parser("heldout", help="held-out-half test accuracy of a finished sweep's runs (post hoc)")
     ho.add_argument("sweep_dir")
-    args = p.parse_args(argv)
+    args = h.parse(p, argv)
     if args.cmd == "table":
         print(table(Path(args.jsonl)))
         return 0

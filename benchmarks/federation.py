@@ -1,7 +1,7 @@
 """Benchmark: wall time per round and peak memory of a real Flower simulation (Ray backend), 10 and 100
 clients, FedAvg on the MNIST subset with a small CNN; capture off vs capture on vs capture + attacks.
 
-    .venv/bin/python benchmarks/federation.py [--rounds 3] [--clients 10 100] [--modes off capture attack]
+    .venv/bin/python -m benchmarks.federation [--rounds 3] [--clients 10 100] [--modes off capture attack]
 
 Round time = median of the differences between consecutive utility rows' timestamps (round 1 onward, so Ray
 start-up is excluded). Peak memory = peak RSS summed over the process tree, sampled every 0.2 s. Settings are
@@ -10,22 +10,19 @@ run interleaved (off, capture, attack, off, ...) so that drift on the machine hi
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from fedsim.core.config import load_config  # noqa: E402
-from fedsim.core.results import read_jsonl  # noqa: E402
-from fedsim.lab.runner import run_federation  # noqa: E402
+from benchmarks import harness as h
+from benchmarks.harness import ROOT
+from fedsim.core.config import load_config
+from fedsim.core.results import read_jsonl
+from fedsim.lab.runner import run_federation
 
 MODES = {
     "off": {"capture.enabled": False, "attack.enabled": False},
@@ -85,13 +82,11 @@ def measure(clients: int, rounds: int, mode: str, workdir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = h.parser(__doc__, repeats=1, json=h.RESULTS / "federation.json")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--modes", nargs="+", default=list(MODES))
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--json", default=str(ROOT / "docs" / "benchmarks" / "federation.json"))
-    args = parser.parse_args()
+    args = h.parse(parser)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for clients in args.clients:
@@ -100,10 +95,7 @@ def main() -> None:
                     row = measure(clients, args.rounds, mode, Path(tmp))
                     print(json.dumps(row), flush=True)
                     results.append(row)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"machine": f"{platform.processor() or platform.machine()}, "
-                                                      f"{os.cpu_count()} cores",
-                                           "command": " ".join(sys.argv), "results": results}, indent=1))
+    h.write_json(args.json, results, args.command)
     print("| clients | mode | median round (s) | ratio vs off | peak RSS of the process tree (MB) |")
     print("|---|---|---|---|---|")
     for clients in args.clients:

@@ -1,14 +1,11 @@
 """Label restoration benchmark: every method side by side (iLRG Table 1 rows, batch sweep, FedAvg, Geng's
 repetition table, trained vs untrained, soft labels, iLRG timing). Writes docs/benchmarks/labels.md.
 
-    python benchmarks/labels.py [--quick] [--out docs/benchmarks/labels.md]
+    .venv/bin/python -m benchmarks.labels [--quick] [--only SECTION,...] [--out docs/benchmarks/labels.md]
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -16,13 +13,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient  # noqa: E402
-from fedsim.attacks.labels import restore_labels  # noqa: E402
-from fedsim.core.data import load_dataset, load_victims  # noqa: E402
-from fedsim.core.metrics.labels import label_metrics  # noqa: E402
-from fedsim.core.models.zoo import build_model  # noqa: E402
-from labels_trained import trained_models  # noqa: E402  (benchmarks/ is the script's own folder)
+from benchmarks import harness as h
+from benchmarks.labels_trained import trained_models
+from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient
+from fedsim.attacks.labels import restore_labels
+from fedsim.core.data import load_dataset, load_victims
+from fedsim.core.metrics.labels import label_metrics
+from fedsim.core.models.zoo import build_model
 
 HARD = ["idlg", "gi", "gi-ext", "rlg", "llg", "llg+", "geng", "geng-bias", "ilrg", "ilrg-prior", "ilrg-refine"]
 PUBLISHED = {  # iLRG paper (Ma et al., ICLR 2023) Table 1 (batch 24), via shared/design/references.md
@@ -326,13 +323,10 @@ SECTIONS = {"table1": lambda t, q: table1(t, q), "sweep": lambda t, q: batch_swe
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = h.parser(__doc__, quick=False, threads=1, out=h.PAGES / "labels.md")
     ap.add_argument("--only", default="", help=f"comma-separated sections to re-run ({', '.join(SECTIONS)}); "
                     "the others are kept from --out")
-    ap.add_argument("--out", default="docs/benchmarks/labels.md")
-    args = ap.parse_args()
-    torch.set_num_threads(1)  # small models: more intra-op threads only spin on a shared machine
+    args = h.parse(ap)  # one thread: small models, more intra-op threads only spin on a shared machine
     trials = 3 if args.quick else 10
     names = [n for n in args.only.split(",") if n] or list(SECTIONS)
     unknown = sorted(set(names) - set(SECTIONS))
@@ -346,11 +340,10 @@ def main() -> None:
     old = out.read_text() if out.exists() else ""  # read late: parallel --only runs splice in turn
     old, notes = (old.split("\n## Notes", 1) + [""])[:2] if "\n## Notes" in old else (old, "")
     notes = "\n## Notes" + notes if notes else ""
-    cmd = "python benchmarks/labels.py" + (" --quick" if args.quick else "")
+    cmd = "python -m benchmarks.labels" + (" --quick" if args.quick else "")
     head = "\n".join(["# Label restoration benchmark", "",
                       f"Command: `{cmd}` (repo root, `.venv/bin/python`; `--only SECTION` re-runs one section in "
-                      f"place). Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
-                      f"(shared), torch {torch.__version__}, no GPU. Trials per cell: {trials} random batches "
+                      f"place). Machine: {h.machine()} (shared), no GPU. Trials per cell: {trials} random batches "
                       f"(untrained models re-seeded per trial; the trained-model sections use {max(2, trials // 3)}).",
                       "", ""])
     body = splice(old if args.only and "<!-- section: " in old else "", sections).split("<!-- section: ", 1)

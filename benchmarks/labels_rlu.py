@@ -6,7 +6,7 @@ victims, IID or with Dirichlet(0.3) class proportions; FedSGD (K = 32) and FedAv
 lr 0.05, K = 128 visits). Every method gets the same server-side options: the public split (``aux=``, 1000
 samples, class-stratified), ``lr``, ``local_steps``, ``local_batch_size``.
 
-    nice -n 10 .venv/bin/python benchmarks/labels_rlu.py --seeds 3 --batches 20
+    nice -n 10 .venv/bin/python -m benchmarks.labels_rlu --seeds 3 --batches 20
 
 The row "rlu, first pass" (FedAvg only) scores the counts RLU starts its refinement from (solved with the
 erroneous confidence measured at the weights received), to show what the simulated local steps add.
@@ -15,18 +15,17 @@ Prints a markdown section (mean over all batches, [min, max] of the per-seed mea
 
 from __future__ import annotations
 
-import argparse
-import platform
 import statistics
 import time
 
 import torch
 
+from benchmarks import harness as h
+from benchmarks.labels_trained import checkpoints, client_update, trained_pools, uniform_guess
 from fedsim.attacks.labels import restore_labels
 from fedsim.attacks.labels.common import counts_to_labels
 from fedsim.core.metrics.labels import label_metrics
 from fedsim.core.types import LabelRestoration
-from labels_trained import checkpoints, client_update, trained_pools, uniform_guess  # benchmarks/ is the script's folder
 
 METHODS = {"rlu": {}, "rlu (mean-softmax, public |h|^2)": {"confidence": "mean-softmax", "feature": "public"},
            "aux-nnls": {}, "ilrg": {}}
@@ -85,12 +84,10 @@ def fmt(per_seed: list[list[dict]], key: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--batches", type=int, default=20)
+    ap = h.parser(__doc__, seeds=3, threads=1)
+    ap.add_argument("--batches", type=int, default=20, help="client updates per setting and seed (default 20)")
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 300])
-    args = ap.parse_args()
-    torch.set_num_threads(1)
+    args = h.parse(ap)
     start = time.perf_counter()
     pre, pub, vic, shape = trained_pools("mnist")
     model, states = checkpoints("convnet", shape, pre, steps=tuple(args.steps))
@@ -112,8 +109,7 @@ def main() -> None:
                                  + " |")
                 lines.append("")
                 print("\n".join(lines[-(len(per_seed[0]) + 5):]), flush=True)
-    print(f"total {time.perf_counter() - start:.0f} s on {platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, 1 thread", flush=True)
+    print(f"total {time.perf_counter() - start:.0f} s; `{args.command}` on {h.machine()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Trained-model section of the label benchmark (issue 11): every registered label method on models after
 0 / 100 / 300 / 1000 SGD steps, FedSGD and FedAvg, MNIST (CNN, FCN-3) and a CIFAR-shaped photo-crop stand-in.
-Run through ``python benchmarks/labels.py --only trained``; results in docs/benchmarks/labels.md.
+Run through ``python -m benchmarks.labels --only trained-mnist-convnet`` (and the other ``trained-*`` sections); results in docs/benchmarks/labels.md.
 """
 
 from __future__ import annotations

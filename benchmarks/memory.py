@@ -2,14 +2,14 @@
 training + aggregation + capture path (the ClientApp's local SGD, the curious strategy's validation, capture
 to safetensors, FedAvg, central evaluation, metrics rows), without Flower's transport.
 
-    .venv/bin/python benchmarks/memory.py [--rounds 50] [--clients 3] [--width 8] [--config configs/smoke.toml]
+    .venv/bin/python -m benchmarks.memory [--rounds 50] [--clients 3] [--width 8] [--config configs/smoke.toml]
 
 Prints one JSON object: RSS (MiB) after warm-up round 1, after rounds 10/25/50, and the slope of RSS over
 the second half of the rounds (MiB per round; ~0 means no growth). Results: docs/reliability.md.
 
 Per process, on a CIFAR-10-sized dataset (``--per-process``; results: docs/benchmarks.md)::
 
-    .venv/bin/python benchmarks/memory.py --per-process [--data-root /tmp/fedsim-cifar-like] [--src OLD_TREE]
+    .venv/bin/python -m benchmarks.memory --per-process [--data-root /tmp/fedsim-cifar-like] [--src OLD_TREE]
 
 generates (once) 50,000 + 10,000 **random** uint8 3x32x32 images with random labels in torchvision's CIFAR-10
 layout (``cifar-10-batches-py``: pickled ``data_batch_1..5``, ``test_batch``, ``batches.meta``; random pixels,
@@ -34,20 +34,21 @@ import time
 from pathlib import Path
 from unittest.mock import Mock
 
-ROOT = Path(__file__).resolve().parents[1]
+import torch
 
-import torch  # noqa: E402
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict  # noqa: E402
-from flwr.serverapp.strategy import FedAvg  # noqa: E402
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
 
-from fedsim.core.audit import write_ground_truth  # noqa: E402
-from fedsim.core.config import ExperimentConfig, load_config  # noqa: E402
-from fedsim.core.experiment import client_data, local_seed, make_model, test_data  # noqa: E402
-from fedsim.core.rows import UtilityRow  # noqa: E402
-from fedsim.core.runfolder import RunFolder  # noqa: E402
-from fedsim.core.training import evaluate, train_locally  # noqa: E402
-from fedsim.server.sinks import CaptureWriter  # noqa: E402
-from fedsim.server.strategy import CuriousStrategy, TrainSettings  # noqa: E402
+from benchmarks import harness as h
+from benchmarks.harness import ROOT
+from fedsim.core.audit import write_ground_truth
+from fedsim.core.config import ExperimentConfig, load_config
+from fedsim.core.experiment import client_data, local_seed, make_model, test_data
+from fedsim.core.rows import UtilityRow
+from fedsim.core.runfolder import RunFolder
+from fedsim.core.training import evaluate, train_locally
+from fedsim.server.sinks import CaptureWriter
+from fedsim.server.strategy import CuriousStrategy, TrainSettings
 
 
 def _reply(state, num_examples: int, pid: int, steps: int, loss: float):
@@ -205,9 +206,11 @@ def per_process(data_root: Path, clients: int, src: str | None, cache: Path) -> 
     import sys
 
     generate_cifar_like(data_root)
-    env = {**os.environ, "FEDSIM_DATA_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
-    if src:
-        env["PYTHONPATH"] = str(Path(src).resolve())
+    # the worker is this file run by its path: its code from --src when given (first on the path), the harness
+    # from this checkout where --src has none
+    paths = [str(Path(src).resolve())] if src else []
+    env = {**os.environ, "FEDSIM_DATA_CACHE": str(cache), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(paths + [str(ROOT)])}
 
     def run(role: str) -> dict:
         out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", role, "--data-root",
@@ -222,7 +225,7 @@ def per_process(data_root: Path, clients: int, src: str | None, cache: Path) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = h.parser(__doc__, threads=1)
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--clients", type=int, default=None, help="3 in-process; 20 with --per-process")
     parser.add_argument("--config", default=str(ROOT / "configs" / "smoke.toml"))
@@ -234,8 +237,7 @@ def main() -> None:
     parser.add_argument("--cache", default="", help="dataset cache folder (default: <data-root>/cache)")
     parser.add_argument("--src", default="", help="another checkout to measure (the before figures)")
     parser.add_argument("--worker", choices=ROLES, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    args = h.parse(parser)
     if args.worker:
         print(json.dumps(role_worker(args.worker, Path(args.data_root), args.clients or 20)))
         return
