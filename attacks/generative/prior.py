@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from fedsim.core.lists import comma_list
+from fedsim.core.runfolder import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def aux_split(dataset, part: str = "test-half") -> tuple[torch.Tensor, torch.Ten
 
 def default_prior_path(root: str | Path, dataset: str, kind: str = "vae") -> Path:
     """``<root>/priors/<dataset>_<kind>.safetensors`` (root: the run folder or a cache folder)."""
-    return Path(root) / "priors" / f"{dataset}_{kind}.safetensors"
+    return RunFolder(root).priors / f"{dataset}_{kind}.safetensors"  # the run folder's name for it
 
 
 def parse_archs(value: Any) -> tuple[str, ...]:

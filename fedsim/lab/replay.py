@@ -74,7 +74,8 @@ def _load(run_dir: Path, overrides: dict[str, Any]) -> tuple[ExperimentConfig, R
     folder = RunFolder(run_dir)
     if not folder.config.is_file():
         raise RunFolderError(f"{run_dir}: not a run folder (no config.toml)")
-    cfg = load_config(folder.config, overrides).replace(**{"run.out_dir": str(run_dir.resolve())})
+    cfg = load_config(folder.config, overrides)  # the one check of this process (issue 34)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, out_dir=str(run_dir.resolve())))
     return cfg, folder
 
 

@@ -11,6 +11,7 @@ import math
 import os
 from pathlib import Path
 
+from fedsim.core.runfolder import RunFolder
 from fedsim.lab.sweep.summary import point_label
 
 EXTRA_CSS = """
@@ -85,7 +86,7 @@ def bound_cell(row: dict) -> str:
 def _links(row: dict, out: Path) -> str:
     links = []
     for s in row.get("runs", []):
-        report = Path(s["run"]) / "report.html"
+        report = RunFolder(s["run"]).report
         rel = os.path.relpath(report, out)
         links.append(f'<a href="{html.escape(rel)}">seed {s["seed"]}</a>')
     return " ".join(links)
