@@ -105,8 +105,9 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     try:
         attack(run, overrides=parse_overrides(args.set or []), quiet=args.quiet, report=False)
-    except (AttackError, DataError):  # raised after every other capture was attacked
-        _after_replay(run)
+    except (AttackError, DataError) as exc:  # raised after every other capture was attacked
+        if not isinstance(exc, RunFolderError) and RunFolder(run).metrics.is_file():
+            _after_replay(run)
         raise
     _after_replay(run)
     return 0
