@@ -7,15 +7,22 @@ Writes RUN_DIR/report.html first (unless --no-render and it already exists), the
 ``/usr/bin/chromium`` (or $CHROMIUM) at it with networking features off and a throw-away profile. The window
 height is the page height (Chromium's --screenshot captures the window, not the whole document), so pass a
 larger --height for a long report or use --height 0 to estimate it from a first narrow pass (default).
+
+A sweep folder's page is rebuilt first too (``fedsim report DIR``: sweep.jsonl and sweep.html from the runs' rows
+with today's code). Beside the PNG it writes ``OUT_PNG.json`` (``fedsim.lab.screenshots``): the folder's headline
+numbers as the page shows them, the date, this command, ``--note`` and a digest of the code that draws the page;
+``tests/test_screenshots.py`` checks the docs' numbers and today's drawing code against it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -79,12 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=0, help="window height; 0 = fit the page (two passes)")
     ap.add_argument("--max-height", type=int, default=16000)
-    ap.add_argument("--no-render", action="store_true", help="use the existing report.html")
+    ap.add_argument("--no-render", action="store_true", help="use the existing report.html / sweep.html")
+    ap.add_argument("--note", default="", help="said in the sidecar (e.g. why this folder was shot)")
     args = ap.parse_args(argv)
     run = Path(args.run_dir)
+    from fedsim.lab.screenshots import code_digest, write_sidecar
+
     html = run / "report.html"
-    if (run / "sweep.html").exists() and not (run / "metrics.jsonl").exists():
-        html = run / "sweep.html"  # a sweep folder: `fedsim report SWEEP_DIR` (or the sweep) wrote it
+    kind = "report"
+    if (run / "sweep.jsonl").exists() and not (run / "metrics.jsonl").exists():
+        kind, html = "sweep", run / "sweep.html"  # a sweep folder
+    digest = code_digest(kind)  # before rendering: an edit made meanwhile shows as a stale screenshot
+    if kind == "sweep":
+        if not (args.no_render and html.exists()):
+            from fedsim.lab.sweep import summarize_folder
+
+            html = summarize_folder(run)
     elif not (args.no_render and html.exists()):
         from fedsim.lab.report import write_report
 
@@ -100,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             screenshot(html, out, args.width, min(args.max_height, bottom + 40))
     w, h = png_size(out)
     print(f"{out} ({w}x{h})")
+    version = subprocess.run([find_chromium(), "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, timeout=60).stdout.strip()
+    command = "python scripts/screenshot_report.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    side = write_sidecar(out, run, kind, command, args.note, {"browser": version, "size": [w, h]}, digest)
+    print(f"{side} (numbers and drawing-code digest)")
     return 0
 
 
