@@ -166,3 +166,10 @@ def test_sweep_point_carries_the_exact_ceiling():
     assert ceiling_line(row) == ("exact-recovery ceiling (spear, spear++): 2 of 3 attacked updates recovered exactly; "
                                  "mean exact share 88%")
     assert ceiling_line(aggregate([base])) is None
+    from fedsim.lab.sweep.page import _ceilings
+    from fedsim.lab.terminal import sweep_line
+
+    assert "2 of 3 attacked updates recovered exactly" in _ceilings([{**row, "label": "fcn3"}])
+    assert _ceilings([{**aggregate([base]), "label": "cnn"}]) == ""
+    assert sweep_line({**row, "label": "fcn3", "seeds_run": 2}).endswith("2 of 3 attacked updates recovered exactly; "
+                                                         "mean exact share 88%")

@@ -27,8 +27,11 @@ def sweep_line(row: dict[str, Any]) -> str:
     """One summary row of ``fedsim sweep`` (``sweep.jsonl``'s point) in one line, numbers rounded."""
     from fedsim.lab.sweep import point_label
 
+    from fedsim.lab.sweep.summary import ceiling_line
+
     g = row.get
+    ceiling = ceiling_line(row)
     return (f"{point_label(row)}: acc={num(g('test_accuracy'))} {g('label_best')} lnacc={num(g('label_lnacc'))} "
             f"attacker's pick {g('inversion_best')} psnr={num(g('psnr'))} reid={num(g('ident_reid_acc'))} "
             f"(chance {num(g('ident_reid_chance'))}; oracle psnr={num(g('psnr_oracle'))}) "
-            f"({g('seeds_run')} seeds)")
+            f"({g('seeds_run')} seeds)" + (f"; {ceiling}" if ceiling else ""))

@@ -170,14 +170,24 @@ FIGURE_TITLES = {"sweep_settings.png": "Leakage and utility per setting",
                  "sweep_bound.png": "Measured re-identification vs the DP bound"}
 
 
+def _ceilings(rows: list[dict]) -> str:
+    """The exact-recovery ceiling of every point where an exact attack (spear, spear++, analytic-fc) was scored
+    (:func:`fedsim.lab.sweep.summary.ceiling_line`): where it is whole, no prior-based attack can do better."""
+    from fedsim.lab.report.common import e
+    from fedsim.lab.sweep.summary import ceiling_line
+
+    lines = [(str(r.get("label", point_label(r))), ceiling_line(r)) for r in rows]
+    return "".join(f'<p class="ceiling"><b>{e(label)}</b>: {e(line)}</p>' for label, line in lines if line)
+
+
 def write_html(rows: list[dict], title: str, out: Path, figures: list[Path]) -> Path:
     from fedsim.lab.report.common import data_uri, e, section
     from fedsim.lab.report.style import CSS
     from fedsim.lab.sweep.strips import strip_html
 
     seeds = max((r.get("seeds_run", 1) for r in rows), default=1)
-    parts = [section("points", 1, "Sweep points", _table(rows, out), EXPLAIN.format(seeds=seeds,
-                                                                                     s="s" if seeds != 1 else ""))]
+    parts = [section("points", 1, "Sweep points", _ceilings(rows) + _table(rows, out),
+                     EXPLAIN.format(seeds=seeds, s="s" if seeds != 1 else ""))]
     for f in figures:
         if f is not None and f.exists():
             img = f'<div class="figure"><img alt="{e(f.name)}" src="{data_uri(f.read_bytes())}"></div>'
