@@ -20,11 +20,12 @@ the demo's changes them most:
   train.algorithm=fedavg --set train.batch_size=32`` (4000 examples a round: rounds 2-3 took 16.6 and 19.1 s,
   load average 15), minus 5 x ``ROUND_CLIENT_S``.
 * ``LABEL_S`` / ``STEP_S``: one label method on one update (the demo's rows: aux-nnls 0.3-0.6 s, rlg under 0.1 s,
-  the others under 0.01 s), and one inversion step on 8 images of the demo's model, scaled by images / 8 and the
-  parameter ratio: ig-shadow 110-141 s for 600 steps in that demo; ig 0.12 s a step on 16 images of the
-  width-8 convnet (9,098 parameters) in ``fedsim sweep configs/sweep_bound.toml`` (2026-12-07). A method without
-  its own constant is priced as ig and the estimate says so; a replay of ig-shadow at 100 steps costs more per
-  step than at 600 (its shadow search does not shrink with the steps): the model is linear, the method is not.
+  the others under 0.01 s), and one inversion step on 8 images of the demo's model, scaled by sqrt(images / 8)
+  (``_image_factor``) and the parameter ratio: ig-shadow 110-141 s for 600 steps in that demo; ig 0.12 s a step
+  on 16 images of the width-8 convnet (9,098 parameters) in ``fedsim sweep configs/sweep_bound.toml``
+  (2026-12-07), i.e. 0.12 / sqrt(2) / (9,098 / 20,490) = 0.19 s. A method without its own constant is priced as
+  ig and the estimate says so; a replay of ig-shadow at 100 steps cost more per step than at 600 (its shadow
+  search does not shrink with the steps): the model is linear in the steps, the method is not.
 
 The attack queue is simulated as the scheduler runs it (``server/scheduler.py``): each attacked update is
 submitted when its round ends to ``attack.workers`` workers first come first served (0: inline, the round waits);
@@ -47,7 +48,7 @@ SAMPLE_S = 0.0037
 REF_PARAMS = 20_490  # parameters of the demo preset's model (convnet, width 16, MNIST 1x28x28, 10 classes)
 LABEL_S = {"aux-nnls": 0.5, "rlg": 0.1}  # others: DEFAULT_LABEL_S
 DEFAULT_LABEL_S = 0.05
-STEP_S = {"ig": 0.135, "ig-shadow": 0.21}  # seconds per inversion step on 8 images of the demo's model
+STEP_S = {"ig": 0.19, "ig-shadow": 0.21}  # seconds per inversion step on 8 images of the demo's model
 REF_IMAGES = 8
 
 
@@ -174,6 +175,13 @@ def _inversion_images(cfg: ExperimentConfig) -> int:
     return covered if not cap or covered <= cap else 0
 
 
+def _image_factor(cfg: ExperimentConfig) -> float:
+    """An inversion step's cost relative to 8 images: sqrt(images / 8). On this CPU ig's step on the width-8
+    convnet took 0.12 s for 16 images (sweep_bound) and 0.17-0.43 s for 64 (``fedsim run smoke``, load average
+    16): far below linear, about the square root."""
+    return math.sqrt(_inversion_images(cfg) / REF_IMAGES)
+
+
 def attack_seconds(cfg: ExperimentConfig, ratio: float) -> tuple[float, tuple[str, ...]]:
     """Seconds of one attacked update (its label methods and inversion), and the methods priced as ig."""
     labels = sum(LABEL_S.get(m, DEFAULT_LABEL_S) for m in label_methods(cfg))
@@ -181,7 +189,7 @@ def attack_seconds(cfg: ExperimentConfig, ratio: float) -> tuple[float, tuple[st
     if inv is None:
         return labels, ()
     step = STEP_S.get(inv, STEP_S["ig"])
-    images = _inversion_images(cfg) / REF_IMAGES
+    images = _image_factor(cfg)
     return labels + cfg.attack.inversion_steps * step * images * ratio, (() if inv in STEP_S else (inv,))
 
 
@@ -271,6 +279,6 @@ def federation_seconds(cfg: ExperimentConfig, replay: tuple[str, ...] = ()) -> f
     """One sweep federation's estimate: its run, then each replayed inversion method on every update the attack
     selects (``fedsim.lab.sweep.execute.replay``: one after the other, in the sweep's process)."""
     est = estimate_time(cfg)
-    images = _inversion_images(cfg) / REF_IMAGES
+    images = _image_factor(cfg)
     per_update = sum(cfg.attack.inversion_steps * STEP_S.get(m, STEP_S["ig"]) * images * est.ratio for m in replay)
     return est.wall_s + per_update * sum(attacked_per_round(cfg, live=False))
