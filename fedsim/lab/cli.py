@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override a value of the demo preset (repeatable)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar (CI)")
     demo.set_defaults(func=_cmd_demo)
-    attack = sub.add_parser("attack", help="re-run attacks on the captures of a finished run")
+    attack = sub.add_parser("attack", help="re-run attacks on the captures of a finished run, then rewrite its "
+                            "report.html and print the summary (replayed methods marked)")
     attack.add_argument("run_dir", help="a finished run folder with captures/, e.g. runs/demo")
     attack.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override an attack.* key (or run.device) of the run's config, e.g. "
