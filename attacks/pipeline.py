@@ -145,10 +145,10 @@ def need_options(record: AttackMethod, update: ClientUpdate, k: int, data: DataS
     return out
 
 
-def _label_options(method: str, update: ClientUpdate, k: int, plan: AttackPlan, data: DataSpec) -> dict:
+def _label_options(record: AttackMethod, update: ClientUpdate, k: int, plan: AttackPlan, data: DataSpec) -> dict:
     """Options for one label method: input shape, the plan's per-method options and what the method needs."""
-    options: dict[str, Any] = {"input_shape": data.input_shape, **plan.label_options.get(method, {})}
-    return {**options, **need_options(LABEL_METHODS[method], update, k, data, options)}
+    options: dict[str, Any] = {"input_shape": data.input_shape, **plan.label_options.get(record.name, {})}
+    return {**options, **need_options(record, update, k, data, options)}
 
 
 def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], plan: AttackPlan,
@@ -178,8 +178,9 @@ def attack_update(update: ClientUpdate, model_factory: Callable[[], nn.Module], 
     for method in plan.label_methods:
         start = time.perf_counter()
         try:
-            res = restore_labels(method, model=model, gradients=grads, num_samples=k,
-                                 **_label_options(method, update, k, plan, data))
+            record = LABEL_METHODS[method]  # the one lookup of this method in this attack
+            res = restore_labels(record, model=model, gradients=grads, num_samples=k,
+                                 **_label_options(record, update, k, plan, data))
         except Exception as exc:  # noqa: BLE001
             results.append(_failure(update, LabelResult, method, exc, start))
             continue

@@ -93,6 +93,21 @@ def _counted(monkeypatch):
     return checks, plans
 
 
+def _counted_lookups(monkeypatch) -> dict[str, int]:
+    """Method names looked up in a registry during the attacks (role "attack")."""
+    from fedsim.attacks.records import Registry
+
+    lookups: dict[str, int] = {}
+
+    def counted(self, name):
+        if ROLE[0] == "attack":
+            lookups[name] = lookups.get(name, 0) + 1
+        return dict.__getitem__(self, name)
+
+    monkeypatch.setattr(Registry, "__getitem__", counted)
+    return lookups
+
+
 def test_a_federation_checks_its_config_once_per_process_and_plans_its_attacks_once(tmp_path, monkeypatch):
     import fedsim.clients.message_config as mc
     from fedsim.api import resolve_config
@@ -104,6 +119,7 @@ def test_a_federation_checks_its_config_once_per_process_and_plans_its_attacks_o
     from fedsim.server.app import main
 
     checks, plans = _counted(monkeypatch)
+    lookups = _counted_lookups(monkeypatch)
     mc._SLOT.clear()
     ROLE[0] = "lab"
     out = tmp_path / "run"
@@ -126,6 +142,7 @@ def test_a_federation_checks_its_config_once_per_process_and_plans_its_attacks_o
     assert grid.train_messages == 6 and len(rows) == 6 and all(r.ok for r in rows)
     # one full check and one plan in the whole federation: the lab's (before: 15 checks and 3 plans)
     assert checks == {"lab": 1} and plans == {"lab": 1}
+    assert lookups == {"ilrg": 6}  # one lookup of the method per attack (before: 2, and 2 scans of each registry)
 
 
 def test_a_changed_config_or_a_bare_flwr_run_is_checked_once_by_the_server(tmp_path, monkeypatch):

@@ -18,13 +18,15 @@ from torch import nn
 
 from fedsim.attacks.labels.common import samples_covered
 from fedsim.attacks.labels.registry import LABEL_METHODS, register_label_method
+from fedsim.attacks.records import AttackMethod
 from fedsim.core.types import LabelRestoration
 
 
-def restore_labels(method: str, *, model: nn.Module, gradients: Sequence[torch.Tensor], num_samples: int,
-                   **options) -> LabelRestoration:
-    """Run a registered label restoration method; ``seconds`` is the restoration time (gradients given)."""
-    fn = LABEL_METHODS[method]  # an unknown name: the registry's one-line ConfigError
+def restore_labels(method: str | AttackMethod, *, model: nn.Module, gradients: Sequence[torch.Tensor],
+                   num_samples: int, **options) -> LabelRestoration:
+    """Run a registered label restoration method (its name, or its record as the caller looked it up);
+    ``seconds`` is the restoration time (gradients given)."""
+    fn = method if isinstance(method, AttackMethod) else LABEL_METHODS[method]  # unknown: one-line ConfigError
     start = time.perf_counter()
     result = fn(model, list(gradients), num_samples, **options)
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
