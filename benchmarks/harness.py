@@ -8,7 +8,9 @@ command line (``write_json`` / ``read_rows``). Results live in ``benchmarks/resu
 in ``docs/benchmarks/``.
 
 Run a benchmark as a module from the repository root: ``.venv/bin/python -m benchmarks.NAME --help`` (fedsim is
-installed editable; ``benchmarks`` is a package of the checkout, never installed, and edits no ``sys.path``).
+installed editable; ``benchmarks`` is a package of the checkout, never installed, and edits no ``sys.path``). Run
+from the root: opacus 1.6 installs a top-level ``benchmarks`` package of its own into site-packages, which a
+``python benchmarks/NAME.py`` (or a run from another folder) would import instead of this one.
 Written here rather than taken from a benchmarking library (pytest-benchmark, asv): those time functions; these
 scripts measure attack quality over seeds and cases and write the tables the docs quote.
 """

@@ -1,6 +1,6 @@
 """Our partitions (fedsim/core/partitions.py) vs flwr-datasets' partitioners on the same labels and seeds.
 
-    .venv/bin/python benchmarks/partitioners.py            # mnist_subset train split (4000 labels), 10 clients
+    .venv/bin/python -m benchmarks.partitioners            # mnist_subset train split (4000 labels), 10 clients
 
 IID: identical index sets to ``IidPartitioner`` on ``Dataset.shuffle(seed=seed)`` (Flower's IID is contiguous
 shards of the dataset as given; ours shuffles with the same ``default_rng(seed).permutation``). Dirichlet and
@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
+from benchmarks import harness as h
 
 
 def main(seeds: int = 20, clients: int = 10) -> None:
@@ -54,4 +56,7 @@ def main(seeds: int = 20, clients: int = 10) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    p = h.parser(__doc__, seeds=20)
+    p.add_argument("--clients", type=int, default=10)
+    a = h.parse(p)
+    main(a.seeds, a.clients)

