@@ -1,5 +1,6 @@
-"""``fedsim check CONFIG``: the resolved config, the preflight result and the expected disk use of the captures
-and the audit store, without starting Flower (``fedsim run`` prints the same estimate in one line at start).
+"""``fedsim check CONFIG``'s checks: the preflight result and the expected disk use of the captures and the audit
+store, without starting Flower (``fedsim run`` prints the same estimate in one line at start); what the command
+prints is ``fedsim.lab.check_output``, the time estimate ``fedsim.lab.check_plan``.
 
 The estimate follows the storage layout (``fedsim.core.captures``, ``fedsim.core.capture_plan``): one client file per
 captured update (the weights after local training and the buffers: one state dict) and one global file per round
@@ -195,10 +196,10 @@ def config_flats(path: str | Path, overrides: dict[str, Any] | None = None) -> l
 
 
 def code_lines(path: str | Path, overrides: dict[str, Any] | None = None) -> list[str]:
-    """What ``fedsim check`` says first, before anything is imported: the code this config (or sweep file) makes
-    every process of a run import (``fedsim.core.objref.config_code``: ``module:attr`` factories, custom defense
-    mods and wrappers, ``attack.plugins``) and the attack plugins installed in this environment (entry points
-    of the ``fedsim.attacks`` group, imported by every run)."""
+    """What ``fedsim check`` lists after its verdict (read from the TOML alone): the code this config (or sweep
+    file) makes every process of a run import (``fedsim.core.objref.config_code``: ``module:attr`` factories,
+    custom defense mods and wrappers, ``attack.plugins``) and the attack plugins installed in this environment
+    (entry points of the ``fedsim.attacks`` group, imported by every run)."""
     from importlib.metadata import entry_points
 
     from fedsim.core.objref import config_code
