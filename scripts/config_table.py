@@ -8,11 +8,8 @@ schema and the registries.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fedsim.lab.config_doc import stale, write  # noqa: E402
+from fedsim.lab.config_doc import stale, write
 
 
 def main(argv: list[str]) -> int:
