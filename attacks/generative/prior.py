@@ -226,7 +226,7 @@ def train_prior(dataset: str | None = None, *, images: torch.Tensor | None = Non
     the public split is small, 500 MNIST digits). Measured on the DP frontier's model
     (``docs/benchmarks/defenses.md``): 1 pixel and 6000 steps (the earlier default: 0 and 3000) raise the
     prior's capacity (PSNR of the truth projected onto the decoder) from 18.5 to 20.3 dB and ``gias`` from 18.15
-    to 18.59 dB (``benchmarks/objective_at_truth.py``, 3 seeds), and the frontier's undefended point from 16.5 to
+    to 18.59 dB (``python -m benchmarks.tv_weight truth``, 3 seeds), and the frontier's undefended point from 16.5 to
     18.9 dB (``configs/sweep_dp.toml``, 9 updates). ``arch="conv"`` (the default since 2026-12-03; was
     ``"mlp"``): capacity 20.3 -> 23.3 dB and ``gias`` 18.6 -> 19.3 dB on the tuning seeds 0-2, 20.3 -> 23.3 dB on
     the held-out seeds 3-5 (same benchmark, ``--prior-arch``)."""

@@ -5,7 +5,7 @@ best weight depends on the model, the batch and the data: one fixed weight (``ig
 for large ones. ``ig-auto`` runs ``ig`` once per weight of a grid and keeps the reconstruction whose own gradient
 matches the shared one best: the engine's ``best_loss``, the cosine distance of the returned iterate's gradient to
 the target with *no* regulariser term (``fedsim.attacks.inversion.core.BestTracker``). Nothing here reads ground truth;
-``benchmarks/self_tuning.py`` measures the pick against the grid's oracle (best PSNR) on held-out models and
+``python -m benchmarks.tv_weight grid`` measures the pick against the grid's oracle (best PSNR) on held-out models and
 images (docs/benchmarks/self_tuning.md).
 
 Cost: one ``ig`` run per grid weight (5x ``ig`` by default). ``batched=True`` optimises the weights as the R

@@ -91,8 +91,8 @@ EXTRA_OPTIONS = {
                             "the trace's options then hold restart_losses and restart_inputs (each restart's best)",
     "init_inputs": "a warm start: dummy inputs in model space, [K, C, H, W] (every restart) or [R, K, C, H, W], "
                    "replacing the random initialisation (e.g. another method's reconstruction; "
-                   "benchmarks/objective_at_truth.py starts at the true images to measure where the objective itself "
-                   "leads)",
+                   "python -m benchmarks.tv_weight truth starts at the true images to measure where the objective "
+                   "itself leads)",
     "shared_init": "every restart starts from restart 0's initial point (with restart_regularizers: the R settings "
                    "then differ only in their regularisers, as R separate runs with one seed)",
 }
