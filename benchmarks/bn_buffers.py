@@ -33,7 +33,6 @@ from fedsim.attacks.inversion.bn_buffers import BN_GRID, _engine_options, auto_b
 from fedsim.attacks.inversion.criterion import gradient_cosine_distance
 from fedsim.attacks.pipeline import server_view_model
 from fedsim.core.data import load_victims
-from fedsim.core.metrics.images import psnr_matrix, to_pixels
 from fedsim.core.models.zoo import build_model
 from fedsim.core.types import ClientUpdate
 
@@ -41,14 +40,6 @@ SHAPE = (3, 32, 32)
 K = 8
 CLIENT_LR = 0.05
 NOTES_MARK = "<!-- notes: kept when the page is regenerated -->"
-
-
-def aligned_psnr(rec: torch.Tensor, gt: torch.Tensor, mean, std) -> float:
-    from scipy.optimize import linear_sum_assignment
-
-    mat = psnr_matrix(to_pixels(rec, mean, std), to_pixels(gt, mean, std)).numpy()
-    r, c = linear_sum_assignment(-mat)
-    return float(mat[r, c].mean())
 
 
 def client_round(factory, x: torch.Tensor, y: torch.Tensor, steps: int) -> ClientUpdate:
@@ -86,7 +77,8 @@ def run_case(local_steps: int, seed: int, steps: int, grid, model_name: str = "c
     crit = dict(lr=update.lr, local_steps=local_steps, local_batch_size=K)
 
     def score(trace) -> dict:
-        return {"psnr": aligned_psnr(trace.inputs, x, mean, std), "match": trace.best_loss, "seconds": trace.seconds,
+        return {"psnr": h.aligned_psnr(trace.inputs, x, mean, std), "match": trace.best_loss,
+                "seconds": trace.seconds,
                 "criterion": gradient_cosine_distance(model, trace.inputs, trace.labels, grads, **crit)}
 
     t0 = time.perf_counter()

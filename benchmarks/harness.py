@@ -217,3 +217,15 @@ def mnist_batch(data, k: int, seed: int):
     order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(4321))
     idx = order[k * seed:k * seed + k]
     return data.normalize(data.train_x[idx]), data.train_y[idx].clone()
+
+
+def aligned_psnr(rec, gt, mean_, std) -> float:
+    """Mean PSNR (pixel space) of the optimal one-to-one assignment of reconstructions to true images (scipy's
+    Hungarian solver): the benchmarks' cheap score for curves and candidate rankings."""
+    from scipy.optimize import linear_sum_assignment
+
+    from fedsim.core.metrics.images import psnr_matrix, to_pixels
+
+    mat = psnr_matrix(to_pixels(rec, mean_, std), to_pixels(gt, mean_, std)).numpy()
+    r, c = linear_sum_assignment(-mat)
+    return float(mat[r, c].mean())

@@ -22,7 +22,7 @@ from fedsim.attacks.gradients import batch_gradient, weights_to_fake_gradient
 from fedsim.attacks.inversion import invert
 from fedsim.attacks.inversion.regularizers import bn_statistics_from_buffers, running_statistics
 from fedsim.core.data import load_dataset, load_victims
-from fedsim.core.metrics.images import image_metrics, psnr_matrix, to_pixels
+from fedsim.core.metrics.images import image_metrics
 from fedsim.core.models.zoo import build_model
 
 try:
@@ -51,20 +51,11 @@ def victims(name: str, k: int, offset: int = 0):
     return xb, y[offset:offset + k].clone(), mean, std, c
 
 
-def aligned_psnr(rec, gt, mean, std) -> float:
-    """Mean PSNR of the optimal assignment (cheap version for curves)."""
-    from scipy.optimize import linear_sum_assignment
-
-    mat = psnr_matrix(to_pixels(rec, mean, std), to_pixels(gt, mean, std)).numpy()
-    r, c = linear_sum_assignment(-mat)
-    return float(mat[r, c].mean())
-
-
 def run_one(method, *, model, gt, labels_true, mean, std, steps, grads=None, labels=None, seed=0, **opts):
     curve = []
 
     def cb(step, x, loss):
-        curve.append((step + 1, aligned_psnr(x, gt, mean, std), loss))
+        curve.append((step + 1, h.aligned_psnr(x, gt, mean, std), loss))
 
     t0 = time.perf_counter()
     res = invert(method, model=model, gradients=grads, labels=labels, input_shape=tuple(gt.shape[1:]),

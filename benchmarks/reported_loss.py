@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata, spearmanr
 
 from benchmarks import harness as h
@@ -31,7 +30,6 @@ from fedsim.attacks.inversion import invert
 from fedsim.attacks.inversion.criterion import gradient_cosine_distance
 from fedsim.attacks.reported_loss import simulated_mean_loss
 from fedsim.core.data import load_dataset
-from fedsim.core.metrics.images import psnr_matrix, to_pixels
 from fedsim.core.models.zoo import build_model
 from fedsim.core.training import train_locally
 
@@ -39,12 +37,6 @@ K, LR = 8, 0.05
 CANDIDATES = [("ig", tv) for tv in (0.0, 1e-3, 1e-2, 1e-1)] + [("dlg", None)]
 RESTARTS = (0, 1)
 SCORES = ("cosine", "loss gap", "combo")
-
-
-def aligned_psnr(rec, gt, mean, std) -> float:
-    mat = psnr_matrix(to_pixels(rec, mean, std), to_pixels(gt, mean, std)).numpy()
-    r, c = linear_sum_assignment(-mat)
-    return float(mat[r, c].mean())
 
 
 def _order(data) -> torch.Tensor:
@@ -108,7 +100,7 @@ def run_case(data, trained: bool, seed: int, steps: int) -> dict:
         for restart in RESTARTS:
             xh = reconstruct(method, tv, model, grads, y, data, steps, 10 * seed + restart)
             rows.append({"method": method, "tv": tv, "restart": restart,
-                         "psnr": aligned_psnr(xh, x, data.mean, data.std), **scores(model, xh, y, grads, reported)})
+                         "psnr": h.aligned_psnr(xh, x, data.mean, data.std), **scores(model, xh, y, grads, reported)})
     with_combo(rows)
     psnr = [r["psnr"] for r in rows]
     out = {"trained": trained, "seed": seed, "reported": reported, "rows": rows,
