@@ -72,8 +72,8 @@ def stub_federation(monkeypatch):
 
     calls: list[Path] = []
 
-    def fake(cfg, out, quiet=False):
-        _, folder = fedsim.lab.runner.prepare_run_dir(cfg, Path(out))
+    def fake(cfg, out, quiet=False, plan=None):  # plan: the preflight's attack plan (fedsim.core.resolved)
+        _, folder = fedsim.lab.runner.prepare_run_dir(cfg, Path(out), plan)
         _write_run(folder, rounds=2)
         calls.append(folder)
         return folder
@@ -158,8 +158,8 @@ def test_a_run_reidentifying_above_its_dp_bound_fails_in_one_line(tmp_path: Path
 
     hits = {"n": 8}
 
-    def fake(cfg, out, quiet=False):
-        _, folder = fedsim.lab.runner.prepare_run_dir(cfg, Path(out))
+    def fake(cfg, out, quiet=False, plan=None):  # plan: the preflight's attack plan (fedsim.core.resolved)
+        _, folder = fedsim.lab.runner.prepare_run_dir(cfg, Path(out), plan)
         _write_run(folder, rounds=2)
         _plant_reid(folder, hits["n"])
         return folder

@@ -83,7 +83,7 @@ def test_a_round_with_nothing_valid_is_lost_and_the_run_exits_nonzero(tmp_path):
 def test_cli_maps_lost_rounds_to_one_line_and_exit_3(tmp_path, monkeypatch, capsys):
     from fedsim.lab import cli
 
-    def fake_run(cfg, out, quiet=False):
+    def fake_run(cfg, out, quiet=False, plan=None):
         folder = RunFolder(out)
         out.mkdir(parents=True, exist_ok=True)
         folder.append(UtilityRow(round=1, test_accuracy=0.1, test_loss=2.3))
