@@ -4,9 +4,10 @@ Held-out trained models (not the presets' ``convnet`` / ``lenet5``): a ReLU CNN 
 max-pooling (defined here) after 100 and 300 plain-SGD steps, and a one-hidden-layer MLP after 100 steps, all
 trained on the MNIST pretraining pool of ``labels_trained.trained_pools`` (batch 64, lr 0.05). Victims: IID batches
 of B = 32 from the disjoint victim pool, FedSGD; the server's public split is the even-indexed test half (500
-images). For every calibration seed the same batches are attacked; LnAcc per seed is the mean over the batches.
+images). ``--alpha A`` draws each batch's class proportions from Dirichlet(A) instead (non-IID clients). For
+every calibration seed the same batches are attacked; LnAcc per seed is the mean over the batches.
 
-    python benchmarks/labels_aux_calibration.py [--seeds 8] [--batches 12] [--impl FILE.py]
+    python benchmarks/labels_aux_calibration.py [--seeds 8] [--batches 12] [--alpha 0.3] [--impl FILE.py]
 
 ``--impl`` loads ``restore_aux_nnls`` from another file (e.g. the pre-fix aux.py from ``git show``) to compare.
 """
@@ -79,9 +80,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--batches", type=int, default=12)
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--alpha", type=float, default=0.0, help="Dirichlet class proportions per batch (0: IID)")
     ap.add_argument("--impl", default=None, help="a file defining restore_aux_nnls (default: the installed one)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    torch.manual_seed(0)  # the Dirichlet batch proportions
     restore = load_impl(args.impl)
     pre, pub, vic, _ = trained_pools("mnist")
     for name in args.models.split(","):
@@ -91,8 +94,14 @@ def main() -> None:
             acc = float((model(vic[0][:1000]).argmax(1) == vic[1][:1000]).double().mean())
         gen = torch.Generator().manual_seed(7)
         batches = []
+        by_class = [torch.nonzero(vic[1] == c).flatten() for c in range(10)]
         for _ in range(args.batches):
             idx = torch.randperm(len(vic[1]), generator=gen)[:32]
+            if args.alpha > 0:
+                props = torch.distributions.Dirichlet(torch.full((10,), args.alpha)).sample()
+                labels = torch.multinomial(props, 32, replacement=True, generator=gen)
+                idx = torch.stack([by_class[c][torch.randint(0, len(by_class[c]), (1,), generator=gen)][0]
+                                   for c in labels.tolist()])
             batches.append((vic[1][idx], batch_gradient(model, vic[0][idx], vic[1][idx])))
         uni = statistics.mean(label_metrics(y, uniform_guess(32, 10), 10)["label_lnacc"] for y, _ in batches)
         per_seed, shrinks, secs = [], [], []
@@ -105,7 +114,8 @@ def main() -> None:
                 scores.append(label_metrics(y, res, 10)["label_lnacc"])
                 shrinks.append(res.extras["shrink"])
             per_seed.append(statistics.mean(scores))
-        print(f"{name} (acc {acc:.2f}): LnAcc over {args.seeds} calibration seeds x {args.batches} batches: "
+        clients = f"Dirichlet({args.alpha})" if args.alpha > 0 else "IID"
+        print(f"{name} (acc {acc:.2f}), {clients} batches of 32: LnAcc over {args.seeds} calibration seeds x {args.batches} batches: "
               f"min {min(per_seed):.3f} median {statistics.median(per_seed):.3f} max {max(per_seed):.3f} "
               f"mean {statistics.mean(per_seed):.3f} | per seed {[round(s, 3) for s in per_seed]} | "
               f"shrink chosen {sorted(set(round(s, 3) for s in shrinks))} | uniform {uni:.3f} | "

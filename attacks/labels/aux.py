@@ -18,10 +18,10 @@ measure how a sample of each class shapes the classifier gradient at the current
 4. ``shrink="auto"`` (default) picks the pull from ``shrink_grid`` by simulation on the public split itself:
    statistics from one half, batches of K from the other half with Dirichlet(``calibration_alpha``) class
    proportions (so non-IID clients are part of the calibration), the two halves swapped for half of the
-   ``calibration_trials`` (96), every weight scored on the same batches; best = smallest mean squared count
-   error (``calibration_criterion="sqerr"``). The former criterion, share of exact counts over 48 batches,
-   chose on noise: its pick moved between 0, 1 and 10 with ``seed`` alone and LnAcc with it (issue 36;
-   docs/benchmarks/labels.md, "aux-nnls: calibration seed").
+   ``calibration_trials`` (192), every weight scored on the same batches, best mean share of exact counts.
+   With 48 draws on one half the pick moved between 0, 1 and 10 with ``seed`` alone (issue 36;
+   docs/benchmarks/labels.md, "aux-nnls: calibration seed"). ``calibration_criterion="sqerr"`` (smallest mean
+   squared count error) never moved, but picks a stronger pull that costs non-IID clients (measured there).
 
 Measured (docs/benchmarks/labels.md, trained-model sections): exact counts on untrained models where iLRG
 fails (K = 128 >> C, FedAvg), but once the model has learned (MNIST, 100+ SGD steps) it is no better than an
@@ -217,18 +217,18 @@ class Design:
 
 
 SHRINK_GRID = (0.0, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-CRITERIA = ("sqerr", "exact")
+CRITERIA = ("exact", "sqerr")
 
 
 def calibrate_shrink(view: PublicView, k: int, num_classes: int, grid: Sequence[float], trials: int,
-                     alpha: float, seed: int, criterion: str = "sqerr", folds: int = 2
+                     alpha: float, seed: int, criterion: str = "exact", folds: int = 2
                      ) -> tuple[float, dict[float, float]]:
     """Pick the prior weight by simulation on the public split (fedsim's own): statistics from one half,
     batches of K drawn from the other half with Dirichlet(alpha) class proportions (non-IID clients included);
     with ``folds`` = 2 the halves swap roles for half of the ``trials`` (cross-fitting). Every weight is scored on
-    the same simulated batches. ``criterion`` "sqerr" (default): minus the mean squared count error per class;
-    "exact": the mean share of classes with the exact count (LnAcc; the choice before 2026-12-08, which
-    followed the calibration seed: issue 36). Ties go to the smaller weight."""
+    the same simulated batches. ``criterion`` "exact" (default): the mean share of classes with the exact count
+    (LnAcc); "sqerr": minus the mean squared count error per class (steadier, but it picks a stronger pull that
+    costs non-IID clients: issue 36). Ties go to the smaller weight."""
     order = torch.argsort(view.y, stable=True)
     halves = (order[0::2], order[1::2])
     gen = torch.Generator().manual_seed(seed)
@@ -266,8 +266,8 @@ def calibrate_shrink(view: PublicView, k: int, num_classes: int, grid: Sequence[
 def restore_aux_nnls(model: nn.Module, gradients, num_samples: int, lr: float | None = None,
                      local_steps: int = 1, max_aux: int = 2000, chunk: int | None = None, points: int = 4,
                      shrink: float | str = "auto", shrink_grid: Sequence[float] = SHRINK_GRID,
-                     calibration_trials: int = 96, calibration_alpha: float = 1.0, seed: int = 0,
-                     calibration_criterion: str = "sqerr", calibration_folds: int = 2, **options) -> LabelRestoration:
+                     calibration_trials: int = 192, calibration_alpha: float = 1.0, seed: int = 0,
+                     calibration_criterion: str = "exact", calibration_folds: int = 2, **options) -> LabelRestoration:
     k = check_num_samples(num_samples)
     if calibration_criterion not in CRITERIA:
         raise ValueError(f"calibration_criterion: {calibration_criterion!r} is not one of {CRITERIA}")
