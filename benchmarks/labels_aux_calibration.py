@@ -115,7 +115,8 @@ def main() -> None:
                 shrinks.append(res.extras["shrink"])
             per_seed.append(statistics.mean(scores))
         clients = f"Dirichlet({args.alpha})" if args.alpha > 0 else "IID"
-        print(f"{name} (acc {acc:.2f}), {clients} batches of 32: LnAcc over {args.seeds} calibration seeds x {args.batches} batches: "
+        print(f"{name} (acc {acc:.2f}), {clients} batches of 32: LnAcc over {args.seeds} calibration seeds x "
+              f"{args.batches} batches: "
               f"min {min(per_seed):.3f} median {statistics.median(per_seed):.3f} max {max(per_seed):.3f} "
               f"mean {statistics.mean(per_seed):.3f} | per seed {[round(s, 3) for s in per_seed]} | "
               f"shrink chosen {sorted(set(round(s, 3) for s in shrinks))} | uniform {uni:.3f} | "

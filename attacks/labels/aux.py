@@ -32,7 +32,8 @@ Options: ``aux=(x_public, y_public)`` in model input space (required), ``lr`` an
 ``max_aux`` (public samples used, default 2000, class-stratified), ``chunk`` (forward batch, default
 ``local_batch_size`` or K / T: the batch size BatchNorm in train mode sees), ``points`` (trajectory points,
 default 4), ``shrink`` (float or "auto"), ``shrink_grid``, ``calibration_trials``, ``calibration_alpha``,
-``calibration_criterion`` ("sqerr" | "exact"), ``calibration_folds`` (1 | 2), ``seed``. Works without a classifier bias (weight rows only).
+``calibration_criterion`` ("exact" | "sqerr"), ``calibration_folds`` (1 | 2), ``seed``. Works without a
+classifier bias (weight rows only).
 """
 
 from __future__ import annotations
