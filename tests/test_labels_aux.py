@@ -16,23 +16,30 @@ from fedsim.core.models.zoo import build_model
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def learned():
-    """FCN on sklearn digits after 30 SGD steps (held-out accuracy ~0.6) on the first half of the train split;
-    victims from the other half; the public split is the test split (disjoint from both)."""
-    torch.manual_seed(0)
+def _trained_fcn(steps: int):
+    """FCN (64 -> 32 -> 10) on sklearn digits after ``steps`` SGD steps of 32 on the first half of the train split;
+    returns (model, (x, y) normalised, half, public test split)."""
     ds = load_dataset("digits")
     x, y = ds.normalize(ds.train_x), ds.train_y
     half = len(x) // 2
     model = build_model("fcn3", (1, 8, 8), 10, seed=0, hidden=(32,))
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(30):
+    for _ in range(steps):
         i = torch.randint(0, half, (32,), generator=gen)
         opt.zero_grad()
         nn.functional.cross_entropy(model(x[i]), y[i]).backward()
         opt.step()
-    return model, (x[half:], y[half:]), (ds.normalize(ds.test_x), ds.test_y)
+    return model, (x, y), half, (ds.normalize(ds.test_x), ds.test_y)
+
+
+@pytest.fixture(scope="module")
+def learned():
+    """FCN on sklearn digits after 30 SGD steps (held-out accuracy ~0.6) on the first half of the train split;
+    victims from the other half; the public split is the test split (disjoint from both)."""
+    torch.manual_seed(0)
+    model, (x, y), half, public = _trained_fcn(30)
+    return model, (x[half:], y[half:]), public
 
 
 def test_aux_nnls_exact_counts_where_ilrg_fails(learned):
@@ -134,18 +141,8 @@ def test_aux_nnls_does_not_depend_on_the_global_rng():
 @pytest.fixture(scope="module")
 def well_trained():
     """The ``learned`` FCN's setting trained for 600 SGD steps (held-out accuracy ~0.9): one FedSGD batch of 32."""
-    ds = load_dataset("digits")
-    x, y = ds.normalize(ds.train_x), ds.train_y
-    half = len(x) // 2
-    model = build_model("fcn3", (1, 8, 8), 10, seed=0, hidden=(32,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(600):
-        i = torch.randint(0, half, (32,), generator=gen)
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x[i]), y[i]).backward()
-        opt.step()
-    return model, batch_gradient(model, x[half:half + 32], y[half:half + 32]), (ds.normalize(ds.test_x), ds.test_y)
+    model, (x, y), half, public = _trained_fcn(600)
+    return model, batch_gradient(model, x[half:half + 32], y[half:half + 32]), public
 
 
 def test_aux_nnls_shrink_calibration_does_not_follow_its_seed(well_trained):
