@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast venv bench clean flwr-run
+.PHONY: demo test test-slow test-all venv bench clean flwr-run
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,16 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fedsim demo --out runs/demo
 
+# make test: the tests a developer waits for (no `slow` marker); make test-slow: the slow ones (real Ray
+# simulations, a wheel install, multi-node Ray, long attacks); CI (.ci/run) runs both.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not deployment"
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.federation
