@@ -187,8 +187,10 @@ class CountSolver:
         return local_search(self.gram, h, round_to_total(real, self.k)), real
 
 
-def solve_counts(gram: torch.Tensor, h: torch.Tensor, k: int, shrink: float = 0.0) -> torch.Tensor:
-    """Integer counts n >= 0, sum K, minimising n^T G n - 2 h^T n + shrink * s * |n - K/C|^2.
+def solve_counts(gram: torch.Tensor, h: torch.Tensor, k: int, shrink: float = 0.0
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(integer counts n >= 0, sum K, minimising n^T G n - 2 h^T n + shrink * s * |n - K/C|^2; the real NNLS
+    solution they were rounded from).
 
     ``s`` = mean diag(G) / K puts ``shrink`` on the scale of one sample's squared whitened gradient, so
     shrink = 1 weighs the uniform prior like one batch-sample's worth of evidence. Real solution by NNLS on a
