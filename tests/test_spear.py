@@ -28,8 +28,7 @@ def _exact(rec, gt, mean, std) -> float:
     return exact_fraction(rec, gt, mean, std, perm)
 
 
-@pytest.mark.slow
-def test_spear_recovers_fcn_batches_exactly(mnist):
+def test_spear_recovers_fcn_batches_exactly(mnist):  # 0.9 s on an idle 2-core machine
     """fcn3 (784 -> 1000 ReLU -> 10), FedSGD gradient of real MNIST images: the whole batch at b = 2, 4, 8."""
     x, y, mean, std = mnist
     model = build_model("fcn3", (1, 28, 28), 10, seed=0, hidden=(1000,))
@@ -104,8 +103,7 @@ def test_exact_fraction_row_field_and_ceiling_line():
     assert exact_ceiling([old]) == ""
 
 
-@pytest.mark.slow
-def test_spear_rows_score_exact_through_the_pipeline(mnist):
+def test_spear_rows_score_exact_through_the_pipeline(mnist):  # 1.0 s on an idle 2-core machine
     """A FedSGD update of 4 images whose labels are not in sorted order, attacked by the pipeline (ilrg restores
     the labels first, then spear) and scored: every image recovered exactly. Before the fix the row carried
     ilrg's sorted labels beside spear's images (which come in spear's own order), and the label-aware alignment
