@@ -7,24 +7,25 @@ shadow-calibration signal. ``--cache`` hands one ``CalibrationCache`` to every u
 scheduler's workers do; without it each update calibrates alone (the behaviour before the cache). Rows are not
 appended to the run; image grids are written as a replay writes them.
 
-    .venv/bin/python benchmarks/calibration_cache.py runs/demo 1:0,1:1,10:0,10:1,30:0,30:1,80:0,80:1 --steps 100 --cache
+    .venv/bin/python -m benchmarks.calibration_cache runs/demo 1:0,1:1,10:0,10:1,30:0,30:1,80:0,80:1 --steps 100 --cache
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
+from benchmarks import harness as h
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = h.parser(__doc__)
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("updates", help="round:client,... in the order to attack them")
     ap.add_argument("--steps", type=int, default=0, help="attack.inversion_steps (0: the run's)")
     ap.add_argument("--cache", action="store_true", help="one CalibrationCache for all updates")
-    args = ap.parse_args()
+    args = h.parse(ap)
 
     from fedsim.attacks.inversion.calibration import CalibrationCache
     from fedsim.core.config import load_config

@@ -7,28 +7,24 @@ of B = 32 from the disjoint victim pool, FedSGD; the server's public split is th
 images). ``--alpha A`` draws each batch's class proportions from Dirichlet(A) instead (non-IID clients). For
 every calibration seed the same batches are attacked; LnAcc per seed is the mean over the batches.
 
-    python benchmarks/labels_aux_calibration.py [--seeds 8] [--batches 12] [--alpha 0.3] [--impl FILE.py]
+    python -m benchmarks.labels_aux_calibration [--seeds 8] [--batches 12] [--alpha 0.3] [--impl FILE.py]
 
 ``--impl`` loads ``restore_aux_nnls`` from another file (e.g. the pre-fix aux.py from ``git show``) to compare.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from labels_trained import trained_pools, uniform_guess  # noqa: E402
-
-from fedsim.attacks.gradients import batch_gradient  # noqa: E402
-from fedsim.core.metrics.labels import label_metrics  # noqa: E402
+from benchmarks import harness as h
+from benchmarks.labels_trained import trained_pools, uniform_guess
+from fedsim.attacks.gradients import batch_gradient
+from fedsim.core.metrics.labels import label_metrics
 
 
 class CNN5(nn.Module):
@@ -76,13 +72,13 @@ def load_impl(path: str | None):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = h.parser(__doc__)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--batches", type=int, default=12)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--alpha", type=float, default=0.0, help="Dirichlet class proportions per batch (0: IID)")
     ap.add_argument("--impl", default=None, help="a file defining restore_aux_nnls (default: the installed one)")
-    args = ap.parse_args()
+    args = h.parse(ap)
     torch.set_num_threads(1)
     torch.manual_seed(0)  # the Dirichlet batch proportions
     restore = load_impl(args.impl)
