@@ -26,7 +26,6 @@ def num(value: Any) -> str:
 def sweep_line(row: dict[str, Any]) -> str:
     """One summary row of ``fedsim sweep`` (``sweep.jsonl``'s point) in one line, numbers rounded."""
     from fedsim.lab.sweep import point_label
-
     from fedsim.lab.sweep.summary import ceiling_line
 
     g = row.get
